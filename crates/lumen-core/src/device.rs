@@ -1,0 +1,210 @@
+//! Run-time device selection. Backends are compiled in by cargo feature; the device is
+//! picked from a string such as `cpu`, `wgpu:0` or `tch:cuda:0`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{LumenError, Result};
+
+/// A parsed device string. Parsing never depends on which backends were compiled
+/// in; turning a spec into a [`Device`] does, and fails with the feature to enable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// Pure-Rust CPU backend (burn-flex). Spelled `cpu` or `flex`.
+    Flex,
+    /// Portable GPU backend (wgpu: Vulkan, Metal, DX12); `None` picks the best adapter.
+    Wgpu(Option<usize>),
+    /// libtorch on the CPU.
+    TchCpu,
+    /// libtorch on CUDA device N.
+    TchCuda(usize),
+    /// Burn's CubeCL CUDA backend on device N.
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(&self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Wgpu(_) => "wgpu",
+            Self::TchCpu | Self::TchCuda(_) => "tch",
+            Self::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Whether the backend of this spec was compiled into this build.
+    pub fn is_compiled(&self) -> bool {
+        compiled_features().contains(&self.feature())
+    }
+
+    /// Create the device (without autodiff). Fails when the backend is not compiled in.
+    pub fn device(&self) -> Result<Device> {
+        if !self.is_compiled() {
+            return Err(LumenError::BackendNotCompiled {
+                spec: self.to_string(),
+                feature: self.feature(),
+            });
+        }
+        Ok(self.create())
+    }
+
+    #[allow(unreachable_code, unused_variables)]
+    fn create(&self) -> Device {
+        match self {
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::flex(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(index) => {
+                use burn::tensor::DeviceKind;
+                Device::wgpu(match index {
+                    Some(i) => DeviceKind::DiscreteGpu(*i),
+                    None => DeviceKind::DefaultDevice,
+                })
+            }
+            #[cfg(feature = "tch")]
+            Self::TchCpu => Device::libtorch(),
+            #[cfg(feature = "tch")]
+            Self::TchCuda(index) => Device::libtorch_cuda(*index),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(index) => Device::cuda(*index),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("device() checks is_compiled() first"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = LumenError;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let unknown = || LumenError::UnknownDevice {
+            spec: spec.to_string(),
+        };
+        let index = |s: &str| s.parse::<usize>().map_err(|_| unknown());
+        let lower = spec.trim().to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split(':').collect();
+        match parts.as_slice() {
+            ["cpu"] | ["flex"] => Ok(Self::Flex),
+            ["wgpu"] => Ok(Self::Wgpu(None)),
+            ["wgpu", n] => Ok(Self::Wgpu(Some(index(n)?))),
+            ["tch"] | ["tch", "cpu"] => Ok(Self::TchCpu),
+            ["tch", "cuda"] => Ok(Self::TchCuda(0)),
+            ["tch", "cuda", n] => Ok(Self::TchCuda(index(n)?)),
+            ["cuda"] => Ok(Self::Cuda(0)),
+            ["cuda", n] => Ok(Self::Cuda(index(n)?)),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flex => write!(f, "cpu"),
+            Self::Wgpu(None) => write!(f, "wgpu"),
+            Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+            Self::TchCpu => write!(f, "tch:cpu"),
+            Self::TchCuda(i) => write!(f, "tch:cuda:{i}"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Parse a device string and create the device (without autodiff).
+pub fn device_from_str(spec: &str) -> Result<Device> {
+    spec.parse::<DeviceSpec>()?.device()
+}
+
+/// The backend features compiled into this build, in preference order.
+pub fn compiled_features() -> &'static [&'static str] {
+    &[
+        #[cfg(feature = "flex")]
+        "flex",
+        #[cfg(feature = "wgpu")]
+        "wgpu",
+        #[cfg(feature = "tch")]
+        "tch",
+        #[cfg(feature = "cuda")]
+        "cuda",
+    ]
+}
+
+/// The device used when the caller names none: the first compiled backend, CPU first
+/// so that results never depend on which GPU happens to be present.
+pub fn default_device() -> Result<Device> {
+    let spec = match compiled_features().first() {
+        Some(&"flex") => DeviceSpec::Flex,
+        Some(&"wgpu") => DeviceSpec::Wgpu(None),
+        Some(&"tch") => DeviceSpec::TchCpu,
+        Some(&"cuda") => DeviceSpec::Cuda(0),
+        _ => {
+            return Err(LumenError::InvalidArgument(
+                "no backend compiled in: enable one of the features flex, wgpu, tch, cuda".into(),
+            ));
+        }
+    };
+    spec.device()
+}
+
+/// The same device with gradients enabled: inputs created on it can be differentiated.
+pub fn with_gradients(device: &Device) -> Device {
+    device.clone().autodiff()
+}
+
+/// Seed the device's random number generator (noise, random baselines, masks).
+pub fn seed(device: &Device, seed: u64) {
+    device.seed(seed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_spelling() {
+        let cases = [
+            ("cpu", DeviceSpec::Flex),
+            ("flex", DeviceSpec::Flex),
+            ("wgpu", DeviceSpec::Wgpu(None)),
+            ("wgpu:1", DeviceSpec::Wgpu(Some(1))),
+            ("tch:cpu", DeviceSpec::TchCpu),
+            ("tch:cuda:0", DeviceSpec::TchCuda(0)),
+            ("TCH:CUDA:3", DeviceSpec::TchCuda(3)),
+            ("cuda:2", DeviceSpec::Cuda(2)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), expected, "{text}");
+        }
+        assert_eq!(DeviceSpec::TchCuda(3).to_string(), "tch:cuda:3");
+    }
+
+    #[test]
+    fn unknown_device_is_an_error_listing_valid_forms() {
+        for bad in ["gpu", "wgpu:x", "tch:cuda:-1", "", "cuda:0:1"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(err.contains("unknown device"), "{bad}: {err}");
+            assert!(err.contains("tch:cuda:N"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn backend_not_compiled_names_the_feature() {
+        // `cuda` is never part of the default or CI build.
+        if DeviceSpec::Cuda(0).is_compiled() {
+            return;
+        }
+        let err = device_from_str("cuda:0").unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_device_is_created_and_autodiff_wraps_it() {
+        let device = device_from_str("cpu").unwrap();
+        assert!(!device.is_autodiff());
+        assert!(with_gradients(&device).is_autodiff());
+    }
+}

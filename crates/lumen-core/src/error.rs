@@ -1,0 +1,78 @@
+//! One error type for every crate of Lumen: bad input is an error that says what
+//! went wrong and, where it can, what the valid choices are.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when explaining a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LumenError {
+    /// A device string that names no known backend.
+    #[error("unknown device `{spec}`: expected one of cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N")]
+    UnknownDevice { spec: String },
+
+    /// A device whose backend was not compiled into this build.
+    #[error("device `{spec}` needs the `{feature}` backend, which this build does not include: rebuild with `--features {feature}`")]
+    BackendNotCompiled { spec: String, feature: &'static str },
+
+    /// A layer name the model does not expose.
+    #[error("unknown layer `{name}`; valid layers: {}", valid.join(", "))]
+    UnknownLayer { name: String, valid: Vec<String> },
+
+    /// A layer exists but has the wrong kind for the requested operation.
+    #[error("layer `{name}` is {found}, but {expected} is needed here")]
+    WrongLayerKind {
+        name: String,
+        expected: &'static str,
+        found: String,
+    },
+
+    /// A model architecture name that the zoo does not know.
+    #[error("unknown model `{name}`; valid models: {}", valid.join(", "))]
+    UnknownModel { name: String, valid: Vec<String> },
+
+    /// A tensor or image whose shape does not fit.
+    #[error("wrong shape for {what}: expected {expected}, found {found}")]
+    Shape {
+        what: String,
+        expected: String,
+        found: String,
+    },
+
+    /// A class index outside the model's output.
+    #[error("class index {class} is out of range: the model has {num_classes} classes (0..{num_classes})")]
+    ClassOutOfRange { class: usize, num_classes: usize },
+
+    /// An image file that could not be read or decoded.
+    #[error("cannot read image `{}`: {message}", path.display())]
+    Image { path: PathBuf, message: String },
+
+    /// A weight file that could not be read, or whose tensors do not fit the model.
+    #[error("cannot load weights from `{}`: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+
+    /// Any other invalid argument, with a message that says what to change.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// Plain I/O failure on a named path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result with [`LumenError`].
+pub type Result<T, E = LumenError> = std::result::Result<T, E>;
+
+impl LumenError {
+    /// Shorthand for a shape mismatch.
+    pub fn shape(what: impl Into<String>, expected: impl ToString, found: impl ToString) -> Self {
+        Self::Shape {
+            what: what.into(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The input pipeline: image files to normalised `[B,3,H,W]` tensors with a timm data
+//! config (resize the shorter side to `size / crop_pct`, centre crop, mean/std), and
+//! back to displayable images.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::imageops::FilterType;
+use image::{DynamicImage, RgbImage};
+
+use crate::error::{LumenError, Result};
+
+/// ImageNet mean, as timm's `IMAGENET_DEFAULT_MEAN`.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet standard deviation, as timm's `IMAGENET_DEFAULT_STD`.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// timm's `DEFAULT_CROP_PCT`.
+pub const DEFAULT_CROP_PCT: f32 = 0.875;
+
+/// Resampling filter used when resizing the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// Nearest neighbour.
+    Nearest,
+    /// Bilinear (triangle filter).
+    #[default]
+    Bilinear,
+    /// Bicubic (Catmull-Rom).
+    Bicubic,
+}
+
+impl Interpolation {
+    fn filter(self) -> FilterType {
+        match self {
+            Self::Nearest => FilterType::Nearest,
+            Self::Bilinear => FilterType::Triangle,
+            Self::Bicubic => FilterType::CatmullRom,
+        }
+    }
+}
+
+/// The evaluation-time data config of a model, as timm's `resolve_data_config`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataConfig {
+    /// `[channels, height, width]`.
+    pub input_size: [usize; 3],
+    /// Resize filter.
+    pub interpolation: Interpolation,
+    /// Fraction of the resized image kept by the centre crop.
+    pub crop_pct: f32,
+    /// Per-channel mean subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+}
+
+impl DataConfig {
+    /// ImageNet normalisation at a square `size`, timm's default crop.
+    pub fn imagenet(size: usize) -> Self {
+        Self {
+            input_size: [3, size, size],
+            interpolation: Interpolation::Bilinear,
+            crop_pct: DEFAULT_CROP_PCT,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// Output height and width.
+    pub fn size(&self) -> [usize; 2] {
+        [self.input_size[1], self.input_size[2]]
+    }
+
+    /// Resize and centre-crop one image to the model's input size, as timm's eval
+    /// transform does.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+        let [out_h, out_w] = self.size();
+        let (w, h) = image.dimensions();
+        if (w as usize, h as usize) == (out_w, out_h) {
+            return image.clone();
+        }
+        // timm: scale_size = floor(img_size / crop_pct) applied to the shorter side.
+        let scale_h = (out_h as f32 / self.crop_pct).floor() as u32;
+        let scale_w = (out_w as f32 / self.crop_pct).floor() as u32;
+        let (new_w, new_h) = if w <= h {
+            (scale_w, ((h as f32) * scale_w as f32 / w as f32).round() as u32)
+        } else {
+            (((w as f32) * scale_h as f32 / h as f32).round() as u32, scale_h)
+        };
+        let resized = image::imageops::resize(image, new_w.max(out_w as u32), new_h.max(out_h as u32), self.interpolation.filter());
+        let left = (resized.width() - out_w as u32) / 2;
+        let top = (resized.height() - out_h as u32) / 2;
+        image::imageops::crop_imm(&resized, left, top, out_w as u32, out_h as u32).to_image()
+    }
+
+    /// Normalise images already at the input size into a `[B,3,H,W]` tensor.
+    pub fn to_tensor(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>> {
+        let [out_h, out_w] = self.size();
+        let mut values = Vec::with_capacity(images.len() * 3 * out_h * out_w);
+        for (i, image) in images.iter().enumerate() {
+            let (w, h) = image.dimensions();
+            if (w as usize, h as usize) != (out_w, out_h) {
+                return Err(LumenError::shape(
+                    format!("image {i}"),
+                    format!("{out_w}x{out_h} pixels"),
+                    format!("{w}x{h} pixels"),
+                ));
+            }
+            for c in 0..3 {
+                values.extend(image.pixels().map(|p| (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c]));
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values, [images.len(), 3, out_h, out_w]),
+            device,
+        ))
+    }
+
+    /// Resize, crop and normalise a batch of images of any size.
+    pub fn preprocess(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>> {
+        let prepared: Vec<RgbImage> = images.iter().map(|i| self.resize_and_crop(i)).collect();
+        self.to_tensor(&prepared, device)
+    }
+
+    /// Undo the normalisation of a `[B,3,H,W]` batch, for display.
+    pub fn denormalize(&self, batch: &Tensor<4>) -> Vec<RgbImage> {
+        let [b, c, h, w] = batch.dims();
+        assert_eq!(c, 3, "denormalize expects RGB");
+        let values = crate::to_host(batch.clone());
+        (0..b)
+            .map(|i| {
+                let base = i * 3 * h * w;
+                RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                    let offset = y as usize * w + x as usize;
+                    image::Rgb(std::array::from_fn(|ch| {
+                        let v = values[base + ch * h * w + offset] * self.std[ch] + self.mean[ch];
+                        (v * 255.0).round().clamp(0.0, 255.0) as u8
+                    }))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Read an image file as RGB. The error names the file and the reason.
+pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    let reader = image::ImageReader::open(path).map_err(|e| LumenError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let reader = reader.with_guessed_format().map_err(|e| LumenError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let image: DynamicImage = reader.decode().map_err(|e| LumenError::Image {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(image.to_rgb8())
+}
+
+/// Load image files and preprocess them into one batch.
+pub fn load_batch<P: AsRef<Path>>(paths: &[P], config: &DataConfig, device: &Device) -> Result<Tensor<4>> {
+    let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
+    config.preprocess(&images, device)
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_then_denormalize_round_trips() {
+        let config = DataConfig::imagenet(4);
+        let image = RgbImage::from_fn(4, 4, |x, y| image::Rgb([(x * 60) as u8, (y * 60) as u8, 200]));
+        let device = Device::flex();
+        let batch = config.to_tensor(std::slice::from_ref(&image), &device).unwrap();
+        assert_eq!(batch.dims(), [1, 3, 4, 4]);
+        // Red channel of pixel (1, 0): (60/255 - 0.485) / 0.229.
+        let v = crate::to_host(batch.clone());
+        assert!((v[1] - (60.0 / 255.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert_eq!(config.denormalize(&batch)[0], image);
+    }
+
+    #[test]
+    fn resize_and_crop_keeps_aspect_then_centres() {
+        let config = DataConfig::imagenet(8);
+        let wide = RgbImage::new(40, 20);
+        let out = config.resize_and_crop(&wide);
+        assert_eq!(out.dimensions(), (8, 8));
+    }
+
+    #[test]
+    fn wrong_image_size_is_an_error() {
+        let config = DataConfig::imagenet(8);
+        let err = config
+            .to_tensor(&[RgbImage::new(7, 8)], &Device::flex())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("8x8") && err.contains("7x8"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_it() {
+        let err = load_image("/nonexistent/cat.png").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cat.png"), "{err}");
+        let dir = std::env::temp_dir().join("lumen-core-not-an-image.png");
+        std::fs::write(&dir, b"not a png").unwrap();
+        let err = load_image(&dir).unwrap_err().to_string();
+        assert!(err.contains("not-an-image"), "{err}");
+    }
+}

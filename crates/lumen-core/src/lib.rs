@@ -1,0 +1,34 @@
+//! Backend selection and the shared vocabulary of Lumen: [`Tap`] hook points,
+//! the [`ExplainableModel`] trait, [`Target`] scores, [`Heatmaps`], the input
+//! pipeline and one error type.
+//!
+//! Depends on `burn` and `image` (for reading inputs) only; it must never pull in
+//! plotting, the model zoo or a GPU backend that the user did not enable by feature.
+
+pub mod device;
+pub mod error;
+pub mod heatmap;
+pub mod input;
+pub mod model;
+pub mod tap;
+pub mod target;
+
+pub use burn;
+
+/// Copy a float tensor's values to the host, row-major.
+///
+/// # Panics
+/// If the device cannot read the tensor back (a lost GPU), which no input can cause.
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .try_into_vec_as::<f32>()
+        .expect("reading a tensor back from the device")
+}
+pub use burn::tensor::{Device, Tensor};
+pub use device::{DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients};
+pub use error::{LumenError, Result};
+pub use heatmap::{Heatmaps, Polarity};
+pub use input::{DataConfig, Interpolation, load_batch, load_image};
+pub use model::{Classifier, ExplainableModel, LayerInfo, LayerKind};
+pub use tap::{CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable};
+pub use target::{ClassLogit, ClassProbability, Target, predicted_classes};

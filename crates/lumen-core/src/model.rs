@@ -1,0 +1,120 @@
+//! The explainable-model trait: a forward pass with taps, and the list of named layers.
+
+use burn::tensor::Tensor;
+
+use crate::error::{LumenError, Result};
+use crate::tap::{NoTap, Tap};
+
+/// What a named layer produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A feature map `[B,C,H,W]`.
+    FeatureMap,
+    /// Tokens `[B,N,D]`: `prefix_tokens` (class/distillation tokens) followed by a
+    /// `grid[0] x grid[1]` patch grid.
+    Tokens { grid: [usize; 2], prefix_tokens: usize },
+    /// Attention probabilities `[B,heads,N,N]` over the same tokens.
+    Attention {
+        heads: usize,
+        grid: [usize; 2],
+        prefix_tokens: usize,
+    },
+    /// One vector per image `[B,D]`: pooled features or logits.
+    Vector,
+}
+
+impl std::fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FeatureMap => write!(f, "feature map [B,C,H,W]"),
+            Self::Tokens {
+                grid,
+                prefix_tokens,
+            } => write!(
+                f,
+                "tokens [B,N,D] ({}x{} grid, {prefix_tokens} prefix)",
+                grid[0], grid[1]
+            ),
+            Self::Attention { heads, .. } => write!(f, "attention [B,{heads},N,N]"),
+            Self::Vector => write!(f, "vector [B,D]"),
+        }
+    }
+}
+
+/// A named tap point of a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The name the model passes to `Tap::visit` (timm's module names).
+    pub name: String,
+    /// What the layer produces.
+    pub kind: LayerKind,
+}
+
+impl LayerInfo {
+    /// Shorthand constructor.
+    pub fn new(name: impl Into<String>, kind: LayerKind) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+        }
+    }
+}
+
+/// A model Lumen can explain: a forward pass that calls a [`Tap`] at each named layer.
+///
+/// Implement it for your own Burn model by calling `tap.visit("name", x)` at the layers
+/// you want to expose, and listing them in [`ExplainableModel::layers`].
+pub trait ExplainableModel {
+    /// What the forward pass returns (logits `[B,classes]` for a classifier).
+    type Output;
+
+    /// The forward pass, calling `tap` at each named layer.
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Self::Output;
+
+    /// The forward pass without taps.
+    fn forward(&self, input: Tensor<4>) -> Self::Output {
+        self.forward_tapped(input, &NoTap)
+    }
+
+    /// Every named layer, in forward order.
+    fn layers(&self) -> Vec<LayerInfo>;
+
+    /// The layer explanations use when the caller names none.
+    fn default_layer(&self) -> String;
+
+    /// The input `[channels, height, width]` the model expects.
+    fn input_shape(&self) -> [usize; 3];
+
+    /// Look up a layer by name; the error lists the valid names.
+    fn layer(&self, name: &str) -> Result<LayerInfo> {
+        let layers = self.layers();
+        layers
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| LumenError::UnknownLayer {
+                name: name.to_string(),
+                valid: layers.into_iter().map(|l| l.name).collect(),
+            })
+    }
+
+    /// Check that a batch has the shape this model takes.
+    fn check_input(&self, input: &Tensor<4>) -> Result<()> {
+        let [_, c, h, w] = input.dims();
+        let expected = self.input_shape();
+        if [c, h, w] != expected {
+            return Err(LumenError::shape(
+                "model input",
+                format!("[B,{},{},{}]", expected[0], expected[1], expected[2]),
+                format!("{:?}", input.dims()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A classifier: an explainable model whose output is logits `[B, num_classes]`.
+pub trait Classifier: ExplainableModel<Output = Tensor<2>> {
+    /// Number of output classes.
+    fn num_classes(&self) -> usize;
+}

@@ -1,0 +1,65 @@
+//! Targets reduce a model output to one differentiable score per image. Methods are
+//! written against [`Target`], so tasks (detection, segmentation) add targets, not
+//! methods.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{LumenError, Result};
+
+/// Reduces a model output to one score per image, `[B]`.
+pub trait Target<O> {
+    /// The per-image scores; differentiable when the output is.
+    fn score(&self, output: &O) -> Result<Tensor<1>>;
+}
+
+/// The logit of one class per image (the pytorch-grad-cam `ClassifierOutputTarget`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassLogit(pub Vec<usize>);
+
+/// The softmax probability of one class per image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassProbability(pub Vec<usize>);
+
+fn gather_classes(values: Tensor<2>, classes: &[usize]) -> Result<Tensor<1>> {
+    let [batch, num_classes] = values.dims();
+    if classes.len() != batch {
+        return Err(LumenError::shape(
+            "target classes",
+            format!("one class per image ({batch})"),
+            classes.len(),
+        ));
+    }
+    if let Some(&class) = classes.iter().find(|&&c| c >= num_classes) {
+        return Err(LumenError::ClassOutOfRange { class, num_classes });
+    }
+    let index: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
+    let index = Tensor::<2, Int>::from_data(TensorData::new(index, [batch, 1]), &values.device());
+    Ok(values.gather(1, index).reshape([batch]))
+}
+
+impl Target<Tensor<2>> for ClassLogit {
+    fn score(&self, output: &Tensor<2>) -> Result<Tensor<1>> {
+        gather_classes(output.clone(), &self.0)
+    }
+}
+
+impl Target<Tensor<2>> for ClassProbability {
+    fn score(&self, output: &Tensor<2>) -> Result<Tensor<1>> {
+        gather_classes(softmax(output.clone(), 1), &self.0)
+    }
+}
+
+/// The arg-max class of each row of logits `[B, classes]`.
+pub fn predicted_classes(logits: &Tensor<2>) -> Vec<usize> {
+    let [batch, _] = logits.dims();
+    logits
+        .clone()
+        .argmax(1)
+        .reshape([batch])
+        .try_into_vec_as::<i64>()
+        .expect("reading argmax back from the device")
+        .into_iter()
+        .map(|c| c as usize)
+        .collect()
+}

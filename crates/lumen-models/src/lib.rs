@@ -1,0 +1,230 @@
+//! Model zoo for Lumen: Burn implementations of timm's ResNet and Vision Transformer
+//! that load timm state dicts unchanged and expose every named layer through
+//! [`lumen_core::Tap`].
+//!
+//! Depends on `lumen-core` and `burn` (with burn-store for weight files) only.
+
+pub mod resnet;
+pub mod vit;
+pub mod weights;
+
+use std::path::Path;
+
+use burn::tensor::Tensor;
+use lumen_core::input::{DataConfig, IMAGENET_MEAN, IMAGENET_STD, Interpolation};
+use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LumenError, Result, Tap};
+
+pub use resnet::{BlockKind, ResNet, ResNetConfig, StemKind};
+pub use vit::{VisionTransformer, VitConfig};
+pub use weights::load_state_dict;
+
+/// Architecture names the zoo builds, with timm's names.
+pub const ARCHITECTURES: &[&str] = &[
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet18d",
+    "resnet34d",
+    "resnet50d",
+    "resnet101d",
+    "test_resnet",
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "test_vit",
+];
+
+/// The configuration of a zoo architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Architecture {
+    /// A timm ResNet.
+    ResNet(ResNetConfig),
+    /// A timm Vision Transformer.
+    Vit(VitConfig),
+}
+
+/// timm's evaluation data config for each architecture (`pretrained_cfg`).
+fn data_config(size: usize, interpolation: Interpolation, crop_pct: f32, inception: bool) -> DataConfig {
+    let (mean, std) = if inception {
+        ([0.5; 3], [0.5; 3])
+    } else {
+        (IMAGENET_MEAN, IMAGENET_STD)
+    };
+    DataConfig {
+        input_size: [3, size, size],
+        interpolation,
+        crop_pct,
+        mean,
+        std,
+    }
+}
+
+impl Architecture {
+    /// Look up an architecture by timm name with a number of classes.
+    pub fn from_name(name: &str, num_classes: usize) -> Result<(Self, DataConfig)> {
+        use BlockKind::{Basic, Bottleneck};
+        let bicubic = Interpolation::Bicubic;
+        let resnet = |block, layers, d: bool, crop| {
+            let config = ResNetConfig::new(block, layers).with_num_classes(num_classes);
+            let config = if d { config.d_variant() } else { config };
+            (Self::ResNet(config), data_config(224, bicubic, crop, false))
+        };
+        let vit = |dim, heads| {
+            let config = VitConfig::new(dim, 12, heads).with_num_classes(num_classes);
+            (Self::Vit(config), data_config(224, bicubic, 0.9, true))
+        };
+        if num_classes == 0 {
+            return Err(LumenError::InvalidArgument("--num-classes must be at least 1".into()));
+        }
+        Ok(match name {
+            "resnet18" => resnet(Basic, [2, 2, 2, 2], false, 0.95),
+            "resnet34" => resnet(Basic, [3, 4, 6, 3], false, 0.95),
+            "resnet50" => resnet(Bottleneck, [3, 4, 6, 3], false, 0.95),
+            "resnet101" => resnet(Bottleneck, [3, 4, 23, 3], false, 0.95),
+            "resnet18d" => resnet(Basic, [2, 2, 2, 2], true, 0.875),
+            "resnet34d" => resnet(Basic, [3, 4, 6, 3], true, 0.875),
+            "resnet50d" => resnet(Bottleneck, [3, 4, 6, 3], true, 0.875),
+            "resnet101d" => resnet(Bottleneck, [3, 4, 23, 3], true, 0.875),
+            "test_resnet" => (
+                Self::ResNet(ResNetConfig {
+                    blocks: [Basic, Basic, Bottleneck, Basic],
+                    layers: [1, 1, 1, 1],
+                    channels: [32, 48, 48, 96],
+                    stem: StemKind::Deep { width: 16 },
+                    avg_down: true,
+                    num_classes,
+                }),
+                data_config(160, Interpolation::Bilinear, 0.95, true),
+            ),
+            "vit_tiny_patch16_224" => vit(192, 3),
+            "vit_small_patch16_224" => vit(384, 6),
+            "vit_base_patch16_224" => vit(768, 12),
+            "test_vit" => (
+                Self::Vit(VitConfig {
+                    img_size: 160,
+                    patch_size: 16,
+                    embed_dim: 64,
+                    depth: 6,
+                    num_heads: 2,
+                    mlp_ratio: 3.0,
+                    num_classes,
+                }),
+                data_config(160, bicubic, 0.95, true),
+            ),
+            _ => {
+                return Err(LumenError::UnknownModel {
+                    name: name.to_string(),
+                    valid: ARCHITECTURES.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+        })
+    }
+}
+
+/// A model from the zoo.
+#[derive(Debug)]
+pub enum ZooModel {
+    /// A ResNet.
+    ResNet(ResNet),
+    /// A Vision Transformer.
+    Vit(VisionTransformer),
+}
+
+/// A zoo model with its name and data config.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// timm architecture name.
+    pub name: String,
+    /// The model, in evaluation mode (`valid()`): BatchNorm uses running statistics
+    /// and parameters are not tracked by autodiff.
+    pub model: ZooModel,
+    /// Preprocessing the model expects.
+    pub data_config: DataConfig,
+}
+
+impl LoadedModel {
+    /// Build an architecture with random weights (for tests and training).
+    pub fn init(name: &str, num_classes: usize, device: &Device) -> Result<Self> {
+        let (arch, data_config) = Architecture::from_name(name, num_classes)?;
+        let size = data_config.input_size[1];
+        let model = match arch {
+            Architecture::ResNet(config) => ZooModel::ResNet(config.init(device).with_input_size(size)),
+            Architecture::Vit(config) => ZooModel::Vit(config.init(device)),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            model,
+            data_config,
+        })
+    }
+
+    /// Build an architecture and load a timm state dict (`.safetensors`, `.pth`, `.pt`),
+    /// then switch to evaluation mode.
+    pub fn load(name: &str, num_classes: usize, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let (arch, _) = Architecture::from_name(name, num_classes)?;
+        let mut loaded = Self::init(name, num_classes, device)?;
+        let path = weights.as_ref();
+        match (&mut loaded.model, arch) {
+            (ZooModel::ResNet(model), Architecture::ResNet(config)) => {
+                load_state_dict(model, path, &config.key_remaps())?
+            }
+            (ZooModel::Vit(model), Architecture::Vit(_)) => load_state_dict(model, path, &[])?,
+            _ => unreachable!("init built the architecture's own kind"),
+        }
+        loaded.model = loaded.model.valid();
+        Ok(loaded)
+    }
+}
+
+impl ZooModel {
+    /// Evaluation mode: BatchNorm uses running statistics, parameters leave autodiff.
+    pub fn valid(&self) -> Self {
+        use burn::module::Module;
+        match self {
+            Self::ResNet(m) => Self::ResNet(m.valid()),
+            Self::Vit(m) => Self::Vit(m.valid()),
+        }
+    }
+}
+
+impl ExplainableModel for ZooModel {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        match self {
+            Self::ResNet(m) => m.forward_tapped(input, tap),
+            Self::Vit(m) => m.forward_tapped(input, tap),
+        }
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        match self {
+            Self::ResNet(m) => m.layers(),
+            Self::Vit(m) => m.layers(),
+        }
+    }
+
+    fn default_layer(&self) -> String {
+        match self {
+            Self::ResNet(m) => m.default_layer(),
+            Self::Vit(m) => m.default_layer(),
+        }
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        match self {
+            Self::ResNet(m) => m.input_shape(),
+            Self::Vit(m) => m.input_shape(),
+        }
+    }
+}
+
+impl Classifier for ZooModel {
+    fn num_classes(&self) -> usize {
+        match self {
+            Self::ResNet(m) => m.num_classes(),
+            Self::Vit(m) => m.num_classes(),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! ResNet as timm builds it (`timm.models.resnet`): plain or deep stem, BasicBlock or
+//! Bottleneck per stage, strided-conv or average-pool downsampling. Parameter names
+//! follow timm's state dict after the remapping in [`ResNetConfig::key_remaps`].
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
+
+/// The residual block of a stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3x3 convolutions (expansion 1).
+    Basic,
+    /// 1x1, 3x3, 1x1 convolutions (expansion 4).
+    Bottleneck,
+}
+
+impl BlockKind {
+    fn expansion(self) -> usize {
+        match self {
+            Self::Basic => 1,
+            Self::Bottleneck => 4,
+        }
+    }
+}
+
+/// The stem before the first stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StemKind {
+    /// One 7x7 stride-2 convolution to 64 channels (timm's default stem).
+    Plain,
+    /// Three 3x3 convolutions `3 -> w -> w -> 2w` (timm `stem_type='deep'`).
+    Deep { width: usize },
+}
+
+/// The hyper-parameters of a timm ResNet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResNetConfig {
+    /// Block type per stage.
+    pub blocks: [BlockKind; 4],
+    /// Number of blocks per stage.
+    pub layers: [usize; 4],
+    /// Base channels per stage (before expansion).
+    pub channels: [usize; 4],
+    /// Stem type.
+    pub stem: StemKind,
+    /// Average-pool downsampling in shortcuts (timm `avg_down`, the "d" variants).
+    pub avg_down: bool,
+    /// Number of output classes.
+    pub num_classes: usize,
+}
+
+impl ResNetConfig {
+    /// A plain ResNet with one block type and 64-256-... channels.
+    pub fn new(block: BlockKind, layers: [usize; 4]) -> Self {
+        Self {
+            blocks: [block; 4],
+            layers,
+            channels: [64, 128, 256, 512],
+            stem: StemKind::Plain,
+            avg_down: false,
+            num_classes: 1000,
+        }
+    }
+
+    /// The "d" variant: deep stem of width 32 and average-pool downsampling.
+    pub fn d_variant(mut self) -> Self {
+        self.stem = StemKind::Deep { width: 32 };
+        self.avg_down = true;
+        self
+    }
+
+    /// Set the number of classes.
+    pub fn with_num_classes(mut self, num_classes: usize) -> Self {
+        self.num_classes = num_classes;
+        self
+    }
+
+    /// Regex rewrites from timm's state-dict keys to this module's parameter paths:
+    /// timm's `nn.Sequential` indices (with gaps for activations and pools) become names.
+    pub fn key_remaps(&self) -> Vec<(&'static str, &'static str)> {
+        let mut remaps = vec![];
+        if matches!(self.stem, StemKind::Deep { .. }) {
+            remaps.extend([
+                (r"^conv1\.0\.", "stem.conv_a."),
+                (r"^conv1\.1\.", "stem.bn_a."),
+                (r"^conv1\.3\.", "stem.conv_b."),
+                (r"^conv1\.4\.", "stem.bn_b."),
+                (r"^conv1\.6\.", "stem.conv_c."),
+            ]);
+        }
+        if self.avg_down {
+            remaps.extend([
+                (r"\.downsample\.1\.", ".downsample.conv."),
+                (r"\.downsample\.2\.", ".downsample.bn."),
+            ]);
+        } else {
+            remaps.extend([
+                (r"\.downsample\.0\.", ".downsample.conv."),
+                (r"\.downsample\.1\.", ".downsample.bn."),
+            ]);
+        }
+        remaps
+    }
+
+    /// Build the model with freshly initialised parameters.
+    pub fn init(&self, device: &Device) -> ResNet {
+        let (conv1, stem, inplanes) = match self.stem {
+            StemKind::Plain => (Some(conv(3, 64, 7, 2, device)), None, 64),
+            StemKind::Deep { width } => (None, Some(DeepStem::new(width, device)), 2 * width),
+        };
+        let mut inplanes = inplanes;
+        let mut stages: Vec<Vec<ResBlock>> = Vec::with_capacity(4);
+        for stage in 0..4 {
+            let stride = if stage == 0 { 1 } else { 2 };
+            let kind = self.blocks[stage];
+            let planes = self.channels[stage];
+            let mut blocks = Vec::with_capacity(self.layers[stage]);
+            for i in 0..self.layers[stage] {
+                let block_stride = if i == 0 { stride } else { 1 };
+                blocks.push(ResBlock::new(kind, inplanes, planes, block_stride, self.avg_down, device));
+                inplanes = planes * kind.expansion();
+            }
+            stages.push(blocks);
+        }
+        let mut stages = stages.into_iter();
+        let mut next = || stages.next().expect("four stages");
+        ResNet {
+            conv1,
+            stem,
+            bn1: bn(inplanes_after_stem(self), device),
+            layer1: next(),
+            layer2: next(),
+            layer3: next(),
+            layer4: next(),
+            fc: LinearConfig::new(inplanes, self.num_classes).init(device),
+            input_size: 224,
+        }
+    }
+}
+
+fn inplanes_after_stem(config: &ResNetConfig) -> usize {
+    match config.stem {
+        StemKind::Plain => 64,
+        StemKind::Deep { width } => 2 * width,
+    }
+}
+
+fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([input, output], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_bias(false)
+        .init(device)
+}
+
+fn bn(features: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(features).with_epsilon(1e-5).init(device)
+}
+
+/// timm's deep stem: `conv1 = Sequential(conv, bn, relu, conv, bn, relu, conv)`.
+#[derive(Module, Debug)]
+pub struct DeepStem {
+    conv_a: Conv2d,
+    bn_a: BatchNorm,
+    conv_b: Conv2d,
+    bn_b: BatchNorm,
+    conv_c: Conv2d,
+}
+
+impl DeepStem {
+    fn new(width: usize, device: &Device) -> Self {
+        Self {
+            conv_a: conv(3, width, 3, 2, device),
+            bn_a: bn(width, device),
+            conv_b: conv(width, width, 3, 1, device),
+            bn_b: bn(width, device),
+            conv_c: conv(width, 2 * width, 3, 1, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = relu(self.bn_a.forward(self.conv_a.forward(x)));
+        let x = relu(self.bn_b.forward(self.conv_b.forward(x)));
+        self.conv_c.forward(x)
+    }
+}
+
+/// The shortcut projection: 1x1 convolution and BatchNorm, after a 2x2 average pool
+/// when `avg_down` (timm `downsample_avg`), else with the stride in the convolution.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    conv: Conv2d,
+    bn: BatchNorm,
+    pool_stride: usize,
+}
+
+impl Downsample {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = if self.pool_stride > 1 {
+            let s = self.pool_stride;
+            avg_pool2d(
+                x,
+                AvgPoolOptions::new([2, 2])
+                    .with_stride([s, s])
+                    .with_ceil_mode(true)
+                    .with_count_include_pad(false),
+            )
+        } else {
+            x
+        };
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// A BasicBlock or Bottleneck, with timm's parameter names.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Option<Conv2d>,
+    bn3: Option<BatchNorm>,
+    downsample: Option<Downsample>,
+}
+
+impl ResBlock {
+    fn new(kind: BlockKind, inplanes: usize, planes: usize, stride: usize, avg_down: bool, device: &Device) -> Self {
+        let out = planes * kind.expansion();
+        let downsample = (stride != 1 || inplanes != out).then(|| {
+            if avg_down {
+                Downsample {
+                    conv: conv(inplanes, out, 1, 1, device),
+                    bn: bn(out, device),
+                    pool_stride: stride,
+                }
+            } else {
+                Downsample {
+                    conv: conv(inplanes, out, 1, stride, device),
+                    bn: bn(out, device),
+                    pool_stride: 1,
+                }
+            }
+        });
+        match kind {
+            BlockKind::Basic => Self {
+                conv1: conv(inplanes, planes, 3, stride, device),
+                bn1: bn(planes, device),
+                conv2: conv(planes, planes, 3, 1, device),
+                bn2: bn(planes, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            },
+            BlockKind::Bottleneck => Self {
+                conv1: conv(inplanes, planes, 1, 1, device),
+                bn1: bn(planes, device),
+                conv2: conv(planes, planes, 3, stride, device),
+                bn2: bn(planes, device),
+                conv3: Some(conv(planes, out, 1, 1, device)),
+                bn3: Some(bn(out, device)),
+                downsample,
+            },
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x.clone()),
+            None => x.clone(),
+        };
+        let y = relu(self.bn1.forward(self.conv1.forward(x)));
+        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(y))),
+            _ => y,
+        };
+        relu(y + shortcut)
+    }
+}
+
+/// A timm ResNet.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    conv1: Option<Conv2d>,
+    stem: Option<DeepStem>,
+    bn1: BatchNorm,
+    layer1: Vec<ResBlock>,
+    layer2: Vec<ResBlock>,
+    layer3: Vec<ResBlock>,
+    layer4: Vec<ResBlock>,
+    fc: Linear,
+    input_size: usize,
+}
+
+impl ResNet {
+    /// Set the square input size the model expects (any size works; this is what
+    /// inputs are checked and preprocessed to).
+    pub fn with_input_size(mut self, size: usize) -> Self {
+        self.input_size = size;
+        self
+    }
+
+    fn stages(&self) -> [(&'static str, &Vec<ResBlock>); 4] {
+        [
+            ("layer1", &self.layer1),
+            ("layer2", &self.layer2),
+            ("layer3", &self.layer3),
+            ("layer4", &self.layer4),
+        ]
+    }
+}
+
+impl ExplainableModel for ResNet {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        let x = match (&self.conv1, &self.stem) {
+            (Some(conv1), _) => conv1.forward(input),
+            (None, Some(stem)) => stem.forward(input),
+            (None, None) => unreachable!("a ResNet has a stem"),
+        };
+        let x = tap.visit("conv1", x);
+        let x = tap.visit("act1", relu(self.bn1.forward(x)));
+        let x = max_pool2d(
+            x,
+            MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]),
+        );
+        let mut x = tap.visit("maxpool", x);
+        for (stage, blocks) in self.stages() {
+            for (i, block) in blocks.iter().enumerate() {
+                x = tap.visit(&format!("{stage}.{i}"), block.forward(x));
+            }
+            x = tap.visit(stage, x);
+        }
+        let [b, c, _, _] = x.dims();
+        let pooled = tap.visit("global_pool", x.mean_dims(&[2, 3]).reshape([b, c]));
+        tap.visit("fc", self.fc.forward(pooled))
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        let mut layers = vec![
+            LayerInfo::new("conv1", LayerKind::FeatureMap),
+            LayerInfo::new("act1", LayerKind::FeatureMap),
+            LayerInfo::new("maxpool", LayerKind::FeatureMap),
+        ];
+        for (stage, blocks) in self.stages() {
+            for i in 0..blocks.len() {
+                layers.push(LayerInfo::new(format!("{stage}.{i}"), LayerKind::FeatureMap));
+            }
+            layers.push(LayerInfo::new(stage, LayerKind::FeatureMap));
+        }
+        layers.push(LayerInfo::new("global_pool", LayerKind::Vector));
+        layers.push(LayerInfo::new("fc", LayerKind::Vector));
+        layers
+    }
+
+    fn default_layer(&self) -> String {
+        "layer4".into()
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        [3, self.input_size, self.input_size]
+    }
+}
+
+impl Classifier for ResNet {
+    fn num_classes(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+}

@@ -1,0 +1,241 @@
+//! Vision Transformer as timm builds it (`timm.models.vision_transformer`): patch
+//! embedding by a strided convolution, class token, learned position embedding,
+//! pre-norm blocks with a fused `qkv` projection, final norm and a linear head on the
+//! class token. Parameter names are timm's.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{gelu, softmax};
+use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
+
+/// The hyper-parameters of a timm ViT.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    /// Square input size in pixels.
+    pub img_size: usize,
+    /// Square patch size in pixels.
+    pub patch_size: usize,
+    /// Token width.
+    pub embed_dim: usize,
+    /// Number of blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// Hidden width of the MLP as a multiple of `embed_dim`.
+    pub mlp_ratio: f64,
+    /// Number of output classes.
+    pub num_classes: usize,
+}
+
+impl VitConfig {
+    /// A ViT at 224 pixels with 16-pixel patches and MLP ratio 4.
+    pub fn new(embed_dim: usize, depth: usize, num_heads: usize) -> Self {
+        Self {
+            img_size: 224,
+            patch_size: 16,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: 4.0,
+            num_classes: 1000,
+        }
+    }
+
+    /// Set the number of classes.
+    pub fn with_num_classes(mut self, num_classes: usize) -> Self {
+        self.num_classes = num_classes;
+        self
+    }
+
+    /// Patch grid `[rows, cols]`.
+    pub fn grid(&self) -> [usize; 2] {
+        let g = self.img_size / self.patch_size;
+        [g, g]
+    }
+
+    /// Build the model with freshly initialised parameters.
+    pub fn init(&self, device: &Device) -> VisionTransformer {
+        let d = self.embed_dim;
+        let [gh, gw] = self.grid();
+        let hidden = (d as f64 * self.mlp_ratio) as usize;
+        VisionTransformer {
+            cls_token: Param::from_tensor(Tensor::zeros([1, 1, d], device)),
+            pos_embed: Param::from_tensor(Tensor::zeros([1, 1 + gh * gw, d], device)),
+            patch_embed: PatchEmbed {
+                proj: Conv2dConfig::new([3, d], [self.patch_size, self.patch_size])
+                    .with_stride([self.patch_size, self.patch_size])
+                    .init(device),
+            },
+            blocks: (0..self.depth)
+                .map(|_| VitBlock {
+                    norm1: layer_norm(d, device),
+                    attn: Attention {
+                        qkv: LinearConfig::new(d, 3 * d).init(device),
+                        proj: LinearConfig::new(d, d).init(device),
+                        num_heads: self.num_heads,
+                    },
+                    norm2: layer_norm(d, device),
+                    mlp: Mlp {
+                        fc1: LinearConfig::new(d, hidden).init(device),
+                        fc2: LinearConfig::new(hidden, d).init(device),
+                    },
+                })
+                .collect(),
+            norm: layer_norm(d, device),
+            head: LinearConfig::new(d, self.num_classes).init(device),
+            img_size: self.img_size,
+            patch_size: self.patch_size,
+        }
+    }
+}
+
+fn layer_norm(d: usize, device: &Device) -> LayerNorm {
+    // timm ViTs use eps 1e-6, not PyTorch's 1e-5.
+    LayerNormConfig::new(d).with_epsilon(1e-6).init(device)
+}
+
+/// `patch_embed`: a convolution with kernel = stride = patch size.
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    proj: Conv2d,
+}
+
+/// Multi-head self-attention with a fused `qkv` projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, tap: &dyn Tap, name: &str) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let heads = self.num_heads;
+        let head_dim = d / heads;
+        // [B,N,3D] -> [3,B,heads,N,head_dim], as timm's reshape + permute(2, 0, 3, 1, 4).
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b, heads, n, head_dim]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b, heads, n, head_dim]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, heads, n, head_dim]);
+        let scale = (head_dim as f64).powf(-0.5);
+        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
+        let probs = tap.visit(name, softmax(scores, 3));
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        self.proj.forward(out)
+    }
+}
+
+/// The two-layer MLP with exact (erf) GELU.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct VitBlock {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// A timm Vision Transformer with a class token.
+#[derive(Module, Debug)]
+pub struct VisionTransformer {
+    cls_token: Param<Tensor<3>>,
+    pos_embed: Param<Tensor<3>>,
+    patch_embed: PatchEmbed,
+    blocks: Vec<VitBlock>,
+    norm: LayerNorm,
+    head: Linear,
+    img_size: usize,
+    patch_size: usize,
+}
+
+impl VisionTransformer {
+    fn grid(&self) -> [usize; 2] {
+        let g = self.img_size / self.patch_size;
+        [g, g]
+    }
+
+    fn token_kind(&self) -> LayerKind {
+        LayerKind::Tokens {
+            grid: self.grid(),
+            prefix_tokens: 1,
+        }
+    }
+}
+
+impl ExplainableModel for VisionTransformer {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        let patches = self.patch_embed.proj.forward(input);
+        let [b, d, gh, gw] = patches.dims();
+        // [B,D,gh,gw] -> [B,N,D] with row-major patch order, as timm's flatten(2).transpose(1, 2).
+        let tokens = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
+        let tokens = tap.visit("patch_embed", tokens);
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed.val();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let normed = tap.visit(&format!("blocks.{i}.norm1"), block.norm1.forward(x.clone()));
+            x = x + block.attn.forward(normed, tap, &format!("blocks.{i}.attn"));
+            let hidden = gelu(block.mlp.fc1.forward(block.norm2.forward(x.clone())));
+            x = x + block.mlp.fc2.forward(hidden);
+            x = tap.visit(&format!("blocks.{i}"), x);
+        }
+        let x = tap.visit("norm", self.norm.forward(x));
+        let cls_out = x.narrow(1, 0, 1).reshape([b, d]);
+        tap.visit("head", self.head.forward(cls_out))
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        let grid = self.grid();
+        let mut layers = vec![LayerInfo::new(
+            "patch_embed",
+            LayerKind::Tokens {
+                grid,
+                prefix_tokens: 0,
+            },
+        )];
+        for (i, block) in self.blocks.iter().enumerate() {
+            layers.push(LayerInfo::new(format!("blocks.{i}.norm1"), self.token_kind()));
+            layers.push(LayerInfo::new(
+                format!("blocks.{i}.attn"),
+                LayerKind::Attention {
+                    heads: block.attn.num_heads,
+                    grid,
+                    prefix_tokens: 1,
+                },
+            ));
+            layers.push(LayerInfo::new(format!("blocks.{i}"), self.token_kind()));
+        }
+        layers.push(LayerInfo::new("norm", self.token_kind()));
+        layers.push(LayerInfo::new("head", LayerKind::Vector));
+        layers
+    }
+
+    /// pytorch-grad-cam's recommendation for ViTs: the last block's `norm1`.
+    fn default_layer(&self) -> String {
+        format!("blocks.{}.norm1", self.blocks.len().saturating_sub(1))
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        [3, self.img_size, self.img_size]
+    }
+}
+
+impl Classifier for VisionTransformer {
+    fn num_classes(&self) -> usize {
+        self.head.weight.dims()[1]
+    }
+}

@@ -1,0 +1,129 @@
+//! Loading timm state dicts unchanged from `.safetensors` or PyTorch `.pth`/`.pt` files
+//! through burn-store. Every missing, unexpected or mis-shaped tensor is reported by
+//! its timm key name.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::{
+    ApplyResult, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use lumen_core::{LumenError, Result};
+
+/// Buffers PyTorch keeps that carry no value for inference.
+const IGNORED_SUFFIXES: &[&str] = &["num_batches_tracked"];
+
+/// A regex rewrite from a state-dict key to a module path.
+pub type KeyRemap = (&'static str, &'static str);
+
+/// Load `path` into `module`, rewriting state-dict keys with `remaps` first. Fails,
+/// naming the keys, when a parameter is missing, a tensor is unexpected, or a shape
+/// does not match.
+pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path, remaps: &[KeyRemap]) -> Result<()> {
+    let fail = |message: String| LumenError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    let mut remapper = KeyRemapper::new();
+    for (from, to) in remaps {
+        remapper = remapper
+            .add_pattern(*from, *to)
+            .map_err(|e| fail(format!("bad key remap `{from}`: {e}")))?;
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let result = match extension.as_str() {
+        "safetensors" => {
+            let mut store = SafetensorsStore::from_file(path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .remap(remapper)
+                .validate(false)
+                .allow_partial(true);
+            module.load_from(&mut store).map_err(|e| fail(e.to_string()))?
+        }
+        "pth" | "pt" | "bin" => {
+            let mut store = PytorchStore::from_file(path)
+                .remap(remapper)
+                .map_indices_contiguous(false)
+                .validate(false)
+                .allow_partial(true);
+            module.load_from(&mut store).map_err(|e| fail(e.to_string()))?
+        }
+        other => {
+            return Err(fail(format!(
+                "unsupported extension `.{other}`: expected .safetensors, .pth or .pt"
+            )));
+        }
+    };
+    check_result(&result, remaps).map_err(fail)
+}
+
+/// Turn burn-store's report into an error that names keys as they are in the file.
+fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Result<(), String> {
+    let to_file_key = |key: &str| file_key(key, remaps);
+    let mut problems = vec![];
+    if !result.errors.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        problems.push(format!("tensors that do not fit: {}", errors.join("; ")));
+    }
+    if !result.missing.is_empty() {
+        let missing: Vec<String> = result.missing.iter().map(|(k, _)| to_file_key(k)).collect();
+        problems.push(format!("missing keys: {}", missing.join(", ")));
+    }
+    let unused: Vec<String> = result
+        .unused
+        .iter()
+        .filter(|k| !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
+        .map(|k| to_file_key(k))
+        .collect();
+    if !unused.is_empty() {
+        problems.push(format!(
+            "unexpected keys (wrong architecture or --num-classes?): {}",
+            unused.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Undo a remap for messages: module path back to the state-dict key.
+fn file_key(key: &str, remaps: &[KeyRemap]) -> String {
+    for (from, to) in remaps {
+        let anchored = from.starts_with('^');
+        let original = from.trim_start_matches('^').replace('\\', "");
+        let found = if anchored {
+            key.starts_with(to).then_some(0)
+        } else {
+            key.find(to)
+        };
+        if let Some(at) = found {
+            return format!("{}{}{}", &key[..at], original, &key[at + to.len()..]);
+        }
+    }
+    key.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_key_inverts_remaps() {
+        let remaps = [
+            (r"^conv1\.0\.", "stem.conv_a."),
+            (r"\.downsample\.1\.", ".downsample.conv."),
+        ];
+        assert_eq!(file_key("stem.conv_a.weight", &remaps), "conv1.0.weight");
+        assert_eq!(file_key("layer2.0.downsample.conv.weight", &remaps), "layer2.0.downsample.1.weight");
+        assert_eq!(file_key("fc.bias", &remaps), "fc.bias");
+    }
+}
