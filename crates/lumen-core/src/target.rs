@@ -11,6 +11,10 @@ use crate::error::{LumenError, Result};
 pub trait Target<O> {
     /// The per-image scores; differentiable when the output is.
     fn score(&self, output: &O) -> Result<Tensor<1>>;
+
+    /// The same target for a derived batch whose row `r` comes from image
+    /// `images[r]` of the original batch (noise samples, path steps, masked copies).
+    fn for_images(&self, images: &[usize]) -> Box<dyn Target<O>>;
 }
 
 /// The logit of one class per image (the pytorch-grad-cam `ClassifierOutputTarget`).
@@ -38,15 +42,27 @@ fn gather_classes(values: Tensor<2>, classes: &[usize]) -> Result<Tensor<1>> {
     Ok(values.gather(1, index).reshape([batch]))
 }
 
+fn pick(classes: &[usize], images: &[usize]) -> Vec<usize> {
+    images.iter().map(|&i| classes[i]).collect()
+}
+
 impl Target<Tensor<2>> for ClassLogit {
     fn score(&self, output: &Tensor<2>) -> Result<Tensor<1>> {
         gather_classes(output.clone(), &self.0)
+    }
+
+    fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<2>>> {
+        Box::new(Self(pick(&self.0, images)))
     }
 }
 
 impl Target<Tensor<2>> for ClassProbability {
     fn score(&self, output: &Tensor<2>) -> Result<Tensor<1>> {
         gather_classes(softmax(output.clone(), 1), &self.0)
+    }
+
+    fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<2>>> {
+        Box::new(Self(pick(&self.0, images)))
     }
 }
 

@@ -1,0 +1,413 @@
+//! Gradient and path methods: Saliency, Input x Gradient and Integrated Gradients, as
+//! captum computes them. All images of a batch (and all path steps, up to the
+//! internal batch size) share one forward and one backward.
+
+use burn::tensor::{Distribution, IndexingUpdateOp, Tensor, TensorData};
+use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
+
+use crate::{Explanation, Method};
+
+/// Gradient of the summed target scores with respect to the input `[B,3,H,W]`, from one
+/// batched forward and backward.
+pub fn input_gradients<M: ExplainableModel>(
+    model: &M,
+    input: Tensor<4>,
+    target: &dyn Target<M::Output>,
+) -> Result<Tensor<4>> {
+    model.check_input(&input)?;
+    let x = input.detach().without_autodiff().autodiff().require_grad();
+    let score = target.score(&model.forward(x.clone()))?.sum();
+    let grads = score.backward();
+    Ok(x.grad(&grads).unwrap_or_else(|| x.zeros_like().without_autodiff()))
+}
+
+/// The heatmap of a signed attribution `[B,3,H,W]`: the maximum over channels of the
+/// absolute value (captum's `visualize_image_attr` "absolute_value", per pixel), then
+/// per-image min-max normalisation.
+pub fn attribution_heatmaps(attributions: &Tensor<4>) -> Heatmaps {
+    let [b, _, h, w] = attributions.dims();
+    Heatmaps::new(attributions.clone().abs().max_dim(1).reshape([b, h, w])).normalize()
+}
+
+fn gradient_explanation(attributions: Tensor<4>) -> Explanation {
+    Explanation {
+        heatmaps: attribution_heatmaps(&attributions),
+        attributions: Some(attributions),
+        convergence_delta: None,
+    }
+}
+
+/// Saliency (Simonyan et al. 2014): the raw input gradient (captum `Saliency` with
+/// `abs=False`; the heatmap takes the absolute value).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Saliency;
+
+impl<M: ExplainableModel> Method<M> for Saliency {
+    fn name(&self) -> String {
+        "saliency".into()
+    }
+
+    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+        Ok(gradient_explanation(input_gradients(model, input, target)?))
+    }
+}
+
+/// Input x Gradient (Shrikumar et al. 2016).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputXGradient;
+
+impl<M: ExplainableModel> Method<M> for InputXGradient {
+    fn name(&self) -> String {
+        "inputxgrad".into()
+    }
+
+    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+        let grads = input_gradients(model, input.clone(), target)?;
+        Ok(gradient_explanation(input.without_autodiff() * grads))
+    }
+}
+
+/// The reference input Integrated Gradients integrates from.
+#[derive(Clone, Debug)]
+pub enum Baseline {
+    /// All zeros in the normalised space (captum's default).
+    Zeros,
+    /// Black pixels: `(0 - mean) / std` per channel.
+    Black { mean: [f32; 3], std: [f32; 3] },
+    /// White pixels: `(1 - mean) / std` per channel.
+    White { mean: [f32; 3], std: [f32; 3] },
+    /// The input blurred by a Gaussian of this standard deviation in pixels.
+    Blur { sigma: f32 },
+    /// Uniform noise over the input's range, from the device's seeded generator.
+    Uniform,
+    /// A user tensor `[B,3,H,W]` or `[1,3,H,W]`.
+    Tensor(Tensor<4>),
+}
+
+impl Baseline {
+    /// Command-line names.
+    pub const NAMES: [&'static str; 5] = ["zeros", "black", "white", "blur", "uniform"];
+
+    /// Parse a command-line name; black and white need the normalisation.
+    pub fn from_name(name: &str, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
+        Ok(match name {
+            "zeros" | "zero" => Self::Zeros,
+            "black" => Self::Black { mean, std },
+            "white" => Self::White { mean, std },
+            "blur" => Self::Blur { sigma: 5.0 },
+            "uniform" | "random" => Self::Uniform,
+            other => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "unknown baseline `{other}`; valid baselines: {}",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// The baseline for a batch.
+    pub fn build(&self, input: &Tensor<4>) -> Result<Tensor<4>> {
+        let [b, c, h, w] = input.dims();
+        let device = input.device();
+        let per_channel = |values: [f32; 3]| {
+            Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device).expand([b, c, h, w])
+        };
+        Ok(match self {
+            Self::Zeros => input.zeros_like(),
+            Self::Black { mean, std } => per_channel(std::array::from_fn(|i| -mean[i] / std[i])),
+            Self::White { mean, std } => per_channel(std::array::from_fn(|i| (1.0 - mean[i]) / std[i])),
+            Self::Blur { sigma } => gaussian_blur(input.clone(), *sigma),
+            Self::Uniform => {
+                let lo = input.clone().min().into_scalar::<f32>() as f64;
+                let hi = input.clone().max().into_scalar::<f32>() as f64;
+                Tensor::random([b, c, h, w], Distribution::Uniform(lo, hi), &device)
+            }
+            Self::Tensor(t) => {
+                let dims = t.dims();
+                if dims == [b, c, h, w] {
+                    t.clone()
+                } else if dims == [1, c, h, w] {
+                    t.clone().expand([b, c, h, w])
+                } else {
+                    return Err(LumenError::shape(
+                        "baseline",
+                        format!("[{b},{c},{h},{w}] or [1,{c},{h},{w}]"),
+                        format!("{dims:?}"),
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// Separable Gaussian blur with reflect-free zero padding, kernel radius `3 sigma`.
+fn gaussian_blur(x: Tensor<4>, sigma: f32) -> Tensor<4> {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
+    let kernel: Vec<f32> = (0..2 * radius + 1)
+        .map(|i| {
+            let d = i as f32 - radius as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let [_, c, _, _] = x.dims();
+    let device = x.device();
+    let k = kernel.len();
+    let horizontal = Tensor::<4>::from_data(TensorData::new(kernel.repeat(c), [c, 1, 1, k]), &device);
+    let vertical = Tensor::<4>::from_data(TensorData::new(kernel.repeat(c), [c, 1, k, 1]), &device);
+    // Normalise by the blurred ones so borders are not darkened by the zero padding.
+    let ones = x.ones_like();
+    let blur = |t: Tensor<4>| {
+        let t = conv2d(t, horizontal.clone(), None, ConvOptions::new([1, 1], [0, radius], [1, 1], c));
+        conv2d(t, vertical.clone(), None, ConvOptions::new([1, 1], [radius, 0], [1, 1], c))
+    };
+    blur(x) / blur(ones)
+}
+
+/// How Integrated Gradients places its steps on the path (captum's `method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IntegrationRule {
+    /// Gauss-Legendre quadrature (captum's default).
+    #[default]
+    GaussLegendre,
+    /// Left Riemann sum.
+    RiemannLeft,
+    /// Right Riemann sum.
+    RiemannRight,
+    /// Midpoint Riemann sum.
+    RiemannMiddle,
+    /// Trapezoid rule.
+    RiemannTrapezoid,
+}
+
+impl IntegrationRule {
+    /// Command-line names (captum's).
+    pub const NAMES: [&'static str; 5] = [
+        "gausslegendre",
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "riemann_trapezoid",
+    ];
+
+    /// Parse a command-line name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gausslegendre" => Self::GaussLegendre,
+            "riemann_left" => Self::RiemannLeft,
+            "riemann_right" => Self::RiemannRight,
+            "riemann_middle" => Self::RiemannMiddle,
+            "riemann_trapezoid" => Self::RiemannTrapezoid,
+            other => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "unknown integration method `{other}`; valid: {}",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Step sizes and positions `alpha` in `[0, 1]`, as captum's
+    /// `approximation_parameters`, except the trapezoid rule: captum 0.9.0 spaces its
+    /// points `1/(n-1)` apart but weights them `1/n` (the weights sum to `(n-1)/n`);
+    /// we use the trapezoid rule's `1/(n-1)` unless `captum_compat`.
+    pub fn steps_with(self, n: usize, captum_compat: bool) -> (Vec<f64>, Vec<f64>) {
+        let (mut sizes, alphas) = self.steps(n);
+        if captum_compat && self == Self::RiemannTrapezoid && n > 1 {
+            sizes = vec![1.0 / n as f64; n];
+            sizes[0] /= 2.0;
+            sizes[n - 1] /= 2.0;
+        }
+        (sizes, alphas)
+    }
+
+    /// Step sizes and positions `alpha` in `[0, 1]` (see [`Self::steps_with`]).
+    pub fn steps(self, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let n = n.max(1);
+        match self {
+            Self::GaussLegendre => {
+                let (nodes, weights) = gauss_legendre(n);
+                (
+                    weights.iter().map(|w| w / 2.0).collect(),
+                    nodes.iter().map(|x| (x + 1.0) / 2.0).collect(),
+                )
+            }
+            Self::RiemannLeft => (vec![1.0 / n as f64; n], (0..n).map(|i| i as f64 / n as f64).collect()),
+            Self::RiemannRight => (vec![1.0 / n as f64; n], (1..=n).map(|i| i as f64 / n as f64).collect()),
+            Self::RiemannMiddle => (
+                vec![1.0 / n as f64; n],
+                (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect(),
+            ),
+            Self::RiemannTrapezoid => {
+                if n == 1 {
+                    return (vec![1.0], vec![0.5]);
+                }
+                let step = 1.0 / (n - 1) as f64;
+                let mut sizes = vec![step; n];
+                sizes[0] = step / 2.0;
+                sizes[n - 1] = step / 2.0;
+                (sizes, (0..n).map(|i| i as f64 * step).collect())
+            }
+        }
+    }
+}
+
+/// Gauss-Legendre nodes (ascending) and weights on `[-1, 1]` by Newton iteration on
+/// the Legendre polynomial, as numpy's `leggauss`.
+fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut nodes = vec![0.0; n];
+    let mut weights = vec![0.0; n];
+    for i in 0..n {
+        // Chebyshev-like initial guess for the i-th root (descending), refined by Newton.
+        let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+        for _ in 0..100 {
+            let (p, dp) = legendre(n, x);
+            let dx = p / dp;
+            x -= dx;
+            if dx.abs() < 1e-15 {
+                break;
+            }
+        }
+        let (_, dp) = legendre(n, x);
+        nodes[n - 1 - i] = x;
+        weights[n - 1 - i] = 2.0 / ((1.0 - x * x) * dp * dp);
+    }
+    (nodes, weights)
+}
+
+/// `P_n(x)` and `P_n'(x)` by the three-term recurrence.
+fn legendre(n: usize, x: f64) -> (f64, f64) {
+    let (mut p0, mut p1) = (1.0, x);
+    if n == 0 {
+        return (1.0, 0.0);
+    }
+    for k in 2..=n {
+        let p2 = ((2 * k - 1) as f64 * x * p1 - (k - 1) as f64 * p0) / k as f64;
+        p0 = p1;
+        p1 = p2;
+    }
+    let dp = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+    (p1, dp)
+}
+
+/// Integrated Gradients (Sundararajan et al. 2017), as captum computes it:
+/// `(x - x') * sum_i w_i * grad f(x' + a_i (x - x'))`, with the completeness gap
+/// reported per image.
+#[derive(Clone, Debug)]
+pub struct IntegratedGradients {
+    /// Reference input.
+    pub baseline: Baseline,
+    /// Number of path points.
+    pub steps: usize,
+    /// Placement of the points.
+    pub rule: IntegrationRule,
+    /// Path points (over all images) per forward/backward: the memory knob. `None`
+    /// evaluates the whole batch of `B * steps` at once.
+    pub internal_batch_size: Option<usize>,
+    /// Use captum's trapezoid weights (see [`IntegrationRule::steps_with`]).
+    pub captum_compat: bool,
+}
+
+impl Default for IntegratedGradients {
+    fn default() -> Self {
+        Self {
+            baseline: Baseline::Zeros,
+            steps: 50,
+            rule: IntegrationRule::GaussLegendre,
+            internal_batch_size: None,
+            captum_compat: false,
+        }
+    }
+}
+
+impl<M: ExplainableModel> Method<M> for IntegratedGradients {
+    fn name(&self) -> String {
+        "ig".into()
+    }
+
+    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+        model.check_input(&input)?;
+        if self.steps == 0 {
+            return Err(LumenError::InvalidArgument("--steps must be at least 1".into()));
+        }
+        let input = input.without_autodiff();
+        let [b, _, _, _] = input.dims();
+        let device = input.device();
+        let baseline = self.baseline.build(&input)?;
+        let delta = input.clone() - baseline.clone();
+        let (step_sizes, alphas) = self.rule.steps_with(self.steps, self.captum_compat);
+        let n = alphas.len();
+        // Rows are ordered step-major (all images at alpha_0, then alpha_1, ...), as captum.
+        let rows = n * b;
+        let chunk = self.internal_batch_size.unwrap_or(rows).max(1);
+        let mut total_grad = input.zeros_like();
+        let mut start = 0;
+        while start < rows {
+            let end = (start + chunk).min(rows);
+            let row_images: Vec<usize> = (start..end).map(|r| r % b).collect();
+            let row_alphas: Vec<f32> = (start..end).map(|r| alphas[r / b] as f32).collect();
+            let row_weights: Vec<f32> = (start..end).map(|r| step_sizes[r / b] as f32).collect();
+            let index = Tensor::<1, burn::tensor::Int>::from_data(
+                TensorData::new(row_images.iter().map(|&i| i as i64).collect::<Vec<_>>(), [end - start]),
+                &device,
+            );
+            let column = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [end - start, 1, 1, 1]), &device);
+            let scaled = baseline.clone().select(0, index.clone())
+                + delta.clone().select(0, index.clone()) * column(row_alphas);
+            let grads = input_gradients(model, scaled, target.for_images(&row_images).as_ref())?;
+            let weighted = grads * column(row_weights);
+            // Accumulate each row's weighted gradient into its image.
+            total_grad = total_grad.select_assign(0, index, weighted, IndexingUpdateOp::Add);
+            start = end;
+        }
+        let attributions = delta * total_grad;
+        // Completeness gap: sum(attr) - (f(x) - f(x')), one forward for both ends.
+        let ends = model.forward(Tensor::cat(vec![input, baseline], 0));
+        let ends_target = target.for_images(&(0..2 * b).map(|r| r % b).collect::<Vec<_>>());
+        let end_scores = lumen_core::to_host(ends_target.score(&ends)?);
+        let sums = lumen_core::to_host(attributions.clone().sum_dims(&[1, 2, 3]).reshape([b]));
+        let convergence_delta = (0..b).map(|i| sums[i] - (end_scores[i] - end_scores[b + i])).collect();
+        let mut explanation = gradient_explanation(attributions);
+        explanation.convergence_delta = Some(convergence_delta);
+        Ok(explanation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_legendre_matches_numpy_leggauss() {
+        // numpy.polynomial.legendre.leggauss(3)
+        let (x, w) = gauss_legendre(3);
+        let expected_x = [-0.7745966692414834, 0.0, 0.7745966692414834];
+        let expected_w = [0.5555555555555556, 0.8888888888888888, 0.5555555555555556];
+        for i in 0..3 {
+            assert!((x[i] - expected_x[i]).abs() < 1e-12, "{x:?}");
+            assert!((w[i] - expected_w[i]).abs() < 1e-12, "{w:?}");
+        }
+        let (_, w) = gauss_legendre(50);
+        assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn captum_trapezoid_weights_sum_short_of_one() {
+        let (sizes, _) = IntegrationRule::RiemannTrapezoid.steps_with(5, true);
+        assert_eq!(sizes, vec![0.1, 0.2, 0.2, 0.2, 0.1]);
+        let (sizes, _) = IntegrationRule::RiemannTrapezoid.steps_with(5, false);
+        assert!((sizes.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn riemann_rules_match_captum() {
+        let (sizes, alphas) = IntegrationRule::RiemannTrapezoid.steps(5);
+        assert_eq!(alphas, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(sizes, vec![0.125, 0.25, 0.25, 0.25, 0.125]);
+        let (_, alphas) = IntegrationRule::RiemannMiddle.steps(4);
+        assert_eq!(alphas, vec![0.125, 0.375, 0.625, 0.875]);
+    }
+}

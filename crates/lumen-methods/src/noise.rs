@@ -1,0 +1,167 @@
+//! Noise tunnels wrapping any method: SmoothGrad, SmoothGrad² and VarGrad
+//! (Smilkov et al. 2017; Adebayo et al. 2018), as captum's `NoiseTunnel`. All noisy
+//! samples of all images go through the wrapped method in batches.
+
+use burn::tensor::{Distribution, Tensor};
+use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
+
+use crate::gradient::attribution_heatmaps;
+use crate::{Explanation, Method};
+
+/// How samples are aggregated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseKind {
+    /// Mean of the attributions.
+    SmoothGrad,
+    /// Mean of the squared attributions.
+    SmoothGradSq,
+    /// Variance of the attributions.
+    VarGrad,
+}
+
+impl NoiseKind {
+    /// Command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SmoothGrad => "smoothgrad",
+            Self::SmoothGradSq => "smoothgrad-sq",
+            Self::VarGrad => "vargrad",
+        }
+    }
+}
+
+/// The noise added to each sample.
+#[derive(Clone, Debug)]
+pub enum Noise {
+    /// Gaussian with standard deviation `level * (max - min)` of each image (the
+    /// SmoothGrad paper's noise level; 0.15 by default).
+    Relative(f32),
+    /// Gaussian with this absolute standard deviation (captum's `stdevs`).
+    Absolute(f32),
+    /// These exact noise tensors, `[B * samples, 3, H, W]`, image-major (row
+    /// `i * samples + s` is sample `s` of image `i`): for reproducing a reference.
+    Given(Tensor<4>),
+}
+
+/// Wrap a method: explain `samples` noisy copies of each image and aggregate.
+pub struct NoiseTunnel<M: ExplainableModel> {
+    /// The wrapped method.
+    pub inner: Box<dyn Method<M>>,
+    /// Aggregation.
+    pub kind: NoiseKind,
+    /// Noisy samples per image.
+    pub samples: usize,
+    /// Noise.
+    pub noise: Noise,
+    /// Seed for the noise, for reproducible results.
+    pub seed: Option<u64>,
+    /// Noisy inputs per call of the wrapped method; `None` sends all at once.
+    pub batch_size: Option<usize>,
+}
+
+impl<M: ExplainableModel> NoiseTunnel<M> {
+    fn noisy_inputs(&self, input: &Tensor<4>) -> Result<Tensor<4>> {
+        let [b, c, h, w] = input.dims();
+        let n = self.samples;
+        let device = input.device();
+        // Image-major repetition, as captum's repeat_interleave.
+        let repeated = input
+            .clone()
+            .reshape([b, 1, c, h, w])
+            .expand([b, n, c, h, w])
+            .reshape([b * n, c, h, w]);
+        if let Some(seed) = self.seed {
+            device.seed(seed);
+        }
+        let noise = match &self.noise {
+            Noise::Given(noise) => {
+                if noise.dims() != [b * n, c, h, w] {
+                    return Err(LumenError::shape(
+                        "noise",
+                        format!("[{},{c},{h},{w}]", b * n),
+                        format!("{:?}", noise.dims()),
+                    ));
+                }
+                noise.clone()
+            }
+            Noise::Absolute(std) => Tensor::random([b * n, c, h, w], Distribution::Normal(0.0, *std as f64), &device),
+            Noise::Relative(level) => {
+                let flat = input.clone().reshape([b, c * h * w]);
+                let range = flat.clone().max_dim(1) - flat.min_dim(1);
+                let std = (range * *level)
+                    .reshape([b, 1, 1, 1, 1])
+                    .expand([b, n, 1, 1, 1])
+                    .reshape([b * n, 1, 1, 1]);
+                Tensor::random([b * n, c, h, w], Distribution::Normal(0.0, 1.0), &device) * std
+            }
+        };
+        Ok(repeated + noise)
+    }
+}
+
+/// Mean over the samples of each image (rows image-major).
+fn mean_over_samples(values: Tensor<2>, b: usize, n: usize) -> Tensor<2> {
+    let [_, d] = values.dims();
+    values.reshape([b, n, d]).mean_dim(1).reshape([b, d])
+}
+
+fn combine(kind: NoiseKind, flat: Tensor<2>, b: usize, n: usize) -> Tensor<2> {
+    match kind {
+        NoiseKind::SmoothGrad => mean_over_samples(flat, b, n),
+        NoiseKind::SmoothGradSq => mean_over_samples(flat.powi_scalar(2), b, n),
+        NoiseKind::VarGrad => {
+            let mean = mean_over_samples(flat.clone(), b, n);
+            mean_over_samples(flat.powi_scalar(2), b, n) - mean.powi_scalar(2)
+        }
+    }
+}
+
+impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
+    fn name(&self) -> String {
+        self.kind.name().to_string()
+    }
+
+    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+        if self.samples == 0 {
+            return Err(LumenError::InvalidArgument("--samples must be at least 1".into()));
+        }
+        model.check_input(&input)?;
+        let input = input.without_autodiff();
+        let [b, c, h, w] = input.dims();
+        let n = self.samples;
+        let noisy = self.noisy_inputs(&input)?;
+        let rows = b * n;
+        let chunk = self.batch_size.unwrap_or(rows).max(1);
+        let mut attributions = vec![];
+        let mut maps = vec![];
+        let mut start = 0;
+        while start < rows {
+            let end = (start + chunk).min(rows);
+            let images: Vec<usize> = (start..end).map(|r| r / n).collect();
+            let part = noisy.clone().narrow(0, start, end - start);
+            let explanation = self.inner.explain(model, part, target.for_images(&images).as_ref())?;
+            match explanation.attributions {
+                Some(a) => attributions.push(a),
+                None => maps.push(explanation.heatmaps.into_tensor()),
+            }
+            start = end;
+        }
+        if !attributions.is_empty() {
+            let all = Tensor::cat(attributions, 0).reshape([rows, c * h * w]);
+            let combined = combine(self.kind, all, b, n).reshape([b, c, h, w]);
+            return Ok(Explanation {
+                heatmaps: attribution_heatmaps(&combined),
+                attributions: Some(combined),
+                convergence_delta: None,
+            });
+        }
+        let all = Tensor::cat(maps, 0);
+        let [_, mh, mw] = all.dims();
+        let combined = combine(self.kind, all.reshape([rows, mh * mw]), b, n).reshape([b, mh, mw]);
+        Ok(Explanation {
+            heatmaps: Heatmaps::new(combined).normalize(),
+            attributions: None,
+            convergence_delta: None,
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! Lumen: explain what vision models see.
+//!
+//! The facade over the Lumen crates: [`core`] (devices, taps, targets, heatmaps,
+//! inputs), [`methods`] (attribution methods) and [`models`] (the timm model zoo).
+//! Backends are chosen by cargo feature (`flex` default, `wgpu`, `tch`, `cuda`) and
+//! the device at run time with [`core::device_from_str`].
+
+pub use lumen_core as core;
+pub use lumen_methods as methods;
+pub use lumen_models as models;
+
+pub use lumen_core::{
+    ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
+};
+pub use lumen_models::{ARCHITECTURES, LoadedModel, ZooModel};

@@ -1,0 +1,232 @@
+//! Parity of every attribution method with its reference, on timm's `test_resnet` and
+//! `test_vit` (two 160x160 images, targets 3 and 7). Fixtures from
+//! tools/reference/method_fixtures.py: pytorch-grad-cam 1.5.7 (CAMs), captum 0.9.0
+//! (gradient methods), NumPy transcriptions (noise tunnels given the same noise,
+//! rollout, grad-rollout) and networkx max-flow (attention flow).
+//!
+//! Tolerances (max absolute difference): CAMs 1e-3, Score-CAM 5e-3; gradient and noise
+//! methods 1e-4 of the attribution's scale (max |reference|); rollout and flow 1e-4 of
+//! the map's scale.
+
+use std::path::PathBuf;
+
+use lumen::core::burn::tensor::{Tensor, TensorData};
+use lumen::core::{ClassLogit, Device, device_from_str, to_host};
+use lumen::methods::{
+    AttentionFlow, AttentionRollout, Baseline, GradRollout, HeadFusion, IntegratedGradients, IntegrationRule, Method,
+    MethodOptions, Noise, NoiseKind, NoiseTunnel, RolloutCompat, Saliency, by_name,
+};
+use lumen::{LoadedModel, ZooModel};
+
+const CAM_TOLERANCE: f32 = 1e-3;
+const SCORECAM_TOLERANCE: f32 = 5e-3;
+const RELATIVE_TOLERANCE: f32 = 1e-4;
+
+fn device() -> Device {
+    let spec = std::env::var("LUMEN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    device_from_str(&spec).unwrap()
+}
+
+fn models_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lumen-models/tests/fixtures").join(name)
+}
+
+fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    (values, view.shape().to_vec())
+}
+
+fn expected(model: &str, key: &str) -> Vec<f32> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{model}_methods.safetensors"));
+    read(path, key).0
+}
+
+struct Case {
+    name: &'static str,
+    model: ZooModel,
+    input: Tensor<4>,
+    target: ClassLogit,
+}
+
+fn case(name: &'static str) -> Case {
+    let device = device();
+    let model = LoadedModel::load(name, 10, models_fixture(&format!("{name}.safetensors")), &device).unwrap().model;
+    let (values, shape) = read(models_fixture(&format!("{name}_io.safetensors")), "input");
+    let input = Tensor::from_data(TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]), &device);
+    Case {
+        name,
+        model,
+        input,
+        target: ClassLogit(vec![3, 7]),
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "sizes differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn scale(values: &[f32]) -> f32 {
+    values.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn check_heatmap(case: &Case, method: &dyn Method<ZooModel>, key: &str, tolerance: f32) {
+    let explanation = method.explain(&case.model, case.input.clone(), &case.target).unwrap();
+    let diff = max_abs_diff(&explanation.heatmaps.to_vec(), &expected(case.name, key));
+    eprintln!("{} {key}: max abs diff {diff:e}", case.name);
+    assert!(diff <= tolerance, "{} {key}: max diff {diff:e} > {tolerance:e}", case.name);
+}
+
+fn check_relative(name: &str, key: &str, actual: &[f32], reference: &[f32]) {
+    let diff = max_abs_diff(actual, reference);
+    let tolerance = RELATIVE_TOLERANCE * scale(reference);
+    eprintln!("{name} {key}: max abs diff {diff:e}, relative {:e}", diff / scale(reference));
+    assert!(diff <= tolerance, "{name} {key}: max diff {diff:e} > {tolerance:e} (scale {:e})", scale(reference));
+}
+
+fn named(name: &str) -> Box<dyn Method<ZooModel>> {
+    by_name::<ZooModel>(name, &MethodOptions::default()).unwrap()
+}
+
+const ONE_PASS_CAMS: [&str; 8] = [
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "gradcam-elementwise",
+    "eigencam",
+    "eigengradcam",
+];
+
+#[test]
+fn cams_on_resnet_match_pytorch_grad_cam() {
+    let case = case("test_resnet");
+    for name in ONE_PASS_CAMS {
+        check_heatmap(&case, named(name).as_ref(), name, CAM_TOLERANCE);
+    }
+    check_heatmap(&case, named("ablationcam").as_ref(), "ablationcam", CAM_TOLERANCE);
+    check_heatmap(&case, named("scorecam").as_ref(), "scorecam", SCORECAM_TOLERANCE);
+}
+
+#[test]
+fn cams_on_vit_tokens_match_pytorch_grad_cam() {
+    let case = case("test_vit");
+    for name in ONE_PASS_CAMS {
+        check_heatmap(&case, named(name).as_ref(), name, CAM_TOLERANCE);
+    }
+    check_heatmap(&case, named("scorecam").as_ref(), "scorecam", SCORECAM_TOLERANCE);
+}
+
+fn attributions(case: &Case, method: &dyn Method<ZooModel>) -> lumen::methods::Explanation {
+    method.explain(&case.model, case.input.clone(), &case.target).unwrap()
+}
+
+#[test]
+fn gradient_methods_match_captum() {
+    for model in ["test_resnet", "test_vit"] {
+        let case = case(model);
+        for name in ["saliency", "inputxgrad"] {
+            let attr = attributions(&case, named(name).as_ref()).attributions.unwrap();
+            check_relative(case.name, name, &to_host(attr), &expected(case.name, name));
+        }
+    }
+}
+
+/// On the ViT: see tools/reference/method_fixtures.py for why not on the ResNet.
+#[test]
+fn integrated_gradients_match_captum() {
+    let case = case("test_vit");
+    let black = Baseline::Black {
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    let runs = [
+        ("ig_gausslegendre", Baseline::Zeros, 32, IntegrationRule::GaussLegendre, None),
+        ("ig_trapezoid_black", black, 20, IntegrationRule::RiemannTrapezoid, None),
+        ("ig_left_batched", Baseline::Zeros, 10, IntegrationRule::RiemannLeft, Some(7)),
+    ];
+    for (key, baseline, steps, rule, internal_batch_size) in runs {
+        let ig = IntegratedGradients {
+            baseline,
+            steps,
+            rule,
+            internal_batch_size,
+            // The fixture is captum's; its trapezoid weights differ from the rule's.
+            captum_compat: true,
+        };
+        let explanation = attributions(&case, &ig);
+        let reference = expected(case.name, key);
+        check_relative(case.name, key, &to_host(explanation.attributions.unwrap()), &reference);
+        let delta = explanation.convergence_delta.unwrap();
+        let reference_delta = expected(case.name, &format!("{key}_delta"));
+        let attribution_total: f32 = reference.iter().map(|v| v.abs()).sum();
+        for (d, r) in delta.iter().zip(&reference_delta) {
+            // Deltas are differences of sums over 76 800 values: compare on that scale.
+            assert!((d - r).abs() <= 1e-4 * attribution_total.max(1.0), "{key} delta {d} vs {r}");
+        }
+    }
+}
+
+#[test]
+fn noise_tunnels_match_numpy_given_the_same_noise() {
+    let case = case("test_resnet");
+    let (noise, shape) = read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test_resnet_methods.safetensors"),
+        "noise",
+    );
+    let noise = Tensor::<4>::from_data(TensorData::new(noise, [shape[0], shape[1], shape[2], shape[3]]), &device());
+    for (kind, key) in [
+        (NoiseKind::SmoothGrad, "smoothgrad"),
+        (NoiseKind::SmoothGradSq, "smoothgrad-sq"),
+        (NoiseKind::VarGrad, "vargrad"),
+    ] {
+        let tunnel = NoiseTunnel::<ZooModel> {
+            inner: Box::new(Saliency),
+            kind,
+            samples: 4,
+            noise: Noise::Given(noise.clone()),
+            seed: None,
+            batch_size: Some(3),
+        };
+        let attr = attributions(&case, &tunnel).attributions.unwrap();
+        check_relative(case.name, key, &to_host(attr), &expected(case.name, key));
+    }
+}
+
+#[test]
+fn rollout_matches_the_paper_transcription() {
+    let case = case("test_vit");
+    let run = |method: &dyn Method<ZooModel>, key: &str| {
+        let maps = attributions(&case, method).heatmaps;
+        assert_eq!(maps.dims(), [2, 10, 10]);
+        check_relative(case.name, key, &maps.to_vec(), &expected(case.name, key));
+    };
+    for (fusion, key) in [
+        (HeadFusion::Mean, "rollout_mean"),
+        (HeadFusion::Max, "rollout_max"),
+        (HeadFusion::Min, "rollout_min"),
+    ] {
+        run(&AttentionRollout { head_fusion: fusion, ..Default::default() }, key);
+    }
+    run(
+        &AttentionRollout { discard_ratio: 0.5, ..Default::default() },
+        "rollout_mean_discard",
+    );
+    run(
+        &AttentionRollout { compat: RolloutCompat::VitExplain, ..Default::default() },
+        "rollout_vit_explain",
+    );
+    run(&GradRollout::default(), "grad_rollout");
+    run(&GradRollout { discard_ratio: 0.3, ..Default::default() }, "grad_rollout_discard");
+}
+
+#[test]
+fn attention_flow_matches_networkx_max_flow() {
+    let case = case("test_vit");
+    let maps = attributions(&case, &AttentionFlow::default()).heatmaps;
+    check_relative(case.name, "attention_flow", &maps.to_vec(), &expected(case.name, "attention_flow"));
+}
