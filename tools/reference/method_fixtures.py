@@ -132,6 +132,7 @@ def integrated_gradients(model, x, out, baseline_black):
 
 
 def noise_tunnels(model, x, out):
+    """On the ViT, for the max-pooling reason given in integrated_gradients."""
     target = torch.tensor(CLASSES)
     # Noise tunnels, NumPy reference given the noise tensor: image-major samples.
     rng = np.random.default_rng(0)
@@ -201,7 +202,8 @@ def grad_rollout_paper(attentions, grads, discard_ratio):
 
 
 def attention_flow(attentions):
-    """Max flow from each input token to the top class token (networkx)."""
+    """Max flow from each input token to the top class token (networkx), normalised over
+    the input tokens as in Abnar & Zuidema's compute_flows."""
     b, _, n, _ = attentions[0].shape
     out = []
     for i in range(b):
@@ -214,8 +216,9 @@ def attention_flow(attentions):
                 for src in range(n):
                     graph.add_edge((level, src), (level + 1, dst), capacity=a[dst, src])
         top = (len(attentions), 0)
-        flows = [nx.maximum_flow_value(graph, (0, j), top) for j in range(1, n)]
-        out.append(np.float32(flows).reshape(10, 10))
+        flows = np.array([nx.maximum_flow_value(graph, (0, j), top) for j in range(n)])
+        flows = flows / flows.sum()  # as the paper's compute_flows
+        out.append(np.float32(flows[1:]).reshape(10, 10))
     return np.float32(out)
 
 
@@ -227,7 +230,6 @@ def main():
     out = {}
     cams(model, x, model.layer4[-1], None, out, with_ablation=True)
     gradients(model, x, out)
-    noise_tunnels(model, x, out)
     save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(OUT, "test_resnet_methods.safetensors"))
     print("test_resnet:", sorted(out))
 
@@ -236,6 +238,7 @@ def main():
     cams(model, x, model.blocks[-1].norm1, vit_reshape, out, with_ablation=False)
     gradients(model, x, out)
     integrated_gradients(model, x, out, baseline_black=-1.0)  # (0 - 0.5) / 0.5
+    noise_tunnels(model, x, out)
     attentions, grads = attentions_and_gradients(model, x)
     for fusion in ("mean", "max", "min"):
         out[f"rollout_{fusion}"] = torch.from_numpy(rollout_paper(attentions, fusion, 0.0))

@@ -3,9 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::burn::tensor::activation::softmax;
-use lumen::core::{ClassLogit, DataConfig, ExplainableModel, LumenError, Result, load_batch, predicted_classes, to_host};
+use lumen::core::burn::tensor::{Tensor, TensorData};
+use lumen::core::{
+    ClassLogit, DataConfig, ExplainableModel, LumenError, Result, load_batch, predicted_classes,
+    to_host,
+};
 use lumen::methods::{METHOD_NAMES, MethodOptions, by_name};
 use lumen::{LoadedModel, ZooModel, device_from_str};
 use ndarray::{ArrayD, IxDyn};
@@ -37,7 +40,10 @@ impl ModelArgs {
                 self.model
             ))
         })?;
-        Ok((LoadedModel::load(&self.model, self.num_classes, weights, &device)?, device))
+        Ok((
+            LoadedModel::load(&self.model, self.num_classes, weights, &device)?,
+            device,
+        ))
     }
 }
 
@@ -139,11 +145,18 @@ pub fn layers(args: LayersArgs) -> Result<()> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serialisable")
+        );
     } else {
         let default = loaded.model.default_layer();
         for row in rows {
-            let mark = if row.name == default { "  (default)" } else { "" };
+            let mark = if row.name == default {
+                "  (default)"
+            } else {
+                ""
+            };
             println!("{:<24} {}{mark}", row.name, row.kind);
         }
     }
@@ -173,7 +186,10 @@ fn read_npy(path: &PathBuf, config: &DataConfig, device: &lumen::Device) -> Resu
     if shape.len() != 4 || shape[1] != 3 {
         return Err(LumenError::shape(
             format!("--input-npy {}", path.display()),
-            format!("[B,3,{},{}] float32", config.input_size[1], config.input_size[2]),
+            format!(
+                "[B,3,{},{}] float32",
+                config.input_size[1], config.input_size[2]
+            ),
             format!("{shape:?}"),
         ));
     }
@@ -274,8 +290,16 @@ pub fn run(args: ExplainArgs) -> Result<()> {
 
     let uses_layer = matches!(
         args.method.as_str(),
-        "gradcam" | "gradcam++" | "xgradcam" | "layercam" | "hirescam" | "gradcam-elementwise" | "eigencam"
-            | "eigengradcam" | "scorecam" | "ablationcam"
+        "gradcam"
+            | "gradcam++"
+            | "xgradcam"
+            | "layercam"
+            | "hirescam"
+            | "gradcam-elementwise"
+            | "eigencam"
+            | "eigengradcam"
+            | "scorecam"
+            | "ablationcam"
     );
     let report = ExplainReport {
         model: loaded.name.clone(),
@@ -290,7 +314,10 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         saved_raw: args.save_raw.clone(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
     } else {
         for i in 0..batch {
             println!(

@@ -7,11 +7,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LumenError {
     /// A device string that names no known backend.
-    #[error("unknown device `{spec}`: expected one of cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N")]
+    #[error(
+        "unknown device `{spec}`: expected one of cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N"
+    )]
     UnknownDevice { spec: String },
 
     /// A device whose backend was not compiled into this build.
-    #[error("device `{spec}` needs the `{feature}` backend, which this build does not include: rebuild with `--features {feature}`")]
+    #[error(
+        "device `{spec}` needs the `{feature}` backend, which this build does not include: rebuild with `--features {feature}`"
+    )]
     BackendNotCompiled { spec: String, feature: &'static str },
 
     /// A layer name the model does not expose.
@@ -39,7 +43,9 @@ pub enum LumenError {
     },
 
     /// A class index outside the model's output.
-    #[error("class index {class} is out of range: the model has {num_classes} classes (0..{num_classes})")]
+    #[error(
+        "class index {class} is out of range: the model has {num_classes} classes (0..{num_classes})"
+    )]
     ClassOutOfRange { class: usize, num_classes: usize },
 
     /// An image file that could not be read or decoded.

@@ -1,8 +1,8 @@
 //! A batch of heatmaps `[B,h,w]`, kept on the device until the caller asks for pixels.
 
+use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::Tensor;
 
 /// Added to the range in min-max normalisation, as pytorch-grad-cam does, so that a
 /// constant map becomes zeros instead of NaN.
@@ -81,7 +81,8 @@ impl Heatmaps {
         let options = InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size(size);
-        let maps = interpolate(self.maps.reshape([b, 1, h, w]), options).reshape([b, size[0], size[1]]);
+        let maps =
+            interpolate(self.maps.reshape([b, 1, h, w]), options).reshape([b, size[0], size[1]]);
         Self { maps }
     }
 
@@ -109,7 +110,10 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     fn maps(values: Vec<f32>, shape: [usize; 3]) -> Heatmaps {
-        Heatmaps::new(Tensor::from_data(TensorData::new(values, shape), &Device::flex()))
+        Heatmaps::new(Tensor::from_data(
+            TensorData::new(values, shape),
+            &Device::flex(),
+        ))
     }
 
     #[test]
@@ -139,8 +143,14 @@ mod tests {
     #[test]
     fn polarity_splits_signs() {
         let h = maps(vec![-2.0, 3.0], [1, 1, 2]);
-        assert_eq!(h.clone().polarity(Polarity::Positive).to_vec(), vec![0.0, 3.0]);
-        assert_eq!(h.clone().polarity(Polarity::Negative).to_vec(), vec![2.0, 0.0]);
+        assert_eq!(
+            h.clone().polarity(Polarity::Positive).to_vec(),
+            vec![0.0, 3.0]
+        );
+        assert_eq!(
+            h.clone().polarity(Polarity::Negative).to_vec(),
+            vec![2.0, 0.0]
+        );
         assert_eq!(h.polarity(Polarity::Absolute).to_vec(), vec![2.0, 3.0]);
     }
 }

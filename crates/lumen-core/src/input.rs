@@ -83,11 +83,22 @@ impl DataConfig {
         let scale_h = (out_h as f32 / self.crop_pct).floor() as u32;
         let scale_w = (out_w as f32 / self.crop_pct).floor() as u32;
         let (new_w, new_h) = if w <= h {
-            (scale_w, ((h as f32) * scale_w as f32 / w as f32).round() as u32)
+            (
+                scale_w,
+                ((h as f32) * scale_w as f32 / w as f32).round() as u32,
+            )
         } else {
-            (((w as f32) * scale_h as f32 / h as f32).round() as u32, scale_h)
+            (
+                ((w as f32) * scale_h as f32 / h as f32).round() as u32,
+                scale_h,
+            )
         };
-        let resized = image::imageops::resize(image, new_w.max(out_w as u32), new_h.max(out_h as u32), self.interpolation.filter());
+        let resized = image::imageops::resize(
+            image,
+            new_w.max(out_w as u32),
+            new_h.max(out_h as u32),
+            self.interpolation.filter(),
+        );
         let left = (resized.width() - out_w as u32) / 2;
         let top = (resized.height() - out_h as u32) / 2;
         image::imageops::crop_imm(&resized, left, top, out_w as u32, out_h as u32).to_image()
@@ -107,7 +118,11 @@ impl DataConfig {
                 ));
             }
             for c in 0..3 {
-                values.extend(image.pixels().map(|p| (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c]));
+                values.extend(
+                    image
+                        .pixels()
+                        .map(|p| (p[c] as f32 / 255.0 - self.mean[c]) / self.std[c]),
+                );
             }
         }
         Ok(Tensor::from_data(
@@ -149,10 +164,12 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let reader = reader.with_guessed_format().map_err(|e| LumenError::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| LumenError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let image: DynamicImage = reader.decode().map_err(|e| LumenError::Image {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -161,7 +178,11 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
 }
 
 /// Load image files and preprocess them into one batch.
-pub fn load_batch<P: AsRef<Path>>(paths: &[P], config: &DataConfig, device: &Device) -> Result<Tensor<4>> {
+pub fn load_batch<P: AsRef<Path>>(
+    paths: &[P],
+    config: &DataConfig,
+    device: &Device,
+) -> Result<Tensor<4>> {
     let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
     config.preprocess(&images, device)
 }
@@ -173,9 +194,13 @@ mod tests {
     #[test]
     fn normalize_then_denormalize_round_trips() {
         let config = DataConfig::imagenet(4);
-        let image = RgbImage::from_fn(4, 4, |x, y| image::Rgb([(x * 60) as u8, (y * 60) as u8, 200]));
+        let image = RgbImage::from_fn(4, 4, |x, y| {
+            image::Rgb([(x * 60) as u8, (y * 60) as u8, 200])
+        });
         let device = Device::flex();
-        let batch = config.to_tensor(std::slice::from_ref(&image), &device).unwrap();
+        let batch = config
+            .to_tensor(std::slice::from_ref(&image), &device)
+            .unwrap();
         assert_eq!(batch.dims(), [1, 3, 4, 4]);
         // Red channel of pixel (1, 0): (60/255 - 0.485) / 0.229.
         let v = crate::to_host(batch.clone());

@@ -10,6 +10,7 @@ pub mod error;
 pub mod heatmap;
 pub mod input;
 pub mod model;
+pub mod random;
 pub mod tap;
 pub mod target;
 
@@ -25,10 +26,14 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .expect("reading a tensor back from the device")
 }
 pub use burn::tensor::{Device, Tensor};
-pub use device::{DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients};
+pub use device::{
+    DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients,
+};
 pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};
 pub use input::{DataConfig, Interpolation, load_batch, load_image};
 pub use model::{Classifier, ExplainableModel, LayerInfo, LayerKind};
-pub use tap::{CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable};
+pub use tap::{
+    CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable,
+};
 pub use target::{ClassLogit, ClassProbability, Target, predicted_classes};

@@ -12,7 +12,10 @@ pub enum LayerKind {
     FeatureMap,
     /// Tokens `[B,N,D]`: `prefix_tokens` (class/distillation tokens) followed by a
     /// `grid[0] x grid[1]` patch grid.
-    Tokens { grid: [usize; 2], prefix_tokens: usize },
+    Tokens {
+        grid: [usize; 2],
+        prefix_tokens: usize,
+    },
     /// Attention probabilities `[B,heads,N,N]` over the same tokens.
     Attention {
         heads: usize,

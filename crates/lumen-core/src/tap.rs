@@ -143,7 +143,9 @@ pub struct TapChain<'a>(pub Vec<&'a dyn Tap>);
 
 impl Tap for TapChain<'_> {
     fn visit_tensor(&self, layer: &str, tensor: TapTensor) -> TapTensor {
-        self.0.iter().fold(tensor, |t, tap| tap.visit_tensor(layer, t))
+        self.0
+            .iter()
+            .fold(tensor, |t, tap| tap.visit_tensor(layer, t))
     }
 }
 
@@ -171,7 +173,10 @@ impl Recorder {
     /// The last tensor recorded at `layer`.
     pub fn get(&self, layer: &str) -> Option<TapTensor> {
         let seen = self.seen.lock().expect("recorder lock");
-        seen.iter().rev().find(|(n, _)| n == layer).map(|(_, t)| t.clone())
+        seen.iter()
+            .rev()
+            .find(|(n, _)| n == layer)
+            .map(|(_, t)| t.clone())
     }
 
     /// Everything recorded, in forward order.
@@ -298,7 +303,12 @@ pub struct CountingTap {
 impl CountingTap {
     /// Visits of `layer` so far.
     pub fn count(&self, layer: &str) -> usize {
-        *self.counts.lock().expect("counting tap lock").get(layer).unwrap_or(&0)
+        *self
+            .counts
+            .lock()
+            .expect("counting tap lock")
+            .get(layer)
+            .unwrap_or(&0)
     }
 
     /// Visits of all layers so far.

@@ -4,7 +4,10 @@
 //! the patch grid (the class token's row, patch columns).
 
 use burn::tensor::{Tensor, TensorData};
-use lumen_core::{ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, Recorder, Result, Target, TapTensor};
+use lumen_core::{
+    ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, Recorder, Result, TapTensor,
+    Target,
+};
 
 use crate::{Explanation, Method};
 
@@ -60,7 +63,12 @@ fn attention_layers<M: ExplainableModel>(model: &M) -> Result<(Vec<String>, [usi
     let mut names = vec![];
     let mut layout = None;
     for layer in model.layers() {
-        if let LayerKind::Attention { grid, prefix_tokens, .. } = layer.kind {
+        if let LayerKind::Attention {
+            grid,
+            prefix_tokens,
+            ..
+        } = layer.kind
+        {
             names.push(layer.name);
             layout = Some((grid, prefix_tokens));
         }
@@ -68,7 +76,8 @@ fn attention_layers<M: ExplainableModel>(model: &M) -> Result<(Vec<String>, [usi
     match layout {
         Some((grid, prefix)) => Ok((names, grid, prefix)),
         None => Err(LumenError::InvalidArgument(
-            "attention methods need a model with attention layers (a ViT); this model has none".into(),
+            "attention methods need a model with attention layers (a ViT); this model has none"
+                .into(),
         )),
     }
 }
@@ -92,7 +101,9 @@ fn discard_lowest(fused: Tensor<3>, ratio: f32, keep_first: bool) -> Tensor<3> {
     if keep_first {
         let first = Tensor::<2>::from_data(
             TensorData::new(
-                (0..b * n * n).map(|i| if i % (n * n) == 0 { 0.0f32 } else { 1.0 }).collect::<Vec<_>>(),
+                (0..b * n * n)
+                    .map(|i| if i % (n * n) == 0 { 0.0f32 } else { 1.0 })
+                    .collect::<Vec<_>>(),
                 [b, n * n],
             ),
             &flat.device(),
@@ -106,7 +117,9 @@ fn discard_lowest(fused: Tensor<3>, ratio: f32, keep_first: bool) -> Tensor<3> {
 fn roll(fused_layers: Vec<Tensor<3>>, compat: RolloutCompat) -> Tensor<3> {
     let [b, n, _] = fused_layers[0].dims();
     let device = fused_layers[0].device();
-    let eye = Tensor::<2>::eye(n, &device).reshape([1, n, n]).expand([b, n, n]);
+    let eye = Tensor::<2>::eye(n, &device)
+        .reshape([1, n, n])
+        .expand([b, n, n]);
     let mut result = eye.clone();
     for fused in fused_layers {
         let a = (fused + eye.clone()) / 2.0;
@@ -145,7 +158,12 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
         "rollout".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, _target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        _target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model)?;
         let recorder = Recorder::new(layers.clone());
@@ -153,12 +171,17 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
         let fused = layers
             .iter()
             .map(|l| {
-                let attention = recorder.get(l).and_then(TapTensor::rank4).expect("attention recorded");
+                let attention = recorder
+                    .get(l)
+                    .and_then(TapTensor::rank4)
+                    .expect("attention recorded");
                 discard_lowest(self.head_fusion.fuse(attention), self.discard_ratio, true)
             })
             .collect();
         let result = roll(fused, self.compat);
-        Ok(Explanation::maps(Heatmaps::new(class_row(result, grid, prefix))))
+        Ok(Explanation::maps(Heatmaps::new(class_row(
+            result, grid, prefix,
+        ))))
     }
 }
 
@@ -178,7 +201,12 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         "grad-rollout".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model)?;
         let tap = GradientTap::new(layers.clone());
@@ -187,7 +215,10 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         let fused = layers
             .iter()
             .map(|l| {
-                let attention = tap.activation(l).and_then(TapTensor::rank4).expect("attention recorded");
+                let attention = tap
+                    .activation(l)
+                    .and_then(TapTensor::rank4)
+                    .expect("attention recorded");
                 let gradient = tap
                     .gradient(l, &grads)
                     .and_then(TapTensor::rank4)
@@ -197,13 +228,16 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
             })
             .collect();
         let result = roll(fused, self.compat);
-        Ok(Explanation::maps(Heatmaps::new(class_row(result, grid, prefix))))
+        Ok(Explanation::maps(Heatmaps::new(class_row(
+            result, grid, prefix,
+        ))))
     }
 }
 
-/// Attention Flow (Abnar & Zuidema 2020): the maximum flow from each input patch to the
+/// Attention Flow (Abnar & Zuidema 2020): the maximum flow from each input token to the
 /// class token's output through the layered graph whose capacities are the
-/// head-fused, residual-mixed attentions `(A + I) / 2`.
+/// head-fused, residual-mixed, row-normalised attentions `(A + I) / 2`, normalised
+/// over the input tokens as the paper's `compute_flows` does.
 #[derive(Clone, Debug, Default)]
 pub struct AttentionFlow {
     /// Head fusion.
@@ -215,7 +249,12 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
         "attention-flow".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, _target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        _target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model)?;
         let recorder = Recorder::new(layers.clone());
@@ -224,7 +263,10 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
         let mut per_layer = vec![];
         let mut n = 0;
         for l in &layers {
-            let attention = recorder.get(l).and_then(TapTensor::rank4).expect("attention recorded");
+            let attention = recorder
+                .get(l)
+                .and_then(TapTensor::rank4)
+                .expect("attention recorded");
             let fused = self.head_fusion.fuse(attention);
             n = fused.dims()[1];
             let eye = Tensor::<2>::eye(n, &fused.device()).reshape([1, n, n]);
@@ -240,9 +282,14 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
                 .map(|v| &v[image * n * n..(image + 1) * n * n])
                 .collect();
             let flows = flow::class_token_flows(&layers_of_image, n);
-            maps.extend_from_slice(&flows[prefix..prefix + patches]);
+            // The paper normalises each output token's inflows over all input tokens.
+            let total: f32 = flows.iter().sum::<f32>().max(f32::MIN_POSITIVE);
+            maps.extend(flows[prefix..prefix + patches].iter().map(|f| f / total));
         }
-        let maps = Tensor::<3>::from_data(TensorData::new(maps, [b, grid[0], grid[1]]), &input.device());
+        let maps = Tensor::<3>::from_data(
+            TensorData::new(maps, [b, grid[0], grid[1]]),
+            &input.device(),
+        );
         Ok(Explanation::maps(Heatmaps::new(maps)))
     }
 }
@@ -306,7 +353,14 @@ mod flow {
                 }
                 let mut next = vec![0usize; nodes];
                 loop {
-                    let pushed = self.push(source, sink, f64::INFINITY, &level, &mut next, &mut residual);
+                    let pushed = self.push(
+                        source,
+                        sink,
+                        f64::INFINITY,
+                        &level,
+                        &mut next,
+                        &mut residual,
+                    );
                     if pushed <= EPS {
                         break;
                     }
@@ -315,7 +369,15 @@ mod flow {
             }
         }
 
-        fn push(&self, u: usize, sink: usize, limit: f64, level: &[usize], next: &mut [usize], residual: &mut [f64]) -> f64 {
+        fn push(
+            &self,
+            u: usize,
+            sink: usize,
+            limit: f64,
+            level: &[usize],
+            next: &mut [usize],
+            residual: &mut [f64],
+        ) -> f64 {
             if u == sink {
                 return limit;
             }
@@ -354,7 +416,9 @@ mod flow {
         }
         let sink = node(levels - 1, 0);
         let graph = &graph;
-        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n.max(1));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .min(n.max(1));
         let mut flows = vec![0.0f32; n];
         std::thread::scope(|scope| {
             let chunks: Vec<_> = flows

@@ -6,12 +6,13 @@
 //! tokens dropped, so ViTs work. Output convention (pytorch-grad-cam): ReLU, per-image
 //! min-max, bilinear resize to the input (align_corners = false), min-max again.
 
+use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
-use burn::tensor::activation::softmax;
 use lumen_core::{
-    ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, ReplaceTap, Result, Target, TapTensor,
+    ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, ReplaceTap, Result, TapTensor,
+    Target,
 };
 
 use crate::{Explanation, Method};
@@ -79,7 +80,9 @@ impl CamKind {
         };
         let weighted = |w: Tensor<2>| {
             let [b, c] = w.dims();
-            (w.reshape([b, c, 1, 1]) * a.clone()).sum_dim(1).squeeze_dim::<3>(1)
+            (w.reshape([b, c, 1, 1]) * a.clone())
+                .sum_dim(1)
+                .squeeze_dim::<3>(1)
         };
         let channel_sum = |t: Tensor<4>| t.sum_dim(1).squeeze_dim::<3>(1);
         match self {
@@ -95,7 +98,11 @@ impl CamKind {
             }
             Self::XGradCam => {
                 let sum_a = a.clone().sum_dims(&[2, 3]);
-                weighted((grads() * a.clone() / (sum_a + 1e-7)).sum_dims(&[2, 3]).flatten(1, 3))
+                weighted(
+                    (grads() * a.clone() / (sum_a + 1e-7))
+                        .sum_dims(&[2, 3])
+                        .flatten(1, 3),
+                )
             }
             Self::LayerCam => channel_sum(grads().clamp_min(0.0) * a),
             Self::HiResCam => channel_sum(grads() * a),
@@ -114,6 +121,8 @@ pub struct LayerPass {
     pub activations: Tensor<4>,
     /// Gradients of the summed target scores `[B,C,h,w]`, when asked for.
     pub gradients: Option<Tensor<4>>,
+    /// The target score of each image in this pass.
+    pub scores: Vec<f32>,
     /// The input size `[H,W]`.
     pub input_size: [usize; 2],
 }
@@ -135,20 +144,21 @@ impl LayerPass {
         let tap = GradientTap::new([layer]);
         let output = model.forward_tapped(input, &tap);
         let activation = tap.activation(layer).ok_or_else(|| not_reached(layer))?;
+        let score = target.score(&output)?;
+        let scores = lumen_core::to_host(score.clone().detach().without_autodiff());
         let gradients = if with_gradients {
-            let score = target.score(&output)?.sum();
-            let grads = score.backward();
+            let grads = score.sum().backward();
             let gradient = tap
                 .gradient(layer, &grads)
                 .unwrap_or_else(|| zeros_like_tap(&activation));
             Some(as_feature_map(gradient, &info.kind, layer)?)
         } else {
-            drop(output);
             None
         };
         Ok(Self {
             activations: as_feature_map(activation, &info.kind, layer)?,
             gradients,
+            scores,
             input_size: [h, w],
         })
     }
@@ -179,7 +189,13 @@ pub fn as_feature_map(t: TapTensor, kind: &LayerKind, layer: &str) -> Result<Ten
     };
     match (t, kind) {
         (TapTensor::Rank4(t), LayerKind::FeatureMap) => Ok(t),
-        (TapTensor::Rank3(t), LayerKind::Tokens { grid, prefix_tokens }) => Ok(tokens_to_map(t, *grid, *prefix_tokens)),
+        (
+            TapTensor::Rank3(t),
+            LayerKind::Tokens {
+                grid,
+                prefix_tokens,
+            },
+        ) => Ok(tokens_to_map(t, *grid, *prefix_tokens)),
         (_, kind) => Err(wrong(kind)),
     }
 }
@@ -214,7 +230,12 @@ pub fn first_component_projection(maps: Tensor<4>) -> Tensor<3> {
         // u = top eigenvector of X X^T; X v = sigma u, and sigma^2 = u^T X X^T u.
         let gram = x.clone().matmul(x.swap_dims(1, 2));
         let u = top_eigenvector(gram.clone());
-        let sigma2 = u.clone().swap_dims(1, 2).matmul(gram).matmul(u.clone()).reshape([b, 1]);
+        let sigma2 = u
+            .clone()
+            .swap_dims(1, 2)
+            .matmul(gram)
+            .matmul(u.clone())
+            .reshape([b, 1]);
         u.reshape([b, n]) * sigma2.clamp_min(0.0).sqrt()
     };
     // Sign: correlate positively with the channel-mean activation map.
@@ -223,7 +244,9 @@ pub fn first_component_projection(maps: Tensor<4>) -> Tensor<3> {
     let centred = projection.clone() - projection.clone().mean_dim(1);
     let correlation = (centred * mean_map).sum_dim(1);
     // A zero correlation (constant mean map) keeps +1 rather than zeroing the map.
-    let sign = correlation.ones_like().mask_fill(correlation.lower_elem(0.0), -1.0);
+    let sign = correlation
+        .ones_like()
+        .mask_fill(correlation.lower_elem(0.0), -1.0);
     (projection * sign).reshape([b, h, w])
 }
 
@@ -254,7 +277,10 @@ fn top_eigenvector(gram: Tensor<3>) -> Tensor<3> {
 /// resize to the input, min-max again (pytorch-grad-cam's `scale_cam_image` per layer
 /// and once more after aggregating layers).
 pub fn finish_cam(raw: Tensor<3>, input_size: [usize; 2]) -> Heatmaps {
-    Heatmaps::new(raw.clamp_min(0.0)).normalize().resize(input_size).normalize()
+    Heatmaps::new(raw.clamp_min(0.0))
+        .normalize()
+        .resize(input_size)
+        .normalize()
 }
 
 /// Compute several one-pass CAMs from a single forward and backward: what
@@ -305,7 +331,12 @@ impl<M: ExplainableModel> Method<M> for Cam {
         self.kind.name().to_string()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         let layer = resolve_layer(model, &self.layer);
         let mut maps = cams_from_one_pass(model, input, target, &layer, &[self.kind])?;
         Ok(Explanation::maps(maps.remove(0)))
@@ -360,7 +391,12 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         "scorecam".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         let layer = resolve_layer(model, &self.layer);
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();
@@ -425,14 +461,18 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         "ablationcam".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         let layer = resolve_layer(model, &self.layer);
-        model.check_input(&input)?;
         let info = model.layer(&layer)?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();
         let device = input.device();
-        let original = lumen_core::to_host(target.score(&model.forward(input.clone()))?);
+        let original = pass.scores.clone();
         let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
         let channel_dim = match info.kind {
             LayerKind::Tokens { .. } => 2,
@@ -440,7 +480,9 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         };
         let ablated = chunked_scores::<M>(b * c, self.batch_size, &images, target, |rows| {
             let n = rows.len();
-            let x = input.clone().select(0, index_tensor(&images[rows.clone()], &device));
+            let x = input
+                .clone()
+                .select(0, index_tensor(&images[rows.clone()], &device));
             // keep[r, ch] = 0 for the ablated channel of row r.
             let mut keep = vec![1.0f32; n * c];
             for (i, row) in rows.clone().enumerate() {
@@ -449,7 +491,9 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             let keep = Tensor::<2>::from_data(TensorData::new(keep, [n, c]), &device);
             let tap = ReplaceTap::new(layer.clone(), move |t| match t {
                 TapTensor::Rank4(a) => TapTensor::Rank4(a * keep.clone().reshape([n, c, 1, 1])),
-                TapTensor::Rank3(a) if channel_dim == 2 => TapTensor::Rank3(a * keep.clone().reshape([n, 1, c])),
+                TapTensor::Rank3(a) if channel_dim == 2 => {
+                    TapTensor::Rank3(a * keep.clone().reshape([n, 1, c]))
+                }
                 other => other,
             });
             Ok(model.forward_tapped(x, &tap))

@@ -2,7 +2,7 @@
 //! captum computes them. All images of a batch (and all path steps, up to the
 //! internal batch size) share one forward and one backward.
 
-use burn::tensor::{Distribution, IndexingUpdateOp, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp, Tensor, TensorData};
 use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
 
 use crate::{Explanation, Method};
@@ -18,7 +18,8 @@ pub fn input_gradients<M: ExplainableModel>(
     let x = input.detach().without_autodiff().autodiff().require_grad();
     let score = target.score(&model.forward(x.clone()))?.sum();
     let grads = score.backward();
-    Ok(x.grad(&grads).unwrap_or_else(|| x.zeros_like().without_autodiff()))
+    Ok(x.grad(&grads)
+        .unwrap_or_else(|| x.zeros_like().without_autodiff()))
 }
 
 /// The heatmap of a signed attribution `[B,3,H,W]`: the maximum over channels of the
@@ -47,7 +48,12 @@ impl<M: ExplainableModel> Method<M> for Saliency {
         "saliency".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         Ok(gradient_explanation(input_gradients(model, input, target)?))
     }
 }
@@ -61,7 +67,12 @@ impl<M: ExplainableModel> Method<M> for InputXGradient {
         "inputxgrad".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         let grads = input_gradients(model, input.clone(), target)?;
         Ok(gradient_explanation(input.without_autodiff() * grads))
     }
@@ -78,10 +89,10 @@ pub enum Baseline {
     White { mean: [f32; 3], std: [f32; 3] },
     /// The input blurred by a Gaussian of this standard deviation in pixels.
     Blur { sigma: f32 },
-    /// Uniform noise over the input's range, from the device's seeded generator.
-    Uniform,
+    /// Uniform noise over the input's range, reproducible with a seed.
+    Uniform { seed: Option<u64> },
     /// A user tensor `[B,3,H,W]` or `[1,3,H,W]`.
-    Tensor(Tensor<4>),
+    Tensor(Box<Tensor<4>>),
 }
 
 impl Baseline {
@@ -95,7 +106,7 @@ impl Baseline {
             "black" => Self::Black { mean, std },
             "white" => Self::White { mean, std },
             "blur" => Self::Blur { sigma: 5.0 },
-            "uniform" | "random" => Self::Uniform,
+            "uniform" | "random" => Self::Uniform { seed: None },
             other => {
                 return Err(LumenError::InvalidArgument(format!(
                     "unknown baseline `{other}`; valid baselines: {}",
@@ -110,22 +121,25 @@ impl Baseline {
         let [b, c, h, w] = input.dims();
         let device = input.device();
         let per_channel = |values: [f32; 3]| {
-            Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device).expand([b, c, h, w])
+            Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device)
+                .expand([b, c, h, w])
         };
         Ok(match self {
             Self::Zeros => input.zeros_like(),
             Self::Black { mean, std } => per_channel(std::array::from_fn(|i| -mean[i] / std[i])),
-            Self::White { mean, std } => per_channel(std::array::from_fn(|i| (1.0 - mean[i]) / std[i])),
+            Self::White { mean, std } => {
+                per_channel(std::array::from_fn(|i| (1.0 - mean[i]) / std[i]))
+            }
             Self::Blur { sigma } => gaussian_blur(input.clone(), *sigma),
-            Self::Uniform => {
-                let lo = input.clone().min().into_scalar::<f32>() as f64;
-                let hi = input.clone().max().into_scalar::<f32>() as f64;
-                Tensor::random([b, c, h, w], Distribution::Uniform(lo, hi), &device)
+            Self::Uniform { seed } => {
+                let lo = input.clone().min().into_scalar::<f32>();
+                let hi = input.clone().max().into_scalar::<f32>();
+                lumen_core::random::uniform([b, c, h, w], lo, hi, *seed, &device)
             }
             Self::Tensor(t) => {
                 let dims = t.dims();
                 if dims == [b, c, h, w] {
-                    t.clone()
+                    *t.clone()
                 } else if dims == [1, c, h, w] {
                     t.clone().expand([b, c, h, w])
                 } else {
@@ -156,13 +170,24 @@ fn gaussian_blur(x: Tensor<4>, sigma: f32) -> Tensor<4> {
     let [_, c, _, _] = x.dims();
     let device = x.device();
     let k = kernel.len();
-    let horizontal = Tensor::<4>::from_data(TensorData::new(kernel.repeat(c), [c, 1, 1, k]), &device);
+    let horizontal =
+        Tensor::<4>::from_data(TensorData::new(kernel.repeat(c), [c, 1, 1, k]), &device);
     let vertical = Tensor::<4>::from_data(TensorData::new(kernel.repeat(c), [c, 1, k, 1]), &device);
     // Normalise by the blurred ones so borders are not darkened by the zero padding.
     let ones = x.ones_like();
     let blur = |t: Tensor<4>| {
-        let t = conv2d(t, horizontal.clone(), None, ConvOptions::new([1, 1], [0, radius], [1, 1], c));
-        conv2d(t, vertical.clone(), None, ConvOptions::new([1, 1], [radius, 0], [1, 1], c))
+        let t = conv2d(
+            t,
+            horizontal.clone(),
+            None,
+            ConvOptions::new([1, 1], [0, radius], [1, 1], c),
+        );
+        conv2d(
+            t,
+            vertical.clone(),
+            None,
+            ConvOptions::new([1, 1], [radius, 0], [1, 1], c),
+        )
     };
     blur(x) / blur(ones)
 }
@@ -235,8 +260,14 @@ impl IntegrationRule {
                     nodes.iter().map(|x| (x + 1.0) / 2.0).collect(),
                 )
             }
-            Self::RiemannLeft => (vec![1.0 / n as f64; n], (0..n).map(|i| i as f64 / n as f64).collect()),
-            Self::RiemannRight => (vec![1.0 / n as f64; n], (1..=n).map(|i| i as f64 / n as f64).collect()),
+            Self::RiemannLeft => (
+                vec![1.0 / n as f64; n],
+                (0..n).map(|i| i as f64 / n as f64).collect(),
+            ),
+            Self::RiemannRight => (
+                vec![1.0 / n as f64; n],
+                (1..=n).map(|i| i as f64 / n as f64).collect(),
+            ),
             Self::RiemannMiddle => (
                 vec![1.0 / n as f64; n],
                 (0..n).map(|i| (i as f64 + 0.5) / n as f64).collect(),
@@ -328,10 +359,17 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         "ig".into()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         model.check_input(&input)?;
         if self.steps == 0 {
-            return Err(LumenError::InvalidArgument("--steps must be at least 1".into()));
+            return Err(LumenError::InvalidArgument(
+                "--steps must be at least 1".into(),
+            ));
         }
         let input = input.without_autodiff();
         let [b, _, _, _] = input.dims();
@@ -351,10 +389,15 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
             let row_alphas: Vec<f32> = (start..end).map(|r| alphas[r / b] as f32).collect();
             let row_weights: Vec<f32> = (start..end).map(|r| step_sizes[r / b] as f32).collect();
             let index = Tensor::<1, burn::tensor::Int>::from_data(
-                TensorData::new(row_images.iter().map(|&i| i as i64).collect::<Vec<_>>(), [end - start]),
+                TensorData::new(
+                    row_images.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [end - start],
+                ),
                 &device,
             );
-            let column = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [end - start, 1, 1, 1]), &device);
+            let column = |v: Vec<f32>| {
+                Tensor::<4>::from_data(TensorData::new(v, [end - start, 1, 1, 1]), &device)
+            };
             let scaled = baseline.clone().select(0, index.clone())
                 + delta.clone().select(0, index.clone()) * column(row_alphas);
             let grads = input_gradients(model, scaled, target.for_images(&row_images).as_ref())?;
@@ -369,7 +412,9 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         let ends_target = target.for_images(&(0..2 * b).map(|r| r % b).collect::<Vec<_>>());
         let end_scores = lumen_core::to_host(ends_target.score(&ends)?);
         let sums = lumen_core::to_host(attributions.clone().sum_dims(&[1, 2, 3]).reshape([b]));
-        let convergence_delta = (0..b).map(|i| sums[i] - (end_scores[i] - end_scores[b + i])).collect();
+        let convergence_delta = (0..b)
+            .map(|i| sums[i] - (end_scores[i] - end_scores[b + i]))
+            .collect();
         let mut explanation = gradient_explanation(attributions);
         explanation.convergence_delta = Some(convergence_delta);
         Ok(explanation)

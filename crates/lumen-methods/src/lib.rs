@@ -19,7 +19,9 @@ use lumen_core::{ExplainableModel, Heatmaps, Result, Target, Tensor};
 
 pub use attention::{AttentionFlow, AttentionRollout, GradRollout, HeadFusion, RolloutCompat};
 pub use cam::{AblationCam, Cam, CamKind, LayerPass, ScoreCam, cams_from_one_pass};
-pub use gradient::{Baseline, InputXGradient, IntegratedGradients, IntegrationRule, Saliency, input_gradients};
+pub use gradient::{
+    Baseline, InputXGradient, IntegratedGradients, IntegrationRule, Saliency, input_gradients,
+};
 pub use noise::{Noise, NoiseKind, NoiseTunnel};
 pub use registry::{METHOD_NAMES, MethodOptions, by_name};
 
@@ -53,5 +55,10 @@ pub trait Method<M: ExplainableModel> {
     fn name(&self) -> String;
 
     /// Explain a batch `[B,3,H,W]` for one target per image.
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation>;
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation>;
 }

@@ -2,7 +2,8 @@
 //! (Smilkov et al. 2017; Adebayo et al. 2018), as captum's `NoiseTunnel`. All noisy
 //! samples of all images go through the wrapped method in batches.
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::Tensor;
+use lumen_core::random::standard_normal;
 use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
 
 use crate::gradient::attribution_heatmaps;
@@ -40,7 +41,7 @@ pub enum Noise {
     Absolute(f32),
     /// These exact noise tensors, `[B * samples, 3, H, W]`, image-major (row
     /// `i * samples + s` is sample `s` of image `i`): for reproducing a reference.
-    Given(Tensor<4>),
+    Given(Box<Tensor<4>>),
 }
 
 /// Wrap a method: explain `samples` noisy copies of each image and aggregate.
@@ -53,7 +54,7 @@ pub struct NoiseTunnel<M: ExplainableModel> {
     pub samples: usize,
     /// Noise.
     pub noise: Noise,
-    /// Seed for the noise, for reproducible results.
+    /// Seed for the noise: the same noise on every backend (see `lumen_core::random`).
     pub seed: Option<u64>,
     /// Noisy inputs per call of the wrapped method; `None` sends all at once.
     pub batch_size: Option<usize>,
@@ -70,9 +71,6 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
             .reshape([b, 1, c, h, w])
             .expand([b, n, c, h, w])
             .reshape([b * n, c, h, w]);
-        if let Some(seed) = self.seed {
-            device.seed(seed);
-        }
         let noise = match &self.noise {
             Noise::Given(noise) => {
                 if noise.dims() != [b * n, c, h, w] {
@@ -82,9 +80,9 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
                         format!("{:?}", noise.dims()),
                     ));
                 }
-                noise.clone()
+                *noise.clone()
             }
-            Noise::Absolute(std) => Tensor::random([b * n, c, h, w], Distribution::Normal(0.0, *std as f64), &device),
+            Noise::Absolute(std) => standard_normal([b * n, c, h, w], self.seed, &device) * *std,
             Noise::Relative(level) => {
                 let flat = input.clone().reshape([b, c * h * w]);
                 let range = flat.clone().max_dim(1) - flat.min_dim(1);
@@ -92,7 +90,7 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
                     .reshape([b, 1, 1, 1, 1])
                     .expand([b, n, 1, 1, 1])
                     .reshape([b * n, 1, 1, 1]);
-                Tensor::random([b * n, c, h, w], Distribution::Normal(0.0, 1.0), &device) * std
+                standard_normal([b * n, c, h, w], self.seed, &device) * std
             }
         };
         Ok(repeated + noise)
@@ -121,9 +119,16 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         self.kind.name().to_string()
     }
 
-    fn explain(&self, model: &M, input: Tensor<4>, target: &dyn Target<M::Output>) -> Result<Explanation> {
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation> {
         if self.samples == 0 {
-            return Err(LumenError::InvalidArgument("--samples must be at least 1".into()));
+            return Err(LumenError::InvalidArgument(
+                "--samples must be at least 1".into(),
+            ));
         }
         model.check_input(&input)?;
         let input = input.without_autodiff();
@@ -139,7 +144,9 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
             let end = (start + chunk).min(rows);
             let images: Vec<usize> = (start..end).map(|r| r / n).collect();
             let part = noisy.clone().narrow(0, start, end - start);
-            let explanation = self.inner.explain(model, part, target.for_images(&images).as_ref())?;
+            let explanation =
+                self.inner
+                    .explain(model, part, target.for_images(&images).as_ref())?;
             match explanation.attributions {
                 Some(a) => attributions.push(a),
                 None => maps.push(explanation.heatmaps.into_tensor()),

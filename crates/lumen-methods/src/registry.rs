@@ -3,11 +3,11 @@
 use lumen_core::input::{IMAGENET_MEAN, IMAGENET_STD};
 use lumen_core::{ExplainableModel, LumenError, Result};
 
+use crate::Method;
 use crate::attention::{AttentionFlow, AttentionRollout, GradRollout, HeadFusion, RolloutCompat};
 use crate::cam::{AblationCam, Cam, CamKind, ScoreCam};
 use crate::gradient::{Baseline, InputXGradient, IntegratedGradients, IntegrationRule, Saliency};
 use crate::noise::{Noise, NoiseKind, NoiseTunnel};
-use crate::Method;
 
 /// Every method name [`by_name`] accepts.
 pub const METHOD_NAMES: &[&str] = &[
@@ -91,7 +91,10 @@ impl Default for MethodOptions {
 }
 
 /// Build a method from its command-line name; unknown names list the valid ones.
-pub fn by_name<M: ExplainableModel + 'static>(name: &str, options: &MethodOptions) -> Result<Box<dyn Method<M>>> {
+pub fn by_name<M: ExplainableModel + 'static>(
+    name: &str,
+    options: &MethodOptions,
+) -> Result<Box<dyn Method<M>>> {
     let cam = |kind| -> Box<dyn Method<M>> {
         Box::new(Cam {
             kind,
@@ -130,7 +133,10 @@ pub fn by_name<M: ExplainableModel + 'static>(name: &str, options: &MethodOption
         "saliency" => Box::new(Saliency),
         "inputxgrad" => Box::new(InputXGradient),
         "ig" => Box::new(IntegratedGradients {
-            baseline: Baseline::from_name(&options.baseline, options.mean, options.std)?,
+            baseline: match Baseline::from_name(&options.baseline, options.mean, options.std)? {
+                Baseline::Uniform { .. } => Baseline::Uniform { seed: options.seed },
+                other => other,
+            },
             steps: options.steps,
             rule: IntegrationRule::from_name(&options.ig_method)?,
             internal_batch_size: batch,
@@ -142,8 +148,13 @@ pub fn by_name<M: ExplainableModel + 'static>(name: &str, options: &MethodOption
                 "smoothgrad-sq" => NoiseKind::SmoothGradSq,
                 _ => NoiseKind::VarGrad,
             };
-            if matches!(options.noise_base.as_str(), "smoothgrad" | "smoothgrad-sq" | "vargrad") {
-                return Err(LumenError::InvalidArgument("a noise tunnel cannot wrap another noise tunnel".into()));
+            if matches!(
+                options.noise_base.as_str(),
+                "smoothgrad" | "smoothgrad-sq" | "vargrad"
+            ) {
+                return Err(LumenError::InvalidArgument(
+                    "a noise tunnel cannot wrap another noise tunnel".into(),
+                ));
             }
             Box::new(NoiseTunnel {
                 inner: by_name::<M>(&options.noise_base, options)?,

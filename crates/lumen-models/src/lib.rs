@@ -45,7 +45,12 @@ pub enum Architecture {
 }
 
 /// timm's evaluation data config for each architecture (`pretrained_cfg`).
-fn data_config(size: usize, interpolation: Interpolation, crop_pct: f32, inception: bool) -> DataConfig {
+fn data_config(
+    size: usize,
+    interpolation: Interpolation,
+    crop_pct: f32,
+    inception: bool,
+) -> DataConfig {
     let (mean, std) = if inception {
         ([0.5; 3], [0.5; 3])
     } else {
@@ -75,7 +80,9 @@ impl Architecture {
             (Self::Vit(config), data_config(224, bicubic, 0.9, true))
         };
         if num_classes == 0 {
-            return Err(LumenError::InvalidArgument("--num-classes must be at least 1".into()));
+            return Err(LumenError::InvalidArgument(
+                "--num-classes must be at least 1".into(),
+            ));
         }
         Ok(match name {
             "resnet18" => resnet(Basic, [2, 2, 2, 2], false, 0.95),
@@ -126,9 +133,9 @@ impl Architecture {
 #[derive(Debug)]
 pub enum ZooModel {
     /// A ResNet.
-    ResNet(ResNet),
+    ResNet(Box<ResNet>),
     /// A Vision Transformer.
-    Vit(VisionTransformer),
+    Vit(Box<VisionTransformer>),
 }
 
 /// A zoo model with its name and data config.
@@ -149,8 +156,10 @@ impl LoadedModel {
         let (arch, data_config) = Architecture::from_name(name, num_classes)?;
         let size = data_config.input_size[1];
         let model = match arch {
-            Architecture::ResNet(config) => ZooModel::ResNet(config.init(device).with_input_size(size)),
-            Architecture::Vit(config) => ZooModel::Vit(config.init(device)),
+            Architecture::ResNet(config) => {
+                ZooModel::ResNet(Box::new(config.init(device).with_input_size(size)))
+            }
+            Architecture::Vit(config) => ZooModel::Vit(Box::new(config.init(device))),
         };
         Ok(Self {
             name: name.to_string(),
@@ -161,15 +170,22 @@ impl LoadedModel {
 
     /// Build an architecture and load a timm state dict (`.safetensors`, `.pth`, `.pt`),
     /// then switch to evaluation mode.
-    pub fn load(name: &str, num_classes: usize, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
+    pub fn load(
+        name: &str,
+        num_classes: usize,
+        weights: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
         let (arch, _) = Architecture::from_name(name, num_classes)?;
         let mut loaded = Self::init(name, num_classes, device)?;
         let path = weights.as_ref();
         match (&mut loaded.model, arch) {
             (ZooModel::ResNet(model), Architecture::ResNet(config)) => {
-                load_state_dict(model, path, &config.key_remaps())?
+                load_state_dict(model.as_mut(), path, &config.key_remaps())?
             }
-            (ZooModel::Vit(model), Architecture::Vit(_)) => load_state_dict(model, path, &[])?,
+            (ZooModel::Vit(model), Architecture::Vit(_)) => {
+                load_state_dict(model.as_mut(), path, &[])?
+            }
             _ => unreachable!("init built the architecture's own kind"),
         }
         loaded.model = loaded.model.valid();
@@ -182,8 +198,8 @@ impl ZooModel {
     pub fn valid(&self) -> Self {
         use burn::module::Module;
         match self {
-            Self::ResNet(m) => Self::ResNet(m.valid()),
-            Self::Vit(m) => Self::Vit(m.valid()),
+            Self::ResNet(m) => Self::ResNet(Box::new(m.valid())),
+            Self::Vit(m) => Self::Vit(Box::new(m.valid())),
         }
     }
 }

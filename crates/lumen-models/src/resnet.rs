@@ -123,7 +123,14 @@ impl ResNetConfig {
             let mut blocks = Vec::with_capacity(self.layers[stage]);
             for i in 0..self.layers[stage] {
                 let block_stride = if i == 0 { stride } else { 1 };
-                blocks.push(ResBlock::new(kind, inplanes, planes, block_stride, self.avg_down, device));
+                blocks.push(ResBlock::new(
+                    kind,
+                    inplanes,
+                    planes,
+                    block_stride,
+                    self.avg_down,
+                    device,
+                ));
                 inplanes = planes * kind.expansion();
             }
             stages.push(blocks);
@@ -154,13 +161,20 @@ fn inplanes_after_stem(config: &ResNetConfig) -> usize {
 fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([input, output], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_padding(PaddingConfig2d::Explicit(
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+        ))
         .with_bias(false)
         .init(device)
 }
 
 fn bn(features: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(features).with_epsilon(1e-5).init(device)
+    BatchNormConfig::new(features)
+        .with_epsilon(1e-5)
+        .init(device)
 }
 
 /// timm's deep stem: `conv1 = Sequential(conv, bn, relu, conv, bn, relu, conv)`.
@@ -231,7 +245,14 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(kind: BlockKind, inplanes: usize, planes: usize, stride: usize, avg_down: bool, device: &Device) -> Self {
+    fn new(
+        kind: BlockKind,
+        inplanes: usize,
+        planes: usize,
+        stride: usize,
+        avg_down: bool,
+        device: &Device,
+    ) -> Self {
         let out = planes * kind.expansion();
         let downsample = (stride != 1 || inplanes != out).then(|| {
             if avg_down {
@@ -330,7 +351,9 @@ impl ExplainableModel for ResNet {
         let x = tap.visit("act1", relu(self.bn1.forward(x)));
         let x = max_pool2d(
             x,
-            MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]),
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1]),
         );
         let mut x = tap.visit("maxpool", x);
         for (stage, blocks) in self.stages() {
@@ -352,7 +375,10 @@ impl ExplainableModel for ResNet {
         ];
         for (stage, blocks) in self.stages() {
             for i in 0..blocks.len() {
-                layers.push(LayerInfo::new(format!("{stage}.{i}"), LayerKind::FeatureMap));
+                layers.push(LayerInfo::new(
+                    format!("{stage}.{i}"),
+                    LayerKind::FeatureMap,
+                ));
             }
             layers.push(LayerInfo::new(stage, LayerKind::FeatureMap));
         }

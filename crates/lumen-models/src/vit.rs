@@ -208,7 +208,10 @@ impl ExplainableModel for VisionTransformer {
             },
         )];
         for (i, block) in self.blocks.iter().enumerate() {
-            layers.push(LayerInfo::new(format!("blocks.{i}.norm1"), self.token_kind()));
+            layers.push(LayerInfo::new(
+                format!("blocks.{i}.norm1"),
+                self.token_kind(),
+            ));
             layers.push(LayerInfo::new(
                 format!("blocks.{i}.attn"),
                 LayerKind::Attention {

@@ -19,7 +19,11 @@ pub type KeyRemap = (&'static str, &'static str);
 /// Load `path` into `module`, rewriting state-dict keys with `remaps` first. Fails,
 /// naming the keys, when a parameter is missing, a tensor is unexpected, or a shape
 /// does not match.
-pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path, remaps: &[KeyRemap]) -> Result<()> {
+pub fn load_state_dict<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    remaps: &[KeyRemap],
+) -> Result<()> {
     let fail = |message: String| LumenError::Weights {
         path: path.to_path_buf(),
         message,
@@ -45,7 +49,9 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path, 
                 .remap(remapper)
                 .validate(false)
                 .allow_partial(true);
-            module.load_from(&mut store).map_err(|e| fail(e.to_string()))?
+            module
+                .load_from(&mut store)
+                .map_err(|e| fail(e.to_string()))?
         }
         "pth" | "pt" | "bin" => {
             let mut store = PytorchStore::from_file(path)
@@ -53,7 +59,9 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(module: &mut M, path: &Path, 
                 .map_indices_contiguous(false)
                 .validate(false)
                 .allow_partial(true);
-            module.load_from(&mut store).map_err(|e| fail(e.to_string()))?
+            module
+                .load_from(&mut store)
+                .map_err(|e| fail(e.to_string()))?
         }
         other => {
             return Err(fail(format!(
@@ -123,7 +131,10 @@ mod tests {
             (r"\.downsample\.1\.", ".downsample.conv."),
         ];
         assert_eq!(file_key("stem.conv_a.weight", &remaps), "conv1.0.weight");
-        assert_eq!(file_key("layer2.0.downsample.conv.weight", &remaps), "layer2.0.downsample.1.weight");
+        assert_eq!(
+            file_key("layer2.0.downsample.conv.weight", &remaps),
+            "layer2.0.downsample.1.weight"
+        );
         assert_eq!(file_key("fc.bias", &remaps), "fc.bias");
     }
 }

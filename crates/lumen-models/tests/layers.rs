@@ -20,15 +20,36 @@ fn check_layers(arch: &str) {
     let layers = model.layers();
     let seen_names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     let listed: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(seen_names, listed, "{arch}: tap points and listed layers differ");
+    assert_eq!(
+        seen_names, listed,
+        "{arch}: tap points and listed layers differ"
+    );
     for (layer, (_, tensor)) in layers.iter().zip(&seen) {
         let dims = tensor.dims();
         match (&layer.kind, tensor) {
             (LayerKind::FeatureMap, TapTensor::Rank4(_)) => {}
-            (LayerKind::Tokens { grid, prefix_tokens }, TapTensor::Rank3(_)) => {
-                assert_eq!(dims[1], prefix_tokens + grid[0] * grid[1], "{arch} {}", layer.name)
+            (
+                LayerKind::Tokens {
+                    grid,
+                    prefix_tokens,
+                },
+                TapTensor::Rank3(_),
+            ) => {
+                assert_eq!(
+                    dims[1],
+                    prefix_tokens + grid[0] * grid[1],
+                    "{arch} {}",
+                    layer.name
+                )
             }
-            (LayerKind::Attention { heads, grid, prefix_tokens }, TapTensor::Rank4(_)) => {
+            (
+                LayerKind::Attention {
+                    heads,
+                    grid,
+                    prefix_tokens,
+                },
+                TapTensor::Rank4(_),
+            ) => {
                 let n = prefix_tokens + grid[0] * grid[1];
                 assert_eq!(dims[1..], [*heads, n, n], "{arch} {}", layer.name)
             }
@@ -42,7 +63,9 @@ fn check_layers(arch: &str) {
 #[test]
 fn resnet_layers_are_tap_points() {
     check_layers("test_resnet");
-    let model = LoadedModel::init("test_resnet", 10, &test_device()).unwrap().model;
+    let model = LoadedModel::init("test_resnet", 10, &test_device())
+        .unwrap()
+        .model;
     assert_eq!(model.default_layer(), "layer4");
     for name in ["conv1", "layer1", "layer4.0", "fc"] {
         assert!(model.layer(name).is_ok(), "{name}");
@@ -56,7 +79,9 @@ fn vit_layers_are_tap_points() {
 
 #[test]
 fn unknown_layer_lists_valid_names() {
-    let model = LoadedModel::init("test_resnet", 10, &test_device()).unwrap().model;
+    let model = LoadedModel::init("test_resnet", 10, &test_device())
+        .unwrap()
+        .model;
     match model.layer("layer5") {
         Err(LumenError::UnknownLayer { name, valid }) => {
             assert_eq!(name, "layer5");
@@ -70,6 +95,12 @@ fn unknown_layer_lists_valid_names() {
 fn wrong_input_size_is_an_error() {
     let device = test_device();
     let model = LoadedModel::init("test_vit", 10, &device).unwrap().model;
-    let err = model.check_input(&Tensor::zeros([1, 3, 100, 100], &device)).unwrap_err().to_string();
-    assert!(err.contains("[B,3,160,160]") && err.contains("100"), "{err}");
+    let err = model
+        .check_input(&Tensor::zeros([1, 3, 100, 100], &device))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[B,3,160,160]") && err.contains("100"),
+        "{err}"
+    );
 }

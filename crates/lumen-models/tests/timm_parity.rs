@@ -15,24 +15,45 @@ fn assert_logits_match(model: &impl ExplainableModel<Output = lumen_core::Tensor
     let (expected, _) = read_tensor(io, "logits");
     let logits = to_vec(model.forward_tapped(tensor4(input, &shape, &device), &NoTap));
     let diff = max_abs_diff(&logits, &expected);
-    assert!(diff < TOLERANCE, "{io}: max |logit - timm| = {diff:e} >= {TOLERANCE:e}");
+    assert!(
+        diff < TOLERANCE,
+        "{io}: max |logit - timm| = {diff:e} >= {TOLERANCE:e}"
+    );
 }
 
 #[test]
 fn test_resnet_matches_timm_from_safetensors() {
-    let model = LoadedModel::load("test_resnet", 10, fixture("test_resnet.safetensors"), &test_device()).unwrap();
+    let model = LoadedModel::load(
+        "test_resnet",
+        10,
+        fixture("test_resnet.safetensors"),
+        &test_device(),
+    )
+    .unwrap();
     assert_logits_match(&model.model, "test_resnet_io.safetensors");
 }
 
 #[test]
 fn test_resnet_matches_timm_from_pytorch_pickle() {
-    let model = LoadedModel::load("test_resnet", 10, fixture("test_resnet.pth"), &test_device()).unwrap();
+    let model = LoadedModel::load(
+        "test_resnet",
+        10,
+        fixture("test_resnet.pth"),
+        &test_device(),
+    )
+    .unwrap();
     assert_logits_match(&model.model, "test_resnet_io.safetensors");
 }
 
 #[test]
 fn test_vit_matches_timm() {
-    let model = LoadedModel::load("test_vit", 10, fixture("test_vit.safetensors"), &test_device()).unwrap();
+    let model = LoadedModel::load(
+        "test_vit",
+        10,
+        fixture("test_vit.safetensors"),
+        &test_device(),
+    )
+    .unwrap();
     assert_logits_match(&model.model, "test_vit_io.safetensors");
 }
 
@@ -48,6 +69,11 @@ fn plain_stem_bottleneck_resnet_matches_timm() {
         num_classes: 10,
     };
     let mut model = config.init(&test_device()).with_input_size(160);
-    load_state_dict(&mut model, &fixture("plain_resnet.safetensors"), &config.key_remaps()).unwrap();
+    load_state_dict(
+        &mut model,
+        &fixture("plain_resnet.safetensors"),
+        &config.key_remaps(),
+    )
+    .unwrap();
     assert_logits_match(&model.valid(), "plain_resnet_io.safetensors");
 }

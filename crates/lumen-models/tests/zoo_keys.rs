@@ -17,22 +17,40 @@ fn every_architecture_loads_timm_keys_exactly() {
     let zoo: BTreeMap<String, BTreeMap<String, Vec<usize>>> = serde_json::from_str(&text).unwrap();
     assert_eq!(zoo.len(), ARCHITECTURES.len(), "fixture covers the zoo");
     for arch in ARCHITECTURES {
-        let keys = zoo.get(*arch).unwrap_or_else(|| panic!("{arch} missing from zoo_keys.json"));
+        let keys = zoo
+            .get(*arch)
+            .unwrap_or_else(|| panic!("{arch} missing from zoo_keys.json"));
         let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = keys
             .iter()
             .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-            .map(|(k, shape)| (k.clone(), shape.clone(), vec![0u8; 4 * shape.iter().product::<usize>()]))
+            .map(|(k, shape)| {
+                (
+                    k.clone(),
+                    shape.clone(),
+                    vec![0u8; 4 * shape.iter().product::<usize>()],
+                )
+            })
             .collect();
         let views: Vec<(String, TensorView)> = buffers
             .iter()
-            .map(|(k, s, d)| (k.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+            .map(|(k, s, d)| {
+                (
+                    k.clone(),
+                    TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                )
+            })
             .collect();
-        let path = std::env::temp_dir().join(format!("lumen-{}-{arch}.safetensors", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("lumen-{}-{arch}.safetensors", std::process::id()));
         safetensors::serialize_to_file(views, None, &path).unwrap();
         let loaded = LoadedModel::load(arch, 10, &path, &test_device());
         std::fs::remove_file(&path).ok();
         let loaded = loaded.unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert_eq!(loaded.model.num_classes(), 10, "{arch}");
-        assert_eq!(loaded.model.input_shape(), loaded.data_config.input_size, "{arch}");
+        assert_eq!(
+            loaded.model.input_shape(),
+            loaded.data_config.input_size,
+            "{arch}"
+        );
     }
 }

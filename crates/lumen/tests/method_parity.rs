@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::{ClassLogit, Device, device_from_str, to_host};
 use lumen::methods::{
-    AttentionFlow, AttentionRollout, Baseline, GradRollout, HeadFusion, IntegratedGradients, IntegrationRule, Method,
-    MethodOptions, Noise, NoiseKind, NoiseTunnel, RolloutCompat, Saliency, by_name,
+    AttentionFlow, AttentionRollout, Baseline, GradRollout, HeadFusion, IntegratedGradients,
+    IntegrationRule, Method, MethodOptions, Noise, NoiseKind, NoiseTunnel, RolloutCompat, Saliency,
+    by_name,
 };
 use lumen::{LoadedModel, ZooModel};
 
@@ -28,19 +29,26 @@ fn device() -> Device {
 }
 
 fn models_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lumen-models/tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../lumen-models/tests/fixtures")
+        .join(name)
 }
 
 fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     (values, view.shape().to_vec())
 }
 
 fn expected(model: &str, key: &str) -> Vec<f32> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{model}_methods.safetensors"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{model}_methods.safetensors"));
     read(path, key).0
 }
 
@@ -53,9 +61,19 @@ struct Case {
 
 fn case(name: &'static str) -> Case {
     let device = device();
-    let model = LoadedModel::load(name, 10, models_fixture(&format!("{name}.safetensors")), &device).unwrap().model;
+    let model = LoadedModel::load(
+        name,
+        10,
+        models_fixture(&format!("{name}.safetensors")),
+        &device,
+    )
+    .unwrap()
+    .model;
     let (values, shape) = read(models_fixture(&format!("{name}_io.safetensors")), "input");
-    let input = Tensor::from_data(TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]), &device);
+    let input = Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
     Case {
         name,
         model,
@@ -66,7 +84,10 @@ fn case(name: &'static str) -> Case {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "sizes differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn scale(values: &[f32]) -> f32 {
@@ -74,17 +95,30 @@ fn scale(values: &[f32]) -> f32 {
 }
 
 fn check_heatmap(case: &Case, method: &dyn Method<ZooModel>, key: &str, tolerance: f32) {
-    let explanation = method.explain(&case.model, case.input.clone(), &case.target).unwrap();
+    let explanation = method
+        .explain(&case.model, case.input.clone(), &case.target)
+        .unwrap();
     let diff = max_abs_diff(&explanation.heatmaps.to_vec(), &expected(case.name, key));
     eprintln!("{} {key}: max abs diff {diff:e}", case.name);
-    assert!(diff <= tolerance, "{} {key}: max diff {diff:e} > {tolerance:e}", case.name);
+    assert!(
+        diff <= tolerance,
+        "{} {key}: max diff {diff:e} > {tolerance:e}",
+        case.name
+    );
 }
 
 fn check_relative(name: &str, key: &str, actual: &[f32], reference: &[f32]) {
     let diff = max_abs_diff(actual, reference);
     let tolerance = RELATIVE_TOLERANCE * scale(reference);
-    eprintln!("{name} {key}: max abs diff {diff:e}, relative {:e}", diff / scale(reference));
-    assert!(diff <= tolerance, "{name} {key}: max diff {diff:e} > {tolerance:e} (scale {:e})", scale(reference));
+    eprintln!(
+        "{name} {key}: max abs diff {diff:e}, relative {:e}",
+        diff / scale(reference)
+    );
+    assert!(
+        diff <= tolerance,
+        "{name} {key}: max diff {diff:e} > {tolerance:e} (scale {:e})",
+        scale(reference)
+    );
 }
 
 fn named(name: &str) -> Box<dyn Method<ZooModel>> {
@@ -108,8 +142,18 @@ fn cams_on_resnet_match_pytorch_grad_cam() {
     for name in ONE_PASS_CAMS {
         check_heatmap(&case, named(name).as_ref(), name, CAM_TOLERANCE);
     }
-    check_heatmap(&case, named("ablationcam").as_ref(), "ablationcam", CAM_TOLERANCE);
-    check_heatmap(&case, named("scorecam").as_ref(), "scorecam", SCORECAM_TOLERANCE);
+    check_heatmap(
+        &case,
+        named("ablationcam").as_ref(),
+        "ablationcam",
+        CAM_TOLERANCE,
+    );
+    check_heatmap(
+        &case,
+        named("scorecam").as_ref(),
+        "scorecam",
+        SCORECAM_TOLERANCE,
+    );
 }
 
 #[test]
@@ -118,11 +162,18 @@ fn cams_on_vit_tokens_match_pytorch_grad_cam() {
     for name in ONE_PASS_CAMS {
         check_heatmap(&case, named(name).as_ref(), name, CAM_TOLERANCE);
     }
-    check_heatmap(&case, named("scorecam").as_ref(), "scorecam", SCORECAM_TOLERANCE);
+    check_heatmap(
+        &case,
+        named("scorecam").as_ref(),
+        "scorecam",
+        SCORECAM_TOLERANCE,
+    );
 }
 
 fn attributions(case: &Case, method: &dyn Method<ZooModel>) -> lumen::methods::Explanation {
-    method.explain(&case.model, case.input.clone(), &case.target).unwrap()
+    method
+        .explain(&case.model, case.input.clone(), &case.target)
+        .unwrap()
 }
 
 #[test]
@@ -130,7 +181,9 @@ fn gradient_methods_match_captum() {
     for model in ["test_resnet", "test_vit"] {
         let case = case(model);
         for name in ["saliency", "inputxgrad"] {
-            let attr = attributions(&case, named(name).as_ref()).attributions.unwrap();
+            let attr = attributions(&case, named(name).as_ref())
+                .attributions
+                .unwrap();
             check_relative(case.name, name, &to_host(attr), &expected(case.name, name));
         }
     }
@@ -145,9 +198,27 @@ fn integrated_gradients_match_captum() {
         std: [0.5; 3],
     };
     let runs = [
-        ("ig_gausslegendre", Baseline::Zeros, 32, IntegrationRule::GaussLegendre, None),
-        ("ig_trapezoid_black", black, 20, IntegrationRule::RiemannTrapezoid, None),
-        ("ig_left_batched", Baseline::Zeros, 10, IntegrationRule::RiemannLeft, Some(7)),
+        (
+            "ig_gausslegendre",
+            Baseline::Zeros,
+            32,
+            IntegrationRule::GaussLegendre,
+            None,
+        ),
+        (
+            "ig_trapezoid_black",
+            black,
+            20,
+            IntegrationRule::RiemannTrapezoid,
+            None,
+        ),
+        (
+            "ig_left_batched",
+            Baseline::Zeros,
+            10,
+            IntegrationRule::RiemannLeft,
+            Some(7),
+        ),
     ];
     for (key, baseline, steps, rule, internal_batch_size) in runs {
         let ig = IntegratedGradients {
@@ -160,25 +231,39 @@ fn integrated_gradients_match_captum() {
         };
         let explanation = attributions(&case, &ig);
         let reference = expected(case.name, key);
-        check_relative(case.name, key, &to_host(explanation.attributions.unwrap()), &reference);
+        check_relative(
+            case.name,
+            key,
+            &to_host(explanation.attributions.unwrap()),
+            &reference,
+        );
         let delta = explanation.convergence_delta.unwrap();
         let reference_delta = expected(case.name, &format!("{key}_delta"));
         let attribution_total: f32 = reference.iter().map(|v| v.abs()).sum();
         for (d, r) in delta.iter().zip(&reference_delta) {
             // Deltas are differences of sums over 76 800 values: compare on that scale.
-            assert!((d - r).abs() <= 1e-4 * attribution_total.max(1.0), "{key} delta {d} vs {r}");
+            assert!(
+                (d - r).abs() <= 1e-4 * attribution_total.max(1.0),
+                "{key} delta {d} vs {r}"
+            );
         }
     }
 }
 
 #[test]
 fn noise_tunnels_match_numpy_given_the_same_noise() {
-    let case = case("test_resnet");
+    // On the ViT: max pooling makes per-sample gradients flip between near-tied maxima
+    // under float rounding (see docs/methods.md), which noisy samples hit by chance.
+    let case = case("test_vit");
     let (noise, shape) = read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test_resnet_methods.safetensors"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/test_vit_methods.safetensors"),
         "noise",
     );
-    let noise = Tensor::<4>::from_data(TensorData::new(noise, [shape[0], shape[1], shape[2], shape[3]]), &device());
+    let noise = Tensor::<4>::from_data(
+        TensorData::new(noise, [shape[0], shape[1], shape[2], shape[3]]),
+        &device(),
+    );
     for (kind, key) in [
         (NoiseKind::SmoothGrad, "smoothgrad"),
         (NoiseKind::SmoothGradSq, "smoothgrad-sq"),
@@ -188,7 +273,7 @@ fn noise_tunnels_match_numpy_given_the_same_noise() {
             inner: Box::new(Saliency),
             kind,
             samples: 4,
-            noise: Noise::Given(noise.clone()),
+            noise: Noise::Given(Box::new(noise.clone())),
             seed: None,
             batch_size: Some(3),
         };
@@ -210,23 +295,46 @@ fn rollout_matches_the_paper_transcription() {
         (HeadFusion::Max, "rollout_max"),
         (HeadFusion::Min, "rollout_min"),
     ] {
-        run(&AttentionRollout { head_fusion: fusion, ..Default::default() }, key);
+        run(
+            &AttentionRollout {
+                head_fusion: fusion,
+                ..Default::default()
+            },
+            key,
+        );
     }
     run(
-        &AttentionRollout { discard_ratio: 0.5, ..Default::default() },
+        &AttentionRollout {
+            discard_ratio: 0.5,
+            ..Default::default()
+        },
         "rollout_mean_discard",
     );
     run(
-        &AttentionRollout { compat: RolloutCompat::VitExplain, ..Default::default() },
+        &AttentionRollout {
+            compat: RolloutCompat::VitExplain,
+            ..Default::default()
+        },
         "rollout_vit_explain",
     );
     run(&GradRollout::default(), "grad_rollout");
-    run(&GradRollout { discard_ratio: 0.3, ..Default::default() }, "grad_rollout_discard");
+    run(
+        &GradRollout {
+            discard_ratio: 0.3,
+            ..Default::default()
+        },
+        "grad_rollout_discard",
+    );
 }
 
 #[test]
 fn attention_flow_matches_networkx_max_flow() {
     let case = case("test_vit");
     let maps = attributions(&case, &AttentionFlow::default()).heatmaps;
-    check_relative(case.name, "attention_flow", &maps.to_vec(), &expected(case.name, "attention_flow"));
+    check_relative(
+        case.name,
+        "attention_flow",
+        &maps.to_vec(),
+        &expected(case.name, "attention_flow"),
+    );
 }

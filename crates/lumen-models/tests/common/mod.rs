@@ -15,14 +15,18 @@ pub fn test_device() -> Device {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A float32 tensor from a fixture's safetensors file, with its shape.
 pub fn read_tensor(file: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    let view = tensors.tensor(key).unwrap_or_else(|e| panic!("{file}:{key}: {e}"));
+    let view = tensors
+        .tensor(key)
+        .unwrap_or_else(|e| panic!("{file}:{key}: {e}"));
     assert_eq!(view.dtype(), safetensors::Dtype::F32, "{file}:{key}");
     let values = view
         .data()
@@ -43,5 +47,8 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,290 @@
+//! The `lumen` binary: the explain contract (names, shapes of --save-raw) and the exit
+//! codes and messages of its error paths.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use ndarray::ArrayD;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn weights(name: &str) -> String {
+    root()
+        .join(format!(
+            "crates/lumen-models/tests/fixtures/{name}.safetensors"
+        ))
+        .display()
+        .to_string()
+}
+
+fn input() -> String {
+    root()
+        .join("crates/lumen-cli/tests/data/two_images.npy")
+        .display()
+        .to_string()
+}
+
+fn lumen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(args)
+        .output()
+        .expect("lumen runs")
+}
+
+fn explain(model: &str, extra: &[&str]) -> Output {
+    let w = weights(model);
+    let i = input();
+    let mut args = vec![
+        "explain",
+        "--model",
+        model,
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &i,
+    ];
+    args.extend_from_slice(extra);
+    lumen(&args)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
+}
+
+fn saved_shape(path: &PathBuf) -> Vec<usize> {
+    let array: ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
+    array.shape().to_vec()
+}
+
+#[test]
+fn save_raw_shapes_follow_the_contract() {
+    let cases: [(&str, &str, &[&str], &[usize]); 5] = [
+        ("test_resnet", "gradcam", &[], &[2, 160, 160]),
+        ("test_resnet", "ig", &["--steps", "4"], &[2, 3, 160, 160]),
+        (
+            "test_resnet",
+            "smoothgrad",
+            &["--samples", "2", "--seed", "1"],
+            &[2, 3, 160, 160],
+        ),
+        ("test_vit", "rollout", &["--grid"], &[2, 10, 10]),
+        ("test_vit", "rollout", &[], &[2, 160, 160]),
+    ];
+    for (model, method, extra, shape) in cases {
+        let path = tmp(&format!("{model}-{method}-{}.npy", extra.len()));
+        let p = path.display().to_string();
+        let mut args = vec![
+            "--method",
+            method,
+            "--target-class",
+            "3,7",
+            "--save-raw",
+            &p,
+        ];
+        args.extend_from_slice(extra);
+        let out = explain(model, &args);
+        assert!(out.status.success(), "{model} {method}: {}", stderr(&out));
+        assert_eq!(saved_shape(&path), shape, "{model} {method}");
+    }
+}
+
+#[test]
+fn gradcam_from_the_cli_matches_the_reference_fixture() {
+    let path = tmp("gradcam-parity.npy");
+    let p = path.display().to_string();
+    let out = explain(
+        "test_resnet",
+        &[
+            "--method",
+            "gradcam",
+            "--target-class",
+            "3,7",
+            "--save-raw",
+            &p,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours: ArrayD<f32> = ndarray_npy::read_npy(&path).unwrap();
+    let bytes =
+        std::fs::read(root().join("crates/lumen/tests/fixtures/test_resnet_methods.safetensors"))
+            .unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let reference: Vec<f32> = file
+        .tensor("gradcam")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let diff = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-3, "max diff {diff}");
+}
+
+#[test]
+fn json_output_reports_the_result() {
+    let out = explain("test_resnet", &["--method", "gradcam++", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["method"], "gradcam++");
+    assert_eq!(json["layer"], "layer4");
+    assert_eq!(json["predicted_class"].as_array().unwrap().len(), 2);
+    // Without --target-class the predicted class is explained.
+    assert_eq!(json["predicted_class"], json["target_class"]);
+}
+
+#[test]
+fn usage_errors_exit_2_with_the_valid_choices() {
+    let out = explain("test_resnet", &["--method", "gradcam+++"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown method `gradcam+++`")
+            && stderr(&out).contains("eigengradcam")
+    );
+
+    let out = explain("test_resnet", &["--method", "gradcam", "--layer", "layer9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown layer `layer9`") && stderr(&out).contains("layer4.0"));
+
+    let out = explain("test_resnet", &["--method", "gradcam", "--device", "gpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown device `gpu`"));
+
+    let out = explain(
+        "test_resnet",
+        &["--method", "gradcam", "--target-class", "3,12"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("class index 12 is out of range"));
+
+    let out = explain(
+        "test_resnet",
+        &["--method", "gradcam", "--target-class", "3"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("one class per image"));
+
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "resnet18",
+        "--input-npy",
+        &input(),
+        "--method",
+        "gradcam",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--weights is required"));
+
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "resnet19",
+        "--weights",
+        "x.safetensors",
+        "--input-npy",
+        &input(),
+        "--method",
+        "gradcam",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown model `resnet19`"));
+
+    // A missing required flag is a clap usage error.
+    let out = lumen(&["explain", "--model", "test_resnet"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn runtime_errors_exit_1_naming_the_file() {
+    let out = explain("test_resnet", &["--method", "gradcam"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let w = weights("test_resnet");
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "test_resnet",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--image",
+        "/nonexistent/cat.png",
+        "--method",
+        "gradcam",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/cat.png"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Weights for another architecture.
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "test_vit",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &input(),
+        "--method",
+        "gradcam",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing keys"), "{}", stderr(&out));
+
+    // An input of the wrong size for the model.
+    let small = tmp("small.npy");
+    ndarray_npy::write_npy(
+        &small,
+        &ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, 3, 32, 32])),
+    )
+    .unwrap();
+    let s = small.display().to_string();
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "test_resnet",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &s,
+        "--method",
+        "gradcam",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("[B,3,160,160]"), "{}", stderr(&out));
+}
+
+#[test]
+fn layers_lists_names_and_kinds() {
+    let out = lumen(&["layers", "--model", "test_vit", "--num-classes", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("blocks.5.attn") && text.contains("attention [B,2,N,N]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("blocks.5.norm1") && text.contains("(default)"),
+        "{text}"
+    );
+}

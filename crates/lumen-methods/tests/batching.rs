@@ -1,0 +1,267 @@
+//! Batching is the default path: a method costs the forward and backward passes its
+//! math needs, not one per image. A tiny Burn model counts its forward passes and the
+//! largest batch it saw.
+
+use std::sync::Mutex;
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Distribution, Tensor};
+use lumen_core::{ClassLogit, ExplainableModel, LayerInfo, LayerKind, LumenError, Tap};
+use lumen_methods::{
+    AblationCam, Cam, CamKind, IntegratedGradients, Method, MethodOptions, Noise, NoiseKind,
+    NoiseTunnel, Saliency, ScoreCam, by_name, cams_from_one_pass,
+};
+
+#[derive(Module, Debug)]
+struct TinyNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc: Linear,
+}
+
+struct Counted {
+    net: TinyNet,
+    forwards: Mutex<Vec<usize>>,
+}
+
+impl Counted {
+    fn new(device: &Device) -> Self {
+        let conv = |i, o| {
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        Self {
+            net: TinyNet {
+                conv1: conv(3, 8),
+                conv2: conv(8, 16),
+                fc: LinearConfig::new(16, 5).init(device),
+            }
+            .valid(),
+            forwards: Mutex::default(),
+        }
+    }
+
+    fn forward_batches(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.forwards.lock().unwrap())
+    }
+}
+
+impl ExplainableModel for Counted {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        let [b, _, _, _] = input.dims();
+        self.forwards.lock().unwrap().push(b);
+        let x = tap.visit("conv1", relu(self.net.conv1.forward(input)));
+        let x = tap.visit("features", relu(self.net.conv2.forward(x)));
+        self.net.fc.forward(x.mean_dims(&[2, 3]).reshape([b, 16]))
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        vec![
+            LayerInfo::new("conv1", LayerKind::FeatureMap),
+            LayerInfo::new("features", LayerKind::FeatureMap),
+        ]
+    }
+
+    fn default_layer(&self) -> String {
+        "features".into()
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        [3, 12, 12]
+    }
+}
+
+fn batch(n: usize, device: &Device) -> Tensor<4> {
+    Tensor::random([n, 3, 12, 12], Distribution::Normal(0.0, 1.0), device)
+}
+
+fn targets(n: usize) -> ClassLogit {
+    ClassLogit((0..n).map(|i| i % 5).collect())
+}
+
+#[test]
+fn every_one_pass_cam_on_a_batch_of_8_costs_one_forward() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    for kind in CamKind::ALL {
+        let explanation = Cam::new(kind)
+            .explain(&model, batch(8, &device), &targets(8))
+            .unwrap();
+        assert_eq!(explanation.heatmaps.dims(), [8, 12, 12], "{}", kind.name());
+        assert_eq!(model.forward_batches(), vec![8], "{}", kind.name());
+    }
+}
+
+#[test]
+fn all_cams_of_a_comparison_share_one_forward() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let maps = cams_from_one_pass(
+        &model,
+        batch(8, &device),
+        &targets(8),
+        "features",
+        &CamKind::ALL,
+    )
+    .unwrap();
+    assert_eq!(maps.len(), CamKind::ALL.len());
+    assert_eq!(model.forward_batches(), vec![8]);
+}
+
+#[test]
+fn integrated_gradients_respects_the_internal_batch_size() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let ig = IntegratedGradients {
+        steps: 10,
+        internal_batch_size: Some(6),
+        ..Default::default()
+    };
+    ig.explain(&model, batch(4, &device), &targets(4)).unwrap();
+    let batches = model.forward_batches();
+    // 40 path points in chunks of at most 6, then one forward for both path ends.
+    let (path, ends) = batches.split_at(batches.len() - 1);
+    assert!(path.iter().all(|&b| b <= 6), "{batches:?}");
+    assert_eq!(path.iter().sum::<usize>(), 40, "{batches:?}");
+    assert_eq!(path.len(), 7, "{batches:?}");
+    assert_eq!(ends, [8]);
+}
+
+#[test]
+fn noise_tunnel_and_masked_cams_run_in_batches() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let tunnel = NoiseTunnel::<Counted> {
+        inner: Box::new(Saliency),
+        kind: NoiseKind::SmoothGrad,
+        samples: 5,
+        noise: Noise::Relative(0.1),
+        seed: Some(1),
+        batch_size: Some(8),
+    };
+    tunnel
+        .explain(&model, batch(3, &device), &targets(3))
+        .unwrap();
+    assert_eq!(model.forward_batches(), vec![8, 7]);
+
+    let score = ScoreCam {
+        layer: None,
+        batch_size: 20,
+    };
+    score
+        .explain(&model, batch(2, &device), &targets(2))
+        .unwrap();
+    // One pass for activations, then 2 images x 16 channels in chunks of 20.
+    assert_eq!(model.forward_batches(), vec![2, 20, 12]);
+
+    let ablation = AblationCam {
+        layer: None,
+        batch_size: 32,
+    };
+    ablation
+        .explain(&model, batch(2, &device), &targets(2))
+        .unwrap();
+    assert_eq!(model.forward_batches(), vec![2, 32]);
+}
+
+#[test]
+fn noise_is_reproducible_with_a_seed() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let input = batch(2, &device);
+    let options = MethodOptions {
+        samples: 3,
+        seed: Some(7),
+        ..Default::default()
+    };
+    let method = by_name::<Counted>("smoothgrad", &options).unwrap();
+    let a = method
+        .explain(&model, input.clone(), &targets(2))
+        .unwrap()
+        .heatmaps
+        .to_vec();
+    let b = method
+        .explain(&model, input, &targets(2))
+        .unwrap()
+        .heatmaps
+        .to_vec();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_requests_are_errors_naming_the_problem() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let options = MethodOptions::default();
+    let err = by_name::<Counted>("gradcam+++", &options)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unknown method `gradcam+++`") && err.contains("gradcam++"),
+        "{err}"
+    );
+
+    let cam = Cam::new(CamKind::GradCam).with_layer("conv9");
+    match cam.explain(&model, batch(1, &device), &targets(1)) {
+        Err(LumenError::UnknownLayer { valid, .. }) => assert_eq!(valid, vec!["conv1", "features"]),
+        other => panic!("expected UnknownLayer, got {other:?}"),
+    }
+
+    let err = Cam::new(CamKind::GradCam)
+        .explain(&model, batch(1, &device), &ClassLogit(vec![5]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LumenError::ClassOutOfRange {
+                class: 5,
+                num_classes: 5
+            }
+        ),
+        "{err}"
+    );
+
+    let wrong_size = Tensor::zeros([1, 3, 10, 12], &device);
+    let err = Saliency
+        .explain(&model, wrong_size, &targets(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[B,3,12,12]"), "{err}");
+
+    let err = by_name::<Counted>("rollout", &options)
+        .unwrap()
+        .explain(&model, batch(1, &device), &targets(1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("attention layers"), "{err}");
+
+    for (field, value) in [
+        ("baseline", "grey"),
+        ("ig_method", "simpson"),
+        ("head_fusion", "median"),
+    ] {
+        let mut options = MethodOptions::default();
+        match field {
+            "baseline" => options.baseline = value.into(),
+            "ig_method" => options.ig_method = value.into(),
+            _ => options.head_fusion = value.into(),
+        }
+        let name = if field == "head_fusion" {
+            "rollout"
+        } else {
+            "ig"
+        };
+        let err = by_name::<Counted>(name, &options)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(value), "{field}: {err}");
+    }
+}
