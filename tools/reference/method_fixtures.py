@@ -139,11 +139,12 @@ def noise_tunnels(model, x, out):
     noise = torch.from_numpy(rng.normal(0.0, 0.3, size=(len(CLASSES) * NOISE_SAMPLES,) + tuple(x.shape[1:])).astype(np.float32))
     noisy = x.repeat_interleave(NOISE_SAMPLES, dim=0) + noise
     grads = Saliency(model).attribute(noisy, target=target.repeat_interleave(NOISE_SAMPLES), abs=False)
-    grads = grads.detach().numpy().reshape((len(CLASSES), NOISE_SAMPLES) + tuple(x.shape[1:]))
+    # Aggregated in float64: captum's float32 E[g^2] - E[g]^2 loses digits to cancellation.
+    grads = grads.detach().numpy().astype(np.float64).reshape((len(CLASSES), NOISE_SAMPLES) + tuple(x.shape[1:]))
     out["noise"] = noise
-    out["smoothgrad"] = torch.from_numpy(grads.mean(axis=1))
-    out["smoothgrad-sq"] = torch.from_numpy((grads ** 2).mean(axis=1))
-    out["vargrad"] = torch.from_numpy((grads ** 2).mean(axis=1) - grads.mean(axis=1) ** 2)
+    out["smoothgrad"] = torch.from_numpy(np.float32(grads.mean(axis=1)))
+    out["smoothgrad-sq"] = torch.from_numpy(np.float32((grads ** 2).mean(axis=1)))
+    out["vargrad"] = torch.from_numpy(np.float32(grads.var(axis=1)))
 
 
 def attentions_and_gradients(model, x):

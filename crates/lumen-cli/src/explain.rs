@@ -9,7 +9,7 @@ use lumen::core::{
     ClassLogit, DataConfig, ExplainableModel, LumenError, Result, load_batch, predicted_classes,
     to_host,
 };
-use lumen::methods::{METHOD_NAMES, MethodOptions, by_name};
+use lumen::methods::{MethodOptions, by_name};
 use lumen::{LoadedModel, ZooModel, device_from_str};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
@@ -209,14 +209,24 @@ fn write_npy(path: &PathBuf, values: Vec<f32>, shape: &[usize]) -> Result<()> {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    // Check the method name before loading anything.
-    if !METHOD_NAMES.contains(&args.method.as_str()) {
-        return Err(LumenError::InvalidArgument(format!(
-            "unknown method `{}`; valid methods: {}",
-            args.method,
-            METHOD_NAMES.join(", ")
-        )));
-    }
+    let mut options = MethodOptions {
+        layer: args.layer.clone(),
+        steps: args.steps,
+        baseline: args.baseline.clone(),
+        ig_method: args.ig_method.clone(),
+        internal_batch_size: args.internal_batch_size,
+        samples: args.samples,
+        noise: args.noise,
+        noise_stdev: args.noise_stdev,
+        seed: args.seed,
+        noise_base: args.noise_base.clone(),
+        head_fusion: args.head_fusion.clone(),
+        discard_ratio: args.discard_ratio,
+        compat: args.compat,
+        ..MethodOptions::default()
+    };
+    // Check the method and its options before loading anything.
+    by_name::<ZooModel>(&args.method, &options)?;
     let (loaded, device) = args.model.load()?;
     let model = &loaded.model;
     if let Some(layer) = &args.layer {
@@ -252,23 +262,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         .map(|(i, &c)| probabilities[i * num_classes + c])
         .collect();
 
-    let options = MethodOptions {
-        layer: args.layer.clone(),
-        steps: args.steps,
-        baseline: args.baseline.clone(),
-        ig_method: args.ig_method.clone(),
-        internal_batch_size: args.internal_batch_size,
-        samples: args.samples,
-        noise: args.noise,
-        noise_stdev: args.noise_stdev,
-        seed: args.seed,
-        noise_base: args.noise_base.clone(),
-        head_fusion: args.head_fusion.clone(),
-        discard_ratio: args.discard_ratio,
-        compat: args.compat,
-        mean: loaded.data_config.mean,
-        std: loaded.data_config.std,
-    };
+    options.mean = loaded.data_config.mean;
+    options.std = loaded.data_config.std;
     let method = by_name::<ZooModel>(&args.method, &options)?;
     let explanation = method.explain(model, input, &ClassLogit(targets.clone()))?;
 

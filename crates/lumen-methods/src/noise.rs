@@ -108,8 +108,11 @@ fn combine(kind: NoiseKind, flat: Tensor<2>, b: usize, n: usize) -> Tensor<2> {
         NoiseKind::SmoothGrad => mean_over_samples(flat, b, n),
         NoiseKind::SmoothGradSq => mean_over_samples(flat.powi_scalar(2), b, n),
         NoiseKind::VarGrad => {
-            let mean = mean_over_samples(flat.clone(), b, n);
-            mean_over_samples(flat.powi_scalar(2), b, n) - mean.powi_scalar(2)
+            // Two passes, E[(g - E[g])^2]: E[g^2] - E[g]^2 cancels badly in float32.
+            let [_, d] = flat.dims();
+            let samples = flat.reshape([b, n, d]);
+            let mean = samples.clone().mean_dim(1);
+            (samples - mean).powi_scalar(2).mean_dim(1).reshape([b, d])
         }
     }
 }

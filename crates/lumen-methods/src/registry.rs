@@ -180,6 +180,14 @@ pub fn by_name<M: ExplainableModel + 'static>(
         "attention-flow" => Box::new(AttentionFlow {
             head_fusion: HeadFusion::from_name(&options.head_fusion)?,
         }),
+        "guided-backprop" => {
+            return Err(LumenError::InvalidArgument(
+                "guided-backprop is not available: it needs ReLU's backward to depend on the sign of the \
+                 incoming gradient, which Burn 0.22 offers no hook for (see docs/methods.md); try \
+                 saliency, inputxgrad or smoothgrad"
+                    .into(),
+            ));
+        }
         other => {
             return Err(LumenError::InvalidArgument(format!(
                 "unknown method `{other}`; valid methods: {}",

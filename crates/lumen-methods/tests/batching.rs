@@ -208,6 +208,15 @@ fn bad_requests_are_errors_naming_the_problem() {
         "{err}"
     );
 
+    let err = by_name::<Counted>("guided-backprop", &options)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("not available") && err.contains("saliency"),
+        "{err}"
+    );
+
     let cam = Cam::new(CamKind::GradCam).with_layer("conv9");
     match cam.explain(&model, batch(1, &device), &targets(1)) {
         Err(LumenError::UnknownLayer { valid, .. }) => assert_eq!(valid, vec!["conv1", "features"]),

@@ -1,0 +1,126 @@
+//! Method cost on realistic models with random weights (speed does not depend on the
+//! weights): GradCAM and a CAM comparison on resnet18 and resnet50 (batch 8, 224x224),
+//! Integrated Gradients (50 steps, internal batch 32) on resnet18, attention rollout
+//! and flow on vit_tiny_patch16_224.
+//!
+//! `cargo bench -p lumen-benches` (CPU); `LUMEN_BENCH_DEVICE=tch:cuda:0 cargo bench -p
+//! lumen-benches --features tch` on a GPU.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use lumen::core::burn::tensor::{Distribution, Tensor};
+use lumen::core::{ClassLogit, Device, ExplainableModel, device_from_str};
+use lumen::methods::{
+    AttentionFlow, AttentionRollout, CamKind, IntegratedGradients, Method, cams_from_one_pass,
+};
+use lumen::methods::{Cam, Saliency};
+use lumen::{LoadedModel, ZooModel};
+
+fn device() -> Device {
+    device_from_str(&std::env::var("LUMEN_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into())).unwrap()
+}
+
+fn setup(arch: &str, batch: usize) -> (ZooModel, Tensor<4>, ClassLogit, Device) {
+    let device = device();
+    let loaded = LoadedModel::init(arch, 1000, &device).unwrap();
+    let model = loaded.model.valid();
+    let [c, h, w] = model.input_shape();
+    let input = Tensor::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+    (
+        model,
+        input,
+        ClassLogit((0..batch).map(|i| i * 7).collect()),
+        device,
+    )
+}
+
+fn sync(device: &Device, values: Tensor<3>) {
+    let _ = values.into_data();
+    device.sync().ok();
+}
+
+fn cams(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cam");
+    group.sample_size(10);
+    for arch in ["resnet18", "resnet50"] {
+        let (model, input, target, device) = setup(arch, 8);
+        group.bench_function(format!("gradcam/{arch}/batch8"), |b| {
+            b.iter(|| {
+                let e = Cam::new(CamKind::GradCam)
+                    .explain(&model, input.clone(), &target)
+                    .unwrap();
+                sync(&device, e.heatmaps.into_tensor());
+            })
+        });
+        group.bench_function(format!("all-8-one-pass-cams/{arch}/batch8"), |b| {
+            b.iter(|| {
+                let maps =
+                    cams_from_one_pass(&model, input.clone(), &target, "layer4", &CamKind::ALL)
+                        .unwrap();
+                for m in maps {
+                    sync(&device, m.into_tensor());
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gradients(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gradient");
+    group.sample_size(10);
+    let (model, input, target, device) = setup("resnet18", 2);
+    group.bench_function("saliency/resnet18/batch2", |b| {
+        b.iter(|| {
+            sync(
+                &device,
+                Saliency
+                    .explain(&model, input.clone(), &target)
+                    .unwrap()
+                    .heatmaps
+                    .into_tensor(),
+            )
+        })
+    });
+    let ig = IntegratedGradients {
+        internal_batch_size: Some(32),
+        ..Default::default()
+    };
+    group.bench_function("ig50/resnet18/batch2", |b| {
+        b.iter(|| {
+            sync(
+                &device,
+                ig.explain(&model, input.clone(), &target)
+                    .unwrap()
+                    .heatmaps
+                    .into_tensor(),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(10);
+    let (model, input, target, device) = setup("vit_tiny_patch16_224", 1);
+    group.bench_function("rollout/vit_tiny/batch1", |b| {
+        b.iter(|| {
+            let e = AttentionRollout::default()
+                .explain(&model, input.clone(), &target)
+                .unwrap();
+            sync(&device, e.heatmaps.into_tensor());
+        })
+    });
+    group.bench_function("attention-flow/vit_tiny/batch1", |b| {
+        b.iter(|| {
+            let e = AttentionFlow::default()
+                .explain(&model, input.clone(), &target)
+                .unwrap();
+            sync(&device, e.heatmaps.into_tensor());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cams, gradients, attention);
+criterion_main!(benches);
