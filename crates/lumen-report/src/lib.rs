@@ -1,3 +1,14 @@
-//! Pictures and reports for Lumen: colormaps, overlays, PNG figures and plotly HTML.
+//! Pictures and reports for Lumen: colormaps, overlays and PNG figures.
 //!
-//! Not built yet. The only crate that may depend on plotly and image encoders beyond what `lumen-core` needs.
+//! Works on host data (`&[f32]` maps, `RgbImage`s) so that it depends on neither
+//! Burn nor a backend: the only crate that pulls in image encoders, fonts and (later)
+//! plotly. Interactive HTML reports are not built yet.
+
+pub mod colormap;
+pub mod figure;
+pub mod overlay;
+mod turbo;
+
+pub use colormap::Colormap;
+pub use figure::{Layout, Panel, comparison_figure, explanation_figure, grid, title_bar};
+pub use overlay::{Map, colorize, diverging, overlay};

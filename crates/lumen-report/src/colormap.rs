@@ -1,0 +1,275 @@
+//! Colormaps with matplotlib's values: viridis, plasma, inferno and magma from
+//! `colorous` (the same 256-entry tables), turbo from Google's table, jet, hot and
+//! gray from matplotlib's piecewise-linear definitions, and a diverging red-blue
+//! (`colorous`) for signed attributions.
+//! Values are looked up like matplotlib's 256-entry colormaps (`floor(t * 256)`,
+//! clamped), so a value maps to the same colour as in matplotlib.
+
+/// A colormap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Colormap {
+    /// Perceptually uniform, the default.
+    #[default]
+    Viridis,
+    /// Perceptually uniform.
+    Plasma,
+    /// Perceptually uniform.
+    Inferno,
+    /// Perceptually uniform.
+    Magma,
+    /// Rainbow (pytorch-grad-cam's default through OpenCV).
+    Jet,
+    /// Improved rainbow.
+    Turbo,
+    /// Black-red-yellow-white.
+    Hot,
+    /// Grayscale.
+    Gray,
+    /// Diverging blue (0) - white (0.5) - red (1), for signed maps.
+    RedBlue,
+}
+
+impl Colormap {
+    /// Names accepted by [`Colormap::from_name`].
+    pub const NAMES: [&'static str; 9] = [
+        "viridis", "plasma", "inferno", "magma", "jet", "turbo", "hot", "gray", "rdbu",
+    ];
+
+    /// Parse a name; the error lists the valid ones.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "viridis" => Self::Viridis,
+            "plasma" => Self::Plasma,
+            "inferno" => Self::Inferno,
+            "magma" => Self::Magma,
+            "jet" => Self::Jet,
+            "turbo" => Self::Turbo,
+            "hot" => Self::Hot,
+            "gray" | "grey" => Self::Gray,
+            "rdbu" | "redblue" | "seismic" => Self::RedBlue,
+            other => {
+                return Err(format!(
+                    "unknown colormap `{other}`; valid colormaps: {}",
+                    Self::NAMES.join(", ")
+                ));
+            }
+        })
+    }
+
+    /// The colour of `t` in `[0, 1]` (values outside are clamped; NaN maps to 0).
+    pub fn rgb(self, t: f32) -> [u8; 3] {
+        let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+        // matplotlib: lut index floor(t * N) clamped to N - 1, entry i at i / (N - 1).
+        let index = ((t * 256.0) as usize).min(255);
+        let x = index as f64 / 255.0;
+        let from_scheme = |g: colorous::Gradient| {
+            let c = g.eval_continuous(x);
+            [c.r, c.g, c.b]
+        };
+        match self {
+            Self::Viridis => from_scheme(colorous::VIRIDIS),
+            Self::Plasma => from_scheme(colorous::PLASMA),
+            Self::Inferno => from_scheme(colorous::INFERNO),
+            Self::Magma => from_scheme(colorous::MAGMA),
+            Self::Turbo => crate::turbo::TURBO[index],
+            // colorous runs red to blue; negative (low) values should be blue.
+            Self::RedBlue => {
+                let c = colorous::RED_BLUE.eval_continuous(1.0 - x);
+                [c.r, c.g, c.b]
+            }
+            Self::Jet => segments(x, JET),
+            Self::Hot => segments(x, HOT),
+            Self::Gray => {
+                let v = (x * 255.0).round() as u8;
+                [v, v, v]
+            }
+        }
+    }
+}
+
+type Segments = [&'static [(f64, f64)]; 3];
+
+/// matplotlib `_jet_data`.
+const JET: Segments = [
+    &[
+        (0.0, 0.0),
+        (0.35, 0.0),
+        (0.66, 1.0),
+        (0.89, 1.0),
+        (1.0, 0.5),
+    ],
+    &[
+        (0.0, 0.0),
+        (0.125, 0.0),
+        (0.375, 1.0),
+        (0.64, 1.0),
+        (0.91, 0.0),
+        (1.0, 0.0),
+    ],
+    &[
+        (0.0, 0.5),
+        (0.11, 1.0),
+        (0.34, 1.0),
+        (0.65, 0.0),
+        (1.0, 0.0),
+    ],
+];
+
+/// matplotlib `_hot_data`.
+const HOT: Segments = [
+    &[(0.0, 0.0416), (0.365079, 1.0), (1.0, 1.0)],
+    &[(0.0, 0.0), (0.365079, 0.0), (0.746032, 1.0), (1.0, 1.0)],
+    &[(0.0, 0.0), (0.746032, 0.0), (1.0, 1.0)],
+];
+
+fn segments(x: f64, data: Segments) -> [u8; 3] {
+    data.map(|points| {
+        let v = points
+            .windows(2)
+            .find(|w| x <= w[1].0)
+            .map(|w| {
+                let (x0, y0) = w[0];
+                let (x1, y1) = w[1];
+                if x1 > x0 {
+                    y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                } else {
+                    y1
+                }
+            })
+            .unwrap_or(points[points.len() - 1].1);
+        (v * 255.0).round().clamp(0.0, 255.0) as u8
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// matplotlib 3.11 `colormaps[name](t)[:3] * 255`, rounded, at t = 0, .25, .5, .75, 1.
+    const MATPLOTLIB: [(Colormap, [[u8; 3]; 5], u8); 8] = [
+        (
+            Colormap::Viridis,
+            [
+                [68, 1, 84],
+                [59, 82, 139],
+                [33, 145, 140],
+                [94, 201, 98],
+                [253, 231, 37],
+            ],
+            1,
+        ),
+        (
+            Colormap::Plasma,
+            [
+                [13, 8, 135],
+                [126, 3, 168],
+                [204, 71, 120],
+                [248, 149, 64],
+                [240, 249, 33],
+            ],
+            1,
+        ),
+        (
+            Colormap::Inferno,
+            [
+                [0, 0, 4],
+                [87, 16, 110],
+                [188, 55, 84],
+                [249, 142, 9],
+                [252, 255, 164],
+            ],
+            1,
+        ),
+        (
+            Colormap::Magma,
+            [
+                [0, 0, 4],
+                [81, 18, 124],
+                [183, 55, 121],
+                [252, 137, 97],
+                [252, 253, 191],
+            ],
+            1,
+        ),
+        (
+            Colormap::Jet,
+            [
+                [0, 0, 128],
+                [0, 128, 255],
+                [125, 255, 122],
+                [255, 148, 0],
+                [128, 0, 0],
+            ],
+            1,
+        ),
+        (
+            Colormap::Turbo,
+            [
+                [48, 18, 59],
+                [40, 188, 235],
+                [164, 252, 60],
+                [251, 126, 33],
+                [122, 4, 3],
+            ],
+            1,
+        ),
+        (
+            Colormap::Hot,
+            [
+                [11, 0, 0],
+                [179, 0, 0],
+                [255, 92, 0],
+                [255, 255, 7],
+                [255, 255, 255],
+            ],
+            1,
+        ),
+        (
+            Colormap::Gray,
+            [
+                [0, 0, 0],
+                [64, 64, 64],
+                [128, 128, 128],
+                [192, 192, 192],
+                [255, 255, 255],
+            ],
+            1,
+        ),
+    ];
+
+    #[test]
+    fn colormaps_match_matplotlib_at_known_points() {
+        for (map, expected, tolerance) in MATPLOTLIB {
+            for (t, want) in [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().zip(expected) {
+                let got = map.rgb(t);
+                for c in 0..3 {
+                    let d = (got[c] as i16 - want[c] as i16).unsigned_abs() as u8;
+                    assert!(
+                        d <= tolerance,
+                        "{map:?} at {t}: {got:?} vs matplotlib {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn diverging_map_is_blue_white_red() {
+        let [r, _, b] = Colormap::RedBlue.rgb(0.0);
+        assert!(b > r, "negative end is blue");
+        let [r, _, b] = Colormap::RedBlue.rgb(1.0);
+        assert!(r > b, "positive end is red");
+        let mid = Colormap::RedBlue.rgb(0.5);
+        assert!(mid.iter().all(|&c| c > 230), "{mid:?}");
+    }
+
+    #[test]
+    fn out_of_range_and_nan_are_clamped_and_names_parse() {
+        assert_eq!(Colormap::Jet.rgb(-3.0), Colormap::Jet.rgb(0.0));
+        assert_eq!(Colormap::Jet.rgb(7.0), Colormap::Jet.rgb(1.0));
+        assert_eq!(Colormap::Hot.rgb(f32::NAN), Colormap::Hot.rgb(0.0));
+        assert_eq!(Colormap::from_name("Viridis"), Ok(Colormap::Viridis));
+        let err = Colormap::from_name("rainbow").unwrap_err();
+        assert!(err.contains("turbo"), "{err}");
+    }
+}

@@ -1,0 +1,271 @@
+//! PNG figures: titled panels laid out in a row, a column or a grid, with text drawn
+//! in DejaVu Sans (bundled, see assets/DejaVuSans-LICENSE.txt).
+
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
+use image::{Rgb, RgbImage};
+
+use crate::Colormap;
+use crate::overlay::{Map, colorize, overlay};
+
+const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
+const INK: [u8; 3] = [20, 20, 20];
+/// Space around and between panels, in pixels.
+pub const MARGIN: u32 = 8;
+/// Height of a panel's title strip.
+pub const TITLE_HEIGHT: u32 = 22;
+
+fn font() -> FontRef<'static> {
+    FontRef::try_from_slice(FONT_BYTES).expect("bundled font parses")
+}
+
+/// Width in pixels of `text` at `size`.
+pub fn text_width(text: &str, size: f32) -> f32 {
+    let font = font();
+    let scaled = font.as_scaled(PxScale::from(size));
+    let mut width = 0.0;
+    let mut previous = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = previous {
+            width += scaled.kern(p, id);
+        }
+        width += scaled.h_advance(id);
+        previous = Some(id);
+    }
+    width
+}
+
+/// Draw `text` with its top-left corner at (`x`, `y`), anti-aliased, clipped to the canvas.
+pub fn draw_text(canvas: &mut RgbImage, text: &str, x: f32, y: f32, size: f32, color: [u8; 3]) {
+    let font = font();
+    let scaled = font.as_scaled(PxScale::from(size));
+    let baseline = y + scaled.ascent();
+    let mut caret = x;
+    let mut previous = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(p) = previous {
+            caret += scaled.kern(p, id);
+        }
+        let glyph =
+            id.with_scale_and_position(PxScale::from(size), ab_glyph::point(caret, baseline));
+        caret += scaled.h_advance(id);
+        previous = Some(id);
+        if let Some(outline) = font.outline_glyph(glyph) {
+            let bounds = outline.px_bounds();
+            outline.draw(|gx, gy, coverage| {
+                let px = bounds.min.x as i64 + gx as i64;
+                let py = bounds.min.y as i64 + gy as i64;
+                if px < 0 || py < 0 || px >= canvas.width() as i64 || py >= canvas.height() as i64 {
+                    return;
+                }
+                let pixel = canvas.get_pixel_mut(px as u32, py as u32);
+                for ch in 0..3 {
+                    let under = pixel.0[ch] as f32;
+                    pixel.0[ch] = (under + (color[ch] as f32 - under) * coverage).round() as u8;
+                }
+            });
+        }
+    }
+}
+
+/// A titled picture in a figure.
+#[derive(Clone, Debug)]
+pub struct Panel {
+    /// Title drawn above the picture.
+    pub title: String,
+    /// The picture.
+    pub image: RgbImage,
+}
+
+impl Panel {
+    /// Shorthand constructor.
+    pub fn new(title: impl Into<String>, image: RgbImage) -> Self {
+        Self {
+            title: title.into(),
+            image,
+        }
+    }
+}
+
+/// How panels are arranged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// One row.
+    #[default]
+    Horizontal,
+    /// One column.
+    Vertical,
+    /// Rows of this many panels.
+    Grid(usize),
+}
+
+impl Layout {
+    /// Parse `horizontal`, `vertical` or `grid` (grid picks a near-square layout for `panels`).
+    pub fn from_name(name: &str, panels: usize) -> Result<Self, String> {
+        match name {
+            "horizontal" => Ok(Self::Horizontal),
+            "vertical" => Ok(Self::Vertical),
+            "grid" => Ok(Self::Grid((panels as f64).sqrt().ceil().max(1.0) as usize)),
+            other => Err(format!(
+                "unknown layout `{other}`; valid: horizontal, vertical, grid"
+            )),
+        }
+    }
+}
+
+/// Lay panels out with their titles. Panels are drawn at their own size in cells as
+/// large as the largest panel.
+pub fn grid(panels: &[Panel], layout: Layout) -> RgbImage {
+    let columns = match layout {
+        Layout::Horizontal => panels.len().max(1),
+        Layout::Vertical => 1,
+        Layout::Grid(columns) => columns.max(1),
+    };
+    let rows = panels.len().div_ceil(columns).max(1);
+    let cell_w = panels.iter().map(|p| p.image.width()).max().unwrap_or(1);
+    let cell_h = panels.iter().map(|p| p.image.height()).max().unwrap_or(1) + TITLE_HEIGHT;
+    let width = MARGIN + columns as u32 * (cell_w + MARGIN);
+    let height = MARGIN + rows as u32 * (cell_h + MARGIN);
+    let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
+    for (i, panel) in panels.iter().enumerate() {
+        let x0 = MARGIN + (i % columns) as u32 * (cell_w + MARGIN);
+        let y0 = MARGIN + (i / columns) as u32 * (cell_h + MARGIN);
+        let size = 14.0;
+        let title = fit(&panel.title, cell_w as f32, size);
+        let tx = x0 as f32 + (cell_w as f32 - text_width(&title, size)).max(0.0) / 2.0;
+        draw_text(&mut canvas, &title, tx, y0 as f32 + 2.0, size, INK);
+        let ix = x0 + (cell_w - panel.image.width()) / 2;
+        image::imageops::replace(
+            &mut canvas,
+            &panel.image,
+            ix as i64,
+            (y0 + TITLE_HEIGHT) as i64,
+        );
+    }
+    canvas
+}
+
+/// Shorten `text` with an ellipsis until it fits `width` pixels.
+fn fit(text: &str, width: f32, size: f32) -> String {
+    if text_width(text, size) <= width {
+        return text.to_string();
+    }
+    let mut chars: Vec<char> = text.chars().collect();
+    while !chars.is_empty() {
+        chars.pop();
+        let candidate: String = chars.iter().collect::<String>() + "…";
+        if text_width(&candidate, size) <= width {
+            return candidate;
+        }
+    }
+    String::new()
+}
+
+/// A figure with a title strip above `body`.
+pub fn title_bar(title: &str, body: &RgbImage) -> RgbImage {
+    let size = 16.0;
+    let strip = 28;
+    let mut canvas = RgbImage::from_pixel(body.width(), body.height() + strip, BACKGROUND);
+    let title = fit(title, body.width() as f32 - 2.0 * MARGIN as f32, size);
+    let x = (body.width() as f32 - text_width(&title, size)).max(0.0) / 2.0;
+    draw_text(&mut canvas, &title, x, 6.0, size, INK);
+    image::imageops::replace(&mut canvas, body, 0, strip as i64);
+    canvas
+}
+
+/// Scale a small picture up (nearest neighbour keeps pixels crisp) to at least `min_side`.
+fn enlarge(image: &RgbImage, min_side: u32) -> RgbImage {
+    let side = image.width().min(image.height()).max(1);
+    if side >= min_side {
+        return image.clone();
+    }
+    let factor = min_side.div_ceil(side);
+    image::imageops::resize(
+        image,
+        image.width() * factor,
+        image.height() * factor,
+        image::imageops::FilterType::Nearest,
+    )
+}
+
+/// The single-explanation figure: original | heatmap | overlay, titled.
+pub fn explanation_figure(
+    original: &RgbImage,
+    map: &Map,
+    colormap: Colormap,
+    alpha: f32,
+    title: &str,
+) -> RgbImage {
+    let original = enlarge(original, 192);
+    let (w, h) = original.dimensions();
+    let heat = colorize(&map.resized(w, h), colormap);
+    let panels = [
+        Panel::new("original", original.clone()),
+        Panel::new("heatmap", heat),
+        Panel::new("overlay", overlay(&original, map, colormap, alpha)),
+    ];
+    title_bar(title, &grid(&panels, Layout::Horizontal))
+}
+
+/// Method comparison: the original, then one overlay per method, titled.
+pub fn comparison_figure(
+    original: &RgbImage,
+    maps: &[(String, Map)],
+    colormap: Colormap,
+    alpha: f32,
+    layout: Layout,
+    title: &str,
+) -> RgbImage {
+    let original = enlarge(original, 160);
+    let mut panels = vec![Panel::new("original", original.clone())];
+    panels.extend(
+        maps.iter()
+            .map(|(name, map)| Panel::new(name.clone(), overlay(&original, map, colormap, alpha))),
+    );
+    title_bar(title, &grid(&panels, layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_drawn_with_ink() {
+        let mut canvas = RgbImage::from_pixel(120, 30, BACKGROUND);
+        draw_text(&mut canvas, "GradCAM 97%", 2.0, 4.0, 16.0, INK);
+        let dark = canvas.pixels().filter(|p| p.0[0] < 128).count();
+        assert!(dark > 40, "{dark} dark pixels");
+        assert!(text_width("GradCAM 97%", 16.0) > 60.0);
+    }
+
+    #[test]
+    fn figure_sizes_follow_the_layout() {
+        let panel = Panel::new("a", RgbImage::new(50, 40));
+        let panels = vec![panel; 4];
+        let cell = (50 + MARGIN, 40 + TITLE_HEIGHT + MARGIN);
+        assert_eq!(
+            grid(&panels, Layout::Horizontal).dimensions(),
+            (MARGIN + 4 * cell.0, MARGIN + cell.1)
+        );
+        assert_eq!(
+            grid(&panels, Layout::Vertical).dimensions(),
+            (MARGIN + cell.0, MARGIN + 4 * cell.1)
+        );
+        assert_eq!(
+            grid(&panels, Layout::Grid(2)).dimensions(),
+            (MARGIN + 2 * cell.0, MARGIN + 2 * cell.1)
+        );
+        assert_eq!(Layout::from_name("grid", 5), Ok(Layout::Grid(3)));
+    }
+
+    #[test]
+    fn explanation_figure_has_three_panels_and_a_title() {
+        let image = RgbImage::from_pixel(200, 200, Rgb([90, 120, 150]));
+        let map = Map::new((0..100).map(|i| i as f32 / 99.0).collect(), 10, 10);
+        let figure = explanation_figure(&image, &map, Colormap::Jet, 0.5, "class 3 (97.0%)");
+        assert_eq!(figure.width(), MARGIN + 3 * (200 + MARGIN));
+        assert_eq!(figure.height(), 28 + MARGIN + 200 + TITLE_HEIGHT + MARGIN);
+    }
+}
