@@ -3,14 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lumen::core::burn::tensor::activation::softmax;
 use lumen::core::burn::tensor::{Tensor, TensorData};
-use lumen::core::{
-    ClassLogit, DataConfig, ExplainableModel, LumenError, Result, load_batch, predicted_classes,
-    to_host,
-};
+use lumen::core::{DataConfig, ExplainableModel, LumenError, Result, to_host};
 use lumen::methods::{MethodOptions, by_name};
-use lumen::{LoadedModel, ZooModel, device_from_str};
+use lumen::report::Colormap;
+use lumen::{ExplainOptions, Inputs, LoadedModel, ZooModel, device_from_str, explain_prediction};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
@@ -117,6 +114,18 @@ pub struct ExplainArgs {
     /// Follow the reference implementations where they deviate from the papers.
     #[arg(long)]
     compat: bool,
+    /// Folder for the figures (one PNG per image: original | heatmap | overlay).
+    #[arg(long, default_value = "lumen-out")]
+    out: PathBuf,
+    /// Do not write figures.
+    #[arg(long)]
+    no_figures: bool,
+    /// Colormap: viridis, plasma, inferno, magma, jet, turbo, hot, gray, rdbu.
+    #[arg(long, default_value = "jet")]
+    colormap: String,
+    /// Overlay opacity in [0, 1].
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f32,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -164,16 +173,12 @@ pub fn layers(args: LayersArgs) -> Result<()> {
 }
 
 #[derive(Serialize)]
-struct ExplainReport {
-    model: String,
-    method: String,
-    layer: Option<String>,
-    device: String,
-    predicted_class: Vec<usize>,
-    target_class: Vec<usize>,
-    confidence: Vec<f32>,
+struct ExplainReport<'a> {
+    model: &'a str,
+    method: &'a str,
+    device: &'a str,
+    results: &'a [lumen::ExplanationResult],
     heatmap_shape: Vec<usize>,
-    convergence_delta: Option<Vec<f32>>,
     saved_raw: Option<PathBuf>,
 }
 
@@ -208,8 +213,9 @@ fn write_npy(path: &PathBuf, values: Vec<f32>, shape: &[usize]) -> Result<()> {
     })
 }
 
-pub fn run(args: ExplainArgs) -> Result<()> {
-    let mut options = MethodOptions {
+/// The method options of the command line.
+pub fn method_options(args: &ExplainArgs) -> MethodOptions {
+    MethodOptions {
         layer: args.layer.clone(),
         steps: args.steps,
         baseline: args.baseline.clone(),
@@ -224,48 +230,33 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         discard_ratio: args.discard_ratio,
         compat: args.compat,
         ..MethodOptions::default()
-    };
+    }
+}
+
+pub fn colormap(name: &str) -> Result<Colormap> {
+    Colormap::from_name(name).map_err(LumenError::InvalidArgument)
+}
+
+pub fn run(args: ExplainArgs) -> Result<()> {
+    let method_options = method_options(&args);
     // Check the method and its options before loading anything.
-    by_name::<ZooModel>(&args.method, &options)?;
+    by_name::<ZooModel>(&args.method, &method_options)?;
+    let colormap = colormap(&args.colormap)?;
     let (loaded, device) = args.model.load()?;
-    let model = &loaded.model;
-    if let Some(layer) = &args.layer {
-        model.layer(layer)?;
-    }
-    let input = match &args.input_npy {
-        Some(path) => read_npy(path, &loaded.data_config, &device)?,
-        None => load_batch(&args.image, &loaded.data_config, &device)?,
+    let inputs = match &args.input_npy {
+        Some(path) => Inputs::from_tensor(read_npy(path, &loaded.data_config, &device)?, &loaded.data_config),
+        None => Inputs::from_files(&args.image, &loaded.data_config, &device)?,
     };
-    model.check_input(&input)?;
-    let [batch, _, height, width] = input.dims();
-
-    let logits = model.forward(input.clone());
-    let predicted = predicted_classes(&logits);
-    let probabilities = to_host(softmax(logits, 1));
-    let num_classes = probabilities.len() / batch;
-    let targets = if args.target_class.is_empty() {
-        predicted.clone()
-    } else if args.target_class.len() == batch {
-        args.target_class.clone()
-    } else {
-        return Err(LumenError::InvalidArgument(format!(
-            "--target-class takes one class per image: {} given for {batch} images",
-            args.target_class.len()
-        )));
+    let options = ExplainOptions {
+        method: args.method.clone(),
+        target_class: (!args.target_class.is_empty()).then(|| args.target_class.clone()),
+        colormap,
+        alpha: args.alpha,
+        save_dir: (!args.no_figures).then(|| args.out.clone()),
+        method_options,
     };
-    if let Some(&class) = targets.iter().find(|&&c| c >= num_classes) {
-        return Err(LumenError::ClassOutOfRange { class, num_classes });
-    }
-    let confidence = predicted
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| probabilities[i * num_classes + c])
-        .collect();
-
-    options.mean = loaded.data_config.mean;
-    options.std = loaded.data_config.std;
-    let method = by_name::<ZooModel>(&args.method, &options)?;
-    let explanation = method.explain(model, input, &ClassLogit(targets.clone()))?;
+    let (explanation, results) = explain_prediction(&loaded, &inputs, &options)?;
+    let [_, _, height, width] = inputs.tensor.dims();
 
     if let Some(path) = &args.save_raw {
         match &explanation.attributions {
@@ -283,47 +274,32 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         }
     }
 
-    let uses_layer = matches!(
-        args.method.as_str(),
-        "gradcam"
-            | "gradcam++"
-            | "xgradcam"
-            | "layercam"
-            | "hirescam"
-            | "gradcam-elementwise"
-            | "eigencam"
-            | "eigengradcam"
-            | "scorecam"
-            | "ablationcam"
-    );
-    let report = ExplainReport {
-        model: loaded.name.clone(),
-        method: args.method.clone(),
-        layer: uses_layer.then(|| args.layer.clone().unwrap_or_else(|| model.default_layer())),
-        device: args.model.device.clone(),
-        predicted_class: predicted,
-        target_class: targets,
-        confidence,
-        heatmap_shape: explanation.heatmaps.dims().to_vec(),
-        convergence_delta: explanation.convergence_delta.clone(),
-        saved_raw: args.save_raw.clone(),
-    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        );
+        let report = ExplainReport {
+            model: &loaded.name,
+            method: &args.method,
+            device: &args.model.device,
+            results: &results,
+            heatmap_shape: explanation.heatmaps.dims().to_vec(),
+            saved_raw: args.save_raw.clone(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
     } else {
-        for i in 0..batch {
+        for r in &results {
+            let name = r.predicted_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
             println!(
-                "image {i}: predicted {} ({:.1}%), explained class {} with {}",
-                report.predicted_class[i],
-                100.0 * report.confidence[i],
-                report.target_class[i],
-                report.method
+                "{}: predicted {}{name} ({:.1}%), explained class {} with {}",
+                r.image,
+                r.predicted_class,
+                100.0 * r.confidence,
+                r.target_class,
+                r.method
             );
+            for p in &r.paths {
+                println!("  wrote {}", p.display());
+            }
         }
-        if let Some(path) = &report.saved_raw {
+        if let Some(path) = &args.save_raw {
             println!("raw result written to {}", path.display());
         }
     }

@@ -138,10 +138,40 @@ fn json_output_reports_the_result() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["method"], "gradcam++");
-    assert_eq!(json["layer"], "layer4");
-    assert_eq!(json["predicted_class"].as_array().unwrap().len(), 2);
-    // Without --target-class the predicted class is explained.
-    assert_eq!(json["predicted_class"], json["target_class"]);
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["layer"], "layer4");
+        // Without --target-class the predicted class is explained.
+        assert_eq!(r["predicted_class"], r["target_class"]);
+        assert_eq!(r["top5"].as_array().unwrap().len(), 5);
+        let p = r["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+    }
+}
+
+#[test]
+fn explain_writes_one_figure_per_image() {
+    let dir = tmp("figure-check");
+    let d = dir.display().to_string();
+    let w = weights("test_resnet");
+    let i = input();
+    let out = lumen(&[
+        "explain", "--model", "test_resnet", "--num-classes", "10", "--weights", &w, "--input-npy", &i, "--method",
+        "gradcam", "--out", &d, "--colormap", "viridis",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["input0_gradcam.png", "input1_gradcam.png"] {
+        let figure = image::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Three 192-pixel panels (the 160-pixel input enlarged) side by side with titles.
+        assert!(figure.width() > 3 * 192 && figure.height() > 192, "{:?}", (figure.width(), figure.height()));
+    }
+    let out = lumen(&[
+        "explain", "--model", "test_resnet", "--num-classes", "10", "--weights", &w, "--input-npy", &i, "--method",
+        "gradcam", "--out", &d, "--colormap", "rainbow",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown colormap `rainbow`"));
 }
 
 #[test]

@@ -148,6 +148,8 @@ pub struct LoadedModel {
     pub model: ZooModel,
     /// Preprocessing the model expects.
     pub data_config: DataConfig,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl LoadedModel {
@@ -165,6 +167,7 @@ impl LoadedModel {
             name: name.to_string(),
             model,
             data_config,
+            class_names: None,
         })
     }
 
