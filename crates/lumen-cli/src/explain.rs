@@ -12,7 +12,7 @@ use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
 /// Which model to load.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Architecture, as timm names it (e.g. resnet18, vit_tiny_patch16_224, test_resnet).
     #[arg(long)]
@@ -20,25 +20,32 @@ pub struct ModelArgs {
     /// Weights: a timm state dict as .safetensors, .pth or .pt.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Number of output classes of the weights.
-    #[arg(long, default_value_t = 1000)]
-    num_classes: usize,
+    /// Number of output classes of the weights (timm architectures; default 1000).
+    #[arg(long)]
+    num_classes: Option<usize>,
     /// Device: cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<(LoadedModel, lumen::Device)> {
+    /// Load the model: bundled weights for the shapes models, else `--weights`.
+    pub fn load(&self) -> Result<(LoadedModel, lumen::Device)> {
         let device = device_from_str(&self.device)?;
+        if lumen::models::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
+            return Ok((LoadedModel::bundled(&self.model, &device)?, device));
+        }
         let weights = self.weights.as_ref().ok_or_else(|| {
             LumenError::InvalidArgument(format!(
-                "--weights is required for `{}`: pass a timm state dict (.safetensors, .pth or .pt)",
-                self.model
+                "--weights is required for `{}`: pass a timm state dict (.safetensors, .pth or .pt), \
+                 or use a bundled model ({})",
+                self.model,
+                lumen::models::BUNDLED.join(", ")
             ))
         })?;
+        let num_classes = self.num_classes.unwrap_or(1000);
         Ok((
-            LoadedModel::load(&self.model, self.num_classes, weights, &device)?,
+            LoadedModel::load(&self.model, num_classes, weights, &device)?,
             device,
         ))
     }
@@ -47,7 +54,7 @@ impl ModelArgs {
 #[derive(Args, Debug)]
 pub struct LayersArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub model: ModelArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -56,7 +63,7 @@ pub struct LayersArgs {
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub model: ModelArgs,
     /// Image files (one batch).
     #[arg(long, num_args = 1.., required_unless_present = "input_npy", conflicts_with = "input_npy")]
     image: Vec<PathBuf>,
@@ -66,9 +73,6 @@ pub struct ExplainArgs {
     /// Method name.
     #[arg(long)]
     method: String,
-    /// Target layer (CAM methods); the model's default when omitted.
-    #[arg(long)]
-    layer: Option<String>,
     /// Target class per image (comma-separated); the predicted class when omitted.
     #[arg(long, value_delimiter = ',')]
     target_class: Vec<usize>,
@@ -78,6 +82,21 @@ pub struct ExplainArgs {
     /// Keep attention maps on the patch grid in --save-raw (else resized to the input).
     #[arg(long)]
     grid: bool,
+    #[command(flatten)]
+    pub method_args: MethodArgs,
+    #[command(flatten)]
+    pub figure: FigureArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of the methods.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    /// Target layer (CAM methods); the model's default when omitted.
+    #[arg(long)]
+    layer: Option<String>,
     /// Integrated Gradients: path points.
     #[arg(long, default_value_t = 50)]
     steps: usize,
@@ -114,21 +133,23 @@ pub struct ExplainArgs {
     /// Follow the reference implementations where they deviate from the papers.
     #[arg(long)]
     compat: bool,
+}
+
+/// Where and how figures are drawn.
+#[derive(Args, Debug, Clone)]
+pub struct FigureArgs {
     /// Folder for the figures (one PNG per image: original | heatmap | overlay).
     #[arg(long, default_value = "lumen-out")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Do not write figures.
     #[arg(long)]
-    no_figures: bool,
+    pub no_figures: bool,
     /// Colormap: viridis, plasma, inferno, magma, jet, turbo, hot, gray, rdbu.
     #[arg(long, default_value = "jet")]
-    colormap: String,
+    pub colormap: String,
     /// Overlay opacity in [0, 1].
     #[arg(long, default_value_t = 0.5)]
-    alpha: f32,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
+    pub alpha: f32,
 }
 
 #[derive(Serialize)]
@@ -142,7 +163,11 @@ pub fn layers(args: LayersArgs) -> Result<()> {
     // Layer names do not depend on weights: build the architecture when none are given.
     let loaded = match &args.model.weights {
         Some(_) => args.model.load()?.0,
-        None => LoadedModel::init(&args.model.model, args.model.num_classes, &device)?,
+        None => LoadedModel::init(
+            &args.model.model,
+            args.model.num_classes.unwrap_or(1000),
+            &device,
+        )?,
     };
     let rows: Vec<LayerRow> = loaded
         .model
@@ -214,7 +239,7 @@ fn write_npy(path: &PathBuf, values: Vec<f32>, shape: &[usize]) -> Result<()> {
 }
 
 /// The method options of the command line.
-pub fn method_options(args: &ExplainArgs) -> MethodOptions {
+pub fn method_options(args: &MethodArgs) -> MethodOptions {
     MethodOptions {
         layer: args.layer.clone(),
         steps: args.steps,
@@ -238,21 +263,24 @@ pub fn colormap(name: &str) -> Result<Colormap> {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    let method_options = method_options(&args);
+    let method_options = method_options(&args.method_args);
     // Check the method and its options before loading anything.
     by_name::<ZooModel>(&args.method, &method_options)?;
-    let colormap = colormap(&args.colormap)?;
+    let colormap = colormap(&args.figure.colormap)?;
     let (loaded, device) = args.model.load()?;
     let inputs = match &args.input_npy {
-        Some(path) => Inputs::from_tensor(read_npy(path, &loaded.data_config, &device)?, &loaded.data_config),
+        Some(path) => Inputs::from_tensor(
+            read_npy(path, &loaded.data_config, &device)?,
+            &loaded.data_config,
+        ),
         None => Inputs::from_files(&args.image, &loaded.data_config, &device)?,
     };
     let options = ExplainOptions {
         method: args.method.clone(),
         target_class: (!args.target_class.is_empty()).then(|| args.target_class.clone()),
         colormap,
-        alpha: args.alpha,
-        save_dir: (!args.no_figures).then(|| args.out.clone()),
+        alpha: args.figure.alpha,
+        save_dir: (!args.figure.no_figures).then(|| args.figure.out.clone()),
         method_options,
     };
     let (explanation, results) = explain_prediction(&loaded, &inputs, &options)?;
@@ -283,10 +311,17 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             heatmap_shape: explanation.heatmaps.dims().to_vec(),
             saved_raw: args.save_raw.clone(),
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
     } else {
         for r in &results {
-            let name = r.predicted_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
+            let name = r
+                .predicted_name
+                .as_deref()
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default();
             println!(
                 "{}: predicted {}{name} ({:.1}%), explained class {} with {}",
                 r.image,

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 2 usage errors (unknown method, layer, model, device, bad
 //! option), 1 runtime errors (unreadable files, weights that do not fit).
 
+mod commands;
 mod explain;
 
 use std::process::ExitCode;
@@ -21,8 +22,14 @@ struct Cli {
 enum Command {
     /// Explain a model's predictions on images or a normalised input array.
     Explain(Box<explain::ExplainArgs>),
+    /// Compare several methods on the same images, one figure per image.
+    Compare(Box<commands::CompareArgs>),
+    /// Explain a folder (or list) of images in batches, with a progress bar.
+    Batch(Box<commands::BatchArgs>),
     /// List a model's named layers and their kinds.
     Layers(explain::LayersArgs),
+    /// Run the bundled shapes models on generated images and write figures.
+    Demo(commands::DemoArgs),
 }
 
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
@@ -43,7 +50,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Explain(args) => explain::run(*args),
+        Command::Compare(args) => commands::compare(*args),
+        Command::Batch(args) => commands::batch(*args),
         Command::Layers(args) => explain::layers(args),
+        Command::Demo(args) => commands::demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,18 +157,48 @@ fn explain_writes_one_figure_per_image() {
     let w = weights("test_resnet");
     let i = input();
     let out = lumen(&[
-        "explain", "--model", "test_resnet", "--num-classes", "10", "--weights", &w, "--input-npy", &i, "--method",
-        "gradcam", "--out", &d, "--colormap", "viridis",
+        "explain",
+        "--model",
+        "test_resnet",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &i,
+        "--method",
+        "gradcam",
+        "--out",
+        &d,
+        "--colormap",
+        "viridis",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     for name in ["input0_gradcam.png", "input1_gradcam.png"] {
         let figure = image::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Three 192-pixel panels (the 160-pixel input enlarged) side by side with titles.
-        assert!(figure.width() > 3 * 192 && figure.height() > 192, "{:?}", (figure.width(), figure.height()));
+        assert!(
+            figure.width() > 3 * 192 && figure.height() > 192,
+            "{:?}",
+            (figure.width(), figure.height())
+        );
     }
     let out = lumen(&[
-        "explain", "--model", "test_resnet", "--num-classes", "10", "--weights", &w, "--input-npy", &i, "--method",
-        "gradcam", "--out", &d, "--colormap", "rainbow",
+        "explain",
+        "--model",
+        "test_resnet",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &i,
+        "--method",
+        "gradcam",
+        "--out",
+        &d,
+        "--colormap",
+        "rainbow",
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown colormap `rainbow`"));

@@ -5,6 +5,7 @@
 //! Depends on `lumen-core` and `burn` (with burn-store for weight files) only.
 
 pub mod resnet;
+pub mod shapes;
 pub mod vit;
 pub mod weights;
 
@@ -33,7 +34,21 @@ pub const ARCHITECTURES: &[&str] = &[
     "vit_small_patch16_224",
     "vit_base_patch16_224",
     "test_vit",
+    "shapes-cnn",
+    "shapes-vit",
 ];
+
+/// Architectures whose trained weights ship inside the library.
+pub const BUNDLED: &[&str] = &["shapes-cnn", "shapes-vit"];
+
+#[cfg(lumen_bundled_cnn)]
+const SHAPES_CNN_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-cnn.safetensors"));
+#[cfg(not(lumen_bundled_cnn))]
+const SHAPES_CNN_WEIGHTS: Option<&[u8]> = None;
+#[cfg(lumen_bundled_vit)]
+const SHAPES_VIT_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-vit.safetensors"));
+#[cfg(not(lumen_bundled_vit))]
+const SHAPES_VIT_WEIGHTS: Option<&[u8]> = None;
 
 /// The configuration of a zoo architecture.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +77,18 @@ fn data_config(
         crop_pct,
         mean,
         std,
+    }
+}
+
+/// The shapes images are used at their size: no resize or crop, mean/std 0.5.
+fn shapes_data_config() -> DataConfig {
+    let size = shapes::SHAPE_IMAGE_SIZE as usize;
+    DataConfig {
+        input_size: [3, size, size],
+        interpolation: Interpolation::Bilinear,
+        crop_pct: 1.0,
+        mean: [0.5; 3],
+        std: [0.5; 3],
     }
 }
 
@@ -119,6 +146,29 @@ impl Architecture {
                 }),
                 data_config(160, bicubic, 0.95, true),
             ),
+            "shapes-cnn" => (
+                Self::ResNet(ResNetConfig {
+                    blocks: [Basic; 4],
+                    layers: [1, 1, 1, 1],
+                    channels: [16, 32, 64, 128],
+                    stem: StemKind::Deep { width: 8 },
+                    avg_down: true,
+                    num_classes,
+                }),
+                shapes_data_config(),
+            ),
+            "shapes-vit" => (
+                Self::Vit(VitConfig {
+                    img_size: shapes::SHAPE_IMAGE_SIZE as usize,
+                    patch_size: 16,
+                    embed_dim: 64,
+                    depth: 4,
+                    num_heads: 4,
+                    mlp_ratio: 2.0,
+                    num_classes,
+                }),
+                shapes_data_config(),
+            ),
             _ => {
                 return Err(LumenError::UnknownModel {
                     name: name.to_string(),
@@ -169,6 +219,40 @@ impl LoadedModel {
             data_config,
             class_names: None,
         })
+    }
+
+    /// A bundled model (`shapes-cnn`, `shapes-vit`) with its trained weights, in
+    /// evaluation mode.
+    pub fn bundled(name: &str, device: &Device) -> Result<Self> {
+        let bytes = match name {
+            "shapes-cnn" => SHAPES_CNN_WEIGHTS,
+            "shapes-vit" => SHAPES_VIT_WEIGHTS,
+            other => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "`{other}` has no bundled weights (bundled: {}); pass --weights",
+                    BUNDLED.join(", ")
+                )));
+            }
+        }
+        .ok_or_else(|| {
+            LumenError::InvalidArgument(format!(
+                "this build has no weights for `{name}`: run `cargo run --release -p lumen-examples --example train_shapes` and rebuild"
+            ))
+        })?;
+        let mut loaded = Self::init(name, shapes::SHAPE_CLASSES.len(), device)?;
+        let path = std::path::PathBuf::from(format!("<bundled {name}>"));
+        match &mut loaded.model {
+            ZooModel::ResNet(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path)?,
+            ZooModel::Vit(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path)?,
+        }
+        loaded.model = loaded.model.valid();
+        loaded.class_names = Some(
+            shapes::SHAPE_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        Ok(loaded)
     }
 
     /// Build an architecture and load a timm state dict (`.safetensors`, `.pth`, `.pt`),

@@ -72,6 +72,39 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
     check_result(&result, remaps).map_err(fail)
 }
 
+/// Load weights saved by Burn itself (module paths as keys, no PyTorch adapter) from
+/// memory: the bundled models. `path` names the source in errors.
+pub fn load_burn_bytes<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<()> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
+        .validate(false)
+        .allow_partial(true);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| LumenError::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    check_result(&result, &[]).map_err(|message| LumenError::Weights {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Save a module with Burn's own names (what [`load_burn_bytes`] reads).
+pub fn save_burn<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<()> {
+    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+    module
+        .save_into(&mut store)
+        .map_err(|e| LumenError::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
 /// Turn burn-store's report into an error that names keys as they are in the file.
 fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Result<(), String> {
     let to_file_key = |key: &str| file_key(key, remaps);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use lumen_core::burn::tensor::activation::softmax;
 use lumen_core::{
-    ClassLogit, DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, load_image, predicted_classes,
-    to_host,
+    ClassLogit, DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, load_image,
+    predicted_classes, to_host,
 };
 use lumen_methods::{CamKind, Explanation, MethodOptions, by_name, cams_from_one_pass};
 use lumen_models::{LoadedModel, ZooModel};
@@ -58,7 +58,11 @@ pub struct Inputs {
 
 impl Inputs {
     /// Read, resize, crop and normalise image files.
-    pub fn from_files<P: AsRef<Path>>(paths: &[P], config: &DataConfig, device: &Device) -> Result<Self> {
+    pub fn from_files<P: AsRef<Path>>(
+        paths: &[P],
+        config: &DataConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
         let originals: Vec<RgbImage> = images.iter().map(|i| config.resize_and_crop(i)).collect();
         Ok(Self {
@@ -72,6 +76,21 @@ impl Inputs {
                         .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
                 })
                 .collect(),
+        })
+    }
+
+    /// Images already in memory, named, resized and cropped as the model expects.
+    pub fn from_images(
+        images: Vec<RgbImage>,
+        names: Vec<String>,
+        config: &DataConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let originals: Vec<RgbImage> = images.iter().map(|i| config.resize_and_crop(i)).collect();
+        Ok(Self {
+            tensor: config.to_tensor(&originals, device)?,
+            originals,
+            names,
         })
     }
 
@@ -193,7 +212,14 @@ fn host_maps(explanation: &Explanation) -> Vec<Map> {
     let [b, h, w] = explanation.heatmaps.dims();
     let values = explanation.heatmaps.to_vec();
     (0..b)
-        .map(|i| Map::new(values[i * h * w..(i + 1) * h * w].to_vec(), w as u32, h as u32).normalized())
+        .map(|i| {
+            Map::new(
+                values[i * h * w..(i + 1) * h * w].to_vec(),
+                w as u32,
+                h as u32,
+            )
+            .normalized()
+        })
         .collect()
 }
 
@@ -230,7 +256,12 @@ pub fn explain_prediction(
     let targets = predictions.targets(&options.target_class)?;
     let explanation = method.explain(zoo, inputs.tensor.clone(), &ClassLogit(targets.clone()))?;
     let maps = host_maps(&explanation);
-    let layer = uses_layer(&options.method).then(|| method_options.layer.clone().unwrap_or_else(|| zoo.default_layer()));
+    let layer = uses_layer(&options.method).then(|| {
+        method_options
+            .layer
+            .clone()
+            .unwrap_or_else(|| zoo.default_layer())
+    });
     let mut results = Vec::with_capacity(inputs.len());
     for (i, map) in maps.into_iter().enumerate() {
         let mut paths = vec![];
@@ -242,14 +273,27 @@ pub fn explain_prediction(
                 100.0 * predictions.confidence(i),
                 class_label(model, targets[i])
             );
-            let figure = explanation_figure(&inputs.originals[i], &map, options.colormap, options.alpha, &title);
-            let file = format!("{}_{}.png", inputs.names[i], options.method.replace('+', "p"));
+            let figure = explanation_figure(
+                &inputs.originals[i],
+                &map,
+                options.colormap,
+                options.alpha,
+                &title,
+            );
+            let file = format!(
+                "{}_{}.png",
+                inputs.names[i],
+                options.method.replace('+', "p")
+            );
             paths.push(save(&figure, dir, file)?);
         }
         results.push(ExplanationResult {
             image: inputs.names[i].clone(),
             predicted_class: predictions.classes[i],
-            predicted_name: model.class_names.as_ref().and_then(|n| n.get(predictions.classes[i]).cloned()),
+            predicted_name: model
+                .class_names
+                .as_ref()
+                .and_then(|n| n.get(predictions.classes[i]).cloned()),
             confidence: predictions.confidence(i),
             top5: predictions.top5(i),
             target_class: targets[i],
@@ -304,7 +348,10 @@ pub fn compare_methods(
         .iter()
         .filter_map(|m| CamKind::ALL.into_iter().find(|k| k.name() == m))
         .collect();
-    let layer = method_options.layer.clone().unwrap_or_else(|| zoo.default_layer());
+    let layer = method_options
+        .layer
+        .clone()
+        .unwrap_or_else(|| zoo.default_layer());
     let shared = if one_pass.is_empty() {
         vec![]
     } else {
@@ -341,8 +388,19 @@ pub fn compare_methods(
                     100.0 * predictions.confidence(i),
                     class_label(model, targets[i])
                 );
-                let figure = comparison_figure(&inputs.originals[i], &maps, options.colormap, options.alpha, layout, &title);
-                Some(save(&figure, dir, format!("{}_comparison.png", inputs.names[i]))?)
+                let figure = comparison_figure(
+                    &inputs.originals[i],
+                    &maps,
+                    options.colormap,
+                    options.alpha,
+                    layout,
+                    &title,
+                );
+                Some(save(
+                    &figure,
+                    dir,
+                    format!("{}_comparison.png", inputs.names[i]),
+                )?)
             }
             None => None,
         };
@@ -369,7 +427,8 @@ pub fn explain_batch<P: AsRef<Path>>(
 ) -> Result<Vec<ExplanationResult>> {
     if options.target_class.is_some() {
         return Err(LumenError::InvalidArgument(
-            "a batch over many files explains each image's predicted class; drop --target-class".into(),
+            "a batch over many files explains each image's predicted class; drop --target-class"
+                .into(),
         ));
     }
     let mut results = Vec::with_capacity(paths.len());
@@ -399,7 +458,11 @@ pub fn visualize_batch<P: AsRef<Path>>(
 
 /// One image, one method, the defaults: GradCAM on the predicted class, figure written
 /// to `save_path`'s folder when given.
-pub fn quick_explain(model: &LoadedModel, image: impl AsRef<Path>, device: &Device) -> Result<ExplanationResult> {
+pub fn quick_explain(
+    model: &LoadedModel,
+    image: impl AsRef<Path>,
+    device: &Device,
+) -> Result<ExplanationResult> {
     let inputs = Inputs::from_files(&[image], &model.data_config, device)?;
     let (_, mut results) = explain_prediction(model, &inputs, &ExplainOptions::default())?;
     Ok(results.remove(0))

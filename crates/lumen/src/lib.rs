@@ -9,15 +9,15 @@
 pub mod api;
 
 pub use lumen_core as core;
-pub use lumen_report as report;
 pub use lumen_methods as methods;
 pub use lumen_models as models;
+pub use lumen_report as report;
 
+pub use api::{
+    ComparisonResult, ExplainOptions, ExplanationResult, Inputs, compare_methods, explain_batch,
+    explain_prediction, quick_explain, visualize_batch,
+};
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
-};
-pub use api::{
-    ComparisonResult, ExplainOptions, ExplanationResult, Inputs, compare_methods, explain_batch, explain_prediction,
-    quick_explain, visualize_batch,
 };
 pub use lumen_models::{ARCHITECTURES, LoadedModel, ZooModel};

@@ -1,0 +1,1 @@
+//! Examples for Lumen: `cargo run --release -p lumen-examples --example NAME`.

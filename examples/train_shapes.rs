@@ -1,0 +1,157 @@
+//! Train the bundled shapes models (`shapes-cnn`, `shapes-vit`) on the procedural
+//! shapes dataset and write their weights to crates/lumen-models/weights/.
+//!
+//!     cargo run --release -p lumen-examples --example train_shapes [cnn|vit|both]
+//!
+//! Adam, cross-entropy, batches of 32 generated on the fly from the training split;
+//! validation accuracy on 512 images of the disjoint validation split is printed after
+//! each epoch. A plain loop with burn's optimiser: burn-train's learner adds a large
+//! dependency tree (TUI, metrics) for nothing this needs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Int, Tensor, TensorData};
+use lumen::core::{Device, ExplainableModel, predicted_classes};
+use lumen_models::shapes::{SHAPE_CLASSES, TRAIN_SEED, VALIDATION_SEED, shape_samples};
+use lumen_models::{LoadedModel, ZooModel, weights::save_burn};
+
+const BATCH: usize = 32;
+const VALIDATION: u64 = 512;
+
+fn batch(
+    seed: u64,
+    start: u64,
+    count: u64,
+    config: &lumen::core::DataConfig,
+    device: &Device,
+) -> (Tensor<4>, Vec<usize>) {
+    let samples = shape_samples(seed, start, count);
+    let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
+    let labels = samples.iter().map(|s| s.label).collect();
+    (
+        config
+            .to_tensor(&images, device)
+            .expect("generated at input size"),
+        labels,
+    )
+}
+
+fn accuracy<M: ExplainableModel<Output = Tensor<2>>>(
+    model: &M,
+    config: &lumen::core::DataConfig,
+    device: &Device,
+) -> f32 {
+    let mut correct = 0;
+    for start in (0..VALIDATION).step_by(64) {
+        let (x, labels) = batch(VALIDATION_SEED, start, 64, config, device);
+        let predicted = predicted_classes(&model.forward(x));
+        correct += predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+    }
+    correct as f32 / VALIDATION as f32
+}
+
+fn train<M>(
+    name: &str,
+    mut model: M,
+    epochs: usize,
+    steps_per_epoch: usize,
+    lr: f64,
+    config: &lumen::core::DataConfig,
+) -> (M, f32)
+where
+    M: ExplainableModel<Output = Tensor<2>> + Module + Clone,
+{
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let mut optimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut step = 0u64;
+    let mut best = 0.0;
+    for epoch in 0..epochs {
+        let started = Instant::now();
+        let mut total = 0.0;
+        for _ in 0..steps_per_epoch {
+            let (x, labels) = batch(
+                TRAIN_SEED,
+                step * BATCH as u64,
+                BATCH as u64,
+                config,
+                &device,
+            );
+            step += 1;
+            let targets = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    labels.iter().map(|&l| l as i64).collect::<Vec<_>>(),
+                    [BATCH],
+                ),
+                &device,
+            );
+            let loss = loss_fn.forward(model.forward(x), targets);
+            total += loss.clone().into_scalar::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            // Linear warm-up over 100 steps, then cosine decay over the run.
+            let total_steps = (epochs * steps_per_epoch) as f64;
+            let progress = step as f64 / total_steps;
+            let warmup = (step as f64 / 100.0).min(1.0);
+            let rate = lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            model = optimizer.step(rate, model, grads);
+        }
+        best = accuracy(&model.valid(), config, &plain);
+        println!(
+            "{name} epoch {}: loss {:.3}, validation accuracy {:.1}% ({:.0}s)",
+            epoch + 1,
+            total / steps_per_epoch as f32,
+            100.0 * best,
+            started.elapsed().as_secs_f32()
+        );
+    }
+    (model, best)
+}
+
+fn weights_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../crates/lumen-models/weights/{name}.safetensors"))
+}
+
+fn run(name: &str, epochs: usize, steps: usize, lr: f64) {
+    let device = Device::flex().autodiff();
+    let loaded = LoadedModel::init(name, SHAPE_CLASSES.len(), &device).expect("architecture");
+    let config = loaded.data_config.clone();
+    let (accuracy, path) = match loaded.model {
+        ZooModel::ResNet(model) => {
+            let (model, acc) = train(name, *model, epochs, steps, lr, &config);
+            let path = weights_path(name);
+            save_burn(&model.valid(), &path).expect("write weights");
+            (acc, path)
+        }
+        ZooModel::Vit(model) => {
+            let (model, acc) = train(name, *model, epochs, steps, lr, &config);
+            let path = weights_path(name);
+            save_burn(&model.valid(), &path).expect("write weights");
+            (acc, path)
+        }
+    };
+    println!(
+        "{name}: validation accuracy {:.1}% on {VALIDATION} images; wrote {}",
+        100.0 * accuracy,
+        path.display()
+    );
+}
+
+fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "both".into());
+    if which == "cnn" || which == "both" {
+        run("shapes-cnn", 6, 100, 2e-3);
+    }
+    if which == "vit" || which == "both" {
+        run("shapes-vit", 20, 100, 5e-4);
+    }
+}
