@@ -152,6 +152,6 @@ fn main() {
         run("shapes-cnn", 6, 100, 2e-3);
     }
     if which == "vit" || which == "both" {
-        run("shapes-vit", 20, 100, 5e-4);
+        run("shapes-vit", 12, 100, 2e-3);
     }
 }

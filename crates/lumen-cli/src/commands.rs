@@ -10,7 +10,7 @@ use lumen::models::shapes::{EVALUATION_SEED, SHAPE_CLASSES, shape_samples};
 use lumen::report::Layout;
 use lumen::{
     ExplainOptions, Inputs, LoadedModel, ZooModel, compare_methods, device_from_str, explain_batch,
-    explain_prediction,
+    explain_prediction, write_report,
 };
 
 use crate::explain::{FigureArgs, MethodArgs, ModelArgs, colormap, method_options};
@@ -98,6 +98,52 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files (one batch).
+    #[arg(long, num_args = 1.., required = true)]
+    image: Vec<PathBuf>,
+    /// Methods shown, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gradcam,gradcam++,eigencam,ig"
+    )]
+    methods: Vec<String>,
+    /// Target class per image (comma-separated); the predicted class when omitted.
+    #[arg(long, value_delimiter = ',')]
+    target_class: Vec<usize>,
+    /// Colormap of the overlays.
+    #[arg(long, default_value = "jet")]
+    colormap: String,
+    /// The HTML file to write.
+    #[arg(long, default_value = "lumen-report.html")]
+    out: PathBuf,
+    #[command(flatten)]
+    method_args: MethodArgs,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let options = method_options(&args.method_args);
+    for name in &args.methods {
+        by_name::<ZooModel>(name, &options)?;
+    }
+    let colormap = colormap(&args.colormap)?;
+    let (loaded, device) = args.model.load()?;
+    let inputs = Inputs::from_files(&args.image, &loaded.data_config, &device)?;
+    let explain = ExplainOptions {
+        target_class: (!args.target_class.is_empty()).then(|| args.target_class.clone()),
+        colormap,
+        method_options: options,
+        ..ExplainOptions::default()
+    };
+    let path = write_report(&loaded, &inputs, &args.methods, &explain, &args.out, &[])?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 
@@ -256,9 +302,13 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             &["rollout", "grad-rollout", "attention-flow", "gradcam"],
         ),
     ];
-    let bar = progress(plan.iter().map(|(_, m)| m.len() as u64 + 1).sum(), "demo");
+    let bar = progress(plan.iter().map(|(_, m)| m.len() as u64 + 2).sum(), "demo");
     let mut correct = 0;
+    let mut reports = vec![];
     for (model_name, methods) in plan {
+        if model_name == "shapes-vit" && !lumen::models::bundled_weights_present(model_name) {
+            continue;
+        }
         let model = LoadedModel::bundled(model_name, &device)?;
         let inputs =
             Inputs::from_images(images.clone(), names.clone(), &model.data_config, &device)?;
@@ -284,14 +334,26 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
         compare_methods(&model, &inputs, &methods, &options, Layout::Grid(4))?;
         bar.inc(methods.len() as u64);
+        let report = args.out.join(format!("{model_name}-report.html"));
+        reports.push(write_report(
+            &model,
+            &inputs,
+            &methods,
+            &options,
+            &report,
+            &[],
+        )?);
+        bar.inc(1);
     }
     bar.finish();
     println!(
-        "demo: {} generated images, {}/{} predictions correct across shapes-cnn and shapes-vit",
+        "demo: {} generated images, {correct}/{} predictions correct",
         args.images,
-        correct,
-        2 * args.images
+        args.images as usize * reports.len()
     );
     println!("figures in {}", args.out.display());
+    for r in reports {
+        println!("report: {}", r.display());
+    }
     Ok(())
 }

@@ -24,6 +24,8 @@ enum Command {
     Explain(Box<explain::ExplainArgs>),
     /// Compare several methods on the same images, one figure per image.
     Compare(Box<commands::CompareArgs>),
+    /// Write an interactive HTML report (plotly, works offline).
+    Report(Box<commands::ReportArgs>),
     /// Explain a folder (or list) of images in batches, with a progress bar.
     Batch(Box<commands::BatchArgs>),
     /// List a model's named layers and their kinds.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(*args),
         Command::Compare(args) => commands::compare(*args),
         Command::Batch(args) => commands::batch(*args),
+        Command::Report(args) => commands::report(*args),
         Command::Layers(args) => explain::layers(args),
         Command::Demo(args) => commands::demo(args),
     };

@@ -348,3 +348,102 @@ fn layers_lists_names_and_kinds() {
         "{text}"
     );
 }
+
+#[test]
+fn demo_writes_figures_and_an_offline_report() {
+    let dir = tmp("demo");
+    let d = dir.display().to_string();
+    let out = lumen(&["demo", "--out", &d, "--images", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2/2 predictions correct"), "{stdout}");
+    for file in [
+        "shapes-cnn/shape0_triangle_gradcam.png",
+        "shapes-cnn/shape1_circle_comparison.png",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let html = std::fs::read_to_string(dir.join("shapes-cnn-report.html")).unwrap();
+    assert!(!html.contains("src=\"http"), "report must work offline");
+    assert_eq!(
+        html.matches("<div id=\"overlay-").count(),
+        2 * 7,
+        "one overlay per image and method"
+    );
+}
+
+#[test]
+fn batch_explains_a_folder_and_compare_and_report_run() {
+    let images = tmp("batch-images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..3u64 {
+        let sample = lumen_models::shapes::shape_sample(9, i);
+        sample.image.save(images.join(format!("s{i}.png"))).unwrap();
+    }
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let out_dir = tmp("batch-out");
+    let (i, o) = (images.display().to_string(), out_dir.display().to_string());
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--batch-size",
+        "2",
+        "--out",
+        &o,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for n in 0..3 {
+        assert!(out_dir.join(format!("s{n}_gradcam.png")).is_file());
+    }
+    let first = images.join("s0.png").display().to_string();
+    let out = lumen(&[
+        "compare",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &first,
+        "--methods",
+        "gradcam,hirescam,saliency",
+        "--out",
+        &o,
+        "--layout",
+        "grid",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out_dir.join("s0_comparison.png").is_file());
+    let report = out_dir.join("r.html").display().to_string();
+    let out = lumen(&[
+        "report",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &first,
+        "--methods",
+        "gradcam",
+        "--out",
+        &report,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &o,
+        "--out",
+        &tmp("none").display().to_string(),
+    ]);
+    // The output folder has PNGs, so it is a valid input; an empty folder is not.
+    assert!(out.status.success(), "{}", stderr(&out));
+    let empty = tmp("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &empty.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no images found"), "{}", stderr(&out));
+}

@@ -179,6 +179,15 @@ impl Architecture {
     }
 }
 
+/// Whether this build embeds trained weights for a bundled model.
+pub fn bundled_weights_present(name: &str) -> bool {
+    match name {
+        "shapes-cnn" => SHAPES_CNN_WEIGHTS.is_some(),
+        "shapes-vit" => SHAPES_VIT_WEIGHTS.is_some(),
+        _ => false,
+    }
+}
+
 /// A model from the zoo.
 #[derive(Debug)]
 pub enum ZooModel {

@@ -61,9 +61,8 @@ pub fn draw_text(canvas: &mut RgbImage, text: &str, x: f32, y: f32, size: f32, c
                     return;
                 }
                 let pixel = canvas.get_pixel_mut(px as u32, py as u32);
-                for ch in 0..3 {
-                    let under = pixel.0[ch] as f32;
-                    pixel.0[ch] = (under + (color[ch] as f32 - under) * coverage).round() as u8;
+                for (under, ink) in pixel.0.iter_mut().zip(color) {
+                    *under = (*under as f32 + (ink as f32 - *under as f32) * coverage).round() as u8;
                 }
             });
         }

@@ -12,7 +12,9 @@ use lumen_core::{
 };
 use lumen_methods::{CamKind, Explanation, MethodOptions, by_name, cams_from_one_pass};
 use lumen_models::{LoadedModel, ZooModel};
-use lumen_report::{Colormap, Layout, Map, comparison_figure, explanation_figure};
+use lumen_report::{
+    Colormap, Layout, Map, ReportImage, comparison_figure, explanation_figure, report_page,
+};
 use serde::Serialize;
 
 /// Options of the high-level calls (the guide's keyword arguments).
@@ -466,4 +468,51 @@ pub fn quick_explain(
     let inputs = Inputs::from_files(&[image], &model.data_config, device)?;
     let (_, mut results) = explain_prediction(model, &inputs, &ExplainOptions::default())?;
     Ok(results.remove(0))
+}
+
+/// Write a self-contained interactive HTML report to `path`: per image the prediction
+/// and top-5, heatmap statistics, one zoomable overlay per method and an importance
+/// histogram; `extra_sections` (HTML) are appended, e.g. metrics.
+pub fn write_report(
+    model: &LoadedModel,
+    inputs: &Inputs,
+    methods: &[String],
+    options: &ExplainOptions,
+    path: &Path,
+    extra_sections: &[String],
+) -> Result<PathBuf> {
+    let figureless = ExplainOptions {
+        save_dir: None,
+        ..options.clone()
+    };
+    let comparisons = compare_methods(model, inputs, methods, &figureless, Layout::Horizontal)?;
+    let predictions = Predictions::of(&model.model, &inputs.tensor);
+    let images: Vec<ReportImage> = comparisons
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ReportImage {
+            name: c.image.clone(),
+            original: inputs.originals[i].clone(),
+            top5: predictions
+                .top5(i)
+                .into_iter()
+                .map(|(class, p)| (class_label(model, class), p))
+                .collect(),
+            target: class_label(model, c.target_class),
+            maps: c.methods.into_iter().zip(c.heatmaps).collect(),
+        })
+        .collect();
+    let title = format!("Lumen report: {}", model.name);
+    let html = report_page(&title, &images, options.colormap, extra_sections);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| LumenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, html).map_err(|source| LumenError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(path.to_path_buf())
 }

@@ -15,7 +15,7 @@ pub use lumen_report as report;
 
 pub use api::{
     ComparisonResult, ExplainOptions, ExplanationResult, Inputs, compare_methods, explain_batch,
-    explain_prediction, quick_explain, visualize_batch,
+    explain_prediction, quick_explain, visualize_batch, write_report,
 };
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,

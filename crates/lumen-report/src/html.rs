@@ -1,0 +1,321 @@
+//! Self-contained interactive HTML reports with plotly: plotly.js is embedded once per
+//! page (no network request when opened), each figure is inlined. Overlays zoom and
+//! pan, and hovering shows x, y and the importance.
+
+use std::fmt::Write as _;
+
+use image::RgbImage;
+use plotly::color::Rgb;
+use plotly::common::{ColorScale, ColorScalePalette, Title};
+use plotly::layout::{Axis, BarMode, Margin};
+use plotly::{HeatMap, Histogram, Image, Layout, Plot};
+
+use crate::Colormap;
+use crate::overlay::Map;
+
+/// One image of a report with its prediction and heatmaps.
+#[derive(Clone, Debug)]
+pub struct ReportImage {
+    /// Name shown as the section title.
+    pub name: String,
+    /// The image as shown to the model.
+    pub original: RgbImage,
+    /// The five most probable classes with probabilities, best first.
+    pub top5: Vec<(String, f32)>,
+    /// The class explained.
+    pub target: String,
+    /// One heatmap per method, values in `[0, 1]`.
+    pub maps: Vec<(String, Map)>,
+}
+
+/// Summary statistics of a heatmap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MapStats {
+    /// Mean value.
+    pub mean: f32,
+    /// Standard deviation.
+    pub std: f32,
+    /// Minimum.
+    pub min: f32,
+    /// Maximum.
+    pub max: f32,
+    /// Fraction of values below 10% of the maximum.
+    pub sparsity: f32,
+}
+
+impl MapStats {
+    /// Statistics of `map`.
+    pub fn of(map: &Map) -> Self {
+        let n = map.values.len().max(1) as f32;
+        let mean = map.values.iter().sum::<f32>() / n;
+        let std = (map.values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
+        let min = map.values.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = map.values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let threshold = 0.1 * max;
+        let sparsity = map.values.iter().filter(|&&v| v < threshold).count() as f32 / n;
+        Self {
+            mean,
+            std,
+            min,
+            max,
+            sparsity,
+        }
+    }
+}
+
+fn palette(colormap: Colormap) -> ColorScalePalette {
+    match colormap {
+        Colormap::Jet | Colormap::Turbo => ColorScalePalette::Jet,
+        Colormap::Hot => ColorScalePalette::Hot,
+        Colormap::Gray => ColorScalePalette::Greys,
+        Colormap::RedBlue => ColorScalePalette::RdBu,
+        _ => ColorScalePalette::Viridis,
+    }
+}
+
+/// Heatmap rows with values rounded to 3 decimals: hover shows 3, and the page is
+/// several times smaller than with full-precision floats.
+fn rows(map: &Map) -> Vec<Vec<f64>> {
+    map.values
+        .chunks(map.width as usize)
+        .map(|r| {
+            r.iter()
+                .map(|&v| (v as f64 * 1000.0).round() / 1000.0)
+                .collect()
+        })
+        .collect()
+}
+
+/// The image as a base64 PNG data URI: one string instead of a JSON array of pixels.
+fn data_uri(image: &RgbImage) -> String {
+    use base64::Engine as _;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .expect("encoding a PNG in memory cannot fail");
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png.into_inner())
+    )
+}
+
+/// The interactive overlay: the image with the heatmap on top and a colour bar.
+pub fn overlay_plot(
+    original: &RgbImage,
+    map: &Map,
+    title: &str,
+    colormap: Colormap,
+    opacity: f64,
+) -> Plot {
+    let map = map.resized(original.width(), original.height());
+    let mut plot = Plot::new();
+    plot.add_trace(
+        Image::new(Vec::<Vec<Rgb>>::new())
+            .source(data_uri(original))
+            .name("image")
+            .hover_info(plotly::common::HoverInfo::Skip),
+    );
+    plot.add_trace(
+        HeatMap::new_z(rows(&map))
+            .name(title)
+            .opacity(opacity)
+            .zmin(0.0)
+            .zmax(1.0)
+            .color_scale(ColorScale::Palette(palette(colormap)))
+            .hover_template("x %{x}, y %{y}<br>importance %{z:.3f}<extra></extra>"),
+    );
+    let side = 360;
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .width(side + 80)
+            .height(side + 60)
+            .margin(Margin::new().left(10).right(10).top(40).bottom(10))
+            .x_axis(Axis::new().show_tick_labels(false).show_grid(false))
+            .y_axis(Axis::new().show_tick_labels(false).show_grid(false)),
+    );
+    plot
+}
+
+/// Importance histograms of several maps, overlaid.
+pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
+    let mut plot = Plot::new();
+    for (name, map) in maps {
+        let values: Vec<f64> = map
+            .values
+            .iter()
+            .map(|&v| (v as f64 * 1000.0).round() / 1000.0)
+            .collect();
+        plot.add_trace(Histogram::new(values).name(name).opacity(0.55));
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text("importance histogram"))
+            .bar_mode(BarMode::Overlay)
+            .width(720)
+            .height(320)
+            .x_axis(Axis::new().title(Title::with_text("importance")))
+            .y_axis(Axis::new().title(Title::with_text("pixels"))),
+    );
+    plot
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A full report page: per image the prediction and top-5 table, heatmap statistics
+/// per method, one interactive overlay per method (the comparison view), and an
+/// importance histogram; `extra_sections` (raw HTML, e.g. metrics) are appended.
+pub fn report_page(
+    title: &str,
+    images: &[ReportImage],
+    colormap: Colormap,
+    extra_sections: &[String],
+) -> String {
+    let mut body = String::new();
+    let _ = write!(body, "<h1>{}</h1>", escape(title));
+    for (i, image) in images.iter().enumerate() {
+        let _ = write!(
+            body,
+            "<section><h2>{}</h2><div class=row><div>",
+            escape(&image.name)
+        );
+        let _ = write!(
+            body,
+            "<h3>prediction</h3><table><tr><th>class</th><th>probability</th></tr>"
+        );
+        for (class, p) in &image.top5 {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{:.2}%</td></tr>",
+                escape(class),
+                100.0 * p
+            );
+        }
+        let _ = write!(
+            body,
+            "</table><p>explaining <b>{}</b></p>",
+            escape(&image.target)
+        );
+        let _ = write!(
+            body,
+            "<h3>heatmap statistics</h3><table><tr><th>method</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>sparsity</th></tr>"
+        );
+        for (method, map) in &image.maps {
+            let s = MapStats::of(map);
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}%</td></tr>",
+                escape(method),
+                s.mean,
+                s.std,
+                s.min,
+                s.max,
+                100.0 * s.sparsity
+            );
+        }
+        let _ = write!(body, "</table></div></div><div class=row>");
+        for (j, (method, map)) in image.maps.iter().enumerate() {
+            let plot = overlay_plot(&image.original, map, method, colormap, 0.5);
+            // plotly's div takes 100% of its parent: give each overlay a cell of its own.
+            let _ = write!(
+                body,
+                "<div class=cell>{}</div>",
+                plot.to_inline_html(Some(&format!("overlay-{i}-{j}")))
+            );
+        }
+        body.push_str("</div>");
+        body.push_str(&histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}"))));
+        body.push_str("</section>");
+    }
+    for section in extra_sections {
+        body.push_str(section);
+    }
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>{}<style>{}</style></head><body>{}</body></html>",
+        escape(title),
+        embedded_js(),
+        STYLE,
+        body
+    )
+}
+
+/// plotly.js, inline (the plotly crate also bundles MathJax, which reports do not use:
+/// its script, the second, is dropped). plotly.min.js has one URL in a string
+/// assignment (`v.src="https://unpkg.com/maki..."`, icons fetched only by map traces,
+/// which reports never draw); its `h` is written as the JS escape `\x68` so that the
+/// page contains no `src="http` at all, with the same string value.
+fn embedded_js() -> String {
+    let sources = Plot::offline_js_sources();
+    let plotly_only = match sources.find("</script>") {
+        Some(end) => &sources[..end + "</script>".len()],
+        None => &sources,
+    };
+    plotly_only.replace("src=\"https://unpkg.com/", "src=\"\\x68ttps://unpkg.com/")
+}
+
+const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222}\
+section{border-top:1px solid #ddd;margin-top:24px}.row{display:flex;flex-wrap:wrap;gap:12px}\
+table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;height:420px}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ReportImage {
+        ReportImage {
+            name: "shape <0>".into(),
+            original: RgbImage::from_pixel(16, 16, image::Rgb([10, 200, 30])),
+            top5: vec![("circle".into(), 0.9), ("square".into(), 0.1)],
+            target: "circle".into(),
+            maps: vec![
+                (
+                    "gradcam".into(),
+                    Map::new((0..64).map(|v| v as f32 / 63.0).collect(), 8, 8),
+                ),
+                ("rollout".into(), Map::new(vec![0.0; 16], 4, 4)),
+            ],
+        }
+    }
+
+    #[test]
+    fn report_is_self_contained() {
+        let html = report_page(
+            "Report",
+            &[sample()],
+            Colormap::Jet,
+            &["<section>metrics</section>".into()],
+        );
+        assert!(
+            !html.contains("src=\"http"),
+            "the page must not load anything from the network"
+        );
+        assert!(
+            !html.contains("<script src") && !html.contains("<link"),
+            "no external script or stylesheet"
+        );
+        // plotly.js once, one overlay per method, a histogram, the extra section.
+        assert_eq!(
+            html.matches("<div id=\"overlay-").count(),
+            2,
+            "one overlay per method"
+        );
+        assert_eq!(html.matches("<div id=\"histogram-").count(), 1);
+        assert!(html.contains("<section>metrics</section>"));
+        assert!(html.contains("shape &lt;0&gt;"), "names are escaped");
+        assert!(html.contains("importance %{z:.3f}"));
+    }
+
+    #[test]
+    fn statistics_are_computed() {
+        let s = MapStats::of(&Map::new(vec![0.0, 0.0, 0.5, 1.0], 2, 2));
+        assert!((s.mean - 0.375).abs() < 1e-6);
+        assert_eq!((s.min, s.max), (0.0, 1.0));
+        assert!((s.sparsity - 0.5).abs() < 1e-6);
+        assert!((s.std - (0.171875f32).sqrt()).abs() < 1e-6);
+    }
+}
