@@ -72,6 +72,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
         alpha: args.figure.alpha,
         save_dir: (!args.figure.no_figures).then(|| args.figure.out.clone()),
         method_options: options,
+        polarity: args.figure.polarity,
     };
     let results = compare_methods(&loaded, &inputs, &args.methods, &explain, layout)?;
     if args.json {
@@ -220,6 +221,7 @@ pub fn batch(args: BatchArgs) -> Result<()> {
         alpha: args.figure.alpha,
         save_dir: (!args.figure.no_figures).then(|| args.figure.out.clone()),
         method_options: options,
+        polarity: args.figure.polarity,
     };
     let bar = progress(files.len() as u64, "explaining");
     let results = explain_batch(

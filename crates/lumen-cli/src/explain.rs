@@ -150,6 +150,9 @@ pub struct FigureArgs {
     /// Overlay opacity in [0, 1].
     #[arg(long, default_value_t = 0.5)]
     pub alpha: f32,
+    /// Also write the polarity view (signed, positive, negative, absolute) of gradient methods.
+    #[arg(long)]
+    pub polarity: bool,
 }
 
 #[derive(Serialize)]
@@ -282,6 +285,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         alpha: args.figure.alpha,
         save_dir: (!args.figure.no_figures).then(|| args.figure.out.clone()),
         method_options,
+        polarity: args.figure.polarity,
     };
     let (explanation, results) = explain_prediction(&loaded, &inputs, &options)?;
     let [_, _, height, width] = inputs.tensor.dims();

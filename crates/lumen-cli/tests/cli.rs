@@ -397,6 +397,26 @@ fn batch_explains_a_folder_and_compare_and_report_run() {
     for n in 0..3 {
         assert!(out_dir.join(format!("s{n}_gradcam.png")).is_file());
     }
+    let grid = image::open(out_dir.join("batch_grid.png")).unwrap();
+    assert!(
+        grid.width() > 2 * 128 && grid.height() > 2 * 128,
+        "2x2 grid of overlays"
+    );
+    let first = images.join("s0.png").display().to_string();
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &first,
+        "--method",
+        "saliency",
+        "--polarity",
+        "--out",
+        &o,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out_dir.join("s0_saliency_polarity.png").is_file());
     let first = images.join("s0.png").display().to_string();
     let out = lumen(&[
         "compare",

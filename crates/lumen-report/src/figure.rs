@@ -5,7 +5,7 @@ use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
 
 use crate::Colormap;
-use crate::overlay::{Map, colorize, overlay};
+use crate::overlay::{Map, colorize, diverging, overlay};
 
 const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
@@ -62,7 +62,8 @@ pub fn draw_text(canvas: &mut RgbImage, text: &str, x: f32, y: f32, size: f32, c
                 }
                 let pixel = canvas.get_pixel_mut(px as u32, py as u32);
                 for (under, ink) in pixel.0.iter_mut().zip(color) {
-                    *under = (*under as f32 + (ink as f32 - *under as f32) * coverage).round() as u8;
+                    *under =
+                        (*under as f32 + (ink as f32 - *under as f32) * coverage).round() as u8;
                 }
             });
         }
@@ -226,6 +227,44 @@ pub fn comparison_figure(
     title_bar(title, &grid(&panels, layout))
 }
 
+/// The polarity view of a signed attribution map (the guide's `visualize_polarity`):
+/// original | signed (blue negative, red positive) | positive | negative | absolute.
+pub fn polarity_figure(
+    original: &RgbImage,
+    signed: &Map,
+    colormap: Colormap,
+    alpha: f32,
+    title: &str,
+) -> RgbImage {
+    let original = enlarge(original, 160);
+    let (w, h) = original.dimensions();
+    let signed = signed.resized(w, h);
+    let scale = signed
+        .values
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let part =
+        |f: fn(f32) -> f32| Map::new(signed.values.iter().map(|&v| f(v) / scale).collect(), w, h);
+    let panels = [
+        Panel::new("original", original.clone()),
+        Panel::new("signed", diverging(&signed)),
+        Panel::new(
+            "positive",
+            overlay(&original, &part(|v| v.max(0.0)), colormap, alpha),
+        ),
+        Panel::new(
+            "negative",
+            overlay(&original, &part(|v| (-v).max(0.0)), colormap, alpha),
+        ),
+        Panel::new(
+            "absolute",
+            overlay(&original, &part(f32::abs), colormap, alpha),
+        ),
+    ];
+    title_bar(title, &grid(&panels, Layout::Horizontal))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +296,20 @@ mod tests {
             (MARGIN + 2 * cell.0, MARGIN + 2 * cell.1)
         );
         assert_eq!(Layout::from_name("grid", 5), Ok(Layout::Grid(3)));
+    }
+
+    #[test]
+    fn polarity_figure_splits_signs_into_panels() {
+        let image = RgbImage::from_pixel(160, 160, Rgb([128, 128, 128]));
+        let signed = Map::new(vec![-1.0, 1.0], 2, 1);
+        let figure = polarity_figure(&image, &signed, Colormap::Hot, 1.0, "ig");
+        assert_eq!(figure.width(), MARGIN + 5 * (160 + MARGIN));
+        // In the positive panel the right half is hot and the left half is cold.
+        let panel_x = |panel: u32, x: u32| MARGIN + panel * (160 + MARGIN) + x;
+        let y = 28 + MARGIN + TITLE_HEIGHT + 80;
+        let left = figure.get_pixel(panel_x(2, 10), y).0;
+        let right = figure.get_pixel(panel_x(2, 150), y).0;
+        assert!(right[0] > 200 && left[0] < 100, "{left:?} {right:?}");
     }
 
     #[test]

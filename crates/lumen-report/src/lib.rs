@@ -10,6 +10,8 @@ pub mod overlay;
 mod turbo;
 
 pub use colormap::Colormap;
-pub use figure::{Layout, Panel, comparison_figure, explanation_figure, grid, title_bar};
+pub use figure::{
+    Layout, Panel, comparison_figure, explanation_figure, grid, polarity_figure, title_bar,
+};
 pub use html::{MapStats, ReportImage, report_page};
 pub use overlay::{Map, colorize, diverging, overlay};

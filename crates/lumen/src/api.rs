@@ -13,7 +13,8 @@ use lumen_core::{
 use lumen_methods::{CamKind, Explanation, MethodOptions, by_name, cams_from_one_pass};
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
-    Colormap, Layout, Map, ReportImage, comparison_figure, explanation_figure, report_page,
+    Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, grid,
+    overlay, polarity_figure, report_page, title_bar,
 };
 use serde::Serialize;
 
@@ -32,6 +33,8 @@ pub struct ExplainOptions {
     pub save_dir: Option<PathBuf>,
     /// Method options (layer, steps, noise, ...).
     pub method_options: MethodOptions,
+    /// Also write the polarity view of signed attributions (gradient methods).
+    pub polarity: bool,
 }
 
 impl Default for ExplainOptions {
@@ -43,6 +46,7 @@ impl Default for ExplainOptions {
             alpha: 0.5,
             save_dir: None,
             method_options: MethodOptions::default(),
+            polarity: false,
         }
     }
 }
@@ -225,6 +229,17 @@ fn host_maps(explanation: &Explanation) -> Vec<Map> {
         .collect()
 }
 
+/// Image `i` of a `[B,3,H,W]` attribution, summed over channels (signed).
+fn signed_map(attributions: &Tensor<4>, i: usize) -> Map {
+    let [_, _, h, w] = attributions.dims();
+    let summed = attributions
+        .clone()
+        .narrow(0, i, 1)
+        .sum_dim(1)
+        .reshape([h * w]);
+    Map::new(to_host(summed), w as u32, h as u32)
+}
+
 fn save(figure: &RgbImage, dir: &Path, file: String) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|source| LumenError::Io {
         path: dir.to_path_buf(),
@@ -288,6 +303,22 @@ pub fn explain_prediction(
                 options.method.replace('+', "p")
             );
             paths.push(save(&figure, dir, file)?);
+            if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
+                let signed = signed_map(attributions, i);
+                let figure = polarity_figure(
+                    &inputs.originals[i],
+                    &signed,
+                    options.colormap,
+                    options.alpha,
+                    &title,
+                );
+                let file = format!(
+                    "{}_{}_polarity.png",
+                    inputs.names[i],
+                    options.method.replace('+', "p")
+                );
+                paths.push(save(&figure, dir, file)?);
+            }
         }
         results.push(ExplanationResult {
             image: inputs.names[i].clone(),
@@ -418,7 +449,8 @@ pub fn compare_methods(
 }
 
 /// Explain image files in batches of `batch_size`, writing one figure per image named
-/// after its file. `progress` is called with the number of images done.
+/// after its file and a grid of the first [`BATCH_GRID_LIMIT`] overlays
+/// (`batch_grid.png`). `progress` is called with the number of images done.
 pub fn explain_batch<P: AsRef<Path>>(
     model: &LoadedModel,
     paths: &[P],
@@ -434,14 +466,35 @@ pub fn explain_batch<P: AsRef<Path>>(
         ));
     }
     let mut results = Vec::with_capacity(paths.len());
+    let mut thumbnails = vec![];
     for chunk in paths.chunks(batch_size.max(1)) {
         let inputs = Inputs::from_files(chunk, &model.data_config, device)?;
         let (_, chunk_results) = explain_prediction(model, &inputs, options)?;
+        for (r, original) in chunk_results.iter().zip(&inputs.originals) {
+            if thumbnails.len() < BATCH_GRID_LIMIT {
+                let title = format!("{} {}", r.image, class_label(model, r.predicted_class));
+                thumbnails.push(Panel::new(
+                    title,
+                    overlay(original, &r.heatmap, options.colormap, options.alpha),
+                ));
+            }
+        }
         results.extend(chunk_results);
         progress(results.len());
     }
+    if let (Some(dir), false) = (&options.save_dir, thumbnails.is_empty()) {
+        let columns = (thumbnails.len() as f64).sqrt().ceil() as usize;
+        let figure = title_bar(
+            &format!("{} on {} images", options.method, results.len()),
+            &grid(&thumbnails, Layout::Grid(columns)),
+        );
+        save(&figure, dir, "batch_grid.png".into())?;
+    }
     Ok(results)
 }
+
+/// Images shown in the batch grid figure at most.
+pub const BATCH_GRID_LIMIT: usize = 64;
 
 /// [`explain_batch`] with figures written to `output_dir`.
 pub fn visualize_batch<P: AsRef<Path>>(
