@@ -82,6 +82,25 @@ fn attention_layers<M: ExplainableModel>(model: &M) -> Result<(Vec<String>, [usi
     }
 }
 
+/// One forward recording the attention probabilities `[B,heads,N,N]` of `layers`.
+fn recorded_attentions<M: ExplainableModel>(
+    model: &M,
+    input: Tensor<4>,
+    layers: &[String],
+) -> Vec<Tensor<4>> {
+    let recorder = Recorder::new(layers.iter().cloned());
+    let _ = model.forward_tapped(input.without_autodiff(), &recorder);
+    layers
+        .iter()
+        .map(|l| {
+            recorder
+                .get(l)
+                .and_then(TapTensor::rank4)
+                .expect("the model visits every attention layer it lists")
+        })
+        .collect()
+}
+
 /// Zero the `ratio` lowest entries of each image's fused attention, except entry
 /// (0, 0) (vit-explain's "don't drop the class token").
 fn discard_lowest(fused: Tensor<3>, ratio: f32, keep_first: bool) -> Tensor<3> {
@@ -166,15 +185,9 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
     ) -> Result<Explanation> {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model)?;
-        let recorder = Recorder::new(layers.clone());
-        let _ = model.forward_tapped(input.without_autodiff(), &recorder);
-        let fused = layers
-            .iter()
-            .map(|l| {
-                let attention = recorder
-                    .get(l)
-                    .and_then(TapTensor::rank4)
-                    .expect("attention recorded");
+        let fused = recorded_attentions(model, input, &layers)
+            .into_iter()
+            .map(|attention| {
                 discard_lowest(self.head_fusion.fuse(attention), self.discard_ratio, true)
             })
             .collect();
@@ -257,16 +270,10 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
     ) -> Result<Explanation> {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model)?;
-        let recorder = Recorder::new(layers.clone());
-        let _ = model.forward_tapped(input.clone().without_autodiff(), &recorder);
         let [b, _, _, _] = input.dims();
         let mut per_layer = vec![];
         let mut n = 0;
-        for l in &layers {
-            let attention = recorder
-                .get(l)
-                .and_then(TapTensor::rank4)
-                .expect("attention recorded");
+        for attention in recorded_attentions(model, input.clone(), &layers) {
             let fused = self.head_fusion.fuse(attention);
             n = fused.dims()[1];
             let eye = Tensor::<2>::eye(n, &fused.device()).reshape([1, n, n]);

@@ -283,6 +283,16 @@ pub fn finish_cam(raw: Tensor<3>, input_size: [usize; 2]) -> Heatmaps {
         .normalize()
 }
 
+/// `finish_cam(sum_c w[b,c] * A[b,c])` for channel weights `[B,C]` (Score-CAM,
+/// Ablation-CAM).
+fn weighted_cam(weights: Tensor<2>, pass: &LayerPass) -> Heatmaps {
+    let [b, c] = weights.dims();
+    let raw = (weights.reshape([b, c, 1, 1]) * pass.activations.clone())
+        .sum_dim(1)
+        .squeeze_dim::<3>(1);
+    finish_cam(raw, pass.input_size)
+}
+
 /// Compute several one-pass CAMs from a single forward and backward: what
 /// `compare_methods` uses.
 pub fn cams_from_one_pass<M: ExplainableModel>(
@@ -421,9 +431,7 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
             Ok(model.forward(x * m))
         })?;
         let scores = Tensor::<2>::from_data(TensorData::new(scores, [b, c]), &device);
-        let weights = softmax(scores, 1).reshape([b, c, 1, 1]);
-        let raw = (weights * pass.activations).sum_dim(1).squeeze_dim::<3>(1);
-        Ok(Explanation::maps(finish_cam(raw, pass.input_size)))
+        Ok(Explanation::maps(weighted_cam(softmax(scores, 1), &pass)))
     }
 }
 
@@ -503,8 +511,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             .enumerate()
             .map(|(r, s)| (original[r / c] - s) / original[r / c])
             .collect();
-        let weights = Tensor::<4>::from_data(TensorData::new(weights, [b, c, 1, 1]), &device);
-        let raw = (weights * pass.activations).sum_dim(1).squeeze_dim::<3>(1);
-        Ok(Explanation::maps(finish_cam(raw, pass.input_size)))
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, c]), &device);
+        Ok(Explanation::maps(weighted_cam(weights, &pass)))
     }
 }
