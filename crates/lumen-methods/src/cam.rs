@@ -354,25 +354,25 @@ impl<M: ExplainableModel> Method<M> for Cam {
 }
 
 /// Run `rows` derived forward passes in chunks of `batch_size` and collect one target
-/// score per row: `run_chunk(range)` runs the forward of a chunk of rows, and
-/// `images[r]` is the original image of row `r`.
+/// score per row `[rows]`, kept on the device: `run_chunk(range)` runs the forward of a
+/// chunk of rows, and `images[r]` is the original image of row `r`.
 fn chunked_scores<M: ExplainableModel>(
     rows: usize,
     batch_size: usize,
     images: &[usize],
     target: &dyn Target<M::Output>,
     mut run_chunk: impl FnMut(std::ops::Range<usize>) -> Result<M::Output>,
-) -> Result<Vec<f32>> {
-    let mut scores = Vec::with_capacity(rows);
+) -> Result<Tensor<1>> {
+    let mut scores = Vec::with_capacity(rows.div_ceil(batch_size.max(1)));
     let mut start = 0;
     while start < rows {
         let end = (start + batch_size.max(1)).min(rows);
         let output = run_chunk(start..end)?;
         let chunk_target = target.for_images(&images[start..end]);
-        scores.extend(lumen_core::to_host(chunk_target.score(&output)?));
+        scores.push(chunk_target.score(&output)?.detach().without_autodiff());
         start = end;
     }
-    Ok(scores)
+    Ok(Tensor::cat(scores, 0))
 }
 
 /// Score-CAM (Wang et al. 2020): channel weights are the softmax over channels of the
@@ -430,8 +430,10 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
             let m = masks.clone().narrow(0, rows.start, rows.len());
             Ok(model.forward(x * m))
         })?;
-        let scores = Tensor::<2>::from_data(TensorData::new(scores, [b, c]), &device);
-        Ok(Explanation::maps(weighted_cam(softmax(scores, 1), &pass)))
+        Ok(Explanation::maps(weighted_cam(
+            softmax(scores.reshape([b, c]), 1),
+            &pass,
+        )))
     }
 }
 
@@ -506,12 +508,8 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             });
             Ok(model.forward_tapped(x, &tap))
         })?;
-        let weights: Vec<f32> = ablated
-            .iter()
-            .enumerate()
-            .map(|(r, s)| (original[r / c] - s) / original[r / c])
-            .collect();
-        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, c]), &device);
+        let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);
+        let weights = (original.clone() - ablated.reshape([b, c])) / original;
         Ok(Explanation::maps(weighted_cam(weights, &pass)))
     }
 }
