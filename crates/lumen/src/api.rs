@@ -297,12 +297,9 @@ pub fn explain_prediction(
                 options.alpha,
                 &title,
             );
-            let file = format!(
-                "{}_{}.png",
-                inputs.names[i],
-                options.method.replace('+', "p")
-            );
-            paths.push(save(&figure, dir, file)?);
+            // `+` is awkward in file names: gradcam++ -> gradcampp.
+            let stem = format!("{}_{}", inputs.names[i], options.method.replace('+', "p"));
+            paths.push(save(&figure, dir, format!("{stem}.png"))?);
             if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
                 let signed = signed_map(attributions, i);
                 let figure = polarity_figure(
@@ -312,12 +309,7 @@ pub fn explain_prediction(
                     options.alpha,
                     &title,
                 );
-                let file = format!(
-                    "{}_{}_polarity.png",
-                    inputs.names[i],
-                    options.method.replace('+', "p")
-                );
-                paths.push(save(&figure, dir, file)?);
+                paths.push(save(&figure, dir, format!("{stem}_polarity.png"))?);
             }
         }
         results.push(ExplanationResult {
@@ -347,6 +339,8 @@ pub struct ComparisonResult {
     pub image: String,
     /// Class explained.
     pub target_class: usize,
+    /// The five most probable classes with probabilities.
+    pub top5: Vec<(usize, f32)>,
     /// Methods in order.
     pub methods: Vec<String>,
     /// Figure written.
@@ -440,6 +434,7 @@ pub fn compare_methods(
         results.push(ComparisonResult {
             image: inputs.names[i].clone(),
             target_class: targets[i],
+            top5: predictions.top5(i),
             methods: methods.to_vec(),
             path,
             heatmaps: maps.into_iter().map(|(_, m)| m).collect(),
@@ -539,17 +534,16 @@ pub fn write_report(
         ..options.clone()
     };
     let comparisons = compare_methods(model, inputs, methods, &figureless, Layout::Horizontal)?;
-    let predictions = Predictions::of(&model.model, &inputs.tensor);
     let images: Vec<ReportImage> = comparisons
         .into_iter()
         .enumerate()
         .map(|(i, c)| ReportImage {
             name: c.image.clone(),
             original: inputs.originals[i].clone(),
-            top5: predictions
-                .top5(i)
-                .into_iter()
-                .map(|(class, p)| (class_label(model, class), p))
+            top5: c
+                .top5
+                .iter()
+                .map(|&(class, p)| (class_label(model, class), p))
                 .collect(),
             target: class_label(model, c.target_class),
             maps: c.methods.into_iter().zip(c.heatmaps).collect(),
