@@ -1,11 +1,11 @@
 //! Train the bundled shapes models (`shapes-cnn`, `shapes-vit`) on the procedural
 //! shapes dataset and write their weights to crates/lumen-models/weights/.
 //!
-//!     cargo run --release -p lumen-examples --example train_shapes [cnn|vit|both]
+//!     cargo run --release -p lumen-examples --example train_shapes [cnn|vit|both] [EPOCHS STEPS LR]
 //!
 //! Adam, cross-entropy, batches of 32 generated on the fly from the training split;
 //! validation accuracy on 512 images of the disjoint validation split is printed after
-//! each epoch. A plain loop with burn's optimiser: burn-train's learner adds a large
+//! each epoch. `LUMEN_TRAIN_DEVICE=tch:cuda:0` (with `--features tch`) trains on a GPU. A plain loop with burn's optimiser: burn-train's learner adds a large
 //! dependency tree (TUI, metrics) for nothing this needs.
 
 use std::path::PathBuf;
@@ -29,7 +29,21 @@ fn batch(
     config: &lumen::core::DataConfig,
     device: &Device,
 ) -> (Tensor<4>, Vec<usize>) {
-    let samples = shape_samples(seed, start, count);
+    // Generate in parallel: on a GPU the drawing, not the step, is the bottleneck.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let per = count.div_ceil(threads).max(1);
+    let samples: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(per as usize)
+            .map(|offset| {
+                scope.spawn(move || shape_samples(seed, start + offset, per.min(count - offset)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("drawing shapes"))
+            .collect()
+    });
     let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
     let labels = samples.iter().map(|s| s.label).collect();
     (
@@ -69,8 +83,8 @@ fn train<M>(
 where
     M: ExplainableModel<Output = Tensor<2>> + Module + Clone,
 {
-    let device = Device::flex().autodiff();
-    let plain = Device::flex();
+    let plain = training_device();
+    let device = plain.clone().autodiff();
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut step = 0u64;
@@ -116,13 +130,25 @@ where
     (model, best)
 }
 
+/// `LUMEN_WEIGHTS_DIR`, else the zoo's `weights/` folder in this checkout.
 fn weights_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../crates/lumen-models/weights/{name}.safetensors"))
+    let dir = std::env::var_os("LUMEN_WEIGHTS_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/lumen-models/weights"),
+        PathBuf::from,
+    );
+    dir.join(format!("{name}.safetensors"))
+}
+
+/// `LUMEN_TRAIN_DEVICE` (e.g. `tch:cuda:0` in a `--features tch` build), else flex.
+fn training_device() -> Device {
+    match std::env::var("LUMEN_TRAIN_DEVICE") {
+        Ok(spec) => lumen::core::device_from_str(&spec).expect("LUMEN_TRAIN_DEVICE"),
+        Err(_) => Device::flex(),
+    }
 }
 
 fn run(name: &str, epochs: usize, steps: usize, lr: f64) {
-    let device = Device::flex().autodiff();
+    let device = training_device().autodiff();
     let loaded = LoadedModel::init(name, SHAPE_CLASSES.len(), &device).expect("architecture");
     let config = loaded.data_config.clone();
     let (accuracy, path) = match loaded.model {
@@ -147,11 +173,27 @@ fn run(name: &str, epochs: usize, steps: usize, lr: f64) {
 }
 
 fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "both".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().cloned().unwrap_or_else(|| "both".into());
+    // Optional overrides: epochs, steps per epoch, learning rate.
+    let number = |i: usize| args.get(i).map(|s| s.parse::<f64>().expect("a number"));
+    let epochs = number(1).map(|v| v as usize);
+    let steps = number(2).map(|v| v as usize);
+    let lr = number(3);
     if which == "cnn" || which == "both" {
-        run("shapes-cnn", 6, 100, 2e-3);
+        run(
+            "shapes-cnn",
+            epochs.unwrap_or(6),
+            steps.unwrap_or(100),
+            lr.unwrap_or(2e-3),
+        );
     }
     if which == "vit" || which == "both" {
-        run("shapes-vit", 12, 100, 2e-3);
+        run(
+            "shapes-vit",
+            epochs.unwrap_or(20),
+            steps.unwrap_or(200),
+            lr.unwrap_or(1e-3),
+        );
     }
 }

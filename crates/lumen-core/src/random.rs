@@ -12,15 +12,26 @@ use rand_distr::Distribution as _;
 
 use crate::Device;
 
+/// `count` standard normal values from the host generator seeded with `seed`.
+pub fn normal_values(count: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| rand_distr::StandardNormal.sample(&mut rng))
+        .collect()
+}
+
+/// `count` values uniform in `[low, high)` from the host generator seeded with `seed`.
+pub fn uniform_values(count: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dist = rand_distr::Uniform::new(low, high.max(low + f32::EPSILON)).expect("low < high");
+    (0..count).map(|_| dist.sample(&mut rng)).collect()
+}
+
 /// Standard normal values `N(0, 1)` of `shape`.
 pub fn standard_normal(shape: [usize; 4], seed: Option<u64>, device: &Device) -> Tensor<4> {
     match seed {
         Some(seed) => {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let count = shape.iter().product();
-            let values: Vec<f32> = (0..count)
-                .map(|_| rand_distr::StandardNormal.sample(&mut rng))
-                .collect();
+            let values = normal_values(shape.iter().product(), seed);
             Tensor::from_data(TensorData::new(values, shape), device)
         }
         None => Tensor::random(shape, Distribution::Normal(0.0, 1.0), device),
@@ -37,11 +48,7 @@ pub fn uniform(
 ) -> Tensor<4> {
     match seed {
         Some(seed) => {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let dist =
-                rand_distr::Uniform::new(low, high.max(low + f32::EPSILON)).expect("low < high");
-            let count = shape.iter().product();
-            let values: Vec<f32> = (0..count).map(|_| dist.sample(&mut rng)).collect();
+            let values = uniform_values(shape.iter().product(), low, high, seed);
             Tensor::from_data(TensorData::new(values, shape), device)
         }
         None => Tensor::random(

@@ -91,13 +91,15 @@ pub enum Baseline {
     Blur { sigma: f32 },
     /// Uniform noise over the input's range, reproducible with a seed.
     Uniform { seed: Option<u64> },
+    /// Each image's own per-channel mean colour.
+    Mean,
     /// A user tensor `[B,3,H,W]` or `[1,3,H,W]`.
     Tensor(Box<Tensor<4>>),
 }
 
 impl Baseline {
     /// Command-line names.
-    pub const NAMES: [&'static str; 5] = ["zeros", "black", "white", "blur", "uniform"];
+    pub const NAMES: [&'static str; 6] = ["zeros", "black", "white", "blur", "uniform", "mean"];
 
     /// Parse a command-line name; black and white need the normalisation.
     pub fn from_name(name: &str, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
@@ -107,6 +109,7 @@ impl Baseline {
             "white" => Self::White { mean, std },
             "blur" => Self::Blur { sigma: 5.0 },
             "uniform" | "random" => Self::Uniform { seed: None },
+            "mean" => Self::Mean,
             other => {
                 return Err(LumenError::InvalidArgument(format!(
                     "unknown baseline `{other}`; valid baselines: {}",
@@ -136,6 +139,12 @@ impl Baseline {
                 let hi = input.clone().max().into_scalar::<f32>();
                 lumen_core::random::uniform([b, c, h, w], lo, hi, *seed, &device)
             }
+            Self::Mean => input
+                .clone()
+                .reshape([b, c, h * w])
+                .mean_dim(2)
+                .reshape([b, c, 1, 1])
+                .expand([b, c, h, w]),
             Self::Tensor(t) => {
                 let dims = t.dims();
                 if dims == [b, c, h, w] {

@@ -1,3 +1,38 @@
-//! Explanation quality metrics for Lumen: faithfulness, sensitivity, localization, sanity checks.
+//! Explanation quality metrics for Lumen: how faithful, how stable, how well localised
+//! is a heatmap, and does it pass the sanity checks?
 //!
-//! Not built yet. Depends on `lumen-core` (and `lumen-methods` for re-explaining), never on plotting.
+//! - [`faithfulness`]: deletion / insertion curves (RISE), ROAD, average drop and
+//!   increase in confidence; perturbed copies scored in batches.
+//! - [`sensitivity`]: max- and avg-sensitivity (Yeh et al.).
+//! - [`localization`]: pointing game (with the 15 px tolerance), energy pointing game,
+//!   IoU, relevance mass and rank accuracy, against a [`Region`].
+//! - [`sanity`]: cascading and independent model-parameter randomisation, data
+//!   randomisation, with Spearman and SSIM.
+//! - [`axioms`]: Gini sparseness, Integrated Gradients completeness.
+//! - [`baselines`]: the `random` and `center` floors, as [`Method`](lumen_methods::Method)s.
+//!
+//! Metrics take a model, an input batch, targets and heatmaps (or a method that makes
+//! them), work on any backend, and return plain numbers in structs that serialise to
+//! JSON. Depends on `lumen-core` and `lumen-methods`, never on plotting or the zoo.
+
+pub mod axioms;
+pub mod baselines;
+pub mod faithfulness;
+mod imputation;
+pub mod localization;
+pub mod sanity;
+pub mod sensitivity;
+
+pub use axioms::{gini, relative_completeness_gap};
+pub use baselines::{CenterPrior, RandomMap};
+pub use faithfulness::{
+    ConfidenceChange, Curve, CurveConfig, CurveKind, Road, RoadConfig, RoadOrder,
+    confidence_change, perturbation_curve, road, trapezoid_auc,
+};
+pub use imputation::noisy_linear_imputation;
+pub use localization::{Localization, LocalizationConfig, Region, localization};
+pub use sanity::{
+    RandomizationConfig, RandomizationCurve, RandomizationOrder, Similarity, data_randomization,
+    model_randomization, parameter_groups, randomize_groups, spearman, ssim,
+};
+pub use sensitivity::{Sensitivity, SensitivityConfig, sensitivity, sensitivity_with};

@@ -160,7 +160,7 @@ impl Architecture {
             "shapes-vit" => (
                 Self::Vit(VitConfig {
                     img_size: shapes::SHAPE_IMAGE_SIZE as usize,
-                    patch_size: 16,
+                    patch_size: 8,
                     embed_dim: 64,
                     depth: 4,
                     num_heads: 4,

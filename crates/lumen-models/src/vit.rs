@@ -6,8 +6,8 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Distribution, Tensor};
 use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
 
 /// The hyper-parameters of a timm ViT.
@@ -61,8 +61,18 @@ impl VitConfig {
         let [gh, gw] = self.grid();
         let hidden = (d as f64 * self.mlp_ratio) as usize;
         VisionTransformer {
-            cls_token: Param::from_tensor(Tensor::zeros([1, 1, d], device)),
-            pos_embed: Param::from_tensor(Tensor::zeros([1, 1 + gh * gw, d], device)),
+            // timm's init: a zero position embedding leaves every patch alike to
+            // attention at the start, and a small ViT trained from scratch stalls.
+            cls_token: Param::from_tensor(Tensor::random(
+                [1, 1, d],
+                Distribution::Normal(0.0, 1e-6),
+                device,
+            )),
+            pos_embed: Param::from_tensor(Tensor::random(
+                [1, 1 + gh * gw, d],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            )),
             patch_embed: PatchEmbed {
                 proj: Conv2dConfig::new([3, d], [self.patch_size, self.patch_size])
                     .with_stride([self.patch_size, self.patch_size])

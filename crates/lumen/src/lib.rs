@@ -10,6 +10,7 @@ pub mod api;
 
 pub use lumen_core as core;
 pub use lumen_methods as methods;
+pub use lumen_metrics as metrics;
 pub use lumen_models as models;
 pub use lumen_report as report;
 

@@ -1,0 +1,316 @@
+//! Parity of every metric with its reference on timm's `test_resnet` (two 160x160
+//! images, targets 3 and 7), given the same heatmaps. Fixtures from
+//! tools/reference/metric_fixtures.py: Quantus 0.6.0 (pointing game, relevance mass
+//! and rank, sparseness), SciPy (`spearmanr`; `spsolve` inside ROAD's imputer),
+//! scikit-image (`structural_similarity`), pytorch-grad-cam (the heatmaps) and
+//! transcriptions of RISE, ROAD, TorchRay's tolerance, the energy pointing game, IoU,
+//! average drop and Yeh et al.'s sensitivity.
+//!
+//! Tolerances: localization exact (booleans equal, ratios to 1e-6, float rounding of
+//! the sums); deletion/insertion and ROAD probabilities 1e-4 absolute; average drop
+//! 1e-2 percentage points; Spearman and SSIM 1e-5; sensitivity 1e-3 absolute (it
+//! re-explains with GradCAM, whose parity tolerance is 1e-3).
+
+use std::path::PathBuf;
+
+use lumen::core::burn::tensor::{Tensor, TensorData};
+use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
+use lumen::core::{ClassLogit, ClassProbability, Device, Heatmaps, device_from_str};
+use lumen::methods::{Baseline, Cam, CamKind};
+use lumen::metrics::{
+    CurveConfig, CurveKind, Region, RoadConfig, RoadOrder, confidence_change, gini,
+    localization::{energy_pointing_game, iou, pointing_game, relevance_mass, relevance_rank},
+    perturbation_curve, road, sensitivity_with, spearman, ssim,
+};
+use lumen::{LoadedModel, ZooModel};
+
+fn device() -> Device {
+    let spec = std::env::var("LUMEN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    device_from_str(&spec).unwrap()
+}
+
+fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (values, view.shape().to_vec())
+}
+
+fn fixture(key: &str) -> Vec<f32> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/test_resnet_metrics.safetensors");
+    read(path, key).0
+}
+
+fn models_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../lumen-models/tests/fixtures")
+        .join(name)
+}
+
+const SIZE: usize = 160;
+const PIXELS: usize = SIZE * SIZE;
+const CLASSES: [usize; 2] = [3, 7];
+
+fn model_and_input() -> (ZooModel, Tensor<4>) {
+    let device = device();
+    let model = LoadedModel::load(
+        "test_resnet",
+        10,
+        models_fixture("test_resnet.safetensors"),
+        &device,
+    )
+    .unwrap()
+    .model;
+    let (values, shape) = read(models_fixture("test_resnet_io.safetensors"), "input");
+    let input = Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    (model, input)
+}
+
+fn heatmaps(key: &str) -> Heatmaps {
+    Heatmaps::new(Tensor::from_data(
+        TensorData::new(fixture(key), [2, SIZE, SIZE]),
+        &device(),
+    ))
+}
+
+fn regions() -> Vec<Region> {
+    let masks = fixture("masks");
+    let regions: Vec<Region> = masks
+        .chunks(PIXELS)
+        .map(|m| Region::from_mask(SIZE, SIZE, m.iter().map(|&v| v > 0.5).collect()).unwrap())
+        .collect();
+    let boxes = fixture("boxes");
+    for (region, b) in regions.iter().zip(boxes.chunks(4)) {
+        let expected: Vec<usize> = b.iter().map(|&v| v as usize).collect();
+        assert_eq!(region.bbox.to_vec(), expected, "box from mask");
+    }
+    regions
+}
+
+fn assert_close(name: &str, actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "{name}: lengths");
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    eprintln!("{name}: max abs diff {diff:e}");
+    assert!(
+        diff <= tolerance,
+        "{name}: {actual:?} vs {expected:?} (diff {diff:e} > {tolerance:e})"
+    );
+}
+
+#[test]
+fn localization_matches_quantus_and_the_papers() {
+    let regions = regions();
+    for map_key in ["gradcam", "noise_map"] {
+        let prefix = if map_key == "gradcam" {
+            "gradcam_"
+        } else {
+            "noise_"
+        };
+        let maps = fixture(map_key);
+        let per_image = |f: &dyn Fn(&[f32], &Region) -> f32| -> Vec<f32> {
+            maps.chunks(PIXELS)
+                .zip(&regions)
+                .map(|(m, r)| f(m, r))
+                .collect()
+        };
+        let b = |v: bool| v as u8 as f32;
+        let checks: Vec<(&str, Vec<f32>)> = vec![
+            (
+                "pointing_game",
+                per_image(&|m, r| b(pointing_game(m, r, 0.0).unwrap())),
+            ),
+            (
+                "pointing_game_15",
+                per_image(&|m, r| b(pointing_game(m, r, 15.0).unwrap())),
+            ),
+            (
+                "relevance_mass",
+                per_image(&|m, r| relevance_mass(m, r).unwrap()),
+            ),
+            (
+                "relevance_rank",
+                per_image(&|m, r| relevance_rank(m, r).unwrap()),
+            ),
+            (
+                "energy_pointing_game",
+                per_image(&|m, r| energy_pointing_game(m, r).unwrap()),
+            ),
+            ("iou", per_image(&|m, r| iou(m, r, 0.5).unwrap())),
+            ("gini", per_image(&|m, _| gini(m))),
+        ];
+        for (name, actual) in checks {
+            let key = format!("{prefix}{name}");
+            assert_close(&key, &actual, &fixture(&key), 1e-6);
+        }
+    }
+}
+
+#[test]
+fn deletion_and_insertion_curves_match_rise() {
+    let (model, input) = model_and_input();
+    let maps = heatmaps("gradcam");
+    let target = ClassProbability(CLASSES.to_vec());
+    let cases = [
+        (
+            "deletion_black",
+            CurveKind::Deletion,
+            Baseline::Black {
+                mean: IMAGENET_MEAN,
+                std: IMAGENET_STD,
+            },
+        ),
+        (
+            "insertion_blur",
+            CurveKind::Insertion,
+            Baseline::Blur { sigma: 5.0 },
+        ),
+        ("deletion_mean", CurveKind::Deletion, Baseline::Mean),
+    ];
+    for (key, kind, baseline) in cases {
+        let config = CurveConfig {
+            steps: 16,
+            baseline,
+            // Not a divisor of the 34 rows: the last chunk is short.
+            batch_size: 12,
+        };
+        let curve = perturbation_curve(&model, &input, &maps, &target, kind, &config).unwrap();
+        assert_eq!(curve.fractions.len(), 17);
+        assert_close(key, &curve.scores.concat(), &fixture(key), 1e-4);
+        // The normalised area is the area over the unperturbed score.
+        let original = match kind {
+            CurveKind::Deletion => curve.scores[0][0],
+            CurveKind::Insertion => curve.scores[0][16],
+        };
+        assert!((curve.normalized_auc[0] - curve.auc[0] / original).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn road_matches_the_reference_imputer() {
+    let (model, input) = model_and_input();
+    let maps = heatmaps("gradcam");
+    let config = RoadConfig {
+        percentages: vec![20.0, 50.0, 80.0],
+        noise: 0.0,
+        seed: 0,
+        batch_size: 4,
+    };
+    for (order, key) in [
+        (RoadOrder::MoRF, "road_morf"),
+        (RoadOrder::LeRF, "road_lerf"),
+    ] {
+        let result = road(&model, &input, &maps, &CLASSES, order, &config).unwrap();
+        assert_close(
+            &format!("{key}_probability"),
+            &result.probability.concat(),
+            &fixture(&format!("{key}_probability")),
+            1e-4,
+        );
+        let kept: Vec<f32> = result
+            .kept
+            .concat()
+            .iter()
+            .map(|&k| k as u8 as f32)
+            .collect();
+        assert_eq!(kept, fixture(&format!("{key}_kept")), "{key} kept");
+    }
+}
+
+#[test]
+fn average_drop_matches_grad_cam_plus_plus() {
+    let (model, input) = model_and_input();
+    let change = confidence_change(
+        &model,
+        &input,
+        &heatmaps("gradcam"),
+        &ClassProbability(CLASSES.to_vec()),
+        &Baseline::Black {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        },
+    )
+    .unwrap();
+    assert_close("average_drop", &change.drop, &fixture("average_drop"), 1e-2);
+    let increase: Vec<f32> = change.increase.iter().map(|&i| i as u8 as f32).collect();
+    assert_eq!(increase, fixture("increase"));
+}
+
+#[test]
+fn sensitivity_matches_yeh_et_al_given_the_same_noise() {
+    let (model, input) = model_and_input();
+    let device = device();
+    let noise = fixture("sensitivity_noise");
+    let per_sample = 2 * 3 * PIXELS;
+    let perturbations: Vec<Tensor<4>> = noise
+        .chunks(per_sample)
+        .map(|n| Tensor::from_data(TensorData::new(n.to_vec(), [2, 3, SIZE, SIZE]), &device))
+        .collect();
+    assert_eq!(perturbations.len(), 3);
+    let gradcam = Cam {
+        kind: CamKind::GradCam,
+        layer: Some("layer4".into()),
+    };
+    let result = sensitivity_with(
+        &model,
+        &gradcam,
+        &input,
+        &ClassLogit(CLASSES.to_vec()),
+        &perturbations,
+        4,
+    )
+    .unwrap();
+    assert_close(
+        "max_sensitivity",
+        &result.max,
+        &fixture("max_sensitivity"),
+        1e-3,
+    );
+    assert_close(
+        "avg_sensitivity",
+        &result.average,
+        &fixture("avg_sensitivity"),
+        1e-3,
+    );
+}
+
+#[test]
+fn spearman_and_ssim_match_scipy_and_scikit_image() {
+    let maps = fixture("gradcam");
+    for other in ["noise", "shifted"] {
+        let others = fixture(if other == "noise" {
+            "noise_map"
+        } else {
+            "shifted"
+        });
+        let (rho, s): (Vec<f32>, Vec<f32>) = maps
+            .chunks(PIXELS)
+            .zip(others.chunks(PIXELS))
+            .map(|(a, b)| (spearman(a, b), ssim(a, b, [SIZE, SIZE], 1.0)))
+            .unzip();
+        assert_close(
+            &format!("spearman_{other}"),
+            &rho,
+            &fixture(&format!("spearman_{other}")),
+            1e-5,
+        );
+        assert_close(
+            &format!("ssim_{other}"),
+            &s,
+            &fixture(&format!("ssim_{other}")),
+            1e-5,
+        );
+    }
+}

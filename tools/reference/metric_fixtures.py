@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Write the metric parity fixtures used by `crates/lumen/tests/metric_parity.rs`.
+
+References: Quantus 0.6.0 (pointing game, relevance mass and rank accuracy, sparseness),
+SciPy (`spearmanr`, `spsolve` for ROAD's imputation), scikit-image
+(`structural_similarity`), pytorch-grad-cam 1.5.7 (the heatmaps), and short NumPy/torch
+transcriptions of the papers where no library is the reference (RISE deletion and
+insertion, ROAD, TorchRay's pointing-game tolerance, energy pointing game, IoU,
+average drop, Yeh et al.'s sensitivity).
+
+    python tools/reference/metric_fixtures.py
+
+Model: timm's test_resnet fixture (timm_fixtures.py), two 160x160 inputs, targets 3 and
+7. Writes crates/lumen/tests/fixtures/test_resnet_metrics.safetensors.
+"""
+
+import os
+
+import numpy as np
+import quantus
+import timm
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from safetensors.torch import load_file, save_file
+from scipy.sparse import csc_matrix, lil_matrix
+from scipy.sparse.linalg import spsolve
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODELS = os.path.join(ROOT, "crates/lumen-models/tests/fixtures")
+OUT = os.path.join(ROOT, "crates/lumen/tests/fixtures/test_resnet_metrics.safetensors")
+CLASSES = [3, 7]
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CURVE_STEPS = 16
+ROAD_PERCENTAGES = [20.0, 50.0, 80.0]
+SENSITIVITY_SAMPLES = 3
+SENSITIVITY_RADIUS = 0.1
+TOLERANCE = 15.0
+
+
+def load():
+    model = timm.create_model("test_resnet", num_classes=10)
+    model.load_state_dict(load_file(os.path.join(MODELS, "test_resnet.safetensors")))
+    model.eval()
+    x = load_file(os.path.join(MODELS, "test_resnet_io.safetensors"))["input"]
+    return model, x
+
+
+def gradcam(model, x):
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+        return cam(input_tensor=x, targets=targets)
+
+
+def regions(h, w):
+    """Image 0: an ellipse; image 1: a box. Masks [2,h,w] and boxes [x0,y0,x1,y1)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    ellipse = ((yy - 60) / 30.0) ** 2 + ((xx - 90) / 45.0) ** 2 <= 1.0
+    box = np.zeros((h, w), bool)
+    box[20:70, 30:120] = True
+    masks = np.stack([ellipse, box])
+    boxes = []
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return masks, np.array(boxes)
+
+
+# --- localization -------------------------------------------------------------------
+
+def pointing_tolerance(a, s, tol):
+    """TorchRay: a disk of radius tol (squared distance < tol^2) around the maximum."""
+    h, w = a.shape
+    peak = np.unravel_index(np.argmax(a), a.shape)
+    yy, xx = np.mgrid[0:h, 0:w]
+    accept = (yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 < tol ** 2
+    return float(np.any(accept & s))
+
+
+def box_mask(shape, box):
+    m = np.zeros(shape, bool)
+    m[box[1]:box[3], box[0]:box[2]] = True
+    return m
+
+
+def energy_pointing(a, box):
+    a = np.maximum(a, 0).astype(np.float64)
+    return float(a[box_mask(a.shape, box)].sum() / a.sum())
+
+
+def iou(a, s, threshold=0.5):
+    on = a >= threshold * a.max()
+    return float((on & s).sum() / (on | s).sum())
+
+
+def rank_accuracy_stable(a, s):
+    k = int(s.sum())
+    order = np.argsort(-a.reshape(-1), kind="stable")[:k]
+    return float(s.reshape(-1)[order].sum() / k)
+
+
+def localization(maps, masks, boxes, prefix, out):
+    a4 = maps[:, None].astype(np.float32)
+    s4 = masks[:, None].astype(np.float32)
+    y = np.array(CLASSES)
+    common = dict(disable_warnings=True, normalise=False, abs=False)
+    out[prefix + "pointing_game"] = np.array(quantus.PointingGame(**common)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4, s_batch=s4), np.float32)
+    out[prefix + "pointing_game_15"] = np.array(
+        [pointing_tolerance(a, s, TOLERANCE) for a, s in zip(maps, masks)], np.float32)
+    out[prefix + "relevance_mass"] = np.array(quantus.RelevanceMassAccuracy(**common)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4, s_batch=s4), np.float32)
+    quantus_rank = np.array(quantus.RelevanceRankAccuracy(**common)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4, s_batch=s4), np.float32)
+    stable_rank = np.array([rank_accuracy_stable(a, s) for a, s in zip(maps, masks)], np.float32)
+    # Quantus sorts with NumPy's unstable quicksort; with ties inside the top K its
+    # answer depends on the sort, so the fixture fixes ties by pixel order.
+    print(prefix, "rank accuracy quantus", quantus_rank, "stable", stable_rank)
+    out[prefix + "relevance_rank"] = stable_rank
+    out[prefix + "energy_pointing_game"] = np.array(
+        [energy_pointing(a, b) for a, b in zip(maps, boxes)], np.float32)
+    out[prefix + "iou"] = np.array([iou(a, s) for a, s in zip(maps, masks)], np.float32)
+    out[prefix + "gini"] = np.array(quantus.Sparseness(disable_warnings=True, normalise=False, abs=True)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4.copy()), np.float32)
+
+
+# --- faithfulness -------------------------------------------------------------------
+
+def gaussian_blur(x, sigma):
+    """Lumen's blur baseline: separable Gaussian, radius ceil(3 sigma), zero padding
+    renormalised by the blurred ones."""
+    radius = int(max(np.ceil(3 * sigma), 1))
+    d = np.arange(-radius, radius + 1, dtype=np.float32)
+    k = np.exp(-d * d / (2 * sigma * sigma))
+    k = torch.from_numpy(k / k.sum())
+    c = x.shape[1]
+
+    def blur(t):
+        t = torch.nn.functional.conv2d(t, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, radius), groups=c)
+        return torch.nn.functional.conv2d(t, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(radius, 0), groups=c)
+
+    return blur(x) / blur(torch.ones_like(x))
+
+
+def probabilities(model, batch, classes):
+    with torch.no_grad():
+        p = torch.softmax(model(batch), 1)
+    return p[torch.arange(len(classes)), torch.tensor(classes)].numpy()
+
+
+def rise_curve(model, x, maps, baseline, mode):
+    """RISE's CausalMetric: ceil(HW/steps) pixels per step, cumulative, most salient
+    first (stable order), the softmax probability of the target at every point."""
+    b, c, h, w = x.shape
+    n = h * w
+    step = -(-n // CURVE_STEPS)
+    points = -(-n // step) + 1
+    curves = np.zeros((b, points), np.float32)
+    for i in range(b):
+        order = np.argsort(-maps[i].reshape(-1), kind="stable")
+        for k in range(points):
+            cut = min(k * step, n)
+            changed = np.zeros(n, bool)
+            changed[order[:cut]] = True
+            changed = torch.from_numpy(changed.reshape(1, 1, h, w))
+            if mode == "deletion":
+                img = torch.where(changed, baseline[i:i + 1], x[i:i + 1])
+            else:
+                img = torch.where(changed, x[i:i + 1], baseline[i:i + 1])
+            curves[i, k] = probabilities(model, img, [CLASSES[i]])[0]
+    return curves
+
+
+NEIGHBOURS = [((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
+              ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6)]
+
+
+def linear_imputation(img, mask):
+    """ROAD's NoisyLinearImputer (Rong et al.'s code) with noise 0. mask: 1 = keep."""
+    c = img.shape[0]
+    shape = mask.shape
+    maskflt = mask.reshape(-1)
+    imgflat = img.reshape(c, -1)
+    indices = np.argwhere(maskflt == 0).flatten()
+    coords_to_vidx = np.zeros(len(maskflt), dtype=int)
+    coords_to_vidx[indices] = np.arange(len(indices))
+    n = len(indices)
+    A = lil_matrix((n, n))
+    b = np.zeros((n, c))
+    sum_neighbors = np.ones(n)
+    for offset, weight in NEIGHBOURS:
+        cord1 = indices % shape[1] + offset[1]
+        cord0 = indices // shape[1] + offset[0]
+        valid = ~((cord0 < 0) | (cord1 < 0) | (cord0 >= shape[0]) | (cord1 >= shape[1]))
+        new_coords = indices + offset[0] * shape[1] + offset[1]
+        valid_coords = new_coords[valid]
+        valid_ids = np.argwhere(valid == 1).flatten()
+        known = maskflt[valid_coords] > 0.5
+        b[valid_ids[known], :] -= weight * imgflat[:, valid_coords[known]].T
+        variable_ids = coords_to_vidx[valid_coords[~known]]
+        A[valid_ids[~known], variable_ids] = weight
+        invalid = np.argwhere(valid == 0).flatten()
+        sum_neighbors[invalid] -= weight
+    A[np.arange(n), np.arange(n)] = -sum_neighbors
+    res = spsolve(csc_matrix(A), b)
+    out = imgflat.copy()
+    out[:, indices] = res.T
+    return out.reshape(img.shape)
+
+
+def road(model, x, maps, order):
+    b, c, h, w = x.shape
+    n = h * w
+    prob = np.zeros((b, len(ROAD_PERCENTAGES)), np.float32)
+    kept = np.zeros((b, len(ROAD_PERCENTAGES)), np.float32)
+    for i in range(b):
+        ranking = np.argsort(-maps[i].reshape(-1), kind="stable")
+        if order == "lerf":
+            ranking = ranking[::-1]
+        for j, p in enumerate(ROAD_PERCENTAGES):
+            mask = np.ones(n)
+            mask[ranking[: int(n * p / 100)]] = 0
+            img = linear_imputation(x[i].numpy().astype(np.float64), mask.reshape(h, w))
+            with torch.no_grad():
+                logits = model(torch.from_numpy(img.astype(np.float32))[None])
+            prob[i, j] = torch.softmax(logits, 1)[0, CLASSES[i]].item()
+            kept[i, j] = float(logits.argmax(1).item() == CLASSES[i])
+    return prob, kept
+
+
+def average_drop(model, x, maps, baseline):
+    m = torch.from_numpy(maps).float()[:, None]
+    m = (m - m.amin((2, 3), keepdim=True)) / (m.amax((2, 3), keepdim=True) - m.amin((2, 3), keepdim=True) + 1e-7)
+    y = probabilities(model, x, CLASSES)
+    o = probabilities(model, x * m + baseline * (1 - m), CLASSES)
+    return (np.maximum(0, y - o) / y * 100).astype(np.float32), (o > y).astype(np.float32)
+
+
+def sensitivity(model, x, maps, out):
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-SENSITIVITY_RADIUS, SENSITIVITY_RADIUS,
+                        size=(SENSITIVITY_SAMPLES,) + tuple(x.shape)).astype(np.float32)
+    out["sensitivity_noise"] = noise
+    ref = maps / np.abs(maps).max(axis=(1, 2), keepdims=True)
+    changes = np.zeros((x.shape[0], SENSITIVITY_SAMPLES))
+    for s in range(SENSITIVITY_SAMPLES):
+        perturbed = gradcam(model, x + torch.from_numpy(noise[s]))
+        perturbed = perturbed / np.abs(perturbed).max(axis=(1, 2), keepdims=True)
+        for i in range(x.shape[0]):
+            changes[i, s] = np.linalg.norm(perturbed[i] - ref[i]) / np.linalg.norm(ref[i])
+    out["max_sensitivity"] = changes.max(1).astype(np.float32)
+    out["avg_sensitivity"] = changes.mean(1).astype(np.float32)
+
+
+def main():
+    model, x = load()
+    b, _, h, w = x.shape
+    out = {}
+    maps = gradcam(model, x)  # [2,h,w], min-max normalised, zeros where ReLU cut
+    rng = np.random.default_rng(1)
+    noise_map = rng.uniform(0, 1, size=(b, h, w)).astype(np.float32)
+    out["gradcam"] = maps.astype(np.float32)
+    out["noise_map"] = noise_map
+    masks, boxes = regions(h, w)
+    out["masks"] = masks.astype(np.float32)
+    out["boxes"] = boxes.astype(np.float32)
+    localization(maps, masks, boxes, "gradcam_", out)
+    localization(noise_map, masks, boxes, "noise_", out)
+
+    black = torch.from_numpy(((0 - MEAN) / STD).astype(np.float32)).view(1, 3, 1, 1).expand_as(x)
+    blur = gaussian_blur(x, 5.0)
+    mean = x.mean((2, 3), keepdim=True).expand_as(x)
+    out["deletion_black"] = rise_curve(model, x, maps, black, "deletion")
+    out["insertion_blur"] = rise_curve(model, x, maps, blur, "insertion")
+    out["deletion_mean"] = rise_curve(model, x, maps, mean, "deletion")
+    for order in ["morf", "lerf"]:
+        prob, kept = road(model, x, maps, order)
+        out[f"road_{order}_probability"] = prob
+        out[f"road_{order}_kept"] = kept
+    drop, increase = average_drop(model, x, maps, black)
+    out["average_drop"] = drop
+    out["increase"] = increase
+    sensitivity(model, x, maps, out)
+
+    # Similarity: GradCAM vs the noise map and vs a shifted copy of itself.
+    shifted = np.roll(maps, 7, axis=2)
+    for name, other in [("noise", noise_map), ("shifted", shifted)]:
+        out[f"spearman_{name}"] = np.array(
+            [spearmanr(a.reshape(-1), o.reshape(-1)).statistic for a, o in zip(maps, other)], np.float32)
+        out[f"ssim_{name}"] = np.array(
+            [structural_similarity(a.astype(np.float64), o.astype(np.float64), data_range=1.0)
+             for a, o in zip(maps, other)], np.float32)
+    out["shifted"] = shifted.astype(np.float32)
+
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) if isinstance(v, np.ndarray)
+               else v.float().contiguous() for k, v in out.items()}
+    save_file(tensors, OUT)
+    for k, v in sorted(tensors.items()):
+        if v.numel() < 16:
+            print(k, v.numpy().round(5).tolist())
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()
