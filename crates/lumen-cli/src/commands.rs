@@ -359,3 +359,222 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset with ground truth: `shapes` (generated images with masks and boxes).
+    #[arg(long, default_value = "shapes")]
+    dataset: String,
+    /// Number of generated images.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Comma-separated methods; `random` and `center` (the floors) are always added.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gradcam,gradcam++,layercam,eigencam,saliency,ig"
+    )]
+    methods: Vec<String>,
+    /// Comma-separated metrics (all when omitted).
+    #[arg(long, value_delimiter = ',')]
+    metrics: Option<Vec<String>>,
+    /// Images per explanation batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Steps of the deletion and insertion curves.
+    #[arg(long, default_value_t = 32)]
+    curve_steps: usize,
+    /// What deleted pixels become: mean (each image's mean colour), black (RISE), blur, zeros, white.
+    #[arg(long, default_value = "mean")]
+    deletion_baseline: String,
+    /// What the insertion curve starts from: mean, blur (RISE), black, zeros, white.
+    #[arg(long, default_value = "mean")]
+    insertion_baseline: String,
+    /// Images used for sensitivity and the randomisation check (they re-explain many times).
+    #[arg(long, default_value_t = 16)]
+    detail_samples: usize,
+    /// Sensitivity: perturbations per image.
+    #[arg(long, default_value_t = 5)]
+    sensitivity_samples: usize,
+    /// Sensitivity: L-infinity radius in normalised input units.
+    #[arg(long, default_value_t = 0.1)]
+    sensitivity_radius: f32,
+    /// Target layer of the CAM methods; the model's default when omitted.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Integrated Gradients path points.
+    #[arg(long, default_value_t = 32)]
+    ig_steps: usize,
+    /// Seed of the noise, random weights and random floor.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder for evaluation.json and evaluation.html.
+    #[arg(long, default_value = "lumen-eval")]
+    out: PathBuf,
+    /// Print `{"methods": {..}, "model": .., "samples": N}` on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn evaluate(args: EvaluateArgs) -> Result<()> {
+    use lumen::evaluate::{EvaluationConfig, FLOOR_NAMES, METRIC_NAMES, evaluate};
+    use lumen::metrics::{RandomizationConfig, RoadConfig, SensitivityConfig};
+
+    if args.dataset != "shapes" {
+        return Err(LumenError::InvalidArgument(format!(
+            "unknown dataset `{}`; valid datasets: shapes",
+            args.dataset
+        )));
+    }
+    if args.samples == 0 {
+        return Err(LumenError::InvalidArgument(
+            "--samples must be at least 1".into(),
+        ));
+    }
+    let mut methods = args.methods.clone();
+    for floor in FLOOR_NAMES {
+        if !methods.iter().any(|m| m == floor) {
+            methods.push(floor.to_string());
+        }
+    }
+    let metrics = args
+        .metrics
+        .clone()
+        .unwrap_or_else(|| METRIC_NAMES.iter().map(|s| s.to_string()).collect());
+    let (loaded, device) = args.model.load()?;
+    let mut method_options = MethodOptions {
+        layer: args.layer.clone(),
+        steps: args.ig_steps,
+        seed: Some(args.seed),
+        mean: loaded.data_config.mean,
+        std: loaded.data_config.std,
+        ..MethodOptions::default()
+    };
+    method_options.internal_batch_size = Some(64);
+    let baseline = |name: &str| {
+        lumen::methods::Baseline::from_name(name, loaded.data_config.mean, loaded.data_config.std)
+    };
+    let config = EvaluationConfig {
+        methods,
+        metrics,
+        batch_size: args.batch_size,
+        curve_steps: args.curve_steps,
+        deletion_baseline: baseline(&args.deletion_baseline)?,
+        insertion_baseline: baseline(&args.insertion_baseline)?,
+        detail_samples: args.detail_samples,
+        sensitivity: SensitivityConfig {
+            radius: args.sensitivity_radius,
+            samples: args.sensitivity_samples,
+            seed: args.seed,
+            batch_size: 32,
+        },
+        road: RoadConfig {
+            seed: args.seed,
+            ..RoadConfig::default()
+        },
+        randomization: RandomizationConfig {
+            seed: args.seed,
+            ..RandomizationConfig::default()
+        },
+        method_options,
+        ..EvaluationConfig::default()
+    };
+    let samples = shape_samples(EVALUATION_SEED, 0, args.samples as u64);
+    let bar = progress(0, "evaluate");
+    let mut on_progress = |p: lumen::evaluate::Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.method);
+    };
+    let result = match &loaded.model {
+        ZooModel::ResNet(model) => evaluate(
+            model.as_ref(),
+            &loaded.name,
+            &samples,
+            &loaded.data_config,
+            &config,
+            &device,
+            &mut on_progress,
+        ),
+        ZooModel::Vit(model) => evaluate(
+            model.as_ref(),
+            &loaded.name,
+            &samples,
+            &loaded.data_config,
+            &config,
+            &device,
+            &mut on_progress,
+        ),
+    }?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out).map_err(|e| LumenError::Io {
+        path: args.out.to_path_buf(),
+        source: e,
+    })?;
+    let json_path = args.out.join("evaluation.json");
+    let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
+    std::fs::write(&json_path, full).map_err(|e| LumenError::Io {
+        path: json_path.to_path_buf(),
+        source: e,
+    })?;
+    let html_path = args.out.join("evaluation.html");
+    let html = lumen::report::page(
+        &format!("Lumen evaluation: {}", result.model),
+        &result.html_section(),
+    );
+    std::fs::write(&html_path, html).map_err(|e| LumenError::Io {
+        path: html_path.to_path_buf(),
+        source: e,
+    })?;
+    if args.json {
+        println!("{}", result.summary_json());
+    } else {
+        let keys = result.metric_keys();
+        print!("{:<14}", "method");
+        for k in &keys {
+            print!(" {:>10}", abbreviate(k));
+        }
+        println!(" {:>9}", "ms/image");
+        for m in &result.methods {
+            print!("{:<14}", m.name);
+            for k in &keys {
+                match m.scores.get(*k) {
+                    Some(lumen::evaluate::Score::Value(v)) => print!(" {v:>10.3}"),
+                    Some(lumen::evaluate::Score::Pass(p)) => {
+                        print!(" {:>10}", if *p { "pass" } else { "fail" })
+                    }
+                    None => print!(" {:>10}", "-"),
+                }
+            }
+            println!(" {:>9.1}", m.seconds_per_image * 1e3);
+        }
+        for r in &result.recommendations {
+            println!("{}: {} ({})", r.use_case, r.method, r.reason);
+        }
+        eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+    }
+    Ok(())
+}
+
+/// Column headers of the text table, at most 10 characters.
+fn abbreviate(metric: &str) -> String {
+    let short = match metric {
+        "deletion_auc" => "deletion",
+        "insertion_auc" => "insertion",
+        "energy_pointing_game" => "energy_pg",
+        "pointing_game" => "pointing",
+        "relevance_mass" => "rel_mass",
+        "relevance_rank" => "rel_rank",
+        "max_sensitivity" => "max_sens",
+        "avg_sensitivity" => "avg_sens",
+        "randomization_spearman" => "rand_rho",
+        "randomization_pass" => "rand_pass",
+        "completeness_gap" => "ig_gap",
+        "average_drop" => "avg_drop",
+        "increase_rate" => "increase",
+        other => other,
+    };
+    short.to_string()
+}

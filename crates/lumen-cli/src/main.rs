@@ -32,6 +32,8 @@ enum Command {
     Layers(explain::LayersArgs),
     /// Run the bundled shapes models on generated images and write figures.
     Demo(commands::DemoArgs),
+    /// Measure methods with quality metrics on generated images with ground truth.
+    Evaluate(Box<commands::EvaluateArgs>),
 }
 
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report(*args),
         Command::Layers(args) => explain::layers(args),
         Command::Demo(args) => commands::demo(args),
+        Command::Evaluate(args) => commands::evaluate(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

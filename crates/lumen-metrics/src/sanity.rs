@@ -177,6 +177,8 @@ pub fn parameter_groups<M: Module>(model: &M) -> Vec<String> {
     collector.groups
 }
 
+const RUNNING_STATS: [&str; 2] = ["running_mean", "running_var"];
+
 struct Randomizer<'a> {
     path: Vec<(String, String)>,
     groups: &'a [String],
@@ -196,7 +198,14 @@ impl ModuleMapper for Randomizer<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         self.count += 1;
-        if !self.groups.contains(&group_of(&self.path)) {
+        // Burn's running statistics (BatchNorm) are shared between a module and its
+        // clones: writing them would change the caller's model. They are buffers, not
+        // learnt weights, and stay as they are.
+        let buffer = self
+            .path
+            .last()
+            .is_some_and(|(name, _)| RUNNING_STATS.contains(&name.as_str()));
+        if buffer || !self.groups.contains(&group_of(&self.path)) {
             return param;
         }
         let seed = self

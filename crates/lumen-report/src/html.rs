@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use image::RgbImage;
 use plotly::color::Rgb;
+use plotly::common::Mode;
 use plotly::common::{ColorScale, ColorScalePalette, Title};
 use plotly::layout::{Axis, BarMode, Margin};
-use plotly::{HeatMap, Histogram, Image, Layout, Plot};
+use plotly::{HeatMap, Histogram, Image, Layout, Plot, Scatter};
 
 use crate::Colormap;
 use crate::overlay::Map;
@@ -160,7 +161,57 @@ pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
     plot
 }
 
-fn escape(text: &str) -> String {
+/// A line chart: one `(name, x, y)` series per line.
+pub fn line_plot(
+    title: &str,
+    x_title: &str,
+    y_title: &str,
+    series: &[(String, Vec<f64>, Vec<f64>)],
+) -> Plot {
+    let mut plot = Plot::new();
+    for (name, x, y) in series {
+        plot.add_trace(
+            Scatter::new(x.clone(), y.clone())
+                .name(name)
+                .mode(Mode::LinesMarkers)
+                .hover_template(format!(
+                    "{}<br>%{{x:.3f}}: %{{y:.3f}}<extra></extra>",
+                    escape(name)
+                )),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .width(560)
+            .height(380)
+            .x_axis(Axis::new().title(Title::with_text(x_title)))
+            .y_axis(Axis::new().title(Title::with_text(y_title))),
+    );
+    plot
+}
+
+/// An HTML table with a caption; cells are escaped.
+pub fn table(caption: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut html = String::new();
+    let _ = write!(html, "<table><caption>{}</caption><tr>", escape(caption));
+    for h in headers {
+        let _ = write!(html, "<th>{}</th>", escape(h));
+    }
+    html.push_str("</tr>");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{}</td>", escape(cell));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table>");
+    html
+}
+
+/// Escape text for HTML.
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -234,6 +285,12 @@ pub fn report_page(
     for section in extra_sections {
         body.push_str(section);
     }
+    page(title, &body)
+}
+
+/// A self-contained page around `body` (raw HTML): plotly.js inlined once, the
+/// report style, no network request.
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>{}<style>{}</style></head><body>{}</body></html>",
         escape(title),
@@ -260,7 +317,9 @@ fn embedded_js() -> String {
 const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222}\
 section{border-top:1px solid #ddd;margin-top:24px}.row{display:flex;flex-wrap:wrap;gap:12px}\
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;height:420px}";
+th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;height:420px}\
+caption{font-weight:bold;text-align:left;padding:4px 0}.plot{width:580px;height:400px}\
+.floor td{color:#888;font-style:italic}ul.advice li{margin:4px 0}";
 
 #[cfg(test)]
 mod tests {

@@ -13,5 +13,5 @@ pub use colormap::Colormap;
 pub use figure::{
     Layout, Panel, comparison_figure, explanation_figure, grid, polarity_figure, title_bar,
 };
-pub use html::{MapStats, ReportImage, report_page};
+pub use html::{MapStats, ReportImage, escape, line_plot, page, report_page, table};
 pub use overlay::{Map, colorize, diverging, overlay};

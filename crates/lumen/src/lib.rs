@@ -7,6 +7,7 @@
 //! the device at run time with [`core::device_from_str`].
 
 pub mod api;
+pub mod evaluate;
 
 pub use lumen_core as core;
 pub use lumen_methods as methods;

@@ -1,0 +1,105 @@
+//! The randomisation checks on real models: parameter groups follow the module tree,
+//! the caller's model is unchanged afterwards (Burn shares BatchNorm running
+//! statistics between clones), and a model-independent map fails the check.
+
+use lumen::core::burn::tensor::Tensor;
+use lumen::core::{ClassLogit, Device, ExplainableModel, to_host};
+use lumen::methods::{Cam, CamKind};
+use lumen::metrics::{
+    RandomMap, RandomizationConfig, RandomizationOrder, model_randomization, parameter_groups,
+    randomize_groups,
+};
+use lumen::{LoadedModel, ZooModel};
+
+fn shapes_cnn() -> lumen::models::ResNet {
+    match LoadedModel::bundled("shapes-cnn", &Device::flex())
+        .unwrap()
+        .model
+    {
+        ZooModel::ResNet(model) => *model,
+        ZooModel::Vit(_) => unreachable!("shapes-cnn is a ResNet"),
+    }
+}
+
+fn input() -> Tensor<4> {
+    let loaded = LoadedModel::bundled("shapes-cnn", &Device::flex()).unwrap();
+    let samples = lumen::models::shapes::shape_samples(3, 0, 2);
+    let images: Vec<_> = samples.into_iter().map(|s| s.image).collect();
+    loaded
+        .data_config
+        .to_tensor(&images, &Device::flex())
+        .unwrap()
+}
+
+#[test]
+fn groups_follow_the_module_tree() {
+    let groups = parameter_groups(&shapes_cnn());
+    eprintln!("{groups:?}");
+    // Module paths, in declaration order; a Vec's index joins its field's name.
+    assert_eq!(
+        groups,
+        [
+            "stem", "bn1", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "fc"
+        ]
+    );
+}
+
+#[test]
+fn randomisation_leaves_the_callers_model_unchanged() {
+    let model = shapes_cnn();
+    let x = input();
+    let before = to_host(model.forward(x.clone()));
+    let all = parameter_groups(&model);
+    let randomized = randomize_groups(&model, &all, 7);
+    let changed = to_host(randomized.forward(x.clone()));
+    assert!(
+        changed.iter().all(|v| v.is_finite()),
+        "randomised logits are finite"
+    );
+    assert_ne!(
+        changed, before,
+        "randomising every group changes the output"
+    );
+    assert_eq!(
+        to_host(model.forward(x)),
+        before,
+        "the original model is untouched"
+    );
+}
+
+#[test]
+fn gradcam_passes_and_a_model_independent_map_fails() {
+    let model = shapes_cnn();
+    let x = input();
+    let classes = lumen::core::predicted_classes(&model.forward(x.clone()));
+    let target = ClassLogit(classes);
+    let config = RandomizationConfig::default();
+    let gradcam = Cam {
+        kind: CamKind::GradCam,
+        layer: None,
+    };
+    let curve = model_randomization(&model, &gradcam, &x, &target, &config).unwrap();
+    eprintln!("gradcam {:?} {:?}", curve.layers, curve.spearman);
+    assert_eq!(curve.layers.len(), parameter_groups(&model).len());
+    assert_eq!(
+        curve.layers.first().map(String::as_str),
+        Some("fc"),
+        "top first"
+    );
+    assert!(
+        curve.passed,
+        "GradCAM on the trained CNN passes: {:?}",
+        curve.spearman
+    );
+
+    let random = model_randomization(&model, &RandomMap { seed: 1 }, &x, &target, &config).unwrap();
+    assert!(random.spearman.iter().all(|&s| (s - 1.0).abs() < 1e-6));
+    assert!(!random.passed);
+
+    let independent = RandomizationConfig {
+        order: RandomizationOrder::Independent,
+        ..config
+    };
+    let curve = model_randomization(&model, &gradcam, &x, &target, &independent).unwrap();
+    assert_eq!(curve.spearman.len(), curve.layers.len());
+}
