@@ -74,6 +74,7 @@ fn accuracy<M: ExplainableModel<Output = Tensor<2>>>(
 
 fn train<M>(
     name: &str,
+    path: &std::path::Path,
     mut model: M,
     epochs: usize,
     steps_per_epoch: usize,
@@ -81,7 +82,7 @@ fn train<M>(
     config: &lumen::core::DataConfig,
 ) -> (M, f32)
 where
-    M: ExplainableModel<Output = Tensor<2>> + Module + Clone,
+    M: ExplainableModel<Output = Tensor<2>> + Module + Clone + burn::store::ModuleSnapshot,
 {
     let plain = training_device();
     let device = plain.clone().autodiff();
@@ -118,14 +119,19 @@ where
             let rate = lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
             model = optimizer.step(rate, model, grads);
         }
-        best = accuracy(&model.valid(), config, &plain);
+        let acc = accuracy(&model.valid(), config, &plain);
         println!(
             "{name} epoch {}: loss {:.3}, validation accuracy {:.1}% ({:.0}s)",
             epoch + 1,
             total / steps_per_epoch as f32,
-            100.0 * best,
+            100.0 * acc,
             started.elapsed().as_secs_f32()
         );
+        // Keep the best epoch on disk, so an interrupted run still leaves weights.
+        if acc > best {
+            best = acc;
+            save_burn(&model.valid(), path).expect("write weights");
+        }
     }
     (model, best)
 }
@@ -153,20 +159,18 @@ fn run(name: &str, epochs: usize, steps: usize, lr: f64) {
     let config = loaded.data_config.clone();
     let (accuracy, path) = match loaded.model {
         ZooModel::ResNet(model) => {
-            let (model, acc) = train(name, *model, epochs, steps, lr, &config);
             let path = weights_path(name);
-            save_burn(&model.valid(), &path).expect("write weights");
+            let (_, acc) = train(name, &path, *model, epochs, steps, lr, &config);
             (acc, path)
         }
         ZooModel::Vit(model) => {
-            let (model, acc) = train(name, *model, epochs, steps, lr, &config);
             let path = weights_path(name);
-            save_burn(&model.valid(), &path).expect("write weights");
+            let (_, acc) = train(name, &path, *model, epochs, steps, lr, &config);
             (acc, path)
         }
     };
     println!(
-        "{name}: validation accuracy {:.1}% on {VALIDATION} images; wrote {}",
+        "{name}: best validation accuracy {:.1}% on {VALIDATION} images; wrote {}",
         100.0 * accuracy,
         path.display()
     );

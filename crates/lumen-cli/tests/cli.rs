@@ -467,3 +467,70 @@ fn batch_explains_a_folder_and_compare_and_report_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no images found"), "{}", stderr(&out));
 }
+
+#[test]
+fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
+    let out_dir = tmp("evaluate");
+    let o = out_dir.display().to_string();
+    let out = lumen(&[
+        "evaluate",
+        "--model",
+        "shapes-cnn",
+        "--samples",
+        "2",
+        "--methods",
+        "gradcam",
+        "--metrics",
+        "pointing_game,deletion_auc,insertion_auc,randomization_pass",
+        "--curve-steps",
+        "4",
+        "--detail-samples",
+        "1",
+        "--json",
+        "--out",
+        &o,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(summary["model"], "shapes-cnn");
+    assert_eq!(summary["samples"], 2);
+    let methods = summary["methods"].as_object().unwrap();
+    let names: Vec<&str> = methods.keys().map(String::as_str).collect();
+    assert_eq!(names, ["center", "gradcam", "random"], "the floors are added");
+    for scores in methods.values() {
+        let keys: Vec<&str> = scores.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["deletion_auc", "insertion_auc", "pointing_game", "randomization_pass"]
+        );
+        assert!(scores["randomization_pass"].is_boolean());
+        let pg = scores["pointing_game"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&pg));
+    }
+    // The floors do not depend on the model: they fail the randomisation check.
+    assert_eq!(methods["random"]["randomization_pass"], false);
+    let full = std::fs::read_to_string(out_dir.join("evaluation.json")).unwrap();
+    let full: serde_json::Value = serde_json::from_str(&full).unwrap();
+    assert_eq!(full["methods"][0]["deletion_curve"].as_array().unwrap().len(), 5);
+    let html = std::fs::read_to_string(out_dir.join("evaluation.html")).unwrap();
+    assert!(html.contains("Recommendations") && html.contains("deletion_auc"));
+    assert!(!html.contains("src=\"http"), "self-contained");
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
+#[test]
+fn evaluate_rejects_unknown_names_with_the_valid_ones() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--methods", "gradkam"], "valid methods"),
+        (&["--metrics", "accuracy"], "valid metrics: deletion_auc"),
+        (&["--dataset", "imagenet"], "valid datasets: shapes"),
+        (&["--insertion-baseline", "grey"], "valid baselines"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["evaluate", "--model", "shapes-cnn", "--samples", "1"];
+        args.extend_from_slice(extra);
+        let out = lumen(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{extra:?}: {}", stderr(&out));
+    }
+}
