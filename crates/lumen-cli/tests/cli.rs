@@ -496,12 +496,26 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
     assert_eq!(summary["samples"], 2);
     let methods = summary["methods"].as_object().unwrap();
     let names: Vec<&str> = methods.keys().map(String::as_str).collect();
-    assert_eq!(names, ["center", "gradcam", "random"], "the floors are added");
+    assert_eq!(
+        names,
+        ["center", "gradcam", "random"],
+        "the floors are added"
+    );
     for scores in methods.values() {
-        let keys: Vec<&str> = scores.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = scores
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["deletion_auc", "insertion_auc", "pointing_game", "randomization_pass"]
+            [
+                "deletion_auc",
+                "insertion_auc",
+                "pointing_game",
+                "randomization_pass"
+            ]
         );
         assert!(scores["randomization_pass"].is_boolean());
         let pg = scores["pointing_game"].as_f64().unwrap();
@@ -511,7 +525,13 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
     assert_eq!(methods["random"]["randomization_pass"], false);
     let full = std::fs::read_to_string(out_dir.join("evaluation.json")).unwrap();
     let full: serde_json::Value = serde_json::from_str(&full).unwrap();
-    assert_eq!(full["methods"][0]["deletion_curve"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        full["methods"][0]["deletion_curve"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
     let html = std::fs::read_to_string(out_dir.join("evaluation.html")).unwrap();
     assert!(html.contains("Recommendations") && html.contains("deletion_auc"));
     assert!(!html.contains("src=\"http"), "self-contained");
@@ -531,6 +551,10 @@ fn evaluate_rejects_unknown_names_with_the_valid_ones() {
         args.extend_from_slice(extra);
         let out = lumen(&args);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(message), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
     }
 }

@@ -8,10 +8,14 @@
 //! methods 1e-4 of the attribution's scale (max |reference|); rollout and flow 1e-4 of
 //! the map's scale.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{device, models_fixture, read};
+
 use lumen::core::burn::tensor::{Tensor, TensorData};
-use lumen::core::{ClassLogit, Device, device_from_str, to_host};
+use lumen::core::{ClassLogit, to_host};
 use lumen::methods::{
     AttentionFlow, AttentionRollout, Baseline, GradRollout, HeadFusion, IntegratedGradients,
     IntegrationRule, Method, MethodOptions, Noise, NoiseKind, NoiseTunnel, RolloutCompat, Saliency,
@@ -22,29 +26,6 @@ use lumen::{LoadedModel, ZooModel};
 const CAM_TOLERANCE: f32 = 1e-3;
 const SCORECAM_TOLERANCE: f32 = 5e-3;
 const RELATIVE_TOLERANCE: f32 = 1e-4;
-
-fn device() -> Device {
-    let spec = std::env::var("LUMEN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    device_from_str(&spec).unwrap()
-}
-
-fn models_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../lumen-models/tests/fixtures")
-        .join(name)
-}
-
-fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (values, view.shape().to_vec())
-}
 
 fn expected(model: &str, key: &str) -> Vec<f32> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

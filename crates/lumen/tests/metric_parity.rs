@@ -11,11 +11,15 @@
 //! 1e-2 percentage points; Spearman and SSIM 1e-5; sensitivity 1e-3 absolute (it
 //! re-explains with GradCAM, whose parity tolerance is 1e-3).
 
+mod common;
+
 use std::path::PathBuf;
+
+use common::{device, models_fixture, read};
 
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
-use lumen::core::{ClassLogit, ClassProbability, Device, Heatmaps, device_from_str};
+use lumen::core::{ClassLogit, ClassProbability, Heatmaps};
 use lumen::methods::{Baseline, Cam, CamKind};
 use lumen::metrics::{
     CurveConfig, CurveKind, Region, RoadConfig, RoadOrder, confidence_change, gini,
@@ -24,33 +28,10 @@ use lumen::metrics::{
 };
 use lumen::{LoadedModel, ZooModel};
 
-fn device() -> Device {
-    let spec = std::env::var("LUMEN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    device_from_str(&spec).unwrap()
-}
-
-fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (values, view.shape().to_vec())
-}
-
 fn fixture(key: &str) -> Vec<f32> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/test_resnet_metrics.safetensors");
     read(path, key).0
-}
-
-fn models_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../lumen-models/tests/fixtures")
-        .join(name)
 }
 
 const SIZE: usize = 160;

@@ -1,0 +1,31 @@
+//! Shared by the parity tests: the test device and the fixture readers.
+
+use std::path::PathBuf;
+
+use lumen::core::{Device, device_from_str};
+
+/// `LUMEN_TEST_DEVICE` (e.g. `tch:cpu`, `tch:cuda:0`, `wgpu`), else the CPU.
+pub fn device() -> Device {
+    let spec = std::env::var("LUMEN_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    device_from_str(&spec).unwrap()
+}
+
+/// A file of the model zoo's fixtures (timm weights and inputs).
+pub fn models_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../lumen-models/tests/fixtures")
+        .join(name)
+}
+
+/// A float32 tensor of a safetensors file: values and shape.
+pub fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (values, view.shape().to_vec())
+}
