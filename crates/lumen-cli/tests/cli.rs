@@ -356,10 +356,14 @@ fn demo_writes_figures_and_an_offline_report() {
     let out = lumen(&["demo", "--out", &d, "--images", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("2/2 predictions correct"), "{stdout}");
+    // Both bundled models, 2 images each.
+    assert!(stdout.contains("4/4 predictions correct"), "{stdout}");
     for file in [
         "shapes-cnn/shape0_triangle_gradcam.png",
         "shapes-cnn/shape1_circle_comparison.png",
+        "shapes-vit/shape0_triangle_rollout.png",
+        "shapes-vit/shape1_circle_comparison.png",
+        "shapes-vit-report.html",
     ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
