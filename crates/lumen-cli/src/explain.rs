@@ -100,7 +100,7 @@ pub struct MethodArgs {
     /// Integrated Gradients: path points.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Integrated Gradients baseline: zeros, black, white, blur, uniform.
+    /// Integrated Gradients baseline: zeros, black, white, blur, uniform, mean (each image's mean colour).
     #[arg(long, default_value = "zeros")]
     baseline: String,
     /// Integrated Gradients rule: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
