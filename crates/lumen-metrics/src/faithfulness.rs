@@ -254,15 +254,20 @@ pub fn confidence_change<M: ExplainableModel>(
 ) -> Result<ConfidenceChange> {
     model.check_input(input)?;
     let [b, c, h, w] = input.dims();
-    let maps = host_maps(heatmaps, input)?;
-    let normalized = Heatmaps::new(Tensor::from_data(
-        TensorData::new(maps.concat(), [b, h, w]),
-        &input.device(),
-    ))
-    .normalize()
-    .into_tensor()
-    .reshape([b, 1, h, w])
-    .expand([b, c, h, w]);
+    if heatmaps.dims()[0] != b {
+        return Err(LumenError::shape(
+            "heatmaps",
+            format!("one per image ({b})"),
+            heatmaps.dims()[0],
+        ));
+    }
+    let normalized = heatmaps
+        .clone()
+        .resize([h, w])
+        .normalize()
+        .into_tensor()
+        .reshape([b, 1, h, w])
+        .expand([b, c, h, w]);
     let base = baseline.build(input)?;
     let masked = input.clone() * normalized.clone() + base * (normalized.neg() + 1.0);
     let batch = Tensor::cat(vec![input.clone(), masked], 0);
