@@ -198,9 +198,8 @@ impl ModuleMapper for Randomizer<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         self.count += 1;
-        // Burn's running statistics (BatchNorm) are shared between a module and its
-        // clones: writing them would change the caller's model. They are buffers, not
-        // learnt weights, and stay as they are.
+        // Running statistics (BatchNorm) are buffers, not weights: a Gaussian draw
+        // could make a variance negative. They stay as they are.
         let buffer = self
             .path
             .last()
@@ -238,8 +237,9 @@ impl ModuleMapper for Randomizer<'_> {
     }
 }
 
-/// A copy of `model` whose parameters in `groups` are replaced by Gaussian noise with
-/// each parameter's mean and standard deviation.
+/// A copy of `model` (without autodiff, as explaining needs) whose parameters in
+/// `groups` are replaced by Gaussian noise with each parameter's mean and standard
+/// deviation.
 pub fn randomize_groups<M: Module + Clone>(model: &M, groups: &[String], seed: u64) -> M {
     let mut randomizer = Randomizer {
         path: Vec::new(),
@@ -247,7 +247,10 @@ pub fn randomize_groups<M: Module + Clone>(model: &M, groups: &[String], seed: u
         seed,
         count: 0,
     };
-    model.clone().map(&mut randomizer)
+    // `valid()`, not `clone()`: Burn's running statistics live behind an `Arc` that
+    // clones share, so any write through a clone would reach the caller's model;
+    // `valid()` rebuilds them.
+    model.valid().map(&mut randomizer)
 }
 
 /// Cascading (from the top layer down, cumulative) or independent (one group at a
