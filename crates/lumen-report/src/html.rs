@@ -234,41 +234,38 @@ pub fn report_page(
             "<section><h2>{}</h2><div class=row><div>",
             escape(&image.name)
         );
-        let _ = write!(
-            body,
-            "<h3>prediction</h3><table><tr><th>class</th><th>probability</th></tr>"
-        );
-        for (class, p) in &image.top5 {
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{:.2}%</td></tr>",
-                escape(class),
-                100.0 * p
-            );
-        }
-        let _ = write!(
-            body,
-            "</table><p>explaining <b>{}</b></p>",
-            escape(&image.target)
-        );
-        let _ = write!(
-            body,
-            "<h3>heatmap statistics</h3><table><tr><th>method</th><th>mean</th><th>std</th><th>min</th><th>max</th><th>sparsity</th></tr>"
-        );
-        for (method, map) in &image.maps {
-            let s = MapStats::of(map);
-            let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.1}%</td></tr>",
-                escape(method),
-                s.mean,
-                s.std,
-                s.min,
-                s.max,
-                100.0 * s.sparsity
-            );
-        }
-        let _ = write!(body, "</table></div></div><div class=row>");
+        let predictions: Vec<Vec<String>> = image
+            .top5
+            .iter()
+            .map(|(class, p)| vec![class.clone(), format!("{:.2}%", 100.0 * p)])
+            .collect();
+        body.push_str(&table(
+            "prediction",
+            &["class", "probability"],
+            &predictions,
+        ));
+        let _ = write!(body, "<p>explaining <b>{}</b></p>", escape(&image.target));
+        let statistics: Vec<Vec<String>> = image
+            .maps
+            .iter()
+            .map(|(method, map)| {
+                let s = MapStats::of(map);
+                vec![
+                    method.clone(),
+                    format!("{:.3}", s.mean),
+                    format!("{:.3}", s.std),
+                    format!("{:.3}", s.min),
+                    format!("{:.3}", s.max),
+                    format!("{:.1}%", 100.0 * s.sparsity),
+                ]
+            })
+            .collect();
+        body.push_str(&table(
+            "heatmap statistics",
+            &["method", "mean", "std", "min", "max", "sparsity"],
+            &statistics,
+        ));
+        let _ = write!(body, "</div></div><div class=row>");
         for (j, (method, map)) in image.maps.iter().enumerate() {
             let plot = overlay_plot(&image.original, map, method, colormap, 0.5);
             // plotly's div takes 100% of its parent: give each overlay a cell of its own.
