@@ -77,7 +77,8 @@ impl Curve {
     }
 }
 
-pub(crate) fn mean_rows(rows: &[Vec<f32>]) -> Vec<f32> {
+/// The mean over rows of equally long rows (per-image curves to one curve).
+pub fn mean_rows(rows: &[Vec<f32>]) -> Vec<f32> {
     let n = rows.len().max(1) as f32;
     let width = rows.first().map_or(0, Vec::len);
     (0..width)
@@ -124,7 +125,7 @@ fn rank_tensor(maps: &[Vec<f32>], h: usize, w: usize, device: &burn::tensor::Dev
     Tensor::from_data(TensorData::new(ranks, [maps.len(), 1, h, w]), device)
 }
 
-fn index_tensor(rows: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
+pub(crate) fn index_tensor(rows: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
     let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
     let n = rows.len();
     Tensor::from_data(TensorData::new(rows, [n]), device)

@@ -27,7 +27,7 @@ pub use axioms::{gini, relative_completeness_gap};
 pub use baselines::{CenterPrior, RandomMap};
 pub use faithfulness::{
     ConfidenceChange, Curve, CurveConfig, CurveKind, Road, RoadConfig, RoadOrder,
-    confidence_change, perturbation_curve, road, trapezoid_auc,
+    confidence_change, mean_rows, perturbation_curve, road, trapezoid_auc,
 };
 pub use imputation::noisy_linear_imputation;
 pub use localization::{Localization, LocalizationConfig, Region, localization};

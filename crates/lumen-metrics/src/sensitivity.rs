@@ -2,13 +2,13 @@
 //! moves a little? Max- and avg-sensitivity over perturbations drawn uniformly from an
 //! L-infinity ball, every perturbed copy explained in batches.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use lumen_core::random::uniform_values;
 use lumen_core::{ExplainableModel, LumenError, Result, Target};
 use lumen_methods::Method;
 use serde::Serialize;
 
-use crate::faithfulness::host_maps;
+use crate::faithfulness::{host_maps, index_tensor};
 
 /// Settings of the sensitivity metrics.
 #[derive(Clone, Debug)]
@@ -125,13 +125,8 @@ pub fn sensitivity_with<M: ExplainableModel>(
     for start in (0..rows).step_by(batch_size.max(1)) {
         let range: Vec<usize> = (start..(start + batch_size.max(1)).min(rows)).collect();
         let images: Vec<usize> = range.iter().map(|r| r / samples).collect();
-        let index = |v: &[usize]| {
-            let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-            let n = v.len();
-            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
-        };
-        let perturbed =
-            input.clone().select(0, index(&images)) + noise.clone().select(0, index(&range));
+        let perturbed = input.clone().select(0, index_tensor(&images, &device))
+            + noise.clone().select(0, index_tensor(&range, &device));
         let explained = method
             .explain(
                 model,

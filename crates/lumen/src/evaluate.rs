@@ -14,7 +14,7 @@ use lumen_methods::{Baseline, METHOD_NAMES, Method, MethodOptions, by_name};
 use lumen_metrics::{
     CenterPrior, CurveConfig, CurveKind, LocalizationConfig, RandomMap, RandomizationConfig,
     RandomizationCurve, Region, RoadConfig, RoadOrder, SensitivityConfig, confidence_change, gini,
-    localization, model_randomization, perturbation_curve, road, sensitivity,
+    localization, mean_rows, model_randomization, perturbation_curve, road, sensitivity,
 };
 use lumen_models::shapes::ShapeSample;
 use lumen_report::{escape, line_plot, table};
@@ -276,13 +276,6 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-fn mean_curve(rows: &[Vec<f32>]) -> Vec<f32> {
-    let width = rows.first().map_or(0, Vec::len);
-    (0..width)
-        .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / rows.len() as f32)
-        .collect()
-}
-
 /// Run the bench on `samples` (generated images with masks and boxes).
 pub fn evaluate<M>(
     model: &M,
@@ -514,10 +507,10 @@ where
             floor: FLOOR_NAMES.contains(&name.as_str()),
             scores,
             seconds_per_image: seconds / samples.len() as f64,
-            deletion_curve: mean_curve(&deletion_rows),
-            insertion_curve: mean_curve(&insertion_rows),
-            road_morf_curve: mean_curve(&morf),
-            road_lerf_curve: mean_curve(&lerf),
+            deletion_curve: mean_rows(&deletion_rows),
+            insertion_curve: mean_rows(&insertion_rows),
+            road_morf_curve: mean_rows(&morf),
+            road_lerf_curve: mean_rows(&lerf),
             randomization,
         });
     }
