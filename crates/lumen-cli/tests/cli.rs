@@ -26,9 +26,14 @@ fn input() -> String {
         .to_string()
 }
 
+/// Run the binary from a scratch folder, so that default output folders
+/// (`lumen-out/`) never land in the source tree.
 fn lumen(args: &[&str]) -> Output {
+    let scratch = tmp("cwd");
+    std::fs::create_dir_all(&scratch).expect("scratch folder");
     Command::new(env!("CARGO_BIN_EXE_lumen"))
         .args(args)
+        .current_dir(scratch)
         .output()
         .expect("lumen runs")
 }
@@ -72,7 +77,7 @@ fn save_raw_shapes_follow_the_contract() {
         (
             "test_resnet",
             "smoothgrad",
-            &["--samples", "2", "--seed", "1"],
+            &["--noise-samples", "2", "--seed", "1"],
             &[2, 3, 160, 160],
         ),
         ("test_vit", "rollout", &["--grid"], &[2, 10, 10]),
@@ -137,17 +142,29 @@ fn json_output_reports_the_result() {
     let out = explain("test_resnet", &["--method", "gradcam++", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["method"], "gradcam++");
+    // The one JSON shape of every command (docs/cli.md).
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["command", "device", "files", "model", "results"]);
+    assert_eq!(json["command"], "explain");
+    assert_eq!(json["model"], "test_resnet");
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for r in results {
+        assert_eq!(r["method"], "gradcam++");
         assert_eq!(r["layer"], "layer4");
         // Without --target-class the predicted class is explained.
-        assert_eq!(r["predicted_class"], r["target_class"]);
-        assert_eq!(r["top5"].as_array().unwrap().len(), 5);
-        let p = r["confidence"].as_f64().unwrap();
+        assert_eq!(r["prediction"]["class"], r["target"]);
+        assert_eq!(r["prediction"]["top"].as_array().unwrap().len(), 5);
+        let p = r["prediction"]["confidence"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p));
     }
+    // Figures were written (the default folder, inside the scratch folder).
+    assert_eq!(json["files"].as_array().unwrap().len(), 2);
 }
 
 #[test]
@@ -437,19 +454,22 @@ fn batch_explains_a_folder_and_compare_and_report_run() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out_dir.join("s0_comparison.png").is_file());
-    let report = out_dir.join("r.html").display().to_string();
     let out = lumen(&[
         "report",
         "--model",
         "shapes-cnn",
         "--image",
         &first,
-        "--methods",
-        "gradcam",
+        "--method",
+        "gradcam,kpcacam",
         "--out",
-        &report,
+        &o,
+        "--name",
+        "r.html",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(out_dir.join("r.html")).unwrap();
+    assert!(html.contains("kpcacam") && !html.contains("src=\"http"));
     let out = lumen(&[
         "batch",
         "--model",
@@ -480,7 +500,7 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
         "evaluate",
         "--model",
         "shapes-cnn",
-        "--samples",
+        "--images",
         "2",
         "--methods",
         "gradcam",
@@ -488,15 +508,18 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
         "pointing_game,deletion_auc,insertion_auc,randomization_pass",
         "--curve-steps",
         "4",
-        "--detail-samples",
+        "--detail-images",
         "1",
         "--json",
         "--out",
         &o,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(summary["model"], "shapes-cnn");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(json["command"], "evaluate");
+    assert_eq!(json["model"], "shapes-cnn");
+    assert_eq!(json["files"].as_array().unwrap().len(), 2);
+    let summary = &json["results"];
     assert_eq!(summary["samples"], 2);
     let methods = summary["methods"].as_object().unwrap();
     let names: Vec<&str> = methods.keys().map(String::as_str).collect();
@@ -529,13 +552,9 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
     assert_eq!(methods["random"]["randomization_pass"], false);
     let full = std::fs::read_to_string(out_dir.join("evaluation.json")).unwrap();
     let full: serde_json::Value = serde_json::from_str(&full).unwrap();
-    assert_eq!(
-        full["methods"][0]["deletion_curve"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    let curve = &full["methods"][0]["curves"]["deletion_auc"];
+    assert_eq!(curve["x"].as_array().unwrap().len(), 5);
+    assert_eq!(curve["rows"][0].as_array().unwrap().len(), 5);
     let html = std::fs::read_to_string(out_dir.join("evaluation.html")).unwrap();
     assert!(html.contains("Recommendations") && html.contains("deletion_auc"));
     assert!(!html.contains("src=\"http"), "self-contained");
@@ -551,7 +570,7 @@ fn evaluate_rejects_unknown_names_with_the_valid_ones() {
         (&["--insertion-baseline", "grey"], "valid baselines"),
     ];
     for (extra, message) in cases {
-        let mut args = vec!["evaluate", "--model", "shapes-cnn", "--samples", "1"];
+        let mut args = vec!["evaluate", "--model", "shapes-cnn", "--images", "1"];
         args.extend_from_slice(extra);
         let out = lumen(&args);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));

@@ -30,6 +30,18 @@ pub enum LumenError {
         found: String,
     },
 
+    /// A method name that no registry knows.
+    #[error("unknown method `{name}`; valid methods: {}", valid.join(", "))]
+    UnknownMethod { name: String, valid: Vec<String> },
+
+    /// A named choice (baseline, colormap, head fusion, ...) outside its valid set.
+    #[error("unknown {what} `{name}`; valid {what}s: {}", valid.join(", "))]
+    UnknownChoice {
+        what: &'static str,
+        name: String,
+        valid: Vec<&'static str>,
+    },
+
     /// A model architecture name that the zoo does not know.
     #[error("unknown model `{name}`; valid models: {}", valid.join(", "))]
     UnknownModel { name: String, valid: Vec<String> },
@@ -73,6 +85,15 @@ pub enum LumenError {
 pub type Result<T, E = LumenError> = std::result::Result<T, E>;
 
 impl LumenError {
+    /// Shorthand for a name outside a fixed set of choices.
+    pub fn unknown_choice(what: &'static str, name: &str, valid: &[&'static str]) -> Self {
+        Self::UnknownChoice {
+            what,
+            name: name.to_string(),
+            valid: valid.to_vec(),
+        }
+    }
+
     /// Shorthand for a shape mismatch.
     pub fn shape(what: impl Into<String>, expected: impl ToString, found: impl ToString) -> Self {
         Self::Shape {

@@ -5,12 +5,15 @@
 //! Depends on `burn` and `image` (for reading inputs) only; it must never pull in
 //! plotting, the model zoo or a GPU backend that the user did not enable by feature.
 
+pub mod batching;
+mod choice;
 pub mod device;
 pub mod error;
 pub mod heatmap;
 pub mod input;
 pub mod model;
 pub mod random;
+pub mod region;
 pub mod tap;
 pub mod target;
 
@@ -25,6 +28,7 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .try_into_vec_as::<f32>()
         .expect("reading a tensor back from the device")
 }
+pub use batching::{index_tensor, map_chunks, row_chunks};
 pub use burn::tensor::{Device, Tensor};
 pub use device::{
     DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients,
@@ -33,6 +37,7 @@ pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};
 pub use input::{DataConfig, Interpolation, load_batch, load_image};
 pub use model::{Classifier, ExplainableModel, LayerInfo, LayerKind};
+pub use region::Region;
 pub use tap::{
     CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable,
 };
