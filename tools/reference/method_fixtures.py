@@ -21,7 +21,7 @@ import timm
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from pytorch_grad_cam import (AblationCAM, EigenCAM, EigenGradCAM, GradCAM, GradCAMElementWise,
-                              GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM)
+                              GradCAMPlusPlus, HiResCAM, KPCA_CAM, LayerCAM, ScoreCAM, XGradCAM)
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
@@ -105,6 +105,24 @@ def cams(model, x, layer, reshape, out, with_ablation):
     # And the library's own output, to document how often its sign agrees.
     with EigenCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         out["eigencam_library"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
+    kpca_cam(model, x, layer, reshape, out)
+
+
+KPCA_TOLERANCE = 1e-3
+
+
+def kpca_cam(model, x, layer, reshape, out):
+    """pytorch-grad-cam's KPCA_CAM with its defaults (sigmoid kernel, gamma = 1/C):
+    scikit-learn's KernelPCA fixes the sign, so the library's output is the fixture.
+    It must differ from EigenCAM (its linear neighbour) by more than the tolerance."""
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    with KPCA_CAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        kpca = cam(input_tensor=x, targets=targets)
+    separation = np.abs(kpca - out["eigencam_library"].numpy()).max()
+    assert separation > 10 * KPCA_TOLERANCE, f"KPCA-CAM equals EigenCAM here ({separation})"
+    assert np.abs(kpca).max() > 0.5, "KPCA-CAM fixture is empty"
+    print(f"kpcacam: max |KPCA-CAM - EigenCAM| = {separation:.3f}")
+    out["kpcacam"] = torch.from_numpy(kpca)
 
 
 def gradients(model, x, out):

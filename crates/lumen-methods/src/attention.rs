@@ -9,7 +9,7 @@ use lumen_core::{
     Target,
 };
 
-use crate::{Explanation, Method};
+use crate::method::{Explanation, Method};
 
 /// How the heads of a layer are fused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -23,19 +23,9 @@ pub enum HeadFusion {
     Min,
 }
 
-impl HeadFusion {
-    /// Parse a command-line name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "mean" => Ok(Self::Mean),
-            "max" => Ok(Self::Max),
-            "min" => Ok(Self::Min),
-            other => Err(LumenError::InvalidArgument(format!(
-                "unknown head fusion `{other}`; valid: mean, max, min"
-            ))),
-        }
-    }
+lumen_core::named_choices!(HeadFusion, "head fusion", { Mean => "mean", Max => "max", Min => "min" });
 
+impl HeadFusion {
     fn fuse(self, attention: Tensor<4>) -> Tensor<3> {
         let [b, _, n, _] = attention.dims();
         let fused = match self {
@@ -192,7 +182,7 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
             })
             .collect();
         let result = roll(fused, self.compat);
-        Ok(Explanation::maps(Heatmaps::new(class_row(
+        Ok(Explanation::new(Heatmaps::new(class_row(
             result, grid, prefix,
         ))))
     }
@@ -241,7 +231,7 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
             })
             .collect();
         let result = roll(fused, self.compat);
-        Ok(Explanation::maps(Heatmaps::new(class_row(
+        Ok(Explanation::new(Heatmaps::new(class_row(
             result, grid, prefix,
         ))))
     }
@@ -297,7 +287,7 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
             TensorData::new(maps, [b, grid[0], grid[1]]),
             &input.device(),
         );
-        Ok(Explanation::maps(Heatmaps::new(maps)))
+        Ok(Explanation::new(Heatmaps::new(maps)))
     }
 }
 

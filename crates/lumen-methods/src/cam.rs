@@ -12,105 +12,233 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use lumen_core::{
     ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, ReplaceTap, Result, TapTensor,
-    Target,
+    Target, index_tensor, map_chunks,
 };
 
-use crate::{Explanation, Method};
+use crate::method::{Explanation, Method};
 
-/// The gradient-based and gradient-free CAMs that need one pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CamKind {
-    /// Selvaraju et al. 2017: channel weights are the spatial mean of the gradients.
-    GradCam,
-    /// Chattopadhay et al. 2018, eq. 19 (with pytorch-grad-cam's eps 1e-6).
-    GradCamPlusPlus,
-    /// Fu et al. 2020: weights `sum(g * A) / (sum(A) + 1e-7)`.
-    XGradCam,
-    /// Jiang et al. 2021: `sum_c relu(g) * A`.
-    LayerCam,
-    /// Draelos & Carin 2020: `sum_c g * A`.
-    HiResCam,
-    /// `sum_c relu(g * A)`.
-    GradCamElementWise,
-    /// Muhammad & Yeasin 2020: first principal component of the activations.
-    EigenCam,
-    /// First principal component of `g * A`.
-    EigenGradCam,
-}
-
-impl CamKind {
-    /// Every one-pass CAM.
-    pub const ALL: [CamKind; 8] = [
-        Self::GradCam,
-        Self::GradCamPlusPlus,
-        Self::XGradCam,
-        Self::LayerCam,
-        Self::HiResCam,
-        Self::GradCamElementWise,
-        Self::EigenCam,
-        Self::EigenGradCam,
-    ];
-
+/// One CAM that needs a single pass: how its raw map `[B,h,w]` (before ReLU) follows
+/// from a layer's activations and gradients. Adding a CAM is one unit struct with
+/// this impl plus one row in [`ONE_PASS_CAMS`]; the registry, the CLI help, the
+/// parity test and the docs read that table.
+pub trait CamMap: Sync + std::fmt::Debug {
     /// Command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::GradCam => "gradcam",
-            Self::GradCamPlusPlus => "gradcam++",
-            Self::XGradCam => "xgradcam",
-            Self::LayerCam => "layercam",
-            Self::HiResCam => "hirescam",
-            Self::GradCamElementWise => "gradcam-elementwise",
-            Self::EigenCam => "eigencam",
-            Self::EigenGradCam => "eigengradcam",
-        }
-    }
+    fn name(&self) -> &'static str;
 
-    /// Whether the method needs the backward pass.
-    pub fn needs_gradients(self) -> bool {
-        !matches!(self, Self::EigenCam)
+    /// One line for `--help` and the docs.
+    fn summary(&self) -> &'static str;
+
+    /// Whether the map needs the backward pass.
+    fn needs_gradients(&self) -> bool {
+        true
     }
 
     /// The raw map `[B,h,w]` (before ReLU) from a pass.
-    pub fn raw_map(self, pass: &LayerPass) -> Tensor<3> {
-        let a = pass.activations.clone();
-        let grads = || {
-            pass.gradients
-                .clone()
-                .expect("gradient CAMs are computed from a pass with gradients")
-        };
-        let weighted = |w: Tensor<2>| {
-            let [b, c] = w.dims();
-            (w.reshape([b, c, 1, 1]) * a.clone())
-                .sum_dim(1)
-                .squeeze_dim::<3>(1)
-        };
-        let channel_sum = |t: Tensor<4>| t.sum_dim(1).squeeze_dim::<3>(1);
-        match self {
-            Self::GradCam => weighted(grads().mean_dims(&[2, 3]).flatten(1, 3)),
-            Self::GradCamPlusPlus => {
-                let g = grads();
-                let g2 = g.clone().powi_scalar(2);
-                let g3 = g2.clone() * g.clone();
-                let sum_a = a.clone().sum_dims(&[2, 3]);
-                let aij = g2.clone() / (g2.mul_scalar(2.0) + sum_a * g3 + 1e-6);
-                let aij = aij.mask_fill(g.clone().equal_elem(0.0), 0.0);
-                weighted((g.clamp_min(0.0) * aij).sum_dims(&[2, 3]).flatten(1, 3))
-            }
-            Self::XGradCam => {
-                let sum_a = a.clone().sum_dims(&[2, 3]);
-                weighted(
-                    (grads() * a.clone() / (sum_a + 1e-7))
-                        .sum_dims(&[2, 3])
-                        .flatten(1, 3),
-                )
-            }
-            Self::LayerCam => channel_sum(grads().clamp_min(0.0) * a),
-            Self::HiResCam => channel_sum(grads() * a),
-            Self::GradCamElementWise => channel_sum((grads() * a).clamp_min(0.0)),
-            Self::EigenCam => first_component_projection(a),
-            Self::EigenGradCam => first_component_projection(grads() * a),
-        }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3>;
+}
+
+/// `sum_c w[b,c] * A[b,c]` for channel weights `[B,C]`.
+fn weighted_sum(weights: Tensor<2>, activations: &Tensor<4>) -> Tensor<3> {
+    let [b, c] = weights.dims();
+    (weights.reshape([b, c, 1, 1]) * activations.clone())
+        .sum_dim(1)
+        .squeeze_dim::<3>(1)
+}
+
+fn channel_sum(t: Tensor<4>) -> Tensor<3> {
+    t.sum_dim(1).squeeze_dim::<3>(1)
+}
+
+/// Selvaraju et al. 2017: channel weights are the spatial mean of the gradients.
+#[derive(Clone, Copy, Debug)]
+pub struct GradCam;
+
+impl CamMap for GradCam {
+    fn name(&self) -> &'static str {
+        "gradcam"
     }
+    fn summary(&self) -> &'static str {
+        "channel weights = spatial mean of the gradients (Selvaraju et al. 2017)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        weighted_sum(
+            pass.gradients().mean_dims(&[2, 3]).flatten(1, 3),
+            &pass.activations,
+        )
+    }
+}
+
+/// Chattopadhay et al. 2018, eq. 19 (with pytorch-grad-cam's eps 1e-6).
+#[derive(Clone, Copy, Debug)]
+pub struct GradCamPlusPlus;
+
+impl CamMap for GradCamPlusPlus {
+    fn name(&self) -> &'static str {
+        "gradcam++"
+    }
+    fn summary(&self) -> &'static str {
+        "second-order weighting of positive gradients (Chattopadhay et al. 2018)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        let g = pass.gradients();
+        let g2 = g.clone().powi_scalar(2);
+        let g3 = g2.clone() * g.clone();
+        let sum_a = pass.activations.clone().sum_dims(&[2, 3]);
+        let aij = g2.clone() / (g2.mul_scalar(2.0) + sum_a * g3 + 1e-6);
+        let aij = aij.mask_fill(g.clone().equal_elem(0.0), 0.0);
+        weighted_sum(
+            (g.clamp_min(0.0) * aij).sum_dims(&[2, 3]).flatten(1, 3),
+            &pass.activations,
+        )
+    }
+}
+
+/// Fu et al. 2020: weights `sum(g * A) / (sum(A) + 1e-7)`.
+#[derive(Clone, Copy, Debug)]
+pub struct XGradCam;
+
+impl CamMap for XGradCam {
+    fn name(&self) -> &'static str {
+        "xgradcam"
+    }
+    fn summary(&self) -> &'static str {
+        "weights = sum(g*A) / sum(A), axiom-based (Fu et al. 2020)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        let a = &pass.activations;
+        let sum_a = a.clone().sum_dims(&[2, 3]);
+        weighted_sum(
+            (pass.gradients() * a.clone() / (sum_a + 1e-7))
+                .sum_dims(&[2, 3])
+                .flatten(1, 3),
+            a,
+        )
+    }
+}
+
+/// Jiang et al. 2021: `sum_c relu(g) * A`.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerCam;
+
+impl CamMap for LayerCam {
+    fn name(&self) -> &'static str {
+        "layercam"
+    }
+    fn summary(&self) -> &'static str {
+        "sum_c relu(g) * A, per position (Jiang et al. 2021)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        channel_sum(pass.gradients().clamp_min(0.0) * pass.activations.clone())
+    }
+}
+
+/// Draelos & Carin 2020: `sum_c g * A`.
+#[derive(Clone, Copy, Debug)]
+pub struct HiResCam;
+
+impl CamMap for HiResCam {
+    fn name(&self) -> &'static str {
+        "hirescam"
+    }
+    fn summary(&self) -> &'static str {
+        "sum_c g * A, element-wise (Draelos & Carin 2020)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        channel_sum(pass.gradients() * pass.activations.clone())
+    }
+}
+
+/// `sum_c relu(g * A)`.
+#[derive(Clone, Copy, Debug)]
+pub struct GradCamElementWise;
+
+impl CamMap for GradCamElementWise {
+    fn name(&self) -> &'static str {
+        "gradcam-elementwise"
+    }
+    fn summary(&self) -> &'static str {
+        "sum_c relu(g * A) (pytorch-grad-cam's GradCAMElementWise)"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        channel_sum((pass.gradients() * pass.activations.clone()).clamp_min(0.0))
+    }
+}
+
+/// Muhammad & Yeasin 2020: first principal component of the activations.
+#[derive(Clone, Copy, Debug)]
+pub struct EigenCam;
+
+impl CamMap for EigenCam {
+    fn name(&self) -> &'static str {
+        "eigencam"
+    }
+    fn summary(&self) -> &'static str {
+        "first principal component of the activations, no gradients (Muhammad & Yeasin 2020)"
+    }
+    fn needs_gradients(&self) -> bool {
+        false
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        first_component_projection(pass.activations.clone())
+    }
+}
+
+/// First principal component of `g * A`.
+#[derive(Clone, Copy, Debug)]
+pub struct EigenGradCam;
+
+impl CamMap for EigenGradCam {
+    fn name(&self) -> &'static str {
+        "eigengradcam"
+    }
+    fn summary(&self) -> &'static str {
+        "first principal component of g * A"
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        first_component_projection(pass.gradients() * pass.activations.clone())
+    }
+}
+
+/// KPCA-CAM (Karmani et al. 2024): the first kernel principal component of the
+/// activations, as pytorch-grad-cam's `KPCA_CAM` with its defaults (scikit-learn's
+/// `KernelPCA`, sigmoid kernel `tanh(gamma <x, y> + 1)`, `gamma = 1 / C`, sign made
+/// deterministic as scikit-learn does: the largest entry of the eigenvector is
+/// positive).
+#[derive(Clone, Copy, Debug)]
+pub struct KpcaCam;
+
+impl CamMap for KpcaCam {
+    fn name(&self) -> &'static str {
+        "kpcacam"
+    }
+    fn summary(&self) -> &'static str {
+        "first kernel principal component (sigmoid kernel) of the activations (Karmani et al. 2024)"
+    }
+    fn needs_gradients(&self) -> bool {
+        false
+    }
+    fn raw_map(&self, pass: &LayerPass) -> Tensor<3> {
+        kernel_component_projection(pass.activations.clone())
+    }
+}
+
+/// Every one-pass CAM, in the order of the CLI help and the docs: the name table the
+/// registry reads.
+pub static ONE_PASS_CAMS: &[&dyn CamMap] = &[
+    &GradCam,
+    &GradCamPlusPlus,
+    &XGradCam,
+    &LayerCam,
+    &HiResCam,
+    &GradCamElementWise,
+    &EigenCam,
+    &EigenGradCam,
+    &KpcaCam,
+];
+
+/// The one-pass CAM of this name.
+pub fn one_pass_cam(name: &str) -> Option<&'static dyn CamMap> {
+    ONE_PASS_CAMS.iter().copied().find(|c| c.name() == name)
 }
 
 /// Activations (and gradients) at one layer for a batch, as feature maps `[B,C,h,w]`
@@ -128,6 +256,17 @@ pub struct LayerPass {
 }
 
 impl LayerPass {
+    /// The gradients of a pass run with gradients.
+    ///
+    /// # Panics
+    /// If the pass ran without gradients: [`cams_from_one_pass`] asks for them
+    /// whenever a [`CamMap::needs_gradients`].
+    pub fn gradients(&self) -> Tensor<4> {
+        self.gradients
+            .clone()
+            .expect("gradient CAMs are computed from a pass with gradients")
+    }
+
     /// Run the model once (and backward once when `with_gradients`), batched: the
     /// targets of all images are summed into one score, and since the images of a
     /// batch do not interact in eval mode, each image's gradient is its own.
@@ -273,6 +412,45 @@ fn top_eigenvector(gram: Tensor<3>) -> Tensor<3> {
     v
 }
 
+/// Projection of each position on the first kernel principal component of the
+/// centred `[h*w, C]` activation matrix (scikit-learn's `KernelPCA(n_components=1,
+/// kernel="sigmoid")`, `fit_transform`): the centred sigmoid kernel's top
+/// eigenvector scaled by the square root of its eigenvalue, with scikit-learn's sign
+/// rule (the entry of largest magnitude is positive).
+pub fn kernel_component_projection(maps: Tensor<4>) -> Tensor<3> {
+    let [b, c, h, w] = maps.dims();
+    let n = h * w;
+    let x = maps.reshape([b, c, n]).swap_dims(1, 2);
+    let x = x.clone() - x.mean_dim(1);
+    let gamma = 1.0 / c as f32;
+    let kernel = (x.clone().matmul(x.swap_dims(1, 2)) * gamma + 1.0).tanh();
+    // Centre in feature space: K - 1K - K1 + 1K1 (1 = ones / n).
+    let row_mean = kernel.clone().mean_dim(2); // [B,n,1]
+    let col_mean = kernel.clone().mean_dim(1); // [B,1,n]
+    let all_mean = row_mean.clone().mean_dim(1); // [B,1,1]
+    let centred = kernel - row_mean - col_mean + all_mean;
+    // The sigmoid kernel is not positive semi-definite, and repeated squaring finds
+    // the eigenvalue of largest magnitude: shift by a Gershgorin bound so that the
+    // largest algebraic eigenvalue (scikit-learn's choice) is also the largest.
+    let shift = centred.clone().abs().sum_dim(2).max_dim(1); // [B,1,1]
+    let eye = Tensor::<2>::eye(n, &centred.device()).reshape([1, n, n]);
+    let u = top_eigenvector(centred.clone() + eye * shift); // [B,n,1]
+    let lambda = u
+        .clone()
+        .swap_dims(1, 2)
+        .matmul(centred)
+        .matmul(u.clone())
+        .reshape([b, 1]);
+    let u = u.reshape([b, n]);
+    // scikit-learn's svd_flip: the entry of largest magnitude becomes positive.
+    let largest = u.clone().abs().argmax(1); // [B,1]
+    let at_largest = u.clone().gather(1, largest);
+    let sign = at_largest
+        .ones_like()
+        .mask_fill(at_largest.lower_elem(0.0), -1.0);
+    (u * lambda.clamp_min(0.0).sqrt() * sign).reshape([b, h, w])
+}
+
 /// Apply the output convention to raw maps `[B,h,w]`: ReLU, per-image min-max,
 /// resize to the input, min-max again (pytorch-grad-cam's `scale_cam_image` per layer
 /// and once more after aggregating layers).
@@ -286,11 +464,7 @@ pub fn finish_cam(raw: Tensor<3>, input_size: [usize; 2]) -> Heatmaps {
 /// `finish_cam(sum_c w[b,c] * A[b,c])` for channel weights `[B,C]` (Score-CAM,
 /// Ablation-CAM).
 fn weighted_cam(weights: Tensor<2>, pass: &LayerPass) -> Heatmaps {
-    let [b, c] = weights.dims();
-    let raw = (weights.reshape([b, c, 1, 1]) * pass.activations.clone())
-        .sum_dim(1)
-        .squeeze_dim::<3>(1);
-    finish_cam(raw, pass.input_size)
+    finish_cam(weighted_sum(weights, &pass.activations), pass.input_size)
 }
 
 /// Compute several one-pass CAMs from a single forward and backward: what
@@ -300,7 +474,7 @@ pub fn cams_from_one_pass<M: ExplainableModel>(
     input: Tensor<4>,
     target: &dyn Target<M::Output>,
     layer: &str,
-    kinds: &[CamKind],
+    kinds: &[&dyn CamMap],
 ) -> Result<Vec<Heatmaps>> {
     let with_gradients = kinds.iter().any(|k| k.needs_gradients());
     let pass = LayerPass::run(model, input, target, layer, with_gradients)?;
@@ -313,15 +487,15 @@ pub fn cams_from_one_pass<M: ExplainableModel>(
 /// A one-pass CAM on a layer (the model's default layer when `None`).
 #[derive(Clone, Debug)]
 pub struct Cam {
-    /// Which CAM.
-    pub kind: CamKind,
+    /// Which CAM (a row of [`ONE_PASS_CAMS`]).
+    pub kind: &'static dyn CamMap,
     /// Target layer.
     pub layer: Option<String>,
 }
 
 impl Cam {
     /// A CAM on the model's default layer.
-    pub fn new(kind: CamKind) -> Self {
+    pub fn new(kind: &'static dyn CamMap) -> Self {
         Self { kind, layer: None }
     }
 
@@ -341,6 +515,10 @@ impl<M: ExplainableModel> Method<M> for Cam {
         self.kind.name().to_string()
     }
 
+    fn layer(&self, model: &M) -> Option<String> {
+        Some(resolve_layer(model, &self.layer))
+    }
+
     fn explain(
         &self,
         model: &M,
@@ -349,7 +527,7 @@ impl<M: ExplainableModel> Method<M> for Cam {
     ) -> Result<Explanation> {
         let layer = resolve_layer(model, &self.layer);
         let mut maps = cams_from_one_pass(model, input, target, &layer, &[self.kind])?;
-        Ok(Explanation::maps(maps.remove(0)))
+        Ok(Explanation::new(maps.remove(0)))
     }
 }
 
@@ -363,15 +541,11 @@ fn chunked_scores<M: ExplainableModel>(
     target: &dyn Target<M::Output>,
     mut run_chunk: impl FnMut(std::ops::Range<usize>) -> Result<M::Output>,
 ) -> Result<Tensor<1>> {
-    let mut scores = Vec::with_capacity(rows.div_ceil(batch_size.max(1)));
-    let mut start = 0;
-    while start < rows {
-        let end = (start + batch_size.max(1)).min(rows);
-        let output = run_chunk(start..end)?;
-        let chunk_target = target.for_images(&images[start..end]);
-        scores.push(chunk_target.score(&output)?.detach().without_autodiff());
-        start = end;
-    }
+    let scores = map_chunks(rows, batch_size, |range| {
+        let chunk_target = target.for_images(&images[range.clone()]);
+        let output = run_chunk(range)?;
+        Ok(chunk_target.score(&output)?.detach().without_autodiff())
+    })?;
     Ok(Tensor::cat(scores, 0))
 }
 
@@ -399,6 +573,10 @@ impl Default for ScoreCam {
 impl<M: ExplainableModel> Method<M> for ScoreCam {
     fn name(&self) -> String {
         "scorecam".into()
+    }
+
+    fn layer(&self, model: &M) -> Option<String> {
+        Some(resolve_layer(model, &self.layer))
     }
 
     fn explain(
@@ -430,16 +608,11 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
             let m = masks.clone().narrow(0, rows.start, rows.len());
             Ok(model.forward(x * m))
         })?;
-        Ok(Explanation::maps(weighted_cam(
+        Ok(Explanation::new(weighted_cam(
             softmax(scores.reshape([b, c]), 1),
             &pass,
         )))
     }
-}
-
-fn index_tensor(indices: &[usize], device: &lumen_core::Device) -> Tensor<1, burn::tensor::Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
 }
 
 /// Ablation-CAM (Desai & Ramaswamy 2020): channel weights are the relative drop of the
@@ -469,6 +642,10 @@ impl Default for AblationCam {
 impl<M: ExplainableModel> Method<M> for AblationCam {
     fn name(&self) -> String {
         "ablationcam".into()
+    }
+
+    fn layer(&self, model: &M) -> Option<String> {
+        Some(resolve_layer(model, &self.layer))
     }
 
     fn explain(
@@ -510,6 +687,6 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         })?;
         let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);
         let weights = (original.clone() - ablated.reshape([b, c])) / original;
-        Ok(Explanation::maps(weighted_cam(weights, &pass)))
+        Ok(Explanation::new(weighted_cam(weights, &pass)))
     }
 }

@@ -3,9 +3,11 @@
 //! internal batch size) share one forward and one backward.
 
 use burn::tensor::{IndexingUpdateOp, Tensor, TensorData};
-use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
+use lumen_core::{
+    ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks,
+};
 
-use crate::{Explanation, Method};
+use crate::method::{Explanation, Method};
 
 /// Gradient of the summed target scores with respect to the input `[B,3,H,W]`, from one
 /// batched forward and backward.
@@ -31,11 +33,7 @@ pub fn attribution_heatmaps(attributions: &Tensor<4>) -> Heatmaps {
 }
 
 fn gradient_explanation(attributions: Tensor<4>) -> Explanation {
-    Explanation {
-        heatmaps: attribution_heatmaps(&attributions),
-        attributions: Some(attributions),
-        convergence_delta: None,
-    }
+    Explanation::new(attribution_heatmaps(&attributions)).with_attributions(attributions)
 }
 
 /// Saliency (Simonyan et al. 2014): the raw input gradient (captum `Saliency` with
@@ -97,28 +95,49 @@ pub enum Baseline {
     Tensor(Box<Tensor<4>>),
 }
 
-impl Baseline {
-    /// Command-line names.
-    pub const NAMES: [&'static str; 6] = ["zeros", "black", "white", "blur", "uniform", "mean"];
+/// A baseline by name, before the data it needs (normalisation, seed) is known: what
+/// options and the command line carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BaselineKind {
+    /// All zeros in the normalised space (captum's default).
+    #[default]
+    Zeros,
+    /// Black pixels.
+    Black,
+    /// White pixels.
+    White,
+    /// A Gaussian blur (sigma 5 px) of the input.
+    Blur,
+    /// Seeded uniform noise over the input's range.
+    Uniform,
+    /// Each image's mean colour.
+    Mean,
+}
 
-    /// Parse a command-line name; black and white need the normalisation.
-    pub fn from_name(name: &str, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
-        Ok(match name {
-            "zeros" | "zero" => Self::Zeros,
-            "black" => Self::Black { mean, std },
-            "white" => Self::White { mean, std },
-            "blur" => Self::Blur { sigma: 5.0 },
-            "uniform" | "random" => Self::Uniform { seed: None },
-            "mean" => Self::Mean,
-            other => {
-                return Err(LumenError::InvalidArgument(format!(
-                    "unknown baseline `{other}`; valid baselines: {}",
-                    Self::NAMES.join(", ")
-                )));
-            }
-        })
+lumen_core::named_choices!(BaselineKind, "baseline", {
+    Zeros => "zeros",
+    Black => "black",
+    White => "white",
+    Blur => "blur",
+    Uniform => "uniform",
+    Mean => "mean",
+});
+
+impl BaselineKind {
+    /// The baseline, given the model's normalisation and a seed for the random one.
+    pub fn with(self, mean: [f32; 3], std: [f32; 3], seed: Option<u64>) -> Baseline {
+        match self {
+            Self::Zeros => Baseline::Zeros,
+            Self::Black => Baseline::Black { mean, std },
+            Self::White => Baseline::White { mean, std },
+            Self::Blur => Baseline::Blur { sigma: 5.0 },
+            Self::Uniform => Baseline::Uniform { seed },
+            Self::Mean => Baseline::Mean,
+        }
     }
+}
 
+impl Baseline {
     /// The baseline for a batch.
     pub fn build(&self, input: &Tensor<4>) -> Result<Tensor<4>> {
         let [b, c, h, w] = input.dims();
@@ -217,33 +236,16 @@ pub enum IntegrationRule {
     RiemannTrapezoid,
 }
 
+// captum's names for its `method` argument.
+lumen_core::named_choices!(IntegrationRule, "integration rule", {
+    GaussLegendre => "gausslegendre",
+    RiemannLeft => "riemann_left",
+    RiemannRight => "riemann_right",
+    RiemannMiddle => "riemann_middle",
+    RiemannTrapezoid => "riemann_trapezoid",
+});
+
 impl IntegrationRule {
-    /// Command-line names (captum's).
-    pub const NAMES: [&'static str; 5] = [
-        "gausslegendre",
-        "riemann_left",
-        "riemann_right",
-        "riemann_middle",
-        "riemann_trapezoid",
-    ];
-
-    /// Parse a command-line name.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "gausslegendre" => Self::GaussLegendre,
-            "riemann_left" => Self::RiemannLeft,
-            "riemann_right" => Self::RiemannRight,
-            "riemann_middle" => Self::RiemannMiddle,
-            "riemann_trapezoid" => Self::RiemannTrapezoid,
-            other => {
-                return Err(LumenError::InvalidArgument(format!(
-                    "unknown integration method `{other}`; valid: {}",
-                    Self::NAMES.join(", ")
-                )));
-            }
-        })
-    }
-
     /// Step sizes and positions `alpha` in `[0, 1]`, as captum's
     /// `approximation_parameters`, except the trapezoid rule: captum 0.9.0 spaces its
     /// points `1/(n-1)` apart but weights them `1/n` (the weights sum to `(n-1)/n`);
@@ -377,7 +379,7 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         model.check_input(&input)?;
         if self.steps == 0 {
             return Err(LumenError::InvalidArgument(
-                "--steps must be at least 1".into(),
+                "Integrated Gradients needs at least 1 path step (steps = 0)".into(),
             ));
         }
         let input = input.without_autodiff();
@@ -391,29 +393,20 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         let rows = n * b;
         let chunk = self.internal_batch_size.unwrap_or(rows).max(1);
         let mut total_grad = input.zeros_like();
-        let mut start = 0;
-        while start < rows {
-            let end = (start + chunk).min(rows);
-            let row_images: Vec<usize> = (start..end).map(|r| r % b).collect();
-            let row_alphas: Vec<f32> = (start..end).map(|r| alphas[r / b] as f32).collect();
-            let row_weights: Vec<f32> = (start..end).map(|r| step_sizes[r / b] as f32).collect();
-            let index = Tensor::<1, burn::tensor::Int>::from_data(
-                TensorData::new(
-                    row_images.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                    [end - start],
-                ),
-                &device,
-            );
-            let column = |v: Vec<f32>| {
-                Tensor::<4>::from_data(TensorData::new(v, [end - start, 1, 1, 1]), &device)
-            };
+        for range in row_chunks(rows, chunk) {
+            let n = range.len();
+            let row_images: Vec<usize> = range.clone().map(|r| r % b).collect();
+            let row_alphas: Vec<f32> = range.clone().map(|r| alphas[r / b] as f32).collect();
+            let row_weights: Vec<f32> = range.map(|r| step_sizes[r / b] as f32).collect();
+            let index = index_tensor(&row_images, &device);
+            let column =
+                |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [n, 1, 1, 1]), &device);
             let scaled = baseline.clone().select(0, index.clone())
                 + delta.clone().select(0, index.clone()) * column(row_alphas);
             let grads = input_gradients(model, scaled, target.for_images(&row_images).as_ref())?;
             let weighted = grads * column(row_weights);
             // Accumulate each row's weighted gradient into its image.
             total_grad = total_grad.select_assign(0, index, weighted, IndexingUpdateOp::Add);
-            start = end;
         }
         let attributions = delta * total_grad;
         // Completeness gap: sum(attr) - (f(x) - f(x')), one forward for both ends.
@@ -424,9 +417,7 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         let convergence_delta = (0..b)
             .map(|i| sums[i] - (end_scores[i] - end_scores[b + i]))
             .collect();
-        let mut explanation = gradient_explanation(attributions);
-        explanation.convergence_delta = Some(convergence_delta);
-        Ok(explanation)
+        Ok(gradient_explanation(attributions).with_convergence_delta(convergence_delta))
     }
 }
 

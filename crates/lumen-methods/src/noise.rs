@@ -4,10 +4,10 @@
 
 use burn::tensor::Tensor;
 use lumen_core::random::standard_normal;
-use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target};
+use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target, row_chunks};
 
 use crate::gradient::attribution_heatmaps;
-use crate::{Explanation, Method};
+use crate::method::{Explanation, Method};
 
 /// How samples are aggregated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
     ) -> Result<Explanation> {
         if self.samples == 0 {
             return Err(LumenError::InvalidArgument(
-                "--samples must be at least 1".into(),
+                "a noise tunnel needs at least 1 noisy sample per image (samples = 0)".into(),
             ));
         }
         model.check_input(&input)?;
@@ -142,11 +142,9 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let chunk = self.batch_size.unwrap_or(rows).max(1);
         let mut attributions = vec![];
         let mut maps = vec![];
-        let mut start = 0;
-        while start < rows {
-            let end = (start + chunk).min(rows);
-            let images: Vec<usize> = (start..end).map(|r| r / n).collect();
-            let part = noisy.clone().narrow(0, start, end - start);
+        for range in row_chunks(rows, chunk) {
+            let images: Vec<usize> = range.clone().map(|r| r / n).collect();
+            let part = noisy.clone().narrow(0, range.start, range.len());
             let explanation =
                 self.inner
                     .explain(model, part, target.for_images(&images).as_ref())?;
@@ -154,24 +152,17 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
                 Some(a) => attributions.push(a),
                 None => maps.push(explanation.heatmaps.into_tensor()),
             }
-            start = end;
         }
         if !attributions.is_empty() {
             let all = Tensor::cat(attributions, 0).reshape([rows, c * h * w]);
             let combined = combine(self.kind, all, b, n).reshape([b, c, h, w]);
-            return Ok(Explanation {
-                heatmaps: attribution_heatmaps(&combined),
-                attributions: Some(combined),
-                convergence_delta: None,
-            });
+            return Ok(
+                Explanation::new(attribution_heatmaps(&combined)).with_attributions(combined)
+            );
         }
         let all = Tensor::cat(maps, 0);
         let [_, mh, mw] = all.dims();
         let combined = combine(self.kind, all.reshape([rows, mh * mw]), b, n).reshape([b, mh, mw]);
-        Ok(Explanation {
-            heatmaps: Heatmaps::new(combined).normalize(),
-            attributions: None,
-            convergence_delta: None,
-        })
+        Ok(Explanation::new(Heatmaps::new(combined).normalize()))
     }
 }

@@ -11,8 +11,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 use lumen_core::{ClassLogit, ExplainableModel, LayerInfo, LayerKind, LumenError, Tap};
 use lumen_methods::{
-    AblationCam, Cam, CamKind, IntegratedGradients, Method, MethodOptions, Noise, NoiseKind,
-    NoiseTunnel, Saliency, ScoreCam, by_name, cams_from_one_pass,
+    AblationCam, BaselineKind, Cam, GradCam, HeadFusion, IntegratedGradients, IntegrationRule,
+    Method, MethodOptions, Noise, NoiseKind, NoiseTunnel, ONE_PASS_CAMS, Saliency, ScoreCam,
+    by_name, cams_from_one_pass,
 };
 
 #[derive(Module, Debug)]
@@ -89,7 +90,7 @@ fn targets(n: usize) -> ClassLogit {
 fn every_one_pass_cam_on_a_batch_of_8_costs_one_forward() {
     let device = Device::flex();
     let model = Counted::new(&device);
-    for kind in CamKind::ALL {
+    for &kind in ONE_PASS_CAMS {
         let explanation = Cam::new(kind)
             .explain(&model, batch(8, &device), &targets(8))
             .unwrap();
@@ -107,10 +108,10 @@ fn all_cams_of_a_comparison_share_one_forward() {
         batch(8, &device),
         &targets(8),
         "features",
-        &CamKind::ALL,
+        ONE_PASS_CAMS,
     )
     .unwrap();
-    assert_eq!(maps.len(), CamKind::ALL.len());
+    assert_eq!(maps.len(), ONE_PASS_CAMS.len());
     assert_eq!(model.forward_batches(), vec![8]);
 }
 
@@ -176,7 +177,7 @@ fn noise_is_reproducible_with_a_seed() {
     let model = Counted::new(&device);
     let input = batch(2, &device);
     let options = MethodOptions {
-        samples: 3,
+        noise_samples: 3,
         seed: Some(7),
         ..Default::default()
     };
@@ -217,13 +218,13 @@ fn bad_requests_are_errors_naming_the_problem() {
         "{err}"
     );
 
-    let cam = Cam::new(CamKind::GradCam).with_layer("conv9");
+    let cam = Cam::new(&GradCam).with_layer("conv9");
     match cam.explain(&model, batch(1, &device), &targets(1)) {
         Err(LumenError::UnknownLayer { valid, .. }) => assert_eq!(valid, vec!["conv1", "features"]),
         other => panic!("expected UnknownLayer, got {other:?}"),
     }
 
-    let err = Cam::new(CamKind::GradCam)
+    let err = Cam::new(&GradCam)
         .explain(&model, batch(1, &device), &ClassLogit(vec![5]))
         .unwrap_err();
     assert!(
@@ -251,26 +252,13 @@ fn bad_requests_are_errors_naming_the_problem() {
         .to_string();
     assert!(err.contains("attention layers"), "{err}");
 
-    for (field, value) in [
-        ("baseline", "grey"),
-        ("ig_method", "simpson"),
-        ("head_fusion", "median"),
+    // Named options are parsed at the edge; a bad name is an error listing the valid ones.
+    for (error, value) in [
+        ("grey".parse::<BaselineKind>().unwrap_err(), "grey"),
+        ("simpson".parse::<IntegrationRule>().unwrap_err(), "simpson"),
+        ("median".parse::<HeadFusion>().unwrap_err(), "median"),
     ] {
-        let mut options = MethodOptions::default();
-        match field {
-            "baseline" => options.baseline = value.into(),
-            "ig_method" => options.ig_method = value.into(),
-            _ => options.head_fusion = value.into(),
-        }
-        let name = if field == "head_fusion" {
-            "rollout"
-        } else {
-            "ig"
-        };
-        let err = by_name::<Counted>(name, &options)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains(value), "{field}: {err}");
+        let err = error.to_string();
+        assert!(err.contains(value) && err.contains("valid"), "{err}");
     }
 }

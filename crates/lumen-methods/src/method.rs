@@ -1,0 +1,61 @@
+//! The [`Method`] trait every attribution method implements, and what it returns.
+
+use lumen_core::{ExplainableModel, Heatmaps, Result, Target, Tensor};
+
+/// What a method returns for a batch.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// One map per image: `[B,H,W]` at input size for CAM, gradient and noise methods
+    /// (gradient methods: absolute value, max over channels); on the patch grid for
+    /// attention methods.
+    pub heatmaps: Heatmaps,
+    /// The raw attribution `[B,3,H,W]` of gradient methods (signed, unnormalised).
+    pub attributions: Option<Tensor<4>>,
+    /// Integrated Gradients' completeness gap per image:
+    /// `sum(attr) - (f(x) - f(baseline))`.
+    pub convergence_delta: Option<Vec<f32>>,
+}
+
+impl Explanation {
+    /// An explanation that is only maps (CAMs, attention methods, a user's method).
+    pub fn new(heatmaps: Heatmaps) -> Self {
+        Self {
+            heatmaps,
+            attributions: None,
+            convergence_delta: None,
+        }
+    }
+
+    /// Attach the signed attribution tensor `[B,3,H,W]`.
+    pub fn with_attributions(mut self, attributions: Tensor<4>) -> Self {
+        self.attributions = Some(attributions);
+        self
+    }
+
+    /// Attach a completeness gap per image.
+    pub fn with_convergence_delta(mut self, delta: Vec<f32>) -> Self {
+        self.convergence_delta = Some(delta);
+        self
+    }
+}
+
+/// An attribution method.
+pub trait Method<M: ExplainableModel> {
+    /// The method's name, as on the command line.
+    fn name(&self) -> String;
+
+    /// The layer this method explains at for `model` (CAMs: the chosen layer or the
+    /// model's default), or `None` for methods that work on the input.
+    fn layer(&self, model: &M) -> Option<String> {
+        let _ = model;
+        None
+    }
+
+    /// Explain a batch `[B,3,H,W]` for one target per image.
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn Target<M::Output>,
+    ) -> Result<Explanation>;
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Add keys to the existing method fixtures without regenerating the others:
+
+    python tools/reference/add_fixture_keys.py kpcacam complexity
+
+Runs the same generator functions as method_fixtures.py (so a full regeneration gives
+the same values) and rewrites crates/lumen/tests/fixtures/NAME_methods.safetensors with
+the old keys kept as they were.
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+import method_fixtures as mf  # noqa: E402
+
+LAYERS = {
+    "test_resnet": (lambda m: m.layer4[-1], None),
+    "test_vit": (lambda m: m.blocks[-1].norm1, mf.vit_reshape),
+}
+
+
+def add_metric_keys(keys):
+    import metric_fixtures as metrics
+    out = load_file(metrics.OUT)
+    for key in keys:
+        if key != "complexity":
+            raise SystemExit(f"no metric generator for `{key}`")
+        metrics.complexity(out["gradcam"].numpy(), "gradcam_", out)
+        metrics.complexity(out["noise_map"].numpy(), "noise_", out)
+    save_file({k: torch.as_tensor(np.asarray(v)).contiguous().float() for k, v in out.items()},
+              metrics.OUT)
+    print("metrics fixture now holds", sorted(out))
+
+
+def main(keys):
+    metric_keys = [k for k in keys if k == "complexity"]
+    keys = [k for k in keys if k != "complexity"]
+    if metric_keys:
+        add_metric_keys(metric_keys)
+    for name, (layer, reshape) in LAYERS.items():
+        if not keys:
+            break
+        path = os.path.join(mf.OUT, f"{name}_methods.safetensors")
+        out = load_file(path)
+        model, x = mf.load(name)
+        for key in keys:
+            if key == "kpcacam":
+                mf.kpca_cam(model, x, layer(model), reshape, out)
+            else:
+                raise SystemExit(f"no generator for `{key}`")
+        save_file({k: v.contiguous().float() for k, v in out.items()}, path)
+        print(name, "now holds", sorted(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["kpcacam"])
