@@ -1,3 +1,29 @@
-//! Task adapters for Lumen: classification, detection and segmentation targets.
+//! Task adapters for Lumen: what a model of a task predicts, what a user can ask to
+//! have explained, and the [`Target`](lumen_core::Target) that turns that request into
+//! one differentiable score per image.
 //!
-//! Not built yet: this crate will hold the detection-box and segmentation-region [`Target`](lumen_core::Target)s. Depends on `lumen-core` only.
+//! A [`Task`] is the seam between attribution methods (which only see targets) and
+//! everything a person sees: predictions in figure titles, JSON and reports. The
+//! high-level API of the `lumen` facade is generic over it; [`Classification`] is the
+//! first implementation, detection and segmentation are the next ones.
+//!
+//! Depends on `lumen-core` (and serde) only: never on methods, the zoo or plotting.
+//!
+//! ```
+//! use lumen_core::{Device, Tensor};
+//! use lumen_tasks::{Classification, Task};
+//!
+//! let device = Device::default();
+//! let logits = Tensor::<2>::from_floats([[0.1, 2.0, -1.0]], &device);
+//! let task = Classification::new(3, Some(vec!["cat".into(), "dog".into(), "fox".into()]));
+//! let predictions = task.predict(&logits)?;
+//! assert_eq!(predictions[0].class, 1);
+//! assert_eq!(task.describe_request(&task.default_request(&predictions[0])), "dog (1)");
+//! # Ok::<(), lumen_core::LumenError>(())
+//! ```
+
+mod classification;
+mod task;
+
+pub use classification::{ClassPrediction, Classification};
+pub use task::Task;

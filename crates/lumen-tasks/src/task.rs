@@ -1,0 +1,44 @@
+//! The task abstraction.
+
+use lumen_core::{Result, Target};
+use serde::Serialize;
+
+/// What a kind of model predicts and what of it can be explained.
+///
+/// - `predict` describes the model's output per image (figures, JSON, reports);
+/// - a `Request` says what to explain in one image (a class, a box, a region); its
+///   default comes from the prediction;
+/// - `target` turns one request per image into the [`Target`] the methods use.
+pub trait Task {
+    /// The model output this task reads (logits `[B, classes]` for classification).
+    type Output;
+    /// One image's prediction.
+    type Prediction: Clone + std::fmt::Debug + Serialize;
+    /// What to explain in one image.
+    type Request: Clone + std::fmt::Debug + Serialize;
+
+    /// The task's name (`classification`, ...).
+    fn name(&self) -> &'static str;
+
+    /// The prediction of each image of a batch.
+    fn predict(&self, output: &Self::Output) -> Result<Vec<Self::Prediction>>;
+
+    /// What is explained when the user asks for nothing in particular.
+    fn default_request(&self, prediction: &Self::Prediction) -> Self::Request;
+
+    /// Check a user's request (e.g. a class index in range) before any work.
+    fn check_request(&self, request: &Self::Request) -> Result<()>;
+
+    /// The target of one request per image.
+    fn target(&self, requests: &[Self::Request]) -> Box<dyn Target<Self::Output>>;
+
+    /// One line about a prediction, for figure titles and text output.
+    fn describe_prediction(&self, prediction: &Self::Prediction) -> String;
+
+    /// A short name of a request, for figure titles ("explaining ...").
+    fn describe_request(&self, request: &Self::Request) -> String;
+
+    /// The ranked alternatives of a prediction with their scores (a report's top-k
+    /// list).
+    fn ranked(&self, prediction: &Self::Prediction) -> Vec<(String, f32)>;
+}
