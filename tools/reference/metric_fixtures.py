@@ -125,6 +125,22 @@ def localization(maps, masks, boxes, prefix, out):
     out[prefix + "iou"] = np.array([iou(a, s) for a, s in zip(maps, masks)], np.float32)
     out[prefix + "gini"] = np.array(quantus.Sparseness(disable_warnings=True, normalise=False, abs=True)(
         model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4.copy()), np.float32)
+    complexity(maps, prefix, out)
+
+
+def complexity(maps, prefix, out):
+    """Quantus' Complexity (Bhatt et al. 2020) with its defaults (abs, normalise_by_max).
+    Asserted to differ from its nearest wrong variants: base-2 logarithm, no abs."""
+    a4 = maps[:, None].astype(np.float32)
+    y = np.array(CLASSES)
+    value = np.array(quantus.Complexity(disable_warnings=True)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4.copy()), np.float32)
+    p = np.abs(maps.reshape(len(maps), -1).astype(np.float64))
+    p /= p.sum(1, keepdims=True)
+    base2 = -(p * np.log2(p + 1e-12)).sum(1)
+    assert np.abs(value - base2).min() > 1e-2, (value, base2)
+    assert np.abs(value - np.log(p.shape[1])).min() > 1e-2, "a uniform map's value"
+    out[prefix + "complexity"] = value
 
 
 # --- faithfulness -------------------------------------------------------------------

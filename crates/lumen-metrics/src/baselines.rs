@@ -41,14 +41,10 @@ impl<M: ExplainableModel> Method<M> for RandomMap {
                 uniform_values(h * w, 0.0, 1.0, seed)
             })
             .collect();
-        Ok(Explanation {
-            heatmaps: Heatmaps::new(Tensor::from_data(
-                TensorData::new(values, [b, h, w]),
-                &input.device(),
-            )),
-            attributions: None,
-            convergence_delta: None,
-        })
+        Ok(Explanation::new(Heatmaps::new(Tensor::from_data(
+            TensorData::new(values, [b, h, w]),
+            &input.device(),
+        ))))
     }
 }
 
@@ -87,10 +83,6 @@ impl<M: ExplainableModel> Method<M> for CenterPrior {
             })
             .collect();
         let one = Tensor::<3>::from_data(TensorData::new(map, [1, h, w]), &input.device());
-        Ok(Explanation {
-            heatmaps: Heatmaps::new(one.expand([b, h, w])),
-            attributions: None,
-            convergence_delta: None,
-        })
+        Ok(Explanation::new(Heatmaps::new(one.expand([b, h, w]))))
     }
 }

@@ -2,8 +2,10 @@
 //! Deletion and insertion curves (RISE), ROAD, and average drop / increase in
 //! confidence. Every perturbed copy of every image is scored in batches.
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
-use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target, to_host};
+use burn::tensor::{Bool, Tensor, TensorData};
+use lumen_core::{
+    ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks, to_host,
+};
 use lumen_methods::Baseline;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -125,12 +127,6 @@ fn rank_tensor(maps: &[Vec<f32>], h: usize, w: usize, device: &burn::tensor::Dev
     Tensor::from_data(TensorData::new(ranks, [maps.len(), 1, h, w]), device)
 }
 
-pub(crate) fn index_tensor(rows: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
-    let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    let n = rows.len();
-    Tensor::from_data(TensorData::new(rows, [n]), device)
-}
-
 /// Score rows `(image, perturbed input)` in chunks of `batch_size`; `build` makes the
 /// inputs for a chunk of row indices and returns the image each row comes from.
 pub(crate) fn score_rows<M: ExplainableModel>(
@@ -140,10 +136,9 @@ pub(crate) fn score_rows<M: ExplainableModel>(
     batch_size: usize,
     mut build: impl FnMut(std::ops::Range<usize>) -> Result<(Tensor<4>, Vec<usize>)>,
 ) -> Result<Vec<f32>> {
-    let batch_size = batch_size.max(1);
     let mut scores = Vec::with_capacity(rows);
-    for start in (0..rows).step_by(batch_size) {
-        let (input, images) = build(start..(start + batch_size).min(rows))?;
+    for range in row_chunks(rows, batch_size) {
+        let (input, images) = build(range)?;
         let output = model.forward(input);
         scores.extend(to_host(target.for_images(&images).score(&output)?));
     }
@@ -395,9 +390,8 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
         .collect();
     let mut probability = Vec::with_capacity(b * points);
     let mut kept = Vec::with_capacity(b * points);
-    let chunk = config.batch_size.max(1);
-    for start in (0..b * points).step_by(chunk) {
-        let rows: Vec<usize> = (start..(start + chunk).min(b * points)).collect();
+    for range in row_chunks(b * points, config.batch_size) {
+        let rows: Vec<usize> = range.collect();
         let imputed: Vec<Vec<f32>> = rows
             .par_iter()
             .map(|&row| {

@@ -9,7 +9,10 @@
 //! - [`sanity`]: cascading and independent model-parameter randomisation, data
 //!   randomisation, with Spearman and SSIM.
 //! - [`axioms`]: Gini sparseness, Integrated Gradients completeness.
+//! - [`complexity`]: entropy of the map (Bhatt et al. 2020).
 //! - [`baselines`]: the `random` and `center` floors, as [`Method`](lumen_methods::Method)s.
+//! - [`bench`]: every metric behind one [`Metric`] trait, and [`recommend`], which
+//!   reads a results table against the floors.
 //!
 //! Metrics take a model, an input batch, targets and heatmaps (or a method that makes
 //! them), work on any backend, and return plain numbers in structs that serialise to
@@ -17,6 +20,8 @@
 
 pub mod axioms;
 pub mod baselines;
+pub mod bench;
+pub mod complexity;
 pub mod faithfulness;
 mod imputation;
 pub mod localization;
@@ -25,6 +30,11 @@ pub mod sensitivity;
 
 pub use axioms::{gini, relative_completeness_gap};
 pub use baselines::{CenterPrior, RandomMap};
+pub use bench::{
+    MethodRow, Metric, MetricCurve, MetricInput, MetricKey, MetricSettings, MetricValues,
+    Recommendation, Scope, Score, recommend, standard_metrics,
+};
+pub use complexity::complexity;
 pub use faithfulness::{
     ConfidenceChange, Curve, CurveConfig, CurveKind, Road, RoadConfig, RoadOrder,
     confidence_change, mean_rows, perturbation_curve, road, trapezoid_auc,

@@ -1,104 +1,9 @@
 //! Localization: does the heatmap point at the object? Host computations on one map
 //! `[h*w]` (row-major, at the ground truth's size) and a [`Region`].
 
-use lumen_core::{LumenError, Result};
+pub use lumen_core::Region;
+use lumen_core::Result;
 use serde::Serialize;
-
-/// A ground-truth region on an image: a pixel mask and its bounding box.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Region {
-    /// Image height in pixels.
-    pub height: usize,
-    /// Image width in pixels.
-    pub width: usize,
-    /// Row-major foreground mask `[height*width]`.
-    pub mask: Vec<bool>,
-    /// Bounding box `[x0, y0, x1, y1]`, half-open.
-    pub bbox: [usize; 4],
-}
-
-impl Region {
-    /// A region from a mask; the box is the mask's extent.
-    pub fn from_mask(height: usize, width: usize, mask: Vec<bool>) -> Result<Self> {
-        if mask.len() != height * width {
-            return Err(LumenError::shape(
-                "ground-truth mask",
-                format!("{height}x{width} = {} pixels", height * width),
-                mask.len(),
-            ));
-        }
-        let mut bbox = [width, height, 0, 0];
-        for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
-            let (y, x) = (i / width, i % width);
-            bbox = [
-                bbox[0].min(x),
-                bbox[1].min(y),
-                bbox[2].max(x + 1),
-                bbox[3].max(y + 1),
-            ];
-        }
-        if bbox[2] == 0 {
-            bbox = [0, 0, 0, 0];
-        }
-        Ok(Self {
-            height,
-            width,
-            mask,
-            bbox,
-        })
-    }
-
-    /// A region that is a box `[x0, y0, x1, y1]` (half-open): its mask fills the box.
-    pub fn from_box(height: usize, width: usize, bbox: [usize; 4]) -> Result<Self> {
-        let [x0, y0, x1, y1] = bbox;
-        if x0 >= x1 || y0 >= y1 || x1 > width || y1 > height {
-            return Err(LumenError::InvalidArgument(format!(
-                "bounding box {bbox:?} is empty or outside the {height}x{width} image"
-            )));
-        }
-        let mask = (0..height * width)
-            .map(|i| {
-                let (y, x) = (i / width, i % width);
-                (x0..x1).contains(&x) && (y0..y1).contains(&y)
-            })
-            .collect();
-        Ok(Self {
-            height,
-            width,
-            mask,
-            bbox,
-        })
-    }
-
-    /// The same region with its box as the mask.
-    pub fn box_region(&self) -> Self {
-        let [x0, y0, x1, y1] = self.bbox;
-        let mask = (0..self.height * self.width)
-            .map(|i| {
-                let (y, x) = (i / self.width, i % self.width);
-                (x0..x1).contains(&x) && (y0..y1).contains(&y)
-            })
-            .collect();
-        Self {
-            mask,
-            ..self.clone()
-        }
-    }
-
-    fn check(&self, map: &[f32]) -> Result<()> {
-        if map.len() != self.mask.len() {
-            return Err(LumenError::shape(
-                "heatmap for localization",
-                format!(
-                    "{}x{} (the ground truth's size; resize the heatmap first)",
-                    self.height, self.width
-                ),
-                format!("{} pixels", map.len()),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The index of the first maximum (NumPy's `argmax`).
 pub fn argmax(map: &[f32]) -> usize {
@@ -115,7 +20,7 @@ pub fn argmax(map: &[f32]) -> usize {
 /// `tolerance > 0` (their 15 pixels), a hit when a region pixel lies within
 /// `tolerance` of a maximum (TorchRay's disk: squared distance `< tolerance^2`).
 pub fn pointing_game(map: &[f32], region: &Region, tolerance: f32) -> Result<bool> {
-    region.check(map)?;
+    region.check_map(map)?;
     let max = map[argmax(map)];
     let peaks: Vec<usize> = (0..map.len()).filter(|&i| map[i] == max).collect();
     if peaks.iter().any(|&p| region.mask[p]) {
@@ -154,21 +59,21 @@ fn mass_inside(map: &[f32], mask: &[bool]) -> f32 {
 /// Energy-based pointing game (Wang et al., Score-CAM, 2020): the share of the map's
 /// (positive) energy inside the bounding box.
 pub fn energy_pointing_game(map: &[f32], region: &Region) -> Result<f32> {
-    region.check(map)?;
+    region.check_map(map)?;
     Ok(mass_inside(map, &region.box_region().mask))
 }
 
 /// Relevance mass accuracy (Arras et al., 2022): the share of positive relevance
 /// inside the mask.
 pub fn relevance_mass(map: &[f32], region: &Region) -> Result<f32> {
-    region.check(map)?;
+    region.check_map(map)?;
     Ok(mass_inside(map, &region.mask))
 }
 
 /// Relevance rank accuracy (Arras et al., 2022): with `K` mask pixels, the share of
 /// the map's top-`K` pixels that fall in the mask. Ties rank the earlier pixel first.
 pub fn relevance_rank(map: &[f32], region: &Region) -> Result<f32> {
-    region.check(map)?;
+    region.check_map(map)?;
     let k = region.mask.iter().filter(|&&m| m).count();
     if k == 0 {
         return Ok(0.0);
@@ -181,7 +86,7 @@ pub fn relevance_rank(map: &[f32], region: &Region) -> Result<f32> {
 /// Intersection over union of the thresholded map (`value >= threshold * max`) with
 /// the mask.
 pub fn iou(map: &[f32], region: &Region, threshold: f32) -> Result<f32> {
-    region.check(map)?;
+    region.check_map(map)?;
     let max = map.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let cut = threshold * max;
     let (mut intersection, mut union) = (0usize, 0usize);

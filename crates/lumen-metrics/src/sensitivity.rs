@@ -8,7 +8,8 @@ use lumen_core::{ExplainableModel, LumenError, Result, Target};
 use lumen_methods::Method;
 use serde::Serialize;
 
-use crate::faithfulness::{host_maps, index_tensor};
+use crate::faithfulness::host_maps;
+use lumen_core::index_tensor;
 
 /// Settings of the sensitivity metrics.
 #[derive(Clone, Debug)]
@@ -122,8 +123,8 @@ pub fn sensitivity_with<M: ExplainableModel>(
     let noise = Tensor::stack::<5>(perturbations.to_vec(), 1).reshape([b * samples, c, h, w]);
     let mut changes = vec![0f32; b * samples];
     let rows = b * samples;
-    for start in (0..rows).step_by(batch_size.max(1)) {
-        let range: Vec<usize> = (start..(start + batch_size.max(1)).min(rows)).collect();
+    for rows in lumen_core::row_chunks(rows, batch_size) {
+        let range: Vec<usize> = rows.collect();
         let images: Vec<usize> = range.iter().map(|r| r / samples).collect();
         let perturbed = input.clone().select(0, index_tensor(&images, &device))
             + noise.clone().select(0, index_tensor(&range, &device));

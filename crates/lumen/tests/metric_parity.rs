@@ -20,9 +20,9 @@ use common::{device, models_fixture, read};
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
 use lumen::core::{ClassLogit, ClassProbability, Heatmaps};
-use lumen::methods::{Baseline, Cam, CamKind};
+use lumen::methods::{Baseline, Cam, GradCam};
 use lumen::metrics::{
-    CurveConfig, CurveKind, Region, RoadConfig, RoadOrder, confidence_change, gini,
+    CurveConfig, CurveKind, Region, RoadConfig, RoadOrder, complexity, confidence_change, gini,
     localization::{energy_pointing_game, iou, pointing_game, relevance_mass, relevance_rank},
     perturbation_curve, road, sensitivity_with, spearman, ssim,
 };
@@ -136,6 +136,14 @@ fn localization_matches_quantus_and_the_papers() {
             let key = format!("{prefix}{name}");
             assert_close(&key, &actual, &fixture(&key), 1e-6);
         }
+        // Complexity is an entropy near ln(160 * 160) = 10.1: compare at 1e-5 (f32 sums).
+        let key = format!("{prefix}complexity");
+        assert_close(
+            &key,
+            &per_image(&|m, _| complexity(m)),
+            &fixture(&key),
+            1e-5,
+        );
     }
 }
 
@@ -241,7 +249,7 @@ fn sensitivity_matches_yeh_et_al_given_the_same_noise() {
         .collect();
     assert_eq!(perturbations.len(), 3);
     let gradcam = Cam {
-        kind: CamKind::GradCam,
+        kind: &GradCam,
         layer: Some("layer4".into()),
     };
     let result = sensitivity_with(

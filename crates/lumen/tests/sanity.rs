@@ -4,7 +4,7 @@
 
 use lumen::core::burn::tensor::Tensor;
 use lumen::core::{ClassLogit, Device, ExplainableModel, to_host};
-use lumen::methods::{Cam, CamKind};
+use lumen::methods::{Cam, GradCam};
 use lumen::metrics::{
     RandomMap, RandomizationConfig, RandomizationOrder, model_randomization, parameter_groups,
     randomize_groups,
@@ -75,7 +75,7 @@ fn gradcam_passes_and_a_model_independent_map_fails() {
     let target = ClassLogit(classes);
     let config = RandomizationConfig::default();
     let gradcam = Cam {
-        kind: CamKind::GradCam,
+        kind: &GradCam,
         layer: None,
     };
     let curve = model_randomization(&model, &gradcam, &x, &target, &config).unwrap();
