@@ -10,7 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lumen::core::burn::tensor::{Distribution, Tensor};
 use lumen::core::{ClassLogit, Device, ExplainableModel, device_from_str};
 use lumen::methods::{
-    AttentionFlow, AttentionRollout, CamKind, IntegratedGradients, Method, cams_from_one_pass,
+    AttentionFlow, AttentionRollout, GradCam, IntegratedGradients, Method, ONE_PASS_CAMS,
+    cams_from_one_pass,
 };
 use lumen::methods::{Cam, Saliency};
 use lumen::{LoadedModel, ZooModel};
@@ -45,7 +46,7 @@ fn cams(c: &mut Criterion) {
         let (model, input, target, device) = setup(arch, 8);
         group.bench_function(format!("gradcam/{arch}/batch8"), |b| {
             b.iter(|| {
-                let e = Cam::new(CamKind::GradCam)
+                let e = Cam::new(&GradCam)
                     .explain(&model, input.clone(), &target)
                     .unwrap();
                 sync(&device, e.heatmaps.into_tensor());
@@ -54,7 +55,7 @@ fn cams(c: &mut Criterion) {
         group.bench_function(format!("all-8-one-pass-cams/{arch}/batch8"), |b| {
             b.iter(|| {
                 let maps =
-                    cams_from_one_pass(&model, input.clone(), &target, "layer4", &CamKind::ALL)
+                    cams_from_one_pass(&model, input.clone(), &target, "layer4", ONE_PASS_CAMS)
                         .unwrap();
                 for m in maps {
                     sync(&device, m.into_tensor());

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lumen::LoadedModel;
 use lumen::core::ExplainableModel;
 use lumen::core::{ClassLogit, ClassProbability, Device, device_from_str, predicted_classes};
-use lumen::methods::{Baseline, Cam, CamKind, Method};
+use lumen::methods::{Baseline, Cam, GradCam, Method, ONE_PASS_CAMS};
 use lumen::metrics::{
     CurveConfig, CurveKind, RoadConfig, RoadOrder, SensitivityConfig, perturbation_curve, road,
     sensitivity,
@@ -30,7 +30,7 @@ fn metrics(c: &mut Criterion) {
         .collect();
     let input = loaded.data_config.to_tensor(&images, &device).unwrap();
     let classes = predicted_classes(&model.forward(input.clone()));
-    let gradcam = Cam::new(CamKind::GradCam);
+    let gradcam = Cam::new(&GradCam);
     let maps = gradcam
         .explain(model, input.clone(), &ClassLogit(classes.clone()))
         .unwrap()

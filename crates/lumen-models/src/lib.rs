@@ -108,7 +108,7 @@ impl Architecture {
         };
         if num_classes == 0 {
             return Err(LumenError::InvalidArgument(
-                "--num-classes must be at least 1".into(),
+                "the number of classes must be at least 1".into(),
             ));
         }
         Ok(match name {
@@ -209,6 +209,8 @@ pub struct LoadedModel {
     pub data_config: DataConfig,
     /// Class names, when known.
     pub class_names: Option<Vec<String>>,
+    /// The device the weights live on (inputs go there too).
+    pub device: Device,
 }
 
 impl LoadedModel {
@@ -227,6 +229,7 @@ impl LoadedModel {
             model,
             data_config,
             class_names: None,
+            device: device.clone(),
         })
     }
 
@@ -238,7 +241,7 @@ impl LoadedModel {
             "shapes-vit" => SHAPES_VIT_WEIGHTS,
             other => {
                 return Err(LumenError::InvalidArgument(format!(
-                    "`{other}` has no bundled weights (bundled: {}); pass --weights",
+                    "`{other}` has no bundled weights (bundled: {}); load it with its weights file",
                     BUNDLED.join(", ")
                 )));
             }
@@ -329,6 +332,13 @@ impl ExplainableModel for ZooModel {
             Self::ResNet(m) => m.input_shape(),
             Self::Vit(m) => m.input_shape(),
         }
+    }
+}
+
+impl LoadedModel {
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.model.num_classes()
     }
 }
 

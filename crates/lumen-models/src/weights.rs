@@ -125,7 +125,7 @@ fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Resul
         .collect();
     if !unused.is_empty() {
         problems.push(format!(
-            "unexpected keys (wrong architecture or --num-classes?): {}",
+            "unexpected keys (wrong architecture or number of classes?): {}",
             unused.join(", ")
         ));
     }

@@ -126,5 +126,5 @@ fn zero_classes_is_rejected() {
     let err = LoadedModel::init("resnet18", 0, &test_device())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("num-classes"), "{err}");
+    assert!(err.contains("number of classes"), "{err}");
 }

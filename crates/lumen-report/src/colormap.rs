@@ -56,6 +56,11 @@ impl Colormap {
         })
     }
 
+    /// This colormap's name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
     /// The colour of `t` in `[0, 1]` (values outside are clamped; NaN maps to 0).
     pub fn rgb(self, t: f32) -> [u8; 3] {
         let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
@@ -271,5 +276,19 @@ mod tests {
         assert_eq!(Colormap::from_name("Viridis"), Ok(Colormap::Viridis));
         let err = Colormap::from_name("rainbow").unwrap_err();
         assert!(err.contains("turbo"), "{err}");
+    }
+}
+
+impl std::str::FromStr for Colormap {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::from_name(name)
+    }
+}
+
+impl std::fmt::Display for Colormap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }

@@ -4,12 +4,14 @@
 //! Burn nor a backend: the only crate that pulls in image encoders, fonts and plotly.
 
 pub mod colormap;
+pub mod evaluation;
 pub mod figure;
 pub mod html;
 pub mod overlay;
 mod turbo;
 
 pub use colormap::Colormap;
+pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
     Layout, Panel, comparison_figure, explanation_figure, grid, polarity_figure, title_bar,
 };

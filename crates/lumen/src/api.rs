@@ -1,33 +1,130 @@
 //! The high-level API: explain, compare and batch-visualise predictions in a call,
 //! with figures written where asked. Mirrors the guide's `explain_prediction`,
 //! `compare_methods`, `visualize_batch`, `explain_batch` and `quick_explain`.
+//!
+//! Every call is generic over a [`TaskModel`]: a model, its [`Task`] (what it
+//! predicts and what can be explained), its data config and device. A zoo
+//! [`LoadedModel`] is a classification `TaskModel`; [`Explained`] wraps a user's own
+//! Burn model with any task.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use lumen_core::burn::tensor::activation::softmax;
 use lumen_core::{
-    ClassLogit, DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, load_image,
-    predicted_classes, to_host,
+    DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, load_image, to_host,
 };
-use lumen_methods::{CamKind, Explanation, MethodOptions, by_name, cams_from_one_pass};
+use lumen_methods::{
+    Explanation, Method, MethodOptions, by_name, cams_from_one_pass, one_pass_cam,
+};
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
     Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, grid,
     overlay, polarity_figure, report_page, title_bar,
 };
+use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
-/// Options of the high-level calls (the guide's keyword arguments).
+use crate::output::{save_png, write_atomically};
+
+/// A model with what the high-level calls need around it: its task, preprocessing
+/// and device.
+pub trait TaskModel {
+    /// The model.
+    type Model: ExplainableModel + 'static;
+    /// Its task.
+    type Task: Task<Output = <Self::Model as ExplainableModel>::Output>;
+
+    /// A name for titles and reports.
+    fn name(&self) -> &str;
+    /// The model, in evaluation mode.
+    fn model(&self) -> &Self::Model;
+    /// The task (cheap to build: names and counts).
+    fn task(&self) -> Self::Task;
+    /// Preprocessing the model expects.
+    fn data_config(&self) -> &DataConfig;
+    /// The device the model lives on.
+    fn device(&self) -> &Device;
+}
+
+/// The prediction type of a [`TaskModel`].
+pub type PredictionOf<T> = <<T as TaskModel>::Task as Task>::Prediction;
+/// The request type of a [`TaskModel`] (a class index for classification).
+pub type RequestOf<T> = <<T as TaskModel>::Task as Task>::Request;
+
+impl TaskModel for LoadedModel {
+    type Model = ZooModel;
+    type Task = Classification;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn model(&self) -> &ZooModel {
+        &self.model
+    }
+    fn task(&self) -> Classification {
+        Classification::new(self.num_classes(), self.class_names.clone())
+    }
+    fn data_config(&self) -> &DataConfig {
+        &self.data_config
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Any explainable Burn model with a task: what a user passes to the high-level calls
+/// for their own model.
 #[derive(Clone, Debug)]
-pub struct ExplainOptions {
-    /// Method name (see `lumen_methods::METHOD_NAMES`).
+pub struct Explained<M, T> {
+    /// A name for titles and reports.
+    pub name: String,
+    /// The model, in evaluation mode (`valid()`).
+    pub model: M,
+    /// Its task.
+    pub task: T,
+    /// Preprocessing the model expects.
+    pub data_config: DataConfig,
+    /// Where the model lives.
+    pub device: Device,
+}
+
+impl<M, T> TaskModel for Explained<M, T>
+where
+    M: ExplainableModel + 'static,
+    T: Task<Output = M::Output> + Clone,
+{
+    type Model = M;
+    type Task = T;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn model(&self) -> &M {
+        &self.model
+    }
+    fn task(&self) -> T {
+        self.task.clone()
+    }
+    fn data_config(&self) -> &DataConfig {
+        &self.data_config
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// Options of the high-level calls (the guide's keyword arguments). `R` is the task's
+/// request type: a class index for classification.
+#[derive(Clone, Debug)]
+pub struct ExplainOptions<R = usize> {
+    /// Method name (see `lumen_methods::method_names`).
     pub method: String,
-    /// One class per image; the predicted class when `None`.
-    pub target_class: Option<Vec<usize>>,
+    /// What to explain, one request per image; the task's default (the predicted
+    /// class) when `None`.
+    pub targets: Option<Vec<R>>,
     /// Colormap of the figures.
     pub colormap: Colormap,
-    /// Overlay opacity.
+    /// Overlay opacity in `[0, 1]`.
     pub alpha: f32,
     /// Folder for figures; nothing is written when `None`.
     pub save_dir: Option<PathBuf>,
@@ -37,17 +134,30 @@ pub struct ExplainOptions {
     pub polarity: bool,
 }
 
-impl Default for ExplainOptions {
+impl<R> Default for ExplainOptions<R> {
     fn default() -> Self {
         Self {
             method: "gradcam".into(),
-            target_class: None,
+            targets: None,
             colormap: Colormap::Jet,
             alpha: 0.5,
             save_dir: None,
             method_options: MethodOptions::default(),
             polarity: false,
         }
+    }
+}
+
+impl<R> ExplainOptions<R> {
+    /// Check the numeric options before any work.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
+            return Err(LumenError::InvalidArgument(format!(
+                "overlay opacity (alpha) must be in [0, 1], got {}",
+                self.alpha
+            )));
+        }
+        self.method_options.validate()
     }
 }
 
@@ -70,19 +180,20 @@ impl Inputs {
         device: &Device,
     ) -> Result<Self> {
         let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
-        let originals: Vec<RgbImage> = images.iter().map(|i| config.resize_and_crop(i)).collect();
-        Ok(Self {
-            tensor: config.to_tensor(&originals, device)?,
-            originals,
-            names: paths
-                .iter()
-                .map(|p| {
-                    p.as_ref()
-                        .file_stem()
-                        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
-                })
-                .collect(),
-        })
+        let names = paths
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .file_stem()
+                    .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
+            })
+            .collect();
+        Self::from_images(images, names, config, device)
+    }
+
+    /// Image files for a model: its data config and device.
+    pub fn load<P: AsRef<Path>>(model: &impl TaskModel, paths: &[P]) -> Result<Self> {
+        Self::from_files(paths, model.data_config(), model.device())
     }
 
     /// Images already in memory, named, resized and cropped as the model expects.
@@ -123,21 +234,16 @@ impl Inputs {
     }
 }
 
-/// What one image's explanation produced.
+/// What one image's explanation produced. `P` and `R` are the task's prediction and
+/// request types.
 #[derive(Clone, Debug, Serialize)]
-pub struct ExplanationResult {
+pub struct ExplanationResult<P = ClassPrediction, R = usize> {
     /// Input name.
     pub image: String,
-    /// Arg-max class.
-    pub predicted_class: usize,
-    /// Its name, when the model has class names.
-    pub predicted_name: Option<String>,
-    /// Softmax probability of the predicted class.
-    pub confidence: f32,
-    /// The five most probable classes with probabilities.
-    pub top5: Vec<(usize, f32)>,
-    /// Class explained.
-    pub target_class: usize,
+    /// What the model predicted.
+    pub prediction: P,
+    /// What was explained.
+    pub target: R,
     /// Method used.
     pub method: String,
     /// Layer used (CAM methods).
@@ -151,72 +257,72 @@ pub struct ExplanationResult {
     pub heatmap: Map,
 }
 
-/// Predictions of a batch: arg-max, probabilities `[B, classes]`.
-struct Predictions {
-    classes: Vec<usize>,
-    probabilities: Vec<f32>,
-    num_classes: usize,
+/// The result type of a [`TaskModel`].
+pub type ResultOf<T> = ExplanationResult<PredictionOf<T>, RequestOf<T>>;
+
+/// Predictions of a batch and the requests (given or default) with their target.
+struct Prepared<T: TaskModel> {
+    task: T::Task,
+    predictions: Vec<PredictionOf<T>>,
+    requests: Vec<RequestOf<T>>,
 }
 
-impl Predictions {
-    fn of(model: &ZooModel, input: &Tensor<4>) -> Self {
-        let logits = model.forward(input.clone());
-        let [_, num_classes] = logits.dims();
-        Self {
-            classes: predicted_classes(&logits),
-            probabilities: to_host(softmax(logits, 1)),
-            num_classes,
+impl<T: TaskModel> Prepared<T> {
+    fn new(model: &T, inputs: &Inputs, requested: &Option<Vec<RequestOf<T>>>) -> Result<Self> {
+        if inputs.is_empty() {
+            return Err(LumenError::InvalidArgument("no images to explain".into()));
         }
-    }
-
-    fn confidence(&self, image: usize) -> f32 {
-        self.probabilities[image * self.num_classes + self.classes[image]]
-    }
-
-    fn top5(&self, image: usize) -> Vec<(usize, f32)> {
-        let row = &self.probabilities[image * self.num_classes..(image + 1) * self.num_classes];
-        let mut ranked: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked.truncate(5);
-        ranked
-    }
-
-    fn targets(&self, requested: &Option<Vec<usize>>) -> Result<Vec<usize>> {
-        let targets = match requested {
-            None => self.classes.clone(),
-            Some(t) if t.len() == self.classes.len() => t.clone(),
-            Some(t) => {
+        model.model().check_input(&inputs.tensor)?;
+        let task = model.task();
+        let predictions = task.predict(&model.model().forward(inputs.tensor.clone()))?;
+        let requests = match requested {
+            None => predictions
+                .iter()
+                .map(|p| task.default_request(p))
+                .collect(),
+            Some(r) if r.len() == predictions.len() => r.clone(),
+            Some(r) => {
                 return Err(LumenError::InvalidArgument(format!(
-                    "--target-class takes one class per image: {} given for {} images",
-                    t.len(),
-                    self.classes.len()
+                    "give one target per image (one class per image for a classifier): {} given for {} images",
+                    r.len(),
+                    predictions.len()
                 )));
             }
         };
-        if let Some(&class) = targets.iter().find(|&&c| c >= self.num_classes) {
-            return Err(LumenError::ClassOutOfRange {
-                class,
-                num_classes: self.num_classes,
-            });
+        for request in &requests {
+            task.check_request(request)?;
         }
-        Ok(targets)
+        Ok(Self {
+            task,
+            predictions,
+            requests,
+        })
+    }
+
+    fn target(&self) -> Box<dyn lumen_core::Target<<T::Model as ExplainableModel>::Output>> {
+        self.task.target(&self.requests)
+    }
+
+    fn title(&self, i: usize) -> String {
+        format!(
+            "{} | explaining {}",
+            self.task.describe_prediction(&self.predictions[i]),
+            self.task.describe_request(&self.requests[i])
+        )
     }
 }
 
-fn class_label(model: &LoadedModel, class: usize) -> String {
-    match model.class_names.as_ref().and_then(|n| n.get(class)) {
-        Some(name) => format!("{name} ({class})"),
-        None => format!("class {class}"),
+fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -> MethodOptions {
+    MethodOptions {
+        mean: model.data_config().mean,
+        std: model.data_config().std,
+        ..options.clone()
     }
 }
 
-fn uses_layer(method: &str) -> bool {
-    CamKind::ALL.iter().any(|k| k.name() == method) || matches!(method, "scorecam" | "ablationcam")
-}
-
-fn host_maps(explanation: &Explanation) -> Vec<Map> {
-    let [b, h, w] = explanation.heatmaps.dims();
-    let values = explanation.heatmaps.to_vec();
+fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+    let [b, h, w] = heatmaps.dims();
+    let values = heatmaps.to_vec();
     (0..b)
         .map(|i| {
             Map::new(
@@ -240,56 +346,50 @@ fn signed_map(attributions: &Tensor<4>, i: usize) -> Map {
     Map::new(to_host(summed), w as u32, h as u32)
 }
 
-fn save(figure: &RgbImage, dir: &Path, file: String) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|source| LumenError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let path = dir.join(file);
-    figure.save(&path).map_err(|e| LumenError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    Ok(path)
+/// A method name as a file-name part: `gradcam++` -> `gradcampp`.
+fn file_part(method: &str) -> String {
+    method.replace('+', "p")
 }
 
 /// Explain every image of a batch with one method (one batched method call) and, with
 /// `save_dir`, write one figure per image: original | heatmap | overlay.
-pub fn explain_prediction(
-    model: &LoadedModel,
+pub fn explain_prediction<T: TaskModel>(
+    model: &T,
     inputs: &Inputs,
-    options: &ExplainOptions,
-) -> Result<(Explanation, Vec<ExplanationResult>)> {
-    let zoo = &model.model;
-    let mut method_options = options.method_options.clone();
-    method_options.mean = model.data_config.mean;
-    method_options.std = model.data_config.std;
-    let method = by_name::<ZooModel>(&options.method, &method_options)?;
-    if let Some(layer) = &method_options.layer {
-        zoo.layer(layer)?;
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<(Explanation, Vec<ResultOf<T>>)> {
+    options.validate()?;
+    let method = by_name::<T::Model>(
+        &options.method,
+        &method_options(model, &options.method_options),
+    )?;
+    explain_with(model, inputs, method.as_ref(), options)
+}
+
+/// [`explain_prediction`] with a method already built (a user's own [`Method`] too).
+pub fn explain_with<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<(Explanation, Vec<ResultOf<T>>)> {
+    let layer = method.layer(model.model());
+    if let Some(layer) = &layer {
+        model.model().layer(layer)?;
     }
-    zoo.check_input(&inputs.tensor)?;
-    let predictions = Predictions::of(zoo, &inputs.tensor);
-    let targets = predictions.targets(&options.target_class)?;
-    let explanation = method.explain(zoo, inputs.tensor.clone(), &ClassLogit(targets.clone()))?;
-    let maps = host_maps(&explanation);
-    let layer = uses_layer(&options.method).then(|| {
-        method_options
-            .layer
-            .clone()
-            .unwrap_or_else(|| zoo.default_layer())
-    });
+    let prepared = Prepared::new(model, inputs, &options.targets)?;
+    let explanation = method.explain(
+        model.model(),
+        inputs.tensor.clone(),
+        prepared.target().as_ref(),
+    )?;
+    let name = method.name();
     let mut results = Vec::with_capacity(inputs.len());
-    for (i, map) in maps.into_iter().enumerate() {
+    for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
         let mut paths = vec![];
         if let Some(dir) = &options.save_dir {
-            let title = format!(
-                "{} | predicted {} {:.1}% | explaining {}",
-                options.method,
-                class_label(model, predictions.classes[i]),
-                100.0 * predictions.confidence(i),
-                class_label(model, targets[i])
-            );
+            let title = format!("{name} | {}", prepared.title(i));
+            let stem = format!("{}_{}", inputs.names[i], file_part(&name));
             let figure = explanation_figure(
                 &inputs.originals[i],
                 &map,
@@ -297,9 +397,7 @@ pub fn explain_prediction(
                 options.alpha,
                 &title,
             );
-            // `+` is awkward in file names: gradcam++ -> gradcampp.
-            let stem = format!("{}_{}", inputs.names[i], options.method.replace('+', "p"));
-            paths.push(save(&figure, dir, format!("{stem}.png"))?);
+            paths.push(save_png(&figure, dir, &format!("{stem}.png"))?);
             if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
                 let signed = signed_map(attributions, i);
                 let figure = polarity_figure(
@@ -309,20 +407,14 @@ pub fn explain_prediction(
                     options.alpha,
                     &title,
                 );
-                paths.push(save(&figure, dir, format!("{stem}_polarity.png"))?);
+                paths.push(save_png(&figure, dir, &format!("{stem}_polarity.png"))?);
             }
         }
         results.push(ExplanationResult {
             image: inputs.names[i].clone(),
-            predicted_class: predictions.classes[i],
-            predicted_name: model
-                .class_names
-                .as_ref()
-                .and_then(|n| n.get(predictions.classes[i]).cloned()),
-            confidence: predictions.confidence(i),
-            top5: predictions.top5(i),
-            target_class: targets[i],
-            method: options.method.clone(),
+            prediction: prepared.predictions[i].clone(),
+            target: prepared.requests[i].clone(),
+            method: name.clone(),
             layer: layer.clone(),
             convergence_delta: explanation.convergence_delta.as_ref().map(|d| d[i]),
             paths,
@@ -334,13 +426,13 @@ pub fn explain_prediction(
 
 /// One image's comparison across methods.
 #[derive(Clone, Debug, Serialize)]
-pub struct ComparisonResult {
+pub struct ComparisonResult<P = ClassPrediction, R = usize> {
     /// Input name.
     pub image: String,
-    /// Class explained.
-    pub target_class: usize,
-    /// The five most probable classes with probabilities.
-    pub top5: Vec<(usize, f32)>,
+    /// What the model predicted.
+    pub prediction: P,
+    /// What was explained.
+    pub target: R,
     /// Methods in order.
     pub methods: Vec<String>,
     /// Figure written.
@@ -350,55 +442,68 @@ pub struct ComparisonResult {
     pub heatmaps: Vec<Map>,
 }
 
+/// The comparison type of a [`TaskModel`].
+pub type ComparisonOf<T> = ComparisonResult<PredictionOf<T>, RequestOf<T>>;
+
 /// Explain a batch with several methods and draw one comparison figure per image.
-/// One-pass CAMs on the same layer share a single forward/backward.
-pub fn compare_methods(
-    model: &LoadedModel,
+/// Each method is built once; one-pass CAMs on the same layer share a single
+/// forward/backward.
+pub fn compare_methods<T: TaskModel>(
+    model: &T,
     inputs: &Inputs,
     methods: &[String],
-    options: &ExplainOptions,
+    options: &ExplainOptions<RequestOf<T>>,
     layout: Layout,
-) -> Result<Vec<ComparisonResult>> {
-    let zoo = &model.model;
-    zoo.check_input(&inputs.tensor)?;
-    let predictions = Predictions::of(zoo, &inputs.tensor);
-    let targets = predictions.targets(&options.target_class)?;
-    let target = ClassLogit(targets.clone());
-    let mut method_options = options.method_options.clone();
-    method_options.mean = model.data_config.mean;
-    method_options.std = model.data_config.std;
-    // Validate every name before any work.
-    for name in methods {
-        by_name::<ZooModel>(name, &method_options)?;
+) -> Result<Vec<ComparisonOf<T>>> {
+    options.validate()?;
+    if methods.is_empty() {
+        return Err(LumenError::InvalidArgument("no methods to compare".into()));
     }
-    let one_pass: Vec<CamKind> = methods
+    let method_options = method_options(model, &options.method_options);
+    let built: Vec<Box<dyn Method<T::Model>>> = methods
         .iter()
-        .filter_map(|m| CamKind::ALL.into_iter().find(|k| k.name() == m))
-        .collect();
-    let layer = method_options
-        .layer
-        .clone()
-        .unwrap_or_else(|| zoo.default_layer());
-    let shared = if one_pass.is_empty() {
-        vec![]
-    } else {
-        cams_from_one_pass(zoo, inputs.tensor.clone(), &target, &layer, &one_pass)?
-    };
-    let mut per_method: Vec<Vec<Map>> = Vec::with_capacity(methods.len());
-    for name in methods {
-        let maps = match one_pass.iter().position(|k| k.name() == name) {
-            Some(i) => host_maps(&Explanation {
-                heatmaps: shared[i].clone(),
-                attributions: None,
-                convergence_delta: None,
-            }),
-            None => {
-                let method = by_name::<ZooModel>(name, &method_options)?;
-                host_maps(&method.explain(zoo, inputs.tensor.clone(), &target)?)
-            }
-        };
-        per_method.push(maps);
+        .map(|name| by_name::<T::Model>(name, &method_options))
+        .collect::<Result<_>>()?;
+    for layer in built.iter().filter_map(|m| m.layer(model.model())) {
+        model.model().layer(&layer)?;
     }
+    let prepared = Prepared::new(model, inputs, &options.targets)?;
+    let target = prepared.target();
+    // One-pass CAMs share one pass per layer.
+    let cams: Vec<(usize, &'static dyn lumen_methods::CamMap, String)> = built
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| Some((i, one_pass_cam(&m.name())?, m.layer(model.model())?)))
+        .collect();
+    let mut per_method: Vec<Option<Vec<Map>>> = vec![None; built.len()];
+    let mut layers: Vec<String> = cams.iter().map(|c| c.2.clone()).collect();
+    layers.sort();
+    layers.dedup();
+    for layer in &layers {
+        let group: Vec<_> = cams.iter().filter(|c| &c.2 == layer).collect();
+        let kinds: Vec<&dyn lumen_methods::CamMap> = group.iter().map(|c| c.1).collect();
+        let maps = cams_from_one_pass(
+            model.model(),
+            inputs.tensor.clone(),
+            target.as_ref(),
+            layer,
+            &kinds,
+        )?;
+        for (c, heatmaps) in group.iter().zip(maps) {
+            per_method[c.0] = Some(host_maps(&heatmaps));
+        }
+    }
+    for (i, method) in built.iter().enumerate() {
+        if per_method[i].is_none() {
+            let explanation =
+                method.explain(model.model(), inputs.tensor.clone(), target.as_ref())?;
+            per_method[i] = Some(host_maps(&explanation.heatmaps));
+        }
+    }
+    let per_method: Vec<Vec<Map>> = per_method
+        .into_iter()
+        .map(|m| m.expect("every method ran"))
+        .collect();
     let mut results = vec![];
     for i in 0..inputs.len() {
         let maps: Vec<(String, Map)> = methods
@@ -408,13 +513,7 @@ pub fn compare_methods(
             .collect();
         let path = match &options.save_dir {
             Some(dir) => {
-                let title = format!(
-                    "{}: predicted {} {:.1}%, explaining {}",
-                    inputs.names[i],
-                    class_label(model, predictions.classes[i]),
-                    100.0 * predictions.confidence(i),
-                    class_label(model, targets[i])
-                );
+                let title = format!("{}: {}", inputs.names[i], prepared.title(i));
                 let figure = comparison_figure(
                     &inputs.originals[i],
                     &maps,
@@ -423,18 +522,18 @@ pub fn compare_methods(
                     layout,
                     &title,
                 );
-                Some(save(
+                Some(save_png(
                     &figure,
                     dir,
-                    format!("{}_comparison.png", inputs.names[i]),
+                    &format!("{}_comparison.png", inputs.names[i]),
                 )?)
             }
             None => None,
         };
         results.push(ComparisonResult {
             image: inputs.names[i].clone(),
-            target_class: targets[i],
-            top5: predictions.top5(i),
+            prediction: prepared.predictions[i].clone(),
+            target: prepared.requests[i].clone(),
             methods: methods.to_vec(),
             path,
             heatmaps: maps.into_iter().map(|(_, m)| m).collect(),
@@ -446,28 +545,37 @@ pub fn compare_methods(
 /// Explain image files in batches of `batch_size`, writing one figure per image named
 /// after its file and a grid of the first [`BATCH_GRID_LIMIT`] overlays
 /// (`batch_grid.png`). `progress` is called with the number of images done.
-pub fn explain_batch<P: AsRef<Path>>(
-    model: &LoadedModel,
+pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
+    model: &T,
     paths: &[P],
     batch_size: usize,
-    options: &ExplainOptions,
-    device: &Device,
+    options: &ExplainOptions<RequestOf<T>>,
     mut progress: impl FnMut(usize),
-) -> Result<Vec<ExplanationResult>> {
-    if options.target_class.is_some() {
+) -> Result<Vec<ResultOf<T>>> {
+    if options.targets.is_some() {
         return Err(LumenError::InvalidArgument(
-            "a batch over many files explains each image's predicted class; drop --target-class"
-                .into(),
+            "a batch over many files explains each image's prediction; give no targets".into(),
         ));
     }
+    if batch_size == 0 {
+        return Err(LumenError::InvalidArgument(
+            "batch size must be at least 1".into(),
+        ));
+    }
+    options.validate()?;
+    let method = by_name::<T::Model>(
+        &options.method,
+        &method_options(model, &options.method_options),
+    )?;
+    let task = model.task();
     let mut results = Vec::with_capacity(paths.len());
     let mut thumbnails = vec![];
-    for chunk in paths.chunks(batch_size.max(1)) {
-        let inputs = Inputs::from_files(chunk, &model.data_config, device)?;
-        let (_, chunk_results) = explain_prediction(model, &inputs, options)?;
+    for chunk in paths.chunks(batch_size) {
+        let inputs = Inputs::load(model, chunk)?;
+        let (_, chunk_results) = explain_with(model, &inputs, method.as_ref(), options)?;
         for (r, original) in chunk_results.iter().zip(&inputs.originals) {
             if thumbnails.len() < BATCH_GRID_LIMIT {
-                let title = format!("{} {}", r.image, class_label(model, r.predicted_class));
+                let title = format!("{} {}", r.image, task.describe_request(&r.target));
                 thumbnails.push(Panel::new(
                     title,
                     overlay(original, &r.heatmap, options.colormap, options.alpha),
@@ -483,7 +591,7 @@ pub fn explain_batch<P: AsRef<Path>>(
             &format!("{} on {} images", options.method, results.len()),
             &grid(&thumbnails, Layout::Grid(columns)),
         );
-        save(&figure, dir, "batch_grid.png".into())?;
+        save_png(&figure, dir, "batch_grid.png")?;
     }
     Ok(results)
 }
@@ -491,41 +599,36 @@ pub fn explain_batch<P: AsRef<Path>>(
 /// Images shown in the batch grid figure at most.
 pub const BATCH_GRID_LIMIT: usize = 64;
 
-/// [`explain_batch`] with figures written to `output_dir`.
-pub fn visualize_batch<P: AsRef<Path>>(
-    model: &LoadedModel,
+/// [`explain_batch`] in batches of 8 with figures written to `output_dir`.
+pub fn visualize_batch<T: TaskModel, P: AsRef<Path>>(
+    model: &T,
     paths: &[P],
     output_dir: impl Into<PathBuf>,
-    options: &ExplainOptions,
-    device: &Device,
-) -> Result<Vec<ExplanationResult>> {
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<Vec<ResultOf<T>>> {
     let options = ExplainOptions {
         save_dir: Some(output_dir.into()),
         ..options.clone()
     };
-    explain_batch(model, paths, 8, &options, device, |_| {})
+    explain_batch(model, paths, 8, &options, |_| {})
 }
 
-/// One image, one method, the defaults: GradCAM on the predicted class, figure written
-/// to `save_path`'s folder when given.
-pub fn quick_explain(
-    model: &LoadedModel,
-    image: impl AsRef<Path>,
-    device: &Device,
-) -> Result<ExplanationResult> {
-    let inputs = Inputs::from_files(&[image], &model.data_config, device)?;
+/// One image, the defaults: GradCAM on the task's default target (the predicted
+/// class), no figure written. Use [`explain_prediction`] to choose more.
+pub fn quick_explain<T: TaskModel>(model: &T, image: impl AsRef<Path>) -> Result<ResultOf<T>> {
+    let inputs = Inputs::load(model, &[image])?;
     let (_, mut results) = explain_prediction(model, &inputs, &ExplainOptions::default())?;
     Ok(results.remove(0))
 }
 
 /// Write a self-contained interactive HTML report to `path`: per image the prediction
-/// and top-5, heatmap statistics, one zoomable overlay per method and an importance
-/// histogram; `extra_sections` (HTML) are appended, e.g. metrics.
-pub fn write_report(
-    model: &LoadedModel,
+/// and its ranked alternatives, heatmap statistics, one zoomable overlay per method
+/// and an importance histogram; `extra_sections` (HTML) are appended, e.g. metrics.
+pub fn write_report<T: TaskModel>(
+    model: &T,
     inputs: &Inputs,
     methods: &[String],
-    options: &ExplainOptions,
+    options: &ExplainOptions<RequestOf<T>>,
     path: &Path,
     extra_sections: &[String],
 ) -> Result<PathBuf> {
@@ -534,32 +637,20 @@ pub fn write_report(
         ..options.clone()
     };
     let comparisons = compare_methods(model, inputs, methods, &figureless, Layout::Horizontal)?;
+    let task = model.task();
     let images: Vec<ReportImage> = comparisons
         .into_iter()
         .enumerate()
         .map(|(i, c)| ReportImage {
             name: c.image.clone(),
             original: inputs.originals[i].clone(),
-            top5: c
-                .top5
-                .iter()
-                .map(|&(class, p)| (class_label(model, class), p))
-                .collect(),
-            target: class_label(model, c.target_class),
+            top5: task.ranked(&c.prediction),
+            target: task.describe_request(&c.target),
             maps: c.methods.into_iter().zip(c.heatmaps).collect(),
         })
         .collect();
-    let title = format!("Lumen report: {}", model.name);
+    let title = format!("Lumen report: {}", model.name());
     let html = report_page(&title, &images, options.colormap, extra_sections);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| LumenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    std::fs::write(path, html).map_err(|source| LumenError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    write_atomically(path, html.as_bytes())?;
     Ok(path.to_path_buf())
 }

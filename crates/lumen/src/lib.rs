@@ -1,25 +1,60 @@
 //! Lumen: explain what vision models see.
 //!
 //! The facade over the Lumen crates: [`core`] (devices, taps, targets, heatmaps,
-//! inputs), [`methods`] (attribution methods), [`models`] (the timm model zoo) and
-//! [`report`] (colormaps and figures), with the high-level calls of [`api`].
-//! Backends are chosen by cargo feature (`flex` default, `wgpu`, `tch`, `cuda`) and
-//! the device at run time with [`core::device_from_str`].
+//! inputs), [`methods`] (attribution methods), [`tasks`] (what a model predicts and
+//! what can be explained), [`models`] (the timm model zoo), [`metrics`] (quality
+//! metrics) and [`report`] (colormaps, figures, HTML), with the high-level calls of
+//! [`api`] and the evaluation bench of [`evaluate`]. Backends are chosen by cargo
+//! feature (`flex` default, `wgpu`, `tch`, `cuda`) and the device at run time with
+//! [`device_from_str`].
+//!
+//! ```
+//! use lumen::{ExplainOptions, Inputs, LoadedModel, device_from_str, explain_prediction};
+//!
+//! let device = device_from_str("cpu")?;
+//! let model = LoadedModel::bundled("shapes-cnn", &device)?;
+//! let sample = lumen::models::shapes::shape_sample(1, 0);
+//! let inputs = Inputs::from_images(vec![sample.image], vec!["shape".into()], &model.data_config, &device)?;
+//! let options = ExplainOptions { method: "gradcam++".into(), ..Default::default() };
+//! let (explanation, results) = explain_prediction(&model, &inputs, &options)?;
+//! assert_eq!(explanation.heatmaps.dims(), [1, 128, 128]);
+//! assert_eq!(results[0].target, results[0].prediction.class);
+//! # Ok::<(), lumen::LumenError>(())
+//! ```
 
 pub mod api;
 pub mod evaluate;
+pub mod output;
 
 pub use lumen_core as core;
 pub use lumen_methods as methods;
 pub use lumen_metrics as metrics;
 pub use lumen_models as models;
 pub use lumen_report as report;
+pub use lumen_tasks as tasks;
 
 pub use api::{
-    ComparisonResult, ExplainOptions, ExplanationResult, Inputs, compare_methods, explain_batch,
-    explain_prediction, quick_explain, visualize_batch, write_report,
+    ComparisonOf, ComparisonResult, ExplainOptions, Explained, ExplanationResult, Inputs,
+    PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods, explain_batch,
+    explain_prediction, explain_with, quick_explain, visualize_batch, write_report,
 };
+pub use lumen_core::to_host;
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
 };
-pub use lumen_models::{ARCHITECTURES, LoadedModel, ZooModel};
+pub use lumen_methods::{
+    BaselineKind, HeadFusion, IntegrationRule, Method, MethodOptions, Noise, method_info,
+    method_names,
+};
+pub use lumen_models::{
+    ARCHITECTURES, BUNDLED, LoadedModel, ZooModel, bundled_weights_present, shapes,
+};
+pub use lumen_report::{Colormap, Layout};
+pub use lumen_tasks::{ClassPrediction, Classification, Task};
+pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
+
+/// The README's Rust examples compile as doc tests, so the README cannot drift from
+/// the API.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

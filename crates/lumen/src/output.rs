@@ -1,0 +1,118 @@
+//! Writing outputs: folders created on demand, files written atomically (a temporary
+//! file in the same folder, then a rename) so that a reader or a concurrent run never
+//! sees half a file.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use lumen_core::{LumenError, Result};
+
+fn io_error(path: &Path, source: std::io::Error) -> LumenError {
+    LumenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A temporary name beside `path`, unique to this process and call.
+fn temporary_beside(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let unique = format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    path.with_file_name(unique)
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e)),
+        None => Ok(()),
+    }
+}
+
+/// Write `bytes` to `path` atomically, creating its folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    create_parent(path)?;
+    let temporary = temporary_beside(path);
+    std::fs::write(&temporary, bytes).map_err(|e| io_error(path, e))?;
+    std::fs::rename(&temporary, path).map_err(|e| {
+        std::fs::remove_file(&temporary).ok();
+        io_error(path, e)
+    })
+}
+
+/// Encode `figure` as PNG to `dir/file` atomically; returns the path.
+pub fn save_png(figure: &RgbImage, dir: &Path, file: &str) -> Result<PathBuf> {
+    let path = dir.join(file);
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    figure
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| io_error(&path, std::io::Error::other(e.to_string())))?;
+    write_atomically(&path, bytes.get_ref())?;
+    Ok(path)
+}
+
+/// Read a normalised float32 batch `[B,3,H,W]` from a `.npy` file onto `device`.
+pub fn read_npy_batch(path: &Path, device: &lumen_core::Device) -> Result<lumen_core::Tensor<4>> {
+    use lumen_core::burn::tensor::TensorData;
+    let array: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
+        io_error(
+            path,
+            std::io::Error::other(format!("not a float32 .npy array: {e}")),
+        )
+    })?;
+    let shape = array.shape().to_vec();
+    if shape.len() != 4 || shape[1] != 3 {
+        return Err(LumenError::shape(
+            format!("input array {}", path.display()),
+            "[B,3,H,W] float32",
+            format!("{shape:?}"),
+        ));
+    }
+    let values: Vec<f32> = array.iter().copied().collect();
+    Ok(lumen_core::Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        device,
+    ))
+}
+
+/// Write float32 values of `shape` as `.npy`, atomically.
+pub fn write_npy(path: &Path, values: Vec<f32>, shape: &[usize]) -> Result<()> {
+    let array = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), values).map_err(|e| {
+        LumenError::InvalidArgument(format!("values do not fill the shape {shape:?}: {e}"))
+    })?;
+    let mut bytes = Vec::new();
+    ndarray_npy::WriteNpyExt::write_npy(&array, &mut bytes)
+        .map_err(|e| io_error(path, std::io::Error::other(e.to_string())))?;
+    write_atomically(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_whole_files_and_leave_no_temporaries() {
+        let dir = std::env::temp_dir().join(format!("lumen-output-{}", std::process::id()));
+        let path = dir.join("sub/a.txt");
+        write_atomically(&path, b"first version").unwrap();
+        write_atomically(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        let png = save_png(&RgbImage::new(2, 3), &dir, "x.png").unwrap();
+        assert_eq!(image::open(png).unwrap().height(), 3);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
