@@ -1,10 +1,20 @@
 //! The `lumen` command: explain what vision models see.
 //!
+//! One file per subcommand; `args.rs` holds the argument groups they share and the
+//! one place those become the facade's options. The CLI talks to the `lumen` facade
+//! only.
+//!
 //! Exit codes: 0 success, 2 usage errors (unknown method, layer, model, device, bad
 //! option), 1 runtime errors (unreadable files, weights that do not fit).
 
-mod commands;
+mod args;
+mod batch;
+mod compare;
+mod demo;
+mod evaluate;
 mod explain;
+mod layers;
+mod report;
 
 use std::process::ExitCode;
 
@@ -23,17 +33,17 @@ enum Command {
     /// Explain a model's predictions on images or a normalised input array.
     Explain(Box<explain::ExplainArgs>),
     /// Compare several methods on the same images, one figure per image.
-    Compare(Box<commands::CompareArgs>),
+    Compare(Box<compare::CompareArgs>),
     /// Write an interactive HTML report (plotly, works offline).
-    Report(Box<commands::ReportArgs>),
+    Report(Box<report::ReportArgs>),
     /// Explain a folder (or list) of images in batches, with a progress bar.
-    Batch(Box<commands::BatchArgs>),
+    Batch(Box<batch::BatchArgs>),
     /// List a model's named layers and their kinds.
-    Layers(explain::LayersArgs),
+    Layers(layers::LayersArgs),
     /// Run the bundled shapes models on generated images and write figures.
-    Demo(commands::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Measure methods with quality metrics on generated images with ground truth.
-    Evaluate(Box<commands::EvaluateArgs>),
+    Evaluate(Box<evaluate::EvaluateArgs>),
 }
 
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
@@ -44,6 +54,8 @@ fn exit_code(error: &LumenError) -> u8 {
         | LumenError::UnknownLayer { .. }
         | LumenError::WrongLayerKind { .. }
         | LumenError::UnknownModel { .. }
+        | LumenError::UnknownMethod { .. }
+        | LumenError::UnknownChoice { .. }
         | LumenError::ClassOutOfRange { .. }
         | LumenError::InvalidArgument(_) => 2,
         _ => 1,
@@ -54,12 +66,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Explain(args) => explain::run(*args),
-        Command::Compare(args) => commands::compare(*args),
-        Command::Batch(args) => commands::batch(*args),
-        Command::Report(args) => commands::report(*args),
-        Command::Layers(args) => explain::layers(args),
-        Command::Demo(args) => commands::demo(args),
-        Command::Evaluate(args) => commands::evaluate(*args),
+        Command::Compare(args) => compare::run(*args),
+        Command::Batch(args) => batch::run(*args),
+        Command::Report(args) => report::run(*args),
+        Command::Layers(args) => layers::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Evaluate(args) => evaluate::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,358 @@
+//! Argument groups shared by the subcommands, the conversions into the facade's
+//! options (one place), and the helpers every command uses (progress, JSON).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lumen::{
+    BaselineKind, Colormap, ExplainOptions, HeadFusion, Inputs, IntegrationRule, LoadedModel,
+    LumenError, MethodOptions, Noise, Result, device_from_str,
+};
+use serde::Serialize;
+
+/// `--help` text that lists the valid names.
+fn one_of(what: &str, names: &[&str]) -> String {
+    format!("{what} [one of: {}]", names.join(", "))
+}
+
+pub fn methods_help() -> String {
+    one_of(
+        "Method(s), comma-separated (`--method` and `--methods` are the same flag)",
+        &lumen::method_names(),
+    )
+}
+
+fn models_help() -> String {
+    one_of(
+        "Architecture, as timm names it; bundled models need no --weights",
+        lumen::ARCHITECTURES,
+    )
+}
+
+/// Parse a named choice with our message ("unknown baseline `x`; valid baselines: ...").
+fn choice<T: std::str::FromStr<Err = LumenError>>(s: &str) -> std::result::Result<T, String> {
+    s.parse().map_err(|e: LumenError| e.to_string())
+}
+
+fn colormap(s: &str) -> std::result::Result<Colormap, String> {
+    s.parse()
+}
+
+/// Which model to load, and where.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    #[arg(long, help = models_help())]
+    pub model: String,
+    /// Weights: a timm state dict as .safetensors, .pth or .pt.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Number of output classes of the weights (timm architectures; default 1000).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Device: cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    /// Load the model: bundled weights for the shapes models, else `--weights`.
+    pub fn load(&self) -> Result<LoadedModel> {
+        let device = device_from_str(&self.device)?;
+        if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
+            return LoadedModel::bundled(&self.model, &device);
+        }
+        let weights = self.weights.as_ref().ok_or_else(|| {
+            LumenError::InvalidArgument(format!(
+                "--weights is required for `{}`: pass a timm state dict (.safetensors, .pth or .pt), \
+                 or use a bundled model ({})",
+                self.model,
+                lumen::BUNDLED.join(", ")
+            ))
+        })?;
+        LoadedModel::load(
+            &self.model,
+            self.num_classes.unwrap_or(1000),
+            weights,
+            &device,
+        )
+    }
+}
+
+/// Images to explain: `--image` files or folders, positional ones, or a normalised
+/// array.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Image files or folders of images (positional inputs are the same).
+    #[arg(long = "image", num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// Image files or folders of images.
+    #[arg(value_name = "IMAGES")]
+    pub positional: Vec<PathBuf>,
+    /// An already-normalised float32 array [B,3,H,W] (.npy) instead of images.
+    #[arg(long, conflicts_with_all = ["images", "positional"])]
+    pub input_npy: Option<PathBuf>,
+}
+
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+
+impl InputArgs {
+    /// The image files, folders expanded (sorted), in the order given.
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        let given: Vec<&PathBuf> = self.images.iter().chain(&self.positional).collect();
+        if given.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "no input: give --image FILE (or a folder), image paths, or --input-npy".into(),
+            ));
+        }
+        let mut files = vec![];
+        for input in &given {
+            if input.is_dir() {
+                let entries = std::fs::read_dir(input).map_err(|source| LumenError::Io {
+                    path: input.to_path_buf(),
+                    source,
+                })?;
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                        })
+                    })
+                    .collect();
+                found.sort();
+                files.extend(found);
+            } else {
+                files.push(input.to_path_buf());
+            }
+        }
+        if files.is_empty() {
+            return Err(LumenError::InvalidArgument(format!(
+                "no images found in {}: expected files ending in {}",
+                given
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                IMAGE_EXTENSIONS.join(", ")
+            )));
+        }
+        Ok(files)
+    }
+
+    /// All inputs as one batch for `model`.
+    pub fn load(&self, model: &LoadedModel) -> Result<Inputs> {
+        match &self.input_npy {
+            Some(path) => Ok(Inputs::from_tensor(
+                lumen::read_npy_batch(path, &model.device)?,
+                &model.data_config,
+            )),
+            None => Inputs::load(model, &self.files()?),
+        }
+    }
+}
+
+/// Options of the methods.
+#[derive(Args, Debug, Clone)]
+pub struct MethodArgs {
+    /// Target layer (CAM methods); the model's default when omitted (see `lumen layers`).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Target class per image (comma-separated); the predicted class when omitted.
+    #[arg(long, value_delimiter = ',')]
+    pub target_class: Vec<usize>,
+    /// Integrated Gradients: path points [default: 50; evaluate: 32].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value = "zeros", value_parser = choice::<BaselineKind>,
+          help = one_of("Integrated Gradients baseline (mean: each image's mean colour)", BaselineKind::NAMES))]
+    pub baseline: BaselineKind,
+    #[arg(long, default_value = "gausslegendre", value_parser = choice::<IntegrationRule>,
+          help = one_of("Integrated Gradients integration rule", IntegrationRule::NAMES))]
+    pub ig_method: IntegrationRule,
+    /// Rows per forward/backward for IG, noise tunnels, Score-CAM and Ablation-CAM (the memory knob).
+    #[arg(long)]
+    pub internal_batch_size: Option<usize>,
+    /// Noise tunnels: noisy copies per image.
+    #[arg(long, default_value_t = 25)]
+    pub noise_samples: usize,
+    /// Noise tunnels: noise level as a fraction of each image's value range (>= 0).
+    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+    pub noise: f32,
+    /// Noise tunnels: absolute noise standard deviation (overrides --noise; >= 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub noise_stdev: Option<f32>,
+    /// Noise tunnels: the wrapped method.
+    #[arg(long, default_value = "saliency")]
+    pub noise_base: String,
+    /// Seed for noise and random baselines.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value = "mean", value_parser = choice::<HeadFusion>,
+          help = one_of("Attention methods: head fusion", HeadFusion::NAMES))]
+    pub head_fusion: HeadFusion,
+    /// Attention methods: fraction of the lowest attentions to discard, in [0, 1).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub discard_ratio: f32,
+    /// Follow the reference implementations where they deviate from the papers.
+    #[arg(long)]
+    pub compat: bool,
+}
+
+impl MethodArgs {
+    /// The typed options, with `default_steps` when `--steps` is not given.
+    pub fn options(&self, default_steps: usize) -> MethodOptions {
+        MethodOptions {
+            layer: self.layer.clone(),
+            steps: self.steps.unwrap_or(default_steps),
+            baseline: self.baseline,
+            integration: self.ig_method,
+            internal_batch_size: self.internal_batch_size,
+            noise_samples: self.noise_samples,
+            noise: match self.noise_stdev {
+                Some(std) => Noise::Absolute(std),
+                None => Noise::Relative(self.noise),
+            },
+            seed: self.seed,
+            noise_base: self.noise_base.clone(),
+            head_fusion: self.head_fusion,
+            discard_ratio: self.discard_ratio,
+            compat: self.compat,
+            ..MethodOptions::default()
+        }
+    }
+
+    /// The classes asked for, if any.
+    pub fn targets(&self) -> Option<Vec<usize>> {
+        (!self.target_class.is_empty()).then(|| self.target_class.clone())
+    }
+}
+
+/// Where and how figures are drawn.
+#[derive(Args, Debug, Clone)]
+pub struct FigureArgs {
+    /// Output folder (figures; the report's HTML).
+    #[arg(long, default_value = "lumen-out")]
+    pub out: PathBuf,
+    /// Do not write figures.
+    #[arg(long)]
+    pub no_figures: bool,
+    #[arg(long, default_value = "jet", value_parser = colormap,
+          help = one_of("Colormap", &Colormap::NAMES))]
+    pub colormap: Colormap,
+    /// Overlay opacity in [0, 1].
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub alpha: f32,
+    /// Also write the polarity view (signed, positive, negative, absolute) of gradient methods.
+    #[arg(long)]
+    pub polarity: bool,
+}
+
+/// How results are printed.
+#[derive(Args, Debug, Clone)]
+pub struct PrintArgs {
+    /// Print the result as one JSON object on stdout (see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The facade's options from the argument groups: the one place they are assembled.
+pub fn explain_options(
+    method: &str,
+    method_args: &MethodArgs,
+    figure: &FigureArgs,
+    default_steps: usize,
+) -> ExplainOptions {
+    ExplainOptions {
+        method: method.to_string(),
+        targets: method_args.targets(),
+        colormap: figure.colormap,
+        alpha: figure.alpha,
+        save_dir: (!figure.no_figures).then(|| figure.out.clone()),
+        method_options: method_args.options(default_steps),
+        polarity: figure.polarity,
+    }
+}
+
+/// Check method names and options before loading anything.
+pub fn check_methods(methods: &[String], options: &ExplainOptions) -> Result<()> {
+    if methods.is_empty() {
+        return Err(LumenError::InvalidArgument("no method given".into()));
+    }
+    for name in methods {
+        lumen::method_info(name)?;
+    }
+    lumen::method_info(&options.method_options.noise_base)?;
+    options.validate()
+}
+
+/// A progress bar on stderr (hidden with `--quiet`).
+pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// The one JSON shape of every command's `--json`.
+#[derive(Serialize)]
+pub struct JsonOutput<'a, T: Serialize> {
+    /// The subcommand.
+    pub command: &'static str,
+    /// The model's name.
+    pub model: &'a str,
+    /// The device used.
+    pub device: &'a str,
+    /// The command's results.
+    pub results: T,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+impl<T: Serialize> JsonOutput<'_, T> {
+    /// Print on stdout; a closed pipe (`| head`) ends quietly.
+    pub fn print(&self) {
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(self).expect("results serialise");
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{text}").is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Check before any work that a file can be written at `path` (its folder exists or
+/// can be made, and is writable); the error names the flag.
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let fail = |e: std::io::Error| {
+        LumenError::InvalidArgument(format!(
+            "{flag} {}: cannot write there ({e})",
+            path.display()
+        ))
+    };
+    if path.is_dir() {
+        return Err(LumenError::InvalidArgument(format!(
+            "{flag} {} is a folder: give a file name",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let probe = dir.join(format!(".lumen-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(probe).ok();
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! `lumen evaluate`: methods x quality metrics on generated images with ground truth.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use lumen::evaluate::{
+    EvaluationConfig, FLOOR_NAMES, MetricScore as Score, MetricSettings, Progress,
+    RandomizationConfig, RoadConfig, SensitivityConfig, bench_method_names, black, curve,
+    evaluate_loaded, metric_names,
+};
+use lumen::shapes::{EVALUATION_SEED, shape_samples};
+use lumen::{BaselineKind, LumenError, Result};
+
+use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, progress};
+
+fn metrics_help() -> String {
+    format!(
+        "Metrics, comma-separated (all when omitted) [one of: {}]",
+        metric_names().join(", ")
+    )
+}
+
+fn methods_help() -> String {
+    format!(
+        "Methods, comma-separated; the floors `random` and `center` are always added [one of: {}]",
+        bench_method_names().join(", ")
+    )
+}
+
+fn baseline(s: &str) -> std::result::Result<BaselineKind, String> {
+    s.parse().map_err(|e: LumenError| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset with ground truth: `shapes` (generated images with masks and boxes).
+    #[arg(long, default_value = "shapes")]
+    dataset: String,
+    /// Number of generated images.
+    #[arg(long, default_value_t = 64)]
+    images: usize,
+    #[arg(long = "methods", alias = "method", value_delimiter = ',',
+          default_value = "gradcam,gradcam++,layercam,eigencam,saliency,ig", help = methods_help())]
+    methods: Vec<String>,
+    #[arg(long, value_delimiter = ',', help = metrics_help())]
+    metrics: Option<Vec<String>>,
+    /// Images per explanation batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Steps of the deletion and insertion curves.
+    #[arg(long, default_value_t = 32)]
+    curve_steps: usize,
+    /// What deleted pixels become: mean (each image's mean colour), black (RISE), blur, zeros, white, uniform.
+    #[arg(long, default_value = "mean", value_parser = baseline)]
+    deletion_baseline: BaselineKind,
+    /// What the insertion curve starts from: mean, blur (RISE), black, zeros, white, uniform.
+    #[arg(long, default_value = "mean", value_parser = baseline)]
+    insertion_baseline: BaselineKind,
+    /// Images used for sensitivity and the randomisation check (they re-explain many times).
+    #[arg(long, default_value_t = 16)]
+    detail_images: usize,
+    /// Sensitivity: perturbations per image.
+    #[arg(long, default_value_t = 5)]
+    sensitivity_samples: usize,
+    /// Sensitivity: L-infinity radius in normalised input units (> 0).
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    sensitivity_radius: f32,
+    #[command(flatten)]
+    method_args: MethodArgs,
+    /// Folder for evaluation.json and evaluation.html.
+    #[arg(long, default_value = "lumen-eval")]
+    out: PathBuf,
+    #[command(flatten)]
+    print: PrintArgs,
+}
+
+pub fn run(args: EvaluateArgs) -> Result<()> {
+    if args.dataset != "shapes" {
+        return Err(LumenError::unknown_choice(
+            "dataset",
+            &args.dataset,
+            &["shapes"],
+        ));
+    }
+    for (flag, value) in [
+        ("--images", args.images),
+        ("--batch-size", args.batch_size),
+        ("--curve-steps", args.curve_steps),
+        ("--detail-images", args.detail_images),
+        ("--sensitivity-samples", args.sensitivity_samples),
+    ] {
+        if value == 0 {
+            return Err(LumenError::InvalidArgument(format!(
+                "{flag} must be at least 1"
+            )));
+        }
+    }
+    if !(args.sensitivity_radius.is_finite() && args.sensitivity_radius > 0.0) {
+        return Err(LumenError::InvalidArgument(format!(
+            "--sensitivity-radius must be a finite number > 0, got {}",
+            args.sensitivity_radius
+        )));
+    }
+    let mut methods = args.methods.clone();
+    for floor in FLOOR_NAMES {
+        if !methods.iter().any(|m| m == floor) {
+            methods.push(floor.to_string());
+        }
+    }
+    let known = bench_method_names();
+    if let Some(bad) = methods.iter().find(|m| !known.contains(&m.as_str())) {
+        return Err(LumenError::UnknownMethod {
+            name: bad.clone(),
+            valid: known.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    let names = metric_names();
+    if let Some(bad) = args
+        .metrics
+        .iter()
+        .flatten()
+        .find(|m| !names.contains(&m.as_str()))
+    {
+        return Err(LumenError::unknown_choice("metric", bad, &names));
+    }
+    let seed = args.method_args.seed.unwrap_or(0);
+    let loaded = args.model.load()?;
+    let data = &loaded.data_config;
+    let mut method_options = args.method_args.options(32);
+    method_options.seed = Some(seed);
+    method_options.mean = data.mean;
+    method_options.std = data.std;
+    method_options.internal_batch_size = method_options.internal_batch_size.or(Some(64));
+    let defaults = EvaluationConfig::default().settings;
+    let config = EvaluationConfig {
+        methods,
+        metrics: args.metrics.clone().unwrap_or_default(),
+        batch_size: args.batch_size,
+        detail_samples: args.detail_images,
+        settings: MetricSettings {
+            deletion: curve(args.curve_steps, args.deletion_baseline, data),
+            insertion: curve(args.curve_steps, args.insertion_baseline, data),
+            road: RoadConfig {
+                seed,
+                ..RoadConfig::default()
+            },
+            sensitivity: SensitivityConfig {
+                radius: args.sensitivity_radius,
+                samples: args.sensitivity_samples,
+                seed,
+                batch_size: 32,
+            },
+            randomization: RandomizationConfig {
+                seed,
+                ..RandomizationConfig::default()
+            },
+            confidence_baseline: black(data),
+            ..defaults
+        },
+        method_options,
+    };
+    let samples = shape_samples(EVALUATION_SEED, 0, args.images as u64);
+    let bar = progress(0, "evaluate", args.print.quiet);
+    let mut on_progress = |p: Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.method);
+    };
+    let result = evaluate_loaded(&loaded, &samples, &config, &mut on_progress)?;
+    bar.finish_and_clear();
+    let json_path = args.out.join("evaluation.json");
+    let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
+    lumen::write_atomically(&json_path, full.as_bytes())?;
+    let html_path = args.out.join("evaluation.html");
+    lumen::write_atomically(&html_path, result.html_page().as_bytes())?;
+    if args.print.json {
+        JsonOutput {
+            command: "evaluate",
+            model: &loaded.name,
+            device: &args.model.device,
+            results: result.summary_json(),
+            files: vec![json_path, html_path],
+        }
+        .print();
+    } else {
+        let keys = result.metric_keys();
+        print!("{:<14}", "method");
+        for k in &keys {
+            print!(" {:>10}", abbreviate(k));
+        }
+        println!(" {:>9}", "ms/image");
+        for m in &result.methods {
+            print!("{:<14}", m.name);
+            for k in &keys {
+                match m.scores.get(*k) {
+                    Some(Score::Value(v)) => print!(" {v:>10.3}"),
+                    Some(Score::Pass(p)) => print!(" {:>10}", if *p { "pass" } else { "fail" }),
+                    None => print!(" {:>10}", "-"),
+                }
+            }
+            println!(" {:>9.1}", m.seconds_per_image * 1e3);
+        }
+        for r in &result.recommendations {
+            println!("{}: {} ({})", r.use_case, r.method, r.reason);
+        }
+        eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+    }
+    Ok(())
+}
+
+/// Column headers of the text table, at most 10 characters.
+fn abbreviate(metric: &str) -> &str {
+    match metric {
+        "deletion_auc" => "deletion",
+        "insertion_auc" => "insertion",
+        "energy_pointing_game" => "energy_pg",
+        "pointing_game" => "pointing",
+        "relevance_mass" => "rel_mass",
+        "relevance_rank" => "rel_rank",
+        "max_sensitivity" => "max_sens",
+        "avg_sensitivity" => "avg_sens",
+        "randomization_spearman" => "rand_rho",
+        "randomization_pass" => "rand_pass",
+        "completeness_gap" => "ig_gap",
+        "average_drop" => "avg_drop",
+        "increase_rate" => "increase",
+        "complexity" => "complexity",
+        other => other,
+    }
+}

@@ -1,0 +1,52 @@
+//! `lumen report`: an offline interactive HTML report.
+
+use clap::Args;
+use lumen::{Result, write_report};
+
+use crate::args::{
+    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
+    check_writable, explain_options, methods_help,
+};
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    input: InputArgs,
+    #[arg(long = "methods", alias = "method", value_delimiter = ',',
+          default_value = "gradcam,gradcam++,eigencam,ig", help = methods_help())]
+    methods: Vec<String>,
+    /// File name of the report inside --out.
+    #[arg(long, default_value = "report.html")]
+    name: String,
+    #[command(flatten)]
+    method_args: MethodArgs,
+    #[command(flatten)]
+    figure: FigureArgs,
+    #[command(flatten)]
+    print: PrintArgs,
+}
+
+pub fn run(args: ReportArgs) -> Result<()> {
+    let options = explain_options("", &args.method_args, &args.figure, 50);
+    check_methods(&args.methods, &options)?;
+    let path = args.figure.out.join(&args.name);
+    check_writable("--out", &path)?;
+    let model = args.model.load()?;
+    let inputs = args.input.load(&model)?;
+    let path = write_report(&model, &inputs, &args.methods, &options, &path, &[])?;
+    if args.print.json {
+        JsonOutput {
+            command: "report",
+            model: &model.name,
+            device: &args.model.device,
+            results: serde_json::json!({ "images": inputs.names, "methods": args.methods }),
+            files: vec![path],
+        }
+        .print();
+    } else {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
