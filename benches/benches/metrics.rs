@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use lumen::LoadedModel;
 use lumen::core::ExplainableModel;
 use lumen::core::{ClassLogit, ClassProbability, Device, device_from_str, predicted_classes};
-use lumen::methods::{Baseline, Cam, GradCam, Method, ONE_PASS_CAMS};
+use lumen::methods::{Baseline, Cam, GradCam, Method};
 use lumen::metrics::{
     CurveConfig, CurveKind, RoadConfig, RoadOrder, SensitivityConfig, perturbation_curve, road,
     sensitivity,

@@ -146,6 +146,20 @@ fn segments(x: f64, data: Segments) -> [u8; 3] {
     })
 }
 
+impl std::str::FromStr for Colormap {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::from_name(name)
+    }
+}
+
+impl std::fmt::Display for Colormap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,19 +290,5 @@ mod tests {
         assert_eq!(Colormap::from_name("Viridis"), Ok(Colormap::Viridis));
         let err = Colormap::from_name("rainbow").unwrap_err();
         assert!(err.contains("turbo"), "{err}");
-    }
-}
-
-impl std::str::FromStr for Colormap {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, String> {
-        Self::from_name(name)
-    }
-}
-
-impl std::fmt::Display for Colormap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
