@@ -36,7 +36,9 @@ pub use device::{
 pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};
 pub use input::{DataConfig, Interpolation, load_batch, load_image};
-pub use model::{Classifier, ExplainableModel, LayerInfo, LayerKind};
+pub use model::{
+    Classifier, ConvOp, ExplainableModel, LayerInfo, LayerKind, as_feature_map, tokens_to_map,
+};
 pub use region::Region;
 pub use tap::{
     CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable,

@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::{LumenError, Result};
-use crate::tap::{NoTap, Tap};
+use crate::tap::{NoTap, Tap, TapTensor};
 
 /// What a named layer produces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,32 @@ impl LayerInfo {
     }
 }
 
+/// A sliding-window operation (convolution or pooling) along a model's main path:
+/// what the theoretical receptive field is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvOp {
+    /// Kernel size (square).
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on the top and left.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+}
+
+impl ConvOp {
+    /// A square operation.
+    pub fn new(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+}
+
 /// A model Lumen can explain: a forward pass that calls a [`Tap`] at each named layer.
 ///
 /// Implement it for your own Burn model by calling `tap.visit("name", x)` at the layers
@@ -87,6 +113,13 @@ pub trait ExplainableModel {
 
     /// The input `[channels, height, width]` the model expects.
     fn input_shape(&self) -> [usize; 3];
+
+    /// The sliding-window operations on the longest path from the previous listed
+    /// layer to each spatial layer, in forward order (CNNs); empty when the model does
+    /// not describe its geometry. The theoretical receptive field is computed from it.
+    fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+        vec![]
+    }
 
     /// Look up a layer by name; the error lists the valid names.
     fn layer(&self, name: &str) -> Result<LayerInfo> {
@@ -120,4 +153,35 @@ pub trait ExplainableModel {
 pub trait Classifier: ExplainableModel<Output = Tensor<2>> {
     /// Number of output classes.
     fn num_classes(&self) -> usize;
+}
+
+/// A layer's tensor as a `[B,C,h,w]` map: feature maps as they are, tokens with the
+/// prefix tokens dropped and the patch tokens laid on their grid (the
+/// `reshape_transform` pytorch-grad-cam documents for ViTs).
+pub fn as_feature_map(t: TapTensor, kind: &LayerKind, layer: &str) -> Result<Tensor<4>> {
+    let wrong = |found: &LayerKind| LumenError::WrongLayerKind {
+        name: layer.to_string(),
+        expected: "a feature map [B,C,H,W] or tokens [B,N,D]",
+        found: found.to_string(),
+    };
+    match (t, kind) {
+        (TapTensor::Rank4(t), LayerKind::FeatureMap) => Ok(t),
+        (
+            TapTensor::Rank3(t),
+            LayerKind::Tokens {
+                grid,
+                prefix_tokens,
+            },
+        ) => Ok(tokens_to_map(t, *grid, *prefix_tokens)),
+        (_, kind) => Err(wrong(kind)),
+    }
+}
+
+/// `[B,N,D]` tokens to a `[B,D,gh,gw]` map, dropping `prefix` leading tokens.
+pub fn tokens_to_map(tokens: Tensor<3>, grid: [usize; 2], prefix: usize) -> Tensor<4> {
+    let [b, _, d] = tokens.dims();
+    tokens
+        .narrow(1, prefix, grid[0] * grid[1])
+        .reshape([b, grid[0], grid[1], d])
+        .permute([0, 3, 1, 2])
 }

@@ -1,6 +1,23 @@
-//! Feature visualization for Lumen: feature maps, per-layer statistics, layer
-//! comparison, receptive fields and activation maximization.
+//! Feature visualization for Lumen: what a model's layers compute for an image.
 //!
-//! Not built yet (issue 10): the crate is empty. It will record layers through
-//! [`Recorder`](lumen_core::Recorder) taps and return plain data; drawing stays in
-//! `lumen-report`, reached through the facade. Depends on `lumen-core` only.
+//! - [`FeatureVisualizer`] over any [`ExplainableModel`](lumen_core::ExplainableModel)
+//!   (zoo, task models, a user's own Burn model through its taps): feature maps of a
+//!   layer with channels chosen by mean activation, spatial variance or a seeded
+//!   random pick; statistics per image and over a batch (AutoTimm's definitions);
+//!   several layers compared from one forward pass; the top-activating channels.
+//! - [`receptive`]: receptive fields three ways: theoretical (from the model's
+//!   [`window_ops`](lumen_core::ExplainableModel::window_ops), Araujo et al. 2019),
+//!   effective (the input gradient of one activation, Luo et al. 2016) and occlusion.
+//!
+//! Everything returns plain, serialisable data; drawing stays in `lumen-report`,
+//! reached through the facade. Depends on `lumen-core` (and serde) only.
+//!
+//! Not built yet (see issue 10's note): activation maximization.
+
+pub mod receptive;
+pub mod statistics;
+mod visualizer;
+
+pub use receptive::{ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
+pub use statistics::{FeatureStatistics, SortBy, StatisticsOptions, statistics};
+pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics};

@@ -15,6 +15,8 @@ use lumen_core::{
     Target, index_tensor, map_chunks,
 };
 
+pub use lumen_core::{as_feature_map, tokens_to_map};
+
 use crate::method::{Explanation, Method};
 
 /// One CAM that needs a single pass: how its raw map `[B,h,w]` (before ReLU) follows
@@ -315,37 +317,6 @@ fn zeros_like_tap(t: &TapTensor) -> TapTensor {
         TapTensor::Rank3(t) => TapTensor::Rank3(t.zeros_like()),
         TapTensor::Rank2(t) => TapTensor::Rank2(t.zeros_like()),
     }
-}
-
-/// A layer's tensor as a `[B,C,h,w]` map: feature maps as they are, tokens with the
-/// prefix tokens dropped and the patch tokens laid on their grid (the
-/// `reshape_transform` pytorch-grad-cam documents for ViTs).
-pub fn as_feature_map(t: TapTensor, kind: &LayerKind, layer: &str) -> Result<Tensor<4>> {
-    let wrong = |found: &LayerKind| LumenError::WrongLayerKind {
-        name: layer.to_string(),
-        expected: "a feature map [B,C,H,W] or tokens [B,N,D]",
-        found: found.to_string(),
-    };
-    match (t, kind) {
-        (TapTensor::Rank4(t), LayerKind::FeatureMap) => Ok(t),
-        (
-            TapTensor::Rank3(t),
-            LayerKind::Tokens {
-                grid,
-                prefix_tokens,
-            },
-        ) => Ok(tokens_to_map(t, *grid, *prefix_tokens)),
-        (_, kind) => Err(wrong(kind)),
-    }
-}
-
-/// `[B,N,D]` tokens to a `[B,D,gh,gw]` map, dropping `prefix` leading tokens.
-pub fn tokens_to_map(tokens: Tensor<3>, grid: [usize; 2], prefix: usize) -> Tensor<4> {
-    let [b, _, d] = tokens.dims();
-    tokens
-        .narrow(1, prefix, grid[0] * grid[1])
-        .reshape([b, grid[0], grid[1], d])
-        .permute([0, 3, 1, 2])
 }
 
 /// Projection of each position on the first principal component of the centred

@@ -333,6 +333,13 @@ impl ExplainableModel for ZooModel {
             Self::Vit(m) => m.input_shape(),
         }
     }
+
+    fn window_ops(&self) -> Vec<(String, Vec<lumen_core::ConvOp>)> {
+        match self {
+            Self::ResNet(m) => m.window_ops(),
+            Self::Vit(m) => m.window_ops(),
+        }
+    }
 }
 
 impl LoadedModel {

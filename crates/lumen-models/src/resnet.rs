@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
+use lumen_core::{Classifier, ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
 
 /// The residual block of a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +169,20 @@ fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Devi
         ))
         .with_bias(false)
         .init(device)
+}
+
+/// A convolution's geometry.
+fn window(conv: &Conv2d) -> ConvOp {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, ..) => top,
+        _ => 0,
+    };
+    ConvOp::new(
+        conv.kernel_size[0],
+        conv.stride[0],
+        padding,
+        conv.dilation[0],
+    )
 }
 
 fn bn(features: usize, device: &Device) -> BatchNorm {
@@ -389,6 +403,34 @@ impl ExplainableModel for ResNet {
 
     fn default_layer(&self) -> String {
         "layer4".into()
+    }
+
+    fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+        let stem = match (&self.conv1, &self.stem) {
+            (Some(conv1), _) => vec![window(conv1)],
+            (_, Some(stem)) => [&stem.conv_a, &stem.conv_b, &stem.conv_c]
+                .into_iter()
+                .map(window)
+                .collect(),
+            (None, None) => vec![],
+        };
+        let mut ops = vec![
+            ("conv1".to_string(), stem),
+            ("act1".to_string(), vec![]),
+            ("maxpool".to_string(), vec![ConvOp::new(3, 2, 1, 1)]),
+        ];
+        for (stage, blocks) in self.stages() {
+            for (i, block) in blocks.iter().enumerate() {
+                // The main branch: the shortcut's field is never larger.
+                let main = [Some(&block.conv1), Some(&block.conv2), block.conv3.as_ref()];
+                ops.push((
+                    format!("{stage}.{i}"),
+                    main.into_iter().flatten().map(window).collect(),
+                ));
+            }
+            ops.push((stage.to_string(), vec![]));
+        }
+        ops
     }
 
     fn input_shape(&self) -> [usize; 3] {

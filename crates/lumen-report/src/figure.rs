@@ -321,3 +321,87 @@ mod tests {
         assert_eq!(figure.height(), 28 + MARGIN + 200 + TITLE_HEIGHT + MARGIN);
     }
 }
+
+/// A horizontal colorbar `width` pixels wide with its two end values written under it.
+pub fn colorbar(colormap: Colormap, width: u32, low: f32, high: f32) -> RgbImage {
+    let (bar, text) = (12u32, 16u32);
+    let mut canvas = RgbImage::from_pixel(width.max(2), bar + text, BACKGROUND);
+    for x in 0..canvas.width() {
+        let color = colormap.rgb(x as f32 / (canvas.width() - 1) as f32);
+        for y in 0..bar {
+            canvas.put_pixel(x, y, Rgb(color));
+        }
+    }
+    let (lo, hi) = (format!("{low:.3}"), format!("{high:.3}"));
+    draw_text(&mut canvas, &lo, 0.0, bar as f32 + 1.0, 12.0, INK);
+    let right = canvas.width() as f32 - text_width(&hi, 12.0);
+    draw_text(
+        &mut canvas,
+        &hi,
+        right.max(0.0),
+        bar as f32 + 1.0,
+        12.0,
+        INK,
+    );
+    canvas
+}
+
+/// Feature maps as a grid of tiles (nearest-neighbour enlarged to `tile` pixels), each
+/// titled (channel and value range); with `shared_scale` every tile uses the range of
+/// all tiles and one colorbar is drawn under the grid, else each tile is min-max
+/// scaled on its own.
+pub fn feature_grid(
+    title: &str,
+    tiles: &[(String, Map)],
+    colormap: Colormap,
+    shared_scale: bool,
+    tile: u32,
+) -> RgbImage {
+    let (low, high) = tiles
+        .iter()
+        .flat_map(|(_, m)| m.values.iter())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let panels: Vec<Panel> = tiles
+        .iter()
+        .map(|(name, map)| {
+            let scaled = if shared_scale {
+                let range = high - low;
+                Map::new(
+                    map.values
+                        .iter()
+                        .map(|&v| if range > 0.0 { (v - low) / range } else { 0.0 })
+                        .collect(),
+                    map.width,
+                    map.height,
+                )
+            } else {
+                map.normalized()
+            };
+            let picture = image::imageops::resize(
+                &colorize(&scaled, colormap),
+                tile,
+                tile * map.height / map.width.max(1),
+                image::imageops::FilterType::Nearest,
+            );
+            Panel::new(name.clone(), picture)
+        })
+        .collect();
+    let columns = (panels.len() as f64).sqrt().ceil().max(1.0) as usize;
+    let body = grid(&panels, Layout::Grid(columns));
+    let body = if shared_scale && low.is_finite() {
+        let bar = colorbar(colormap, body.width().saturating_sub(2 * MARGIN), low, high);
+        let mut canvas = RgbImage::from_pixel(
+            body.width(),
+            body.height() + bar.height() + MARGIN,
+            BACKGROUND,
+        );
+        image::imageops::replace(&mut canvas, &body, 0, 0);
+        image::imageops::replace(&mut canvas, &bar, MARGIN as i64, body.height() as i64);
+        canvas
+    } else {
+        body
+    };
+    title_bar(title, &body)
+}

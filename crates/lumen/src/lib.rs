@@ -1,7 +1,8 @@
 //! Lumen: explain what vision models see.
 //!
 //! The facade over the Lumen crates: [`core`] (devices, taps, targets, heatmaps,
-//! inputs), [`methods`] (attribution methods), [`tasks`] (what a model predicts and
+//! inputs), [`methods`] (attribution methods), [`features`] (feature maps,
+//! statistics, receptive fields), [`tasks`] (what a model predicts and
 //! what can be explained), [`models`] (the timm model zoo), [`metrics`] (quality
 //! metrics) and [`report`] (colormaps, figures, HTML), with the high-level calls of
 //! [`api`] and the evaluation bench of [`evaluate`]. Backends are chosen by cargo
@@ -27,6 +28,7 @@ pub mod evaluate;
 pub mod output;
 
 pub use lumen_core as core;
+pub use lumen_features as features;
 pub use lumen_methods as methods;
 pub use lumen_metrics as metrics;
 pub use lumen_models as models;
@@ -38,10 +40,10 @@ pub use api::{
     PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods, explain_batch,
     explain_prediction, explain_with, quick_explain, visualize_batch, write_report,
 };
-pub use lumen_core::to_host;
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
 };
+pub use lumen_core::{named_choices, to_host};
 pub use lumen_methods::{
     BaselineKind, HeadFusion, IntegrationRule, Method, MethodOptions, Noise, method_info,
     method_names,
@@ -49,7 +51,7 @@ pub use lumen_methods::{
 pub use lumen_models::{
     ARCHITECTURES, BUNDLED, LoadedModel, ZooModel, bundled_weights_present, shapes,
 };
-pub use lumen_report::{Colormap, Layout};
+pub use lumen_report::{Colormap, Layout, Map, explanation_figure, feature_grid};
 pub use lumen_tasks::{ClassPrediction, Classification, Task};
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
 

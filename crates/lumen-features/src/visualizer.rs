@@ -1,0 +1,210 @@
+//! [`FeatureVisualizer`]: feature maps, statistics, layer comparison and top channels
+//! of any explainable model, recorded through taps.
+
+use lumen_core::{
+    ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map, random, to_host,
+};
+use serde::Serialize;
+
+use crate::statistics::{
+    FeatureStatistics, SortBy, StatisticsOptions, channel_scores, statistics, top_k,
+};
+
+/// One channel and its score (mean activation, or variance).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelScore {
+    /// Channel index.
+    pub channel: usize,
+    /// Its score.
+    pub score: f64,
+}
+
+/// One channel's map of one image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelMap {
+    /// Channel index.
+    pub channel: usize,
+    /// The score it was chosen by.
+    pub score: f64,
+    /// Smallest value.
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+    /// Height of the map.
+    pub height: usize,
+    /// Width of the map.
+    pub width: usize,
+    /// Row-major values (raw activations).
+    #[serde(skip)]
+    pub values: Vec<f32>,
+}
+
+/// A layer's statistics per image and over the batch.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerStatistics {
+    /// Layer name.
+    pub layer: String,
+    /// One per image.
+    pub per_image: Vec<FeatureStatistics>,
+    /// Over the whole batch.
+    pub batch: FeatureStatistics,
+}
+
+/// Looks inside a model: what its named layers compute for a batch of inputs.
+pub struct FeatureVisualizer<'a, M: ExplainableModel> {
+    pub(crate) model: &'a M,
+}
+
+impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
+    /// A visualizer over `model` (in evaluation mode).
+    pub fn new(model: &'a M) -> Self {
+        Self { model }
+    }
+
+    /// The feature maps `[B,C,h,w]` of several layers from one forward pass (token
+    /// layers laid on their patch grid, prefix tokens dropped).
+    pub fn features_of(&self, input: &Tensor<4>, layers: &[String]) -> Result<Vec<Tensor<4>>> {
+        if layers.is_empty() {
+            return Err(LumenError::InvalidArgument("no layer given".into()));
+        }
+        let infos = layers
+            .iter()
+            .map(|l| self.model.layer(l))
+            .collect::<Result<Vec<_>>>()?;
+        self.model.check_input(input)?;
+        let recorder = Recorder::new(layers.iter().cloned());
+        self.model
+            .forward_tapped(input.clone().without_autodiff(), &recorder);
+        infos
+            .iter()
+            .map(|info| {
+                let recorded = recorder.get(&info.name).ok_or_else(|| {
+                    LumenError::InvalidArgument(format!(
+                        "layer `{}` is listed by the model but its forward pass never visited it",
+                        info.name
+                    ))
+                })?;
+                as_feature_map(recorded, &info.kind, &info.name)
+            })
+            .collect()
+    }
+
+    /// The feature maps `[B,C,h,w]` of one layer.
+    pub fn features(&self, input: &Tensor<4>, layer: &str) -> Result<Tensor<4>> {
+        Ok(self.features_of(input, &[layer.to_string()])?.remove(0))
+    }
+
+    /// Statistics of a layer per image and over the batch.
+    pub fn statistics(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        options: &StatisticsOptions,
+    ) -> Result<LayerStatistics> {
+        Ok(self
+            .compare_layers(input, &[layer.to_string()], options)?
+            .remove(0))
+    }
+
+    /// Statistics of several layers side by side, from one forward pass.
+    pub fn compare_layers(
+        &self,
+        input: &Tensor<4>,
+        layers: &[String],
+        options: &StatisticsOptions,
+    ) -> Result<Vec<LayerStatistics>> {
+        let features = self.features_of(input, layers)?;
+        Ok(layers
+            .iter()
+            .zip(features)
+            .map(|(layer, f)| {
+                let [b, _, _, _] = f.dims();
+                LayerStatistics {
+                    layer: layer.clone(),
+                    per_image: (0..b)
+                        .map(|i| statistics(&f.clone().narrow(0, i, 1), options))
+                        .collect(),
+                    batch: statistics(&f, options),
+                }
+            })
+            .collect())
+    }
+
+    /// Per image, the `k` channels of highest mean activation, best first (AutoTimm's
+    /// `get_top_activating_features`).
+    pub fn top_channels(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        k: usize,
+    ) -> Result<Vec<Vec<ChannelScore>>> {
+        let maps = self.feature_maps(input, layer, k, SortBy::Activation, 0)?;
+        Ok(maps
+            .into_iter()
+            .map(|image| {
+                image
+                    .into_iter()
+                    .map(|m| ChannelScore {
+                        channel: m.channel,
+                        score: m.score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Per image, `count` channel maps of a layer chosen by `sort` (`seed` for the
+    /// random pick), in that order.
+    pub fn feature_maps(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        count: usize,
+        sort: SortBy,
+        seed: u64,
+    ) -> Result<Vec<Vec<ChannelMap>>> {
+        if count == 0 {
+            return Err(LumenError::InvalidArgument(
+                "at least one channel must be shown".into(),
+            ));
+        }
+        let features = self.features(input, layer)?;
+        let [b, c, h, w] = features.dims();
+        let values = to_host(features);
+        let plane = h * w;
+        Ok((0..b)
+            .map(|i| {
+                let image = &values[i * c * plane..(i + 1) * c * plane];
+                let scores = channel_scores(image, plane, sort);
+                let channels = match sort {
+                    SortBy::Random => {
+                        let keys = random::uniform_values(c, 0.0, 1.0, seed.wrapping_add(i as u64));
+                        let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
+                        top_k(&keys, count)
+                    }
+                    _ => top_k(&scores, count),
+                };
+                channels
+                    .into_iter()
+                    .map(|ch| {
+                        let map = image[ch * plane..(ch + 1) * plane].to_vec();
+                        let (min, max) = map
+                            .iter()
+                            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                                (lo.min(v), hi.max(v))
+                            });
+                        ChannelMap {
+                            channel: ch,
+                            score: scores[ch],
+                            min,
+                            max,
+                            height: h,
+                            width: w,
+                            values: map,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
