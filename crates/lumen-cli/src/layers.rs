@@ -20,6 +20,9 @@ struct LayerRow {
     name: String,
     kind: String,
     default: bool,
+    /// Theoretical receptive field side and jump in input pixels (CNN layers).
+    receptive_field: Option<usize>,
+    jump: Option<usize>,
 }
 
 pub fn run(args: LayersArgs) -> Result<()> {
@@ -33,14 +36,20 @@ pub fn run(args: LayersArgs) -> Result<()> {
         )?,
     };
     let default = loaded.model.default_layer();
+    let fields = lumen::features::theoretical_receptive_fields(&loaded.model);
     let rows: Vec<LayerRow> = loaded
         .model
         .layers()
         .into_iter()
-        .map(|l| LayerRow {
-            default: l.name == default,
-            name: l.name,
-            kind: l.kind.to_string(),
+        .map(|l| {
+            let field = fields.iter().find(|f| f.layer == l.name);
+            LayerRow {
+                default: l.name == default,
+                receptive_field: field.map(|f| f.size),
+                jump: field.map(|f| f.jump),
+                name: l.name,
+                kind: l.kind.to_string(),
+            }
         })
         .collect();
     if args.json {
@@ -55,7 +64,11 @@ pub fn run(args: LayersArgs) -> Result<()> {
     } else {
         for row in rows {
             let mark = if row.default { "  (default)" } else { "" };
-            println!("{:<24} {}{mark}", row.name, row.kind);
+            let field = match (row.receptive_field, row.jump) {
+                (Some(size), Some(jump)) => format!("  receptive field {size} px, jump {jump}"),
+                _ => String::new(),
+            };
+            println!("{:<24} {}{field}{mark}", row.name, row.kind);
         }
     }
     Ok(())

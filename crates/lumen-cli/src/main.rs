@@ -13,6 +13,7 @@ mod compare;
 mod demo;
 mod evaluate;
 mod explain;
+mod features;
 mod layers;
 mod report;
 
@@ -44,6 +45,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure methods with quality metrics on generated images with ground truth.
     Evaluate(Box<evaluate::EvaluateArgs>),
+    /// Feature maps, statistics, layer comparison and top channels of a layer.
+    Features(Box<features::FeaturesArgs>),
+    /// Receptive field of one activation: theoretical, gradient or occlusion.
+    ReceptiveField(Box<features::ReceptiveFieldArgs>),
 }
 
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
@@ -72,6 +77,8 @@ fn main() -> ExitCode {
         Command::Layers(args) => layers::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(*args),
+        Command::Features(args) => features::features(*args),
+        Command::ReceptiveField(args) => features::receptive_field(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

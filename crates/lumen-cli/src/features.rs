@@ -1,0 +1,349 @@
+//! `lumen features` (feature maps, statistics, layer comparison, top channels) and
+//! `lumen receptive-field` (theoretical, gradient or occlusion).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use lumen::features::{
+    FeatureVisualizer, ReceptiveMap, SortBy, StatisticsOptions, theoretical_receptive_fields,
+};
+use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
+use serde::Serialize;
+
+use crate::args::{FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs};
+
+fn choice<T: std::str::FromStr<Err = LumenError>>(s: &str) -> std::result::Result<T, String> {
+    s.parse().map_err(|e: LumenError| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct FeaturesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Layer whose feature maps are drawn (see `lumen layers`); the model's default
+    /// when omitted.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Also compare the statistics of these layers (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<String>,
+    /// Channels shown per image.
+    #[arg(long, default_value_t = 16)]
+    top: usize,
+    /// Channel order: activation (mean), variance (spatial), random (seeded).
+    #[arg(long, default_value = "activation", value_parser = choice::<SortBy>)]
+    sort: SortBy,
+    /// Seed of the random channel pick.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One colour scale for all tiles (with a colorbar) instead of one per tile.
+    #[arg(long)]
+    shared_scale: bool,
+    /// A channel is active when its mean exceeds this (AutoTimm: 0.01).
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    active_threshold: f32,
+    /// `near_zero` counts values with |x| at most this.
+    #[arg(long, default_value_t = 1e-3)]
+    zero_threshold: f32,
+    #[command(flatten)]
+    figure: FigureArgs,
+    #[command(flatten)]
+    print: PrintArgs,
+}
+
+#[derive(Serialize)]
+struct FeatureResults {
+    layer: String,
+    /// Per image: the channels drawn, with their scores and ranges.
+    channels: Vec<Vec<lumen::features::ChannelMap>>,
+    /// The statistics of the drawn layer and of `--layers`.
+    statistics: Vec<lumen::features::LayerStatistics>,
+}
+
+pub fn features(args: FeaturesArgs) -> Result<()> {
+    if args.top == 0 {
+        return Err(LumenError::InvalidArgument(
+            "--top must be at least 1".into(),
+        ));
+    }
+    for (flag, v) in [
+        ("--active-threshold", args.active_threshold),
+        ("--zero-threshold", args.zero_threshold),
+    ] {
+        if !v.is_finite() || (flag == "--zero-threshold" && v < 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "{flag} must be a finite number{}, got {v}",
+                if flag == "--zero-threshold" {
+                    " >= 0"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    let model = args.model.load()?;
+    let inputs = args.input.load(&model)?;
+    let layer = args
+        .layer
+        .clone()
+        .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
+    let visualizer = FeatureVisualizer::new(&model.model);
+    let channels =
+        visualizer.feature_maps(&inputs.tensor, &layer, args.top, args.sort, args.seed)?;
+    let mut layers = vec![layer.clone()];
+    layers.extend(args.layers.iter().filter(|l| **l != layer).cloned());
+    let options = StatisticsOptions {
+        active_threshold: args.active_threshold,
+        zero_threshold: args.zero_threshold,
+    };
+    let statistics = visualizer.compare_layers(&inputs.tensor, &layers, &options)?;
+    let mut files = vec![];
+    if !args.figure.no_figures {
+        for (i, image) in channels.iter().enumerate() {
+            let tiles: Vec<(String, Map)> = image
+                .iter()
+                .map(|c| {
+                    (
+                        format!("ch {} [{:.2}, {:.2}]", c.channel, c.min, c.max),
+                        Map::new(c.values.clone(), c.width as u32, c.height as u32),
+                    )
+                })
+                .collect();
+            let title = format!(
+                "{} {}: {} channels by {}",
+                inputs.names[i],
+                layer,
+                tiles.len(),
+                args.sort
+            );
+            let figure = feature_grid(&title, &tiles, args.figure.colormap, args.shared_scale, 96);
+            let name = format!(
+                "{}_{}_features.png",
+                inputs.names[i],
+                layer.replace('.', "-")
+            );
+            files.push(save_png(&figure, &args.figure.out, &name)?);
+        }
+    }
+    if args.print.json {
+        JsonOutput {
+            command: "features",
+            model: &model.name,
+            device: &args.model.device,
+            results: FeatureResults {
+                layer,
+                channels,
+                statistics,
+            },
+            files,
+        }
+        .print();
+    } else {
+        println!(
+            "{:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}",
+            "layer", "mean", "std", "min", "max", "sparsity", "active", "channels"
+        );
+        for s in &statistics {
+            let b = &s.batch;
+            println!(
+                "{:<16} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>7.1}% {:>7} {:>9}",
+                s.layer,
+                b.mean,
+                b.std,
+                b.min,
+                b.max,
+                100.0 * b.sparsity,
+                b.active_channels,
+                b.num_channels
+            );
+        }
+        for (i, image) in channels.iter().enumerate() {
+            let top: Vec<String> = image
+                .iter()
+                .take(5)
+                .map(|c| format!("{} ({:.3})", c.channel, c.score))
+                .collect();
+            println!(
+                "{}: top channels of {layer}: {}",
+                inputs.names[i],
+                top.join(", ")
+            );
+        }
+        for f in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// How a receptive field is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldMode {
+    /// From the architecture's kernels, strides, paddings and dilations.
+    Theoretical,
+    /// The input gradient of one activation (effective receptive field).
+    Gradient,
+    /// The activation change when input patches are zeroed.
+    Occlusion,
+}
+
+lumen::named_choices!(FieldMode, "receptive-field mode", {
+    Theoretical => "theoretical",
+    Gradient => "gradient",
+    Occlusion => "occlusion",
+});
+
+fn position(s: &str) -> std::result::Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match parts.as_slice() {
+        [y, x] => Ok([
+            y.trim().parse().map_err(|e| format!("row `{y}`: {e}"))?,
+            x.trim().parse().map_err(|e| format!("column `{x}`: {e}"))?,
+        ]),
+        _ => Err(format!(
+            "expected Y,X (row and column in the layer's map), got `{s}`"
+        )),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReceptiveFieldArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Layer (see `lumen layers`); the model's default when omitted.
+    #[arg(long)]
+    layer: Option<String>,
+    /// Channel of the activation.
+    #[arg(long, default_value_t = 0)]
+    channel: usize,
+    /// Position Y,X in the layer's map (the centre when omitted).
+    #[arg(long, value_parser = position)]
+    at: Option<[usize; 2]>,
+    /// theoretical (no image needed), gradient, occlusion.
+    #[arg(long, default_value = "gradient", value_parser = choice::<FieldMode>)]
+    mode: FieldMode,
+    /// Occlusion: patch side in pixels.
+    #[arg(long, default_value_t = 16)]
+    patch: usize,
+    /// Occlusion: distance between patches in pixels.
+    #[arg(long, default_value_t = 8)]
+    stride: usize,
+    /// Occlusion: occluded copies per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    figure: FigureArgs,
+    #[command(flatten)]
+    print: PrintArgs,
+}
+
+pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let layer = args
+        .layer
+        .clone()
+        .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
+    lumen::ExplainableModel::layer(&model.model, &layer)?;
+    if args.mode == FieldMode::Theoretical {
+        let fields = theoretical_receptive_fields(&model.model);
+        let field = fields.into_iter().find(|f| f.layer == layer).ok_or_else(|| {
+            LumenError::InvalidArgument(format!(
+                "`{}` does not describe the geometry of layer `{layer}` (theoretical fields are known for CNN layers)",
+                model.name
+            ))
+        })?;
+        if args.print.json {
+            JsonOutput {
+                command: "receptive-field",
+                model: &model.name,
+                device: &args.model.device,
+                results: &field,
+                files: vec![],
+            }
+            .print();
+        } else {
+            println!(
+                "{layer}: receptive field {} px, jump {} px, first centre at {:.1} px",
+                field.size, field.jump, field.start
+            );
+        }
+        return Ok(());
+    }
+    if args.patch == 0 || args.stride == 0 || args.batch_size == 0 {
+        return Err(LumenError::InvalidArgument(
+            "--patch, --stride and --batch-size must be at least 1".into(),
+        ));
+    }
+    let inputs = args.input.load(&model)?;
+    let visualizer = FeatureVisualizer::new(&model.model);
+    let maps: Vec<ReceptiveMap> = match args.mode {
+        FieldMode::Gradient => {
+            visualizer.receptive_field_gradient(&inputs.tensor, &layer, args.channel, args.at)?
+        }
+        _ => visualizer.receptive_field_occlusion(
+            &inputs.tensor,
+            &layer,
+            args.channel,
+            args.at,
+            args.patch,
+            args.stride,
+            args.batch_size,
+        )?,
+    };
+    let mut files: Vec<PathBuf> = vec![];
+    if !args.figure.no_figures {
+        for (i, m) in maps.iter().enumerate() {
+            let map = Map::new(m.values.clone(), m.width as u32, m.height as u32).normalized();
+            let title = format!(
+                "{} {layer} channel {} at {:?}: {} receptive field",
+                inputs.names[i], m.channel, m.position, args.mode
+            );
+            let figure = explanation_figure(
+                &inputs.originals[i],
+                &map,
+                args.figure.colormap,
+                args.figure.alpha,
+                &title,
+            );
+            let name = format!(
+                "{}_{}_c{}_{}.png",
+                inputs.names[i],
+                layer.replace('.', "-"),
+                m.channel,
+                args.mode
+            );
+            files.push(save_png(&figure, &args.figure.out, &name)?);
+        }
+    }
+    if args.print.json {
+        JsonOutput {
+            command: "receptive-field",
+            model: &model.name,
+            device: &args.model.device,
+            results: &maps,
+            files,
+        }
+        .print();
+    } else {
+        for (i, m) in maps.iter().enumerate() {
+            let extent = m
+                .support
+                .map(|[x0, y0, x1, y1]| {
+                    format!("{}x{} px at x {x0}..{x1}, y {y0}..{y1}", x1 - x0, y1 - y0)
+                })
+                .unwrap_or_else(|| "empty".into());
+            println!(
+                "{}: {} field of {layer}[{}, {:?}]: {extent}",
+                inputs.names[i], args.mode, m.channel, m.position
+            );
+        }
+        for f in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
