@@ -93,6 +93,29 @@ pub struct MetricValues {
     pub curves: Vec<(&'static str, MetricCurve)>,
 }
 
+impl MetricValues {
+    /// One key's per-image values and its curve rows over `x`.
+    pub fn with_curve(
+        name: &'static str,
+        values: Vec<f64>,
+        x: Vec<f32>,
+        rows: Vec<Vec<f32>>,
+    ) -> Self {
+        Self {
+            values: vec![(name, values)],
+            verdicts: vec![],
+            curves: vec![(
+                name,
+                MetricCurve {
+                    x,
+                    rows,
+                    labels: vec![],
+                },
+            )],
+        }
+    }
+}
+
 /// A quality metric of explanations.
 pub trait Metric<M: Classifier> {
     /// The keys it reports.
@@ -248,21 +271,13 @@ impl<M: Classifier> Metric<M> for PerturbationMetric {
             self.kind,
             &self.config,
         )?;
-        Ok(MetricValues {
-            values: vec![(
-                name,
-                curve.normalized_auc.iter().map(|&a| a as f64).collect(),
-            )],
-            curves: vec![(
-                name,
-                MetricCurve {
-                    x: curve.fractions,
-                    rows: curve.scores,
-                    labels: vec![],
-                },
-            )],
-            ..MetricValues::default()
-        })
+        let auc = curve.normalized_auc.iter().map(|&a| a as f64).collect();
+        Ok(MetricValues::with_curve(
+            name,
+            auc,
+            curve.fractions,
+            curve.scores,
+        ))
     }
 }
 
@@ -311,18 +326,12 @@ impl<M: Classifier> Metric<M> for RoadMetric {
             .iter()
             .map(|r| r.iter().sum::<f32>() as f64 / r.len().max(1) as f64)
             .collect();
-        Ok(MetricValues {
-            values: vec![(name, accuracy)],
-            curves: vec![(
-                name,
-                MetricCurve {
-                    x: self.config.percentages.clone(),
-                    rows,
-                    labels: vec![],
-                },
-            )],
-            ..MetricValues::default()
-        })
+        Ok(MetricValues::with_curve(
+            name,
+            accuracy,
+            self.config.percentages.clone(),
+            rows,
+        ))
     }
 }
 
