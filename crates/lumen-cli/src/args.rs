@@ -79,6 +79,21 @@ impl ModelArgs {
     }
 }
 
+impl ModelArgs {
+    /// The architecture for commands that do not depend on weights (layer names,
+    /// geometry): the weights when given, else random ones.
+    pub fn architecture(&self) -> Result<LoadedModel> {
+        match &self.weights {
+            Some(_) => self.load(),
+            None => LoadedModel::init(
+                &self.model,
+                self.num_classes.unwrap_or(1000),
+                &device_from_str(&self.device)?,
+            ),
+        }
+    }
+}
+
 /// Images to explain: `--image` files or folders, positional ones, or a normalised
 /// array.
 #[derive(Args, Debug, Clone)]

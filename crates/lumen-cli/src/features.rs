@@ -106,7 +106,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
                 .iter()
                 .map(|c| {
                     (
-                        format!("ch {} [{:.2}, {:.2}]", c.channel, c.min, c.max),
+                        format!("#{} [{:.1}, {:.1}]", c.channel, c.min, c.max),
                         Map::new(c.values.clone(), c.width as u32, c.height as u32),
                     )
                 })
@@ -142,22 +142,24 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         .print();
     } else {
         println!(
-            "{:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}",
-            "layer", "mean", "std", "min", "max", "sparsity", "active", "channels"
+            "{:<12} {:<16} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9}",
+            "image", "layer", "mean", "std", "min", "max", "sparsity", "active", "channels"
         );
         for s in &statistics {
-            let b = &s.batch;
-            println!(
-                "{:<16} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>7.1}% {:>7} {:>9}",
-                s.layer,
-                b.mean,
-                b.std,
-                b.min,
-                b.max,
-                100.0 * b.sparsity,
-                b.active_channels,
-                b.num_channels
-            );
+            for (i, b) in s.per_image.iter().enumerate() {
+                println!(
+                    "{:<12} {:<16} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>7.1}% {:>7} {:>9}",
+                    inputs.names[i],
+                    s.layer,
+                    b.mean,
+                    b.std,
+                    b.min,
+                    b.max,
+                    100.0 * b.sparsity,
+                    b.active_channels,
+                    b.num_channels
+                );
+            }
         }
         for (i, image) in channels.iter().enumerate() {
             let top: Vec<String> = image
@@ -242,7 +244,12 @@ pub struct ReceptiveFieldArgs {
 }
 
 pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
-    let model = args.model.load()?;
+    // The theoretical field depends on the architecture alone.
+    let model = if args.mode == FieldMode::Theoretical {
+        args.model.architecture()?
+    } else {
+        args.model.load()?
+    };
     let layer = args
         .layer
         .clone()

@@ -1,7 +1,7 @@
 //! `lumen layers`: a model's named layers and their kinds.
 
 use clap::Args;
-use lumen::{ExplainableModel, LoadedModel, Result, device_from_str};
+use lumen::{ExplainableModel, Result};
 use serde::Serialize;
 
 use crate::args::{JsonOutput, ModelArgs};
@@ -26,15 +26,8 @@ struct LayerRow {
 }
 
 pub fn run(args: LayersArgs) -> Result<()> {
-    // Layer names do not depend on weights: build the architecture when none are given.
-    let loaded = match &args.model.weights {
-        Some(_) => args.model.load()?,
-        None => LoadedModel::init(
-            &args.model.model,
-            args.model.num_classes.unwrap_or(1000),
-            &device_from_str(&args.model.device)?,
-        )?,
-    };
+    // Layer names do not depend on weights.
+    let loaded = args.model.architecture()?;
     let default = loaded.model.default_layer();
     let fields = lumen::features::theoretical_receptive_fields(&loaded.model);
     let rows: Vec<LayerRow> = loaded

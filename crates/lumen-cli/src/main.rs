@@ -68,6 +68,14 @@ fn exit_code(error: &LumenError) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader goes away (`lumen ... | head`):
+    // end quietly on SIGPIPE instead of panicking on a failed print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread
+    // starts has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Explain(args) => explain::run(*args),

@@ -581,3 +581,147 @@ fn evaluate_rejects_unknown_names_with_the_valid_ones() {
         );
     }
 }
+
+#[test]
+fn features_and_receptive_fields_write_figures_and_json() {
+    let out_dir = tmp("features");
+    let o = out_dir.display().to_string();
+    let out = explain_like(
+        "features",
+        &[
+            "--layer",
+            "layer3",
+            "--layers",
+            "layer2,layer4",
+            "--top",
+            "4",
+            "--sort",
+            "variance",
+            "--shared-scale",
+            "--out",
+            &o,
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["command"], "features");
+    let results = &json["results"];
+    assert_eq!(results["layer"], "layer3");
+    let statistics = results["statistics"].as_array().unwrap();
+    let layers: Vec<&str> = statistics
+        .iter()
+        .map(|s| s["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, ["layer3", "layer2", "layer4"]);
+    assert_eq!(statistics[0]["per_image"].as_array().unwrap().len(), 2);
+    let channels = results["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 2);
+    assert_eq!(channels[0].as_array().unwrap().len(), 4);
+    // Variance order: scores descending.
+    let scores: Vec<f64> = channels[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    for name in ["input0_layer3_features.png", "input1_layer3_features.png"] {
+        assert!(out_dir.join(name).is_file(), "{name}");
+    }
+
+    let out = explain_like(
+        "receptive-field",
+        &[
+            "--layer",
+            "layer2",
+            "--channel",
+            "5",
+            "--mode",
+            "gradient",
+            "--out",
+            &o,
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let support = json["results"][0]["support"].as_array().unwrap();
+    assert_eq!(support.len(), 4);
+    assert!(out_dir.join("input0_layer2_c5_gradient.png").is_file());
+
+    let out = lumen(&[
+        "receptive-field",
+        "--model",
+        "resnet50",
+        "--layer",
+        "layer4",
+        "--mode",
+        "theoretical",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["results"]["size"], 427);
+    assert_eq!(json["results"]["jump"], 32);
+
+    let out = explain_like(
+        "receptive-field",
+        &["--layer", "layer2", "--channel", "999"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("channel 999 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    let out = explain_like("features", &["--sort", "loudest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("valid channel orders: activation, variance, random"));
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
+/// `lumen COMMAND` on test_resnet with the two-image input.
+fn explain_like(command: &str, extra: &[&str]) -> Output {
+    let w = weights("test_resnet");
+    let i = input();
+    let mut args = vec![
+        command,
+        "--model",
+        "test_resnet",
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &i,
+    ];
+    args.extend_from_slice(extra);
+    lumen(&args)
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(["layers", "--model", "resnet101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte, then close the pipe before the listing is done.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
