@@ -197,7 +197,7 @@ lumen::named_choices!(FieldMode, "receptive-field mode", {
     Occlusion => "occlusion",
 });
 
-fn position(s: &str) -> std::result::Result<[usize; 2], String> {
+pub(crate) fn position(s: &str) -> std::result::Result<[usize; 2], String> {
     let parts: Vec<&str> = s.split(',').collect();
     match parts.as_slice() {
         [y, x] => Ok([

@@ -15,6 +15,7 @@ mod evaluate;
 mod explain;
 mod features;
 mod layers;
+mod maximize;
 mod report;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Command {
     Features(Box<features::FeaturesArgs>),
     /// Receptive field of one activation: theoretical, gradient or occlusion.
     ReceptiveField(Box<features::ReceptiveFieldArgs>),
+    /// Images optimised to excite a layer's channels (or classes).
+    Maximize(Box<maximize::MaximizeArgs>),
 }
 
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::run(*args),
         Command::Features(args) => features::features(*args),
         Command::ReceptiveField(args) => features::receptive_field(*args),
+        Command::Maximize(args) => maximize::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

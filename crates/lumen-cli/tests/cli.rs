@@ -725,3 +725,52 @@ fn a_closed_pipe_ends_quietly() {
     child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn maximize_writes_a_grid_and_reports_what_the_model_sees() {
+    let out_dir = tmp("maximize");
+    let o = out_dir.display().to_string();
+    let out = lumen(&[
+        "maximize",
+        "--model",
+        "shapes-cnn",
+        "--layer",
+        "fc",
+        "--channels",
+        "0,2",
+        "--steps",
+        "24",
+        "--out",
+        &o,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for (r, class) in results.iter().zip([0, 2]) {
+        assert_eq!(r["prediction"]["class"], class);
+        assert_eq!(r["trajectory"].as_array().unwrap().len(), 24);
+    }
+    assert!(out_dir.join("shapes-cnn_fc_maximized.png").is_file());
+    for (bad, message) in [
+        (&["--channels", "5-2"][..], "runs backwards"),
+        (&["--learning-rate", "-1"][..], "learning rate"),
+        (&["--channels", "9"][..], "out of range"),
+    ] {
+        let mut args = vec![
+            "maximize",
+            "--model",
+            "shapes-cnn",
+            "--layer",
+            "fc",
+            "--steps",
+            "2",
+        ];
+        args.extend_from_slice(bad);
+        let out = lumen(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(stderr(&out).contains(message), "{bad:?}: {}", stderr(&out));
+    }
+    std::fs::remove_dir_all(out_dir).ok();
+}

@@ -11,13 +11,16 @@
 //!
 //! Everything returns plain, serialisable data; drawing stays in `lumen-report`,
 //! reached through the facade. Depends on `lumen-core` (and serde) only.
-//!
-//! Not built yet (see issue 10's note): activation maximization.
+//! - [`maximize`]: activation maximization (lucid-style): an image optimised to
+//!   excite a channel, a neuron, a direction or a class logit, from a decorrelated
+//!   frequency parameterization under random jitter, scale and rotation.
 
+pub mod maximize;
 pub mod receptive;
 pub mod statistics;
 mod visualizer;
 
+pub use maximize::{MaximizeOptions, MaximizedImage, Objective};
 pub use receptive::{ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
 pub use statistics::{FeatureStatistics, SortBy, StatisticsOptions, statistics};
 pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics};

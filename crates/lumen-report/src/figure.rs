@@ -405,3 +405,14 @@ pub fn feature_grid(
     };
     title_bar(title, &body)
 }
+
+/// Titled pictures in a near-square grid, each enlarged (nearest neighbour) to at
+/// least `size` pixels, under one title.
+pub fn image_grid(title: &str, tiles: &[(String, RgbImage)], size: u32) -> RgbImage {
+    let panels: Vec<Panel> = tiles
+        .iter()
+        .map(|(name, picture)| Panel::new(name.clone(), enlarge(picture, size)))
+        .collect();
+    let columns = (panels.len() as f64).sqrt().ceil().max(1.0) as usize;
+    title_bar(title, &grid(&panels, Layout::Grid(columns)))
+}

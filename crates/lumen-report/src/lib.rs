@@ -13,7 +13,7 @@ mod turbo;
 pub use colormap::Colormap;
 pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
-    Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid,
+    Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid, image_grid,
     polarity_figure, title_bar,
 };
 pub use html::{MapStats, ReportImage, escape, line_plot, page, report_page, table};

@@ -51,7 +51,7 @@ pub use lumen_methods::{
 pub use lumen_models::{
     ARCHITECTURES, BUNDLED, LoadedModel, ZooModel, bundled_weights_present, shapes,
 };
-pub use lumen_report::{Colormap, Layout, Map, explanation_figure, feature_grid};
+pub use lumen_report::{Colormap, Layout, Map, explanation_figure, feature_grid, image_grid};
 pub use lumen_tasks::{ClassPrediction, Classification, Task};
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
 
