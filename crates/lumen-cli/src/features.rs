@@ -47,6 +47,16 @@ pub struct FeaturesArgs {
     /// `near_zero` counts values with |x| at most this.
     #[arg(long, default_value_t = 1e-3)]
     zero_threshold: f32,
+    /// Scan all inputs (folders too) in batches and draw, per channel of
+    /// --channels, the K images that excite it most.
+    #[arg(long, default_value_t = 0)]
+    top_images: usize,
+    /// Channels for --top-images: `0-7`, `3`, `1,4,9`.
+    #[arg(long, default_value = "0-7", value_parser = crate::maximize::channels)]
+    channels: crate::maximize::Channels,
+    /// Images per forward pass when scanning.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
@@ -84,22 +94,42 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         }
     }
     let model = args.model.load()?;
-    let inputs = args.input.load(&model)?;
     let layer = args
         .layer
         .clone()
         .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
+    if args.top_images > 0 {
+        return top_images(&args, &model, &layer);
+    }
+    let inputs = args.input.load(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model);
     let channels =
         visualizer.feature_maps(&inputs.tensor, &layer, args.top, args.sort, args.seed)?;
+    // The drawn layer and --layers, in forward order.
+    let order: Vec<String> = lumen::ExplainableModel::layers(&model.model)
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     let mut layers = vec![layer.clone()];
     layers.extend(args.layers.iter().filter(|l| **l != layer).cloned());
+    layers.sort_by_key(|l| order.iter().position(|o| o == l).unwrap_or(usize::MAX));
     let options = StatisticsOptions {
         active_threshold: args.active_threshold,
         zero_threshold: args.zero_threshold,
     };
     let statistics = visualizer.compare_layers(&inputs.tensor, &layers, &options)?;
     let mut files = vec![];
+    if !args.figure.no_figures && statistics.len() > 1 {
+        let figure = lumen::layer_comparison_figure(
+            &format!(
+                "{}: layer statistics over {} images",
+                model.name,
+                inputs.len()
+            ),
+            &lumen::feature_report::comparison_bars(&statistics),
+        );
+        files.push(save_png(&figure, &args.figure.out, "layer_comparison.png")?);
+    }
     if !args.figure.no_figures {
         for (i, image) in channels.iter().enumerate() {
             let tiles: Vec<(String, Map)> = image
@@ -349,6 +379,107 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             );
         }
         for f in &files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// The images of a scan that excite one channel most.
+#[derive(Serialize)]
+struct ChannelTopImages {
+    channel: usize,
+    /// `(image path, channel mean)`, best first.
+    images: Vec<(PathBuf, f64)>,
+}
+
+/// `--top-images`: scan every input in batches and keep, per channel, the K images of
+/// highest channel mean; one grid figure (a row per channel).
+fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> Result<()> {
+    if args.batch_size == 0 {
+        return Err(LumenError::InvalidArgument(
+            "--batch-size must be at least 1".into(),
+        ));
+    }
+    let files = args.input.files()?;
+    let channels = &args.channels.0;
+    let visualizer = FeatureVisualizer::new(&model.model);
+    let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
+    let bar = crate::args::progress(files.len() as u64, "scanning", args.print.quiet);
+    for (chunk_index, chunk) in files.chunks(args.batch_size).enumerate() {
+        let inputs = lumen::Inputs::load(model, chunk)?;
+        let means = visualizer.channel_means(&inputs.tensor, layer)?;
+        let available = means.first().map_or(0, Vec::len);
+        if let Some(&c) = channels.iter().find(|&&c| c >= available) {
+            return Err(LumenError::InvalidArgument(format!(
+                "channel {c} is out of range: layer `{layer}` has {available} channels (0..{available})"
+            )));
+        }
+        for (k, &channel) in channels.iter().enumerate() {
+            for (i, image) in means.iter().enumerate() {
+                best[k].push((image[channel], chunk_index * args.batch_size + i));
+            }
+            best[k].sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            best[k].truncate(args.top_images);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let results: Vec<ChannelTopImages> = channels
+        .iter()
+        .zip(&best)
+        .map(|(&channel, top)| ChannelTopImages {
+            channel,
+            images: top.iter().map(|&(v, i)| (files[i].clone(), v)).collect(),
+        })
+        .collect();
+    let mut written = vec![];
+    if !args.figure.no_figures {
+        let mut tiles = vec![];
+        for row in &results {
+            let paths: Vec<&PathBuf> = row.images.iter().map(|(p, _)| p).collect();
+            let inputs = lumen::Inputs::load(model, &paths)?;
+            for ((path, value), original) in row.images.iter().zip(inputs.originals) {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                tiles.push((format!("#{} {stem} {value:.2}", row.channel), original));
+            }
+            // Short rows (fewer images than K) are padded so each channel keeps its row.
+            for _ in row.images.len()..args.top_images {
+                tiles.push((String::new(), image::RgbImage::new(1, 1)));
+            }
+        }
+        let title = format!(
+            "{}: the {} images of {} that excite each channel of {layer} most",
+            model.name,
+            args.top_images,
+            files.len()
+        );
+        let figure = lumen::image_grid(&title, &tiles, 112, args.top_images);
+        let name = format!("{}_top_images.png", layer.replace('.', "-"));
+        written.push(save_png(&figure, &args.figure.out, &name)?);
+    }
+    if args.print.json {
+        JsonOutput {
+            command: "features",
+            model: &model.name,
+            device: &args.model.device,
+            results: &results,
+            files: written,
+        }
+        .print();
+    } else {
+        for row in &results {
+            let names: Vec<String> = row
+                .images
+                .iter()
+                .map(|(p, v)| format!("{} ({v:.3})", p.display()))
+                .collect();
+            println!("channel {}: {}", row.channel, names.join(", "));
+        }
+        for f in &written {
             println!("wrote {}", f.display());
         }
     }

@@ -10,10 +10,10 @@ use crate::args::{FigureArgs, JsonOutput, ModelArgs, PrintArgs, progress};
 
 /// Channel indices in order (a newtype: clap reads a bare `Vec` as repeated values).
 #[derive(Clone, Debug)]
-pub struct Channels(Vec<usize>);
+pub struct Channels(pub Vec<usize>);
 
 /// `0-15`, `3`, `1,4,9` or a mix: channel indices in order.
-fn channels(s: &str) -> std::result::Result<Channels, String> {
+pub(crate) fn channels(s: &str) -> std::result::Result<Channels, String> {
     let mut out = vec![];
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -144,7 +144,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             "{}: activation maximization of {}, {} steps, seed {}",
             model.name, args.layer, args.steps, args.seed
         );
-        let figure = image_grid(&title, &tiles, 256);
+        let figure = image_grid(&title, &tiles, 256, 0);
         let name = format!(
             "{}_{}_maximized.png",
             model.name,

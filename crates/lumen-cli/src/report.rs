@@ -17,6 +17,9 @@ pub struct ReportArgs {
     #[arg(long = "methods", alias = "method", value_delimiter = ',',
           default_value = "gradcam,gradcam++,eigencam,ig", help = methods_help())]
     methods: Vec<String>,
+    /// Add a section comparing these layers' statistics (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
     /// File name of the report inside --out.
     #[arg(long, default_value = "report.html")]
     name: String,
@@ -35,7 +38,16 @@ pub fn run(args: ReportArgs) -> Result<()> {
     check_writable("--out", &path)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
-    let path = write_report(&model, &inputs, &args.methods, &options, &path, &[])?;
+    let sections = if args.features.is_empty() {
+        vec![]
+    } else {
+        vec![lumen::feature_report::feature_section(
+            &model,
+            &inputs,
+            &args.features,
+        )?]
+    };
+    let path = write_report(&model, &inputs, &args.methods, &options, &path, &sections)?;
     if args.print.json {
         JsonOutput {
             command: "report",

@@ -613,7 +613,8 @@ fn features_and_receptive_fields_write_figures_and_json() {
         .iter()
         .map(|s| s["layer"].as_str().unwrap())
         .collect();
-    assert_eq!(layers, ["layer3", "layer2", "layer4"]);
+    // In forward order, the drawn layer among them.
+    assert_eq!(layers, ["layer2", "layer3", "layer4"]);
     assert_eq!(statistics[0]["per_image"].as_array().unwrap().len(), 2);
     let channels = results["channels"].as_array().unwrap();
     assert_eq!(channels.len(), 2);
@@ -626,9 +627,72 @@ fn features_and_receptive_fields_write_figures_and_json() {
         .map(|c| c["score"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
-    for name in ["input0_layer3_features.png", "input1_layer3_features.png"] {
+    for name in [
+        "input0_layer3_features.png",
+        "input1_layer3_features.png",
+        "layer_comparison.png",
+    ] {
         assert!(out_dir.join(name).is_file(), "{name}");
     }
+
+    // A scan over a folder: the images that excite each channel most.
+    let images = tmp("feature-scan");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..5u64 {
+        let sample = lumen_models::shapes::shape_sample(4, i);
+        sample.image.save(images.join(format!("s{i}.png"))).unwrap();
+    }
+    let out = lumen(&[
+        "features",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &images.display().to_string(),
+        "--layer",
+        "layer4",
+        "--top-images",
+        "2",
+        "--channels",
+        "0-2",
+        "--batch-size",
+        "2",
+        "--out",
+        &o,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let ranked: Vec<f64> = row["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| pair[1].as_f64().unwrap())
+            .collect();
+        assert_eq!(ranked.len(), 2);
+        assert!(ranked[0] >= ranked[1]);
+    }
+    assert!(out_dir.join("layer4_top_images.png").is_file());
+    let out = lumen(&[
+        "report",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &images.display().to_string(),
+        "--methods",
+        "gradcam",
+        "--features",
+        "layer1,layer4",
+        "--out",
+        &o,
+        "--name",
+        "f.html",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(out_dir.join("f.html")).unwrap();
+    assert!(html.contains("Layer statistics") && html.contains("layer-statistics-0"));
 
     let out = explain_like(
         "receptive-field",

@@ -130,6 +130,24 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
             .collect())
     }
 
+    /// Per image, every channel's mean activation over positions: what a scan over a
+    /// folder ranks images by.
+    pub fn channel_means(&self, input: &Tensor<4>, layer: &str) -> Result<Vec<Vec<f64>>> {
+        let features = self.features(input, layer)?;
+        let [b, c, h, w] = features.dims();
+        let values = to_host(features);
+        let plane = h * w;
+        Ok((0..b)
+            .map(|i| {
+                channel_scores(
+                    &values[i * c * plane..(i + 1) * c * plane],
+                    plane,
+                    SortBy::Activation,
+                )
+            })
+            .collect())
+    }
+
     /// Per image, the `k` channels of highest mean activation, best first (AutoTimm's
     /// `get_top_activating_features`).
     pub fn top_channels(

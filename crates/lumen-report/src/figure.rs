@@ -406,13 +406,72 @@ pub fn feature_grid(
     title_bar(title, &body)
 }
 
-/// Titled pictures in a near-square grid, each enlarged (nearest neighbour) to at
-/// least `size` pixels, under one title.
-pub fn image_grid(title: &str, tiles: &[(String, RgbImage)], size: u32) -> RgbImage {
+/// Titled pictures in rows of `columns` (0: a near-square grid), each enlarged
+/// (nearest neighbour) to at least `size` pixels, under one title.
+pub fn image_grid(
+    title: &str,
+    tiles: &[(String, RgbImage)],
+    size: u32,
+    columns: usize,
+) -> RgbImage {
     let panels: Vec<Panel> = tiles
         .iter()
         .map(|(name, picture)| Panel::new(name.clone(), enlarge(picture, size)))
         .collect();
-    let columns = (panels.len() as f64).sqrt().ceil().max(1.0) as usize;
+    let columns = if columns == 0 {
+        (panels.len() as f64).sqrt().ceil().max(1.0) as usize
+    } else {
+        columns
+    };
     title_bar(title, &grid(&panels, Layout::Grid(columns)))
+}
+
+/// A bar chart panel: one labelled bar per `(label, value)`, the value written above.
+fn bar_chart(title: &str, bars: &[(String, f64)], width: u32, height: u32) -> RgbImage {
+    let mut canvas = RgbImage::from_pixel(width, height, BACKGROUND);
+    draw_text(&mut canvas, title, 4.0, 2.0, 14.0, INK);
+    let (top, bottom) = (40u32, 24u32);
+    let max = bars
+        .iter()
+        .fold(0f64, |m, (_, v)| m.max(v.abs()))
+        .max(1e-12);
+    let slot = (width - 8) / bars.len().max(1) as u32;
+    let color = Rgb(Colormap::Viridis.rgb(0.35));
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let bar_height = ((value.abs() / max) * (height - top - bottom) as f64) as u32;
+        let x0 = 4 + i as u32 * slot + slot / 6;
+        let x1 = 4 + (i as u32 + 1) * slot - slot / 6;
+        let y1 = height - bottom;
+        for x in x0..x1.min(width) {
+            for y in (y1 - bar_height)..y1 {
+                canvas.put_pixel(x, y, color);
+            }
+        }
+        let text = format!("{value:.3}");
+        let tx = x0 as f32 + ((x1 - x0) as f32 - text_width(&text, 11.0)) / 2.0;
+        draw_text(
+            &mut canvas,
+            &text,
+            tx.max(0.0),
+            (y1 - bar_height) as f32 - 14.0,
+            11.0,
+            INK,
+        );
+        let lx = x0 as f32 + ((x1 - x0) as f32 - text_width(label, 11.0)) / 2.0;
+        draw_text(&mut canvas, label, lx.max(0.0), y1 as f32 + 4.0, 11.0, INK);
+    }
+    canvas
+}
+
+/// Statistics of several layers side by side: one bar chart per statistic (AutoTimm's
+/// layer comparison figure), `rows` as `(statistic, [(layer, value)])`.
+pub fn layer_comparison_figure(title: &str, rows: &[(String, Vec<(String, f64)>)]) -> RgbImage {
+    let panels: Vec<Panel> = rows
+        .iter()
+        .map(|(statistic, bars)| {
+            let width = (90 * bars.len() as u32).max(240);
+            Panel::new(statistic.clone(), bar_chart("", bars, width, 220))
+        })
+        .collect();
+    title_bar(title, &grid(&panels, Layout::Grid(2)))
 }

@@ -14,7 +14,9 @@ pub use colormap::Colormap;
 pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
     Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid, image_grid,
-    polarity_figure, title_bar,
+    layer_comparison_figure, polarity_figure, title_bar,
 };
-pub use html::{MapStats, ReportImage, escape, line_plot, page, report_page, table};
+pub use html::{
+    MapStats, ReportImage, escape, layer_comparison_section, line_plot, page, report_page, table,
+};
 pub use overlay::{Map, colorize, diverging, overlay};

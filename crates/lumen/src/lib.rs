@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod evaluate;
+pub mod feature_report;
 pub mod output;
 
 pub use lumen_core as core;
@@ -51,7 +52,9 @@ pub use lumen_methods::{
 pub use lumen_models::{
     ARCHITECTURES, BUNDLED, LoadedModel, ZooModel, bundled_weights_present, shapes,
 };
-pub use lumen_report::{Colormap, Layout, Map, explanation_figure, feature_grid, image_grid};
+pub use lumen_report::{
+    Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,
+};
 pub use lumen_tasks::{ClassPrediction, Classification, Task};
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
 
