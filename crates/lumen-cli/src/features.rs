@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lumen::features::{
-    FeatureVisualizer, ReceptiveMap, SortBy, StatisticsOptions, theoretical_receptive_fields,
+    FeatureVisualizer, Occlusion, ReceptiveMap, SortBy, StatisticsOptions,
+    theoretical_receptive_fields,
 };
 use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
 use serde::Serialize;
@@ -326,9 +327,11 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             &layer,
             args.channel,
             args.at,
-            args.patch,
-            args.stride,
-            args.batch_size,
+            Occlusion {
+                patch: args.patch,
+                stride: args.stride,
+                batch_size: args.batch_size,
+            },
         )?,
     };
     let mut files: Vec<PathBuf> = vec![];

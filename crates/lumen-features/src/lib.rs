@@ -21,6 +21,6 @@ pub mod statistics;
 mod visualizer;
 
 pub use maximize::{MaximizeOptions, MaximizedImage, Objective};
-pub use receptive::{ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
+pub use receptive::{Occlusion, ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
 pub use statistics::{FeatureStatistics, SortBy, StatisticsOptions, statistics};
 pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics};

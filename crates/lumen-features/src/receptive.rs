@@ -100,6 +100,28 @@ fn patch_starts(len: usize, patch: usize, stride: usize) -> Vec<usize> {
     starts
 }
 
+/// Settings of the occlusion receptive field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Occlusion {
+    /// Side of the zeroed square, in pixels.
+    pub patch: usize,
+    /// Distance between squares, in pixels.
+    pub stride: usize,
+    /// Occluded copies per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for Occlusion {
+    /// AutoTimm's 16-pixel patches every 8 pixels, 32 copies per pass.
+    fn default() -> Self {
+        Self {
+            patch: 16,
+            stride: 8,
+            batch_size: 32,
+        }
+    }
+}
+
 impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// Check a channel and position against a layer's map; the centre when `at` is
     /// `None`.
@@ -181,17 +203,20 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// `patch x patch` squares every `stride` pixels (and flush with the far edges)
     /// are set to 0 in the input; each pixel gets the mean activation change of the
     /// patches covering it; absolute values, divided by their maximum. The occluded
-    /// copies run in batches of `batch_size`.
+    /// copies run in batches of `batch_size` ([`Occlusion`]).
     pub fn receptive_field_occlusion(
         &self,
         input: &Tensor<4>,
         layer: &str,
         channel: usize,
         at: Option<[usize; 2]>,
-        patch: usize,
-        stride: usize,
-        batch_size: usize,
+        occlusion: Occlusion,
     ) -> Result<Vec<ReceptiveMap>> {
+        let Occlusion {
+            patch,
+            stride,
+            batch_size,
+        } = occlusion;
         if patch == 0 || stride == 0 {
             return Err(LumenError::InvalidArgument(
                 "occlusion patch size and stride must be at least 1".into(),

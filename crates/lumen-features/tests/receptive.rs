@@ -7,7 +7,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use lumen_core::{ConvOp, ExplainableModel, LayerInfo, LayerKind, Tap};
-use lumen_features::{FeatureVisualizer, theoretical_receptive_fields};
+use lumen_features::{FeatureVisualizer, Occlusion, theoretical_receptive_fields};
 
 #[derive(Module, Debug)]
 struct LinearStack {
@@ -95,7 +95,17 @@ fn gradient_support_equals_the_theoretical_field() {
     }
     // Occlusion only sees pixels whose patches overlap the field.
     let occlusion = visualizer
-        .receptive_field_occlusion(&input, "c", 1, None, 4, 4, 16)
+        .receptive_field_occlusion(
+            &input,
+            "c",
+            1,
+            None,
+            Occlusion {
+                patch: 4,
+                stride: 4,
+                batch_size: 16,
+            },
+        )
         .unwrap();
     let [x0, _, x1, _] = occlusion[0].support.unwrap();
     let gradient = visualizer

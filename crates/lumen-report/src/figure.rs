@@ -265,63 +265,6 @@ pub fn polarity_figure(
     title_bar(title, &grid(&panels, Layout::Horizontal))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_drawn_with_ink() {
-        let mut canvas = RgbImage::from_pixel(120, 30, BACKGROUND);
-        draw_text(&mut canvas, "GradCAM 97%", 2.0, 4.0, 16.0, INK);
-        let dark = canvas.pixels().filter(|p| p.0[0] < 128).count();
-        assert!(dark > 40, "{dark} dark pixels");
-        assert!(text_width("GradCAM 97%", 16.0) > 60.0);
-    }
-
-    #[test]
-    fn figure_sizes_follow_the_layout() {
-        let panel = Panel::new("a", RgbImage::new(50, 40));
-        let panels = vec![panel; 4];
-        let cell = (50 + MARGIN, 40 + TITLE_HEIGHT + MARGIN);
-        assert_eq!(
-            grid(&panels, Layout::Horizontal).dimensions(),
-            (MARGIN + 4 * cell.0, MARGIN + cell.1)
-        );
-        assert_eq!(
-            grid(&panels, Layout::Vertical).dimensions(),
-            (MARGIN + cell.0, MARGIN + 4 * cell.1)
-        );
-        assert_eq!(
-            grid(&panels, Layout::Grid(2)).dimensions(),
-            (MARGIN + 2 * cell.0, MARGIN + 2 * cell.1)
-        );
-        assert_eq!(Layout::from_name("grid", 5), Ok(Layout::Grid(3)));
-    }
-
-    #[test]
-    fn polarity_figure_splits_signs_into_panels() {
-        let image = RgbImage::from_pixel(160, 160, Rgb([128, 128, 128]));
-        let signed = Map::new(vec![-1.0, 1.0], 2, 1);
-        let figure = polarity_figure(&image, &signed, Colormap::Hot, 1.0, "ig");
-        assert_eq!(figure.width(), MARGIN + 5 * (160 + MARGIN));
-        // In the positive panel the right half is hot and the left half is cold.
-        let panel_x = |panel: u32, x: u32| MARGIN + panel * (160 + MARGIN) + x;
-        let y = 28 + MARGIN + TITLE_HEIGHT + 80;
-        let left = figure.get_pixel(panel_x(2, 10), y).0;
-        let right = figure.get_pixel(panel_x(2, 150), y).0;
-        assert!(right[0] > 200 && left[0] < 100, "{left:?} {right:?}");
-    }
-
-    #[test]
-    fn explanation_figure_has_three_panels_and_a_title() {
-        let image = RgbImage::from_pixel(200, 200, Rgb([90, 120, 150]));
-        let map = Map::new((0..100).map(|i| i as f32 / 99.0).collect(), 10, 10);
-        let figure = explanation_figure(&image, &map, Colormap::Jet, 0.5, "class 3 (97.0%)");
-        assert_eq!(figure.width(), MARGIN + 3 * (200 + MARGIN));
-        assert_eq!(figure.height(), 28 + MARGIN + 200 + TITLE_HEIGHT + MARGIN);
-    }
-}
-
 /// A horizontal colorbar `width` pixels wide with its two end values written under it.
 pub fn colorbar(colormap: Colormap, width: u32, low: f32, high: f32) -> RgbImage {
     let (bar, text) = (12u32, 16u32);
@@ -474,4 +417,61 @@ pub fn layer_comparison_figure(title: &str, rows: &[(String, Vec<(String, f64)>)
         })
         .collect();
     title_bar(title, &grid(&panels, Layout::Grid(2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_drawn_with_ink() {
+        let mut canvas = RgbImage::from_pixel(120, 30, BACKGROUND);
+        draw_text(&mut canvas, "GradCAM 97%", 2.0, 4.0, 16.0, INK);
+        let dark = canvas.pixels().filter(|p| p.0[0] < 128).count();
+        assert!(dark > 40, "{dark} dark pixels");
+        assert!(text_width("GradCAM 97%", 16.0) > 60.0);
+    }
+
+    #[test]
+    fn figure_sizes_follow_the_layout() {
+        let panel = Panel::new("a", RgbImage::new(50, 40));
+        let panels = vec![panel; 4];
+        let cell = (50 + MARGIN, 40 + TITLE_HEIGHT + MARGIN);
+        assert_eq!(
+            grid(&panels, Layout::Horizontal).dimensions(),
+            (MARGIN + 4 * cell.0, MARGIN + cell.1)
+        );
+        assert_eq!(
+            grid(&panels, Layout::Vertical).dimensions(),
+            (MARGIN + cell.0, MARGIN + 4 * cell.1)
+        );
+        assert_eq!(
+            grid(&panels, Layout::Grid(2)).dimensions(),
+            (MARGIN + 2 * cell.0, MARGIN + 2 * cell.1)
+        );
+        assert_eq!(Layout::from_name("grid", 5), Ok(Layout::Grid(3)));
+    }
+
+    #[test]
+    fn polarity_figure_splits_signs_into_panels() {
+        let image = RgbImage::from_pixel(160, 160, Rgb([128, 128, 128]));
+        let signed = Map::new(vec![-1.0, 1.0], 2, 1);
+        let figure = polarity_figure(&image, &signed, Colormap::Hot, 1.0, "ig");
+        assert_eq!(figure.width(), MARGIN + 5 * (160 + MARGIN));
+        // In the positive panel the right half is hot and the left half is cold.
+        let panel_x = |panel: u32, x: u32| MARGIN + panel * (160 + MARGIN) + x;
+        let y = 28 + MARGIN + TITLE_HEIGHT + 80;
+        let left = figure.get_pixel(panel_x(2, 10), y).0;
+        let right = figure.get_pixel(panel_x(2, 150), y).0;
+        assert!(right[0] > 200 && left[0] < 100, "{left:?} {right:?}");
+    }
+
+    #[test]
+    fn explanation_figure_has_three_panels_and_a_title() {
+        let image = RgbImage::from_pixel(200, 200, Rgb([90, 120, 150]));
+        let map = Map::new((0..100).map(|i| i as f32 / 99.0).collect(), 10, 10);
+        let figure = explanation_figure(&image, &map, Colormap::Jet, 0.5, "class 3 (97.0%)");
+        assert_eq!(figure.width(), MARGIN + 3 * (200 + MARGIN));
+        assert_eq!(figure.height(), 28 + MARGIN + 200 + TITLE_HEIGHT + MARGIN);
+    }
 }

@@ -318,6 +318,72 @@ th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;height:42
 caption{font-weight:bold;text-align:left;padding:4px 0}.plot{width:580px;height:400px}\
 .floor td{color:#888;font-style:italic}ul.advice li{margin:4px 0}";
 
+/// `(statistic, value)`.
+pub type Statistic = (String, f64);
+/// `(layer, its statistics)`.
+pub type LayerStatistics = (String, Vec<Statistic>);
+
+/// A report section comparing layers: a table per image and one bar chart per
+/// statistic (layers on the x axis, one bar group per image). `images` holds
+/// `(image, [(layer, [(statistic, value)])])`.
+pub fn layer_comparison_section(images: &[(String, Vec<LayerStatistics>)]) -> String {
+    let mut html = String::from("<section><h2>Layer statistics</h2><div class=row>");
+    for (image, layers) in images {
+        let headers: Vec<&str> = std::iter::once("layer")
+            .chain(
+                layers
+                    .first()
+                    .map(|(_, s)| s.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        let rows: Vec<Vec<String>> = layers
+            .iter()
+            .map(|(layer, stats)| {
+                std::iter::once(layer.clone())
+                    .chain(stats.iter().map(|(_, v)| {
+                        if v.fract() == 0.0 {
+                            format!("{v:.0}")
+                        } else {
+                            format!("{v:.4}")
+                        }
+                    }))
+                    .collect()
+            })
+            .collect();
+        html.push_str(&table(image, &headers, &rows));
+    }
+    html.push_str("</div><div class=row>");
+    let statistics: Vec<String> = images
+        .first()
+        .and_then(|(_, l)| l.first())
+        .map(|(_, s)| s.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    for (k, statistic) in statistics.iter().enumerate() {
+        let mut plot = Plot::new();
+        for (image, layers) in images {
+            let x: Vec<String> = layers.iter().map(|(l, _)| l.clone()).collect();
+            let y: Vec<f64> = layers.iter().map(|(_, s)| s[k].1).collect();
+            plot.add_trace(plotly::Bar::new(x, y).name(image));
+        }
+        plot.set_layout(
+            Layout::new()
+                .title(Title::with_text(statistic))
+                .width(420)
+                .height(320)
+                .x_axis(Axis::new().title(Title::with_text("layer")))
+                .y_axis(Axis::new().title(Title::with_text(statistic))),
+        );
+        let _ = write!(
+            html,
+            "<div class=plot>{}</div>",
+            plot.to_inline_html(Some(&format!("layer-statistics-{k}")))
+        );
+    }
+    html.push_str("</div></section>");
+    html
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,59 +440,4 @@ mod tests {
         assert!((s.sparsity - 0.5).abs() < 1e-6);
         assert!((s.std - (0.171875f32).sqrt()).abs() < 1e-6);
     }
-}
-
-/// A report section comparing layers: a table per image and one bar chart per
-/// statistic (layers on the x axis, one bar group per image). `images` holds
-/// `(image, [(layer, [(statistic, value)])])`.
-pub fn layer_comparison_section(images: &[(String, Vec<(String, Vec<(String, f64)>)>)]) -> String {
-    let mut html = String::from("<section><h2>Layer statistics</h2><div class=row>");
-    for (image, layers) in images {
-        let headers: Vec<&str> = std::iter::once("layer")
-            .chain(
-                layers
-                    .first()
-                    .map(|(_, s)| s.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            )
-            .collect();
-        let rows: Vec<Vec<String>> = layers
-            .iter()
-            .map(|(layer, stats)| {
-                std::iter::once(layer.clone())
-                    .chain(stats.iter().map(|(_, v)| format!("{v:.4}")))
-                    .collect()
-            })
-            .collect();
-        html.push_str(&table(image, &headers, &rows));
-    }
-    html.push_str("</div><div class=row>");
-    let statistics: Vec<String> = images
-        .first()
-        .and_then(|(_, l)| l.first())
-        .map(|(_, s)| s.iter().map(|(k, _)| k.clone()).collect())
-        .unwrap_or_default();
-    for (k, statistic) in statistics.iter().enumerate() {
-        let mut plot = Plot::new();
-        for (image, layers) in images {
-            let x: Vec<String> = layers.iter().map(|(l, _)| l.clone()).collect();
-            let y: Vec<f64> = layers.iter().map(|(_, s)| s[k].1).collect();
-            plot.add_trace(plotly::Bar::new(x, y).name(image));
-        }
-        plot.set_layout(
-            Layout::new()
-                .title(Title::with_text(statistic))
-                .width(420)
-                .height(320)
-                .x_axis(Axis::new().title(Title::with_text("layer")))
-                .y_axis(Axis::new().title(Title::with_text(statistic))),
-        );
-        let _ = write!(
-            html,
-            "<div class=plot>{}</div>",
-            plot.to_inline_html(Some(&format!("layer-statistics-{k}")))
-        );
-    }
-    html.push_str("</div></section>");
-    html
 }

@@ -56,7 +56,7 @@ pub fn feature_section<T: TaskModel>(
         layers,
         &StatisticsOptions::default(),
     )?;
-    let images: Vec<(String, Vec<(String, Vec<(String, f64)>)>)> = inputs
+    let images: Vec<(String, Vec<lumen_report::html::LayerStatistics>)> = inputs
         .names
         .iter()
         .enumerate()

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 
 use common::{device, models_fixture, read};
 use lumen::core::burn::tensor::{Tensor, TensorData};
-use lumen::features::{FeatureVisualizer, StatisticsOptions, theoretical_receptive_fields};
+use lumen::features::{
+    FeatureVisualizer, Occlusion, StatisticsOptions, theoretical_receptive_fields,
+};
 use lumen::{ExplainableModel, LoadedModel, ZooModel};
 
 const RELATIVE: f64 = 1e-5;
@@ -117,7 +119,7 @@ fn receptive_fields_match_torch() {
     }
 
     let occlusion = visualizer
-        .receptive_field_occlusion(&input, "layer2", 5, None, 16, 8, 32)
+        .receptive_field_occlusion(&input, "layer2", 5, None, Occlusion::default())
         .unwrap();
     let (expected, _) = fixture("occlusion_field");
     let actual: Vec<f32> = occlusion.iter().flat_map(|m| m.values.clone()).collect();
