@@ -663,8 +663,19 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
             format!("fastest: {:.1} ms per image", -v * 1e3),
         );
     }
+    // A metric on which every row scores the same (e.g. increase rate on a model
+    // already at 100% confidence) says nothing about any method: no caution from it.
+    let informative = |key: &MetricKey| {
+        let values: Vec<f64> = rows.iter().filter_map(|r| r.score(key.name)).collect();
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        hi - lo > 1e-12
+    };
     for m in &real {
-        for key in keys {
+        for key in keys.iter().filter(|k| k.verdict || informative(k)) {
             match (key.verdict, m.scores.get(key.name)) {
                 (true, Some(Score::Pass(false))) => recommend(
                     "caution",
@@ -717,6 +728,7 @@ mod tests {
     }
 
     const KEYS: &[MetricKey] = &[
+        key("increase_rate", false, ""),
         key("deletion_auc", true, ""),
         key("insertion_auc", false, ""),
         key("pointing_game", false, ""),
@@ -737,6 +749,7 @@ mod tests {
                 "good",
                 false,
                 &[
+                    ("increase_rate", Value(0.0)),
                     ("deletion_auc", Value(0.2)),
                     ("insertion_auc", Value(0.9)),
                     ("pointing_game", Value(1.0)),
@@ -750,6 +763,7 @@ mod tests {
                 "weak",
                 false,
                 &[
+                    ("increase_rate", Value(0.0)),
                     ("deletion_auc", Value(0.5)),
                     ("insertion_auc", Value(0.6)),
                     ("pointing_game", Value(1.0)),
@@ -763,6 +777,7 @@ mod tests {
                 "random",
                 true,
                 &[
+                    ("increase_rate", Value(0.0)),
                     ("deletion_auc", Value(0.45)),
                     ("insertion_auc", Value(0.5)),
                     ("pointing_game", Value(0.2)),
@@ -834,6 +849,8 @@ mod tests {
                 .any(|c| c.starts_with("weak fails the check `randomization_pass`"))
         );
         assert!(!cautions.iter().any(|c| c.starts_with("good fails")));
+        // A metric equal on every row (increase rate 0 everywhere) gives no caution.
+        assert!(!cautions.iter().any(|c| c.contains("increase_rate")));
         // A floor missing a key (energy) is not compared.
         assert!(!cautions.iter().any(|c| c.contains("energy_pointing_game")));
         // Floors are never recommended nor cautioned.

@@ -10,8 +10,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, models_fixture, read};
-use lumen::core::burn::tensor::{Tensor, TensorData};
+use common::{device, read};
+use lumen::core::burn::tensor::Tensor;
 use lumen::features::{
     FeatureVisualizer, Occlusion, StatisticsOptions, theoretical_receptive_fields,
 };
@@ -28,21 +28,7 @@ fn fixture(key: &str) -> (Vec<f32>, Vec<usize>) {
 }
 
 fn model_and_input() -> (ZooModel, Tensor<4>) {
-    let device = device();
-    let model = LoadedModel::load(
-        "test_resnet",
-        10,
-        models_fixture("test_resnet.safetensors"),
-        &device,
-    )
-    .unwrap()
-    .model;
-    let (values, shape) = read(models_fixture("test_resnet_io.safetensors"), "input");
-    let input = Tensor::from_data(
-        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
-        &device,
-    );
-    (model, input)
+    common::zoo_fixture("test_resnet")
 }
 
 fn close(name: &str, actual: f64, expected: f64) {

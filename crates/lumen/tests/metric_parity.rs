@@ -15,8 +15,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, models_fixture, read};
+use common::{device, read};
 
+use lumen::ZooModel;
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
 use lumen::core::{ClassLogit, ClassProbability, Heatmaps};
@@ -26,7 +27,6 @@ use lumen::metrics::{
     localization::{energy_pointing_game, iou, pointing_game, relevance_mass, relevance_rank},
     perturbation_curve, road, sensitivity_with, spearman, ssim,
 };
-use lumen::{LoadedModel, ZooModel};
 
 fn fixture(key: &str) -> Vec<f32> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,21 +39,7 @@ const PIXELS: usize = SIZE * SIZE;
 const CLASSES: [usize; 2] = [3, 7];
 
 fn model_and_input() -> (ZooModel, Tensor<4>) {
-    let device = device();
-    let model = LoadedModel::load(
-        "test_resnet",
-        10,
-        models_fixture("test_resnet.safetensors"),
-        &device,
-    )
-    .unwrap()
-    .model;
-    let (values, shape) = read(models_fixture("test_resnet_io.safetensors"), "input");
-    let input = Tensor::from_data(
-        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
-        &device,
-    );
-    (model, input)
+    common::zoo_fixture("test_resnet")
 }
 
 fn heatmaps(key: &str) -> Heatmaps {

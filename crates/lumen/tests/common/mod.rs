@@ -29,3 +29,25 @@ pub fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
         .collect();
     (values, view.shape().to_vec())
 }
+
+/// A zoo architecture with its timm fixture weights (10 classes) and the fixture's
+/// input batch, on the test device.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn zoo_fixture(name: &str) -> (lumen::ZooModel, lumen::core::Tensor<4>) {
+    use lumen::core::burn::tensor::TensorData;
+    let device = device();
+    let model = lumen::LoadedModel::load(
+        name,
+        10,
+        models_fixture(&format!("{name}.safetensors")),
+        &device,
+    )
+    .unwrap()
+    .model;
+    let (values, shape) = read(models_fixture(&format!("{name}_io.safetensors")), "input");
+    let input = lumen::core::Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    (model, input)
+}
