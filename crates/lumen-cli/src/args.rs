@@ -31,7 +31,9 @@ fn models_help() -> String {
 }
 
 /// Parse a named choice with our message ("unknown baseline `x`; valid baselines: ...").
-fn choice<T: std::str::FromStr<Err = LumenError>>(s: &str) -> std::result::Result<T, String> {
+pub(crate) fn choice<T: std::str::FromStr<Err = LumenError>>(
+    s: &str,
+) -> std::result::Result<T, String> {
     s.parse().map_err(|e: LumenError| e.to_string())
 }
 

@@ -11,7 +11,7 @@ use lumen::evaluate::{
 use lumen::shapes::{EVALUATION_SEED, shape_samples};
 use lumen::{BaselineKind, LumenError, Result};
 
-use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, progress};
+use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, choice, progress};
 
 fn metrics_help() -> String {
     format!(
@@ -25,10 +25,6 @@ fn methods_help() -> String {
         "Methods, comma-separated; the floors `random` and `center` are always added [one of: {}]",
         bench_method_names().join(", ")
     )
-}
-
-fn baseline(s: &str) -> std::result::Result<BaselineKind, String> {
-    s.parse().map_err(|e: LumenError| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -53,10 +49,10 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 32)]
     curve_steps: usize,
     /// What deleted pixels become: mean (each image's mean colour), black (RISE), blur, zeros, white, uniform.
-    #[arg(long, default_value = "mean", value_parser = baseline)]
+    #[arg(long, default_value = "mean", value_parser = choice::<BaselineKind>)]
     deletion_baseline: BaselineKind,
     /// What the insertion curve starts from: mean, blur (RISE), black, zeros, white, uniform.
-    #[arg(long, default_value = "mean", value_parser = baseline)]
+    #[arg(long, default_value = "mean", value_parser = choice::<BaselineKind>)]
     insertion_baseline: BaselineKind,
     /// Images used for sensitivity and the randomisation check (they re-explain many times).
     #[arg(long, default_value_t = 16)]

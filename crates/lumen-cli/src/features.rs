@@ -11,11 +11,7 @@ use lumen::features::{
 use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
 use serde::Serialize;
 
-use crate::args::{FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs};
-
-fn choice<T: std::str::FromStr<Err = LumenError>>(s: &str) -> std::result::Result<T, String> {
-    s.parse().map_err(|e: LumenError| e.to_string())
-}
+use crate::args::{FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice};
 
 #[derive(Args, Debug)]
 pub struct FeaturesArgs {

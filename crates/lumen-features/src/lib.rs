@@ -22,5 +22,7 @@ mod visualizer;
 
 pub use maximize::{MaximizeOptions, MaximizedImage, Objective};
 pub use receptive::{Occlusion, ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
-pub use statistics::{FeatureStatistics, SortBy, StatisticsOptions, statistics};
+pub use statistics::{
+    FeatureStatistics, SortBy, StatisticsOptions, statistics, statistics_of_host,
+};
 pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics};

@@ -87,6 +87,28 @@ fn support(values: &[f32], width: usize) -> Option<[usize; 4]> {
     bbox
 }
 
+/// Check `channel` and `at` against a layer's `[B,C,h,w]` map; `at` defaults to the
+/// centre.
+fn unit_position(
+    layer: &str,
+    [_, c, h, w]: [usize; 4],
+    channel: usize,
+    at: Option<[usize; 2]>,
+) -> Result<[usize; 2]> {
+    if channel >= c {
+        return Err(LumenError::InvalidArgument(format!(
+            "channel {channel} is out of range: layer `{layer}` has {c} channels (0..{c})"
+        )));
+    }
+    let position = at.unwrap_or([h / 2, w / 2]);
+    if position[0] >= h || position[1] >= w {
+        return Err(LumenError::InvalidArgument(format!(
+            "position {position:?} is outside layer `{layer}`'s {h}x{w} map"
+        )));
+    }
+    Ok(position)
+}
+
 /// Occluding patches `[start, start + patch)` along a side of `len` pixels: every
 /// `stride`, plus one flush with the far edge so that every pixel is covered.
 fn patch_starts(len: usize, patch: usize, stride: usize) -> Vec<usize> {
@@ -133,18 +155,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         at: Option<[usize; 2]>,
     ) -> Result<(Tensor<4>, [usize; 2])> {
         let features = self.features(input, layer)?;
-        let [_, c, h, w] = features.dims();
-        if channel >= c {
-            return Err(LumenError::InvalidArgument(format!(
-                "channel {channel} is out of range: layer `{layer}` has {c} channels (0..{c})"
-            )));
-        }
-        let position = at.unwrap_or([h / 2, w / 2]);
-        if position[0] >= h || position[1] >= w {
-            return Err(LumenError::InvalidArgument(format!(
-                "position {position:?} is outside layer `{layer}`'s {h}x{w} map"
-            )));
-        }
+        let position = unit_position(layer, features.dims(), channel, at)?;
         Ok((features, position))
     }
 
@@ -158,8 +169,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         channel: usize,
         at: Option<[usize; 2]>,
     ) -> Result<Vec<ReceptiveMap>> {
-        let (_, [y, x]) = self.locate(input, layer, channel, at)?;
         let info = self.model.layer(layer)?;
+        self.model.check_input(input)?;
         let [b, _, height, width] = input.dims();
         let input = input
             .clone()
@@ -173,6 +184,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             LumenError::InvalidArgument(format!("layer `{layer}` was never visited"))
         })?;
         let map = as_feature_map(recorded, &info.kind, layer)?;
+        // Checked on the map of this (autodiff) pass: no second forward needed.
+        let [y, x] = unit_position(layer, map.dims(), channel, at)?;
         // Images do not interact in eval mode: one backward of the sum gives each
         // image's own gradient.
         let unit = map

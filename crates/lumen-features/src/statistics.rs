@@ -67,8 +67,15 @@ pub struct FeatureStatistics {
 
 /// Statistics of `features` `[B,C,H,W]` as a whole.
 pub fn statistics(features: &Tensor<4>, options: &StatisticsOptions) -> FeatureStatistics {
-    let [b, c, h, w] = features.dims();
-    let values = to_host(features.clone());
+    statistics_of_host(&to_host(features.clone()), features.dims(), options)
+}
+
+/// [`statistics`] of values already on the host, row-major `[B,C,H,W]`.
+pub fn statistics_of_host(
+    values: &[f32],
+    [b, c, h, w]: [usize; 4],
+    options: &StatisticsOptions,
+) -> FeatureStatistics {
     let n = values.len().max(1) as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     let variance = values
@@ -78,7 +85,7 @@ pub fn statistics(features: &Tensor<4>, options: &StatisticsOptions) -> FeatureS
         / (n - 1.0).max(1.0);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut zeros, mut near) = (0usize, 0usize);
-    for &v in &values {
+    for &v in values {
         min = min.min(v as f64);
         max = max.max(v as f64);
         zeros += (v == 0.0) as usize;

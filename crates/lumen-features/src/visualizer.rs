@@ -7,7 +7,7 @@ use lumen_core::{
 use serde::Serialize;
 
 use crate::statistics::{
-    FeatureStatistics, SortBy, StatisticsOptions, channel_scores, statistics, top_k,
+    FeatureStatistics, SortBy, StatisticsOptions, channel_scores, statistics_of_host, top_k,
 };
 
 /// One channel and its score (mean activation, or variance).
@@ -118,13 +118,19 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
             .iter()
             .zip(features)
             .map(|(layer, f)| {
-                let [b, _, _, _] = f.dims();
+                // One copy to the host per layer; images are slices of it.
+                let [b, c, h, w] = f.dims();
+                let values = to_host(f);
+                let per = c * h * w;
                 LayerStatistics {
                     layer: layer.clone(),
                     per_image: (0..b)
-                        .map(|i| statistics(&f.clone().narrow(0, i, 1), options))
+                        .map(|i| {
+                            let image = &values[i * per..(i + 1) * per];
+                            statistics_of_host(image, [1, c, h, w], options)
+                        })
                         .collect(),
-                    batch: statistics(&f, options),
+                    batch: statistics_of_host(&values, [b, c, h, w], options),
                 }
             })
             .collect())

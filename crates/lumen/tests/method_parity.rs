@@ -14,8 +14,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, models_fixture, read};
+use common::{device, read};
 
+use lumen::ZooModel;
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::{ClassLogit, to_host};
 use lumen::methods::{
@@ -23,7 +24,6 @@ use lumen::methods::{
     IntegrationRule, Method, MethodOptions, Noise, NoiseKind, NoiseTunnel, RolloutCompat, Saliency,
     by_name,
 };
-use lumen::{LoadedModel, ZooModel};
 
 const CAM_TOLERANCE: f32 = 1e-3;
 const SCORECAM_TOLERANCE: f32 = 5e-3;
@@ -43,20 +43,7 @@ struct Case {
 }
 
 fn case(name: &'static str) -> Case {
-    let device = device();
-    let model = LoadedModel::load(
-        name,
-        10,
-        models_fixture(&format!("{name}.safetensors")),
-        &device,
-    )
-    .unwrap()
-    .model;
-    let (values, shape) = read(models_fixture(&format!("{name}_io.safetensors")), "input");
-    let input = Tensor::from_data(
-        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
-        &device,
-    );
+    let (model, input) = common::zoo_fixture(name);
     Case {
         name,
         model,
