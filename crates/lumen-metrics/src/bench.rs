@@ -30,6 +30,9 @@ pub struct MetricKey {
     pub verdict: bool,
     /// What it measures, for reports.
     pub description: &'static str,
+    /// A map that ignores the input scores best on it (stability under input noise):
+    /// comparing a method with such a floor (`center`) says nothing, so it is not.
+    pub rewards_ignoring_input: bool,
 }
 
 const fn key(name: &'static str, lower_is_better: bool, description: &'static str) -> MetricKey {
@@ -38,6 +41,14 @@ const fn key(name: &'static str, lower_is_better: bool, description: &'static st
         lower_is_better,
         verdict: false,
         description,
+        rewards_ignoring_input: false,
+    }
+}
+
+const fn stability_key(name: &'static str, description: &'static str) -> MetricKey {
+    MetricKey {
+        rewards_ignoring_input: true,
+        ..key(name, true, description)
     }
 }
 
@@ -417,14 +428,12 @@ pub struct SensitivityMetric(pub SensitivityConfig);
 impl<M: Classifier> Metric<M> for SensitivityMetric {
     fn keys(&self) -> &'static [MetricKey] {
         const KEYS: &[MetricKey] = &[
-            key(
+            stability_key(
                 "max_sensitivity",
-                true,
                 "largest relative map change under small input noise (lower: more stable)",
             ),
-            key(
+            stability_key(
                 "avg_sensitivity",
-                true,
                 "mean relative map change under small input noise (lower: more stable)",
             ),
         ];
@@ -473,6 +482,7 @@ impl<M: Classifier + Module + Clone> Metric<M> for RandomizationMetric {
                 lower_is_better: false,
                 verdict: true,
                 description: "cascading randomisation sanity check passed",
+                rewards_ignoring_input: false,
             },
         ];
         KEYS
@@ -584,6 +594,8 @@ pub struct MethodRow {
     pub name: String,
     /// Whether this is a floor (`random`, `center`).
     pub floor: bool,
+    /// Whether its map is the same whatever the input (the `center` floor).
+    pub ignores_input: bool,
     /// Metric values, averaged over images.
     pub scores: BTreeMap<String, Score>,
     /// Explanation time per image, seconds.
@@ -610,8 +622,9 @@ pub struct Recommendation {
 }
 
 /// Winners per use case among the real methods, and a caution for every number of a
-/// real method that does not beat a floor (in the key's direction) and every failed
-/// verdict. Everything comes from the table.
+/// real method that does not beat a floor (in the key's direction; stability keys
+/// only against floors that depend on the input) and every failed verdict.
+/// Everything comes from the table.
 pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> {
     let real: Vec<&MethodRow> = rows.iter().filter(|m| !m.floor).collect();
     let floors: Vec<&MethodRow> = rows.iter().filter(|m| m.floor).collect();
@@ -687,6 +700,9 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
                         let Some(f) = floor.score(key.name) else {
                             continue;
                         };
+                        if key.rewards_ignoring_input && floor.ignores_input {
+                            continue;
+                        }
                         let beaten = if key.lower_is_better { *v < f } else { *v > f };
                         if !beaten {
                             recommend(
@@ -721,6 +737,7 @@ mod tests {
         MethodRow {
             name: name.into(),
             floor,
+            ignores_input: name == "center",
             scores: scores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             seconds_per_image: seconds,
             curves: BTreeMap::new(),
@@ -733,12 +750,13 @@ mod tests {
         key("insertion_auc", false, ""),
         key("pointing_game", false, ""),
         key("energy_pointing_game", false, ""),
-        key("max_sensitivity", true, ""),
+        stability_key("max_sensitivity", ""),
         MetricKey {
             name: "randomization_pass",
             lower_is_better: false,
             verdict: true,
             description: "sanity",
+            rewards_ignoring_input: false,
         },
     ];
 
@@ -831,14 +849,23 @@ mod tests {
             })
         };
         // weak: deletion 0.5 is worse (higher) than both floors; insertion 0.6 only
-        // loses to center; stability 0.1 beats random but not center (0.0).
+        // loses to center.
         assert!(has("weak", "deletion_auc", "random"));
         assert!(has("weak", "deletion_auc", "center"));
         assert!(has("weak", "insertion_auc", "center"));
         assert!(!has("weak", "insertion_auc", "random"));
-        assert!(has("weak", "max_sensitivity", "center"));
-        assert!(!has("weak", "max_sensitivity", "random"));
-        assert!(has("good", "max_sensitivity", "center"));
+        // Stability is compared with the random floor (0.7, an input-dependent map)
+        // but not with the centre (0.0: a constant map is trivially stable).
+        assert!(!has("weak", "max_sensitivity", "center"));
+        assert!(!has("good", "max_sensitivity", "center"));
+        let mut unstable = table();
+        unstable[0]
+            .scores
+            .insert("max_sensitivity".into(), Score::Value(0.9));
+        let out = recommend(&unstable, KEYS);
+        assert!(out.iter().any(|r| r.use_case == "caution"
+            && r.method == "good"
+            && r.reason.starts_with("max_sensitivity 0.900 does not beat the `random` floor")));
         // good beats both floors on faithfulness and localization.
         assert!(!has("good", "deletion_auc", "random") && !has("good", "insertion_auc", "center"));
         assert!(!has("good", "pointing_game", "center"));

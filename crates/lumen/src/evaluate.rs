@@ -368,6 +368,7 @@ where
         rows.push(MethodRow {
             name: name.clone(),
             floor: FLOOR_NAMES.contains(&name.as_str()),
+            ignores_input: name == "center",
             scores,
             seconds_per_image: seconds / samples.len() as f64,
             curves,
