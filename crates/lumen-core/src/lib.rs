@@ -41,6 +41,7 @@ pub use model::{
 };
 pub use region::Region;
 pub use tap::{
-    CountingTap, GradientTap, NoTap, Recorder, ReplaceTap, Tap, TapChain, TapTensor, Tappable,
+    CountingTap, GradientTap, NoTap, Prefixed, Recorder, ReplaceTap, Tap, TapChain, TapTensor,
+    Tappable,
 };
 pub use target::{ClassLogit, ClassProbability, Target, predicted_classes};

@@ -138,6 +138,22 @@ impl Tap for NoTap {
     }
 }
 
+/// Passes every point to another tap under `prefix` + its name: how a composite model
+/// (a segmentor's `backbone.`) exposes a sub-model's layers under its own path.
+pub struct Prefixed<'a> {
+    /// Prepended to every layer name (e.g. `backbone.`).
+    pub prefix: &'a str,
+    /// The tap that sees the prefixed names.
+    pub inner: &'a dyn Tap,
+}
+
+impl Tap for Prefixed<'_> {
+    fn visit_tensor(&self, layer: &str, tensor: TapTensor) -> TapTensor {
+        self.inner
+            .visit_tensor(&format!("{}{layer}", self.prefix), tensor)
+    }
+}
+
 /// Several taps applied in order at each point.
 pub struct TapChain<'a>(pub Vec<&'a dyn Tap>);
 

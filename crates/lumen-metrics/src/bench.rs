@@ -863,9 +863,12 @@ mod tests {
             .scores
             .insert("max_sensitivity".into(), Score::Value(0.9));
         let out = recommend(&unstable, KEYS);
-        assert!(out.iter().any(|r| r.use_case == "caution"
-            && r.method == "good"
-            && r.reason.starts_with("max_sensitivity 0.900 does not beat the `random` floor")));
+        assert!(out.iter().any(|r| {
+            r.use_case == "caution"
+                && r.method == "good"
+                && r.reason
+                    .starts_with("max_sensitivity 0.900 does not beat the `random` floor")
+        }));
         // good beats both floors on faithfulness and localization.
         assert!(!has("good", "deletion_auc", "random") && !has("good", "insertion_auc", "center"));
         assert!(!has("good", "pointing_game", "center"));

@@ -5,6 +5,7 @@
 //! Depends on `lumen-core` and `burn` (with burn-store for weight files) only.
 
 pub mod resnet;
+pub mod segmentation;
 pub mod shapes;
 pub mod vit;
 pub mod weights;
@@ -16,6 +17,7 @@ use lumen_core::input::{DataConfig, IMAGENET_MEAN, IMAGENET_STD, Interpolation};
 use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LumenError, Result, Tap};
 
 pub use resnet::{BlockKind, ResNet, ResNetConfig, StemKind};
+pub use segmentation::{SegmentationHead, Segmentor, SegmentorConfig};
 pub use vit::{VisionTransformer, VitConfig};
 pub use weights::load_state_dict;
 
@@ -355,5 +357,117 @@ impl Classifier for ZooModel {
             Self::ResNet(m) => m.num_classes(),
             Self::Vit(m) => m.num_classes(),
         }
+    }
+}
+
+/// Segmentation architectures: `<head>_<backbone>` for every ResNet backbone of the zoo
+/// (`deeplabv3plus_resnet18`, `fcn_resnet50`, ...); `*_test_resnet` are narrow test
+/// models (head width 32 for DeepLabV3+, 64 for FCN) matching the parity fixtures.
+pub fn segmentation_architectures() -> Vec<String> {
+    let backbones = ARCHITECTURES
+        .iter()
+        .filter(|a| a.starts_with("resnet") || **a == "test_resnet");
+    backbones
+        .flat_map(|b| [format!("deeplabv3plus_{b}"), format!("fcn_{b}")])
+        .collect()
+}
+
+/// Whether `name` names a segmentation architecture.
+pub fn is_segmentation_architecture(name: &str) -> bool {
+    name.starts_with("deeplabv3plus_") || name.starts_with("fcn_")
+}
+
+/// A segmentation architecture by name, with its data config: ImageNet statistics,
+/// 512x512 inputs resized without cropping (160 for the test models).
+pub fn segmentor_config(name: &str, num_classes: usize) -> Result<(SegmentorConfig, DataConfig)> {
+    let unknown = || LumenError::UnknownModel {
+        name: name.to_string(),
+        valid: segmentation_architectures(),
+    };
+    let (head, backbone) = if let Some(b) = name.strip_prefix("deeplabv3plus_") {
+        (SegmentationHead::DeepLabV3Plus, b)
+    } else if let Some(b) = name.strip_prefix("fcn_") {
+        (SegmentationHead::Fcn, b)
+    } else {
+        return Err(unknown());
+    };
+    if !(backbone.starts_with("resnet") || backbone == "test_resnet") {
+        return Err(unknown());
+    }
+    let (arch, classifier_data) =
+        Architecture::from_name(backbone, num_classes).map_err(|e| match e {
+            LumenError::UnknownModel { .. } => unknown(),
+            other => other,
+        })?;
+    let Architecture::ResNet(backbone_config) = arch else {
+        return Err(unknown());
+    };
+    let mut config = SegmentorConfig::new(backbone_config, head, num_classes);
+    let test = backbone == "test_resnet";
+    if test {
+        config.head_channels = match head {
+            SegmentationHead::DeepLabV3Plus => 32,
+            SegmentationHead::Fcn => 64,
+        };
+    }
+    let size = if test { 160 } else { 512 };
+    let data = DataConfig {
+        input_size: [3, size, size],
+        interpolation: Interpolation::Bilinear,
+        crop_pct: 1.0,
+        ..classifier_data
+    };
+    Ok((config, data))
+}
+
+/// A segmentation model from the zoo with its name and data config.
+#[derive(Debug)]
+pub struct LoadedSegmentor {
+    /// Architecture name (`deeplabv3plus_resnet18`, ...).
+    pub name: String,
+    /// The model, in evaluation mode.
+    pub model: Segmentor,
+    /// Preprocessing the model expects.
+    pub data_config: DataConfig,
+    /// Class names (index 0 is background by convention), when known.
+    pub class_names: Option<Vec<String>>,
+    /// The device the weights live on.
+    pub device: Device,
+}
+
+impl LoadedSegmentor {
+    /// Build an architecture with random weights.
+    pub fn init(name: &str, num_classes: usize, device: &Device) -> Result<Self> {
+        let (config, data_config) = segmentor_config(name, num_classes)?;
+        let model = config.init(data_config.input_size[1], device)?;
+        Ok(Self {
+            name: name.to_string(),
+            model,
+            data_config,
+            class_names: None,
+            device: device.clone(),
+        })
+    }
+
+    /// Build an architecture and load an AutoTimm `SemanticSegmentor` state dict
+    /// (`.safetensors`, `.pth`, `.pt`, or a Lightning `.ckpt`; compiled or not), then
+    /// switch to evaluation mode.
+    pub fn load(
+        name: &str,
+        num_classes: usize,
+        weights: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        use burn::module::Module;
+        let (config, _) = segmentor_config(name, num_classes)?;
+        let mut loaded = Self::init(name, num_classes, device)?;
+        load_state_dict(&mut loaded.model, weights.as_ref(), &config.key_remaps())?;
+        loaded.model = loaded.model.valid();
+        Ok(loaded)
+    }
+
+    /// Number of segmentation classes.
+    pub fn num_classes(&self) -> usize {
+        self.model.num_classes()
     }
 }

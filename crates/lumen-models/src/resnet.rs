@@ -2,6 +2,7 @@
 //! Bottleneck per stage, strided-conv or average-pool downsampling. Parameter names
 //! follow timm's state dict after the remapping in [`ResNetConfig::key_remaps`].
 
+use crate::weights::{KeyRemap, remap};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -51,7 +52,8 @@ pub struct ResNetConfig {
     pub stem: StemKind,
     /// Average-pool downsampling in shortcuts (timm `avg_down`, the "d" variants).
     pub avg_down: bool,
-    /// Number of output classes.
+    /// Number of output classes; 0 builds the feature extractor alone (no `fc`, the
+    /// output is the pooled features, as timm's `num_classes=0`).
     pub num_classes: usize,
 }
 
@@ -83,26 +85,26 @@ impl ResNetConfig {
 
     /// Regex rewrites from timm's state-dict keys to this module's parameter paths:
     /// timm's `nn.Sequential` indices (with gaps for activations and pools) become names.
-    pub fn key_remaps(&self) -> Vec<(&'static str, &'static str)> {
+    pub fn key_remaps(&self) -> Vec<KeyRemap> {
         let mut remaps = vec![];
         if matches!(self.stem, StemKind::Deep { .. }) {
             remaps.extend([
-                (r"^conv1\.0\.", "stem.conv_a."),
-                (r"^conv1\.1\.", "stem.bn_a."),
-                (r"^conv1\.3\.", "stem.conv_b."),
-                (r"^conv1\.4\.", "stem.bn_b."),
-                (r"^conv1\.6\.", "stem.conv_c."),
+                remap(r"^conv1\.0\.", "stem.conv_a."),
+                remap(r"^conv1\.1\.", "stem.bn_a."),
+                remap(r"^conv1\.3\.", "stem.conv_b."),
+                remap(r"^conv1\.4\.", "stem.bn_b."),
+                remap(r"^conv1\.6\.", "stem.conv_c."),
             ]);
         }
         if self.avg_down {
             remaps.extend([
-                (r"\.downsample\.1\.", ".downsample.conv."),
-                (r"\.downsample\.2\.", ".downsample.bn."),
+                remap(r"\.downsample\.1\.", ".downsample.conv."),
+                remap(r"\.downsample\.2\.", ".downsample.bn."),
             ]);
         } else {
             remaps.extend([
-                (r"\.downsample\.0\.", ".downsample.conv."),
-                (r"\.downsample\.1\.", ".downsample.bn."),
+                remap(r"\.downsample\.0\.", ".downsample.conv."),
+                remap(r"\.downsample\.1\.", ".downsample.bn."),
             ]);
         }
         remaps
@@ -145,7 +147,8 @@ impl ResNetConfig {
             layer2: next(),
             layer3: next(),
             layer4: next(),
-            fc: LinearConfig::new(inplanes, self.num_classes).init(device),
+            fc: (self.num_classes > 0)
+                .then(|| LinearConfig::new(inplanes, self.num_classes).init(device)),
             input_size: 224,
         }
     }
@@ -330,7 +333,7 @@ pub struct ResNet {
     layer2: Vec<ResBlock>,
     layer3: Vec<ResBlock>,
     layer4: Vec<ResBlock>,
-    fc: Linear,
+    fc: Option<Linear>,
     input_size: usize,
 }
 
@@ -352,10 +355,33 @@ impl ResNet {
     }
 }
 
-impl ExplainableModel for ResNet {
-    type Output = Tensor<2>;
+impl ResNet {
+    /// The outputs of the four stages (`layer1`..`layer4`, strides 4 to 32): timm's
+    /// `features_only=True, out_indices=(1, 2, 3, 4)`, what dense heads read.
+    pub fn stage_features(&self, input: Tensor<4>, tap: &dyn Tap) -> [Tensor<4>; 4] {
+        let mut x = self.stem_forward(input, tap);
+        let mut features = Vec::with_capacity(4);
+        for (stage, blocks) in self.stages() {
+            for (i, block) in blocks.iter().enumerate() {
+                x = tap.visit(&format!("{stage}.{i}"), block.forward(x));
+            }
+            x = tap.visit(stage, x);
+            features.push(x.clone());
+        }
+        features.try_into().expect("four stages")
+    }
 
-    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+    /// Channels of the four stage outputs.
+    pub fn stage_channels(&self) -> [usize; 4] {
+        self.stages().map(|(_, blocks)| {
+            let last = blocks.last().expect("a stage has blocks");
+            let conv = last.conv3.as_ref().unwrap_or(&last.conv2);
+            conv.weight.dims()[0]
+        })
+    }
+
+    /// The stem: convolution(s), BatchNorm, ReLU, max pool.
+    fn stem_forward(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<4> {
         let x = match (&self.conv1, &self.stem) {
             (Some(conv1), _) => conv1.forward(input),
             (None, Some(stem)) => stem.forward(input),
@@ -369,19 +395,11 @@ impl ExplainableModel for ResNet {
                 .with_stride([2, 2])
                 .with_padding([1, 1]),
         );
-        let mut x = tap.visit("maxpool", x);
-        for (stage, blocks) in self.stages() {
-            for (i, block) in blocks.iter().enumerate() {
-                x = tap.visit(&format!("{stage}.{i}"), block.forward(x));
-            }
-            x = tap.visit(stage, x);
-        }
-        let [b, c, _, _] = x.dims();
-        let pooled = tap.visit("global_pool", x.mean_dims(&[2, 3]).reshape([b, c]));
-        tap.visit("fc", self.fc.forward(pooled))
+        tap.visit("maxpool", x)
     }
 
-    fn layers(&self) -> Vec<LayerInfo> {
+    /// The stem and stage layers, in forward order.
+    pub fn feature_layers(&self) -> Vec<LayerInfo> {
         let mut layers = vec![
             LayerInfo::new("conv1", LayerKind::FeatureMap),
             LayerInfo::new("act1", LayerKind::FeatureMap),
@@ -396,8 +414,29 @@ impl ExplainableModel for ResNet {
             }
             layers.push(LayerInfo::new(stage, LayerKind::FeatureMap));
         }
+        layers
+    }
+}
+
+impl ExplainableModel for ResNet {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        let [.., x] = self.stage_features(input, tap);
+        let [b, c, _, _] = x.dims();
+        let pooled = tap.visit("global_pool", x.mean_dims(&[2, 3]).reshape([b, c]));
+        match &self.fc {
+            Some(fc) => tap.visit("fc", fc.forward(pooled)),
+            None => pooled,
+        }
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        let mut layers = self.feature_layers();
         layers.push(LayerInfo::new("global_pool", LayerKind::Vector));
-        layers.push(LayerInfo::new("fc", LayerKind::Vector));
+        if self.fc.is_some() {
+            layers.push(LayerInfo::new("fc", LayerKind::Vector));
+        }
         layers
     }
 
@@ -406,6 +445,17 @@ impl ExplainableModel for ResNet {
     }
 
     fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+        self.feature_window_ops()
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        [3, self.input_size, self.input_size]
+    }
+}
+
+impl ResNet {
+    /// [`ExplainableModel::window_ops`] of the stem and stages.
+    pub fn feature_window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
         let stem = match (&self.conv1, &self.stem) {
             (Some(conv1), _) => vec![window(conv1)],
             (_, Some(stem)) => [&stem.conv_a, &stem.conv_b, &stem.conv_c]
@@ -432,14 +482,14 @@ impl ExplainableModel for ResNet {
         }
         ops
     }
-
-    fn input_shape(&self) -> [usize; 3] {
-        [3, self.input_size, self.input_size]
-    }
 }
 
 impl Classifier for ResNet {
+    /// The classes of `fc`; without one, the pooled feature size.
     fn num_classes(&self) -> usize {
-        self.fc.weight.dims()[1]
+        match &self.fc {
+            Some(fc) => fc.weight.dims()[1],
+            None => self.stage_channels()[3],
+        }
     }
 }

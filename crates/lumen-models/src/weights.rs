@@ -1,4 +1,5 @@
-//! Loading timm state dicts unchanged from `.safetensors` or PyTorch `.pth`/`.pt` files
+//! Loading timm state dicts unchanged from `.safetensors`, PyTorch `.pth`/`.pt` files or
+//! PyTorch Lightning `.ckpt` checkpoints
 //! through burn-store. Every missing, unexpected or mis-shaped tensor is reported by
 //! its timm key name.
 
@@ -13,8 +14,17 @@ use lumen_core::{LumenError, Result};
 /// Buffers PyTorch keeps that carry no value for inference.
 const IGNORED_SUFFIXES: &[&str] = &["num_batches_tracked"];
 
-/// A regex rewrite from a state-dict key to a module path.
-pub type KeyRemap = (&'static str, &'static str);
+/// A regex rewrite from a state-dict key to a module path (literal replacement).
+pub type KeyRemap = (String, String);
+
+/// A remap from string slices.
+pub fn remap(from: &str, to: &str) -> KeyRemap {
+    (from.to_string(), to.to_string())
+}
+
+/// The wrapper `torch.compile` adds to module paths (`backbone._orig_mod.conv1`):
+/// stripped on load, never put back into messages.
+pub const COMPILED_WRAPPER: &str = "_orig_mod";
 
 /// Load `path` into `module`, rewriting state-dict keys with `remaps` first. Fails,
 /// naming the keys, when a parameter is missing, a tensor is unexpected, or a shape
@@ -34,7 +44,7 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
     let mut remapper = KeyRemapper::new();
     for (from, to) in remaps {
         remapper = remapper
-            .add_pattern(*from, *to)
+            .add_pattern(from.as_str(), to.as_str())
             .map_err(|e| fail(format!("bad key remap `{from}`: {e}")))?;
     }
     let extension = path
@@ -53,8 +63,14 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
                 .load_from(&mut store)
                 .map_err(|e| fail(e.to_string()))?
         }
-        "pth" | "pt" | "bin" => {
-            let mut store = PytorchStore::from_file(path)
+        "pth" | "pt" | "bin" | "ckpt" => {
+            let mut store = PytorchStore::from_file(path);
+            if extension == "ckpt" {
+                // A PyTorch Lightning checkpoint: the weights sit under `state_dict`,
+                // beside `hyper_parameters` and the optimizer states.
+                store = store.with_top_level_key("state_dict");
+            }
+            let mut store = store
                 .remap(remapper)
                 .map_indices_contiguous(false)
                 .validate(false)
@@ -65,7 +81,7 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
         }
         other => {
             return Err(fail(format!(
-                "unsupported extension `.{other}`: expected .safetensors, .pth or .pt"
+                "unsupported extension `.{other}`: expected .safetensors, .pth, .pt or a Lightning .ckpt"
             )));
         }
     };
@@ -139,12 +155,15 @@ fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Resul
 /// Undo a remap for messages: module path back to the state-dict key.
 fn file_key(key: &str, remaps: &[KeyRemap]) -> String {
     for (from, to) in remaps {
+        if from.contains(COMPILED_WRAPPER) {
+            continue;
+        }
         let anchored = from.starts_with('^');
         let original = from.trim_start_matches('^').replace('\\', "");
         let found = if anchored {
-            key.starts_with(to).then_some(0)
+            key.starts_with(to.as_str()).then_some(0)
         } else {
-            key.find(to)
+            key.find(to.as_str())
         };
         if let Some(at) = found {
             return format!("{}{}{}", &key[..at], original, &key[at + to.len()..]);
@@ -160,8 +179,9 @@ mod tests {
     #[test]
     fn file_key_inverts_remaps() {
         let remaps = [
-            (r"^conv1\.0\.", "stem.conv_a."),
-            (r"\.downsample\.1\.", ".downsample.conv."),
+            remap(r"^backbone\._orig_mod\.", "backbone."),
+            remap(r"^conv1\.0\.", "stem.conv_a."),
+            remap(r"\.downsample\.1\.", ".downsample.conv."),
         ];
         assert_eq!(file_key("stem.conv_a.weight", &remaps), "conv1.0.weight");
         assert_eq!(

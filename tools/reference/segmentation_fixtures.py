@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Write the semantic-segmentation parity fixtures used by
+`crates/lumen-models/tests/segmentation_parity.rs` and `crates/lumen/tests/segmentation_parity.rs`.
+
+References: AutoTimm 0.7.37 (`SemanticSegmentor`, its `DeepLabV3PlusHead` and `FCNHead`),
+pytorch-grad-cam 1.5.7 (`GradCAM`, `GradCAMPlusPlus` with `SemanticSegmentationTarget`),
+torch 2.9.0, timm; the uncertainty maps are a NumPy transcription of AutoTimm's
+definitions without its min-max normalisation.
+
+    python tools/reference/segmentation_fixtures.py
+
+Models: AutoTimm segmentors on timm's `test_resnet` backbone (random init, 5 classes).
+The heads are AutoTimm's own classes at a reduced width (DeepLabV3+ ASPP/decoder 32
+channels, FCN 64) so the fixtures stay small; the key names are those of the default
+widths. BatchNorm statistics and affine parameters are randomised so that evaluation-mode
+BatchNorm is not the identity.
+
+Writes to crates/lumen-models/tests/fixtures/:
+  seg_{deeplabv3plus,fcn}.safetensors     the state dict as AutoTimm saves it (`backbone.*`,
+                                          `head.*`)
+  seg_deeplabv3plus.ckpt                  a real PyTorch Lightning checkpoint of the same
+                                          model after one optimizer step with
+                                          `torch.compile`'s key names (`backbone._orig_mod.*`)
+  seg_{deeplabv3plus,fcn}_io.safetensors  input [2,3,160,160], logits, and the reference maps
+  seg_deeplabv3plus_ckpt_io.safetensors   input and logits of the checkpoint's model
+"""
+
+import os
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from autotimm.core.backbone import FeatureBackboneConfig, get_feature_channels
+from autotimm.heads import DeepLabV3PlusHead, FCNHead
+from autotimm.tasks.semantic_segmentation import SemanticSegmentor
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+from safetensors.torch import save_file
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "crates/lumen-models/tests/fixtures")
+NUM_CLASSES = 5
+SIZE = 160
+SEED = 7
+
+
+def build(head_type, seed):
+    torch.manual_seed(seed)
+    model = SemanticSegmentor(
+        backbone=FeatureBackboneConfig(model_name="test_resnet", pretrained=False),
+        num_classes=NUM_CLASSES,
+        head_type=head_type,
+        metrics=None,
+        compile_model=False,
+        seed=None,
+        deterministic=False,
+    )
+    channels = get_feature_channels(model.backbone)
+    if head_type == "deeplabv3plus":
+        model.head = DeepLabV3PlusHead(channels, NUM_CLASSES, aspp_out_channels=32, decoder_channels=32)
+    else:
+        model.head = FCNHead(channels[-1], NUM_CLASSES, intermediate_channels=64)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def ranked_classes(p):
+    """Predicted non-background classes (class 0 is background), most frequent first;
+    ties go to the lower index."""
+    counts = torch.bincount(p.flatten(), minlength=NUM_CLASSES)[1:]
+    order = sorted(range(len(counts)), key=lambda c: (-int(counts[c]), c))
+    return [c + 1 for c in order if counts[c] > 0]
+
+
+def default_class(logits):
+    """The most frequent predicted non-background class; 0 when only background is
+    predicted."""
+    return [(ranked_classes(p) or [0])[0] for p in logits.argmax(1)]
+
+
+def uncertainty(logits):
+    p = torch.softmax(logits.double(), 1).numpy()
+    entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
+    top = np.sort(p, axis=1)
+    margin = 1.0 - (top[:, -1] - top[:, -2])
+    return entropy.astype(np.float32), (entropy / np.log(NUM_CLASSES)).astype(np.float32), margin.astype(np.float32)
+
+
+def cams(model, x, logits, layer, method=GradCAM):
+    pred = logits.argmax(1).numpy()
+    # Image 0: the default class; image 1: its second most frequent class.
+    classes = [default_class(logits)[0], ranked_classes(logits.argmax(1)[1])[1]]
+    masks = [(pred[i] == c).astype(np.float32) for i, c in enumerate(classes)]
+    out = {}
+    with method(model=model, target_layers=[layer]) as cam:
+        targets = [SemanticSegmentationTarget(c, m) for c, m in zip(classes, masks)]
+        out["mask"] = cam(input_tensor=x, targets=targets)
+        ones = [np.ones_like(m) for m in masks]
+        out["whole"] = cam(input_tensor=x, targets=[SemanticSegmentationTarget(c, m) for c, m in zip(classes, ones)])
+        other = [(c + 1) % NUM_CLASSES for c in classes]
+        out["other_class"] = cam(
+            input_tensor=x,
+            targets=[SemanticSegmentationTarget(c, (pred[i] == c).astype(np.float32)) for i, c in enumerate(other)],
+        )
+    return classes, masks, out
+
+
+def separated(a, b, what):
+    gap = float(np.abs(a - b).max())
+    assert gap > 0.05, f"{what}: fixture cannot tell the variants apart (max gap {gap})"
+
+
+def write_model(head_type, x):
+    model = build(head_type, SEED)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(OUT, f"seg_{head_type}.safetensors"))
+    with torch.no_grad():
+        logits = model(x)
+    expected_stride = {"deeplabv3plus": 4, "fcn": 32}[head_type]
+    assert logits.shape == (2, NUM_CLASSES, SIZE // expected_stride, SIZE // expected_stride), logits.shape
+    entropy, entropy_norm, margin = uncertainty(logits)
+    tensors = {
+        "input": x,
+        "logits": logits,
+        "entropy": torch.from_numpy(entropy),
+        "entropy_normalized": torch.from_numpy(entropy_norm),
+        "margin": torch.from_numpy(margin),
+        "default_class": torch.tensor(default_class(logits), dtype=torch.int64),
+    }
+    layers = {"backbone.layer4": model.backbone.layer4}
+    if head_type == "deeplabv3plus":
+        layers["head.decoder"] = model.head.decoder
+    for name, layer in layers.items():
+        classes, masks, maps = cams(model, x, logits, layer)
+        if name == "backbone.layer4":
+            # Right before the 1x1 classifier the gradient is the classifier's weights
+            # times the mask, so GradCAM's channel weights only scale with the mask
+            # and the normalised map does not depend on it: no separation there.
+            separated(maps["mask"], maps["whole"], f"{head_type} {name}: predicted mask vs whole image")
+        separated(maps["mask"], maps["other_class"], f"{head_type} {name}: class vs another class")
+        tensors[f"gradcam_{name}"] = torch.from_numpy(maps["mask"])
+        tensors[f"gradcam_{name}_whole"] = torch.from_numpy(maps["whole"])
+        tensors["classes"] = torch.tensor(classes, dtype=torch.int64)
+        tensors["masks"] = torch.from_numpy(np.stack(masks))
+    _, _, pp = cams(model, x, logits, model.backbone.layer4, GradCAMPlusPlus)
+    separated(pp["mask"], tensors["gradcam_backbone.layer4"].numpy(), f"{head_type}: GradCAM++ vs GradCAM")
+    tensors["gradcampp_backbone.layer4"] = torch.from_numpy(pp["mask"])
+    # Nearest neighbours of the uncertainty maps must differ too.
+    separated(entropy_norm, margin, "normalised entropy vs margin")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, f"seg_{head_type}_io.safetensors"))
+    print(f"{head_type}: logits {tuple(logits.shape)}, classes {tensors['classes'].tolist()}")
+
+
+class Scenes(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {
+            "image": torch.randn(3, SIZE, SIZE, generator=g),
+            "mask": torch.randint(0, NUM_CLASSES, (SIZE, SIZE), generator=g),
+        }
+
+
+def write_checkpoint(x):
+    """A Lightning checkpoint as a user's training run leaves it: weights under
+    `state_dict` (compiled: `_orig_mod.` in the keys), hyper-parameters, optimizer state."""
+    model = build("deeplabv3plus", SEED + 1)
+    # AutoTimm's default `compile_model=True` wraps both modules: real checkpoints carry
+    # `_orig_mod.` in their keys. The eager backend keeps the wrapper without codegen.
+    model.backbone = torch.compile(model.backbone, backend="eager")
+    model.head = torch.compile(model.head, backend="eager")
+    model.train()
+    trainer = pl.Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+    )
+    loader = torch.utils.data.DataLoader(Scenes(), batch_size=2)
+    trainer.fit(model, loader)
+    path = os.path.join(OUT, "seg_deeplabv3plus.ckpt")
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    keys = list(ckpt["state_dict"])
+    assert any("_orig_mod." in k for k in keys), keys[:5]
+    assert "hyper_parameters" in ckpt and "optimizer_states" in ckpt
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    save_file({"input": x, "logits": logits.contiguous()}, os.path.join(OUT, "seg_deeplabv3plus_ckpt_io.safetensors"))
+    print(f"checkpoint: {len(keys)} keys, e.g. {keys[0]}")
+
+
+def main():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=g)
+    for head_type in ["deeplabv3plus", "fcn"]:
+        write_model(head_type, x)
+    write_checkpoint(x)
+
+
+if __name__ == "__main__":
+    main()
