@@ -176,7 +176,7 @@ pub fn title_bar(title: &str, body: &RgbImage) -> RgbImage {
 }
 
 /// Scale a small picture up (nearest neighbour keeps pixels crisp) to at least `min_side`.
-fn enlarge(image: &RgbImage, min_side: u32) -> RgbImage {
+pub(crate) fn enlarge(image: &RgbImage, min_side: u32) -> RgbImage {
     let side = image.width().min(image.height()).max(1);
     if side >= min_side {
         return image.clone();

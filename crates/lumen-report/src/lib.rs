@@ -8,6 +8,7 @@ pub mod evaluation;
 pub mod figure;
 pub mod html;
 pub mod overlay;
+pub mod segmentation;
 mod turbo;
 
 pub use colormap::Colormap;
@@ -20,3 +21,6 @@ pub use html::{
     MapStats, ReportImage, escape, layer_comparison_section, line_plot, page, report_page, table,
 };
 pub use overlay::{Map, colorize, diverging, overlay};
+pub use segmentation::{
+    SegmentationView, class_color, class_legend, class_overlay, segmentation_figure,
+};

@@ -4,8 +4,8 @@
 //!
 //! A [`Task`] is the seam between attribution methods (which only see targets) and
 //! everything a person sees: predictions in figure titles, JSON and reports. The
-//! high-level API of the `lumen` facade is generic over it; [`Classification`] is the
-//! first implementation, detection and segmentation are the next ones.
+//! high-level API of the `lumen` facade is generic over it. [`Classification`] and
+//! [`Segmentation`] implement it; detection is next.
 //!
 //! Depends on `lumen-core` (and serde) only: never on methods, the zoo or plotting.
 //!
@@ -23,7 +23,12 @@
 //! ```
 
 mod classification;
+mod segmentation;
 mod task;
 
 pub use classification::{ClassPrediction, Classification};
+pub use segmentation::{
+    ClassRegionScore, ClassShare, SegmentRegion, Segmentation, SegmentationPrediction,
+    SegmentationRequest, Uncertainty, UncertaintyScale, uncertainty_map,
+};
 pub use task::Task;

@@ -29,7 +29,19 @@ pub trait Task {
     /// Check a user's request (e.g. a class index in range) before any work.
     fn check_request(&self, request: &Self::Request) -> Result<()>;
 
-    /// The target of one request per image.
+    /// Complete a checked request against its image's prediction (a segmentation
+    /// request for the predicted region becomes that region's mask). Unchanged by
+    /// default.
+    fn resolve(
+        &self,
+        request: Self::Request,
+        prediction: &Self::Prediction,
+    ) -> Result<Self::Request> {
+        let _ = prediction;
+        Ok(request)
+    }
+
+    /// The target of one resolved request per image.
     fn target(&self, requests: &[Self::Request]) -> Box<dyn Target<Self::Output>>;
 
     /// One line about a prediction, for figure titles and text output.

@@ -292,6 +292,11 @@ impl<T: TaskModel> Prepared<T> {
         for request in &requests {
             task.check_request(request)?;
         }
+        let requests = requests
+            .into_iter()
+            .zip(&predictions)
+            .map(|(request, prediction)| task.resolve(request, prediction))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             task,
             predictions,
@@ -312,7 +317,7 @@ impl<T: TaskModel> Prepared<T> {
     }
 }
 
-fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -> MethodOptions {
+pub(crate) fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -> MethodOptions {
     MethodOptions {
         mean: model.data_config().mean,
         std: model.data_config().std,

@@ -27,6 +27,7 @@ pub mod api;
 pub mod evaluate;
 pub mod feature_report;
 pub mod output;
+pub mod segmentation;
 
 pub use lumen_core as core;
 pub use lumen_features as features;
@@ -50,13 +51,18 @@ pub use lumen_methods::{
     method_names,
 };
 pub use lumen_models::{
-    ARCHITECTURES, BUNDLED, LoadedModel, ZooModel, bundled_weights_present, shapes,
+    ARCHITECTURES, BUNDLED, LoadedModel, LoadedSegmentor, ZooModel, bundled_weights_present,
+    is_segmentation_architecture, segmentation_architectures, shapes,
 };
 pub use lumen_report::{
     Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,
 };
-pub use lumen_tasks::{ClassPrediction, Classification, Task};
+pub use lumen_tasks::{
+    ClassPrediction, Classification, SegmentRegion, Segmentation, SegmentationPrediction,
+    SegmentationRequest, Task, Uncertainty, UncertaintyScale,
+};
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
+pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};
 
 /// The README's Rust examples compile as doc tests, so the README cannot drift from
 /// the API.

@@ -1,0 +1,158 @@
+//! Segmentation figures: a class map drawn with a categorical palette and its legend,
+//! beside the explanation and the uncertainty map.
+
+use image::{Rgb, RgbImage};
+
+use crate::colormap::Colormap;
+use crate::figure::{Layout, Panel, colorbar, draw_text, enlarge, grid, title_bar};
+use crate::overlay::{Map, colorize, overlay};
+
+/// The colour of a class: background (0) dark grey, then Tableau 10, cycling.
+pub fn class_color(class: usize) -> [u8; 3] {
+    if class == 0 {
+        return [40, 40, 40];
+    }
+    let c = colorous::TABLEAU10[(class - 1) % colorous::TABLEAU10.len()];
+    [c.r, c.g, c.b]
+}
+
+/// A class map on a `grid` (row-major) drawn over `image` with opacity `alpha`, each
+/// cell as a block (nearest neighbour: class boundaries stay where the model put them).
+pub fn class_overlay(
+    image: &RgbImage,
+    classes: &[usize],
+    grid: [usize; 2],
+    alpha: f32,
+) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let [gh, gw] = grid;
+    let mut out = image.clone();
+    for (x, y, pixel) in out.enumerate_pixels_mut() {
+        let gy = (y as usize * gh / h as usize).min(gh - 1);
+        let gx = (x as usize * gw / w as usize).min(gw - 1);
+        let color = class_color(classes[gy * gw + gx]);
+        for (p, c) in pixel.0.iter_mut().zip(color) {
+            *p = (*p as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
+        }
+    }
+    out
+}
+
+/// A legend: a colour swatch and a label per entry, wrapped to `width` pixels.
+pub fn class_legend(entries: &[(usize, String)], width: u32) -> RgbImage {
+    let (size, row, swatch) = (13.0, 20u32, 12u32);
+    let widths: Vec<u32> = entries
+        .iter()
+        .map(|(_, label)| swatch + 6 + crate::figure::text_width(label, size).ceil() as u32 + 14)
+        .collect();
+    let mut rows = 1u32;
+    let mut x = 0u32;
+    for w in &widths {
+        if x > 0 && x + w > width {
+            rows += 1;
+            x = 0;
+        }
+        x += w;
+    }
+    let mut canvas = RgbImage::from_pixel(width.max(1), rows * row, Rgb([255, 255, 255]));
+    let (mut x, mut y) = (0u32, 0u32);
+    for ((class, label), w) in entries.iter().zip(widths) {
+        if x > 0 && x + w > width {
+            x = 0;
+            y += row;
+        }
+        let color = Rgb(class_color(*class));
+        for dy in 0..swatch {
+            for dx in 0..swatch {
+                if x + dx < canvas.width() {
+                    canvas.put_pixel(x + dx, y + 4 + dy, color);
+                }
+            }
+        }
+        draw_text(
+            &mut canvas,
+            label,
+            (x + swatch + 6) as f32,
+            y as f32 + 2.0,
+            size,
+            [20, 20, 20],
+        );
+        x += w;
+    }
+    canvas
+}
+
+/// A picture with a strip under it.
+fn stack(top: &RgbImage, bottom: &RgbImage) -> RgbImage {
+    let width = top.width().max(bottom.width());
+    let mut canvas = RgbImage::from_pixel(
+        width,
+        top.height() + 4 + bottom.height(),
+        Rgb([255, 255, 255]),
+    );
+    image::imageops::replace(&mut canvas, top, 0, 0);
+    image::imageops::replace(&mut canvas, bottom, 0, (top.height() + 4) as i64);
+    canvas
+}
+
+/// What a segmentation figure shows besides the explanation.
+pub struct SegmentationView<'a> {
+    /// Predicted class per output cell, row-major.
+    pub classes: &'a [usize],
+    /// The output grid `[h, w]`.
+    pub grid: [usize; 2],
+    /// The classes present with their labels, for the legend.
+    pub legend: &'a [(usize, String)],
+    /// An uncertainty map at any size with its name and value range (low, high).
+    pub uncertainty: Option<(&'a str, &'a Map, [f32; 2])>,
+}
+
+/// original | segmentation (palette, legend) | explanation overlay (colorbar) |
+/// uncertainty (colorbar), titled.
+pub fn segmentation_figure(
+    original: &RgbImage,
+    view: &SegmentationView,
+    map: &Map,
+    colormap: Colormap,
+    alpha: f32,
+    title: &str,
+) -> RgbImage {
+    let original = enlarge(original, 192);
+    let (w, h) = original.dimensions();
+    let segmented = class_overlay(&original, view.classes, view.grid, 0.55);
+    let mut panels = vec![
+        Panel::new("original", original.clone()),
+        Panel::new(
+            "segmentation",
+            stack(&segmented, &class_legend(view.legend, w)),
+        ),
+        Panel::new(
+            "explanation",
+            stack(
+                &overlay(&original, map, colormap, alpha),
+                &colorbar(colormap, w, 0.0, 1.0),
+            ),
+        ),
+    ];
+    if let Some((name, uncertainty, [low, high])) = view.uncertainty {
+        let span = (high - low).max(f32::MIN_POSITIVE);
+        let scaled = Map::new(
+            uncertainty
+                .values
+                .iter()
+                .map(|v| ((v - low) / span).clamp(0.0, 1.0))
+                .collect(),
+            uncertainty.width,
+            uncertainty.height,
+        )
+        .resized(w, h);
+        panels.push(Panel::new(
+            name,
+            stack(
+                &colorize(&scaled, Colormap::Viridis),
+                &colorbar(Colormap::Viridis, w, low, high),
+            ),
+        ));
+    }
+    title_bar(title, &grid(&panels, Layout::Horizontal))
+}

@@ -1,0 +1,167 @@
+//! Semantic segmentation through the facade: AutoTimm segmentors from the zoo as
+//! [`TaskModel`]s, and [`explain_segmentation`] (the seed guide's call): an attribution
+//! map for a class over a region, the class map and an uncertainty map per image, and a
+//! figure with all of them.
+
+use std::path::PathBuf;
+
+use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, Result, Tensor};
+use lumen_methods::Explanation;
+use lumen_models::{LoadedSegmentor, Segmentor};
+use lumen_report::{Map, SegmentationView, segmentation_figure};
+use lumen_tasks::{
+    Segmentation, SegmentationPrediction, SegmentationRequest, Task, Uncertainty, UncertaintyScale,
+    uncertainty_map,
+};
+
+use crate::api::{ExplainOptions, ExplanationResult, Inputs, TaskModel, explain_with};
+use crate::output::save_png;
+
+impl TaskModel for LoadedSegmentor {
+    type Model = Segmentor;
+    type Task = Segmentation;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn model(&self) -> &Segmentor {
+        &self.model
+    }
+    fn task(&self) -> Segmentation {
+        let [_, h, w] = self.data_config.input_size;
+        Segmentation::new(self.num_classes(), self.class_names.clone(), [h, w])
+    }
+    fn data_config(&self) -> &DataConfig {
+        &self.data_config
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// What [`explain_segmentation`] does besides the attribution.
+#[derive(Clone, Debug)]
+pub struct SegmentationOptions {
+    /// Method, targets (`SegmentationRequest` per image; default: the most frequent
+    /// predicted non-background class over its predicted region), figures.
+    pub explain: ExplainOptions<SegmentationRequest>,
+    /// An uncertainty map to compute and draw.
+    pub uncertainty: Option<Uncertainty>,
+    /// How it is scaled.
+    pub scale: UncertaintyScale,
+}
+
+impl Default for SegmentationOptions {
+    fn default() -> Self {
+        Self {
+            explain: ExplainOptions {
+                method: "gradcam".into(),
+                ..ExplainOptions::default()
+            },
+            uncertainty: None,
+            scale: UncertaintyScale::default(),
+        }
+    }
+}
+
+/// The explanation of a batch of segmented images.
+pub struct SegmentationExplanation {
+    /// The method's output (maps at input size).
+    pub explanation: Explanation,
+    /// Per image: prediction (class shares, dominant class), request, figure paths.
+    pub results: Vec<ExplanationResult<SegmentationPrediction, SegmentationRequest>>,
+    /// Uncertainty maps `[B, H, W]` at input size (bilinear from the output grid), when
+    /// asked for.
+    pub uncertainty: Option<Heatmaps>,
+}
+
+/// Explain a segmentation: one map per image for a class over a region (pytorch-grad-cam's
+/// `SemanticSegmentationTarget`), by any method; with an uncertainty map, and with
+/// `save_dir` a figure per image: original | class map and legend | explanation |
+/// uncertainty.
+pub fn explain_segmentation<T>(
+    model: &T,
+    inputs: &Inputs,
+    options: &SegmentationOptions,
+) -> Result<SegmentationExplanation>
+where
+    T: TaskModel<Task = Segmentation>,
+    T::Model: ExplainableModel<Output = Tensor<4>>,
+{
+    options.explain.validate()?;
+    let method = lumen_methods::by_name::<T::Model>(
+        &options.explain.method,
+        &crate::api::method_options(model, &options.explain.method_options),
+    )?;
+    let quiet = ExplainOptions {
+        save_dir: None,
+        ..options.explain.clone()
+    };
+    let (explanation, mut results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
+    let [_, _, height, width] = inputs.tensor.dims();
+    let task = model.task();
+    let uncertainty = match options.uncertainty {
+        Some(kind) => {
+            let logits = model.model().forward(inputs.tensor.clone());
+            let maps = uncertainty_map(&logits, kind, options.scale)?;
+            Some(Heatmaps::new(maps).resize([height, width]))
+        }
+        None => None,
+    };
+    if let Some(dir) = &options.explain.save_dir {
+        let host = uncertainty.as_ref().map(|u| u.to_vec());
+        for (i, result) in results.iter_mut().enumerate() {
+            let prediction = &result.prediction;
+            let legend: Vec<(usize, String)> = prediction
+                .shares
+                .iter()
+                .map(|s| {
+                    (
+                        s.class,
+                        format!("{} {:.0}%", task.label(s.class), 100.0 * s.fraction),
+                    )
+                })
+                .collect();
+            let uncertainty_map = host.as_ref().map(|values| {
+                Map::new(
+                    values[i * height * width..(i + 1) * height * width].to_vec(),
+                    width as u32,
+                    height as u32,
+                )
+            });
+            let kind = options.uncertainty.map(|k| k.name()).unwrap_or_default();
+            let range = options
+                .uncertainty
+                .map(|k| options.scale.range(k, task.num_classes))
+                .unwrap_or([0.0, 1.0]);
+            let view = SegmentationView {
+                classes: &prediction.classes,
+                grid: prediction.grid,
+                legend: &legend,
+                uncertainty: uncertainty_map.as_ref().map(|m| (kind, m, range)),
+            };
+            let title = format!(
+                "{} | {} | explaining {}",
+                result.method,
+                task.describe_prediction(prediction),
+                task.describe_request(&result.target)
+            );
+            let figure = segmentation_figure(
+                &inputs.originals[i],
+                &view,
+                &result.heatmap,
+                options.explain.colormap,
+                options.explain.alpha,
+                &title,
+            );
+            let stem = format!("{}_{}", inputs.names[i], result.method.replace('+', "p"));
+            let path: PathBuf = save_png(&figure, dir, &format!("{stem}.png"))?;
+            result.paths.push(path);
+        }
+    }
+    Ok(SegmentationExplanation {
+        explanation,
+        results,
+        uncertainty,
+    })
+}

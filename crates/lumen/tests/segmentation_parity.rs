@@ -1,0 +1,200 @@
+//! Segmentation explanations against pytorch-grad-cam 1.5.7 on AutoTimm 0.7.37's
+//! segmentors (fixtures from tools/reference/segmentation_fixtures.py): GradCAM and
+//! GradCAM++ with `SemanticSegmentationTarget` (the class's logits over its predicted
+//! mask, and over the whole image), at the backbone's last stage and DeepLabV3+'s
+//! decoder; the default class; the uncertainty maps (NumPy definitions).
+//! Tolerances: 1e-3 on the normalised maps (as the classification CAMs), 5e-5 on the
+//! uncertainty maps (float32 softmax against a float64 reference; entropy up to ln 5).
+
+mod common;
+
+use common::{device, models_fixture, read};
+use lumen::core::burn::tensor::TensorData;
+use lumen::core::{ExplainableModel, Tensor};
+use lumen::methods::MethodOptions;
+use lumen::tasks::uncertainty_map;
+use lumen::{
+    ExplainOptions, Inputs, LoadedSegmentor, SegmentRegion, SegmentationOptions,
+    SegmentationRequest, TaskModel, Uncertainty, UncertaintyScale, explain_segmentation,
+};
+
+const CAM_TOLERANCE: f32 = 1e-3;
+const UNCERTAINTY_TOLERANCE: f32 = 5e-5;
+
+fn read_i64(name: &str, key: &str) -> Vec<usize> {
+    let bytes = std::fs::read(models_fixture(name)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensor(key)
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect()
+}
+
+struct Case {
+    model: LoadedSegmentor,
+    inputs: Inputs,
+    io: String,
+    classes: Vec<usize>,
+}
+
+fn case(head: &str) -> Case {
+    let device = device();
+    let model = LoadedSegmentor::load(
+        &format!("{head}_test_resnet"),
+        5,
+        models_fixture(&format!("seg_{head}.safetensors")),
+        &device,
+    )
+    .unwrap();
+    let io = format!("seg_{head}_io.safetensors");
+    let (values, shape) = read(models_fixture(&io), "input");
+    let tensor = Tensor::<4>::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    let inputs = Inputs::from_tensor(tensor, &model.data_config);
+    let classes = read_i64(&io, "classes");
+    Case {
+        model,
+        inputs,
+        io,
+        classes,
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key: &str) {
+    let options = SegmentationOptions {
+        explain: ExplainOptions {
+            method: method.into(),
+            targets: Some(
+                case.classes
+                    .iter()
+                    .map(|&c| SegmentationRequest::new(c, region.clone()))
+                    .collect(),
+            ),
+            save_dir: None,
+            method_options: MethodOptions {
+                layer: Some(layer.into()),
+                ..MethodOptions::default()
+            },
+            ..ExplainOptions::default()
+        },
+        ..SegmentationOptions::default()
+    };
+    let out = explain_segmentation(&case.model, &case.inputs, &options).unwrap();
+    let (expected, shape) = read(models_fixture(&case.io), key);
+    assert_eq!(out.explanation.heatmaps.dims().to_vec(), shape, "{key}");
+    let diff = max_diff(&out.explanation.heatmaps.to_vec(), &expected);
+    assert!(
+        diff <= CAM_TOLERANCE,
+        "{} {key}: max diff {diff:e} > {CAM_TOLERANCE:e}",
+        case.io
+    );
+}
+
+#[test]
+fn deeplabv3plus_gradcam_matches_pytorch_grad_cam() {
+    let case = case("deeplabv3plus");
+    for layer in ["backbone.layer4", "head.decoder"] {
+        check_cam(
+            &case,
+            "gradcam",
+            layer,
+            SegmentRegion::Predicted,
+            &format!("gradcam_{layer}"),
+        );
+        check_cam(
+            &case,
+            "gradcam",
+            layer,
+            SegmentRegion::Whole,
+            &format!("gradcam_{layer}_whole"),
+        );
+    }
+    check_cam(
+        &case,
+        "gradcam++",
+        "backbone.layer4",
+        SegmentRegion::Predicted,
+        "gradcampp_backbone.layer4",
+    );
+}
+
+#[test]
+fn fcn_gradcam_matches_pytorch_grad_cam() {
+    let case = case("fcn");
+    let layer = "backbone.layer4";
+    check_cam(
+        &case,
+        "gradcam",
+        layer,
+        SegmentRegion::Predicted,
+        &format!("gradcam_{layer}"),
+    );
+    check_cam(
+        &case,
+        "gradcam",
+        layer,
+        SegmentRegion::Whole,
+        &format!("gradcam_{layer}_whole"),
+    );
+    check_cam(
+        &case,
+        "gradcam++",
+        layer,
+        SegmentRegion::Predicted,
+        "gradcampp_backbone.layer4",
+    );
+}
+
+#[test]
+fn default_class_and_predicted_masks_match_the_reference() {
+    for head in ["deeplabv3plus", "fcn"] {
+        let case = case(head);
+        let task = case.model.task();
+        use lumen::Task;
+        let logits = case.model.model().forward(case.inputs.tensor.clone());
+        let predictions = task.predict(&logits).unwrap();
+        let defaults: Vec<usize> = predictions.iter().map(|p| p.dominant).collect();
+        assert_eq!(defaults, read_i64(&case.io, "default_class"), "{head}");
+        let (masks, _) = read(models_fixture(&case.io), "masks");
+        let ours: Vec<f32> = predictions
+            .iter()
+            .zip(&case.classes)
+            .flat_map(|(p, &c)| p.mask_of(c))
+            .collect();
+        assert_eq!(ours, masks, "{head}: predicted masks");
+    }
+}
+
+#[test]
+fn uncertainty_maps_match_their_definitions() {
+    for head in ["deeplabv3plus", "fcn"] {
+        let case = case(head);
+        let logits = case.model.model().forward(case.inputs.tensor.clone());
+        for (kind, scale, key) in [
+            (Uncertainty::Entropy, UncertaintyScale::Raw, "entropy"),
+            (
+                Uncertainty::Entropy,
+                UncertaintyScale::Normalized,
+                "entropy_normalized",
+            ),
+            (Uncertainty::Margin, UncertaintyScale::Raw, "margin"),
+        ] {
+            let ours = lumen::to_host(uncertainty_map(&logits, kind, scale).unwrap());
+            let (expected, _) = read(models_fixture(&case.io), key);
+            let diff = max_diff(&ours, &expected);
+            assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
+        }
+    }
+}
