@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen::{
     BaselineKind, Colormap, ExplainOptions, HeadFusion, Inputs, IntegrationRule, LoadedModel,
-    LumenError, MethodOptions, Noise, Result, device_from_str,
+    LumenError, MethodOptions, Noise, Result, TaskModel, device_from_str,
 };
 use serde::Serialize;
 
@@ -24,9 +24,12 @@ pub fn methods_help() -> String {
 }
 
 fn models_help() -> String {
-    one_of(
-        "Architecture, as timm names it; bundled models need no --weights",
-        lumen::ARCHITECTURES,
+    format!(
+        "{}; segmentors (AutoTimm): deeplabv3plus_<resnet>, fcn_<resnet>",
+        one_of(
+            "Architecture, as timm names it; bundled models need no --weights",
+            lumen::ARCHITECTURES,
+        )
     )
 }
 
@@ -58,8 +61,40 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Whether `--model` names a segmentation architecture.
+    pub fn is_segmentation(&self) -> bool {
+        lumen::is_segmentation_architecture(&self.model)
+    }
+
+    /// A classifier is needed: say clearly when `--model` is a segmentor.
+    fn require_classifier(&self) -> Result<()> {
+        if self.is_segmentation() {
+            return Err(LumenError::InvalidArgument(format!(
+                "`{}` is a segmentation model: `lumen explain` explains it; this command \
+                 handles classifiers only for now",
+                self.model
+            )));
+        }
+        Ok(())
+    }
+
+    /// Load a segmentor: an AutoTimm `SemanticSegmentor` state dict or Lightning
+    /// checkpoint with `--num-classes`.
+    pub fn load_segmentor(&self) -> Result<lumen::LoadedSegmentor> {
+        let device = device_from_str(&self.device)?;
+        let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
+            return Err(LumenError::InvalidArgument(format!(
+                "`{}` needs --weights (an AutoTimm SemanticSegmentor .ckpt, .safetensors or \
+                 .pth) and --num-classes",
+                self.model
+            )));
+        };
+        lumen::LoadedSegmentor::load(&self.model, classes, weights, &device)
+    }
+
     /// Load the model: bundled weights for the shapes models, else `--weights`.
     pub fn load(&self) -> Result<LoadedModel> {
+        self.require_classifier()?;
         let device = device_from_str(&self.device)?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return LoadedModel::bundled(&self.model, &device);
@@ -85,6 +120,7 @@ impl ModelArgs {
     /// The architecture for commands that do not depend on weights (layer names,
     /// geometry): the weights when given, else random ones.
     pub fn architecture(&self) -> Result<LoadedModel> {
+        self.require_classifier()?;
         match &self.weights {
             Some(_) => self.load(),
             None => LoadedModel::init(
@@ -158,11 +194,11 @@ impl InputArgs {
     }
 
     /// All inputs as one batch for `model`.
-    pub fn load(&self, model: &LoadedModel) -> Result<Inputs> {
+    pub fn load(&self, model: &impl TaskModel) -> Result<Inputs> {
         match &self.input_npy {
             Some(path) => Ok(Inputs::from_tensor(
-                lumen::read_npy_batch(path, &model.device)?,
-                &model.data_config,
+                lumen::read_npy_batch(path, model.device())?,
+                model.data_config(),
             )),
             None => Inputs::load(model, &self.files()?),
         }
@@ -284,8 +320,21 @@ pub fn explain_options(
     default_steps: usize,
 ) -> ExplainOptions {
     ExplainOptions {
-        method: method.to_string(),
         targets: method_args.targets(),
+        ..figure_options(method, method_args, figure, default_steps)
+    }
+}
+
+/// [`explain_options`] without targets, for any task's request type.
+pub fn figure_options<R>(
+    method: &str,
+    method_args: &MethodArgs,
+    figure: &FigureArgs,
+    default_steps: usize,
+) -> ExplainOptions<R> {
+    ExplainOptions {
+        method: method.to_string(),
+        targets: None,
         colormap: figure.colormap,
         alpha: figure.alpha,
         save_dir: (!figure.no_figures).then(|| figure.out.clone()),
@@ -295,7 +344,7 @@ pub fn explain_options(
 }
 
 /// Check method names and options before loading anything.
-pub fn check_methods(methods: &[String], options: &ExplainOptions) -> Result<()> {
+pub fn check_methods<R>(methods: &[String], options: &ExplainOptions<R>) -> Result<()> {
     if methods.is_empty() {
         return Err(LumenError::InvalidArgument("no method given".into()));
     }

@@ -26,6 +26,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub grid: bool,
     #[command(flatten)]
+    pub segmentation: crate::segment::SegmentArgs,
+    #[command(flatten)]
     pub method_args: MethodArgs,
     #[command(flatten)]
     pub figure: FigureArgs,
@@ -34,6 +36,10 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
+    if args.model.is_segmentation() {
+        return crate::segment::run(args);
+    }
+    args.segmentation.require_unused()?;
     let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
     check_methods(std::slice::from_ref(&args.method), &options)?;
     if let Some(path) = &args.save_raw {
@@ -46,19 +52,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
 
     if let Some(path) = &args.save_raw {
-        match &explanation.attributions {
-            Some(attr) => lumen::write_npy(path, lumen::to_host(attr.clone()), &attr.dims())?,
-            None => {
-                let maps = explanation.heatmaps.clone();
-                let [_, h, w] = maps.dims();
-                let maps = if args.grid || [h, w] == [height, width] {
-                    maps
-                } else {
-                    maps.resize([height, width])
-                };
-                lumen::write_npy(path, maps.to_vec(), &maps.dims())?;
-            }
-        }
+        save_raw(path, &explanation, [height, width], args.grid)?;
         files.push(path.clone());
     }
 
@@ -96,4 +90,27 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--save-raw`: `[B,3,H,W]` attributions for gradient methods, else `[B,H,W]` maps at
+/// input size (on the patch grid with `grid`).
+pub fn save_raw(
+    path: &std::path::Path,
+    explanation: &lumen::methods::Explanation,
+    size: [usize; 2],
+    grid: bool,
+) -> Result<()> {
+    match &explanation.attributions {
+        Some(attr) => lumen::write_npy(path, lumen::to_host(attr.clone()), &attr.dims()),
+        None => {
+            let maps = explanation.heatmaps.clone();
+            let [_, h, w] = maps.dims();
+            let maps = if grid || [h, w] == size {
+                maps
+            } else {
+                maps.resize(size)
+            };
+            lumen::write_npy(path, maps.to_vec(), &maps.dims())
+        }
+    }
 }

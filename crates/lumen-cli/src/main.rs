@@ -17,6 +17,7 @@ mod features;
 mod layers;
 mod maximize;
 mod report;
+mod segment;
 
 use std::process::ExitCode;
 

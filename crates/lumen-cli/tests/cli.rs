@@ -838,3 +838,120 @@ fn maximize_writes_a_grid_and_reports_what_the_model_sees() {
     }
     std::fs::remove_dir_all(out_dir).ok();
 }
+
+#[test]
+fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
+    let checkpoint = root()
+        .join("crates/lumen-models/tests/fixtures/seg_deeplabv3plus.ckpt")
+        .display()
+        .to_string();
+    let i = input();
+    let out_dir = tmp("segmentation");
+    let (maps, uncertainty) = (out_dir.join("maps.npy"), out_dir.join("u.npy"));
+    let (m, u, o) = (
+        maps.display().to_string(),
+        uncertainty.display().to_string(),
+        out_dir.display().to_string(),
+    );
+    let base = [
+        "explain",
+        "--model",
+        "deeplabv3plus_test_resnet",
+        "--weights",
+        &checkpoint,
+        "--num-classes",
+        "5",
+        "--input-npy",
+        &i,
+        "--method",
+        "gradcam",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--uncertainty",
+        "margin",
+        "--save-raw",
+        &m,
+        "--save-uncertainty",
+        &u,
+        "--out",
+        &o,
+        "--json",
+        "-q",
+    ]);
+    let out = lumen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        // The default target: the dominant class over its predicted region.
+        assert_eq!(r["target"]["class"], r["prediction"]["dominant"]);
+        assert_eq!(r["target"]["region"], "predicted");
+        assert_eq!(r["layer"], "backbone.layer4");
+        assert!(r["target"]["pixels"].as_f64().unwrap() > 0.0);
+        let png = PathBuf::from(r["paths"][0].as_str().unwrap());
+        assert!(
+            image::open(&png).unwrap().width() > 600,
+            "{}",
+            png.display()
+        );
+    }
+    assert_eq!(saved_shape(&maps), [2, 160, 160]);
+    assert_eq!(saved_shape(&uncertainty), [2, 160, 160]);
+    let margin: ArrayD<f32> = ndarray_npy::read_npy(&uncertainty).unwrap();
+    assert!(margin.iter().all(|v| (0.0..=1.0).contains(v)));
+
+    // A pixel target with a class; the JSON says which pixel.
+    let mut args = base.to_vec();
+    args.extend([
+        "--target-class",
+        "3",
+        "--region",
+        "10,20",
+        "--json",
+        "--no-figures",
+    ]);
+    let out = lumen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["results"][1]["target"]["region"]["pixel"]["y"], 20);
+    assert_eq!(json["results"][1]["target"]["pixels"], 1.0);
+
+    // Mistakes are usage errors naming the flag.
+    for (extra, message) in [
+        (&["--region", "whole"][..], "needs --target-class"),
+        (&["--region", "3,x", "--target-class", "1"], "X,Y"),
+        (&["--target-class", "5"], "out of range"),
+        (&["--target-class", "1,2,3"], "one class for every image"),
+        (&["--save-uncertainty", "u.npy"], "needs --uncertainty"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        args.push("--no-figures");
+        let out = lumen(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = explain(
+        "test_resnet",
+        &["--method", "gradcam", "--uncertainty", "entropy"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("segmentation models"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lumen(&["layers", "--model", "fcn_resnet18"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("segmentation model"),
+        "{}",
+        stderr(&out)
+    );
+}

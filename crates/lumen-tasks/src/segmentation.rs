@@ -394,7 +394,7 @@ pub enum Uncertainty {
     Margin,
 }
 
-named_choices!(Uncertainty, "uncertainty", {
+named_choices!(Uncertainty, "uncertainty kind", {
     Entropy => "entropy",
     Margin => "margin",
 });

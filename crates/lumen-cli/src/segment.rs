@@ -1,0 +1,200 @@
+//! `lumen explain` on a segmentation model: a class over a region, the class map, an
+//! uncertainty map.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use lumen::core::Region;
+use lumen::{
+    LumenError, Result, SegmentRegion, SegmentationOptions, SegmentationRequest, Uncertainty,
+    UncertaintyScale, explain_segmentation,
+};
+
+use crate::args::{JsonOutput, check_methods, check_writable, choice, figure_options};
+use crate::explain::{ExplainArgs, save_raw};
+
+/// Options of segmentation models (ignored by nothing: an error on a classifier).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SegmentArgs {
+    /// Segmentation: the pixels whose class logits are explained: `predicted` (where
+    /// the model predicts the class; default), `whole`, a pixel `X,Y` of the model input
+    /// (after resizing, see `lumen layers`), or
+    /// a mask image (non-zero pixels; resized to the input).
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long, value_parser = choice::<Uncertainty>,
+          help = "Segmentation: also compute an uncertainty map [one of: entropy, margin]")]
+    pub uncertainty: Option<Uncertainty>,
+    #[arg(long, default_value = "normalized", value_parser = choice::<UncertaintyScale>,
+          help = "Segmentation: uncertainty scale [one of: normalized (entropy / ln C), raw (nats), minmax (per image, as AutoTimm)]")]
+    pub uncertainty_scale: UncertaintyScale,
+    /// Segmentation: write the uncertainty maps as float32 .npy [B,H,W] at input size.
+    #[arg(long)]
+    pub save_uncertainty: Option<PathBuf>,
+}
+
+impl SegmentArgs {
+    /// On a classifier, segmentation options are a mistake worth saying.
+    pub fn require_unused(&self) -> Result<()> {
+        let given = [
+            ("--region", self.region.is_some()),
+            ("--uncertainty", self.uncertainty.is_some()),
+            ("--save-uncertainty", self.save_uncertainty.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(LumenError::InvalidArgument(format!(
+                "{flag} applies to segmentation models (deeplabv3plus_*, fcn_*), not classifiers"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The region to explain, for inputs of `size` `[height, width]`.
+    fn region(&self, size: [usize; 2]) -> Result<SegmentRegion> {
+        let Some(spec) = self.region.as_deref() else {
+            return Ok(SegmentRegion::Predicted);
+        };
+        match spec {
+            "predicted" => return Ok(SegmentRegion::Predicted),
+            "whole" => return Ok(SegmentRegion::Whole),
+            _ => {}
+        }
+        if let Some((x, y)) = spec.split_once(',') {
+            let parse = |v: &str| v.trim().parse::<usize>().ok();
+            return match (parse(x), parse(y)) {
+                (Some(x), Some(y)) => Ok(SegmentRegion::Pixel { x, y }),
+                _ => Err(LumenError::InvalidArgument(format!(
+                    "--region {spec}: a pixel is two non-negative integers `X,Y`"
+                ))),
+            };
+        }
+        let region = mask_region(Path::new(spec), size)?;
+        Ok(SegmentRegion::Region {
+            bbox: region.bbox,
+            region: Box::new(region),
+        })
+    }
+}
+
+/// A mask image as a region at the input size: non-zero pixels, nearest-neighbour
+/// resized.
+fn mask_region(path: &Path, [height, width]: [usize; 2]) -> Result<Region> {
+    if !path.is_file() {
+        return Err(LumenError::InvalidArgument(format!(
+            "--region {}: not `predicted`, `whole`, `X,Y` or an existing mask image",
+            path.display()
+        )));
+    }
+    let image = image::open(path)
+        .map_err(|e| LumenError::InvalidArgument(format!("--region {}: {e}", path.display())))?
+        .to_luma8();
+    let image = image::imageops::resize(
+        &image,
+        width as u32,
+        height as u32,
+        image::imageops::FilterType::Nearest,
+    );
+    let mask: Vec<bool> = image.pixels().map(|p| p.0[0] > 0).collect();
+    if !mask.iter().any(|&m| m) {
+        return Err(LumenError::InvalidArgument(format!(
+            "--region {}: the mask is empty (no non-zero pixel)",
+            path.display()
+        )));
+    }
+    Region::from_mask(height, width, mask)
+}
+
+pub fn run(args: ExplainArgs) -> Result<()> {
+    let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
+    explain.polarity = false;
+    check_methods(std::slice::from_ref(&args.method), &explain)?;
+    for (flag, path) in [
+        ("--save-raw", &args.save_raw),
+        ("--save-uncertainty", &args.segmentation.save_uncertainty),
+    ] {
+        if let Some(path) = path {
+            check_writable(flag, path)?;
+        }
+    }
+    if args.segmentation.save_uncertainty.is_some() && args.segmentation.uncertainty.is_none() {
+        return Err(LumenError::InvalidArgument(
+            "--save-uncertainty needs --uncertainty entropy|margin".into(),
+        ));
+    }
+    let model = args.model.load_segmentor()?;
+    let inputs = args.input.load(&model)?;
+    let [_, _, height, width] = inputs.tensor.dims();
+    let region = args.segmentation.region([height, width])?;
+    let classes = &args.method_args.target_class;
+    explain.targets = match (classes.len(), &region) {
+        (0, SegmentRegion::Predicted) => None,
+        (0, _) => {
+            return Err(LumenError::InvalidArgument(
+                "--region other than `predicted` needs --target-class".into(),
+            ));
+        }
+        (1, _) => Some(vec![
+            SegmentationRequest::new(classes[0], region);
+            inputs.len()
+        ]),
+        (n, _) if n == inputs.len() => Some(
+            classes
+                .iter()
+                .map(|&c| SegmentationRequest::new(c, region.clone()))
+                .collect(),
+        ),
+        (n, _) => {
+            return Err(LumenError::InvalidArgument(format!(
+                "--target-class: give one class for every image or one per image ({n} given for {} images)",
+                inputs.len()
+            )));
+        }
+    };
+    let options = SegmentationOptions {
+        explain,
+        uncertainty: args.segmentation.uncertainty,
+        scale: args.segmentation.uncertainty_scale,
+    };
+    let out = explain_segmentation(&model, &inputs, &options)?;
+    let mut files: Vec<PathBuf> = out.results.iter().flat_map(|r| r.paths.clone()).collect();
+    if let Some(path) = &args.save_raw {
+        save_raw(path, &out.explanation, [height, width], args.grid)?;
+        files.push(path.clone());
+    }
+    if let (Some(path), Some(maps)) = (&args.segmentation.save_uncertainty, &out.uncertainty) {
+        lumen::write_npy(path, maps.to_vec(), &maps.dims())?;
+        files.push(path.clone());
+    }
+    if args.print.json {
+        JsonOutput {
+            command: "explain",
+            model: &model.name,
+            device: &args.model.device,
+            results: &out.results,
+            files,
+        }
+        .print();
+    } else {
+        use lumen::Task;
+        let task = lumen::TaskModel::task(&model);
+        for r in &out.results {
+            println!(
+                "{}: {}, explained {} with {}",
+                r.image,
+                task.describe_prediction(&r.prediction),
+                task.describe_request(&r.target),
+                r.method
+            );
+            for p in &r.paths {
+                println!("  wrote {}", p.display());
+            }
+        }
+        for path in [&args.save_raw, &args.segmentation.save_uncertainty]
+            .into_iter()
+            .flatten()
+        {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
