@@ -25,13 +25,11 @@ struct LayerRow {
     jump: Option<usize>,
 }
 
-pub fn run(args: LayersArgs) -> Result<()> {
-    // Layer names do not depend on weights.
-    let loaded = args.model.architecture()?;
-    let default = loaded.model.default_layer();
-    let fields = lumen::features::theoretical_receptive_fields(&loaded.model);
-    let rows: Vec<LayerRow> = loaded
-        .model
+/// Every layer of `model` with its kind and theoretical receptive field.
+fn layer_rows(model: &impl ExplainableModel) -> Vec<LayerRow> {
+    let default = model.default_layer();
+    let fields = lumen::features::theoretical_receptive_fields(model);
+    model
         .layers()
         .into_iter()
         .map(|l| {
@@ -44,11 +42,29 @@ pub fn run(args: LayersArgs) -> Result<()> {
                 kind: l.kind.to_string(),
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn run(args: LayersArgs) -> Result<()> {
+    // Layer names do not depend on weights: random ones when none are given.
+    let (name, rows) = if args.model.is_segmentation() {
+        let model = match &args.model.weights {
+            Some(_) => args.model.load_segmentor()?,
+            None => lumen::LoadedSegmentor::init(
+                &args.model.model,
+                args.model.num_classes.unwrap_or(2),
+                &lumen::device_from_str(&args.model.device)?,
+            )?,
+        };
+        (model.name.clone(), layer_rows(&model.model))
+    } else {
+        let loaded = args.model.architecture()?;
+        (loaded.name.clone(), layer_rows(&loaded.model))
+    };
     if args.json {
         JsonOutput {
             command: "layers",
-            model: &loaded.name,
+            model: &name,
             device: &args.model.device,
             results: &rows,
             files: vec![],

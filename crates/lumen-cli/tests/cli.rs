@@ -947,11 +947,34 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
         "{}",
         stderr(&out)
     );
-    let out = lumen(&["layers", "--model", "fcn_resnet18"]);
+    let out = lumen(&[
+        "compare",
+        "--model",
+        "fcn_resnet18",
+        "--methods",
+        "gradcam",
+        &i,
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("segmentation model"),
         "{}",
         stderr(&out)
+    );
+    // Layers of a segmentor: the backbone's under `backbone.`, then the head's.
+    let out = lumen(&["layers", "--model", "deeplabv3plus_test_resnet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for layer in [
+        "backbone.layer4",
+        "head.aspp",
+        "head.decoder",
+        "head.classifier",
+    ] {
+        assert!(text.contains(layer), "{layer} missing:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("backbone.layer4 ") && l.contains("(default)"))
     );
 }
