@@ -145,7 +145,7 @@ impl SegmentorConfig {
             ));
         }
         let width = self.head_channels;
-        if input_size == 0 || input_size % 32 != 0 {
+        if input_size == 0 || !input_size.is_multiple_of(32) {
             return Err(LumenError::InvalidArgument(format!(
                 "a segmentor's input size must be a positive multiple of 32 (got {input_size})"
             )));
