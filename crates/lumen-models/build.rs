@@ -5,6 +5,7 @@ fn main() {
     for (name, cfg) in [
         ("shapes-cnn", "lumen_bundled_cnn"),
         ("shapes-vit", "lumen_bundled_vit"),
+        ("shapes-seg", "lumen_bundled_seg"),
     ] {
         let path = format!("weights/{name}.safetensors");
         println!("cargo::rerun-if-changed={path}");

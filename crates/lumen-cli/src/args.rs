@@ -25,7 +25,7 @@ pub fn methods_help() -> String {
 
 fn models_help() -> String {
     format!(
-        "{}; segmentors (AutoTimm): deeplabv3plus_<resnet>, fcn_<resnet>",
+        "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm)",
         one_of(
             "Architecture, as timm names it; bundled models need no --weights",
             lumen::ARCHITECTURES,
@@ -82,6 +82,9 @@ impl ModelArgs {
     /// checkpoint with `--num-classes`.
     pub fn load_segmentor(&self) -> Result<lumen::LoadedSegmentor> {
         let device = device_from_str(&self.device)?;
+        if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
+            return lumen::LoadedSegmentor::bundled(&self.model, &device);
+        }
         let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
             return Err(LumenError::InvalidArgument(format!(
                 "`{}` needs --weights (an AutoTimm SemanticSegmentor .ckpt, .safetensors or \

@@ -26,6 +26,7 @@ pub mod faithfulness;
 mod imputation;
 pub mod localization;
 pub mod sanity;
+pub mod segmentation;
 pub mod sensitivity;
 
 pub use axioms::{gini, relative_completeness_gap};
@@ -45,4 +46,5 @@ pub use sanity::{
     RandomizationConfig, RandomizationCurve, RandomizationOrder, Similarity, data_randomization,
     model_randomization, parameter_groups, randomize_groups, spearman, ssim,
 };
+pub use segmentation::IouAccumulator;
 pub use sensitivity::{Sensitivity, SensitivityConfig, sensitivity, sensitivity_with};

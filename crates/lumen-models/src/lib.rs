@@ -41,7 +41,7 @@ pub const ARCHITECTURES: &[&str] = &[
 ];
 
 /// Architectures whose trained weights ship inside the library.
-pub const BUNDLED: &[&str] = &["shapes-cnn", "shapes-vit"];
+pub const BUNDLED: &[&str] = &["shapes-cnn", "shapes-vit", "shapes-seg"];
 
 #[cfg(lumen_bundled_cnn)]
 const SHAPES_CNN_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-cnn.safetensors"));
@@ -51,6 +51,17 @@ const SHAPES_CNN_WEIGHTS: Option<&[u8]> = None;
 const SHAPES_VIT_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-vit.safetensors"));
 #[cfg(not(lumen_bundled_vit))]
 const SHAPES_VIT_WEIGHTS: Option<&[u8]> = None;
+#[cfg(lumen_bundled_seg)]
+const SHAPES_SEG_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-seg.safetensors"));
+#[cfg(not(lumen_bundled_seg))]
+const SHAPES_SEG_WEIGHTS: Option<&[u8]> = None;
+
+/// How to make missing bundled weights.
+fn no_bundled_weights(name: &str) -> LumenError {
+    LumenError::InvalidArgument(format!(
+        "this build has no weights for `{name}`: run `cargo run --release -p lumen-examples --example train_shapes` and rebuild"
+    ))
+}
 
 /// The configuration of a zoo architecture.
 #[derive(Clone, Debug, PartialEq)]
@@ -186,6 +197,7 @@ pub fn bundled_weights_present(name: &str) -> bool {
     match name {
         "shapes-cnn" => SHAPES_CNN_WEIGHTS.is_some(),
         "shapes-vit" => SHAPES_VIT_WEIGHTS.is_some(),
+        "shapes-seg" => SHAPES_SEG_WEIGHTS.is_some(),
         _ => false,
     }
 }
@@ -248,11 +260,7 @@ impl LoadedModel {
                 )));
             }
         }
-        .ok_or_else(|| {
-            LumenError::InvalidArgument(format!(
-                "this build has no weights for `{name}`: run `cargo run --release -p lumen-examples --example train_shapes` and rebuild"
-            ))
-        })?;
+        .ok_or_else(|| no_bundled_weights(name))?;
         let mut loaded = Self::init(name, shapes::SHAPE_CLASSES.len(), device)?;
         let path = std::path::PathBuf::from(format!("<bundled {name}>"));
         match &mut loaded.model {
@@ -364,26 +372,39 @@ impl Classifier for ZooModel {
 /// (`deeplabv3plus_resnet18`, `fcn_resnet50`, ...); `*_test_resnet` are narrow test
 /// models (head width 32 for DeepLabV3+, 64 for FCN) matching the parity fixtures.
 pub fn segmentation_architectures() -> Vec<String> {
+    let mut names = vec!["shapes-seg".to_string()];
     let backbones = ARCHITECTURES
         .iter()
         .filter(|a| a.starts_with("resnet") || **a == "test_resnet");
-    backbones
-        .flat_map(|b| [format!("deeplabv3plus_{b}"), format!("fcn_{b}")])
-        .collect()
+    names.extend(backbones.flat_map(|b| [format!("deeplabv3plus_{b}"), format!("fcn_{b}")]));
+    names
 }
 
 /// Whether `name` names a segmentation architecture.
 pub fn is_segmentation_architecture(name: &str) -> bool {
-    name.starts_with("deeplabv3plus_") || name.starts_with("fcn_")
+    name == "shapes-seg" || name.starts_with("deeplabv3plus_") || name.starts_with("fcn_")
 }
 
 /// A segmentation architecture by name, with its data config: ImageNet statistics,
-/// 512x512 inputs resized without cropping (160 for the test models).
+/// 512x512 inputs resized without cropping (160 for the test models). `shapes-seg` is
+/// DeepLabV3+ (width 32) on the `shapes-cnn` backbone for the shapes scenes.
 pub fn segmentor_config(name: &str, num_classes: usize) -> Result<(SegmentorConfig, DataConfig)> {
     let unknown = || LumenError::UnknownModel {
         name: name.to_string(),
         valid: segmentation_architectures(),
     };
+    if name == "shapes-seg" {
+        let (Architecture::ResNet(backbone), _) =
+            Architecture::from_name("shapes-cnn", num_classes)?
+        else {
+            unreachable!("shapes-cnn is a ResNet");
+        };
+        let config = SegmentorConfig {
+            head_channels: 32,
+            ..SegmentorConfig::new(backbone, SegmentationHead::DeepLabV3Plus, num_classes)
+        };
+        return Ok((config, shapes_data_config()));
+    }
     let (head, backbone) = if let Some(b) = name.strip_prefix("deeplabv3plus_") {
         (SegmentationHead::DeepLabV3Plus, b)
     } else if let Some(b) = name.strip_prefix("fcn_") {
@@ -469,5 +490,28 @@ impl LoadedSegmentor {
     /// Number of segmentation classes.
     pub fn num_classes(&self) -> usize {
         self.model.num_classes()
+    }
+
+    /// The bundled `shapes-seg` with its trained weights (background and the four
+    /// shapes), in evaluation mode.
+    pub fn bundled(name: &str, device: &Device) -> Result<Self> {
+        use burn::module::Module;
+        if name != "shapes-seg" {
+            return Err(LumenError::InvalidArgument(format!(
+                "`{name}` has no bundled weights (bundled segmentor: shapes-seg); load it with its weights file"
+            )));
+        }
+        let bytes = SHAPES_SEG_WEIGHTS.ok_or_else(|| no_bundled_weights(name))?;
+        let mut loaded = Self::init(name, shapes::SCENE_CLASSES.len(), device)?;
+        let path = std::path::PathBuf::from(format!("<bundled {name}>"));
+        weights::load_burn_bytes(&mut loaded.model, bytes, &path)?;
+        loaded.model = loaded.model.valid();
+        loaded.class_names = Some(
+            shapes::SCENE_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        Ok(loaded)
     }
 }
