@@ -226,21 +226,14 @@ fn scene_miou(
     config: &lumen::core::DataConfig,
     device: &Device,
 ) -> (f64, Vec<Option<f64>>) {
-    let size = config.input_size[1];
     let mut iou = lumen::metrics::IouAccumulator::new(SCENE_CLASSES.len());
     for start in (0..count).step_by(32) {
         let n = 32.min(count - start);
         let (x, truth) = scene_batch(seed, start, n, config, device);
-        let logits = full_resolution(model.forward(x), size);
-        let [b, c, h, w] = logits.dims();
-        let predicted = logits
-            .permute([0, 2, 3, 1])
-            .reshape([b * h * w, c])
-            .argmax(1)
-            .reshape([b * h * w])
-            .try_into_vec_as::<i64>()
-            .expect("argmax on the host");
-        let predicted: Vec<usize> = predicted.into_iter().map(|p| p as usize).collect();
+        let predicted: Vec<usize> = lumen::segmentation::class_maps(model, x)
+            .into_iter()
+            .flatten()
+            .collect();
         iou.add(&predicted, &truth);
     }
     (iou.mean(), iou.per_class())

@@ -8,6 +8,7 @@ torch 2.9.0, timm; the uncertainty maps are a NumPy transcription of AutoTimm's
 definitions without its min-max normalisation.
 
     python tools/reference/segmentation_fixtures.py
+    python tools/reference/segmentation_fixtures.py --full-size DIR   # default widths, not committed
 
 Models: AutoTimm segmentors on timm's `test_resnet` backbone (random init, 5 classes).
 The heads are AutoTimm's own classes at a reduced width (DeepLabV3+ ASPP/decoder 32
@@ -26,6 +27,7 @@ Writes to crates/lumen-models/tests/fixtures/:
 """
 
 import os
+import sys
 
 import numpy as np
 import pytorch_lightning as pl
@@ -198,7 +200,35 @@ def write_checkpoint(x):
     print(f"checkpoint: {len(keys)} keys, e.g. {keys[0]}")
 
 
+def write_full_size(out):
+    """Default-width AutoTimm segmentors on resnet18 and resnet50d (21 classes, random
+    weights, randomised BatchNorm statistics) and their logits on one 512x512 input:
+    too large to commit, checked by the ignored `full_size_segmentors_match_autotimm`."""
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 512, 512)
+    np.save(os.path.join(out, "input.npy"), x.numpy())
+    for head in ["deeplabv3plus", "fcn"]:
+        for backbone in ["resnet18", "resnet50d"]:
+            model = SemanticSegmentor(
+                backbone=FeatureBackboneConfig(model_name=backbone, pretrained=False),
+                num_classes=21, head_type=head, metrics=None, compile_model=False,
+            ).eval()
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.running_mean.uniform_(-0.2, 0.2)
+                        m.running_var.uniform_(0.5, 1.5)
+                logits = model(x)
+            torch.save(model.state_dict(), os.path.join(out, f"{head}_{backbone}.pth"))
+            np.save(os.path.join(out, f"{head}_{backbone}_logits.npy"), logits.numpy())
+            print(head, backbone, tuple(logits.shape))
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
+        write_full_size(sys.argv[2])
+        return
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, SIZE, SIZE, generator=g)
     for head_type in ["deeplabv3plus", "fcn"]:

@@ -51,8 +51,8 @@ pub use lumen_methods::{
     method_names,
 };
 pub use lumen_models::{
-    ARCHITECTURES, BUNDLED, LoadedModel, LoadedSegmentor, ZooModel, bundled_weights_present,
-    is_segmentation_architecture, segmentation_architectures, shapes,
+    ARCHITECTURES, BUNDLED, LoadedModel, LoadedSegmentor, Segmentor, ZooModel,
+    bundled_weights_present, is_segmentation_architecture, segmentation_architectures, shapes,
 };
 pub use lumen_report::{
     Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,

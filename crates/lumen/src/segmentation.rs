@@ -165,3 +165,29 @@ where
         uncertainty,
     })
 }
+
+/// The class of every input pixel: logits resized bilinearly (`align_corners =
+/// false`) from the output grid to the input, then arg-max; one row-major map per
+/// image. What mIoU against full-resolution masks is computed from.
+pub fn class_maps<M: ExplainableModel<Output = Tensor<4>>>(
+    model: &M,
+    input: Tensor<4>,
+) -> Vec<Vec<usize>> {
+    use lumen_core::burn::tensor::module::interpolate;
+    use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [b, _, h, w] = input.dims();
+    let logits = interpolate(
+        model.forward(input),
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([h, w]),
+    );
+    let classes = logits.argmax(1).reshape([b * h * w]);
+    let classes = classes
+        .try_into_vec_as::<i64>()
+        .expect("reading argmax back from the device");
+    classes
+        .chunks(h * w)
+        .map(|c| c.iter().map(|&v| v as usize).collect())
+        .collect()
+}

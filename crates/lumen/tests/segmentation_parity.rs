@@ -198,3 +198,43 @@ fn uncertainty_maps_match_their_definitions() {
         }
     }
 }
+
+/// The real architectures at their default widths against AutoTimm, on files too large
+/// to commit: run `tools/reference/segmentation_fixtures.py --full-size DIR` and then
+/// `LUMEN_AUTOTIMM_DIR=DIR cargo test -p lumen --release --test segmentation_parity -- --ignored`.
+#[test]
+#[ignore = "needs LUMEN_AUTOTIMM_DIR with full-size AutoTimm weights"]
+fn full_size_segmentors_match_autotimm() {
+    let dir =
+        std::path::PathBuf::from(std::env::var("LUMEN_AUTOTIMM_DIR").expect("LUMEN_AUTOTIMM_DIR"));
+    let device = device();
+    let input: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("input.npy")).unwrap();
+    let shape: [usize; 4] = input.shape().try_into().unwrap();
+    let input = Tensor::<4>::from_data(
+        TensorData::new(input.iter().copied().collect::<Vec<_>>(), shape),
+        &device,
+    );
+    let mut checked = 0;
+    for head in ["deeplabv3plus", "fcn"] {
+        for backbone in ["resnet18", "resnet50d"] {
+            let name = format!("{head}_{backbone}");
+            let weights = dir.join(format!("{name}.pth"));
+            if !weights.is_file() {
+                continue;
+            }
+            let model = LoadedSegmentor::load(&name, 21, &weights, &device).unwrap();
+            let expected: ndarray::ArrayD<f32> =
+                ndarray_npy::read_npy(dir.join(format!("{name}_logits.npy"))).unwrap();
+            let logits = model.model.forward(input.clone());
+            assert_eq!(logits.dims().as_slice(), expected.shape(), "{name}");
+            let ours = lumen::to_host(logits);
+            let expected: Vec<f32> = expected.iter().copied().collect();
+            let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = max_diff(&ours, &expected);
+            println!("{name}: max |logit - AutoTimm| {diff:e} (largest logit {scale})");
+            assert!(diff < 1e-4 * scale, "{name}: {diff:e}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no weights in {}", dir.display());
+}
