@@ -103,6 +103,7 @@ fn explanations_of_a_class_concentrate_in_its_true_pixels() {
     for (name, layer) in [
         ("gradcam", Some("head.decoder")),
         ("hirescam", Some("backbone.layer3")),
+        ("gradcam", Some("backbone.layer4")),
     ] {
         let mass = mass_in_class(&model, by_name(name, layer).as_ref(), layer);
         println!("{name} at {layer:?}: {mass:.3} (random {random:.3}, center {center:.3})");
