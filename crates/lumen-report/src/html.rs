@@ -23,6 +23,9 @@ pub struct ReportImage {
     pub original: RgbImage,
     /// The five most probable classes with probabilities, best first.
     pub top5: Vec<(String, f32)>,
+    /// What the numbers of `top5` are (`probability`; `share of pixels` for a
+    /// segmentation).
+    pub measure: String,
     /// The class explained.
     pub target: String,
     /// One heatmap per method, values in `[0, 1]`.
@@ -241,7 +244,7 @@ pub fn report_page(
             .collect();
         body.push_str(&table(
             "prediction",
-            &["class", "probability"],
+            &["class", &image.measure],
             &predictions,
         ));
         let _ = write!(body, "<p>explaining <b>{}</b></p>", escape(&image.target));
@@ -390,6 +393,7 @@ mod tests {
 
     fn sample() -> ReportImage {
         ReportImage {
+            measure: "probability".into(),
             name: "shape <0>".into(),
             original: RgbImage::from_pixel(16, 16, image::Rgb([10, 200, 30])),
             top5: vec![("circle".into(), 0.9), ("square".into(), 0.1)],

@@ -315,6 +315,10 @@ impl Task for Segmentation {
         format!("{} over {over}", self.label(request.class))
     }
 
+    fn ranked_measure(&self) -> &'static str {
+        "share of pixels"
+    }
+
     fn ranked(&self, prediction: &SegmentationPrediction) -> Vec<(String, f32)> {
         prediction
             .shares

@@ -50,6 +50,11 @@ pub trait Task {
     /// A short name of a request, for figure titles ("explaining ...").
     fn describe_request(&self, request: &Self::Request) -> String;
 
+    /// What the scores of [`Task::ranked`] are, for table headers.
+    fn ranked_measure(&self) -> &'static str {
+        "probability"
+    }
+
     /// The ranked alternatives of a prediction with their scores (a report's top-k
     /// list).
     fn ranked(&self, prediction: &Self::Prediction) -> Vec<(String, f32)>;

@@ -650,6 +650,7 @@ pub fn write_report<T: TaskModel>(
             name: c.image.clone(),
             original: inputs.originals[i].clone(),
             top5: task.ranked(&c.prediction),
+            measure: task.ranked_measure().into(),
             target: task.describe_request(&c.target),
             maps: c.methods.into_iter().zip(c.heatmaps).collect(),
         })
