@@ -145,7 +145,7 @@ pub fn shape_scene(seed: u64, index: u64) -> ShapeScene {
     let n = (size * size) as usize;
     // A different stream from the single-shape samples of the same split.
     let mut rng =
-        StdRng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ index ^ 0x5CE7_E5);
+        StdRng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ index ^ 0x005C_E7E5);
     let angle: f32 = rng.random_range(0.0..std::f32::consts::PI);
     let period: f32 = rng.random_range(6.0..24.0);
     let base: [f32; 3] = std::array::from_fn(|_| rng.random_range(60.0..160.0));
