@@ -4,6 +4,7 @@
 //!
 //! Depends on `lumen-core` and `burn` (with burn-store for weight files) only.
 
+pub mod detection;
 pub mod resnet;
 pub mod segmentation;
 pub mod shapes;
@@ -16,6 +17,7 @@ use burn::tensor::Tensor;
 use lumen_core::input::{DataConfig, IMAGENET_MEAN, IMAGENET_STD, Interpolation};
 use lumen_core::{Classifier, Device, ExplainableModel, LayerInfo, LumenError, Result, Tap};
 
+pub use detection::{Detector, DetectorConfig, DetectorOutput};
 pub use resnet::{BlockKind, ResNet, ResNetConfig, StemKind};
 pub use segmentation::{SegmentationHead, Segmentor, SegmentorConfig};
 pub use vit::{VisionTransformer, VitConfig};
@@ -512,6 +514,106 @@ impl LoadedSegmentor {
                 .map(|s| s.to_string())
                 .collect(),
         );
+        Ok(loaded)
+    }
+}
+
+/// Detection architectures: `fcos_<backbone>` for every ResNet backbone of the zoo;
+/// `fcos_test_resnet` is a narrow test model (FPN 64 channels, 2 convolutions per
+/// tower, 256-pixel inputs) matching the parity fixtures.
+pub fn detection_architectures() -> Vec<String> {
+    ARCHITECTURES
+        .iter()
+        .filter(|a| a.starts_with("resnet") || **a == "test_resnet")
+        .map(|b| format!("fcos_{b}"))
+        .collect()
+}
+
+/// A detection architecture by name, with its data config: ImageNet statistics, 512x512
+/// inputs resized without cropping (256 for the test model).
+pub fn detector_config(name: &str, num_classes: usize) -> Result<(DetectorConfig, DataConfig)> {
+    let unknown = || LumenError::UnknownModel {
+        name: name.to_string(),
+        valid: detection_architectures(),
+    };
+    let backbone = name.strip_prefix("fcos_").ok_or_else(unknown)?;
+    if !(backbone.starts_with("resnet") || backbone == "test_resnet") {
+        return Err(unknown());
+    }
+    let (arch, classifier_data) =
+        Architecture::from_name(backbone, num_classes).map_err(|e| match e {
+            LumenError::UnknownModel { .. } => unknown(),
+            other => other,
+        })?;
+    let Architecture::ResNet(backbone_config) = arch else {
+        return Err(unknown());
+    };
+    let mut config = DetectorConfig::new(backbone_config, num_classes);
+    let test = backbone == "test_resnet";
+    if test {
+        config.fpn_channels = 64;
+        config.head_convs = 2;
+    }
+    let size = if test { 256 } else { 512 };
+    let data = DataConfig {
+        input_size: [3, size, size],
+        interpolation: Interpolation::Bilinear,
+        crop_pct: 1.0,
+        ..classifier_data
+    };
+    Ok((config, data))
+}
+
+/// A detection model from the zoo with its name and data config.
+#[derive(Debug)]
+pub struct LoadedDetector {
+    /// Architecture name (`fcos_resnet50`, ...).
+    pub name: String,
+    /// The model, in evaluation mode.
+    pub model: Detector,
+    /// Preprocessing the model expects.
+    pub data_config: DataConfig,
+    /// Class names, when known.
+    pub class_names: Option<Vec<String>>,
+    /// The device the weights live on.
+    pub device: Device,
+}
+
+impl LoadedDetector {
+    /// Build an architecture with random weights.
+    pub fn init(name: &str, num_classes: usize, device: &Device) -> Result<Self> {
+        let (config, data_config) = detector_config(name, num_classes)?;
+        let model = config.init(data_config.input_size[1], device)?;
+        Ok(Self {
+            name: name.to_string(),
+            model,
+            data_config,
+            class_names: None,
+            device: device.clone(),
+        })
+    }
+
+    /// Build an architecture and load an AutoTimm `ObjectDetector` (FCOS) state dict
+    /// (`.safetensors`, `.pth`, `.pt`, or a Lightning `.ckpt`; compiled or not), then
+    /// switch to evaluation mode.
+    pub fn load(
+        name: &str,
+        num_classes: usize,
+        weights: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        use burn::module::Module;
+        let (config, _) = detector_config(name, num_classes)?;
+        let mut loaded = Self::init(name, num_classes, device)?;
+        let path = weights.as_ref();
+        let scales = weights::load_state_dict_with_scalars(
+            &mut loaded.model,
+            path,
+            &config.key_remaps(),
+            &config.scale_keys(),
+        )?;
+        loaded.model.set_scales(&scales)?;
+        loaded.model = loaded.model.valid();
         Ok(loaded)
     }
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::store::{
-    ApplyResult, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
 };
 use lumen_core::{LumenError, Result};
 
@@ -34,6 +35,18 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
     path: &Path,
     remaps: &[KeyRemap],
 ) -> Result<()> {
+    load_state_dict_with_scalars(module, path, remaps, &[]).map(|_| ())
+}
+
+/// Load the tensors of a module and read the 0-dimensional tensors named `scalars`
+/// (after remapping) on the side: Burn has no rank-0 parameters, so a model keeps those
+/// (FCOS's per-level scales) as plain numbers. A missing scalar is an error.
+pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    path: &Path,
+    remaps: &[KeyRemap],
+    scalars: &[String],
+) -> Result<Vec<f32>> {
     let fail = |message: String| LumenError::Weights {
         path: path.to_path_buf(),
         message,
@@ -52,16 +65,17 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let result = match extension.as_str() {
+    let (result, values) = match extension.as_str() {
         "safetensors" => {
             let mut store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .remap(remapper)
                 .validate(false)
                 .allow_partial(true);
-            module
+            let result = module
                 .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?;
+            (result, read_scalars(&mut store, scalars).map_err(fail)?)
         }
         "pth" | "pt" | "bin" | "ckpt" => {
             let mut store = PytorchStore::from_file(path);
@@ -75,9 +89,10 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
                 .map_indices_contiguous(false)
                 .validate(false)
                 .allow_partial(true);
-            module
+            let result = module
                 .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?;
+            (result, read_scalars(&mut store, scalars).map_err(fail)?)
         }
         other => {
             return Err(fail(format!(
@@ -85,7 +100,36 @@ pub fn load_state_dict<M: Module + ModuleSnapshot>(
             )));
         }
     };
-    check_result(&result, remaps).map_err(fail)
+    check_result(&result, remaps, scalars).map_err(fail)?;
+    Ok(values)
+}
+
+/// The values of rank-0 tensors of a store, by (remapped) name.
+fn read_scalars<S: ModuleStore>(
+    store: &mut S,
+    names: &[String],
+) -> std::result::Result<Vec<f32>, String> {
+    names
+        .iter()
+        .map(|name| {
+            let tensor = store
+                .get_tensor(name)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("missing keys: {name}"))?;
+            let data = burn::store::bridge::to_data(tensor).map_err(|e| format!("{name}: {e}"))?;
+            let values = data
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{name}: {e:?}"))?;
+            match values.as_slice() {
+                [value] => Ok(*value),
+                _ => Err(format!(
+                    "{name}: expected one number, found {} values",
+                    values.len()
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Load weights saved by Burn itself (module paths as keys, no PyTorch adapter) from
@@ -104,7 +148,7 @@ pub fn load_burn_bytes<M: Module + ModuleSnapshot>(
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    check_result(&result, &[]).map_err(|message| LumenError::Weights {
+    check_result(&result, &[], &[]).map_err(|message| LumenError::Weights {
         path: path.to_path_buf(),
         message,
     })
@@ -122,7 +166,11 @@ pub fn save_burn<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<
 }
 
 /// Turn burn-store's report into an error that names keys as they are in the file.
-fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Result<(), String> {
+fn check_result(
+    result: &ApplyResult,
+    remaps: &[KeyRemap],
+    read_aside: &[String],
+) -> std::result::Result<(), String> {
     let to_file_key = |key: &str| file_key(key, remaps);
     let mut problems = vec![];
     if !result.errors.is_empty() {
@@ -137,6 +185,7 @@ fn check_result(result: &ApplyResult, remaps: &[KeyRemap]) -> std::result::Resul
         .unused
         .iter()
         .filter(|k| !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
+        .filter(|k| !read_aside.contains(k))
         .map(|k| to_file_key(k))
         .collect();
     if !unused.is_empty() {
