@@ -12,16 +12,29 @@ per-level scales randomised so that none of them is the identity.
 
 Writes to crates/lumen-models/tests/fixtures/:
   det_fcos.safetensors     the state dict as AutoTimm saves it (`backbone.*`, `fpn.*`, `head.*`)
-  det_fcos_io.safetensors  input [2,3,256,256] and the raw head outputs per level
-                           (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`)
+  det_fcos_io.safetensors  input [2,3,256,256]; the raw head outputs per level
+                           (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`); `predict`'s detections
+                           per image (`boxes_{b}`, `scores_{b}`, `labels_{b}`); and GradCAM,
+                           GradCAM++ and EigenCAM at `backbone.layer4` with pytorch-grad-cam's
+                           `FasterRCNNBoxScoreTarget` on each image's best detection
+                           (`gradcam`, `gradcampp`, `eigencam`) and on its second
+                           (`gradcam_second`)
 """
 
 import os
+import sys
 
+import numpy as np
 import torch
 from autotimm.core.backbone import FeatureBackboneConfig
+from autotimm.tasks._fcos_targets import decode_fcos_detections
 from autotimm.tasks.object_detection import ObjectDetector
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from method_fixtures import finish, signed_projection  # noqa: E402  (the EigenCAM sign rule)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "crates/lumen-models/tests/fixtures")
@@ -76,6 +89,66 @@ def main():
             v = tensors[f"{key}_{name}"]
             assert float(v.std()) > 1e-3, f"{key}_{name} is nearly constant"
     assert (reg[0] > 0).float().mean() > 0.2, "regression mostly clipped by the ReLU"
+    detections = model.predict(x)
+    for b, d in enumerate(detections):
+        assert len(d["boxes"]) >= 2, f"image {b}: {len(d['boxes'])} detections, need 2"
+        tensors[f"boxes_{b}"] = d["boxes"].detach().contiguous()
+        tensors[f"scores_{b}"] = d["scores"].detach().contiguous()
+        tensors[f"labels_{b}"] = d["labels"].to(torch.int64).contiguous()
+    print("detections per image:", [len(d["boxes"]) for d in detections])
+
+    class Decoded(torch.nn.Module):
+        """The detector with `predict`'s decoding, gradients kept: what the box-score
+        target reads (pytorch-grad-cam's Faster R-CNN tutorial wraps the same way)."""
+
+        def __init__(self, detector):
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, images):
+            cls, reg, ctr = self.detector(images)
+            d = self.detector
+            return decode_fcos_detections(
+                cls, reg, ctr, d.strides, d.num_classes, tuple(images.shape[-2:]),
+                d.score_thresh, d.nms_thresh, d.max_detections_per_image,
+            )
+
+    wrapped = Decoded(model)
+
+    def targets(rank):
+        return [
+            FasterRCNNBoxScoreTarget(
+                labels=[int(d["labels"][rank])],
+                bounding_boxes=[d["boxes"][rank].detach().numpy()],
+            )
+            for d in detections
+        ]
+
+    layer = [model.backbone.layer4]
+    maps = {}
+    for key, method, rank in [
+        ("gradcam", GradCAM, 0),
+        ("gradcampp", GradCAMPlusPlus, 0),
+        ("gradcam_second", GradCAM, 1),
+    ]:
+        with method(model=wrapped, target_layers=layer) as cam:
+            maps[key] = cam(input_tensor=x, targets=targets(rank))
+        tensors[key] = torch.from_numpy(maps[key]).contiguous()
+    # EigenCAM: the library's projection with the deterministic sign the classification
+    # fixtures use (method_fixtures.py); the library's own sign is arbitrary.
+    store = {}
+    handle = model.backbone.layer4.register_forward_hook(lambda _, __, o: store.update(a=o.detach()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    maps["eigencam"] = finish(signed_projection(store["a"].numpy()), (x.shape[-1], x.shape[-2]))
+    tensors["eigencam"] = torch.from_numpy(maps["eigencam"]).contiguous()
+    with EigenCAM(model=wrapped, target_layers=layer) as cam:
+        library = cam(input_tensor=x, targets=targets(0))
+    print("EigenCAM: max |ours - library| =", float(np.abs(library - maps["eigencam"]).max()))
+    for a, b in [("gradcam", "gradcampp"), ("gradcam", "eigencam"), ("gradcam", "gradcam_second")]:
+        gap = float(np.abs(maps[a] - maps[b]).max())
+        assert gap > 0.05, f"{a} vs {b}: the fixture cannot tell them apart ({gap})"
     save_file(tensors, os.path.join(OUT, "det_fcos_io.safetensors"))
     print({k: tuple(v.shape) for k, v in tensors.items()})
     print("scale keys:", [k for k in state if "scales" in k][:2], state["head.scales.0.scale"].shape)

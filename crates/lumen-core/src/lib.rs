@@ -37,7 +37,8 @@ pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};
 pub use input::{DataConfig, Interpolation, load_batch, load_image};
 pub use model::{
-    Classifier, ConvOp, ExplainableModel, LayerInfo, LayerKind, as_feature_map, tokens_to_map,
+    Classifier, ConvOp, DetectorOutput, ExplainableModel, LayerInfo, LayerKind, as_feature_map,
+    tokens_to_map,
 };
 pub use region::Region;
 pub use tap::{

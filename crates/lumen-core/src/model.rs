@@ -149,6 +149,24 @@ pub trait ExplainableModel {
     }
 }
 
+/// The raw outputs of a dense detector (FCOS), one tensor per pyramid level: what
+/// detection targets and decoding read.
+#[derive(Clone, Debug)]
+pub struct DetectorOutput {
+    /// Class logits `[B, classes, h, w]` per level (sigmoid scores, no background).
+    pub classes: Vec<Tensor<4>>,
+    /// Distances from each location's point to the box sides (left, top, right,
+    /// bottom) in input pixels, `[B, 4, h, w]` per level.
+    pub boxes: Vec<Tensor<4>>,
+    /// Centerness logits `[B, 1, h, w]` per level.
+    pub centerness: Vec<Tensor<4>>,
+    /// Each level's stride in input pixels: location `(i, j)` sits at
+    /// `((j + 0.5) s, (i + 0.5) s)`.
+    pub strides: Vec<usize>,
+    /// The input `[height, width]` boxes are clamped to.
+    pub image_size: [usize; 2],
+}
+
 /// A classifier: an explainable model whose output is logits `[B, num_classes]`.
 pub trait Classifier: ExplainableModel<Output = Tensor<2>> {
     /// Number of output classes.

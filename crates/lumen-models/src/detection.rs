@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+pub use lumen_core::DetectorOutput;
 use lumen_core::{
     ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Prefixed, Result, Tap,
 };
@@ -221,18 +222,6 @@ fn tower(steps: &[ConvNorm], x: Tensor<4>) -> Tensor<4> {
         .fold(x, |x, s| relu(s.norm.forward(s.conv.forward(x))))
 }
 
-/// The raw outputs of a detector, one tensor per FPN level (P3..P7).
-#[derive(Clone, Debug)]
-pub struct DetectorOutput {
-    /// Class logits `[B, classes, h, w]` per level.
-    pub classes: Vec<Tensor<4>>,
-    /// Distances to the box sides (left, top, right, bottom) in input pixels,
-    /// `[B, 4, h, w]` per level (ReLU'd).
-    pub boxes: Vec<Tensor<4>>,
-    /// Centerness logits `[B, 1, h, w]` per level.
-    pub centerness: Vec<Tensor<4>>,
-}
-
 /// An FCOS detector.
 #[derive(Module, Debug)]
 pub struct Detector {
@@ -269,12 +258,15 @@ impl ExplainableModel for Detector {
             prefix: "backbone.",
             inner: tap,
         };
+        let [_, _, height, width] = input.dims();
         let [_, c3, c4, c5] = self.backbone.stage_features(input, &prefixed);
         let levels = self.fpn.forward([c3, c4, c5]);
         let mut out = DetectorOutput {
             classes: vec![],
             boxes: vec![],
             centerness: vec![],
+            strides: LEVELS.iter().map(|(_, s)| *s).collect(),
+            image_size: [height, width],
         };
         for (i, (level, (name, _))) in levels.into_iter().zip(LEVELS).enumerate() {
             let level = tap.visit(&format!("fpn.{name}"), level);

@@ -23,10 +23,15 @@
 //! ```
 
 mod classification;
+mod detection;
 mod segmentation;
 mod task;
 
 pub use classification::{ClassPrediction, Classification};
+pub use detection::{
+    BoxRequest, BoxScore, DecodeConfig, Detection, DetectionPrediction, ObjectDetection, box_iou,
+    decode_detections, dense_candidates,
+};
 pub use segmentation::{
     ClassRegionScore, ClassShare, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Uncertainty, UncertaintyScale, uncertainty_map,

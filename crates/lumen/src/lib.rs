@@ -24,6 +24,7 @@
 //! ```
 
 pub mod api;
+pub mod detection;
 pub mod evaluate;
 pub mod feature_report;
 pub mod output;
@@ -51,15 +52,17 @@ pub use lumen_methods::{
     method_names,
 };
 pub use lumen_models::{
-    ARCHITECTURES, BUNDLED, LoadedModel, LoadedSegmentor, Segmentor, ZooModel,
-    bundled_weights_present, is_segmentation_architecture, segmentation_architectures, shapes,
+    ARCHITECTURES, BUNDLED, Detector, LoadedDetector, LoadedModel, LoadedSegmentor, Segmentor,
+    ZooModel, bundled_weights_present, is_segmentation_architecture, segmentation_architectures,
+    shapes,
 };
 pub use lumen_report::{
     Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,
 };
 pub use lumen_tasks::{
-    ClassPrediction, Classification, SegmentRegion, Segmentation, SegmentationPrediction,
-    SegmentationRequest, Task, Uncertainty, UncertaintyScale,
+    BoxRequest, ClassPrediction, Classification, DecodeConfig, Detection, DetectionPrediction,
+    ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction, SegmentationRequest,
+    Task, Uncertainty, UncertaintyScale,
 };
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};

@@ -1,0 +1,128 @@
+//! Detection against AutoTimm 0.7.37 and pytorch-grad-cam 1.5.7 on the FCOS fixture
+//! (tools/reference/detection_fixtures.py): `ObjectDetector.predict`'s detections
+//! (boxes within 1e-3 pixels, scores within 1e-5, labels exact, same order), and
+//! GradCAM, GradCAM++ and EigenCAM at `backbone.layer4` with
+//! `FasterRCNNBoxScoreTarget` on each image's best detection and GradCAM on its second
+//! (1e-3 on the normalised maps, as the classification CAMs).
+
+mod common;
+
+use common::{device, models_fixture, read};
+use lumen::core::burn::tensor::TensorData;
+use lumen::core::{ExplainableModel, Tensor};
+use lumen::{
+    BoxRequest, ExplainOptions, Inputs, LoadedDetector, MethodOptions, Task, TaskModel,
+    explain_prediction,
+};
+
+const IO: &str = "det_fcos_io.safetensors";
+
+fn read_i64(key: &str) -> Vec<usize> {
+    let bytes = std::fs::read(models_fixture(IO)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensor(key)
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect()
+}
+
+fn setup() -> (LoadedDetector, Inputs) {
+    let device = device();
+    let model = LoadedDetector::load(
+        "fcos_test_resnet",
+        3,
+        models_fixture("det_fcos.safetensors"),
+        &device,
+    )
+    .unwrap();
+    let (values, shape) = read(models_fixture(IO), "input");
+    let tensor = Tensor::<4>::from_data(
+        TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+        &device,
+    );
+    let inputs = Inputs::from_tensor(tensor, &model.data_config);
+    (model, inputs)
+}
+
+#[test]
+fn detections_match_autotimm_predict() {
+    let (model, inputs) = setup();
+    let predictions = model
+        .task()
+        .predict(&model.model().forward(inputs.tensor.clone()))
+        .unwrap();
+    for (b, prediction) in predictions.iter().enumerate() {
+        let (boxes, _) = read(models_fixture(IO), &format!("boxes_{b}"));
+        let (scores, _) = read(models_fixture(IO), &format!("scores_{b}"));
+        let labels = read_i64(&format!("labels_{b}"));
+        let d = &prediction.detections;
+        assert_eq!(d.len(), labels.len(), "image {b}: number of detections");
+        for (k, det) in d.iter().enumerate() {
+            assert_eq!(det.label, labels[k], "image {b} detection {k}: label");
+            assert!(
+                (det.score - scores[k]).abs() <= 1e-5,
+                "image {b} detection {k}: score {} vs {}",
+                det.score,
+                scores[k]
+            );
+            for c in 0..4 {
+                let diff = (det.bbox[c] - boxes[4 * k + c]).abs();
+                assert!(
+                    diff <= 1e-3,
+                    "image {b} detection {k}: box {:?} vs {:?}",
+                    det.bbox,
+                    &boxes[4 * k..4 * k + 4]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
+    let (model, inputs) = setup();
+    let task = model.task();
+    let predictions = task
+        .predict(&model.model().forward(inputs.tensor.clone()))
+        .unwrap();
+    let request = |rank: usize| -> Vec<Vec<BoxRequest>> {
+        predictions
+            .iter()
+            .map(|p| {
+                let d = &p.detections[rank];
+                vec![BoxRequest {
+                    bbox: d.bbox,
+                    label: d.label,
+                }]
+            })
+            .collect()
+    };
+    for (method, rank, key) in [
+        ("gradcam", 0, "gradcam"),
+        ("gradcam++", 0, "gradcampp"),
+        ("eigencam", 0, "eigencam"),
+        ("gradcam", 1, "gradcam_second"),
+    ] {
+        let options = ExplainOptions {
+            method: method.into(),
+            targets: Some(request(rank)),
+            method_options: MethodOptions {
+                layer: Some("backbone.layer4".into()),
+                ..MethodOptions::default()
+            },
+            ..ExplainOptions::default()
+        };
+        let (explanation, _) = explain_prediction(&model, &inputs, &options).unwrap();
+        let (expected, shape) = read(models_fixture(IO), key);
+        assert_eq!(explanation.heatmaps.dims().to_vec(), shape, "{key}");
+        let ours = explanation.heatmaps.to_vec();
+        let diff = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
+    }
+}
