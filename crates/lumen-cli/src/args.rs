@@ -25,7 +25,7 @@ pub fn methods_help() -> String {
 
 fn models_help() -> String {
     format!(
-        "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm)",
+        "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm); detectors: fcos_<resnet> (AutoTimm)",
         one_of(
             "Architecture, as timm names it; bundled models need no --weights",
             lumen::ARCHITECTURES,
@@ -66,16 +66,39 @@ impl ModelArgs {
         lumen::is_segmentation_architecture(&self.model)
     }
 
-    /// A classifier is needed: say clearly when `--model` is a segmentor.
+    /// Whether `--model` names a detection architecture.
+    pub fn is_detection(&self) -> bool {
+        self.model.starts_with("fcos_")
+    }
+
+    /// A classifier is needed: say clearly when `--model` is a segmentor or detector.
     fn require_classifier(&self) -> Result<()> {
-        if self.is_segmentation() {
+        let task = if self.is_segmentation() {
+            "segmentation"
+        } else if self.is_detection() {
+            "detection"
+        } else {
+            return Ok(());
+        };
+        Err(LumenError::InvalidArgument(format!(
+            "`{}` is a {task} model: `lumen explain` and `lumen layers` take it; this \
+             command handles classifiers only for now",
+            self.model
+        )))
+    }
+
+    /// Load a detector: an AutoTimm `ObjectDetector` (FCOS) state dict or Lightning
+    /// checkpoint with `--num-classes`.
+    pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
+        let device = device_from_str(&self.device)?;
+        let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
             return Err(LumenError::InvalidArgument(format!(
-                "`{}` is a segmentation model: `lumen explain` explains it; this command \
-                 handles classifiers only for now",
+                "`{}` needs --weights (an AutoTimm ObjectDetector .ckpt, .safetensors or \
+                 .pth) and --num-classes",
                 self.model
             )));
-        }
-        Ok(())
+        };
+        lumen::LoadedDetector::load(&self.model, classes, weights, &device)
     }
 
     /// Load a segmentor: an AutoTimm `SemanticSegmentor` state dict or Lightning

@@ -28,6 +28,8 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub segmentation: crate::segment::SegmentArgs,
     #[command(flatten)]
+    pub detection: crate::detect::DetectArgs,
+    #[command(flatten)]
     pub method_args: MethodArgs,
     #[command(flatten)]
     pub figure: FigureArgs,
@@ -37,9 +39,15 @@ pub struct ExplainArgs {
 
 pub fn run(args: ExplainArgs) -> Result<()> {
     if args.model.is_segmentation() {
+        args.detection.require_unused("segmentation")?;
         return crate::segment::run(args);
     }
+    if args.model.is_detection() {
+        args.segmentation.require_unused()?;
+        return crate::detect::run(args);
+    }
     args.segmentation.require_unused()?;
+    args.detection.require_unused("classification")?;
     let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
     check_methods(std::slice::from_ref(&args.method), &options)?;
     if let Some(path) = &args.save_raw {

@@ -57,6 +57,16 @@ pub fn run(args: LayersArgs) -> Result<()> {
             )?,
         };
         (model.name.clone(), layer_rows(&model.model))
+    } else if args.model.is_detection() {
+        let model = match &args.model.weights {
+            Some(_) => args.model.load_detector()?,
+            None => lumen::LoadedDetector::init(
+                &args.model.model,
+                args.model.num_classes.unwrap_or(1),
+                &lumen::device_from_str(&args.model.device)?,
+            )?,
+        };
+        (model.name.clone(), layer_rows(&model.model))
     } else {
         let loaded = args.model.architecture()?;
         (loaded.name.clone(), layer_rows(&loaded.model))

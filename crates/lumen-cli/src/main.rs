@@ -11,6 +11,7 @@ mod args;
 mod batch;
 mod compare;
 mod demo;
+mod detect;
 mod evaluate;
 mod explain;
 mod features;

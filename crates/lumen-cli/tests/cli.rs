@@ -978,3 +978,72 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
             .any(|l| l.starts_with("backbone.layer4 ") && l.contains("(default)"))
     );
 }
+
+#[test]
+fn explain_on_a_detector_writes_one_map_per_box() {
+    // The detector fixture's input as an array file.
+    let fixtures = root().join("crates/lumen-models/tests/fixtures");
+    let bytes = std::fs::read(fixtures.join("det_fcos_io.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor("input").unwrap();
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let out_dir = tmp("detection");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let input = out_dir.join("input.npy");
+    let array = ArrayD::from_shape_vec(view.shape().to_vec(), values).unwrap();
+    ndarray_npy::write_npy(&input, &array).unwrap();
+    let weights = fixtures.join("det_fcos.safetensors").display().to_string();
+    let (i, maps) = (input.display().to_string(), out_dir.join("maps.npy"));
+    let m = maps.display().to_string();
+    let base = [
+        "explain",
+        "--model",
+        "fcos_test_resnet",
+        "--weights",
+        &weights,
+        "--num-classes",
+        "3",
+        "--input-npy",
+        &i,
+        "--method",
+        "gradcam",
+    ];
+    let mut args = base.to_vec();
+    args.extend([
+        "--box",
+        "0,1",
+        "--save-raw",
+        &m,
+        "--json",
+        "-q",
+        "--no-figures",
+    ]);
+    let out = lumen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(saved_shape(&maps), [4, 256, 256]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &json["results"][0];
+    assert_eq!(first["explained"], serde_json::json!([0, 1]));
+    assert_eq!(first["rows"], serde_json::json!({"start": 0, "end": 2}));
+    assert_eq!(first["detections"][0]["box"].as_array().unwrap().len(), 4);
+    for (extra, message) in [
+        (&["--box", "999"][..], "does not exist"),
+        (&["--target-class", "1"], "--target-class does not apply"),
+        (&["--score-threshold", "1.5"], "score threshold"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        args.push("--no-figures");
+        let out = lumen(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+}

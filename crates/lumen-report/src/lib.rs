@@ -4,6 +4,7 @@
 //! Burn nor a backend: the only crate that pulls in image encoders, fonts and plotly.
 
 pub mod colormap;
+pub mod detection;
 pub mod evaluation;
 pub mod figure;
 pub mod html;
@@ -12,6 +13,7 @@ pub mod segmentation;
 mod turbo;
 
 pub use colormap::Colormap;
+pub use detection::{DrawnBox, detection_figure, draw_boxes};
 pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
     Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid, image_grid,

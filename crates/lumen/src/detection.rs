@@ -1,11 +1,17 @@
 //! Object detection through the facade: FCOS detectors from the zoo as [`TaskModel`]s,
 //! so that every method explains a detection with the box-score target.
 
-use lumen_core::{DataConfig, Device};
-use lumen_models::{Detector, LoadedDetector};
-use lumen_tasks::ObjectDetection;
+use std::ops::Range;
+use std::path::PathBuf;
 
-use crate::api::TaskModel;
+use lumen_core::burn::tensor::{Int, TensorData};
+use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
+use lumen_models::{Detector, LoadedDetector};
+use lumen_report::{DrawnBox, detection_figure};
+use lumen_tasks::{BoxRequest, Detection, DetectionPrediction, ObjectDetection, Task};
+
+use crate::api::{ExplainOptions, Inputs, TaskModel, explain_with, method_options};
+use crate::output::save_png;
 
 impl TaskModel for LoadedDetector {
     type Model = Detector;
@@ -26,4 +32,227 @@ impl TaskModel for LoadedDetector {
     fn device(&self) -> &Device {
         &self.device
     }
+}
+
+/// Which detections [`explain_detection`] explains, and how.
+#[derive(Clone, Debug)]
+pub struct DetectionOptions {
+    /// Method, its options, figures (`targets` is ignored: the boxes come from the
+    /// detections).
+    pub explain: ExplainOptions<Vec<BoxRequest>>,
+    /// Detections scoring at least this are explained (the seed's
+    /// `detection_threshold`).
+    pub score_threshold: f32,
+    /// Explain these detections (indices in score order) instead.
+    pub boxes: Option<Vec<usize>>,
+    /// At most this many boxes per image (memory: one row per box).
+    pub max_boxes: usize,
+}
+
+impl Default for DetectionOptions {
+    fn default() -> Self {
+        Self {
+            explain: ExplainOptions {
+                method: "gradcam".into(),
+                ..ExplainOptions::default()
+            },
+            score_threshold: 0.5,
+            boxes: None,
+            max_boxes: 16,
+        }
+    }
+}
+
+/// One image of a detection explanation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExplainedDetections {
+    /// Input name.
+    pub image: String,
+    /// Every detection, best first.
+    pub detections: Vec<Detection>,
+    /// The detections explained (indices into `detections`).
+    pub explained: Vec<usize>,
+    /// Their rows in [`DetectionExplanation::maps`].
+    pub rows: Range<usize>,
+    /// Figures written.
+    pub paths: Vec<PathBuf>,
+}
+
+/// The explanation of the detections of a batch.
+pub struct DetectionExplanation {
+    /// One map per explained box `[N, H, W]`, image by image in score order; `None`
+    /// when nothing was explained.
+    pub maps: Option<Heatmaps>,
+    /// The method's raw output for those rows (attributions of gradient methods).
+    pub explanation: Option<lumen_methods::Explanation>,
+    /// Per image: detections, which were explained, their rows, figures.
+    pub images: Vec<ExplainedDetections>,
+    /// The method's name.
+    pub method: String,
+    /// The layer it used (CAMs).
+    pub layer: Option<String>,
+}
+
+/// Explain detections (the seed's `explain_detection`): one map per detection scoring
+/// at least the threshold (or per chosen box), each with pytorch-grad-cam's box-score
+/// target, by any method, in one batched call over the boxes; with `save_dir`, a figure
+/// per image: the detections, then each explained box's map.
+pub fn explain_detection<T>(
+    model: &T,
+    inputs: &Inputs,
+    options: &DetectionOptions,
+) -> Result<DetectionExplanation>
+where
+    T: TaskModel<Task = ObjectDetection>,
+    T::Model: ExplainableModel<Output = lumen_core::DetectorOutput>,
+{
+    options.explain.validate()?;
+    if !(0.0..=1.0).contains(&options.score_threshold) {
+        return Err(LumenError::InvalidArgument(format!(
+            "the score threshold must be in [0, 1], got {}",
+            options.score_threshold
+        )));
+    }
+    if options.max_boxes == 0 {
+        return Err(LumenError::InvalidArgument(
+            "at least 1 box per image must be explained".into(),
+        ));
+    }
+    model.model().check_input(&inputs.tensor)?;
+    let task = model.task();
+    let predictions = task.predict(&model.model().forward(inputs.tensor.clone()))?;
+    let mut rows: Vec<usize> = vec![];
+    let mut requests: Vec<Vec<BoxRequest>> = vec![];
+    let mut images = Vec::with_capacity(inputs.len());
+    for (i, prediction) in predictions.into_iter().enumerate() {
+        let found = prediction.detections.len();
+        let chosen: Vec<usize> = match &options.boxes {
+            Some(boxes) => {
+                if let Some(bad) = boxes.iter().find(|&&b| b >= found) {
+                    return Err(LumenError::InvalidArgument(format!(
+                        "{}: box {bad} does not exist ({found} detections, indices 0..{found})",
+                        inputs.names[i]
+                    )));
+                }
+                boxes.clone()
+            }
+            None => (0..found)
+                .filter(|&k| prediction.detections[k].score >= options.score_threshold)
+                .collect(),
+        };
+        let chosen: Vec<usize> = chosen.into_iter().take(options.max_boxes).collect();
+        let start = rows.len();
+        for &k in &chosen {
+            let d = &prediction.detections[k];
+            rows.push(i);
+            requests.push(vec![BoxRequest {
+                bbox: d.bbox,
+                label: d.label,
+            }]);
+        }
+        images.push(ExplainedDetections {
+            image: inputs.names[i].clone(),
+            detections: prediction.detections,
+            explained: chosen,
+            rows: start..rows.len(),
+            paths: vec![],
+        });
+    }
+    let method = lumen_methods::by_name::<T::Model>(
+        &options.explain.method,
+        &method_options(model, &options.explain.method_options),
+    )?;
+    let layer = method.layer(model.model());
+    if rows.is_empty() {
+        return Ok(DetectionExplanation {
+            maps: None,
+            explanation: None,
+            images,
+            method: method.name(),
+            layer,
+        });
+    }
+    // One row per explained box: the image repeated, its box as the target.
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+            [rows.len()],
+        ),
+        &inputs.tensor.device(),
+    );
+    let repeated = Inputs {
+        tensor: inputs.tensor.clone().select(0, index),
+        originals: rows.iter().map(|&r| inputs.originals[r].clone()).collect(),
+        names: rows.iter().map(|&r| inputs.names[r].clone()).collect(),
+    };
+    let explain = ExplainOptions {
+        targets: Some(requests),
+        save_dir: None,
+        ..options.explain.clone()
+    };
+    let (explanation, results) = explain_with(model, &repeated, method.as_ref(), &explain)?;
+    if let Some(dir) = &options.explain.save_dir {
+        for (i, image) in images.iter_mut().enumerate() {
+            let boxes: Vec<DrawnBox> = image
+                .detections
+                .iter()
+                .map(|d| DrawnBox {
+                    bbox: d.bbox,
+                    class: d.label,
+                    caption: format!(
+                        "{} {:.2}",
+                        d.name.clone().unwrap_or_else(|| d.label.to_string()),
+                        d.score
+                    ),
+                })
+                .collect();
+            let explained: Vec<(usize, lumen_report::Map)> = image
+                .explained
+                .iter()
+                .zip(image.rows.clone())
+                .map(|(&k, row)| (k, results[row].heatmap.clone()))
+                .collect();
+            // Only the explained boxes are drawn on the overview too, with their index.
+            let shown: Vec<DrawnBox> = image
+                .explained
+                .iter()
+                .map(|&k| DrawnBox {
+                    caption: format!("{k}: {}", boxes[k].caption),
+                    ..boxes[k].clone()
+                })
+                .collect();
+            let reindexed: Vec<(usize, lumen_report::Map)> = explained
+                .into_iter()
+                .enumerate()
+                .map(|(j, (_, map))| (j, map))
+                .collect();
+            let title = format!(
+                "{} | {} | {} explained",
+                method.name(),
+                task.describe_prediction(&DetectionPrediction {
+                    detections: image.detections.clone()
+                }),
+                image.explained.len()
+            );
+            let figure = detection_figure(
+                &inputs.originals[i],
+                &shown,
+                &reindexed,
+                options.explain.colormap,
+                options.explain.alpha,
+                &title,
+            );
+            let stem = format!("{}_{}", image.image, method.name().replace('+', "p"));
+            image
+                .paths
+                .push(save_png(&figure, dir, &format!("{stem}.png"))?);
+        }
+    }
+    Ok(DetectionExplanation {
+        maps: Some(explanation.heatmaps.clone()),
+        explanation: Some(explanation),
+        images,
+        method: method.name(),
+        layer,
+    })
 }

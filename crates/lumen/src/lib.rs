@@ -43,6 +43,9 @@ pub use api::{
     PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods, explain_batch,
     explain_prediction, explain_with, quick_explain, visualize_batch, write_report,
 };
+pub use detection::{
+    DetectionExplanation, DetectionOptions, ExplainedDetections, explain_detection,
+};
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
 };

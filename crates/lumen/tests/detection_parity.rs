@@ -126,3 +126,52 @@ fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
         assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
     }
 }
+
+#[test]
+fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
+    use lumen::{DetectionOptions, explain_detection};
+    let (model, inputs) = setup();
+    let options = DetectionOptions {
+        boxes: Some(vec![0, 3]),
+        explain: ExplainOptions {
+            method: "gradcam".into(),
+            ..ExplainOptions::default()
+        },
+        ..DetectionOptions::default()
+    };
+    let out = explain_detection(&model, &inputs, &options).unwrap();
+    let maps = out.maps.unwrap();
+    assert_eq!(maps.dims(), [4, 256, 256]);
+    assert_eq!(out.images[1].rows, 2..4);
+    assert_eq!(out.images[0].explained, [0, 3]);
+    // Row 0 is image 0's best detection: the same map as the box-score fixture.
+    let (expected, _) = read(models_fixture(IO), "gradcam");
+    let ours = maps.to_vec();
+    let diff = ours[..256 * 256]
+        .iter()
+        .zip(&expected[..256 * 256])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-3, "{diff:e}");
+    // A threshold no detection reaches explains nothing, and says so with no maps.
+    let none = DetectionOptions {
+        score_threshold: 0.99,
+        ..DetectionOptions::default()
+    };
+    let out = explain_detection(&model, &inputs, &none).unwrap();
+    assert!(out.maps.is_none() && out.images.iter().all(|i| i.explained.is_empty()));
+    let bad = DetectionOptions {
+        boxes: Some(vec![500]),
+        ..DetectionOptions::default()
+    };
+    let err = explain_detection(&model, &inputs, &bad)
+        .err()
+        .expect("a missing box is an error")
+        .to_string();
+    assert!(err.contains("box 500 does not exist"), "{err}");
+    let nan = DetectionOptions {
+        score_threshold: f32::NAN,
+        ..DetectionOptions::default()
+    };
+    assert!(explain_detection(&model, &inputs, &nan).is_err());
+}

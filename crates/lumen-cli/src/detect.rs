@@ -1,0 +1,106 @@
+//! `lumen explain` on a detection model: one map per detection.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use lumen::{DetectionOptions, LumenError, Result, explain_detection};
+
+use crate::args::{JsonOutput, check_methods, check_writable, figure_options};
+use crate::explain::{ExplainArgs, save_raw};
+
+/// Options of detection models (an error on other models).
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// Detection: explain every detection scoring at least this, in [0, 1].
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub score_threshold: f32,
+    /// Detection: explain these detections (indices in score order, comma-separated)
+    /// instead.
+    #[arg(long = "box", value_delimiter = ',')]
+    pub boxes: Vec<usize>,
+    /// Detection: at most this many boxes per image.
+    #[arg(long, default_value_t = 16)]
+    pub max_boxes: usize,
+}
+
+impl DetectArgs {
+    /// On other models, detection options are a mistake worth saying.
+    pub fn require_unused(&self, task: &str) -> Result<()> {
+        if !self.boxes.is_empty() || self.score_threshold != 0.5 || self.max_boxes != 16 {
+            return Err(LumenError::InvalidArgument(format!(
+                "--box, --score-threshold and --max-boxes apply to detection models (fcos_*), not to {task} models"
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: ExplainArgs) -> Result<()> {
+    let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
+    explain.polarity = false;
+    check_methods(std::slice::from_ref(&args.method), &explain)?;
+    if !args.method_args.target_class.is_empty() {
+        return Err(LumenError::InvalidArgument(
+            "--target-class does not apply to detection models: choose boxes with --box or --score-threshold".into(),
+        ));
+    }
+    if let Some(path) = &args.save_raw {
+        check_writable("--save-raw", path)?;
+    }
+    let options = DetectionOptions {
+        explain,
+        score_threshold: args.detection.score_threshold,
+        boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
+        max_boxes: args.detection.max_boxes,
+    };
+    let model = args.model.load_detector()?;
+    let inputs = args.input.load(&model)?;
+    let [_, _, height, width] = inputs.tensor.dims();
+    let out = explain_detection(&model, &inputs, &options)?;
+    let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
+    if let Some(path) = &args.save_raw {
+        match &out.explanation {
+            Some(explanation) => save_raw(path, explanation, [height, width], args.grid)?,
+            // Nothing detected: an empty [0, H, W] array, so scripts need no special case.
+            None => lumen::write_npy(path, vec![], &[0, height, width])?,
+        }
+        files.push(path.clone());
+    }
+    if args.print.json {
+        JsonOutput {
+            command: "explain",
+            model: &model.name,
+            device: &args.model.device,
+            results: &out.images,
+            files,
+        }
+        .print();
+    } else {
+        for image in &out.images {
+            let d = &image.detections;
+            println!(
+                "{}: {} detections, {} explained with {} (rows {}..{} of the maps)",
+                image.image,
+                d.len(),
+                image.explained.len(),
+                out.method,
+                image.rows.start,
+                image.rows.end
+            );
+            for &k in &image.explained {
+                let b = &d[k];
+                println!(
+                    "  box {k}: class {} score {:.3} at [{:.0}, {:.0}, {:.0}, {:.0}]",
+                    b.label, b.score, b.bbox[0], b.bbox[1], b.bbox[2], b.bbox[3]
+                );
+            }
+            for p in &image.paths {
+                println!("  wrote {}", p.display());
+            }
+        }
+        if let Some(path) = &args.save_raw {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
