@@ -12,6 +12,10 @@ per-level scales randomised so that none of them is the identity.
 
 Writes to crates/lumen-models/tests/fixtures/:
   det_fcos.safetensors     the state dict as AutoTimm saves it (`backbone.*`, `fpn.*`, `head.*`)
+  det_fcos_drise.safetensors  D-RISE masks as their 8x8 cells [48,8,8] and shifts [48,2]
+                           (upsampled bilinearly to 9 cells and cropped), per image a target
+                           box and label and the map of a NumPy/torch transcription of the
+                           paper
   det_fcos_io.safetensors  input [2,3,256,256]; the raw head outputs per level
                            (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`); `predict`'s detections
                            per image (`boxes_{b}`, `scores_{b}`, `labels_{b}`); and GradCAM,
@@ -154,5 +158,91 @@ def main():
     print("scale keys:", [k for k in state if "scales" in k][:2], state["head.scales.0.scale"].shape)
 
 
+
+
+def drise_reference(model, x, masks, target_box, target_label, score_thresh=0.05, nms_thresh=0.5, max_det=100):
+    """A NumPy/torch transcription of D-RISE (Petsiuk et al. 2021) for a dense detector
+    with the given masks: the weight of mask i is the best, over the masked image's
+    detections, of IoU(target, box) x objectness x cosine(one-hot target, class scores);
+    the map is sum_i w_i M_i / N. Objectness is sigmoid(centerness), the class scores
+    sigmoid(class) x sigmoid(centerness) of the detection's location."""
+    import torchvision
+
+    weights = []
+    with torch.no_grad():
+        for m in masks:
+            cls, reg, ctr = model(x * m[None, None])
+            boxes, scores, objectness = [], [], []
+            for level, (c, r, t) in enumerate(zip(cls, reg, ctr)):
+                s = model.strides[level]
+                h, w = c.shape[-2:]
+                gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+                px, py = ((gx + 0.5) * s).reshape(-1), ((gy + 0.5) * s).reshape(-1)
+                ltrb = r[0].permute(1, 2, 0).reshape(-1, 4)
+                H, W = x.shape[-2:]
+                boxes.append(torch.stack([
+                    (px - ltrb[:, 0]).clamp(0, W), (py - ltrb[:, 1]).clamp(0, H),
+                    (px + ltrb[:, 2]).clamp(0, W), (py + ltrb[:, 3]).clamp(0, H)], -1))
+                o = t[0, 0].reshape(-1).sigmoid()
+                scores.append(c[0].permute(1, 2, 0).reshape(-1, c.shape[1]).sigmoid() * o[:, None])
+                objectness.append(o)
+            boxes, scores, objectness = torch.cat(boxes), torch.cat(scores), torch.cat(objectness)
+            best, labels = scores.max(-1)
+            keep = torch.nonzero(best > score_thresh).reshape(-1)
+            kept = torchvision.ops.batched_nms(boxes[keep], best[keep], labels[keep], nms_thresh)[:max_det]
+            idx = keep[kept]
+            if len(idx) == 0:
+                weights.append(0.0)
+                continue
+            iou = torchvision.ops.box_iou(torch.tensor([target_box]), boxes[idx])[0]
+            cosine = scores[idx, target_label] / scores[idx].norm(dim=-1).clamp_min(1e-12)
+            weights.append(float((iou * objectness[idx] * cosine).max()))
+    w = torch.tensor(weights)[:, None, None]
+    return (masks * w).sum(0) / len(masks), weights
+
+
+def write_drise():
+    """D-RISE fixture: 48 masks (RISE-style, 8x8 grid, p = 0.5, from NumPy), for each
+    fixture image the largest of its 20 best detections as the target."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(11)
+    model = ObjectDetector(
+        backbone=FeatureBackboneConfig(model_name="test_resnet", pretrained=False),
+        num_classes=3, detection_arch="fcos", fpn_channels=64, head_num_convs=2,
+        metrics=[], compile_model=False, seed=None, deterministic=False,
+    ).eval()
+    model.load_state_dict(load_file(os.path.join(OUT, "det_fcos.safetensors")))
+    io = load_file(os.path.join(OUT, "det_fcos_io.safetensors"))
+    x = io["input"]
+    rng = np.random.default_rng(5)
+    n, g, size = 48, 8, x.shape[-1]
+    cell = size // g
+    grid = torch.from_numpy((rng.random((n, 1, g, g)) < 0.5).astype(np.float32))
+    up = torch.nn.functional.interpolate(grid, size=((g + 1) * cell, (g + 1) * cell), mode="bilinear", align_corners=False)
+    shifts = rng.integers(0, cell, size=(n, 2))
+    masks = torch.stack([up[i, 0, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(shifts)])
+    # The masks are rebuilt from their cells and shifts (small) by the test.
+    out = {"drise_cells": grid.reshape(n, g, g).contiguous(), "drise_shifts": torch.from_numpy(shifts.astype(np.int64))}
+    maps = []
+    for b in range(x.shape[0]):
+        boxes = io[f"boxes_{b}"][:20]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        k = int(area.argmax())
+        box, label = boxes[k].tolist(), int(io[f"labels_{b}"][k])
+        saliency, weights = drise_reference(model, x[b:b + 1], masks, box, label)
+        assert sum(w > 0 for w in weights) >= 5, f"image {b}: only {sum(w > 0 for w in weights)} masks match the target"
+        out[f"drise_box_{b}"] = torch.tensor(box)
+        out[f"drise_label_{b}"] = torch.tensor([label], dtype=torch.int64)
+        out[f"drise_{b}"] = saliency.contiguous()
+        maps.append(saliency)
+        print(f"D-RISE image {b}: target {box} label {label}, {sum(w > 0 for w in weights)}/{n} masks weighted")
+    # The two images' maps (different targets, same masks) must differ.
+    gap = float((maps[0] / maps[0].max() - maps[1] / maps[1].max()).abs().max())
+    assert gap > 0.05, f"D-RISE maps of different targets agree ({gap})"
+    save_file(out, os.path.join(OUT, "det_fcos_drise.safetensors"))
+
+
 if __name__ == "__main__":
     main()
+    write_drise()

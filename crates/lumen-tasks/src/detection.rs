@@ -140,7 +140,7 @@ pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 /// Decode the candidates of a batch on the host: threshold, class-aware NMS, cap.
-fn decode_host(
+pub(crate) fn decode_host(
     boxes: &[f32],
     scores: &[f32],
     [batch, n, classes]: [usize; 3],

@@ -24,6 +24,7 @@
 
 mod classification;
 mod detection;
+mod drise;
 mod segmentation;
 mod task;
 
@@ -32,6 +33,7 @@ pub use detection::{
     BoxRequest, BoxScore, DecodeConfig, Detection, DetectionPrediction, ObjectDetection, box_iou,
     decode_detections, dense_candidates,
 };
+pub use drise::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
 pub use segmentation::{
     ClassRegionScore, ClassShare, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Uncertainty, UncertaintyScale, uncertainty_map,

@@ -175,3 +175,60 @@ fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
     };
     assert!(explain_detection(&model, &inputs, &nan).is_err());
 }
+
+#[test]
+fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
+    use lumen::tasks::{DriseConfig, drise_with_masks, rise_masks};
+    let (model, inputs) = setup();
+    let drise = "det_fcos_drise.safetensors";
+    let (cells, shape) = read(models_fixture(drise), "drise_cells");
+    let bytes = std::fs::read(models_fixture(drise)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shifts: Vec<[usize; 2]> = file
+        .tensor("drise_shifts")
+        .unwrap()
+        .data()
+        .chunks_exact(16)
+        .map(|b| {
+            let v = |o: usize| i64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+            [v(0), v(8)]
+        })
+        .collect();
+    let label = |b: usize| {
+        i64::from_le_bytes(
+            file.tensor(&format!("drise_label_{b}")).unwrap().data()[..8]
+                .try_into()
+                .unwrap(),
+        ) as usize
+    };
+    let masks = rise_masks(&cells, &shifts, shape[1], [256, 256], &model.device).unwrap();
+    let targets: Vec<BoxRequest> = (0..2)
+        .map(|b| {
+            let (v, _) = read(models_fixture(drise), &format!("drise_box_{b}"));
+            BoxRequest {
+                bbox: [v[0], v[1], v[2], v[3]],
+                label: label(b),
+            }
+        })
+        .collect();
+    let config = DriseConfig {
+        masks: shifts.len(),
+        batch_size: 16,
+        ..DriseConfig::default()
+    };
+    let maps = drise_with_masks(&model.model, &inputs.tensor, &targets, &masks, &config).unwrap();
+    let ours = maps.to_vec();
+    for b in 0..2 {
+        let (expected, _) = read(models_fixture(drise), &format!("drise_{b}"));
+        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = ours[b * 256 * 256..(b + 1) * 256 * 256]
+            .iter()
+            .zip(&expected)
+            .map(|(a, e)| (a - e).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff <= 1e-4 * scale,
+            "image {b}: max diff {diff:e} (scale {scale})"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! D-RISE (Petsiuk et al. 2021, "Black-box Explanation of Object Detectors via
+//! Saliency Maps"): a black-box explanation of one detection for any detector.
+//!
+//! Random low-resolution binary masks are upsampled (bilinear) with a random shift,
+//! the image is multiplied by each, and the detector's decoded detections on the
+//! masked image are compared with the target: similarity = IoU(boxes) x objectness x
+//! cosine(class vectors), where the target's class vector is one-hot and its
+//! objectness 1. A mask's weight is its best similarity over the detections, and the
+//! map is the weighted mean of the masks. For a dense detector the class vector of a
+//! detection is its location's class scores (sigmoid(class) x sigmoid(centerness))
+//! and its objectness sigmoid(centerness). Masks can be given (`DriseMasks`), so a
+//! fixture can pin them.
+
+use lumen_core::burn::tensor::TensorData;
+use lumen_core::burn::tensor::activation::sigmoid;
+use lumen_core::burn::tensor::module::interpolate;
+use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use lumen_core::random::uniform_values;
+use lumen_core::{
+    DetectorOutput, ExplainableModel, Heatmaps, LumenError, Result, Tensor, row_chunks, to_host,
+};
+
+use crate::detection::{BoxRequest, DecodeConfig, box_iou, decode_host, dense_candidates};
+
+/// D-RISE's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DriseConfig {
+    /// Number of masks (the paper uses 5000; 1000 gives a usable map).
+    pub masks: usize,
+    /// Cells per side of the low-resolution masks (16 in the paper).
+    pub grid: usize,
+    /// Probability that a cell is kept (0.5).
+    pub keep_probability: f32,
+    /// Seed of the masks and shifts.
+    pub seed: u64,
+    /// Masked images per forward pass (the memory knob).
+    pub batch_size: usize,
+    /// How masked images' outputs become detections (score threshold 0.05, NMS 0.5).
+    pub decode: DecodeConfig,
+}
+
+impl Default for DriseConfig {
+    fn default() -> Self {
+        Self {
+            masks: 1000,
+            grid: 16,
+            keep_probability: 0.5,
+            seed: 0,
+            batch_size: 32,
+            decode: DecodeConfig::default(),
+        }
+    }
+}
+
+impl DriseConfig {
+    /// Check the numbers before any work.
+    pub fn validate(&self) -> Result<()> {
+        if self.masks == 0 || self.grid == 0 || self.batch_size == 0 {
+            return Err(LumenError::InvalidArgument(
+                "D-RISE needs at least 1 mask, 1 grid cell and a batch of 1".into(),
+            ));
+        }
+        if !(self.keep_probability > 0.0 && self.keep_probability <= 1.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the keep probability must be in (0, 1], got {}",
+                self.keep_probability
+            )));
+        }
+        self.decode.validate()
+    }
+}
+
+/// Masks `[N, H, W]` with values in [0, 1] (RISE's: a `grid x grid` binary grid
+/// upsampled bilinearly to `(grid + 1)` cells and cropped at a random shift).
+pub fn drise_masks(
+    config: &DriseConfig,
+    size: [usize; 2],
+    device: &lumen_core::Device,
+) -> Result<Tensor<3>> {
+    config.validate()?;
+    let g = config.grid;
+    let (cell_h, cell_w) = (size[0].div_ceil(g), size[1].div_ceil(g));
+    let cells: Vec<f32> = uniform_values(config.masks * g * g, 0.0, 1.0, config.seed)
+        .into_iter()
+        .map(|u| {
+            if u < config.keep_probability {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let shifts: Vec<[usize; 2]> = uniform_values(config.masks * 2, 0.0, 1.0, config.seed ^ 0x5EED)
+        .chunks(2)
+        .map(|s| {
+            [
+                (s[0] * cell_h as f32) as usize,
+                (s[1] * cell_w as f32) as usize,
+            ]
+        })
+        .collect();
+    rise_masks(&cells, &shifts, g, size, device)
+}
+
+/// RISE masks from their low-resolution cells (`N x grid x grid`, row-major) and
+/// shifts `[dy, dx]` (each below one cell): the cells upsampled bilinearly
+/// (`align_corners = false`) to `grid + 1` cells of `ceil(size / grid)` pixels, then
+/// cropped at the shift.
+pub fn rise_masks(
+    cells: &[f32],
+    shifts: &[[usize; 2]],
+    grid: usize,
+    size: [usize; 2],
+    device: &lumen_core::Device,
+) -> Result<Tensor<3>> {
+    let n = shifts.len();
+    let [h, w] = size;
+    let (cell_h, cell_w) = (h.div_ceil(grid.max(1)), w.div_ceil(grid.max(1)));
+    if n == 0 || cells.len() != n * grid * grid {
+        return Err(LumenError::shape(
+            "RISE mask cells",
+            format!("{n} x {grid} x {grid}"),
+            cells.len(),
+        ));
+    }
+    if let Some(bad) = shifts
+        .iter()
+        .find(|[dy, dx]| *dy >= cell_h || *dx >= cell_w)
+    {
+        return Err(LumenError::InvalidArgument(format!(
+            "RISE shift {bad:?} is not within one cell ({cell_h}x{cell_w})"
+        )));
+    }
+    let low = Tensor::<4>::from_data(TensorData::new(cells.to_vec(), [n, 1, grid, grid]), device);
+    let up = interpolate(
+        low,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([(grid + 1) * cell_h, (grid + 1) * cell_w]),
+    );
+    let crops: Vec<Tensor<4>> = shifts
+        .iter()
+        .enumerate()
+        .map(|(i, &[dy, dx])| up.clone().slice([i..i + 1, 0..1, dy..dy + h, dx..dx + w]))
+        .collect();
+    Ok(Tensor::cat(crops, 0).reshape([n, h, w]))
+}
+
+/// D-RISE maps `[B, H, W]` for one reference box per image, with `masks` `[N, H, W]`
+/// shared by all images.
+pub fn drise_with_masks<M: ExplainableModel<Output = DetectorOutput>>(
+    model: &M,
+    input: &Tensor<4>,
+    targets: &[BoxRequest],
+    masks: &Tensor<3>,
+    config: &DriseConfig,
+) -> Result<Heatmaps> {
+    config.validate()?;
+    model.check_input(input)?;
+    let [batch, c, h, w] = input.dims();
+    let [n, mh, mw] = masks.dims();
+    if [mh, mw] != [h, w] {
+        return Err(LumenError::shape(
+            "D-RISE masks",
+            format!("[N,{h},{w}]"),
+            format!("{:?}", masks.dims()),
+        ));
+    }
+    if targets.len() != batch {
+        return Err(LumenError::shape(
+            "D-RISE targets",
+            format!("one box per image ({batch})"),
+            targets.len(),
+        ));
+    }
+    let mut maps = Vec::with_capacity(batch);
+    for (b, target) in targets.iter().enumerate() {
+        let image = input.clone().narrow(0, b, 1);
+        let mut weights = Vec::with_capacity(n);
+        for rows in row_chunks(n, config.batch_size) {
+            let chunk = masks.clone().narrow(0, rows.start, rows.len());
+            let masked = image.clone()
+                * chunk
+                    .clone()
+                    .reshape([rows.len(), 1, h, w])
+                    .expand([rows.len(), c, h, w]);
+            let output = model.forward(masked);
+            weights.extend(mask_weights(&output, target, &config.decode)?);
+        }
+        let weights = Tensor::<3>::from_data(TensorData::new(weights, [n, 1, 1]), &masks.device());
+        maps.push((masks.clone() * weights).sum_dim(0) / n as f32);
+    }
+    Ok(Heatmaps::new(Tensor::cat(maps, 0)))
+}
+
+/// D-RISE with masks generated from the config.
+pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
+    model: &M,
+    input: &Tensor<4>,
+    targets: &[BoxRequest],
+    config: &DriseConfig,
+) -> Result<Heatmaps> {
+    let [_, _, h, w] = input.dims();
+    let masks = drise_masks(config, [h, w], &input.device())?;
+    drise_with_masks(model, input, targets, &masks, config)
+}
+
+/// Each masked image's best similarity to the target over its detections.
+fn mask_weights(
+    output: &DetectorOutput,
+    target: &BoxRequest,
+    decode: &DecodeConfig,
+) -> Result<Vec<f32>> {
+    let (boxes, scores) = dense_candidates(output)?;
+    let [batch, locations, classes] = scores.dims();
+    if target.label >= classes {
+        return Err(LumenError::ClassOutOfRange {
+            class: target.label,
+            num_classes: classes,
+        });
+    }
+    let objectness: Vec<f32> = output
+        .centerness
+        .iter()
+        .map(|c| {
+            let [b, _, h, w] = c.dims();
+            sigmoid(c.clone()).reshape([b, h * w])
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .reduce(|a, b| Tensor::cat(vec![a, b], 1))
+        .map(to_host)
+        .unwrap_or_default();
+    let boxes = to_host(boxes);
+    let scores = to_host(scores);
+    let detections = decode_host(&boxes, &scores, [batch, locations, classes], decode, None);
+    Ok(detections
+        .iter()
+        .enumerate()
+        .map(|(m, found)| {
+            found
+                .iter()
+                .map(|d| {
+                    let row = &scores[(m * locations + d.location) * classes
+                        ..(m * locations + d.location + 1) * classes];
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    // The target's class vector is one-hot: the cosine is its entry.
+                    let cosine = if norm > 0.0 {
+                        row[target.label] / norm
+                    } else {
+                        0.0
+                    };
+                    box_iou(&target.bbox, &d.bbox) * objectness[m * locations + d.location] * cosine
+                })
+                .fold(0.0f32, f32::max)
+        })
+        .collect())
+}
