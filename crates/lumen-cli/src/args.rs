@@ -17,9 +17,12 @@ fn one_of(what: &str, names: &[&str]) -> String {
 }
 
 pub fn methods_help() -> String {
-    one_of(
-        "Method(s), comma-separated (`--method` and `--methods` are the same flag)",
-        &lumen::method_names(),
+    format!(
+        "{}; on detectors also: drise (black-box, `--masks`)",
+        one_of(
+            "Method(s), comma-separated (`--method` and `--methods` are the same flag)",
+            &lumen::method_names(),
+        )
     )
 }
 

@@ -21,14 +21,21 @@ pub struct DetectArgs {
     /// Detection: at most this many boxes per image.
     #[arg(long, default_value_t = 16)]
     pub max_boxes: usize,
+    /// Detection, `--method drise`: random masks per box (one detector pass each).
+    #[arg(long, default_value_t = 1000)]
+    pub masks: usize,
 }
 
 impl DetectArgs {
     /// On other models, detection options are a mistake worth saying.
     pub fn require_unused(&self, task: &str) -> Result<()> {
-        if !self.boxes.is_empty() || self.score_threshold != 0.5 || self.max_boxes != 16 {
+        if !self.boxes.is_empty()
+            || self.score_threshold != 0.5
+            || self.max_boxes != 16
+            || self.masks != 1000
+        {
             return Err(LumenError::InvalidArgument(format!(
-                "--box, --score-threshold and --max-boxes apply to detection models (fcos_*), not to {task} models"
+                "--box, --score-threshold, --max-boxes and --masks apply to detection models (fcos_*), not to {task} models"
             )));
         }
         Ok(())
@@ -38,7 +45,10 @@ impl DetectArgs {
 pub fn run(args: ExplainArgs) -> Result<()> {
     let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
     explain.polarity = false;
-    check_methods(std::slice::from_ref(&args.method), &explain)?;
+    let is_drise = args.method == lumen::detection::DRISE;
+    if !is_drise {
+        check_methods(std::slice::from_ref(&args.method), &explain)?;
+    }
     if !args.method_args.target_class.is_empty() {
         return Err(LumenError::InvalidArgument(
             "--target-class does not apply to detection models: choose boxes with --box or --score-threshold".into(),
@@ -52,11 +62,33 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         score_threshold: args.detection.score_threshold,
         boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
         max_boxes: args.detection.max_boxes,
+        drise: lumen::tasks::DriseConfig {
+            masks: args.detection.masks,
+            seed: args.method_args.seed.unwrap_or(0),
+            batch_size: args.method_args.internal_batch_size.unwrap_or(32),
+            ..lumen::tasks::DriseConfig::default()
+        },
     };
+    if is_drise {
+        options.drise.validate()?;
+    }
     let model = args.model.load_detector()?;
     let inputs = args.input.load(&model)?;
     let [_, _, height, width] = inputs.tensor.dims();
-    let out = explain_detection(&model, &inputs, &options)?;
+    // D-RISE runs one detector pass per mask and box: show that work is going on.
+    let spinner = if is_drise && !args.print.quiet {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("D-RISE: {} masks per box", args.detection.masks));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let out = explain_detection(&model, &inputs, &options);
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    let out = out?;
     let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         match &out.explanation {

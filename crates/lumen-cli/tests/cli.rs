@@ -1030,6 +1030,23 @@ fn explain_on_a_detector_writes_one_map_per_box() {
     assert_eq!(first["explained"], serde_json::json!([0, 1]));
     assert_eq!(first["rows"], serde_json::json!({"start": 0, "end": 2}));
     assert_eq!(first["detections"][0]["box"].as_array().unwrap().len(), 4);
+    // D-RISE through the same command: one map per box too.
+    let mut args = base.to_vec();
+    args.retain(|a| *a != "gradcam");
+    args.extend([
+        "drise",
+        "--masks",
+        "8",
+        "--box",
+        "0",
+        "--save-raw",
+        &m,
+        "-q",
+        "--no-figures",
+    ]);
+    let out = lumen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(saved_shape(&maps), [2, 256, 256]);
     for (extra, message) in [
         (&["--box", "999"][..], "does not exist"),
         (&["--target-class", "1"], "--target-class does not apply"),

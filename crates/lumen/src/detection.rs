@@ -8,7 +8,9 @@ use lumen_core::burn::tensor::{Int, TensorData};
 use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
 use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
-use lumen_tasks::{BoxRequest, Detection, DetectionPrediction, ObjectDetection, Task};
+use lumen_tasks::{
+    BoxRequest, Detection, DetectionPrediction, DriseConfig, ObjectDetection, Task, drise,
+};
 
 use crate::api::{ExplainOptions, Inputs, TaskModel, explain_with, method_options};
 use crate::output::save_png;
@@ -47,7 +49,13 @@ pub struct DetectionOptions {
     pub boxes: Option<Vec<usize>>,
     /// At most this many boxes per image (memory: one row per box).
     pub max_boxes: usize,
+    /// D-RISE's settings, when `explain.method` is `drise` (a black-box method of
+    /// this task, not in the method registry).
+    pub drise: DriseConfig,
 }
+
+/// The method name that selects D-RISE in [`explain_detection`].
+pub const DRISE: &str = "drise";
 
 impl Default for DetectionOptions {
     fn default() -> Self {
@@ -59,6 +67,7 @@ impl Default for DetectionOptions {
             score_threshold: 0.5,
             boxes: None,
             max_boxes: 16,
+            drise: DriseConfig::default(),
         }
     }
 }
@@ -158,17 +167,26 @@ where
             paths: vec![],
         });
     }
-    let method = lumen_methods::by_name::<T::Model>(
-        &options.explain.method,
-        &method_options(model, &options.explain.method_options),
-    )?;
-    let layer = method.layer(model.model());
+    let is_drise = options.explain.method == DRISE;
+    let method = if is_drise {
+        options.drise.validate()?;
+        None
+    } else {
+        Some(lumen_methods::by_name::<T::Model>(
+            &options.explain.method,
+            &method_options(model, &options.explain.method_options),
+        )?)
+    };
+    let method_name = method
+        .as_ref()
+        .map_or_else(|| DRISE.to_string(), |m| m.name());
+    let layer = method.as_ref().and_then(|m| m.layer(model.model()));
     if rows.is_empty() {
         return Ok(DetectionExplanation {
             maps: None,
             explanation: None,
             images,
-            method: method.name(),
+            method: method_name,
             layer,
         });
     }
@@ -185,12 +203,30 @@ where
         originals: rows.iter().map(|&r| inputs.originals[r].clone()).collect(),
         names: rows.iter().map(|&r| inputs.names[r].clone()).collect(),
     };
-    let explain = ExplainOptions {
-        targets: Some(requests),
-        save_dir: None,
-        ..options.explain.clone()
+    let explanation = match &method {
+        Some(method) => {
+            let explain = ExplainOptions {
+                targets: Some(requests),
+                save_dir: None,
+                ..options.explain.clone()
+            };
+            explain_with(model, &repeated, method.as_ref(), &explain)?.0
+        }
+        None => {
+            let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();
+            let maps = drise(model.model(), &repeated.tensor, &targets, &options.drise)?;
+            lumen_methods::Explanation::new(maps)
+        }
     };
-    let (explanation, results) = explain_with(model, &repeated, method.as_ref(), &explain)?;
+    let host = explanation.heatmaps.clone().normalize().to_vec();
+    let [_, mh, mw] = explanation.heatmaps.dims();
+    let map_of = |row: usize| {
+        lumen_report::Map::new(
+            host[row * mh * mw..(row + 1) * mh * mw].to_vec(),
+            mw as u32,
+            mh as u32,
+        )
+    };
     if let Some(dir) = &options.explain.save_dir {
         for (i, image) in images.iter_mut().enumerate() {
             let boxes: Vec<DrawnBox> = image
@@ -210,7 +246,7 @@ where
                 .explained
                 .iter()
                 .zip(image.rows.clone())
-                .map(|(&k, row)| (k, results[row].heatmap.clone()))
+                .map(|(&k, row)| (k, map_of(row)))
                 .collect();
             // Only the explained boxes are drawn on the overview too, with their index.
             let shown: Vec<DrawnBox> = image
@@ -227,8 +263,7 @@ where
                 .map(|(j, (_, map))| (j, map))
                 .collect();
             let title = format!(
-                "{} | {} | {} explained",
-                method.name(),
+                "{method_name} | {} | {} explained",
                 task.describe_prediction(&DetectionPrediction {
                     detections: image.detections.clone()
                 }),
@@ -242,7 +277,7 @@ where
                 options.explain.alpha,
                 &title,
             );
-            let stem = format!("{}_{}", image.image, method.name().replace('+', "p"));
+            let stem = format!("{}_{}", image.image, method_name.replace('+', "p"));
             image
                 .paths
                 .push(save_png(&figure, dir, &format!("{stem}.png"))?);
@@ -252,7 +287,7 @@ where
         maps: Some(explanation.heatmaps.clone()),
         explanation: Some(explanation),
         images,
-        method: method.name(),
+        method: method_name,
         layer,
     })
 }
