@@ -16,6 +16,7 @@ Writes to crates/lumen-models/tests/fixtures/:
                            (upsampled bilinearly to 9 cells and cropped), per image a target
                            box and label and the map of a NumPy/torch transcription of the
                            paper
+  det_renormalize.safetensors  a 40x48 map, three boxes and its per-box renormalisation
   det_fcos_io.safetensors  input [2,3,256,256]; the raw head outputs per level
                            (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`); `predict`'s detections
                            per image (`boxes_{b}`, `scores_{b}`, `labels_{b}`); and GradCAM,
@@ -243,6 +244,38 @@ def write_drise():
     save_file(out, os.path.join(OUT, "det_fcos_drise.safetensors"))
 
 
+
+def write_renormalize():
+    """`renormalize_cam_in_bounding_boxes` of pytorch-grad-cam's detection tutorials,
+    transcribed as the tutorial describes it (min-max inside each box, zero outside,
+    min-max overall), on a random 40x48 map and three boxes (one partly outside, one
+    overlapping another). The tutorial's own call scales each row of a box separately
+    (`scale_cam_image` iterates over the first axis of the 2-D crop): the fixture must
+    tell the two apart."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    rng = np.random.default_rng(9)
+    cam = rng.random((40, 48)).astype(np.float32)
+    boxes = np.array([[3.7, 2.2, 20.9, 15.5], [15.0, 10.0, 30.0, 33.0], [40.5, 30.0, 60.0, 50.0]], dtype=np.float32)
+
+    def renormalize(rowwise):
+        out = np.zeros_like(cam)
+        for x1, y1, x2, y2 in boxes.astype(np.int32):
+            x2, y2 = min(x2, cam.shape[1]), min(y2, cam.shape[0])
+            crop = cam[y1:y2, x1:x2].copy()
+            out[y1:y2, x1:x2] = scale_cam_image(crop) if rowwise else scale_cam_image(crop[None])[0]
+        return scale_cam_image(out[None])[0]
+
+    ours, tutorial = renormalize(False), renormalize(True)
+    gap = float(np.abs(ours - tutorial).max())
+    assert gap > 0.05, f"box-wise and row-wise renormalisation agree ({gap})"
+    save_file(
+        {"map": torch.from_numpy(cam), "boxes": torch.from_numpy(boxes), "renormalized": torch.from_numpy(ours)},
+        os.path.join(OUT, "det_renormalize.safetensors"),
+    )
+
+
 if __name__ == "__main__":
     main()
     write_drise()
+    write_renormalize()

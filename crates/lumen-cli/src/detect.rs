@@ -24,6 +24,10 @@ pub struct DetectArgs {
     /// Detection, `--method drise`: random masks per box (one detector pass each).
     #[arg(long, default_value_t = 1000)]
     pub masks: usize,
+    /// Detection: rescale each map to [0, 1] inside its box and zero it outside
+    /// (pytorch-grad-cam's `renormalize_cam_in_bounding_boxes`).
+    #[arg(long)]
+    pub renormalize: bool,
 }
 
 impl DetectArgs {
@@ -33,9 +37,10 @@ impl DetectArgs {
             || self.score_threshold != 0.5
             || self.max_boxes != 16
             || self.masks != 1000
+            || self.renormalize
         {
             return Err(LumenError::InvalidArgument(format!(
-                "--box, --score-threshold, --max-boxes and --masks apply to detection models (fcos_*), not to {task} models"
+                "--box, --score-threshold, --max-boxes, --masks and --renormalize apply to detection models (fcos_*), not to {task} models"
             )));
         }
         Ok(())
@@ -62,6 +67,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         score_threshold: args.detection.score_threshold,
         boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
         max_boxes: args.detection.max_boxes,
+        renormalize: args.detection.renormalize,
         drise: lumen::tasks::DriseConfig {
             masks: args.detection.masks,
             seed: args.method_args.seed.unwrap_or(0),

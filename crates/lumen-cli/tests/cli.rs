@@ -1030,6 +1030,25 @@ fn explain_on_a_detector_writes_one_map_per_box() {
     assert_eq!(first["explained"], serde_json::json!([0, 1]));
     assert_eq!(first["rows"], serde_json::json!({"start": 0, "end": 2}));
     assert_eq!(first["detections"][0]["box"].as_array().unwrap().len(), 4);
+    // Renormalised in its box: zero outside the box, maximum 1 inside.
+    let mut args = base.to_vec();
+    args.extend([
+        "--box",
+        "0",
+        "--renormalize",
+        "--save-raw",
+        &m,
+        "-q",
+        "--no-figures",
+    ]);
+    let out = lumen(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let renormalized: ArrayD<f32> = ndarray_npy::read_npy(&maps).unwrap();
+    assert_eq!(renormalized.shape(), [2, 256, 256]);
+    // The fixture's best boxes are under a pixel, so the maps are zero almost
+    // everywhere; the values themselves are checked in crates/lumen/tests/detection_parity.rs.
+    let zeros = renormalized.iter().filter(|v| **v == 0.0).count();
+    assert!(zeros > 2 * 256 * 250, "{zeros} zeros");
     // D-RISE through the same command: one map per box too.
     let mut args = base.to_vec();
     args.retain(|a| *a != "gradcam");

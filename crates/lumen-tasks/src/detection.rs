@@ -209,6 +209,52 @@ pub fn decode_detections(
     ))
 }
 
+/// Min-max `(x - min) / (max + 1e-7)` over `values`, in place (pytorch-grad-cam's
+/// `scale_cam_image` on one map).
+fn scale_in_place(values: &mut [f32]) {
+    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+    values.iter_mut().for_each(|v| *v -= min);
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    values.iter_mut().for_each(|v| *v /= max + 1e-7);
+}
+
+/// pytorch-grad-cam's `renormalize_cam_in_bounding_boxes` (its detection tutorials):
+/// the map min-max scaled inside every box, zero outside, then min-max scaled as a
+/// whole. Boxes are in the map's pixels and truncated to integers as the tutorial's
+/// `astype(np.int32)` does; empty boxes are skipped. The tutorial passes a 2-D map to
+/// `scale_cam_image`, which scales each *row* of a box on its own (the function
+/// iterates over its first axis); Lumen scales each box as a whole, which is what the
+/// tutorial describes ("normalize the CAM inside every bounding box").
+pub fn renormalize_in_boxes(
+    map: &[f32],
+    [height, width]: [usize; 2],
+    boxes: &[[f32; 4]],
+) -> Vec<f32> {
+    let mut out = vec![0f32; height * width];
+    for b in boxes {
+        let clip = |v: f32, limit: usize| (v.max(0.0) as usize).min(limit);
+        let (x1, y1, x2, y2) = (
+            clip(b[0], width),
+            clip(b[1], height),
+            clip(b[2], width),
+            clip(b[3], height),
+        );
+        if x2 <= x1 || y2 <= y1 {
+            continue;
+        }
+        let mut inside: Vec<f32> = (y1..y2)
+            .flat_map(|y| map[y * width + x1..y * width + x2].iter().copied())
+            .collect();
+        scale_in_place(&mut inside);
+        for (row, y) in (y1..y2).enumerate() {
+            out[y * width + x1..y * width + x2]
+                .copy_from_slice(&inside[row * (x2 - x1)..(row + 1) * (x2 - x1)]);
+        }
+    }
+    scale_in_place(&mut out);
+    out
+}
+
 /// Object detection on dense outputs.
 #[derive(Clone, Debug)]
 pub struct ObjectDetection {

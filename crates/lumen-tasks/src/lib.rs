@@ -31,7 +31,7 @@ mod task;
 pub use classification::{ClassPrediction, Classification};
 pub use detection::{
     BoxRequest, BoxScore, DecodeConfig, Detection, DetectionPrediction, ObjectDetection, box_iou,
-    decode_detections, dense_candidates,
+    decode_detections, dense_candidates, renormalize_in_boxes,
 };
 pub use drise::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
 pub use segmentation::{

@@ -10,6 +10,7 @@ use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
 use lumen_tasks::{
     BoxRequest, Detection, DetectionPrediction, DriseConfig, ObjectDetection, Task, drise,
+    renormalize_in_boxes,
 };
 
 use crate::api::{ExplainOptions, Inputs, TaskModel, explain_with, method_options};
@@ -52,6 +53,9 @@ pub struct DetectionOptions {
     /// D-RISE's settings, when `explain.method` is `drise` (a black-box method of
     /// this task, not in the method registry).
     pub drise: DriseConfig,
+    /// Min-max each map inside its own box and zero it outside (pytorch-grad-cam's
+    /// `renormalize_cam_in_bounding_boxes`): shows where in the box the evidence is.
+    pub renormalize: bool,
 }
 
 /// The method name that selects D-RISE in [`explain_detection`].
@@ -68,6 +72,7 @@ impl Default for DetectionOptions {
             boxes: None,
             max_boxes: 16,
             drise: DriseConfig::default(),
+            renormalize: false,
         }
     }
 }
@@ -217,6 +222,36 @@ where
             let maps = drise(model.model(), &repeated.tensor, &targets, &options.drise)?;
             lumen_methods::Explanation::new(maps)
         }
+    };
+    let explanation = if options.renormalize {
+        let [n, h, w] = explanation.heatmaps.dims();
+        let values = explanation.heatmaps.to_vec();
+        let boxes: Vec<[f32; 4]> = images
+            .iter()
+            .flat_map(|image| image.explained.iter().map(|&k| image.detections[k].bbox))
+            .collect();
+        // The boxes are in input pixels; maps of other sizes (attention grids) scale.
+        let (sy, sx) = (
+            h as f32 / inputs.tensor.dims()[2] as f32,
+            w as f32 / inputs.tensor.dims()[3] as f32,
+        );
+        let renormalized: Vec<f32> = (0..n)
+            .flat_map(|row| {
+                let b = boxes[row];
+                let scaled = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy];
+                renormalize_in_boxes(&values[row * h * w..(row + 1) * h * w], [h, w], &[scaled])
+            })
+            .collect();
+        let maps = Tensor::<3>::from_data(
+            TensorData::new(renormalized, [n, h, w]),
+            &inputs.tensor.device(),
+        );
+        lumen_methods::Explanation {
+            heatmaps: Heatmaps::new(maps),
+            ..explanation
+        }
+    } else {
+        explanation
     };
     let host = explanation.heatmaps.clone().normalize().to_vec();
     let [_, mh, mw] = explanation.heatmaps.dims();

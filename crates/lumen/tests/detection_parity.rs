@@ -232,3 +232,19 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
         );
     }
 }
+
+#[test]
+fn per_box_renormalisation_matches_the_tutorial_function() {
+    let name = "det_renormalize.safetensors";
+    let (map, shape) = read(models_fixture(name), "map");
+    let (boxes, _) = read(models_fixture(name), "boxes");
+    let (expected, _) = read(models_fixture(name), "renormalized");
+    let boxes: Vec<[f32; 4]> = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
+    let ours = lumen::tasks::renormalize_in_boxes(&map, [shape[0], shape[1]], &boxes);
+    let diff = ours
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff <= 1e-6, "max diff {diff:e}");
+}
