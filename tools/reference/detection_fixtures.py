@@ -23,7 +23,8 @@ Writes to crates/lumen-models/tests/fixtures/:
                            GradCAM++ and EigenCAM at `backbone.layer4` with pytorch-grad-cam's
                            `FasterRCNNBoxScoreTarget` on each image's best detection
                            (`gradcam`, `gradcampp`, `eigencam`) and on its second
-                           (`gradcam_second`)
+                           (`gradcam_second`); GradCAM of the best detection's class logit
+                           and centerness logit (`gradcam_class_logit`, `gradcam_centerness`)
 """
 
 import os
@@ -151,7 +152,46 @@ def main():
     with EigenCAM(model=wrapped, target_layers=layer) as cam:
         library = cam(input_tensor=x, targets=targets(0))
     print("EigenCAM: max |ours - library| =", float(np.abs(library - maps["eigencam"]).max()))
-    for a, b in [("gradcam", "gradcampp"), ("gradcam", "eigencam"), ("gradcam", "gradcam_second")]:
+    # The class and centerness logits at the best detection's location: the location
+    # with the highest score (what `predict` puts first), its best class.
+    class Dense(torch.nn.Module):
+        """Per image, every location's class logits [N, C] and centerness logit [N],
+        levels concatenated in order, row-major within a level."""
+
+        def __init__(self, detector):
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, images):
+            cls, _, ctr = self.detector(images)
+            out = []
+            for b in range(images.shape[0]):
+                out.append({
+                    "cls": torch.cat([c[b].permute(1, 2, 0).reshape(-1, c.shape[1]) for c in cls]),
+                    "ctr": torch.cat([t[b, 0].reshape(-1) for t in ctr]),
+                })
+            return out
+
+    dense = Dense(model)
+    with torch.no_grad():
+        first = []
+        for d in dense(x):
+            scores = d["cls"].sigmoid() * d["ctr"].sigmoid()[:, None]
+            best, labels = scores.max(-1)
+            loc = int(best.argmax())
+            first.append((loc, int(labels[loc])))
+    for b, (loc, label) in enumerate(first):
+        assert int(detections[b]["labels"][0]) == label, "the best location is the first detection"
+    for key, pick in [
+        ("gradcam_class_logit", lambda d, loc, label: d["cls"][loc, label]),
+        ("gradcam_centerness", lambda d, loc, label: d["ctr"][loc]),
+    ]:
+        targets_dense = [(lambda d, loc=loc, label=label, pick=pick: pick(d, loc, label)) for loc, label in first]
+        with GradCAM(model=dense, target_layers=layer) as cam:
+            maps[key] = cam(input_tensor=x, targets=targets_dense)
+        tensors[key] = torch.from_numpy(maps[key]).contiguous()
+    for a, b in [("gradcam", "gradcampp"), ("gradcam", "eigencam"), ("gradcam", "gradcam_second"),
+                 ("gradcam", "gradcam_class_logit"), ("gradcam_class_logit", "gradcam_centerness")]:
         gap = float(np.abs(maps[a] - maps[b]).max())
         assert gap > 0.05, f"{a} vs {b}: the fixture cannot tell them apart ({gap})"
     save_file(tensors, os.path.join(OUT, "det_fcos_io.safetensors"))

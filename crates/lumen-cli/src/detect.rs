@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lumen::{DetectionOptions, LumenError, Result, explain_detection};
+use lumen::{DetectionOptions, DetectionScoreKind, LumenError, Result, explain_detection};
 
-use crate::args::{JsonOutput, check_methods, check_writable, figure_options};
+use crate::args::{JsonOutput, check_methods, check_writable, choice, figure_options};
 use crate::explain::{ExplainArgs, save_raw};
 
 /// Options of detection models (an error on other models).
@@ -28,6 +28,9 @@ pub struct DetectArgs {
     /// (pytorch-grad-cam's `renormalize_cam_in_bounding_boxes`).
     #[arg(long)]
     pub renormalize: bool,
+    #[arg(long, default_value = "box-score", value_parser = choice::<DetectionScoreKind>,
+          help = "Detection: what is explained of each box's detection [one of: box-score (IoU + score, pytorch-grad-cam), class-logit, centerness]")]
+    pub detection_target: DetectionScoreKind,
 }
 
 impl DetectArgs {
@@ -38,9 +41,10 @@ impl DetectArgs {
             || self.max_boxes != 16
             || self.masks != 1000
             || self.renormalize
+            || self.detection_target != DetectionScoreKind::BoxScore
         {
             return Err(LumenError::InvalidArgument(format!(
-                "--box, --score-threshold, --max-boxes, --masks and --renormalize apply to detection models (fcos_*), not to {task} models"
+                "--box, --score-threshold, --max-boxes, --masks, --renormalize and --detection-target apply to detection models (fcos_*), not to {task} models"
             )));
         }
         Ok(())
@@ -68,6 +72,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
         max_boxes: args.detection.max_boxes,
         renormalize: args.detection.renormalize,
+        target: args.detection.detection_target,
         drise: lumen::tasks::DriseConfig {
             masks: args.detection.masks,
             seed: args.method_args.seed.unwrap_or(0),

@@ -1070,6 +1070,10 @@ fn explain_on_a_detector_writes_one_map_per_box() {
         (&["--box", "999"][..], "does not exist"),
         (&["--target-class", "1"], "--target-class does not apply"),
         (&["--score-threshold", "1.5"], "score threshold"),
+        (
+            &["--detection-target", "objectness"],
+            "box-score, class-logit, centerness",
+        ),
     ] {
         let mut args = base.to_vec();
         args.extend(extra);

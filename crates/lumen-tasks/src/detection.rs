@@ -10,7 +10,7 @@
 
 use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::sigmoid;
-use lumen_core::{DetectorOutput, LumenError, Result, Target, Tensor, to_host};
+use lumen_core::{DetectorOutput, LumenError, Result, Target, Tensor, named_choices, to_host};
 use serde::Serialize;
 
 use crate::task::Task;
@@ -129,6 +129,46 @@ pub fn dense_candidates(output: &DetectorOutput) -> Result<(Tensor<3>, Tensor<3>
     }
     Ok((Tensor::cat(boxes, 1), Tensor::cat(scores, 1)))
 }
+
+/// Every location's class logits `[B, N, C]` and centerness logit `[B, N]`, in the
+/// order of [`dense_candidates`].
+pub fn dense_logits(output: &DetectorOutput) -> (Tensor<3>, Tensor<2>) {
+    let classes = output
+        .classes
+        .iter()
+        .map(|c| {
+            let [b, k, h, w] = c.dims();
+            c.clone().permute([0, 2, 3, 1]).reshape([b, h * w, k])
+        })
+        .collect();
+    let centerness = output
+        .centerness
+        .iter()
+        .map(|c| {
+            let [b, _, h, w] = c.dims();
+            c.clone().reshape([b, h * w])
+        })
+        .collect();
+    (Tensor::cat(classes, 1), Tensor::cat(centerness, 1))
+}
+
+/// What a detection target scores of the detection matched to a reference box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DetectionScoreKind {
+    /// IoU + score (pytorch-grad-cam's `FasterRCNNBoxScoreTarget`).
+    #[default]
+    BoxScore,
+    /// The class logit at the detection's location (what made it that class).
+    ClassLogit,
+    /// The centerness logit at the detection's location (what made it centred).
+    Centerness,
+}
+
+named_choices!(DetectionScoreKind, "detection target", {
+    BoxScore => "box-score",
+    ClassLogit => "class-logit",
+    Centerness => "centerness",
+});
 
 /// Intersection over union of two `[x1, y1, x2, y2]` boxes (0 for empty unions).
 pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
@@ -266,6 +306,8 @@ pub struct ObjectDetection {
     pub decode: DecodeConfig,
     /// The box-score target's IoU threshold (pytorch-grad-cam: 0.5).
     pub match_threshold: f32,
+    /// What the target scores of the matched detection.
+    pub target_kind: DetectionScoreKind,
 }
 
 impl ObjectDetection {
@@ -276,6 +318,7 @@ impl ObjectDetection {
             class_names,
             decode: DecodeConfig::default(),
             match_threshold: 0.5,
+            target_kind: DetectionScoreKind::BoxScore,
         }
     }
 
@@ -361,6 +404,7 @@ impl Task for ObjectDetection {
             boxes: requests.to_vec(),
             match_threshold: self.match_threshold,
             decode: self.decode,
+            kind: self.target_kind,
         })
     }
 
@@ -420,6 +464,8 @@ pub struct BoxScore {
     pub match_threshold: f32,
     /// How outputs become detections.
     pub decode: DecodeConfig,
+    /// What is scored of each matched detection (IoU + score by default).
+    pub kind: DetectionScoreKind,
 }
 
 /// `max(x, c)` for a constant `c`, as `(x + c + |x - c|) / 2`: at a tie the gradient
@@ -468,6 +514,7 @@ impl Target<DetectorOutput> for BoxScore {
             None,
         );
         let device = scores.device();
+        let logits = (self.kind != DetectionScoreKind::BoxScore).then(|| dense_logits(output));
         let per_image: Vec<Tensor<1>> = (0..batch)
             .map(|b| {
                 let mut total = Tensor::<1>::zeros([1], &device);
@@ -486,15 +533,28 @@ impl Target<DetectorOutput> for BoxScore {
                         && iou > self.match_threshold
                         && d.label == reference.label
                     {
-                        let candidate = boxes
-                            .clone()
-                            .slice([b..b + 1, d.location..d.location + 1, 0..4])
-                            .reshape([4]);
-                        let score = scores
-                            .clone()
-                            .slice([b..b + 1, d.location..d.location + 1, d.label..d.label + 1])
-                            .reshape([1]);
-                        total = total + iou_tensor(candidate, &reference.bbox) + score;
+                        let at = d.location..d.location + 1;
+                        total = total
+                            + match (&logits, self.kind) {
+                                (Some((classes, _)), DetectionScoreKind::ClassLogit) => classes
+                                    .clone()
+                                    .slice([b..b + 1, at, d.label..d.label + 1])
+                                    .reshape([1]),
+                                (Some((_, centerness)), DetectionScoreKind::Centerness) => {
+                                    centerness.clone().slice([b..b + 1, at]).reshape([1])
+                                }
+                                _ => {
+                                    let candidate = boxes
+                                        .clone()
+                                        .slice([b..b + 1, at.clone(), 0..4])
+                                        .reshape([4]);
+                                    let score = scores
+                                        .clone()
+                                        .slice([b..b + 1, at, d.label..d.label + 1])
+                                        .reshape([1]);
+                                    iou_tensor(candidate, &reference.bbox) + score
+                                }
+                            };
                     }
                 }
                 total

@@ -30,8 +30,9 @@ mod task;
 
 pub use classification::{ClassPrediction, Classification};
 pub use detection::{
-    BoxRequest, BoxScore, DecodeConfig, Detection, DetectionPrediction, ObjectDetection, box_iou,
-    decode_detections, dense_candidates, renormalize_in_boxes,
+    BoxRequest, BoxScore, DecodeConfig, Detection, DetectionPrediction, DetectionScoreKind,
+    ObjectDetection, box_iou, decode_detections, dense_candidates, dense_logits,
+    renormalize_in_boxes,
 };
 pub use drise::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
 pub use segmentation::{

@@ -9,11 +9,11 @@ use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Res
 use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
 use lumen_tasks::{
-    BoxRequest, Detection, DetectionPrediction, DriseConfig, ObjectDetection, Task, drise,
-    renormalize_in_boxes,
+    BoxRequest, BoxScore, Detection, DetectionPrediction, DetectionScoreKind, DriseConfig,
+    ObjectDetection, Task, drise, renormalize_in_boxes,
 };
 
-use crate::api::{ExplainOptions, Inputs, TaskModel, explain_with, method_options};
+use crate::api::{ExplainOptions, Inputs, TaskModel, method_options};
 use crate::output::save_png;
 
 impl TaskModel for LoadedDetector {
@@ -56,6 +56,9 @@ pub struct DetectionOptions {
     /// Min-max each map inside its own box and zero it outside (pytorch-grad-cam's
     /// `renormalize_cam_in_bounding_boxes`): shows where in the box the evidence is.
     pub renormalize: bool,
+    /// What the gradient and CAM methods explain of each box's detection: IoU + score
+    /// (pytorch-grad-cam's box score), its class logit, or its centerness logit.
+    pub target: DetectionScoreKind,
 }
 
 /// The method name that selects D-RISE in [`explain_detection`].
@@ -73,6 +76,7 @@ impl Default for DetectionOptions {
             max_boxes: 16,
             drise: DriseConfig::default(),
             renormalize: false,
+            target: DetectionScoreKind::BoxScore,
         }
     }
 }
@@ -203,23 +207,23 @@ where
         ),
         &inputs.tensor.device(),
     );
-    let repeated = Inputs {
-        tensor: inputs.tensor.clone().select(0, index),
-        originals: rows.iter().map(|&r| inputs.originals[r].clone()).collect(),
-        names: rows.iter().map(|&r| inputs.names[r].clone()).collect(),
-    };
+    let repeated = inputs.tensor.clone().select(0, index);
     let explanation = match &method {
         Some(method) => {
-            let explain = ExplainOptions {
-                targets: Some(requests),
-                save_dir: None,
-                ..options.explain.clone()
+            if let Some(layer) = &layer {
+                model.model().layer(layer)?;
+            }
+            let target = BoxScore {
+                boxes: requests,
+                match_threshold: task.match_threshold,
+                decode: task.decode,
+                kind: options.target,
             };
-            explain_with(model, &repeated, method.as_ref(), &explain)?.0
+            method.explain(model.model(), repeated, &target)?
         }
         None => {
             let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();
-            let maps = drise(model.model(), &repeated.tensor, &targets, &options.drise)?;
+            let maps = drise(model.model(), &repeated, &targets, &options.drise)?;
             lumen_methods::Explanation::new(maps)
         }
     };

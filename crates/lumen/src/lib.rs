@@ -64,8 +64,8 @@ pub use lumen_report::{
 };
 pub use lumen_tasks::{
     BoxRequest, ClassPrediction, Classification, DecodeConfig, Detection, DetectionPrediction,
-    ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction, SegmentationRequest,
-    Task, Uncertainty, UncertaintyScale,
+    DetectionScoreKind, ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction,
+    SegmentationRequest, Task, Uncertainty, UncertaintyScale,
 };
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};

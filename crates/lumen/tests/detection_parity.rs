@@ -248,3 +248,36 @@ fn per_box_renormalisation_matches_the_tutorial_function() {
         .fold(0.0f32, f32::max);
     assert!(diff <= 1e-6, "max diff {diff:e}");
 }
+
+#[test]
+fn class_logit_and_centerness_targets_match_pytorch_grad_cam() {
+    use lumen::{DetectionOptions, DetectionScoreKind, explain_detection};
+    let (model, inputs) = setup();
+    for (kind, key) in [
+        (DetectionScoreKind::ClassLogit, "gradcam_class_logit"),
+        (DetectionScoreKind::Centerness, "gradcam_centerness"),
+    ] {
+        let options = DetectionOptions {
+            boxes: Some(vec![0]),
+            target: kind,
+            explain: ExplainOptions {
+                method: "gradcam".into(),
+                method_options: MethodOptions {
+                    layer: Some("backbone.layer4".into()),
+                    ..MethodOptions::default()
+                },
+                ..ExplainOptions::default()
+            },
+            ..DetectionOptions::default()
+        };
+        let out = explain_detection(&model, &inputs, &options).unwrap();
+        let ours = out.maps.unwrap().to_vec();
+        let (expected, _) = read(models_fixture(IO), key);
+        let diff = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
+    }
+}
