@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Add keys to the existing method fixtures without regenerating the others:
 
-    python tools/reference/add_fixture_keys.py kpcacam complexity
+    python tools/reference/add_fixture_keys.py kpcacam complexity gradcam_layer3_layer4
 
 Runs the same generator functions as method_fixtures.py (so a full regeneration gives
 the same values) and rewrites crates/lumen/tests/fixtures/NAME_methods.safetensors with
@@ -51,6 +51,9 @@ def main(keys):
         for key in keys:
             if key == "kpcacam":
                 mf.kpca_cam(model, x, layer(model), reshape, out)
+            elif key == "gradcam_layer3_layer4":
+                if name == "test_resnet":
+                    mf.multi_layer_gradcam(model, x, out)
             else:
                 raise SystemExit(f"no generator for `{key}`")
         save_file({k: v.contiguous().float() for k, v in out.items()}, path)

@@ -106,9 +106,23 @@ def cams(model, x, layer, reshape, out, with_ablation):
     with EigenCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         out["eigencam_library"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
     kpca_cam(model, x, layer, reshape, out)
+    if reshape is None:
+        multi_layer_gradcam(model, x, out)
 
 
 KPCA_TOLERANCE = 1e-3
+
+
+def multi_layer_gradcam(model, x, out):
+    """GradCAM with a list of target layers (ResNet only): pytorch-grad-cam computes each
+    layer's map (ReLU, min-max, resize), averages them and min-maxes the mean. Key
+    `gradcam_layer3_layer4`; it must differ from the layer-4 map."""
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    with GradCAM(model=model, target_layers=[model.layer3[-1], model.layer4[-1]]) as cam:
+        maps = cam(input_tensor=x, targets=targets)
+    gap = np.abs(maps - out["gradcam"].numpy()).max()
+    assert gap > 0.05, f"two-layer GradCAM equals the layer-4 map ({gap})"
+    out["gradcam_layer3_layer4"] = torch.from_numpy(maps)
 
 
 def kpca_cam(model, x, layer, reshape, out):

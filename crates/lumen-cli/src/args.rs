@@ -238,6 +238,8 @@ impl InputArgs {
 #[derive(Args, Debug, Clone)]
 pub struct MethodArgs {
     /// Target layer (CAM methods); the model's default when omitted (see `lumen layers`).
+    /// One-pass CAMs take several, comma-separated, and average their maps as
+    /// pytorch-grad-cam does for a list of target layers.
     #[arg(long)]
     pub layer: Option<String>,
     /// Target class per image (comma-separated); the predicted class when omitted.

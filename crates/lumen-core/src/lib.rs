@@ -38,7 +38,7 @@ pub use heatmap::{Heatmaps, Polarity};
 pub use input::{DataConfig, Interpolation, load_batch, load_image};
 pub use model::{
     Classifier, ConvOp, DetectorOutput, ExplainableModel, LayerInfo, LayerKind, as_feature_map,
-    tokens_to_map,
+    layer_list, tokens_to_map,
 };
 pub use region::Region;
 pub use tap::{

@@ -134,6 +134,15 @@ pub trait ExplainableModel {
             })
     }
 
+    /// Look up every layer of a spec (`name`, or `a,b` for CAMs over several layers);
+    /// the error names the first unknown one and lists the valid names.
+    fn check_layers(&self, spec: &str) -> Result<Vec<LayerInfo>> {
+        layer_list(spec)
+            .into_iter()
+            .map(|l| self.layer(l))
+            .collect()
+    }
+
     /// Check that a batch has the shape this model takes.
     fn check_input(&self, input: &Tensor<4>) -> Result<()> {
         let [_, c, h, w] = input.dims();
@@ -165,6 +174,15 @@ pub struct DetectorOutput {
     pub strides: Vec<usize>,
     /// The input `[height, width]` boxes are clamped to.
     pub image_size: [usize; 2],
+}
+
+/// The names of a layer spec: one layer, or several separated by commas (CAMs then
+/// average their per-layer maps, as pytorch-grad-cam does for a list of target layers).
+pub fn layer_list(spec: &str) -> Vec<&str> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// A classifier: an explainable model whose output is logits `[B, num_classes]`.

@@ -481,6 +481,21 @@ fn resolve_layer<M: ExplainableModel>(model: &M, layer: &Option<String>) -> Stri
     layer.clone().unwrap_or_else(|| model.default_layer())
 }
 
+/// The one layer of a method that perturbs a single layer (Score-CAM, Ablation-CAM).
+fn single_layer<M: ExplainableModel>(
+    model: &M,
+    layer: &Option<String>,
+    method: &str,
+) -> Result<String> {
+    let spec = resolve_layer(model, layer);
+    if lumen_core::layer_list(&spec).len() > 1 {
+        return Err(LumenError::InvalidArgument(format!(
+            "{method} takes one layer, got `{spec}` (several layers are for the one-pass CAMs)"
+        )));
+    }
+    Ok(spec)
+}
+
 impl<M: ExplainableModel> Method<M> for Cam {
     fn name(&self) -> String {
         self.kind.name().to_string()
@@ -496,9 +511,40 @@ impl<M: ExplainableModel> Method<M> for Cam {
         input: Tensor<4>,
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
-        let layer = resolve_layer(model, &self.layer);
-        let mut maps = cams_from_one_pass(model, input, target, &layer, &[self.kind])?;
-        Ok(Explanation::new(maps.remove(0)))
+        let spec = resolve_layer(model, &self.layer);
+        let layers = lumen_core::layer_list(&spec);
+        if let [layer] = layers.as_slice() {
+            let mut maps = cams_from_one_pass(model, input, target, layer, &[self.kind])?;
+            return Ok(Explanation::new(maps.remove(0)));
+        }
+        if layers.is_empty() {
+            return Err(LumenError::InvalidArgument(format!(
+                "no layer in `{spec}`: give one layer or several separated by commas"
+            )));
+        }
+        // Several target layers, as pytorch-grad-cam aggregates them: each layer's map
+        // ReLU'd, min-maxed and resized (`scale_cam_image` per layer, no second
+        // min-max), their mean, min-maxed.
+        let mut sum: Option<Tensor<3>> = None;
+        for layer in &layers {
+            let pass = LayerPass::run(
+                model,
+                input.clone(),
+                target,
+                layer,
+                self.kind.needs_gradients(),
+            )?;
+            let map = Heatmaps::new(self.kind.raw_map(&pass).clamp_min(0.0))
+                .normalize()
+                .resize(pass.input_size)
+                .into_tensor();
+            sum = Some(match sum {
+                Some(s) => s + map,
+                None => map,
+            });
+        }
+        let mean = sum.expect("at least two layers") / layers.len() as f32;
+        Ok(Explanation::new(Heatmaps::new(mean).normalize()))
     }
 }
 
@@ -556,7 +602,7 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         input: Tensor<4>,
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
-        let layer = resolve_layer(model, &self.layer);
+        let layer = single_layer(model, &self.layer, "Score-CAM")?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();
         let [h, w] = pass.input_size;
@@ -625,7 +671,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         input: Tensor<4>,
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
-        let layer = resolve_layer(model, &self.layer);
+        let layer = single_layer(model, &self.layer, "Ablation-CAM")?;
         let info = model.layer(&layer)?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();

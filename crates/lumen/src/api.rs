@@ -380,7 +380,7 @@ pub fn explain_with<T: TaskModel>(
 ) -> Result<(Explanation, Vec<ResultOf<T>>)> {
     let layer = method.layer(model.model());
     if let Some(layer) = &layer {
-        model.model().layer(layer)?;
+        model.model().check_layers(layer)?;
     }
     let prepared = Prepared::new(model, inputs, &options.targets)?;
     let explanation = method.explain(
@@ -470,15 +470,16 @@ pub fn compare_methods<T: TaskModel>(
         .map(|name| by_name::<T::Model>(name, &method_options))
         .collect::<Result<_>>()?;
     for layer in built.iter().filter_map(|m| m.layer(model.model())) {
-        model.model().layer(&layer)?;
+        model.model().check_layers(&layer)?;
     }
     let prepared = Prepared::new(model, inputs, &options.targets)?;
     let target = prepared.target();
-    // One-pass CAMs share one pass per layer.
+    // One-pass CAMs share one pass per layer (a multi-layer spec runs on its own).
     let cams: Vec<(usize, &'static dyn lumen_methods::CamMap, String)> = built
         .iter()
         .enumerate()
         .filter_map(|(i, m)| Some((i, one_pass_cam(&m.name())?, m.layer(model.model())?)))
+        .filter(|(_, _, layer)| lumen_core::layer_list(layer).len() == 1)
         .collect();
     let mut per_method: Vec<Option<Vec<Map>>> = vec![None; built.len()];
     let mut layers: Vec<String> = cams.iter().map(|c| c.2.clone()).collect();

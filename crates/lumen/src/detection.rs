@@ -211,7 +211,7 @@ where
     let explanation = match &method {
         Some(method) => {
             if let Some(layer) = &layer {
-                model.model().layer(layer)?;
+                model.model().check_layers(layer)?;
             }
             let target = BoxScore {
                 boxes: requests,

@@ -125,6 +125,34 @@ fn cams_on_resnet_match_pytorch_grad_cam() {
 }
 
 #[test]
+fn gradcam_over_two_layers_matches_pytorch_grad_cams_list_of_target_layers() {
+    let case = case("test_resnet");
+    let options = MethodOptions {
+        layer: Some("layer3, layer4".into()),
+        ..MethodOptions::default()
+    };
+    let method = by_name::<ZooModel>("gradcam", &options).unwrap();
+    check_heatmap(
+        &case,
+        method.as_ref(),
+        "gradcam_layer3_layer4",
+        CAM_TOLERANCE,
+    );
+    // An unknown name in the list is named, with the valid ones.
+    let options = MethodOptions {
+        layer: Some("layer3,layer9".into()),
+        ..MethodOptions::default()
+    };
+    let err = by_name::<ZooModel>("gradcam", &options)
+        .unwrap()
+        .explain(&case.model, case.input.clone(), &case.target)
+        .err()
+        .expect("unknown layer")
+        .to_string();
+    assert!(err.contains("layer9") && err.contains("layer4"), "{err}");
+}
+
+#[test]
 fn cams_on_vit_tokens_match_pytorch_grad_cam() {
     let case = case("test_vit");
     for name in one_pass_cams() {
