@@ -146,8 +146,7 @@ fn gradcam_over_two_layers_matches_pytorch_grad_cams_list_of_target_layers() {
     let err = by_name::<ZooModel>("gradcam", &options)
         .unwrap()
         .explain(&case.model, case.input.clone(), &case.target)
-        .err()
-        .expect("unknown layer")
+        .expect_err("unknown layer")
         .to_string();
     assert!(err.contains("layer9") && err.contains("layer4"), "{err}");
 }
