@@ -120,11 +120,7 @@ where
             let loss = loss_fn.forward(model.forward(x), targets);
             total += loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            // Linear warm-up over 100 steps, then cosine decay over the run.
-            let total_steps = (epochs * steps_per_epoch) as f64;
-            let progress = step as f64 / total_steps;
-            let warmup = (step as f64 / 100.0).min(1.0);
-            let rate = lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            let rate = learning_rate(lr, step, epochs * steps_per_epoch);
             model = optimizer.step(rate, model, grads);
         }
         let acc = accuracy(&model.valid(), config, &plain);
@@ -142,6 +138,13 @@ where
         }
     }
     (model, best)
+}
+
+/// Linear warm-up over 100 steps, then cosine decay over the run's `total` steps.
+fn learning_rate(lr: f64, step: u64, total: usize) -> f64 {
+    let progress = step as f64 / total as f64;
+    let warmup = (step as f64 / 100.0).min(1.0);
+    lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 /// `LUMEN_WEIGHTS_DIR`, else the zoo's `weights/` folder in this checkout.
@@ -253,7 +256,6 @@ fn train_segmentor(epochs: usize, steps_per_epoch: usize, lr: f64) {
     let path = weights_path(name);
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let total_steps = (epochs * steps_per_epoch) as f64;
     let (mut step, mut best) = (0u64, -1.0);
     for epoch in 0..epochs {
         let started = Instant::now();
@@ -280,9 +282,7 @@ fn train_segmentor(epochs: usize, steps_per_epoch: usize, lr: f64) {
             let loss = loss_fn.forward(logits, targets);
             total += loss.clone().into_scalar::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let progress = step as f64 / total_steps;
-            let warmup = (step as f64 / 100.0).min(1.0);
-            let rate = lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            let rate = learning_rate(lr, step, epochs * steps_per_epoch);
             model = optimizer.step(rate, model, grads);
         }
         let (miou, _) = scene_miou(

@@ -16,9 +16,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 pub use lumen_core::DetectorOutput;
-use lumen_core::{
-    ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Prefixed, Result, Tap,
-};
+use lumen_core::{ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Result, Tap};
 
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::weights::{KeyRemap, remap};
@@ -55,16 +53,10 @@ impl DetectorConfig {
     /// turned into names.
     pub fn key_remaps(&self) -> Vec<KeyRemap> {
         let mut remaps = vec![
-            remap(r"^backbone\._orig_mod\.", "backbone."),
             remap(r"^fpn\._orig_mod\.", "fpn."),
             remap(r"^head\._orig_mod\.", "head."),
         ];
-        remaps.extend(self.backbone.key_remaps().into_iter().map(|(from, to)| {
-            match from.strip_prefix('^') {
-                Some(rest) => (format!(r"^backbone\.{rest}"), format!("backbone.{to}")),
-                None => (from, to),
-            }
-        }));
+        remaps.extend(self.backbone.backbone_key_remaps());
         for tower in ["cls_convs", "reg_convs"] {
             for i in 0..self.head_convs {
                 remaps.push((
@@ -254,12 +246,8 @@ impl ExplainableModel for Detector {
     type Output = DetectorOutput;
 
     fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> DetectorOutput {
-        let prefixed = Prefixed {
-            prefix: "backbone.",
-            inner: tap,
-        };
         let [_, _, height, width] = input.dims();
-        let [_, c3, c4, c5] = self.backbone.stage_features(input, &prefixed);
+        let [_, c3, c4, c5] = self.backbone.backbone_features(input, tap);
         let levels = self.fpn.forward([c3, c4, c5]);
         let mut out = DetectorOutput {
             classes: vec![],
@@ -282,12 +270,7 @@ impl ExplainableModel for Detector {
     }
 
     fn layers(&self) -> Vec<LayerInfo> {
-        let mut layers: Vec<LayerInfo> = self
-            .backbone
-            .feature_layers()
-            .into_iter()
-            .map(|l| LayerInfo::new(format!("backbone.{}", l.name), l.kind))
-            .collect();
+        let mut layers = self.backbone.backbone_layers();
         layers.extend(
             LEVELS
                 .iter()
@@ -307,10 +290,6 @@ impl ExplainableModel for Detector {
     }
 
     fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
-        self.backbone
-            .feature_window_ops()
-            .into_iter()
-            .map(|(name, ops)| (format!("backbone.{name}"), ops))
-            .collect()
+        self.backbone.backbone_window_ops()
     }
 }

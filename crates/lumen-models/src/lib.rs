@@ -375,9 +375,7 @@ impl Classifier for ZooModel {
 /// models (head width 32 for DeepLabV3+, 64 for FCN) matching the parity fixtures.
 pub fn segmentation_architectures() -> Vec<String> {
     let mut names = vec!["shapes-seg".to_string()];
-    let backbones = ARCHITECTURES
-        .iter()
-        .filter(|a| a.starts_with("resnet") || **a == "test_resnet");
+    let backbones = dense_backbones();
     names.extend(backbones.flat_map(|b| [format!("deeplabv3plus_{b}"), format!("fcn_{b}")]));
     names
 }
@@ -414,7 +412,29 @@ pub fn segmentor_config(name: &str, num_classes: usize) -> Result<(SegmentorConf
     } else {
         return Err(unknown());
     };
-    if !(backbone.starts_with("resnet") || backbone == "test_resnet") {
+    let test = backbone == "test_resnet";
+    let (backbone_config, data) =
+        dense_backbone(backbone, num_classes, if test { 160 } else { 512 }, unknown)?;
+    let mut config = SegmentorConfig::new(backbone_config, head, num_classes);
+    if test {
+        config.head_channels = match head {
+            SegmentationHead::DeepLabV3Plus => 32,
+            SegmentationHead::Fcn => 64,
+        };
+    }
+    Ok((config, data))
+}
+
+/// The ResNet backbone of a dense model (`<head>_<backbone>`) and its data config:
+/// the classifier's statistics, `size`-pixel inputs resized without cropping (a crop
+/// would cut away pixels to segment or objects to detect).
+fn dense_backbone(
+    backbone: &str,
+    num_classes: usize,
+    size: usize,
+    unknown: impl Fn() -> LumenError,
+) -> Result<(ResNetConfig, DataConfig)> {
+    if !dense_backbones().any(|b| *b == backbone) {
         return Err(unknown());
     }
     let (arch, classifier_data) =
@@ -422,18 +442,9 @@ pub fn segmentor_config(name: &str, num_classes: usize) -> Result<(SegmentorConf
             LumenError::UnknownModel { .. } => unknown(),
             other => other,
         })?;
-    let Architecture::ResNet(backbone_config) = arch else {
+    let Architecture::ResNet(config) = arch else {
         return Err(unknown());
     };
-    let mut config = SegmentorConfig::new(backbone_config, head, num_classes);
-    let test = backbone == "test_resnet";
-    if test {
-        config.head_channels = match head {
-            SegmentationHead::DeepLabV3Plus => 32,
-            SegmentationHead::Fcn => 64,
-        };
-    }
-    let size = if test { 160 } else { 512 };
     let data = DataConfig {
         input_size: [3, size, size],
         interpolation: Interpolation::Bilinear,
@@ -522,11 +533,14 @@ impl LoadedSegmentor {
 /// `fcos_test_resnet` is a narrow test model (FPN 64 channels, 2 convolutions per
 /// tower, 256-pixel inputs) matching the parity fixtures.
 pub fn detection_architectures() -> Vec<String> {
+    dense_backbones().map(|b| format!("fcos_{b}")).collect()
+}
+
+/// The zoo's backbones for dense models: its ResNets.
+fn dense_backbones() -> impl Iterator<Item = &'static &'static str> {
     ARCHITECTURES
         .iter()
         .filter(|a| a.starts_with("resnet") || **a == "test_resnet")
-        .map(|b| format!("fcos_{b}"))
-        .collect()
 }
 
 /// A detection architecture by name, with its data config: ImageNet statistics, 512x512
@@ -537,30 +551,14 @@ pub fn detector_config(name: &str, num_classes: usize) -> Result<(DetectorConfig
         valid: detection_architectures(),
     };
     let backbone = name.strip_prefix("fcos_").ok_or_else(unknown)?;
-    if !(backbone.starts_with("resnet") || backbone == "test_resnet") {
-        return Err(unknown());
-    }
-    let (arch, classifier_data) =
-        Architecture::from_name(backbone, num_classes).map_err(|e| match e {
-            LumenError::UnknownModel { .. } => unknown(),
-            other => other,
-        })?;
-    let Architecture::ResNet(backbone_config) = arch else {
-        return Err(unknown());
-    };
-    let mut config = DetectorConfig::new(backbone_config, num_classes);
     let test = backbone == "test_resnet";
+    let (backbone_config, data) =
+        dense_backbone(backbone, num_classes, if test { 256 } else { 512 }, unknown)?;
+    let mut config = DetectorConfig::new(backbone_config, num_classes);
     if test {
         config.fpn_channels = 64;
         config.head_convs = 2;
     }
-    let size = if test { 256 } else { 512 };
-    let data = DataConfig {
-        input_size: [3, size, size],
-        interpolation: Interpolation::Bilinear,
-        crop_pct: 1.0,
-        ..classifier_data
-    };
     Ok((config, data))
 }
 

@@ -10,7 +10,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use lumen_core::{Classifier, ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, Tap};
+use lumen_core::{
+    Classifier, ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, Prefixed, Tap,
+};
+
+/// Where dense models (segmentors, detectors) keep their ResNet: its state-dict keys
+/// and layer names start with it.
+pub const BACKBONE: &str = "backbone.";
 
 /// The residual block of a stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +113,21 @@ impl ResNetConfig {
                 remap(r"\.downsample\.1\.", ".downsample.bn."),
             ]);
         }
+        remaps
+    }
+
+    /// [`Self::key_remaps`] for the backbone of a dense model, saved under `backbone.`
+    /// (AutoTimm's segmentors and detectors), with `torch.compile`'s `_orig_mod.`
+    /// dropped.
+    pub fn backbone_key_remaps(&self) -> Vec<KeyRemap> {
+        let mut remaps = vec![remap(r"^backbone\._orig_mod\.", BACKBONE)];
+        remaps.extend(self.key_remaps().into_iter().map(|(from, to)| {
+            // Anchored patterns move under `backbone.`.
+            match from.strip_prefix('^') {
+                Some(rest) => (format!(r"^backbone\.{rest}"), format!("{BACKBONE}{to}")),
+                None => (from, to),
+            }
+        }));
         remaps
     }
 
@@ -396,6 +417,32 @@ impl ResNet {
                 .with_padding([1, 1]),
         );
         tap.visit("maxpool", x)
+    }
+
+    /// [`Self::stage_features`] of a dense model's backbone: its layers reach `tap` as
+    /// `backbone.*`.
+    pub fn backbone_features(&self, input: Tensor<4>, tap: &dyn Tap) -> [Tensor<4>; 4] {
+        let prefixed = Prefixed {
+            prefix: BACKBONE,
+            inner: tap,
+        };
+        self.stage_features(input, &prefixed)
+    }
+
+    /// [`Self::feature_layers`] named `backbone.*`.
+    pub fn backbone_layers(&self) -> Vec<LayerInfo> {
+        self.feature_layers()
+            .into_iter()
+            .map(|l| LayerInfo::new(format!("{BACKBONE}{}", l.name), l.kind))
+            .collect()
+    }
+
+    /// [`Self::feature_window_ops`] named `backbone.*`.
+    pub fn backbone_window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+        self.feature_window_ops()
+            .into_iter()
+            .map(|(name, ops)| (format!("{BACKBONE}{name}"), ops))
+            .collect()
     }
 
     /// The stem and stage layers, in forward order.

@@ -12,9 +12,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use lumen_core::{
-    ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Prefixed, Result, Tap,
-};
+use lumen_core::{ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Result, Tap};
 
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::weights::{KeyRemap, remap};
@@ -82,17 +80,8 @@ impl SegmentorConfig {
     /// `torch.compile` wrapper (`_orig_mod.`) dropped, the backbone's timm remaps under
     /// `backbone.`, the heads' `nn.Sequential` indices turned into names.
     pub fn key_remaps(&self) -> Vec<KeyRemap> {
-        let mut remaps = vec![
-            remap(r"^backbone\._orig_mod\.", "backbone."),
-            remap(r"^head\._orig_mod\.", "head."),
-        ];
-        remaps.extend(self.backbone.key_remaps().into_iter().map(|(from, to)| {
-            // Anchored backbone patterns move under `backbone.`.
-            match from.strip_prefix('^') {
-                Some(rest) => (format!(r"^backbone\.{rest}"), format!("backbone.{to}")),
-                None => (from, to),
-            }
-        }));
+        let mut remaps = vec![remap(r"^head\._orig_mod\.", "head.")];
+        remaps.extend(self.backbone.backbone_key_remaps());
         let conv_bn = |prefix: &str, path: &str| {
             [
                 (format!(r"^{prefix}\.0\."), format!("{path}.conv.")),
@@ -329,11 +318,7 @@ impl ExplainableModel for Segmentor {
     type Output = Tensor<4>;
 
     fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<4> {
-        let prefixed = Prefixed {
-            prefix: "backbone.",
-            inner: tap,
-        };
-        let [low, _, _, high] = self.backbone.stage_features(input, &prefixed);
+        let [low, _, _, high] = self.backbone.backbone_features(input, tap);
         let head = &self.head;
         let x = match (
             &head.aspp,
@@ -363,12 +348,7 @@ impl ExplainableModel for Segmentor {
     }
 
     fn layers(&self) -> Vec<LayerInfo> {
-        let mut layers: Vec<LayerInfo> = self
-            .backbone
-            .feature_layers()
-            .into_iter()
-            .map(|l| LayerInfo::new(format!("backbone.{}", l.name), l.kind))
-            .collect();
+        let mut layers = self.backbone.backbone_layers();
         layers.extend(
             self.head_layers()
                 .iter()
@@ -388,10 +368,6 @@ impl ExplainableModel for Segmentor {
     }
 
     fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
-        self.backbone
-            .feature_window_ops()
-            .into_iter()
-            .map(|(name, ops)| (format!("backbone.{name}"), ops))
-            .collect()
+        self.backbone.backbone_window_ops()
     }
 }

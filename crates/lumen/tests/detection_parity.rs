@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{device, models_fixture, read};
+use common::{device, max_abs_diff, models_fixture, read, read_i64};
 use lumen::core::burn::tensor::TensorData;
 use lumen::core::{ExplainableModel, Tensor};
 use lumen::{
@@ -16,17 +16,6 @@ use lumen::{
 };
 
 const IO: &str = "det_fcos_io.safetensors";
-
-fn read_i64(key: &str) -> Vec<usize> {
-    let bytes = std::fs::read(models_fixture(IO)).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensor(key)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
-}
 
 fn setup() -> (LoadedDetector, Inputs) {
     let device = device();
@@ -56,7 +45,7 @@ fn detections_match_autotimm_predict() {
     for (b, prediction) in predictions.iter().enumerate() {
         let (boxes, _) = read(models_fixture(IO), &format!("boxes_{b}"));
         let (scores, _) = read(models_fixture(IO), &format!("scores_{b}"));
-        let labels = read_i64(&format!("labels_{b}"));
+        let labels = read_i64(IO, &format!("labels_{b}"));
         let d = &prediction.detections;
         assert_eq!(d.len(), labels.len(), "image {b}: number of detections");
         for (k, det) in d.iter().enumerate() {
@@ -118,11 +107,7 @@ fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
         let (expected, shape) = read(models_fixture(IO), key);
         assert_eq!(explanation.heatmaps.dims().to_vec(), shape, "{key}");
         let ours = explanation.heatmaps.to_vec();
-        let diff = ours
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&ours, &expected);
         assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
     }
 }
@@ -147,11 +132,7 @@ fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
     // Row 0 is image 0's best detection: the same map as the box-score fixture.
     let (expected, _) = read(models_fixture(IO), "gradcam");
     let ours = maps.to_vec();
-    let diff = ours[..256 * 256]
-        .iter()
-        .zip(&expected[..256 * 256])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs_diff(&ours[..256 * 256], &expected[..256 * 256]);
     assert!(diff <= 1e-3, "{diff:e}");
     // A threshold no detection reaches explains nothing, and says so with no maps.
     let none = DetectionOptions {
@@ -221,11 +202,7 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
     for b in 0..2 {
         let (expected, _) = read(models_fixture(drise), &format!("drise_{b}"));
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = ours[b * 256 * 256..(b + 1) * 256 * 256]
-            .iter()
-            .zip(&expected)
-            .map(|(a, e)| (a - e).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&ours[b * 256 * 256..(b + 1) * 256 * 256], &expected);
         assert!(
             diff <= 1e-4 * scale,
             "image {b}: max diff {diff:e} (scale {scale})"
@@ -241,11 +218,7 @@ fn per_box_renormalisation_matches_the_tutorial_function() {
     let (expected, _) = read(models_fixture(name), "renormalized");
     let boxes: Vec<[f32; 4]> = boxes.chunks(4).map(|b| [b[0], b[1], b[2], b[3]]).collect();
     let ours = lumen::tasks::renormalize_in_boxes(&map, [shape[0], shape[1]], &boxes);
-    let diff = ours
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs_diff(&ours, &expected);
     assert!(diff <= 1e-6, "max diff {diff:e}");
 }
 
@@ -273,11 +246,7 @@ fn class_logit_and_centerness_targets_match_pytorch_grad_cam() {
         let out = explain_detection(&model, &inputs, &options).unwrap();
         let ours = out.maps.unwrap().to_vec();
         let (expected, _) = read(models_fixture(IO), key);
-        let diff = ours
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&ours, &expected);
         assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
     }
 }

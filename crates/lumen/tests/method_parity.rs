@@ -14,7 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, read};
+use common::{device, max_abs_diff, read};
 
 use lumen::ZooModel;
 use lumen::core::burn::tensor::{Tensor, TensorData};
@@ -50,14 +50,6 @@ fn case(name: &'static str) -> Case {
         input,
         target: ClassLogit(vec![3, 7]),
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "sizes differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn scale(values: &[f32]) -> f32 {

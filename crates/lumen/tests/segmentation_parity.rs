@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{device, models_fixture, read};
+use common::{device, max_abs_diff, models_fixture, read, read_i64};
 use lumen::core::burn::tensor::TensorData;
 use lumen::core::{ExplainableModel, Tensor};
 use lumen::methods::MethodOptions;
@@ -20,17 +20,6 @@ use lumen::{
 
 const CAM_TOLERANCE: f32 = 1e-3;
 const UNCERTAINTY_TOLERANCE: f32 = 5e-5;
-
-fn read_i64(name: &str, key: &str) -> Vec<usize> {
-    let bytes = std::fs::read(models_fixture(name)).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensor(key)
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
-}
 
 struct Case {
     model: LoadedSegmentor,
@@ -64,14 +53,6 @@ fn case(head: &str) -> Case {
     }
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key: &str) {
     let options = SegmentationOptions {
         explain: ExplainOptions {
@@ -94,7 +75,7 @@ fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key:
     let out = explain_segmentation(&case.model, &case.inputs, &options).unwrap();
     let (expected, shape) = read(models_fixture(&case.io), key);
     assert_eq!(out.explanation.heatmaps.dims().to_vec(), shape, "{key}");
-    let diff = max_diff(&out.explanation.heatmaps.to_vec(), &expected);
+    let diff = max_abs_diff(&out.explanation.heatmaps.to_vec(), &expected);
     assert!(
         diff <= CAM_TOLERANCE,
         "{} {key}: max diff {diff:e} > {CAM_TOLERANCE:e}",
@@ -193,7 +174,7 @@ fn uncertainty_maps_match_their_definitions() {
         ] {
             let ours = lumen::to_host(uncertainty_map(&logits, kind, scale).unwrap());
             let (expected, _) = read(models_fixture(&case.io), key);
-            let diff = max_diff(&ours, &expected);
+            let diff = max_abs_diff(&ours, &expected);
             assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
         }
     }
@@ -230,7 +211,7 @@ fn full_size_segmentors_match_autotimm() {
             let ours = lumen::to_host(logits);
             let expected: Vec<f32> = expected.iter().copied().collect();
             let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = max_diff(&ours, &expected);
+            let diff = max_abs_diff(&ours, &expected);
             println!("{name}: max |logit - AutoTimm| {diff:e} (largest logit {scale})");
             assert!(diff < 1e-4 * scale, "{name}: {diff:e}");
             checked += 1;

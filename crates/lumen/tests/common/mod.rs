@@ -51,3 +51,27 @@ pub fn zoo_fixture(name: &str) -> (lumen::ZooModel, lumen::core::Tensor<4>) {
     );
     (model, input)
 }
+
+/// Largest absolute difference of two equally long arrays.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "sizes differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// An int64 tensor of a zoo fixture file, as indices.
+#[allow(dead_code)]
+pub fn read_i64(name: &str, key: &str) -> Vec<usize> {
+    let path = models_fixture(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensor(key)
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .collect()
+}
