@@ -6,10 +6,12 @@
 use std::path::Path;
 
 use burn::module::Module;
+use burn::module::{ModuleMapper, Param};
 use burn::store::{
-    ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
 };
+use burn::tensor::{DType, Tensor};
 use lumen_core::{LumenError, Result};
 
 /// Buffers PyTorch keeps that carry no value for inference.
@@ -51,20 +53,35 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
         path: path.to_path_buf(),
         message,
     };
+    if path.is_dir() {
+        return Err(fail(
+            "this is a folder: give the weights file inside it (.safetensors, .pth, .pt or .ckpt)"
+                .into(),
+        ));
+    }
     if !path.is_file() {
         return Err(fail("no such file".into()));
-    }
-    let mut remapper = KeyRemapper::new();
-    for (from, to) in remaps {
-        remapper = remapper
-            .add_pattern(from.as_str(), to.as_str())
-            .map_err(|e| fail(format!("bad key remap `{from}`: {e}")))?;
     }
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    // Checkpoints saved from a wrapper (`{"state_dict": ...}`, DataParallel's `module.`,
+    // a training module's `model.`) carry a prefix on every key: strip it first.
+    let wrappers = wrapper_prefixes(&stored_keys(path, &extension).map_err(fail)?);
+    let remaps: Vec<KeyRemap> = wrappers
+        .iter()
+        .map(|prefix| remap(&format!("^{}", prefix.replace('.', "\\.")), ""))
+        .chain(remaps.iter().cloned())
+        .collect();
+    let remaps = remaps.as_slice();
+    let mut remapper = KeyRemapper::new();
+    for (from, to) in remaps {
+        remapper = remapper
+            .add_pattern(from.as_str(), to.as_str())
+            .map_err(|e| fail(format!("bad key remap `{from}`: {e}")))?;
+    }
     let (result, values) = match extension.as_str() {
         "safetensors" => {
             let mut store = SafetensorsStore::from_file(path)
@@ -78,13 +95,7 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
             (result, read_scalars(&mut store, scalars).map_err(fail)?)
         }
         "pth" | "pt" | "bin" | "ckpt" => {
-            let mut store = PytorchStore::from_file(path);
-            if extension == "ckpt" {
-                // A PyTorch Lightning checkpoint: the weights sit under `state_dict`,
-                // beside `hyper_parameters` and the optimizer states.
-                store = store.with_top_level_key("state_dict");
-            }
-            let mut store = store
+            let mut store = pytorch_store(path, &extension)
                 .remap(remapper)
                 .map_indices_contiguous(false)
                 .validate(false)
@@ -101,7 +112,70 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
         }
     };
     check_result(&result, remaps, scalars).map_err(fail)?;
+    // Half-precision checkpoints (float16, bfloat16) are common; the models compute in
+    // float32, and a parameter keeps the file's dtype after loading.
+    *module = module.clone().map(&mut ToFloat32);
     Ok(values)
+}
+
+/// Casts every float parameter to float32.
+struct ToFloat32;
+
+impl ModuleMapper for ToFloat32 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if param.val().dtype() == DType::F32 {
+            param
+        } else {
+            param.map(|t| t.cast(DType::F32))
+        }
+    }
+}
+
+fn pytorch_store(path: &Path, extension: &str) -> PytorchStore {
+    let store = PytorchStore::from_file(path);
+    if extension == "ckpt" {
+        // A PyTorch Lightning checkpoint: the weights sit under `state_dict`, beside
+        // `hyper_parameters` and the optimizer states.
+        store.with_top_level_key("state_dict")
+    } else {
+        store
+    }
+}
+
+/// The tensor names in a weights file, as stored (empty for unknown formats, which
+/// fail later with their own message).
+fn stored_keys(path: &Path, extension: &str) -> std::result::Result<Vec<String>, String> {
+    match extension {
+        "safetensors" => SafetensorsStore::from_file(path)
+            .keys()
+            .map_err(|e| e.to_string()),
+        "pth" | "pt" | "bin" | "ckpt" => pytorch_store(path, extension)
+            .keys()
+            .map_err(|e| e.to_string()),
+        _ => Ok(vec![]),
+    }
+}
+
+/// Prefixes that wrap a whole state dict: a nested `state_dict`/`model_state_dict`,
+/// DataParallel's `module.`, a training module's `model.`. Stripped (outermost first)
+/// while every key carries the same one.
+const WRAPPER_PREFIXES: &[&str] = &["state_dict.", "model_state_dict.", "module.", "model."];
+
+/// The wrapper prefixes every key of `keys` shares, outermost first.
+fn wrapper_prefixes(keys: &[String]) -> Vec<String> {
+    let mut found = vec![];
+    let mut stripped = String::new();
+    'outer: loop {
+        for wrapper in WRAPPER_PREFIXES {
+            let prefix = format!("{stripped}{wrapper}");
+            if !keys.is_empty() && keys.iter().all(|k| k.starts_with(&prefix)) {
+                found.push(wrapper.to_string());
+                stripped = prefix;
+                continue 'outer;
+            }
+        }
+        return found;
+    }
 }
 
 /// The values of rank-0 tensors of a store, by (remapped) name.
@@ -165,33 +239,102 @@ pub fn save_burn<M: Module + ModuleSnapshot>(module: &M, path: &Path) -> Result<
         })
 }
 
-/// Turn burn-store's report into an error that names keys as they are in the file.
+/// Names listed per kind of problem at most; the rest are counted.
+const LISTED_KEYS: usize = 8;
+
+/// `items` joined, the first [`LISTED_KEYS`] of them and a count of the rest.
+fn listed(items: &[String]) -> String {
+    let shown = items.iter().take(LISTED_KEYS).cloned().collect::<Vec<_>>();
+    match items.len().saturating_sub(LISTED_KEYS) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// A Burn parameter path as PyTorch names it (norm layers' `gamma`/`beta` are
+/// `weight`/`bias` there).
+fn torch_param_name(key: &str) -> String {
+    if let Some(stem) = key.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = key.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        key.to_string()
+    }
+}
+
+/// A Burn parameter shape in PyTorch's layout: Linear weights are stored transposed.
+fn torch_shape(key: &str, dims: &[usize]) -> Vec<usize> {
+    if key.ends_with(".weight") && dims.len() == 2 {
+        vec![dims[1], dims[0]]
+    } else {
+        dims.to_vec()
+    }
+}
+
+/// Turn burn-store's report into an error that names keys and shapes as they are in
+/// the file (PyTorch's names and layout).
 fn check_result(
     result: &ApplyResult,
     remaps: &[KeyRemap],
     read_aside: &[String],
 ) -> std::result::Result<(), String> {
-    let to_file_key = |key: &str| file_key(key, remaps);
+    let to_file_key = |key: &str| file_key(&torch_param_name(key), remaps);
     let mut problems = vec![];
-    if !result.errors.is_empty() {
-        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        problems.push(format!("tensors that do not fit: {}", errors.join("; ")));
+    // (key, model's shape, file's shape), in PyTorch's layout.
+    let mut mismatches = vec![];
+    let mut other_errors = vec![];
+    for error in &result.errors {
+        match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => mismatches.push((
+                to_file_key(path),
+                torch_shape(path, expected.as_slice()),
+                torch_shape(path, found.as_slice()),
+            )),
+            other => other_errors.push(other.to_string()),
+        }
+    }
+    if !mismatches.is_empty() {
+        let described: Vec<String> = mismatches
+            .iter()
+            .map(|(key, model, file)| {
+                format!("{key} is {file:?} in the file, the model has {model:?}")
+            })
+            .collect();
+        let mut message = format!("shapes that do not fit: {}", listed(&described));
+        if let Some(classes) = head_classes(&mismatches) {
+            message.push_str(&format!(
+                " (the file's classifier has {classes} outputs: load it with {classes} classes, \
+                 `--num-classes {classes}`)"
+            ));
+        }
+        problems.push(message);
+    }
+    if !other_errors.is_empty() {
+        problems.push(format!(
+            "tensors that do not fit: {}",
+            listed(&other_errors)
+        ));
     }
     if !result.missing.is_empty() {
         let missing: Vec<String> = result.missing.iter().map(|(k, _)| to_file_key(k)).collect();
-        problems.push(format!("missing keys: {}", missing.join(", ")));
+        problems.push(format!("missing keys: {}", listed(&missing)));
     }
     let unused: Vec<String> = result
         .unused
         .iter()
         .filter(|k| !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
         .filter(|k| !read_aside.contains(k))
-        .map(|k| to_file_key(k))
+        .map(|k| file_key(k, remaps))
         .collect();
     if !unused.is_empty() {
         problems.push(format!(
             "unexpected keys (wrong architecture or number of classes?): {}",
-            unused.join(", ")
+            listed(&unused)
         ));
     }
     if problems.is_empty() {
@@ -201,10 +344,36 @@ fn check_result(
     }
 }
 
+/// When every mismatch differs only in its first (output) dimension, all to the same
+/// size, the head was trained for another number of classes: that number.
+fn head_classes(mismatches: &[(String, Vec<usize>, Vec<usize>)]) -> Option<usize> {
+    let mut classes = None;
+    for (_, model, file) in mismatches {
+        let only_outputs_differ =
+            model.len() == file.len() && !model.is_empty() && model[1..] == file[1..];
+        if !only_outputs_differ || classes.is_some_and(|c| c != file[0]) {
+            return None;
+        }
+        classes = Some(file[0]);
+    }
+    classes
+}
+
 /// Undo a remap for messages: module path back to the state-dict key.
 fn file_key(key: &str, remaps: &[KeyRemap]) -> String {
+    // Wrapper prefixes (stripped to nothing) go back on last, innermost first.
+    let wrappers: String = remaps
+        .iter()
+        .filter(|(_, to)| to.is_empty())
+        .map(|(from, _)| from.trim_start_matches('^').replace('\\', ""))
+        .collect();
+    format!("{wrappers}{}", model_key(key, remaps))
+}
+
+/// Undo the model's own remap (the first that applies) for messages.
+fn model_key(key: &str, remaps: &[KeyRemap]) -> String {
     for (from, to) in remaps {
-        if from.contains(COMPILED_WRAPPER) {
+        if from.contains(COMPILED_WRAPPER) || to.is_empty() {
             continue;
         }
         let anchored = from.starts_with('^');

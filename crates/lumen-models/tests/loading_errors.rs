@@ -8,10 +8,37 @@ use common::*;
 use lumen_models::LoadedModel;
 use safetensors::tensor::TensorView;
 
-/// Rewrite a fixture's tensors (by key) into a new safetensors file.
+/// Rewrite a fixture's tensors (by key) into a new float32 safetensors file.
 fn edited_copy(
     source: &str,
     name: &str,
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
+) -> std::path::PathBuf {
+    edited_copy_as(source, name, safetensors::Dtype::F32, edit)
+}
+
+/// Float32 bytes re-encoded as `dtype` (F32, F16 or BF16).
+fn encode(bytes: &[u8], dtype: safetensors::Dtype) -> Vec<u8> {
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    match dtype {
+        safetensors::Dtype::F32 => bytes.to_vec(),
+        safetensors::Dtype::F16 => values
+            .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        safetensors::Dtype::BF16 => values
+            .flat_map(|v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        other => panic!("no encoding for {other:?}"),
+    }
+}
+
+/// [`edited_copy`] with the tensors stored as `dtype`.
+fn edited_copy_as(
+    source: &str,
+    name: &str,
+    dtype: safetensors::Dtype,
     edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
 ) -> std::path::PathBuf {
     let bytes = std::fs::read(fixture(source)).unwrap();
@@ -23,12 +50,16 @@ fn edited_copy(
         .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
         .collect();
     edit(&mut tensors);
+    let tensors: HashMap<String, (Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, (shape, data))| (k, (shape, encode(&data, dtype))))
+        .collect();
     let views: HashMap<String, TensorView> = tensors
         .iter()
         .map(|(k, (shape, data))| {
             (
                 k.clone(),
-                TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap(),
+                TensorView::new(dtype, shape.clone(), data).unwrap(),
             )
         })
         .collect();
@@ -81,13 +112,91 @@ fn unexpected_key_is_named() {
 }
 
 #[test]
-fn wrong_number_of_classes_is_a_shape_mismatch_naming_the_key() {
+fn wrong_number_of_classes_names_the_file_shapes_and_suggests_the_count() {
     let err = load_error("test_resnet", 5, fixture("test_resnet.safetensors"));
+    // PyTorch's layout ([out, in]), not Burn's transposed one, and the fix.
     assert!(
-        err.contains("fc.weight") || err.contains("fc.bias"),
+        err.contains("fc.weight is [10, 96] in the file, the model has [5, 96]"),
         "{err}"
     );
-    assert!(err.to_lowercase().contains("shape"), "{err}");
+    assert!(err.contains("`--num-classes 10`"), "{err}");
+}
+
+#[test]
+fn wrong_width_names_timm_keys_lists_a_few_and_suggests_no_class_count() {
+    let err = load_error("resnet18", 10, fixture("test_resnet.safetensors"));
+    // timm's `bn1.weight`, not Burn's `bn1.gamma`.
+    assert!(err.contains("bn1.weight is [32] in the file"), "{err}");
+    assert!(!err.contains("gamma"), "{err}");
+    assert!(err.contains(" more"), "a long list is cut short: {err}");
+    assert!(!err.contains("--num-classes"), "{err}");
+}
+
+/// Logits of the test model loaded from `path`, on the fixture's input.
+fn test_resnet_logits(path: &std::path::Path) -> Vec<f32> {
+    use lumen_core::{ExplainableModel, NoTap};
+    let device = test_device();
+    let model = LoadedModel::load("test_resnet", 10, path, &device).unwrap();
+    let (input, shape) = read_tensor("test_resnet_io.safetensors", "input");
+    to_vec(
+        model
+            .model
+            .forward_tapped(tensor4(input, &shape, &device), &NoTap),
+    )
+}
+
+#[test]
+fn half_precision_checkpoints_load_as_float32() {
+    let (reference, _) = read_tensor("test_resnet_io.safetensors", "logits");
+    let largest = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (dtype, tolerance) in [
+        (safetensors::Dtype::F16, 2e-2),
+        (safetensors::Dtype::BF16, 1e-1),
+    ] {
+        let path = edited_copy_as("test_resnet.safetensors", "half", dtype, |_| {});
+        let logits = test_resnet_logits(&path);
+        let diff = max_abs_diff(&logits, &reference);
+        // Rounding the weights moves the logits a little, never like a wrong load.
+        assert!(
+            diff < tolerance * largest,
+            "{dtype:?}: max |logit - timm| = {diff} (largest logit {largest})"
+        );
+    }
+}
+
+#[test]
+fn wrapped_state_dicts_are_unwrapped_and_named_as_stored() {
+    let (reference, _) = read_tensor("test_resnet_io.safetensors", "logits");
+    for prefix in ["module.", "state_dict.", "state_dict.module.", "model."] {
+        let path = edited_copy("test_resnet.safetensors", "wrapped", |t| {
+            *t = t
+                .drain()
+                .map(|(k, v)| (format!("{prefix}{k}"), v))
+                .collect();
+        });
+        let diff = max_abs_diff(&test_resnet_logits(&path), &reference);
+        assert!(diff < 1e-4, "{prefix}: {diff}");
+        let broken = edited_copy("test_resnet.safetensors", "wrapped-missing", |t| {
+            *t = t
+                .drain()
+                .filter(|(k, _)| k != "layer2.0.downsample.2.running_var")
+                .map(|(k, v)| (format!("{prefix}{k}"), v))
+                .collect();
+        });
+        let err = load_error("test_resnet", 10, &broken);
+        assert!(
+            err.contains(&format!(
+                "missing keys: {prefix}layer2.0.downsample.2.running_var"
+            )),
+            "{prefix}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_folder_is_not_a_weights_file() {
+    let err = load_error("test_resnet", 10, std::env::temp_dir());
+    assert!(err.contains("this is a folder"), "{err}");
 }
 
 #[test]
