@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen::{
-    BaselineKind, Colormap, ExplainOptions, HeadFusion, Inputs, IntegrationRule, LoadedModel,
-    LumenError, MethodOptions, Noise, Result, TaskModel, device_from_str,
+    BaselineKind, Colormap, ExplainOptions, HeadFusion, InputFailure, Inputs, IntegrationRule,
+    LoadedModel, LumenError, MethodOptions, Noise, Result, TaskModel, device_from_str,
+    methods::Family,
 };
 use serde::Serialize;
 
@@ -90,9 +91,15 @@ impl ModelArgs {
         )))
     }
 
+    /// The model name is known (before any loading or missing-weights message).
+    fn check_name(&self) -> Result<()> {
+        lumen::check_model_name(&self.model)
+    }
+
     /// Load a detector: an AutoTimm `ObjectDetector` (FCOS) state dict or Lightning
     /// checkpoint with `--num-classes`.
     pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
+        self.check_name()?;
         let device = device_from_str(&self.device)?;
         let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
             return Err(LumenError::InvalidArgument(format!(
@@ -107,6 +114,7 @@ impl ModelArgs {
     /// Load a segmentor: an AutoTimm `SemanticSegmentor` state dict or Lightning
     /// checkpoint with `--num-classes`.
     pub fn load_segmentor(&self) -> Result<lumen::LoadedSegmentor> {
+        self.check_name()?;
         let device = device_from_str(&self.device)?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return lumen::LoadedSegmentor::bundled(&self.model, &device);
@@ -123,6 +131,7 @@ impl ModelArgs {
 
     /// Load the model: bundled weights for the shapes models, else `--weights`.
     pub fn load(&self) -> Result<LoadedModel> {
+        self.check_name()?;
         self.require_classifier()?;
         let device = device_from_str(&self.device)?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
@@ -174,9 +183,35 @@ pub struct InputArgs {
     /// An already-normalised float32 array [B,3,H,W] (.npy) instead of images.
     #[arg(long, conflicts_with_all = ["images", "positional"])]
     pub input_npy: Option<PathBuf>,
+    /// Search folders' sub-folders for images too.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Input size HEIGHT[,WIDTH] instead of the model's data config (CNNs take any
+    /// size): images are resized (shorter side) and centre-cropped to it.
+    #[arg(long, value_parser = parse_size, conflicts_with = "no_resize")]
+    pub size: Option<[usize; 2]>,
+    /// Keep the first image's own size (the others are resized and cropped to it).
+    #[arg(long)]
+    pub no_resize: bool,
 }
 
-const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+/// `H` or `H,W`, each at least 1.
+fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let number = |s: &str| match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a size in pixels (a whole number above 0)"
+        )),
+    };
+    match parts.as_slice() {
+        [side] => Ok([number(side)?; 2]),
+        [h, w] => Ok([number(h)?, number(w)?]),
+        _ => Err(format!("expected HEIGHT or HEIGHT,WIDTH, got `{text}`")),
+    }
+}
+
+const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff", "gif"];
 
 impl InputArgs {
     /// The image files, folders expanded (sorted), in the order given.
@@ -188,25 +223,24 @@ impl InputArgs {
             ));
         }
         let mut files = vec![];
+        let mut skipped_folders = vec![];
         for input in &given {
             if input.is_dir() {
-                let entries = std::fs::read_dir(input).map_err(|source| LumenError::Io {
-                    path: input.to_path_buf(),
-                    source,
-                })?;
-                let mut found: Vec<PathBuf> = entries
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                        })
-                    })
-                    .collect();
-                found.sort();
-                files.extend(found);
+                collect_images(input, self.recursive, &mut files, &mut skipped_folders)?;
             } else {
                 files.push(input.to_path_buf());
             }
+        }
+        if !skipped_folders.is_empty() {
+            eprintln!(
+                "note: {} sub-folder(s) not searched (add --recursive): {}",
+                skipped_folders.len(),
+                skipped_folders
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         if files.is_empty() {
             return Err(LumenError::InvalidArgument(format!(
@@ -222,17 +256,115 @@ impl InputArgs {
         Ok(files)
     }
 
-    /// All inputs as one batch for `model`.
+    /// All readable inputs as one batch for `model`. A file that cannot be read is
+    /// reported (a warning now, a failure in `--json` and exit code 3 at the end) and
+    /// the others go on; adjustments made while reading are warned about.
     pub fn load(&self, model: &impl TaskModel) -> Result<Inputs> {
-        match &self.input_npy {
-            Some(path) => Ok(Inputs::from_tensor(
+        let inputs = match &self.input_npy {
+            Some(path) => Inputs::from_tensor(
                 lumen::read_npy_batch(path, model.device())?,
                 model.data_config(),
-            )),
-            None => Inputs::load(model, &self.files()?),
-        }
+            )?,
+            None => {
+                let files = self.files()?;
+                let config = self.data_config(model, &files)?;
+                let names = lumen::unique_names(&files);
+                let read = Inputs::read_with(&config, model.device(), &files, &names)?;
+                record_failures(&read.failures);
+                read.into_inputs()?
+            }
+        };
+        warn_notes(&inputs);
+        Ok(inputs)
     }
 }
+
+impl InputArgs {
+    /// The model's preprocessing, at `--size` or (`--no-resize`) the first readable
+    /// image's size when asked; the model must take other sizes.
+    fn data_config(
+        &self,
+        model: &impl TaskModel,
+        files: &[PathBuf],
+    ) -> Result<lumen::core::DataConfig> {
+        let mut config = model.data_config().clone();
+        let size = match (self.size, self.no_resize) {
+            (Some(size), _) => size,
+            (None, true) => match files.iter().find_map(|f| lumen::core::load_image(f).ok()) {
+                Some(image) => [image.height() as usize, image.width() as usize],
+                None => return Ok(config),
+            },
+            (None, false) => return Ok(config),
+        };
+        config.input_size = [config.input_size[0], size[0], size[1]];
+        Ok(config)
+    }
+}
+
+/// The image files of `folder`, sorted; its sub-folders searched too when `recursive`,
+/// else listed in `skipped`.
+fn collect_images(
+    folder: &Path,
+    recursive: bool,
+    files: &mut Vec<PathBuf>,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let entries = std::fs::read_dir(folder).map_err(|source| LumenError::Io {
+        path: folder.to_path_buf(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            if recursive {
+                collect_images(&path, true, files, skipped)?;
+            } else {
+                skipped.push(path);
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Inputs that could not be read in this run: reported in `--json` and by the exit code.
+static FAILURES: std::sync::Mutex<Vec<InputFailure>> = std::sync::Mutex::new(Vec::new());
+
+/// Warn about inputs that could not be read and remember them for the end of the run.
+pub fn record_failures(failures: &[InputFailure]) {
+    for failure in failures {
+        eprintln!(
+            "warning: skipped {}: {}",
+            failure.path.display(),
+            failure.error
+        );
+    }
+    FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(failures.iter().cloned());
+}
+
+/// The inputs that could not be read so far.
+pub fn recorded_failures() -> Vec<InputFailure> {
+    FAILURES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Say what was adjusted while reading images (orientation, transparency).
+pub fn warn_notes(inputs: &Inputs) {
+    for (name, note) in &inputs.notes {
+        eprintln!("note: {name}: {note}");
+    }
+}
+
+const DEFAULT_NOISE_SAMPLES: usize = 25;
+const DEFAULT_NOISE: f32 = 0.15;
 
 /// Options of the methods.
 #[derive(Args, Debug, Clone)]
@@ -258,10 +390,10 @@ pub struct MethodArgs {
     #[arg(long)]
     pub internal_batch_size: Option<usize>,
     /// Noise tunnels: noisy copies per image.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = DEFAULT_NOISE_SAMPLES)]
     pub noise_samples: usize,
     /// Noise tunnels: noise level as a fraction of each image's value range (>= 0).
-    #[arg(long, default_value_t = 0.15, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULT_NOISE, allow_negative_numbers = true)]
     pub noise: f32,
     /// Noise tunnels: absolute noise standard deviation (overrides --noise; >= 0).
     #[arg(long, allow_negative_numbers = true)]
@@ -374,16 +506,87 @@ pub fn figure_options<R>(
     }
 }
 
-/// Check method names and options before loading anything.
-pub fn check_methods<R>(methods: &[String], options: &ExplainOptions<R>) -> Result<()> {
+/// Check method names and options before loading anything, and warn about options
+/// that none of the methods reads.
+pub fn check_methods<R>(
+    methods: &[String],
+    method_args: &MethodArgs,
+    options: &ExplainOptions<R>,
+) -> Result<()> {
     if methods.is_empty() {
         return Err(LumenError::InvalidArgument("no method given".into()));
     }
+    let mut families = vec![];
     for name in methods {
-        lumen::method_info(name)?;
+        families.push(lumen::method_info(name)?.family);
     }
-    lumen::method_info(&options.method_options.noise_base)?;
-    options.validate()
+    let base = lumen::method_info(&options.method_options.noise_base)?.family;
+    options.validate()?;
+    if let Some(dir) = &options.save_dir {
+        check_folder_writable("--out", dir)?;
+    }
+    for warning in method_args.unused(&families, base) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+impl MethodArgs {
+    /// The options given (different from their defaults) that no method of `families`
+    /// reads; `base` is the noise tunnels' wrapped method.
+    fn unused(&self, families: &[Family], base: Family) -> Vec<String> {
+        let tunnel = families.contains(&Family::NoiseTunnel);
+        let uses = |wanted: &dyn Fn(Family) -> bool| {
+            families.iter().any(|f| wanted(*f)) || (tunnel && wanted(base))
+        };
+        let mut unused = vec![];
+        let mut check = |given: bool, flags: &str, read_by: &str, used: bool| {
+            if given && !used {
+                unused.push(format!("{flags} ignored: only {read_by} read it"));
+            }
+        };
+        check(
+            self.layer.is_some(),
+            "--layer",
+            "CAM methods",
+            uses(&|f: Family| f.uses_layer()),
+        );
+        check(
+            self.steps.is_some()
+                || self.baseline != BaselineKind::default()
+                || self.ig_method != IntegrationRule::default(),
+            "--steps/--baseline/--ig-method",
+            "Integrated Gradients (ig)",
+            uses(&|f| f == Family::Path),
+        );
+        check(
+            self.noise_samples != DEFAULT_NOISE_SAMPLES
+                || self.noise != DEFAULT_NOISE
+                || self.noise_stdev.is_some()
+                || self.noise_base != "saliency",
+            "--noise-samples/--noise/--noise-stdev/--noise-base",
+            "the noise tunnels (smoothgrad, smoothgrad-sq, vargrad)",
+            tunnel,
+        );
+        check(
+            self.head_fusion != HeadFusion::default() || self.discard_ratio != 0.0,
+            "--head-fusion/--discard-ratio",
+            "the attention methods (rollout, attention-flow, grad-rollout)",
+            uses(&|f| f == Family::Attention),
+        );
+        check(
+            self.internal_batch_size.is_some(),
+            "--internal-batch-size",
+            "ig, the noise tunnels, scorecam and ablationcam",
+            uses(&|f| {
+                matches!(
+                    f,
+                    Family::Path | Family::NoiseTunnel | Family::PerturbationCam
+                )
+            }),
+        );
+        unused
+    }
 }
 
 /// A progress bar on stderr (hidden with `--quiet`).
@@ -417,10 +620,13 @@ pub struct JsonOutput<'a, T: Serialize> {
 }
 
 impl<T: Serialize> JsonOutput<'_, T> {
-    /// Print on stdout; a closed pipe (`| head`) ends quietly.
+    /// Print on stdout, with the inputs that could not be read under `failures`; a
+    /// closed pipe (`| head`) ends quietly.
     pub fn print(&self) {
         use std::io::Write;
-        let text = serde_json::to_string_pretty(self).expect("results serialise");
+        let mut value = serde_json::to_value(self).expect("results serialise");
+        value["failures"] = serde_json::to_value(recorded_failures()).expect("failures serialise");
+        let text = serde_json::to_string_pretty(&value).expect("results serialise");
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{text}").is_err() {
             std::process::exit(0);
@@ -428,28 +634,47 @@ impl<T: Serialize> JsonOutput<'_, T> {
     }
 }
 
-/// Check before any work that a file can be written at `path` (its folder exists or
-/// can be made, and is writable); the error names the flag.
-pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => PathBuf::from("."),
-    };
+/// Check before any work that files can be written into the folder `dir` (it exists
+/// or can be made, and is writable); the error names the flag.
+pub fn check_folder_writable(flag: &str, dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(LumenError::InvalidArgument(format!(
+            "{flag} {} is a file, not a folder: give a folder for the outputs",
+            dir.display()
+        )));
+    }
     let fail = |e: std::io::Error| {
         LumenError::InvalidArgument(format!(
             "{flag} {}: cannot write there ({e})",
-            path.display()
+            dir.display()
         ))
     };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".lumen-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(probe).ok();
+    Ok(())
+}
+
+/// Check before any work that a file can be written at `path` (its folder exists or
+/// can be made, and is writable); the error names the flag.
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(LumenError::InvalidArgument(format!(
             "{flag} {} is a folder: give a file name",
             path.display()
         )));
     }
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let probe = dir.join(format!(".lumen-write-check-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(fail)?;
-    std::fs::remove_file(probe).ok();
-    Ok(())
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    check_folder_writable(flag, &dir).map_err(|e| match e {
+        LumenError::InvalidArgument(_) => LumenError::InvalidArgument(format!(
+            "{flag} {}: cannot write there ({} is not a writable folder)",
+            path.display(),
+            dir.display()
+        )),
+        other => other,
+    })
 }

@@ -29,7 +29,11 @@ pub struct BatchArgs {
 
 pub fn run(args: BatchArgs) -> Result<()> {
     let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
-    check_methods(std::slice::from_ref(&args.method), &options)?;
+    check_methods(
+        std::slice::from_ref(&args.method),
+        &args.method_args,
+        &options,
+    )?;
     if args.batch_size == 0 {
         return Err(lumen::LumenError::InvalidArgument(
             "--batch-size must be at least 1".into(),
@@ -38,10 +42,15 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let files = args.input.files()?;
     let model = args.model.load()?;
     let bar = progress(files.len() as u64, "explaining", args.print.quiet);
-    let results = explain_batch(&model, &files, args.batch_size, &options, |done| {
+    let outcome = explain_batch(&model, &files, args.batch_size, &options, |done| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
+    if outcome.results.is_empty() {
+        return Err(lumen::no_readable_input(&outcome.failures));
+    }
+    crate::args::record_failures(&outcome.failures);
+    let results = outcome.results;
     if args.print.json {
         JsonOutput {
             command: "batch",

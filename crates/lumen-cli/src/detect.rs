@@ -56,7 +56,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     explain.polarity = false;
     let is_drise = args.method == lumen::detection::DRISE;
     if !is_drise {
-        check_methods(std::slice::from_ref(&args.method), &explain)?;
+        check_methods(
+            std::slice::from_ref(&args.method),
+            &args.method_args,
+            &explain,
+        )?;
     }
     if !args.method_args.target_class.is_empty() {
         return Err(LumenError::InvalidArgument(

@@ -49,7 +49,27 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     args.segmentation.require_unused()?;
     args.detection.require_unused("classification")?;
     let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
-    check_methods(std::slice::from_ref(&args.method), &options)?;
+    check_methods(
+        std::slice::from_ref(&args.method),
+        &args.method_args,
+        &options,
+    )?;
+    let family = lumen::method_info(&args.method)?.family;
+    if args.grid && (family != lumen::methods::Family::Attention || args.save_raw.is_none()) {
+        eprintln!(
+            "warning: --grid ignored: it keeps attention maps on the patch grid in --save-raw"
+        );
+    }
+    if args.figure.polarity
+        && !matches!(
+            family,
+            lumen::methods::Family::Gradient
+                | lumen::methods::Family::Path
+                | lumen::methods::Family::NoiseTunnel
+        )
+    {
+        eprintln!("warning: --polarity ignored: only gradient methods have signed attributions");
+    }
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }

@@ -5,7 +5,8 @@
 //! only.
 //!
 //! Exit codes: 0 success, 2 usage errors (unknown method, layer, model, device, bad
-//! option), 1 runtime errors (unreadable files, weights that do not fit).
+//! option), 1 runtime errors (unreadable files, weights that do not fit), 3 when some
+//! inputs could not be read and were skipped (the others' results were written).
 
 mod args;
 mod batch;
@@ -56,6 +57,9 @@ enum Command {
     Maximize(Box<maximize::MaximizeArgs>),
 }
 
+/// Exit code of a run that skipped unreadable inputs and finished the rest.
+const PARTIAL_FAILURE: u8 = 3;
+
 /// Whether an error is the caller's usage (exit 2) or a failure at run time (exit 1).
 fn exit_code(error: &LumenError) -> u8 {
     match error {
@@ -95,7 +99,23 @@ fn main() -> ExitCode {
         Command::Maximize(args) => maximize::run(*args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            let failures = args::recorded_failures();
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: {} input(s) could not be read and were skipped: {}",
+                    failures.len(),
+                    failures
+                        .iter()
+                        .map(|f| f.path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                ExitCode::from(PARTIAL_FAILURE)
+            }
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(exit_code(&error))

@@ -33,7 +33,10 @@ pub struct ReportArgs {
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let options = explain_options("", &args.method_args, &args.figure, 50);
-    check_methods(&args.methods, &options)?;
+    check_methods(&args.methods, &args.method_args, &options)?;
+    if args.figure.polarity {
+        eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
+    }
     let path = args.figure.out.join(&args.name);
     check_writable("--out", &path)?;
     let model = args.model.load()?;

@@ -107,7 +107,11 @@ fn mask_region(path: &Path, [height, width]: [usize; 2]) -> Result<Region> {
 pub fn run(args: ExplainArgs) -> Result<()> {
     let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
     explain.polarity = false;
-    check_methods(std::slice::from_ref(&args.method), &explain)?;
+    check_methods(
+        std::slice::from_ref(&args.method),
+        &args.method_args,
+        &explain,
+    )?;
     for (flag, path) in [
         ("--save-raw", &args.save_raw),
         ("--save-uncertainty", &args.segmentation.save_uncertainty),

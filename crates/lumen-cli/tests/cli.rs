@@ -1,68 +1,13 @@
 //! The `lumen` binary: the explain contract (names, shapes of --save-raw) and the exit
 //! codes and messages of its error paths.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use common::*;
 use ndarray::ArrayD;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn weights(name: &str) -> String {
-    root()
-        .join(format!(
-            "crates/lumen-models/tests/fixtures/{name}.safetensors"
-        ))
-        .display()
-        .to_string()
-}
-
-fn input() -> String {
-    root()
-        .join("crates/lumen-cli/tests/data/two_images.npy")
-        .display()
-        .to_string()
-}
-
-/// Run the binary from a scratch folder, so that default output folders
-/// (`lumen-out/`) never land in the source tree.
-fn lumen(args: &[&str]) -> Output {
-    let scratch = tmp("cwd");
-    std::fs::create_dir_all(&scratch).expect("scratch folder");
-    Command::new(env!("CARGO_BIN_EXE_lumen"))
-        .args(args)
-        .current_dir(scratch)
-        .output()
-        .expect("lumen runs")
-}
-
-fn explain(model: &str, extra: &[&str]) -> Output {
-    let w = weights(model);
-    let i = input();
-    let mut args = vec![
-        "explain",
-        "--model",
-        model,
-        "--num-classes",
-        "10",
-        "--weights",
-        &w,
-        "--input-npy",
-        &i,
-    ];
-    args.extend_from_slice(extra);
-    lumen(&args)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
-}
 
 fn saved_shape(path: &PathBuf) -> Vec<usize> {
     let array: ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
@@ -149,7 +94,11 @@ fn json_output_reports_the_result() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["command", "device", "files", "model", "results"]);
+    assert_eq!(
+        keys,
+        ["command", "device", "failures", "files", "model", "results"]
+    );
+    assert_eq!(json["failures"], serde_json::json!([]));
     assert_eq!(json["command"], "explain");
     assert_eq!(json["model"], "test_resnet");
     let results = json["results"].as_array().unwrap();

@@ -157,24 +157,123 @@ impl DataConfig {
     }
 }
 
-/// Read an image file as RGB. The error names the file and the reason.
-pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
+/// Default cap on the memory one decoded image may take, in MiB (the `image` crate's
+/// own default); `LUMEN_MAX_IMAGE_MB` raises or lowers it.
+pub const DEFAULT_MAX_IMAGE_MB: u64 = 512;
+
+/// The decoding memory cap in bytes: `LUMEN_MAX_IMAGE_MB`, else the default.
+fn max_image_bytes() -> Result<u64> {
+    match std::env::var("LUMEN_MAX_IMAGE_MB") {
+        Err(_) => Ok(DEFAULT_MAX_IMAGE_MB << 20),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(mb) if mb > 0 => Ok(mb << 20),
+            _ => Err(LumenError::InvalidArgument(format!(
+                "LUMEN_MAX_IMAGE_MB must be a whole number of MiB above 0, got `{text}`"
+            ))),
+        },
+    }
+}
+
+/// An image read from a file as RGB, with what was done to make it one.
+#[derive(Clone, Debug)]
+pub struct ReadImage {
+    /// The upright RGB picture.
+    pub image: RgbImage,
+    /// Adjustments worth telling the user (transparency composited, orientation applied).
+    pub notes: Vec<String>,
+}
+
+/// Read an image file as an upright RGB picture: the EXIF orientation is applied (as
+/// a phone camera means it), transparent pixels are composited on white, and 16-bit
+/// or grayscale images are converted. The error names the file and the reason.
+pub fn read_image(path: impl AsRef<Path>) -> Result<ReadImage> {
     let path = path.as_ref();
-    let reader = image::ImageReader::open(path).map_err(|e| LumenError::Image {
+    let fail = |message: String| LumenError::Image {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let reader = reader
+        message,
+    };
+    if path.is_dir() {
+        return Err(fail("this is a folder, not an image file".into()));
+    }
+    let max_bytes = max_image_bytes()?;
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| fail(e.to_string()))?
         .with_guessed_format()
-        .map_err(|e| LumenError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    let image: DynamicImage = reader.decode().map_err(|e| LumenError::Image {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(image.to_rgb8())
+        .map_err(|e| fail(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_bytes);
+    reader.limits(limits.clone());
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| fail(decode_message(&e, path, max_bytes)))?;
+    use image::ImageDecoder;
+    // `into_decoder` does not check the size of the picture itself (`decode` would, but
+    // it drops the orientation): reserve it against the limit before allocating.
+    limits
+        .reserve(decoder.total_bytes())
+        .map_err(|e| fail(decode_message(&e, path, max_bytes)))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder)
+        .map_err(|e| fail(decode_message(&e, path, max_bytes)))?;
+    let mut notes = vec![];
+    if orientation != image::metadata::Orientation::NoTransforms {
+        image.apply_orientation(orientation);
+        notes.push(format!(
+            "turned upright from its EXIF orientation ({orientation:?})"
+        ));
+    }
+    let image = if image.color().has_alpha() {
+        let rgba = image.to_rgba8();
+        let transparent = rgba.pixels().filter(|p| p[3] < 255).count();
+        if transparent > 0 {
+            notes.push(format!(
+                "{transparent} transparent or translucent pixels composited on white"
+            ));
+        }
+        composite_on_white(&rgba)
+    } else {
+        image.to_rgb8()
+    };
+    Ok(ReadImage { image, notes })
+}
+
+/// Alpha-blend every pixel over a white background.
+fn composite_on_white(rgba: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y);
+        let alpha = p[3] as f32 / 255.0;
+        image::Rgb(std::array::from_fn(|c| {
+            (p[c] as f32 * alpha + 255.0 * (1.0 - alpha)).round() as u8
+        }))
+    })
+}
+
+/// A decoding error in words a user can act on: the memory cap says what it is and
+/// how to raise it.
+fn decode_message(error: &image::ImageError, path: &Path, max_bytes: u64) -> String {
+    match error {
+        image::ImageError::Limits(_) => {
+            let size = image::image_dimensions(path)
+                .map(|(w, h)| format!("{w}x{h} pixels, "))
+                .unwrap_or_default();
+            format!(
+                "the image ({size}per its header) needs more than the {} MiB decoding limit: \
+                 resize it, or raise the limit with LUMEN_MAX_IMAGE_MB",
+                max_bytes >> 20
+            )
+        }
+        image::ImageError::Unsupported(e) => {
+            format!("{e} (readable formats: PNG, JPEG, BMP, WebP, TIFF, GIF)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Read an image file as RGB ([`read_image`] without the notes).
+pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
+    read_image(path).map(|read| read.image)
 }
 
 /// Load image files and preprocess them into one batch.
@@ -234,5 +333,44 @@ mod tests {
         std::fs::write(&dir, b"not a png").unwrap();
         let err = load_image(&dir).unwrap_err().to_string();
         assert!(err.contains("not-an-image"), "{err}");
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_and_said() {
+        // Stored 48x24 with red on the left, orientation 6 (rotate 90 clockwise): shown
+        // 24x48 with red on top (tools/reference/bad_input_files.py).
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../lumen-cli/tests/data/exif_rotate90.jpg"
+        );
+        let read = read_image(path).unwrap();
+        assert_eq!(read.image.dimensions(), (24, 48));
+        let top = read.image.get_pixel(12, 4);
+        let bottom = read.image.get_pixel(12, 44);
+        assert!(top[0] > 200 && top[2] < 60, "{top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "{bottom:?}");
+        assert!(
+            read.notes[0].contains("EXIF orientation"),
+            "{:?}",
+            read.notes
+        );
+    }
+
+    #[test]
+    fn transparency_is_composited_on_white() {
+        let path = std::env::temp_dir().join(format!("lumen-alpha-{}.png", std::process::id()));
+        let rgba = image::RgbaImage::from_fn(2, 1, |x, _| {
+            image::Rgba([0, 0, 0, if x == 0 { 0 } else { 255 }])
+        });
+        rgba.save(&path).unwrap();
+        let read = read_image(&path).unwrap();
+        assert_eq!(read.image.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(read.image.get_pixel(1, 0).0, [0, 0, 0]);
+        assert_eq!(read.notes.len(), 1, "{:?}", read.notes);
+        // Fully opaque images need no note.
+        image::RgbaImage::from_pixel(2, 2, image::Rgba([9, 9, 9, 255]))
+            .save(&path)
+            .unwrap();
+        assert!(read_image(&path).unwrap().notes.is_empty());
     }
 }

@@ -35,7 +35,9 @@ pub use device::{
 };
 pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};
-pub use input::{DataConfig, Interpolation, load_batch, load_image};
+pub use input::{
+    DEFAULT_MAX_IMAGE_MB, DataConfig, Interpolation, ReadImage, load_batch, load_image, read_image,
+};
 pub use model::{
     Classifier, ConvOp, DetectorOutput, ExplainableModel, LayerInfo, LayerKind, as_feature_map,
     layer_list, tokens_to_map,

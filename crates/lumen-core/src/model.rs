@@ -111,8 +111,17 @@ pub trait ExplainableModel {
     /// The layer explanations use when the caller names none.
     fn default_layer(&self) -> String;
 
-    /// The input `[channels, height, width]` the model expects.
+    /// The input `[channels, height, width]` the model expects (its data config's size).
     fn input_shape(&self) -> [usize; 3];
+
+    /// Whether the model takes other heights and widths than [`input_shape`]'s:
+    /// `Some(m)` for a network that takes any size of at least `m` pixels a side (a
+    /// CNN with global pooling: its total stride), `None` for a fixed size.
+    ///
+    /// [`input_shape`]: ExplainableModel::input_shape
+    fn min_input_side(&self) -> Option<usize> {
+        None
+    }
 
     /// The sliding-window operations on the longest path from the previous listed
     /// layer to each spatial layer, in forward order (CNNs); empty when the model does
@@ -143,10 +152,25 @@ pub trait ExplainableModel {
             .collect()
     }
 
-    /// Check that a batch has the shape this model takes.
+    /// Check that a batch has the shape this model takes; the error says which sizes
+    /// those are.
     fn check_input(&self, input: &Tensor<4>) -> Result<()> {
         let [_, c, h, w] = input.dims();
         let expected = self.input_shape();
+        if let Some(side) = self.min_input_side() {
+            if c != expected[0] || h < side || w < side {
+                return Err(LumenError::shape(
+                    "model input",
+                    format!(
+                        "[B,{},H,W] with H and W at least {side} (the network's stride; \
+                         any size above it works)",
+                        expected[0]
+                    ),
+                    format!("{:?}", input.dims()),
+                ));
+            }
+            return Ok(());
+        }
         if [c, h, w] != expected {
             return Err(LumenError::shape(
                 "model input",

@@ -346,6 +346,13 @@ impl ExplainableModel for ZooModel {
         }
     }
 
+    fn min_input_side(&self) -> Option<usize> {
+        match self {
+            Self::ResNet(m) => m.min_input_side(),
+            Self::Vit(m) => m.min_input_side(),
+        }
+    }
+
     fn window_ops(&self) -> Vec<(String, Vec<lumen_core::ConvOp>)> {
         match self {
             Self::ResNet(m) => m.window_ops(),
@@ -534,6 +541,24 @@ impl LoadedSegmentor {
 /// tower, 256-pixel inputs) matching the parity fixtures.
 pub fn detection_architectures() -> Vec<String> {
     dense_backbones().map(|b| format!("fcos_{b}")).collect()
+}
+
+/// Check that `name` is a model of the zoo, of any task; the error lists every known
+/// name (classifiers, segmentors, detectors).
+pub fn check_model_name(name: &str) -> Result<()> {
+    let known = Architecture::from_name(name, 1).is_ok()
+        || segmentor_config(name, 1).is_ok()
+        || detector_config(name, 1).is_ok();
+    if known {
+        return Ok(());
+    }
+    let mut valid: Vec<String> = ARCHITECTURES.iter().map(|s| s.to_string()).collect();
+    valid.extend(segmentation_architectures());
+    valid.extend(detection_architectures());
+    Err(LumenError::UnknownModel {
+        name: name.to_string(),
+        valid,
+    })
 }
 
 /// The zoo's backbones for dense models: its ResNets.

@@ -498,6 +498,17 @@ impl ExplainableModel for ResNet {
     fn input_shape(&self) -> [usize; 3] {
         [3, self.input_size, self.input_size]
     }
+
+    /// Convolutions and global pooling take any size, as in timm; below the total
+    /// stride the last stage would pool padding only.
+    fn min_input_side(&self) -> Option<usize> {
+        Some(
+            self.feature_window_ops()
+                .iter()
+                .flat_map(|(_, ops)| ops.iter().map(|op| op.stride))
+                .product(),
+        )
+    }
 }
 
 impl ResNet {

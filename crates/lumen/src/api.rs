@@ -9,10 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-use lumen_core::{
-    DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, load_image, to_host,
-};
+use lumen_core::{DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, to_host};
 use lumen_methods::{
     Explanation, Method, MethodOptions, by_name, cams_from_one_pass, one_pass_cam,
 };
@@ -24,6 +21,8 @@ use lumen_report::{
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
+pub use crate::inputs::Inputs;
+use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically};
 
 /// A model with what the high-level calls need around it: its task, preprocessing
@@ -158,79 +157,6 @@ impl<R> ExplainOptions<R> {
             )));
         }
         self.method_options.validate()
-    }
-}
-
-/// A batch of inputs with what is needed to draw them.
-#[derive(Clone, Debug)]
-pub struct Inputs {
-    /// Normalised `[B,3,H,W]` on the model's device.
-    pub tensor: Tensor<4>,
-    /// The images as shown (un-normalised, at input size).
-    pub originals: Vec<RgbImage>,
-    /// A name per image (file stem), used for output files.
-    pub names: Vec<String>,
-}
-
-impl Inputs {
-    /// Read, resize, crop and normalise image files.
-    pub fn from_files<P: AsRef<Path>>(
-        paths: &[P],
-        config: &DataConfig,
-        device: &Device,
-    ) -> Result<Self> {
-        let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
-        let names = paths
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .file_stem()
-                    .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned())
-            })
-            .collect();
-        Self::from_images(images, names, config, device)
-    }
-
-    /// Image files for a model: its data config and device.
-    pub fn load<P: AsRef<Path>>(model: &impl TaskModel, paths: &[P]) -> Result<Self> {
-        Self::from_files(paths, model.data_config(), model.device())
-    }
-
-    /// Images already in memory, named, resized and cropped as the model expects.
-    pub fn from_images(
-        images: Vec<RgbImage>,
-        names: Vec<String>,
-        config: &DataConfig,
-        device: &Device,
-    ) -> Result<Self> {
-        let originals: Vec<RgbImage> = images.iter().map(|i| config.resize_and_crop(i)).collect();
-        Ok(Self {
-            tensor: config.to_tensor(&originals, device)?,
-            originals,
-            names,
-        })
-    }
-
-    /// Wrap an already-normalised tensor; originals are recovered by undoing the
-    /// normalisation.
-    pub fn from_tensor(tensor: Tensor<4>, config: &DataConfig) -> Self {
-        let originals = config.denormalize(&tensor);
-        let names = (0..originals.len()).map(|i| format!("input{i}")).collect();
-        Self {
-            tensor,
-            originals,
-            names,
-        }
-    }
-
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.originals.len()
-    }
-
-    /// Whether there are no images.
-    pub fn is_empty(&self) -> bool {
-        self.originals.is_empty()
     }
 }
 
@@ -548,16 +474,28 @@ pub fn compare_methods<T: TaskModel>(
     Ok(results)
 }
 
+/// What a batch over many files produced: a result per readable image, and a failure
+/// per file that could not be read (the others were explained regardless).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchOutcome<R> {
+    /// One result per explained image, in input order.
+    pub results: Vec<R>,
+    /// The files that could not be read, with the reason.
+    pub failures: Vec<InputFailure>,
+}
+
 /// Explain image files in batches of `batch_size`, writing one figure per image named
-/// after its file and a grid of the first [`BATCH_GRID_LIMIT`] overlays
-/// (`batch_grid.png`). `progress` is called with the number of images done.
+/// after its file (unique names: `a.png` and `a.jpg` do not overwrite each other) and
+/// a grid of the first [`BATCH_GRID_LIMIT`] overlays (`batch_grid.png`). A file that
+/// cannot be read is reported in the outcome and the others go on. `progress` is
+/// called with the number of files done.
 pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
     model: &T,
     paths: &[P],
     batch_size: usize,
     options: &ExplainOptions<RequestOf<T>>,
     mut progress: impl FnMut(usize),
-) -> Result<Vec<ResultOf<T>>> {
+) -> Result<BatchOutcome<ResultOf<T>>> {
     if options.targets.is_some() {
         return Err(LumenError::InvalidArgument(
             "a batch over many files explains each image's prediction; give no targets".into(),
@@ -574,22 +512,29 @@ pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
         &method_options(model, &options.method_options),
     )?;
     let task = model.task();
+    let names = unique_names(paths);
     let mut results = Vec::with_capacity(paths.len());
+    let mut failures = vec![];
     let mut thumbnails = vec![];
-    for chunk in paths.chunks(batch_size) {
-        let inputs = Inputs::load(model, chunk)?;
-        let (_, chunk_results) = explain_with(model, &inputs, method.as_ref(), options)?;
-        for (r, original) in chunk_results.iter().zip(&inputs.originals) {
-            if thumbnails.len() < BATCH_GRID_LIMIT {
-                let title = format!("{} {}", r.image, task.describe_request(&r.target));
-                thumbnails.push(Panel::new(
-                    title,
-                    overlay(original, &r.heatmap, options.colormap, options.alpha),
-                ));
+    let mut done = 0;
+    for (chunk, chunk_names) in paths.chunks(batch_size).zip(names.chunks(batch_size)) {
+        let read = Inputs::read_named(model, chunk, chunk_names)?;
+        failures.extend(read.failures);
+        if let Some(inputs) = read.inputs {
+            let (_, chunk_results) = explain_with(model, &inputs, method.as_ref(), options)?;
+            for (r, original) in chunk_results.iter().zip(&inputs.originals) {
+                if thumbnails.len() < BATCH_GRID_LIMIT {
+                    let title = format!("{} {}", r.image, task.describe_request(&r.target));
+                    thumbnails.push(Panel::new(
+                        title,
+                        overlay(original, &r.heatmap, options.colormap, options.alpha),
+                    ));
+                }
             }
+            results.extend(chunk_results);
         }
-        results.extend(chunk_results);
-        progress(results.len());
+        done += chunk.len();
+        progress(done);
     }
     if let (Some(dir), false) = (&options.save_dir, thumbnails.is_empty()) {
         let columns = (thumbnails.len() as f64).sqrt().ceil() as usize;
@@ -599,7 +544,7 @@ pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
         );
         save_png(&figure, dir, "batch_grid.png")?;
     }
-    Ok(results)
+    Ok(BatchOutcome { results, failures })
 }
 
 /// Images shown in the batch grid figure at most.
@@ -611,7 +556,7 @@ pub fn visualize_batch<T: TaskModel, P: AsRef<Path>>(
     paths: &[P],
     output_dir: impl Into<PathBuf>,
     options: &ExplainOptions<RequestOf<T>>,
-) -> Result<Vec<ResultOf<T>>> {
+) -> Result<BatchOutcome<ResultOf<T>>> {
     let options = ExplainOptions {
         save_dir: Some(output_dir.into()),
         ..options.clone()

@@ -27,6 +27,7 @@ pub mod api;
 pub mod detection;
 pub mod evaluate;
 pub mod feature_report;
+pub mod inputs;
 pub mod output;
 pub mod segmentation;
 
@@ -39,13 +40,14 @@ pub use lumen_report as report;
 pub use lumen_tasks as tasks;
 
 pub use api::{
-    ComparisonOf, ComparisonResult, ExplainOptions, Explained, ExplanationResult, Inputs,
+    BatchOutcome, ComparisonOf, ComparisonResult, ExplainOptions, Explained, ExplanationResult,
     PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods, explain_batch,
     explain_prediction, explain_with, quick_explain, visualize_batch, write_report,
 };
 pub use detection::{
     DetectionExplanation, DetectionOptions, ExplainedDetections, explain_detection,
 };
+pub use inputs::{InputFailure, Inputs, ReadInputs, no_readable_input, unique_names};
 pub use lumen_core::{
     ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
 };
@@ -56,8 +58,8 @@ pub use lumen_methods::{
 };
 pub use lumen_models::{
     ARCHITECTURES, BUNDLED, Detector, LoadedDetector, LoadedModel, LoadedSegmentor, Segmentor,
-    ZooModel, bundled_weights_present, is_segmentation_architecture, segmentation_architectures,
-    shapes,
+    ZooModel, bundled_weights_present, check_model_name, is_segmentation_architecture,
+    segmentation_architectures, shapes,
 };
 pub use lumen_report::{
     Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,

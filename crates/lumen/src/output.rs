@@ -59,15 +59,25 @@ pub fn save_png(figure: &RgbImage, dir: &Path, file: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Read a normalised float32 batch `[B,3,H,W]` from a `.npy` file onto `device`.
+/// Read a normalised batch `[B,3,H,W]` from a `.npy` file (float32, or float64
+/// converted; either byte order, C or Fortran layout) onto `device`.
 pub fn read_npy_batch(path: &Path, device: &lumen_core::Device) -> Result<lumen_core::Tensor<4>> {
     use lumen_core::burn::tensor::TensorData;
-    let array: ndarray::ArrayD<f32> = ndarray_npy::read_npy(path).map_err(|e| {
-        io_error(
-            path,
-            std::io::Error::other(format!("not a float32 .npy array: {e}")),
-        )
-    })?;
+    let bad = |message: String| io_error(path, std::io::Error::other(message));
+    let file = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let array: ndarray::ArrayD<f32> = match ndarray_npy::ReadNpyExt::read_npy(file.as_slice()) {
+        Ok(array) => array,
+        Err(ndarray_npy::ReadNpyError::WrongDescriptor(descriptor)) => {
+            let wide: ndarray::ArrayD<f64> = ndarray_npy::ReadNpyExt::read_npy(file.as_slice())
+                .map_err(|_| {
+                    bad(format!(
+                        "the array's dtype is {descriptor}: expected float32 or float64 values"
+                    ))
+                })?;
+            wide.mapv(|v| v as f32)
+        }
+        Err(e) => return Err(bad(format!("not a readable .npy array: {e}"))),
+    };
     let shape = array.shape().to_vec();
     if shape.len() != 4 || shape[1] != 3 {
         return Err(LumenError::shape(

@@ -31,7 +31,7 @@ fn setup() -> (LoadedDetector, Inputs) {
         TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
         &device,
     );
-    let inputs = Inputs::from_tensor(tensor, &model.data_config);
+    let inputs = Inputs::from_tensor(tensor, &model.data_config).unwrap();
     (model, inputs)
 }
 

@@ -43,7 +43,7 @@ fn case(head: &str) -> Case {
         TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
         &device,
     );
-    let inputs = Inputs::from_tensor(tensor, &model.data_config);
+    let inputs = Inputs::from_tensor(tensor, &model.data_config).unwrap();
     let classes = read_i64(&io, "classes");
     Case {
         model,

@@ -1,0 +1,541 @@
+//! Bad and unusual inputs against the binary, as a new user would give them: every
+//! case ends with a message that names the problem (and the fix where there is one),
+//! never a panic (exit 101) and never exit 0 on garbage. Files are generated here, on
+//! the bundled `shapes-cnn`; the two JPEGs the `image` crate cannot write come from
+//! `tools/reference/bad_input_files.py`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+fn data(name: &str) -> String {
+    root()
+        .join("crates/lumen-cli/tests/data")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A fresh scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = tmp(&format!("bad-{name}"));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `lumen explain --model shapes-cnn --method gradcam` with `extra`.
+fn explain_shapes(extra: &[&str]) -> Output {
+    let mut args = vec!["explain", "--model", "shapes-cnn", "--method", "gradcam"];
+    args.extend_from_slice(extra);
+    lumen(&args)
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not killed")
+}
+
+/// Exit `expected`, never a panic, and stderr containing every `needles`.
+fn assert_fails(out: &Output, expected: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(code(out), expected, "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing `{needle}` in: {err}");
+    }
+}
+
+fn write_png(path: &Path, image: image::DynamicImage) {
+    image.save(path).unwrap();
+}
+
+/// A small RGB picture with a shape in it.
+fn picture(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let inside = (x as i64 - w as i64 / 2).pow(2) + (y as i64 - h as i64 / 2).pow(2)
+            < (w.min(h) as i64 / 4).pow(2);
+        image::Rgb(if inside { [230, 60, 40] } else { [20, 20, 20] })
+    })
+}
+
+fn write_npy<T: ndarray_npy::WritableElement>(path: &Path, array: ndarray::ArrayD<T>) {
+    ndarray_npy::write_npy(path, &array).unwrap();
+}
+
+#[test]
+fn non_finite_empty_and_odd_arrays_are_refused_or_converted() {
+    let dir = scratch("npy");
+    let shape = ndarray::IxDyn(&[1, 3, 128, 128]);
+    let mut nan = ndarray::ArrayD::<f32>::zeros(shape.clone());
+    nan[[0, 1, 5, 7]] = f32::NAN;
+    write_npy(&dir.join("nan.npy"), nan);
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("nan.npy"))]);
+    assert_fails(&out, 2, &["NaN or infinite", "channel 1, row 5, column 7"]);
+
+    let mut inf = ndarray::ArrayD::<f32>::zeros(shape.clone());
+    inf[[0, 0, 0, 0]] = f32::INFINITY;
+    write_npy(&dir.join("inf.npy"), inf);
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("inf.npy"))]);
+    assert_fails(&out, 2, &["NaN or infinite"]);
+
+    write_npy(
+        &dir.join("empty.npy"),
+        ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[0, 3, 128, 128])),
+    );
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("empty.npy"))]);
+    assert_fails(&out, 2, &["empty"]);
+
+    write_npy(
+        &dir.join("ints.npy"),
+        ndarray::ArrayD::<i32>::zeros(shape.clone()),
+    );
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("ints.npy"))]);
+    assert_fails(&out, 1, &["dtype", "expected float32 or float64"]);
+
+    write_npy(
+        &dir.join("rank3.npy"),
+        ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[3, 128, 128])),
+    );
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("rank3.npy"))]);
+    assert_fails(&out, 1, &["[B,3,H,W]", "[3, 128, 128]"]);
+
+    // A corrupted header and a truncated body.
+    let good = dir.join("good.npy");
+    write_npy(&good, ndarray::ArrayD::<f32>::zeros(shape.clone()));
+    let bytes = std::fs::read(&good).unwrap();
+    let mut header = bytes.clone();
+    header[12..20].copy_from_slice(b"garbage!");
+    std::fs::write(dir.join("header.npy"), header).unwrap();
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("header.npy"))]);
+    assert_fails(&out, 1, &["not a readable .npy array"]);
+    std::fs::write(dir.join("short.npy"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = explain_shapes(&["--input-npy", &path_str(&dir.join("short.npy"))]);
+    assert_fails(&out, 1, &["not a readable .npy array"]);
+
+    // float64, big-endian and Fortran-order arrays are the same numbers: accepted, and
+    // explained as the float32 original is.
+    let values = ndarray::ArrayD::<f32>::from_shape_fn(shape.clone(), |i| {
+        ((i[2] as f32 - 64.0).powi(2) + (i[3] as f32 - 64.0).powi(2)).sqrt() / 40.0 - 1.0
+    });
+    write_npy(&dir.join("f32.npy"), values.clone());
+    write_npy(&dir.join("f64.npy"), values.mapv(|v| v as f64));
+    let fortran = values.t().as_standard_layout().to_owned();
+    let fortran = fortran.reversed_axes();
+    assert!(!fortran.is_standard_layout());
+    write_npy(&dir.join("fortran.npy"), fortran);
+    let mut big_endian = std::fs::read(dir.join("f32.npy")).unwrap();
+    let header_len = u16::from_le_bytes([big_endian[8], big_endian[9]]) as usize + 10;
+    let at = big_endian
+        .windows(5)
+        .position(|w| w == b"'<f4'")
+        .expect("a little-endian float32 header");
+    big_endian[at + 1] = b'>';
+    for chunk in big_endian[header_len..].chunks_exact_mut(4) {
+        chunk.reverse();
+    }
+    std::fs::write(dir.join("big.npy"), big_endian).unwrap();
+    let raw = |name: &str| -> Vec<f32> {
+        let saved = dir.join(format!("{name}-map.npy"));
+        let out = explain_shapes(&[
+            "--input-npy",
+            &path_str(&dir.join(format!("{name}.npy"))),
+            "--no-figures",
+            "--save-raw",
+            &path_str(&saved),
+        ]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let map: ndarray::ArrayD<f32> = ndarray_npy::read_npy(saved).unwrap();
+        map.iter().copied().collect()
+    };
+    let reference = raw("f32");
+    for name in ["f64", "big", "fortran"] {
+        let diff = reference
+            .iter()
+            .zip(raw(name))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{name}: max diff {diff}");
+    }
+}
+
+#[test]
+fn unreadable_images_are_named_and_the_readable_ones_still_explained() {
+    let dir = scratch("images");
+    write_png(
+        &dir.join("good.png"),
+        image::DynamicImage::ImageRgb8(picture(128, 128)),
+    );
+    std::fs::write(dir.join("zero.png"), b"").unwrap();
+    let png = std::fs::read(dir.join("good.png")).unwrap();
+    std::fs::write(dir.join("truncated.png"), &png[..png.len() / 3]).unwrap();
+    std::fs::write(dir.join("text.jpg"), b"this is not a picture").unwrap();
+
+    // Alone, a bad file is an error naming it (exit 1).
+    let out = explain_shapes(&["--image", &path_str(&dir.join("zero.png"))]);
+    assert_fails(&out, 1, &["zero.png"]);
+
+    // Among good ones: skipped with a warning, the rest written, exit 3, and the JSON
+    // lists the failures.
+    let out_dir = dir.join("out");
+    let out = explain_shapes(&[
+        "--image",
+        &path_str(&dir.join("zero.png")),
+        &path_str(&dir.join("good.png")),
+        &path_str(&dir.join("truncated.png")),
+        &path_str(&dir.join("text.jpg")),
+        "--out",
+        &path_str(&out_dir),
+        "--json",
+    ]);
+    assert_fails(
+        &out,
+        3,
+        &[
+            "warning: skipped",
+            "zero.png",
+            "truncated.png",
+            "text.jpg",
+            "3 input(s) could not be read",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 1);
+    assert_eq!(json["results"][0]["image"], "good");
+    let failures = json["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3);
+    assert!(
+        failures
+            .iter()
+            .all(|f| !f["error"].as_str().unwrap().is_empty())
+    );
+    assert!(out_dir.join("good_gradcam.png").is_file());
+
+    // A huge header: the limit is named with how to raise it.
+    let huge = dir.join("huge.png");
+    write_huge_png_header(&huge, 100_000, 100_000);
+    let out = explain_shapes(&["--image", &path_str(&huge)]);
+    assert_fails(
+        &out,
+        1,
+        &["100000x100000", "MiB decoding limit", "LUMEN_MAX_IMAGE_MB"],
+    );
+}
+
+/// A PNG signature and a valid IHDR claiming `width` x `height` RGB pixels, then an
+/// empty image: what a hostile or broken file looks like to the decoder.
+fn write_huge_png_header(path: &Path, width: u32, height: u32) {
+    fn chunk(kind: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(body);
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(kind);
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(&crc.finalize().to_be_bytes());
+        bytes
+    }
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(chunk(b"IHDR", &ihdr));
+    bytes.extend(chunk(b"IDAT", &[]));
+    bytes.extend(chunk(b"IEND", &[]));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn unusual_but_valid_images_are_explained_and_adjustments_said() {
+    let dir = scratch("unusual");
+    let rgb = picture(128, 128);
+    write_png(
+        &dir.join("one_pixel.png"),
+        image::DynamicImage::ImageRgb8(picture(1, 1)),
+    );
+    write_png(
+        &dir.join("gray.png"),
+        image::DynamicImage::ImageRgb8(rgb.clone()).grayscale(),
+    );
+    write_png(
+        &dir.join("sixteen.png"),
+        image::DynamicImage::ImageRgb16(image::DynamicImage::ImageRgb8(rgb.clone()).to_rgb16()),
+    );
+    let mut rgba = image::DynamicImage::ImageRgb8(rgb.clone()).to_rgba8();
+    for pixel in rgba.pixels_mut().take(500) {
+        pixel[3] = 0;
+    }
+    write_png(
+        &dir.join("alpha.png"),
+        image::DynamicImage::ImageRgba8(rgba),
+    );
+    write_png(
+        &dir.join("wide.png"),
+        image::DynamicImage::ImageRgb8(picture(400, 90)),
+    );
+    let names = [
+        "one_pixel.png",
+        "gray.png",
+        "sixteen.png",
+        "alpha.png",
+        "wide.png",
+    ];
+    let mut args: Vec<String> = names.iter().map(|n| path_str(&dir.join(n))).collect();
+    args.push(data("cmyk.jpg"));
+    args.push(data("exif_rotate90.jpg"));
+    let mut full = vec!["--image".to_string()];
+    full.extend(args);
+    full.extend(["--no-figures", "--json"].map(String::from));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let out = explain_shapes(&full);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("alpha: 500 transparent or translucent pixels composited on white"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exif_rotate90: turned upright from its EXIF orientation"),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn a_batch_goes_past_bad_files_names_outputs_uniquely_and_recurses_on_request() {
+    let dir = scratch("batch");
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("sub")).unwrap();
+    let good = image::DynamicImage::ImageRgb8(picture(128, 128));
+    good.save(images.join("a.png")).unwrap();
+    good.save(images.join("a.jpg")).unwrap();
+    good.save(images.join("sub/deep.png")).unwrap();
+    std::fs::write(
+        images.join("broken.png"),
+        b"\x89PNG\r\n\x1a\nrest is missing",
+    )
+    .unwrap();
+    good.save(images.join("z_last.png")).unwrap();
+
+    let out_dir = dir.join("out");
+    let batch = |extra: &[&str]| {
+        let mut args = vec![
+            "batch",
+            "--model",
+            "shapes-cnn",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+    let out = batch(&[&path_str(&images), "--out", &path_str(&out_dir)]);
+    assert_fails(&out, 3, &["broken.png", "sub-folder", "--recursive"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let explained: Vec<&str> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    // The file after the broken one (in its own chunk and the next) is still done.
+    assert_eq!(explained, ["a_jpg", "a_png", "z_last"]);
+    assert_eq!(json["failures"].as_array().unwrap().len(), 1);
+    for figure in [
+        "a_jpg_gradcam.png",
+        "a_png_gradcam.png",
+        "z_last_gradcam.png",
+    ] {
+        assert!(out_dir.join(figure).is_file(), "{figure}");
+    }
+    assert!(out_dir.join("batch_grid.png").is_file());
+
+    let out = batch(&[&path_str(&images), "--recursive", "--no-figures"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 4);
+
+    // Nothing readable at all: an error, not an empty success.
+    let only_bad = dir.join("only_bad");
+    std::fs::create_dir_all(&only_bad).unwrap();
+    std::fs::write(only_bad.join("x.png"), b"").unwrap();
+    let out = batch(&[&path_str(&only_bad), "--no-figures"]);
+    assert_fails(&out, 1, &["x.png"]);
+}
+
+#[test]
+fn numeric_options_are_validated_before_any_work() {
+    let dir = scratch("numbers");
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    let image = path_str(&image);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--method", "smoothgrad", "--noise=-1"],
+            "must be a finite number >= 0, got -1",
+        ),
+        (&["--method", "smoothgrad", "--noise", "NaN"], "got NaN"),
+        (&["--method", "smoothgrad", "--noise-stdev=-0.5"], ">= 0"),
+        (
+            &["--method", "smoothgrad", "--noise-samples", "0"],
+            "at least 1",
+        ),
+        (
+            &["--method", "ig", "--steps", "0"],
+            "steps must be at least 1",
+        ),
+        (
+            &["--method", "ig", "--internal-batch-size", "0"],
+            "at least 1",
+        ),
+        (&["--alpha", "2"], "must be in [0, 1], got 2"),
+        (&["--alpha=-0.1"], "must be in [0, 1]"),
+        (&["--alpha", "inf"], "must be in [0, 1]"),
+        (
+            &["--method", "rollout", "--discard-ratio", "1.5"],
+            "discard ratio must be in [0, 1)",
+        ),
+        (&["--target-class", "9"], "class index 9 is out of range"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["explain", "--model", "shapes-cnn", "--image", &image];
+        if !extra.contains(&"--method") {
+            args.extend(["--method", "gradcam"]);
+        }
+        args.extend_from_slice(extra);
+        if extra.contains(&"rollout") {
+            args[2] = "shapes-vit";
+        }
+        assert_fails(&lumen(&args), 2, &[message]);
+    }
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &image,
+        "--batch-size",
+        "0",
+    ]);
+    assert_fails(&out, 2, &["at least 1"]);
+}
+
+#[test]
+fn ignored_options_are_warned_about() {
+    let dir = scratch("ignored");
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    let image = path_str(&image);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--model",
+            "shapes-cnn",
+            "--image",
+            &image,
+            "--no-figures",
+        ];
+        args.extend_from_slice(extra);
+        let out = lumen(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    assert!(run(&["--method", "ig", "--layer", "layer3"]).contains("warning: --layer ignored"));
+    assert!(
+        run(&["--method", "gradcam", "--steps", "10"])
+            .contains("--steps/--baseline/--ig-method ignored")
+    );
+    assert!(run(&["--method", "gradcam", "--noise-samples", "5"]).contains("--noise-samples"));
+    assert!(run(&["--method", "gradcam", "--grid"]).contains("--grid ignored"));
+    // Read by the method: no warning.
+    let quiet = run(&["--method", "gradcam", "--layer", "layer3"]);
+    assert!(!quiet.contains("warning"), "{quiet}");
+    let tunnel = run(&[
+        "--method",
+        "smoothgrad",
+        "--noise-base",
+        "gradcam",
+        "--layer",
+        "layer3",
+        "--noise-samples",
+        "2",
+    ]);
+    assert!(!tunnel.contains("warning"), "{tunnel}");
+}
+
+#[test]
+fn models_weights_and_outputs_are_checked_with_a_way_out() {
+    let dir = scratch("models");
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    let image = path_str(&image);
+
+    // An unknown model is unknown, whatever else is missing.
+    let out = lumen(&[
+        "explain", "--model", "resnet19", "--image", &image, "--method", "gradcam",
+    ]);
+    assert_fails(
+        &out,
+        2,
+        &[
+            "unknown model `resnet19`",
+            "resnet18",
+            "deeplabv3plus_resnet18",
+            "fcos_resnet50",
+        ],
+    );
+
+    // A folder given as weights.
+    let folder = path_str(&dir);
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "resnet18",
+        "--weights",
+        &folder,
+        "--image",
+        &image,
+        "--method",
+        "gradcam",
+    ]);
+    assert_fails(&out, 1, &["this is a folder"]);
+
+    // Weights for another class count: the fix is in the message.
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "test_resnet",
+        "--weights",
+        &weights("test_resnet"),
+        "--num-classes",
+        "4",
+        "--image",
+        &image,
+        "--method",
+        "gradcam",
+    ]);
+    assert_fails(
+        &out,
+        1,
+        &["fc.weight is [10, 96] in the file", "--num-classes 10"],
+    );
+
+    // Outputs that cannot be written are refused before the work, naming the flag.
+    let file = dir.join("a_file");
+    std::fs::write(&file, b"x").unwrap();
+    let inside_file = path_str(&file.join("raw.npy"));
+    let out = explain_shapes(&["--image", &image, "--save-raw", &inside_file]);
+    assert_fails(&out, 2, &["--save-raw", "cannot write there"]);
+    let out = explain_shapes(&["--image", &image, "--out", &path_str(&file)]);
+    assert_fails(&out, 2, &["--out", "not a folder"]);
+    let out = explain_shapes(&["--image", &image, "--save-raw", &folder]);
+    assert_fails(&out, 2, &["--save-raw", "is a folder"]);
+}

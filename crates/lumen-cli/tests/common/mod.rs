@@ -1,0 +1,64 @@
+//! Helpers shared by the CLI tests: fixtures, running the binary in a scratch folder.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn weights(name: &str) -> String {
+    root()
+        .join(format!(
+            "crates/lumen-models/tests/fixtures/{name}.safetensors"
+        ))
+        .display()
+        .to_string()
+}
+
+pub fn input() -> String {
+    root()
+        .join("crates/lumen-cli/tests/data/two_images.npy")
+        .display()
+        .to_string()
+}
+
+/// Run the binary from a scratch folder, so that default output folders
+/// (`lumen-out/`) never land in the source tree.
+pub fn lumen(args: &[&str]) -> Output {
+    let scratch = tmp("cwd");
+    std::fs::create_dir_all(&scratch).expect("scratch folder");
+    Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args(args)
+        .current_dir(scratch)
+        .output()
+        .expect("lumen runs")
+}
+
+pub fn explain(model: &str, extra: &[&str]) -> Output {
+    let w = weights(model);
+    let i = input();
+    let mut args = vec![
+        "explain",
+        "--model",
+        model,
+        "--num-classes",
+        "10",
+        "--weights",
+        &w,
+        "--input-npy",
+        &i,
+    ];
+    args.extend_from_slice(extra);
+    lumen(&args)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
+}
