@@ -589,7 +589,8 @@ impl MethodArgs {
     }
 }
 
-/// A progress bar on stderr (hidden with `--quiet`).
+/// A progress bar on stderr: drawn on a terminal, a line every
+/// [`PROGRESS_LINE_EVERY`] otherwise (logs, CI), nothing with `--quiet`.
 pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -601,7 +602,52 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
             .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
+    report_when_not_a_terminal(&bar, what);
     bar
+}
+
+/// A spinner with the elapsed time for one long call whose steps cannot be counted
+/// (finish it with `finish_and_clear`); like [`progress`] off a terminal and quiet.
+pub fn spinner(what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    report_when_not_a_terminal(&bar, what);
+    bar
+}
+
+/// How often progress is written as a line when stderr is not a terminal.
+pub const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// indicatif draws nothing off a terminal: there, write a line now and then until the
+/// bar finishes, so that long work in a log is not silent.
+fn report_when_not_a_terminal(bar: &ProgressBar, what: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    let (bar, what) = (bar.clone(), what.to_string());
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut next = PROGRESS_LINE_EVERY;
+        while !bar.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if start.elapsed() >= next && !bar.is_finished() {
+                let counted = match bar.length() {
+                    Some(len) if len > 0 => format!(" {}/{len}", bar.position()),
+                    _ => String::new(),
+                };
+                eprintln!("{what}:{counted} {} s", start.elapsed().as_secs());
+                next += PROGRESS_LINE_EVERY;
+            }
+        }
+    });
 }
 
 /// The one JSON shape of every command's `--json`.

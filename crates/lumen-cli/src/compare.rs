@@ -38,7 +38,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .map_err(LumenError::InvalidArgument)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
-    let results = compare_methods(&model, &inputs, &args.methods, &options, layout)?;
+    let spinner = crate::args::spinner(
+        &format!("{} methods on {} images", args.methods.len(), inputs.len()),
+        args.print.quiet,
+    );
+    let results = compare_methods(&model, &inputs, &args.methods, &options, layout);
+    spinner.finish_and_clear();
+    let results = results?;
     if args.print.json {
         JsonOutput {
             command: "compare",

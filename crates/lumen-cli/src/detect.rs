@@ -91,18 +91,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let inputs = args.input.load(&model)?;
     let [_, _, height, width] = inputs.tensor.dims();
     // D-RISE runs one detector pass per mask and box: show that work is going on.
-    let spinner = if is_drise && !args.print.quiet {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("D-RISE: {} masks per box", args.detection.masks));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
+    let what = match is_drise {
+        true => format!("D-RISE: {} masks per box", args.detection.masks),
+        false => format!("{} on {} images", args.method, inputs.len()),
     };
+    let spinner = crate::args::spinner(&what, args.print.quiet);
     let out = explain_detection(&model, &inputs, &options);
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
-    }
+    spinner.finish_and_clear();
     let out = out?;
     let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {

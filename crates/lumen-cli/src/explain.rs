@@ -75,7 +75,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
-    let (explanation, results) = explain_prediction(&model, &inputs, &options)?;
+    let spinner = crate::args::spinner(
+        &format!("{} on {} images", args.method, inputs.len()),
+        args.print.quiet,
+    );
+    let explained = explain_prediction(&model, &inputs, &options);
+    spinner.finish_and_clear();
+    let (explanation, results) = explained?;
     let [_, _, height, width] = inputs.tensor.dims();
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
 

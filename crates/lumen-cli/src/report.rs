@@ -50,7 +50,17 @@ pub fn run(args: ReportArgs) -> Result<()> {
             &args.features,
         )?]
     };
-    let path = write_report(&model, &inputs, &args.methods, &options, &path, &sections)?;
+    let spinner = crate::args::spinner(
+        &format!(
+            "report: {} methods on {} images",
+            args.methods.len(),
+            inputs.len()
+        ),
+        args.print.quiet,
+    );
+    let path = write_report(&model, &inputs, &args.methods, &options, &path, &sections);
+    spinner.finish_and_clear();
+    let path = path?;
     if args.print.json {
         JsonOutput {
             command: "report",

@@ -28,7 +28,9 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .try_into_vec_as::<f32>()
         .expect("reading a tensor back from the device")
 }
-pub use batching::{index_tensor, map_chunks, row_chunks};
+pub use batching::{
+    DEFAULT_BATCH_VALUES, default_chunk_rows, index_tensor, map_chunks, row_chunks,
+};
 pub use burn::tensor::{Device, Tensor};
 pub use device::{
     DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients,

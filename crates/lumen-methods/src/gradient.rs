@@ -383,7 +383,7 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
             ));
         }
         let input = input.without_autodiff();
-        let [b, _, _, _] = input.dims();
+        let [b, c, h, w] = input.dims();
         let device = input.device();
         let baseline = self.baseline.build(&input)?;
         let delta = input.clone() - baseline.clone();
@@ -391,7 +391,10 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         let n = alphas.len();
         // Rows are ordered step-major (all images at alpha_0, then alpha_1, ...), as captum.
         let rows = n * b;
-        let chunk = self.internal_batch_size.unwrap_or(rows).max(1);
+        // Bounded by default: a fixed budget of input values per internal batch.
+        let chunk = self
+            .internal_batch_size
+            .unwrap_or_else(|| lumen_core::default_chunk_rows([c, h, w]));
         let mut total_grad = input.zeros_like();
         for range in row_chunks(rows, chunk) {
             let n = range.len();

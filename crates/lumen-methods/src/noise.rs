@@ -139,7 +139,10 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let n = self.samples;
         let noisy = self.noisy_inputs(&input)?;
         let rows = b * n;
-        let chunk = self.batch_size.unwrap_or(rows).max(1);
+        // Bounded by default: a fixed budget of input values per internal batch.
+        let chunk = self
+            .batch_size
+            .unwrap_or_else(|| lumen_core::default_chunk_rows([c, h, w]));
         let mut attributions = vec![];
         let mut maps = vec![];
         for range in row_chunks(rows, chunk) {

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use image::RgbImage;
 use plotly::color::Rgb;
 use plotly::common::Mode;
-use plotly::common::{ColorScale, ColorScalePalette, Title};
+use plotly::common::{ColorScale, ColorScaleElement, Title};
 use plotly::layout::{Axis, BarMode, Margin};
-use plotly::{HeatMap, Histogram, Image, Layout, Plot, Scatter};
+use plotly::{Bar, HeatMap, Image, Layout, Plot, Scatter};
 
 use crate::Colormap;
 use crate::overlay::Map;
@@ -67,14 +67,22 @@ impl MapStats {
     }
 }
 
-fn palette(colormap: Colormap) -> ColorScalePalette {
-    match colormap {
-        Colormap::Jet | Colormap::Turbo => ColorScalePalette::Jet,
-        Colormap::Hot => ColorScalePalette::Hot,
-        Colormap::Gray => ColorScalePalette::Greys,
-        Colormap::RedBlue => ColorScalePalette::RdBu,
-        _ => ColorScalePalette::Viridis,
-    }
+/// Stops sampled from a colormap for plotly: enough that the interpolation between
+/// them matches the PNGs.
+const COLOR_STOPS: usize = 33;
+
+/// The same colour scale as the PNG figures: plotly's palettes differ from ours (its
+/// Jet, no plasma, magma, inferno or turbo), so the colormap itself is sampled.
+pub fn color_scale(colormap: Colormap) -> ColorScale {
+    ColorScale::Vector(
+        (0..COLOR_STOPS)
+            .map(|i| {
+                let t = i as f64 / (COLOR_STOPS - 1) as f64;
+                let [r, g, b] = colormap.rgb(t as f32);
+                ColorScaleElement(t, format!("rgb({r},{g},{b})"))
+            })
+            .collect(),
+    )
 }
 
 /// Heatmap rows with values rounded to 3 decimals: hover shows 3, and the page is
@@ -125,7 +133,7 @@ pub fn overlay_plot(
             .opacity(opacity)
             .zmin(0.0)
             .zmax(1.0)
-            .color_scale(ColorScale::Palette(palette(colormap)))
+            .color_scale(color_scale(colormap))
             .hover_template("x %{x}, y %{y}<br>importance %{z:.3f}<extra></extra>"),
     );
     let side = 360;
@@ -133,24 +141,46 @@ pub fn overlay_plot(
         Layout::new()
             .title(Title::with_text(title))
             .width(side + 80)
-            .height(side + 60)
-            .margin(Margin::new().left(10).right(10).top(40).bottom(10))
+            .height(side + 90)
+            // Room above the title for plotly's toolbar, which would cover it.
+            .margin(Margin::new().left(10).right(10).top(70).bottom(10))
             .x_axis(Axis::new().show_tick_labels(false).show_grid(false))
             .y_axis(Axis::new().show_tick_labels(false).show_grid(false)),
     );
     plot
 }
 
-/// Importance histograms of several maps, overlaid.
+/// Bins of the importance histograms: counts are sent, not every pixel's value.
+pub const HISTOGRAM_BINS: usize = 50;
+
+/// Pixel counts of `values` (in `[0, 1]`) in [`HISTOGRAM_BINS`] equal bins.
+fn bin_counts(values: &[f32]) -> Vec<f64> {
+    let mut counts = vec![0.0; HISTOGRAM_BINS];
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        let bin = ((v.clamp(0.0, 1.0) * HISTOGRAM_BINS as f32) as usize).min(HISTOGRAM_BINS - 1);
+        counts[bin] += 1.0;
+    }
+    counts
+}
+
+/// Importance histograms of several maps, overlaid (binned here).
 pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
+    let width = 1.0 / HISTOGRAM_BINS as f64;
+    let centres: Vec<f64> = (0..HISTOGRAM_BINS)
+        .map(|b| ((b as f64 + 0.5) * width * 1000.0).round() / 1000.0)
+        .collect();
     let mut plot = Plot::new();
     for (name, map) in maps {
-        let values: Vec<f64> = map
-            .values
-            .iter()
-            .map(|&v| (v as f64 * 1000.0).round() / 1000.0)
-            .collect();
-        plot.add_trace(Histogram::new(values).name(name).opacity(0.55));
+        plot.add_trace(
+            Bar::new(centres.clone(), bin_counts(&map.values))
+                .name(name)
+                .opacity(0.55)
+                .width(width)
+                .hover_template(format!(
+                    "{}<br>importance %{{x:.2f}}: %{{y}} pixels<extra></extra>",
+                    escape(name)
+                )),
+        );
     }
     plot.set_layout(
         Layout::new()
@@ -158,7 +188,12 @@ pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
             .bar_mode(BarMode::Overlay)
             .width(720)
             .height(320)
-            .x_axis(Axis::new().title(Title::with_text("importance")))
+            .margin(Margin::new().top(70))
+            .x_axis(
+                Axis::new()
+                    .title(Title::with_text("importance"))
+                    .range(vec![0.0, 1.0]),
+            )
             .y_axis(Axis::new().title(Title::with_text("pixels"))),
     );
     plot
@@ -188,6 +223,7 @@ pub fn line_plot(
             .title(Title::with_text(title))
             .width(560)
             .height(380)
+            .margin(Margin::new().top(70))
             .x_axis(Axis::new().title(Title::with_text(x_title)))
             .y_axis(Axis::new().title(Title::with_text(y_title))),
     );
@@ -269,14 +305,17 @@ pub fn report_page(
             &statistics,
         ));
         let _ = write!(body, "</div></div><div class=row>");
+        // The picture is embedded once per image and shared by its overlays.
+        let uri = data_uri(&image.original);
+        let shared = format!("lumenImage{i}");
+        let _ = write!(body, "<script>const {shared} = \"{uri}\";</script>");
         for (j, (method, map)) in image.maps.iter().enumerate() {
             let plot = overlay_plot(&image.original, map, method, colormap, 0.5);
+            let html = plot
+                .to_inline_html(Some(&format!("overlay-{i}-{j}")))
+                .replacen(&format!("\"{uri}\""), &shared, 1);
             // plotly's div takes 100% of its parent: give each overlay a cell of its own.
-            let _ = write!(
-                body,
-                "<div class=cell>{}</div>",
-                plot.to_inline_html(Some(&format!("overlay-{i}-{j}")))
-            );
+            let _ = write!(body, "<div class=cell>{html}</div>");
         }
         body.push_str("</div>");
         body.push_str(&histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}"))));
@@ -434,6 +473,52 @@ mod tests {
         assert!(html.contains("<section>metrics</section>"));
         assert!(html.contains("shape &lt;0&gt;"), "names are escaped");
         assert!(html.contains("importance %{z:.3f}"));
+        // The picture once for its two overlays; histogram counts, not pixel values.
+        let in_plotly_js = page("", "").matches("data:image/png;base64,").count();
+        assert_eq!(
+            html.matches("data:image/png;base64,").count(),
+            in_plotly_js + 1
+        );
+        assert_eq!(html.matches("source\":lumenImage0").count(), 2);
+        assert!(!html.contains("\"type\":\"histogram\""));
+    }
+
+    #[test]
+    fn html_colour_scales_are_the_png_colormaps() {
+        for colormap in [
+            Colormap::Plasma,
+            Colormap::Magma,
+            Colormap::Inferno,
+            Colormap::Turbo,
+        ] {
+            let ColorScale::Vector(stops) = color_scale(colormap) else {
+                panic!("{colormap:?}: a palette name, not our colours");
+            };
+            assert_eq!(stops.len(), COLOR_STOPS);
+            for stop in [&stops[0], &stops[COLOR_STOPS / 2], &stops[COLOR_STOPS - 1]] {
+                let [r, g, b] = colormap.rgb(stop.0 as f32);
+                assert_eq!(
+                    stop.1,
+                    format!("rgb({r},{g},{b})"),
+                    "{colormap:?} at {}",
+                    stop.0
+                );
+            }
+        }
+        // Two colormaps plotly would both have drawn as Viridis differ here.
+        let page = |c| report_page("r", &[sample()], c, &[]);
+        assert_ne!(page(Colormap::Plasma), page(Colormap::Magma));
+    }
+
+    #[test]
+    fn histogram_bins_count_every_finite_pixel() {
+        let counts = bin_counts(&[0.0, 0.001, 0.5, 1.0, 1.0, f32::NAN]);
+        assert_eq!(counts.len(), HISTOGRAM_BINS);
+        assert_eq!(counts.iter().sum::<f64>(), 5.0);
+        assert_eq!(
+            (counts[0], counts[25], counts[HISTOGRAM_BINS - 1]),
+            (2.0, 1.0, 2.0)
+        );
     }
 
     #[test]
