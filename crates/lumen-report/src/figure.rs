@@ -190,7 +190,17 @@ pub(crate) fn enlarge(image: &RgbImage, min_side: u32) -> RgbImage {
     )
 }
 
-/// The single-explanation figure: original | heatmap | overlay, titled.
+/// `top` above `bottom`, left-aligned, a small gap between.
+pub(crate) fn stack(top: &RgbImage, bottom: &RgbImage) -> RgbImage {
+    let width = top.width().max(bottom.width());
+    let mut canvas = RgbImage::from_pixel(width, top.height() + 4 + bottom.height(), BACKGROUND);
+    image::imageops::replace(&mut canvas, top, 0, 0);
+    image::imageops::replace(&mut canvas, bottom, 0, (top.height() + 4) as i64);
+    canvas
+}
+
+/// The single-explanation figure: original | heatmap (with its colorbar) | overlay,
+/// titled.
 pub fn explanation_figure(
     original: &RgbImage,
     map: &Map,
@@ -203,7 +213,7 @@ pub fn explanation_figure(
     let heat = colorize(&map.resized(w, h), colormap);
     let panels = [
         Panel::new("original", original.clone()),
-        Panel::new("heatmap", heat),
+        Panel::new("heatmap", stack(&heat, &colorbar(colormap, w, 0.0, 1.0))),
         Panel::new("overlay", overlay(&original, map, colormap, alpha)),
     ];
     title_bar(title, &grid(&panels, Layout::Horizontal))
@@ -224,7 +234,17 @@ pub fn comparison_figure(
         maps.iter()
             .map(|(name, map)| Panel::new(name.clone(), overlay(&original, map, colormap, alpha))),
     );
-    title_bar(title, &grid(&panels, layout))
+    // Every overlay shares the 0..1 scale: one colorbar under the panels.
+    let body = grid(&panels, layout);
+    let bar = colorbar(colormap, original.width(), 0.0, 1.0);
+    let mut canvas = RgbImage::from_pixel(
+        body.width(),
+        body.height() + bar.height() + MARGIN,
+        BACKGROUND,
+    );
+    image::imageops::replace(&mut canvas, &body, 0, 0);
+    image::imageops::replace(&mut canvas, &bar, MARGIN as i64, body.height() as i64);
+    title_bar(title, &canvas)
 }
 
 /// The polarity view of a signed attribution map (the guide's `visualize_polarity`):
@@ -246,9 +266,10 @@ pub fn polarity_figure(
         .max(f32::MIN_POSITIVE);
     let part =
         |f: fn(f32) -> f32| Map::new(signed.values.iter().map(|&v| f(v) / scale).collect(), w, h);
+    let zero_bar = signed_colorbar(w, scale);
     let panels = [
         Panel::new("original", original.clone()),
-        Panel::new("signed", diverging(&signed)),
+        Panel::new("signed", stack(&diverging(&signed), &zero_bar)),
         Panel::new(
             "positive",
             overlay(&original, &part(|v| v.max(0.0)), colormap, alpha),
@@ -263,6 +284,18 @@ pub fn polarity_figure(
         ),
     ];
     title_bar(title, &grid(&panels, Layout::Horizontal))
+}
+
+/// The signed view's colorbar: blue `-scale`, white at a marked `0`, red `+scale`.
+fn signed_colorbar(width: u32, scale: f32) -> RgbImage {
+    let mut bar = colorbar(Colormap::RedBlue, width, -scale, scale);
+    let middle = bar.width() / 2;
+    for y in 0..14 {
+        bar.put_pixel(middle, y, Rgb(INK));
+    }
+    let x = middle as f32 - text_width("0", 12.0) / 2.0;
+    draw_text(&mut bar, "0", x, 13.0, 12.0, INK);
+    bar
 }
 
 /// A horizontal colorbar `width` pixels wide with its two end values written under it.
@@ -472,6 +505,15 @@ mod tests {
         let map = Map::new((0..100).map(|i| i as f32 / 99.0).collect(), 10, 10);
         let figure = explanation_figure(&image, &map, Colormap::Jet, 0.5, "class 3 (97.0%)");
         assert_eq!(figure.width(), MARGIN + 3 * (200 + MARGIN));
-        assert_eq!(figure.height(), 28 + MARGIN + 200 + TITLE_HEIGHT + MARGIN);
+        // The heatmap panel carries its colorbar (a 4 px gap, 12 px bar, 16 px labels).
+        assert_eq!(
+            figure.height(),
+            28 + MARGIN + 200 + 4 + 28 + TITLE_HEIGHT + MARGIN
+        );
+        // The bar runs the colormap from its low end on the left to its high end.
+        let bar_y = 28 + MARGIN + TITLE_HEIGHT + 200 + 4 + 6;
+        let x0 = MARGIN + 200 + MARGIN;
+        assert_eq!(figure.get_pixel(x0, bar_y).0, Colormap::Jet.rgb(0.0));
+        assert_eq!(figure.get_pixel(x0 + 199, bar_y).0, Colormap::Jet.rgb(1.0));
     }
 }

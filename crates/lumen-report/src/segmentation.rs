@@ -4,7 +4,7 @@
 use image::{Rgb, RgbImage};
 
 use crate::colormap::Colormap;
-use crate::figure::{Layout, Panel, colorbar, draw_text, enlarge, grid, title_bar};
+use crate::figure::{Layout, Panel, colorbar, draw_text, enlarge, grid, stack, title_bar};
 use crate::overlay::{Map, colorize, overlay};
 
 /// The colour of a class: background (0) dark grey, then Tableau 10, cycling.
@@ -79,19 +79,6 @@ pub fn class_legend(entries: &[(usize, String)], width: u32) -> RgbImage {
         );
         x += w;
     }
-    canvas
-}
-
-/// A picture with a strip under it.
-fn stack(top: &RgbImage, bottom: &RgbImage) -> RgbImage {
-    let width = top.width().max(bottom.width());
-    let mut canvas = RgbImage::from_pixel(
-        width,
-        top.height() + 4 + bottom.height(),
-        Rgb([255, 255, 255]),
-    );
-    image::imageops::replace(&mut canvas, top, 0, 0);
-    image::imageops::replace(&mut canvas, bottom, 0, (top.height() + 4) as i64);
     canvas
 }
 
