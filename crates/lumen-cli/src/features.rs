@@ -406,7 +406,17 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
     let bar = crate::args::progress(files.len() as u64, "scanning", args.print.quiet);
     for (chunk_index, chunk) in files.chunks(args.batch_size).enumerate() {
-        let inputs = lumen::Inputs::load(model, chunk)?;
+        // An unreadable file is skipped (and listed at the end); the others are scanned.
+        let read = lumen::Inputs::read(model, chunk)?;
+        crate::args::record_failures(&read.failures);
+        bar.inc(chunk.len() as u64);
+        let Some(inputs) = read.inputs else {
+            continue;
+        };
+        let kept: Vec<usize> = (0..chunk.len())
+            .filter(|&i| !read.failures.iter().any(|f| f.path == chunk[i]))
+            .map(|i| chunk_index * args.batch_size + i)
+            .collect();
         let means = visualizer.channel_means(&inputs.tensor, layer)?;
         let available = means.first().map_or(0, Vec::len);
         if let Some(&c) = channels.iter().find(|&&c| c >= available) {
@@ -415,13 +425,15 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
             )));
         }
         for (k, &channel) in channels.iter().enumerate() {
-            for (i, image) in means.iter().enumerate() {
-                best[k].push((image[channel], chunk_index * args.batch_size + i));
+            for (image, &file) in means.iter().zip(&kept) {
+                best[k].push((image[channel], file));
             }
             best[k].sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             best[k].truncate(args.top_images);
         }
-        bar.inc(chunk.len() as u64);
+    }
+    if best.iter().all(Vec::is_empty) {
+        return Err(lumen::no_readable_input(&crate::args::recorded_failures()));
     }
     bar.finish_and_clear();
     let results: Vec<ChannelTopImages> = channels
