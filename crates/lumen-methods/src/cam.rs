@@ -548,6 +548,13 @@ impl<M: ExplainableModel> Method<M> for Cam {
     }
 }
 
+/// Rows per forward-only batch when none is given: twice the gradient methods' budget
+/// (no activations are kept for a backward pass), 64 at 3x224x224, fewer on larger inputs.
+fn forward_rows(input: &Tensor<4>) -> usize {
+    let [_, c, h, w] = input.dims();
+    2 * lumen_core::default_chunk_rows([c, h, w])
+}
+
 /// Run `rows` derived forward passes in chunks of `batch_size` and collect one target
 /// score per row `[rows]`, kept on the device: `run_chunk(range)` runs the forward of a
 /// chunk of rows, and `images[r]` is the original image of row `r`.
@@ -575,14 +582,14 @@ pub struct ScoreCam {
     /// Target layer (model default when `None`).
     pub layer: Option<String>,
     /// Masked inputs per forward pass.
-    pub batch_size: usize,
+    pub batch_size: Option<usize>,
 }
 
 impl Default for ScoreCam {
     fn default() -> Self {
         Self {
             layer: None,
-            batch_size: 64,
+            batch_size: None,
         }
     }
 }
@@ -619,7 +626,8 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         let masks = ((flat - min.clone()) / (max - min + 1e-8)).reshape([b * c, 1, h, w]);
         let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
         let device = input.device();
-        let scores = chunked_scores::<M>(b * c, self.batch_size, &images, target, |rows| {
+        let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
+        let scores = chunked_scores::<M>(b * c, chunk, &images, target, |rows| {
             let index = index_tensor(&images[rows.clone()], &device);
             let x = input.clone().select(0, index);
             let m = masks.clone().narrow(0, rows.start, rows.len());
@@ -644,14 +652,14 @@ pub struct AblationCam {
     /// Target layer (model default when `None`).
     pub layer: Option<String>,
     /// Ablated copies per forward pass.
-    pub batch_size: usize,
+    pub batch_size: Option<usize>,
 }
 
 impl Default for AblationCam {
     fn default() -> Self {
         Self {
             layer: None,
-            batch_size: 64,
+            batch_size: None,
         }
     }
 }
@@ -682,7 +690,8 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             LayerKind::Tokens { .. } => 2,
             _ => 1,
         };
-        let ablated = chunked_scores::<M>(b * c, self.batch_size, &images, target, |rows| {
+        let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
+        let ablated = chunked_scores::<M>(b * c, chunk, &images, target, |rows| {
             let n = rows.len();
             let x = input
                 .clone()

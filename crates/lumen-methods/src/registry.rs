@@ -265,11 +265,11 @@ pub fn by_name<M: ExplainableModel + 'static>(
     Ok(match name {
         "scorecam" => Box::new(ScoreCam {
             layer: options.layer.clone(),
-            batch_size: batch.unwrap_or(64),
+            batch_size: batch,
         }),
         "ablationcam" => Box::new(AblationCam {
             layer: options.layer.clone(),
-            batch_size: batch.unwrap_or(64),
+            batch_size: batch,
         }),
         "saliency" => Box::new(Saliency),
         "inputxgrad" => Box::new(InputXGradient),

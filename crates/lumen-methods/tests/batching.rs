@@ -76,6 +76,10 @@ impl ExplainableModel for Counted {
     fn input_shape(&self) -> [usize; 3] {
         [3, 12, 12]
     }
+
+    fn min_input_side(&self) -> Option<usize> {
+        Some(4)
+    }
 }
 
 fn batch(n: usize, device: &Device) -> Tensor<4> {
@@ -135,6 +139,38 @@ fn integrated_gradients_respects_the_internal_batch_size() {
 }
 
 #[test]
+fn without_an_internal_batch_size_memory_is_still_bounded() {
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    // 3x96x96 inputs: the default budget is 32 rows of 3x224x224, i.e. 174 rows here.
+    let rows = lumen_core::default_chunk_rows([3, 96, 96]);
+    assert_eq!(rows, 174);
+    let large = |n| Tensor::random([n, 3, 96, 96], Distribution::Normal(0.0, 1.0), &device);
+    let ig = IntegratedGradients {
+        steps: 100,
+        ..Default::default()
+    };
+    ig.explain(&model, large(2), &targets(2)).unwrap();
+    assert_eq!(model.forward_batches(), vec![rows, 200 - rows, 4]);
+    let tunnel = NoiseTunnel::<Counted> {
+        inner: Box::new(Saliency),
+        kind: NoiseKind::SmoothGrad,
+        samples: 100,
+        noise: Noise::Relative(0.1),
+        seed: Some(1),
+        batch_size: None,
+    };
+    tunnel.explain(&model, large(2), &targets(2)).unwrap();
+    assert_eq!(model.forward_batches(), vec![rows, 200 - rows]);
+    // Forward-only masked CAMs take up to twice the rows.
+    ScoreCam::default()
+        .explain(&model, large(2), &targets(2))
+        .unwrap();
+    let batches = model.forward_batches();
+    assert!(batches[1..].iter().all(|&b| b <= 2 * rows), "{batches:?}");
+}
+
+#[test]
 fn noise_tunnel_and_masked_cams_run_in_batches() {
     let device = Device::flex();
     let model = Counted::new(&device);
@@ -153,7 +189,7 @@ fn noise_tunnel_and_masked_cams_run_in_batches() {
 
     let score = ScoreCam {
         layer: None,
-        batch_size: 20,
+        batch_size: Some(20),
     };
     score
         .explain(&model, batch(2, &device), &targets(2))
@@ -163,7 +199,7 @@ fn noise_tunnel_and_masked_cams_run_in_batches() {
 
     let ablation = AblationCam {
         layer: None,
-        batch_size: 32,
+        batch_size: Some(32),
     };
     ablation
         .explain(&model, batch(2, &device), &targets(2))
@@ -238,12 +274,12 @@ fn bad_requests_are_errors_naming_the_problem() {
         "{err}"
     );
 
-    let wrong_size = Tensor::zeros([1, 3, 10, 12], &device);
+    let too_small = Tensor::zeros([1, 3, 2, 12], &device);
     let err = Saliency
-        .explain(&model, wrong_size, &targets(1))
+        .explain(&model, too_small, &targets(1))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("[B,3,12,12]"), "{err}");
+    assert!(err.contains("at least 4"), "{err}");
 
     let err = by_name::<Counted>("rollout", &options)
         .unwrap()
