@@ -108,6 +108,14 @@ pub trait ExplainableModel {
     /// Every named layer, in forward order.
     fn layers(&self) -> Vec<LayerInfo>;
 
+    /// The layers for an input of `[height, width]`: token grids follow the input
+    /// size where the model takes other sizes (a ViT's patch grid); the default is
+    /// [`layers`](ExplainableModel::layers).
+    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
+        let _ = size;
+        self.layers()
+    }
+
     /// The layer explanations use when the caller names none.
     fn default_layer(&self) -> String;
 
@@ -132,7 +140,13 @@ pub trait ExplainableModel {
 
     /// Look up a layer by name; the error lists the valid names.
     fn layer(&self, name: &str) -> Result<LayerInfo> {
-        let layers = self.layers();
+        let [_, h, w] = self.input_shape();
+        self.layer_at(name, [h, w])
+    }
+
+    /// [`layer`](ExplainableModel::layer) for an input of `[height, width]`.
+    fn layer_at(&self, name: &str, size: [usize; 2]) -> Result<LayerInfo> {
+        let layers = self.layers_at(size);
         layers
             .iter()
             .find(|l| l.name == name)

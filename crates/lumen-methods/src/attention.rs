@@ -48,11 +48,16 @@ pub enum RolloutCompat {
     VitExplain,
 }
 
-/// The attention layers of a model, in forward order, with the token layout.
-fn attention_layers<M: ExplainableModel>(model: &M) -> Result<(Vec<String>, [usize; 2], usize)> {
+/// The attention layers of a model, in forward order, with the token layout for
+/// `input` (a ViT's grid follows the input size).
+fn attention_layers<M: ExplainableModel>(
+    model: &M,
+    input: &Tensor<4>,
+) -> Result<(Vec<String>, [usize; 2], usize)> {
+    let [_, _, h, w] = input.dims();
     let mut names = vec![];
     let mut layout = None;
-    for layer in model.layers() {
+    for layer in model.layers_at([h, w]) {
         if let LayerKind::Attention {
             grid,
             prefix_tokens,
@@ -174,7 +179,7 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
         _target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
         model.check_input(&input)?;
-        let (layers, grid, prefix) = attention_layers(model)?;
+        let (layers, grid, prefix) = attention_layers(model, &input)?;
         let fused = recorded_attentions(model, input, &layers)
             .into_iter()
             .map(|attention| {
@@ -211,7 +216,7 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
         model.check_input(&input)?;
-        let (layers, grid, prefix) = attention_layers(model)?;
+        let (layers, grid, prefix) = attention_layers(model, &input)?;
         let tap = GradientTap::new(layers.clone());
         let output = model.forward_tapped(input.without_autodiff(), &tap);
         let grads = target.score(&output)?.sum().backward();
@@ -259,7 +264,7 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
         _target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
         model.check_input(&input)?;
-        let (layers, grid, prefix) = attention_layers(model)?;
+        let (layers, grid, prefix) = attention_layers(model, &input)?;
         let [b, _, _, _] = input.dims();
         let mut per_layer = vec![];
         let mut n = 0;

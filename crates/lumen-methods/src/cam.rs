@@ -280,8 +280,8 @@ impl LayerPass {
         with_gradients: bool,
     ) -> Result<Self> {
         model.check_input(&input)?;
-        let info = model.layer(layer)?;
         let [_, _, h, w] = input.dims();
+        let info = model.layer_at(layer, [h, w])?;
         let tap = GradientTap::new([layer]);
         let output = model.forward_tapped(input, &tap);
         let activation = tap.activation(layer).ok_or_else(|| not_reached(layer))?;
@@ -680,7 +680,8 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation> {
         let layer = single_layer(model, &self.layer, "Ablation-CAM")?;
-        let info = model.layer(&layer)?;
+        let [_, _, h, w] = input.dims();
+        let info = model.layer_at(&layer, [h, w])?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();
         let device = input.device();

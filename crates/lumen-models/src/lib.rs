@@ -353,6 +353,13 @@ impl ExplainableModel for ZooModel {
         }
     }
 
+    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
+        match self {
+            Self::ResNet(m) => m.layers_at(size),
+            Self::Vit(m) => m.layers_at(size),
+        }
+    }
+
     fn window_ops(&self) -> Vec<(String, Vec<lumen_core::ConvOp>)> {
         match self {
             Self::ResNet(m) => m.window_ops(),

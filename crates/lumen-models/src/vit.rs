@@ -172,17 +172,88 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
+    /// The patch grid of the trained size.
     fn grid(&self) -> [usize; 2] {
         let g = self.img_size / self.patch_size;
         [g, g]
     }
 
-    fn token_kind(&self) -> LayerKind {
+    /// The patch grid of an `[height, width]` input (the patch convolution's floor).
+    fn grid_at(&self, [height, width]: [usize; 2]) -> [usize; 2] {
+        [height / self.patch_size, width / self.patch_size]
+    }
+
+    /// The position embedding for a `grid`: the trained one, or its patch part
+    /// resampled as timm's `dynamic_img_size` does (`resample_abs_pos_embed`:
+    /// antialiased bicubic, the class token's entry kept).
+    fn pos_embed_for(&self, grid: [usize; 2]) -> Tensor<3> {
+        let pos = self.pos_embed.val();
+        let trained = self.grid();
+        if grid == trained {
+            return pos;
+        }
+        let [_, _, d] = pos.dims();
+        let device = pos.device();
+        let matrix = |to: usize, from: usize| {
+            Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(antialiased_bicubic_weights(from, to), [to, from]),
+                &device,
+            )
+        };
+        let cls = pos.clone().narrow(1, 0, 1);
+        // [1, gh0*gw0, D] -> [D, gh0, gw0], then rows and columns resampled separately.
+        let patch = pos
+            .narrow(1, 1, trained[0] * trained[1])
+            .reshape([trained[0], trained[1], d])
+            .permute([2, 0, 1]);
+        let rows = matrix(grid[0], trained[0]).unsqueeze::<3>().matmul(patch);
+        let both = rows.matmul(matrix(grid[1], trained[1]).transpose().unsqueeze::<3>());
+        let patch = both.permute([1, 2, 0]).reshape([1, grid[0] * grid[1], d]);
+        Tensor::cat(vec![cls, patch], 1)
+    }
+
+    fn token_kind(&self, grid: [usize; 2]) -> LayerKind {
         LayerKind::Tokens {
-            grid: self.grid(),
+            grid,
             prefix_tokens: 1,
         }
     }
+}
+
+/// PyTorch's antialiased bicubic interpolation (`F.interpolate(mode="bicubic",
+/// antialias=True)`, `align_corners=False`) as a `[to, from]` matrix of weights: a
+/// Keys kernel with a = -0.5 whose support widens by the scale when shrinking.
+fn antialiased_bicubic_weights(from: usize, to: usize) -> Vec<f32> {
+    fn kernel(x: f64) -> f64 {
+        let (a, x) = (-0.5, x.abs());
+        if x < 1.0 {
+            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            (((x - 5.0) * x + 8.0) * x - 4.0) * a
+        } else {
+            0.0
+        }
+    }
+    let scale = from as f64 / to as f64;
+    let (support, inverse) = match scale >= 1.0 {
+        true => (2.0 * scale, 1.0 / scale),
+        false => (2.0, 1.0),
+    };
+    let mut weights = vec![0f32; to * from];
+    for i in 0..to {
+        let center = scale * (i as f64 + 0.5);
+        // C++ casts to int64 truncate toward zero, as here.
+        let start = ((center - support + 0.5) as i64).max(0) as usize;
+        let end = ((center + support + 0.5) as i64).min(from as i64) as usize;
+        let row: Vec<f64> = (start..end)
+            .map(|j| kernel((j as f64 - center + 0.5) * inverse))
+            .collect();
+        let total: f64 = row.iter().sum();
+        for (j, w) in (start..end).zip(row) {
+            weights[i * from + j] = (if total != 0.0 { w / total } else { w }) as f32;
+        }
+    }
+    weights
 }
 
 impl ExplainableModel for VisionTransformer {
@@ -195,7 +266,7 @@ impl ExplainableModel for VisionTransformer {
         let tokens = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
         let tokens = tap.visit("patch_embed", tokens);
         let cls = self.cls_token.val().expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed.val();
+        let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed_for([gh, gw]);
         for (i, block) in self.blocks.iter().enumerate() {
             let normed = tap.visit(&format!("blocks.{i}.norm1"), block.norm1.forward(x.clone()));
             x = x + block.attn.forward(normed, tap, &format!("blocks.{i}.attn"));
@@ -209,7 +280,12 @@ impl ExplainableModel for VisionTransformer {
     }
 
     fn layers(&self) -> Vec<LayerInfo> {
-        let grid = self.grid();
+        self.layers_at([self.img_size, self.img_size])
+    }
+
+    /// The token grids follow the input size (timm's `dynamic_img_size`).
+    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
+        let grid = self.grid_at(size);
         let mut layers = vec![LayerInfo::new(
             "patch_embed",
             LayerKind::Tokens {
@@ -220,7 +296,7 @@ impl ExplainableModel for VisionTransformer {
         for (i, block) in self.blocks.iter().enumerate() {
             layers.push(LayerInfo::new(
                 format!("blocks.{i}.norm1"),
-                self.token_kind(),
+                self.token_kind(grid),
             ));
             layers.push(LayerInfo::new(
                 format!("blocks.{i}.attn"),
@@ -230,9 +306,9 @@ impl ExplainableModel for VisionTransformer {
                     prefix_tokens: 1,
                 },
             ));
-            layers.push(LayerInfo::new(format!("blocks.{i}"), self.token_kind()));
+            layers.push(LayerInfo::new(format!("blocks.{i}"), self.token_kind(grid)));
         }
-        layers.push(LayerInfo::new("norm", self.token_kind()));
+        layers.push(LayerInfo::new("norm", self.token_kind(grid)));
         layers.push(LayerInfo::new("head", LayerKind::Vector));
         layers
     }
@@ -244,6 +320,12 @@ impl ExplainableModel for VisionTransformer {
 
     fn input_shape(&self) -> [usize; 3] {
         [3, self.img_size, self.img_size]
+    }
+
+    /// Any size of at least one patch: the position embeddings are resampled to the
+    /// grid, as timm's `dynamic_img_size=True` does.
+    fn min_input_side(&self) -> Option<usize> {
+        Some(self.patch_size)
     }
 }
 
