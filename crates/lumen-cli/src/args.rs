@@ -462,6 +462,20 @@ pub struct FigureArgs {
     /// Also write the polarity view (signed, positive, negative, absolute) of gradient methods.
     #[arg(long)]
     pub polarity: bool,
+    /// An evaluation.json of `lumen evaluate` for this model: its cautions (methods
+    /// below a floor, failed sanity checks) are written under the methods' figures.
+    #[arg(long)]
+    pub verdicts: Option<PathBuf>,
+}
+
+impl FigureArgs {
+    /// The cautions of `--verdicts` for `model`, when given.
+    pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        match &self.verdicts {
+            Some(path) => lumen::verdicts::read_cautions(path, model),
+            None => Ok(Default::default()),
+        }
+    }
 }
 
 /// How results are printed.
@@ -503,6 +517,7 @@ pub fn figure_options<R>(
         save_dir: (!figure.no_figures).then(|| figure.out.clone()),
         method_options: method_args.options(default_steps),
         polarity: figure.polarity,
+        cautions: Default::default(),
     }
 }
 

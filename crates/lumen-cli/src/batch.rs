@@ -28,7 +28,7 @@ pub struct BatchArgs {
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
-    let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
+    let mut options = explain_options(&args.method, &args.method_args, &args.figure, 50);
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,
@@ -40,6 +40,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
         ));
     }
     let files = args.input.files()?;
+    options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let bar = progress(files.len() as u64, "explaining", args.print.quiet);
     let outcome = explain_batch(&model, &files, args.batch_size, &options, |done| {

@@ -29,13 +29,14 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let options = explain_options("", &args.method_args, &args.figure, 50);
+    let mut options = explain_options("", &args.method_args, &args.figure, 50);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }
     let layout = Layout::from_name(&args.layout, args.methods.len() + 1)
         .map_err(LumenError::InvalidArgument)?;
+    options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
     let spinner = crate::args::spinner(

@@ -48,7 +48,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     args.segmentation.require_unused()?;
     args.detection.require_unused("classification")?;
-    let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
+    let mut options = explain_options(&args.method, &args.method_args, &args.figure, 50);
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,
@@ -73,6 +73,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }
+    options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
     let spinner = crate::args::spinner(

@@ -32,13 +32,14 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let options = explain_options("", &args.method_args, &args.figure, 50);
+    let mut options = explain_options("", &args.method_args, &args.figure, 50);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }
     let path = args.figure.out.join(&args.name);
     check_writable("--out", &path)?;
+    options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
     let sections = if args.features.is_empty() {

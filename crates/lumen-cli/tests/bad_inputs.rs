@@ -539,3 +539,50 @@ fn models_weights_and_outputs_are_checked_with_a_way_out() {
     let out = explain_shapes(&["--image", &image, "--save-raw", &folder]);
     assert_fails(&out, 2, &["--save-raw", "is a folder"]);
 }
+
+#[test]
+fn verdicts_are_written_under_the_figures_of_their_model_only() {
+    let dir = scratch("verdicts");
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    let image = path_str(&image);
+    let verdicts = dir.join("evaluation.json");
+    std::fs::write(
+        &verdicts,
+        r#"{"model": "shapes-cnn", "samples": 8, "recommendations": [
+            {"use_case": "caution", "method": "gradcam", "reason": "pointing_game 0.1 does not beat the `center` floor"},
+            {"use_case": "caution", "method": "gradcam", "reason": "fails the check `randomization_pass`"},
+            {"use_case": "localized", "method": "gradcam", "reason": "highest pointing game"}]}"#,
+    )
+    .unwrap();
+    let height = |extra: &[&str], out: &str| {
+        let out_dir = path_str(&dir.join(out));
+        let mut args = vec!["--image", &image, "--out", &out_dir];
+        args.extend_from_slice(extra);
+        let run = explain_shapes(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        image::open(dir.join(out).join("x_gradcam.png"))
+            .unwrap()
+            .height()
+    };
+    let plain = height(&[], "plain");
+    let noted = height(&["--verdicts", &path_str(&verdicts)], "noted");
+    // Two caution lines (18 px each) and a margin; the recommendation adds nothing.
+    assert!(
+        noted > plain + 30 && noted < plain + 60,
+        "{plain} -> {noted}"
+    );
+    // Verdicts measured on another model are refused, before any work.
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "shapes-vit",
+        "--image",
+        &image,
+        "--method",
+        "gradcam",
+        "--verdicts",
+        &path_str(&verdicts),
+    ]);
+    assert_fails(&out, 2, &["for `shapes-cnn`, not for `shapes-vit`"]);
+}

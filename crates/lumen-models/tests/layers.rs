@@ -92,15 +92,21 @@ fn unknown_layer_lists_valid_names() {
 }
 
 #[test]
-fn wrong_input_size_is_an_error() {
+fn inputs_below_one_patch_or_with_other_channels_are_errors() {
     let device = test_device();
     let model = LoadedModel::init("test_vit", 10, &device).unwrap().model;
-    let err = model
+    // Any size of at least one 16-pixel patch is taken (timm's dynamic_img_size).
+    model
         .check_input(&Tensor::zeros([1, 3, 100, 100], &device))
+        .unwrap();
+    let err = model
+        .check_input(&Tensor::zeros([1, 3, 100, 12], &device))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("[B,3,160,160]") && err.contains("100"),
-        "{err}"
-    );
+    assert!(err.contains("at least 16") && err.contains("12"), "{err}");
+    let err = model
+        .check_input(&Tensor::zeros([1, 1, 100, 100], &device))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[B,3,H,W]"), "{err}");
 }

@@ -298,6 +298,27 @@ fn signed_colorbar(width: u32, scale: f32) -> RgbImage {
     bar
 }
 
+/// `figure` with `notes` written under it, one line each (cut to the width), in a
+/// warning colour; unchanged without notes.
+pub fn with_notes(figure: &RgbImage, notes: &[String]) -> RgbImage {
+    if notes.is_empty() {
+        return figure.clone();
+    }
+    let (size, line) = (13.0, 18u32);
+    let height = figure.height() + MARGIN + line * notes.len() as u32;
+    let mut canvas = RgbImage::from_pixel(figure.width(), height, BACKGROUND);
+    image::imageops::replace(&mut canvas, figure, 0, 0);
+    for (k, note) in notes.iter().enumerate() {
+        let text = fit(note, (figure.width() - 2 * MARGIN) as f32, size);
+        let y = figure.height() + k as u32 * line;
+        draw_text(&mut canvas, &text, MARGIN as f32, y as f32, size, CAUTION);
+    }
+    canvas
+}
+
+/// Colour of caution notes under figures.
+const CAUTION: [u8; 3] = [170, 40, 20];
+
 /// A horizontal colorbar `width` pixels wide with its two end values written under it.
 pub fn colorbar(colormap: Colormap, width: u32, low: f32, high: f32) -> RgbImage {
     let (bar, text) = (12u32, 16u32);

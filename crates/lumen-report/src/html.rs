@@ -30,6 +30,8 @@ pub struct ReportImage {
     pub target: String,
     /// One heatmap per method, values in `[0, 1]`.
     pub maps: Vec<(String, Map)>,
+    /// Known weaknesses per method on this model, shown under its overlay.
+    pub cautions: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Summary statistics of a heatmap.
@@ -314,8 +316,15 @@ pub fn report_page(
             let html = plot
                 .to_inline_html(Some(&format!("overlay-{i}-{j}")))
                 .replacen(&format!("\"{uri}\""), &shared, 1);
+            let notes: String = image
+                .cautions
+                .get(method)
+                .into_iter()
+                .flatten()
+                .map(|reason| format!("<p class=caution>caution: {}</p>", escape(reason)))
+                .collect();
             // plotly's div takes 100% of its parent: give each overlay a cell of its own.
-            let _ = write!(body, "<div class=cell>{html}</div>");
+            let _ = write!(body, "<div class=cell>{html}{notes}</div>");
         }
         body.push_str("</div>");
         body.push_str(&histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}"))));
@@ -356,7 +365,8 @@ fn embedded_js() -> String {
 const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222}\
 section{border-top:1px solid #ddd;margin-top:24px}.row{display:flex;flex-wrap:wrap;gap:12px}\
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;height:420px}\
+th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;min-height:450px}\
+.caution{color:#a82814;font-size:13px;margin:2px 10px;max-width:420px}\
 caption{font-weight:bold;text-align:left;padding:4px 0}.plot{width:580px;height:400px}\
 .floor td{color:#888;font-style:italic}ul.advice li{margin:4px 0}";
 
@@ -444,6 +454,11 @@ mod tests {
                 ),
                 ("rollout".into(), Map::new(vec![0.0; 16], 4, 4)),
             ],
+            cautions: [(
+                "rollout".to_string(),
+                vec!["pointing_game 0.100 does not beat the `center` floor".to_string()],
+            )]
+            .into(),
         }
     }
 
@@ -473,6 +488,9 @@ mod tests {
         assert!(html.contains("<section>metrics</section>"));
         assert!(html.contains("shape &lt;0&gt;"), "names are escaped");
         assert!(html.contains("importance %{z:.3f}"));
+        // A known weakness is written under its method's overlay only.
+        assert_eq!(html.matches("<p class=caution>").count(), 1);
+        assert!(html.contains("caution: pointing_game 0.100 does not beat the `center` floor"));
         // The picture once for its two overlays; histogram counts, not pixel values.
         let in_plotly_js = page("", "").matches("data:image/png;base64,").count();
         assert_eq!(

@@ -17,7 +17,7 @@ pub use detection::{DrawnBox, detection_figure, draw_boxes};
 pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
     Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid, image_grid,
-    layer_comparison_figure, polarity_figure, title_bar,
+    layer_comparison_figure, polarity_figure, title_bar, with_notes,
 };
 pub use html::{
     MapStats, ReportImage, escape, layer_comparison_section, line_plot, page, report_page, table,

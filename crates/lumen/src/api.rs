@@ -7,6 +7,7 @@
 //! [`LoadedModel`] is a classification `TaskModel`; [`Explained`] wraps a user's own
 //! Burn model with any task.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lumen_core::{DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, to_host};
@@ -16,7 +17,7 @@ use lumen_methods::{
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
     Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, grid,
-    overlay, polarity_figure, report_page, title_bar,
+    overlay, polarity_figure, report_page, title_bar, with_notes,
 };
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
@@ -131,6 +132,10 @@ pub struct ExplainOptions<R = usize> {
     pub method_options: MethodOptions,
     /// Also write the polarity view of signed attributions (gradient methods).
     pub polarity: bool,
+    /// Known weaknesses per method on this model (`lumen evaluate`'s cautions, see
+    /// [`crate::verdicts`]): written under the method's figures and report panels, so
+    /// that a map from a method that fails a check is not read as a good one.
+    pub cautions: BTreeMap<String, Vec<String>>,
 }
 
 impl<R> Default for ExplainOptions<R> {
@@ -143,6 +148,7 @@ impl<R> Default for ExplainOptions<R> {
             save_dir: None,
             method_options: MethodOptions::default(),
             polarity: false,
+            cautions: BTreeMap::new(),
         }
     }
 }
@@ -321,12 +327,15 @@ pub fn explain_with<T: TaskModel>(
         if let Some(dir) = &options.save_dir {
             let title = format!("{name} | {}", prepared.title(i));
             let stem = format!("{}_{}", inputs.names[i], file_part(&name));
-            let figure = explanation_figure(
-                &inputs.originals[i],
-                &map,
-                options.colormap,
-                options.alpha,
-                &title,
+            let figure = with_notes(
+                &explanation_figure(
+                    &inputs.originals[i],
+                    &map,
+                    options.colormap,
+                    options.alpha,
+                    &title,
+                ),
+                &caution_lines(&options.cautions, &[name.clone()]),
             );
             paths.push(save_png(&figure, dir, &format!("{stem}.png"))?);
             if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
@@ -446,13 +455,16 @@ pub fn compare_methods<T: TaskModel>(
         let path = match &options.save_dir {
             Some(dir) => {
                 let title = format!("{}: {}", inputs.names[i], prepared.title(i));
-                let figure = comparison_figure(
-                    &inputs.originals[i],
-                    &maps,
-                    options.colormap,
-                    options.alpha,
-                    layout,
-                    &title,
+                let figure = with_notes(
+                    &comparison_figure(
+                        &inputs.originals[i],
+                        &maps,
+                        options.colormap,
+                        options.alpha,
+                        layout,
+                        &title,
+                    ),
+                    &caution_lines(&options.cautions, methods),
                 );
                 Some(save_png(
                     &figure,
@@ -472,6 +484,20 @@ pub fn compare_methods<T: TaskModel>(
         });
     }
     Ok(results)
+}
+
+/// The lines written under a figure for `methods`: each caution, named by method.
+fn caution_lines(cautions: &BTreeMap<String, Vec<String>>, methods: &[String]) -> Vec<String> {
+    methods
+        .iter()
+        .flat_map(|m| {
+            cautions
+                .get(m)
+                .into_iter()
+                .flatten()
+                .map(move |reason| format!("caution, {m}: {reason}"))
+        })
+        .collect()
 }
 
 /// What a batch over many files produced: a result per readable image, and a failure
@@ -599,6 +625,7 @@ pub fn write_report<T: TaskModel>(
             measure: task.ranked_measure().into(),
             target: task.describe_request(&c.target),
             maps: c.methods.into_iter().zip(c.heatmaps).collect(),
+            cautions: options.cautions.clone(),
         })
         .collect();
     let title = format!("Lumen report: {}", model.name());

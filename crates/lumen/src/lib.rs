@@ -30,6 +30,7 @@ pub mod feature_report;
 pub mod inputs;
 pub mod output;
 pub mod segmentation;
+pub mod verdicts;
 
 pub use lumen_core as core;
 pub use lumen_features as features;
