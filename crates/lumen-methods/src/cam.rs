@@ -577,21 +577,12 @@ fn chunked_scores<M: ExplainableModel>(
 /// target score when the input is masked by each upsampled, min-max normalised
 /// activation map. The masked forwards run in batches of `batch_size` (rows mix
 /// images and channels).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ScoreCam {
     /// Target layer (model default when `None`).
     pub layer: Option<String>,
     /// Masked inputs per forward pass.
     pub batch_size: Option<usize>,
-}
-
-impl Default for ScoreCam {
-    fn default() -> Self {
-        Self {
-            layer: None,
-            batch_size: None,
-        }
-    }
 }
 
 impl<M: ExplainableModel> Method<M> for ScoreCam {
@@ -647,21 +638,12 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
 /// pytorch-grad-cam 1.5.7 ablates with zero only when the layer's minimum is zero
 /// and otherwise with `min - 1e7` (growing with each row); we follow the paper and
 /// always ablate with zero, which agrees with the reference on ReLU outputs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AblationCam {
     /// Target layer (model default when `None`).
     pub layer: Option<String>,
     /// Ablated copies per forward pass.
     pub batch_size: Option<usize>,
-}
-
-impl Default for AblationCam {
-    fn default() -> Self {
-        Self {
-            layer: None,
-            batch_size: None,
-        }
-    }
 }
 
 impl<M: ExplainableModel> Method<M> for AblationCam {

@@ -335,7 +335,7 @@ pub fn explain_with<T: TaskModel>(
                     options.alpha,
                     &title,
                 ),
-                &caution_lines(&options.cautions, &[name.clone()]),
+                &caution_lines(&options.cautions, std::slice::from_ref(&name)),
             );
             paths.push(save_png(&figure, dir, &format!("{stem}.png"))?);
             if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
