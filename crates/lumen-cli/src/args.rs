@@ -188,10 +188,10 @@ pub struct InputArgs {
     pub recursive: bool,
     /// Input size HEIGHT[,WIDTH] instead of the model's data config (CNNs take any
     /// size): images are resized (shorter side) and centre-cropped to it.
-    #[arg(long, value_parser = parse_size, conflicts_with = "no_resize")]
+    #[arg(long, value_parser = parse_size, conflicts_with_all = ["no_resize", "input_npy"])]
     pub size: Option<[usize; 2]>,
     /// Keep the first image's own size (the others are resized and cropped to it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input_npy")]
     pub no_resize: bool,
 }
 
@@ -280,6 +280,18 @@ impl InputArgs {
 }
 
 impl InputArgs {
+    /// For commands that read files in batches at the model's own size: refuse
+    /// `--size` and `--no-resize` rather than ignore them.
+    pub fn require_model_size(&self, command: &str) -> Result<()> {
+        if self.size.is_some() || self.no_resize {
+            return Err(LumenError::InvalidArgument(format!(
+                "`{command}` reads images at the model's own size: --size and --no-resize \
+                 work with explain, compare and report"
+            )));
+        }
+        Ok(())
+    }
+
     /// The model's preprocessing, at `--size` or (`--no-resize`) the first readable
     /// image's size when asked; the model must take other sizes.
     fn data_config(

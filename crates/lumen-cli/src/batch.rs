@@ -39,6 +39,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
             "--batch-size must be at least 1".into(),
         ));
     }
+    args.input.require_model_size("lumen batch")?;
     let files = args.input.files()?;
     options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;

@@ -400,6 +400,8 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
             "--batch-size must be at least 1".into(),
         ));
     }
+    args.input
+        .require_model_size("lumen features --top-images")?;
     let files = args.input.files()?;
     let channels = &args.channels.0;
     let visualizer = FeatureVisualizer::new(&model.model);
