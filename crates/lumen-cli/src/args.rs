@@ -475,17 +475,19 @@ pub struct FigureArgs {
     #[arg(long)]
     pub polarity: bool,
     /// An evaluation.json of `lumen evaluate` for this model: its cautions (methods
-    /// below a floor, failed sanity checks) are written under the methods' figures.
+    /// below a floor, failed sanity checks) are written under the methods' figures
+    /// (the bundled shapes-vit's shipped verdicts are used without it).
     #[arg(long)]
     pub verdicts: Option<PathBuf>,
 }
 
 impl FigureArgs {
-    /// The cautions of `--verdicts` for `model`, when given.
+    /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
+    /// model (shapes-vit), else none.
     pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         match &self.verdicts {
             Some(path) => lumen::verdicts::read_cautions(path, model),
-            None => Ok(Default::default()),
+            None => Ok(lumen::verdicts::bundled_cautions(model).unwrap_or_default()),
         }
     }
 }

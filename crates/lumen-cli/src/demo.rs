@@ -94,6 +94,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 seed: Some(0),
                 ..MethodOptions::default()
             },
+            // Known weaknesses of the methods on this model, under their maps.
+            cautions: lumen::verdicts::bundled_cautions(model_name).unwrap_or_default(),
             ..ExplainOptions::default()
         };
         let (_, results) = explain_prediction(&model, &inputs, &options)?;

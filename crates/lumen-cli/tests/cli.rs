@@ -334,7 +334,14 @@ fn demo_writes_figures_and_an_offline_report() {
     ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
+    // shapes-vit ships its measured verdicts: its report carries them, shapes-cnn's not.
+    let vit_html = std::fs::read_to_string(dir.join("shapes-vit-report.html")).unwrap();
+    assert!(
+        vit_html.contains("<p class=caution>caution: "),
+        "no verdicts in the ViT report"
+    );
     let html = std::fs::read_to_string(dir.join("shapes-cnn-report.html")).unwrap();
+    assert!(!html.contains("<p class=caution>"));
     assert!(!html.contains("src=\"http"), "report must work offline");
     assert_eq!(
         html.matches("<div id=\"overlay-").count(),

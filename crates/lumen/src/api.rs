@@ -486,18 +486,28 @@ pub fn compare_methods<T: TaskModel>(
     Ok(results)
 }
 
-/// The lines written under a figure for `methods`: each caution, named by method.
+/// Cautions written under a figure per method at most; the rest are counted.
+pub const CAUTIONS_PER_METHOD: usize = 2;
+
+/// The lines written under a figure for `methods`: the first cautions of each, named
+/// by method, and how many more the verdicts hold.
 fn caution_lines(cautions: &BTreeMap<String, Vec<String>>, methods: &[String]) -> Vec<String> {
-    methods
-        .iter()
-        .flat_map(|m| {
-            cautions
-                .get(m)
-                .into_iter()
-                .flatten()
-                .map(move |reason| format!("caution, {m}: {reason}"))
-        })
-        .collect()
+    let mut lines = vec![];
+    for m in methods {
+        let Some(reasons) = cautions.get(m) else {
+            continue;
+        };
+        for reason in reasons.iter().take(CAUTIONS_PER_METHOD) {
+            lines.push(format!("caution, {m}: {reason}"));
+        }
+        if reasons.len() > CAUTIONS_PER_METHOD {
+            lines.push(format!(
+                "caution, {m}: and {} more (see the verdicts)",
+                reasons.len() - CAUTIONS_PER_METHOD
+            ));
+        }
+    }
+    lines
 }
 
 /// What a batch over many files produced: a result per readable image, and a failure

@@ -1,6 +1,9 @@
 //! Known weaknesses of methods on a model, as `lumen evaluate` measured them: its
 //! `evaluation.json` lists a caution for every number that does not beat a floor and
 //! every failed sanity check. Figures and reports write them under the method's maps.
+//!
+//! The bundled `shapes-vit` ships its verdicts (`crates/lumen/verdicts/`, written by
+//! the command in the file), so the demo's figures carry them too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,10 +27,26 @@ struct Recommendation {
 /// The cautions of an `evaluation.json` written by `lumen evaluate` for `model`, per
 /// method. Fails, naming the file, when it cannot be read or is for another model.
 pub fn read_cautions(path: &Path, model: &str) -> Result<BTreeMap<String, Vec<String>>> {
-    let bad =
-        |message: String| LumenError::InvalidArgument(format!("{}: {message}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-    let evaluation: Evaluation = serde_json::from_str(&text).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        LumenError::InvalidArgument(format!("{}: cannot read it ({e})", path.display()))
+    })?;
+    parse_cautions(&text, model, &path.display().to_string())
+}
+
+/// Verdicts shipped with the bundled models, measured by the command each file names.
+const BUNDLED_VERDICTS: &[(&str, &str)] =
+    &[("shapes-vit", include_str!("../verdicts/shapes-vit.json"))];
+
+/// The shipped cautions of a bundled model, if it has any.
+pub fn bundled_cautions(model: &str) -> Option<BTreeMap<String, Vec<String>>> {
+    let (_, text) = BUNDLED_VERDICTS.iter().find(|(name, _)| *name == model)?;
+    parse_cautions(text, model, "bundled verdicts").ok()
+}
+
+/// [`read_cautions`] of a text; `source` names it in errors.
+fn parse_cautions(text: &str, model: &str, source: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let bad = |message: String| LumenError::InvalidArgument(format!("{source}: {message}"));
+    let evaluation: Evaluation = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "not an evaluation.json written by `lumen evaluate` ({e})"
         ))
@@ -52,6 +71,19 @@ pub fn read_cautions(path: &Path, model: &str) -> Result<BTreeMap<String, Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_verdicts_parse_and_name_known_methods() {
+        for (model, text) in BUNDLED_VERDICTS {
+            let cautions = parse_cautions(text, model, "shipped").unwrap();
+            assert!(!cautions.is_empty(), "{model}: no cautions shipped");
+            for method in cautions.keys() {
+                lumen_methods::method_info(method).unwrap();
+            }
+            assert_eq!(bundled_cautions(model), Some(cautions));
+        }
+        assert_eq!(bundled_cautions("shapes-cnn"), None);
+    }
 
     #[test]
     fn cautions_are_grouped_by_method_and_checked_against_the_model() {
