@@ -651,6 +651,14 @@ pub fn spinner(what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// Run `work` with a [`spinner`] showing `what`, cleared when it ends either way.
+pub fn with_spinner<T>(what: &str, quiet: bool, work: impl FnOnce() -> T) -> T {
+    let bar = spinner(what, quiet);
+    let out = work();
+    bar.finish_and_clear();
+    out
+}
+
 /// How often progress is written as a line when stderr is not a terminal.
 pub const PROGRESS_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 

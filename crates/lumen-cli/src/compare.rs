@@ -39,13 +39,11 @@ pub fn run(args: CompareArgs) -> Result<()> {
     options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
-    let spinner = crate::args::spinner(
+    let results = crate::args::with_spinner(
         &format!("{} methods on {} images", args.methods.len(), inputs.len()),
         args.print.quiet,
-    );
-    let results = compare_methods(&model, &inputs, &args.methods, &options, layout);
-    spinner.finish_and_clear();
-    let results = results?;
+        || compare_methods(&model, &inputs, &args.methods, &options, layout),
+    )?;
     if args.print.json {
         JsonOutput {
             command: "compare",

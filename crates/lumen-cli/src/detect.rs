@@ -95,10 +95,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         true => format!("D-RISE: {} masks per box", args.detection.masks),
         false => format!("{} on {} images", args.method, inputs.len()),
     };
-    let spinner = crate::args::spinner(&what, args.print.quiet);
-    let out = explain_detection(&model, &inputs, &options);
-    spinner.finish_and_clear();
-    let out = out?;
+    let out = crate::args::with_spinner(&what, args.print.quiet, || {
+        explain_detection(&model, &inputs, &options)
+    })?;
     let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         match &out.explanation {

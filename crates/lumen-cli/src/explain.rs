@@ -76,13 +76,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     options.cautions = args.figure.cautions(&args.model.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
-    let spinner = crate::args::spinner(
+    let (explanation, results) = crate::args::with_spinner(
         &format!("{} on {} images", args.method, inputs.len()),
         args.print.quiet,
-    );
-    let explained = explain_prediction(&model, &inputs, &options);
-    spinner.finish_and_clear();
-    let (explanation, results) = explained?;
+        || explain_prediction(&model, &inputs, &options),
+    )?;
     let [_, _, height, width] = inputs.tensor.dims();
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
 

@@ -51,17 +51,15 @@ pub fn run(args: ReportArgs) -> Result<()> {
             &args.features,
         )?]
     };
-    let spinner = crate::args::spinner(
+    let path = crate::args::with_spinner(
         &format!(
             "report: {} methods on {} images",
             args.methods.len(),
             inputs.len()
         ),
         args.print.quiet,
-    );
-    let path = write_report(&model, &inputs, &args.methods, &options, &path, &sections);
-    spinner.finish_and_clear();
-    let path = path?;
+        || write_report(&model, &inputs, &args.methods, &options, &path, &sections),
+    )?;
     if args.print.json {
         JsonOutput {
             command: "report",

@@ -159,13 +159,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         uncertainty: args.segmentation.uncertainty,
         scale: args.segmentation.uncertainty_scale,
     };
-    let spinner = crate::args::spinner(
+    let out = crate::args::with_spinner(
         &format!("{} on {} images", args.method, inputs.len()),
         args.print.quiet,
-    );
-    let out = explain_segmentation(&model, &inputs, &options);
-    spinner.finish_and_clear();
-    let out = out?;
+        || explain_segmentation(&model, &inputs, &options),
+    )?;
     let mut files: Vec<PathBuf> = out.results.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         save_raw(path, &out.explanation, [height, width], args.grid)?;

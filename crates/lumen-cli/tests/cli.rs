@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::*;
 use ndarray::ArrayD;
@@ -543,7 +543,8 @@ fn evaluate_rejects_unknown_names_with_the_valid_ones() {
 fn features_and_receptive_fields_write_figures_and_json() {
     let out_dir = tmp("features");
     let o = out_dir.display().to_string();
-    let out = explain_like(
+    let out = on_fixture_input(
+        "test_resnet",
         "features",
         &[
             "--layer",
@@ -651,7 +652,8 @@ fn features_and_receptive_fields_write_figures_and_json() {
     let html = std::fs::read_to_string(out_dir.join("f.html")).unwrap();
     assert!(html.contains("Layer statistics") && html.contains("layer-statistics-0"));
 
-    let out = explain_like(
+    let out = on_fixture_input(
+        "test_resnet",
         "receptive-field",
         &[
             "--layer",
@@ -686,7 +688,8 @@ fn features_and_receptive_fields_write_figures_and_json() {
     assert_eq!(json["results"]["size"], 427);
     assert_eq!(json["results"]["jump"], 32);
 
-    let out = explain_like(
+    let out = on_fixture_input(
+        "test_resnet",
         "receptive-field",
         &["--layer", "layer2", "--channel", "999"],
     );
@@ -696,29 +699,10 @@ fn features_and_receptive_fields_write_figures_and_json() {
         "{}",
         stderr(&out)
     );
-    let out = explain_like("features", &["--sort", "loudest"]);
+    let out = on_fixture_input("test_resnet", "features", &["--sort", "loudest"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("valid channel orders: activation, variance, random"));
     std::fs::remove_dir_all(out_dir).ok();
-}
-
-/// `lumen COMMAND` on test_resnet with the two-image input.
-fn explain_like(command: &str, extra: &[&str]) -> Output {
-    let w = weights("test_resnet");
-    let i = input();
-    let mut args = vec![
-        command,
-        "--model",
-        "test_resnet",
-        "--num-classes",
-        "10",
-        "--weights",
-        &w,
-        "--input-npy",
-        &i,
-    ];
-    args.extend_from_slice(extra);
-    lumen(&args)
 }
 
 #[test]

@@ -37,11 +37,17 @@ pub fn lumen(args: &[&str]) -> Output {
         .expect("lumen runs")
 }
 
+/// `lumen explain` on a fixture model (10 classes) with the two-image input.
 pub fn explain(model: &str, extra: &[&str]) -> Output {
+    on_fixture_input(model, "explain", extra)
+}
+
+/// `lumen COMMAND` on a fixture `model` (10 classes) with the two-image input.
+pub fn on_fixture_input(model: &str, command: &str, extra: &[&str]) -> Output {
     let w = weights(model);
     let i = input();
     let mut args = vec![
-        "explain",
+        command,
         "--model",
         model,
         "--num-classes",
