@@ -101,7 +101,7 @@ pub fn evaluation_section(view: &EvaluationView) -> String {
         &["method", "ms per image"],
         &cost,
     ));
-    html.push_str("<h3>Curves</h3><div class=row>");
+    html.push_str("<h3>Curves</h3><div class=\"grid wide-cells\">");
     for (i, chart) in view
         .charts
         .iter()

@@ -138,17 +138,22 @@ pub fn overlay_plot(
             .color_scale(color_scale(colormap))
             .hover_template("x %{x}, y %{y}<br>importance %{z:.3f}<extra></extra>"),
     );
-    let side = 360;
     plot.set_layout(
         Layout::new()
             .title(Title::with_text(title))
-            .width(side + 80)
-            .height(side + 90)
+            .height(450)
             // Room above the title for plotly's toolbar, which would cover it.
             .margin(Margin::new().left(10).right(10).top(70).bottom(10))
             .x_axis(Axis::new().show_tick_labels(false).show_grid(false))
             .y_axis(Axis::new().show_tick_labels(false).show_grid(false)),
     );
+    fluid(plot)
+}
+
+/// The plot takes its container's width and follows window resizes (fixed pixel
+/// widths left most of a wide page empty); the height stays fixed.
+fn fluid(mut plot: Plot) -> Plot {
+    plot.set_configuration(plotly::Configuration::new().responsive(true));
     plot
 }
 
@@ -188,7 +193,6 @@ pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
         Layout::new()
             .title(Title::with_text("importance histogram"))
             .bar_mode(BarMode::Overlay)
-            .width(720)
             .height(320)
             .margin(Margin::new().top(70))
             .x_axis(
@@ -198,7 +202,7 @@ pub fn histogram_plot(maps: &[(String, Map)]) -> Plot {
             )
             .y_axis(Axis::new().title(Title::with_text("pixels"))),
     );
-    plot
+    fluid(plot)
 }
 
 /// A line chart: one `(name, x, y)` series per line.
@@ -223,13 +227,12 @@ pub fn line_plot(
     plot.set_layout(
         Layout::new()
             .title(Title::with_text(title))
-            .width(560)
             .height(380)
             .margin(Margin::new().top(70))
             .x_axis(Axis::new().title(Title::with_text(x_title)))
             .y_axis(Axis::new().title(Title::with_text(y_title))),
     );
-    plot
+    fluid(plot)
 }
 
 /// An HTML table with a caption; cells are escaped.
@@ -306,7 +309,7 @@ pub fn report_page(
             &["method", "mean", "std", "min", "max", "sparsity"],
             &statistics,
         ));
-        let _ = write!(body, "</div></div><div class=row>");
+        let _ = write!(body, "</div></div><div class=grid>");
         // The picture is embedded once per image and shared by its overlays.
         let uri = data_uri(&image.original);
         let shared = format!("lumenImage{i}");
@@ -327,7 +330,11 @@ pub fn report_page(
             let _ = write!(body, "<div class=cell>{html}{notes}</div>");
         }
         body.push_str("</div>");
-        body.push_str(&histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}"))));
+        let _ = write!(
+            body,
+            "<div class=wide>{}</div>",
+            histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}")))
+        );
         body.push_str("</section>");
     }
     for section in extra_sections {
@@ -365,9 +372,10 @@ fn embedded_js() -> String {
 const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222}\
 section{border-top:1px solid #ddd;margin-top:24px}.row{display:flex;flex-wrap:wrap;gap:12px}\
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
-th{background:#f4f4f4}td:first-child{text-align:left}.cell{width:440px;min-height:450px}\
-.caution{color:#a82814;font-size:13px;margin:2px 10px;max-width:420px}\
-caption{font-weight:bold;text-align:left;padding:4px 0}.plot{width:580px;height:400px}\
+th{background:#f4f4f4}td:first-child{text-align:left}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:12px}\
+.wide-cells{grid-template-columns:repeat(auto-fill,minmax(480px,1fr))}.cell{min-width:0;min-height:450px}\
+.caution{color:#a82814;font-size:13px;margin:2px 10px}.wide{max-width:1300px}\
+caption{font-weight:bold;text-align:left;padding:4px 0}.plot{min-width:0;min-height:380px}\
 .floor td{color:#888;font-style:italic}ul.advice li{margin:4px 0}";
 
 /// `(statistic, value)`.
@@ -405,7 +413,7 @@ pub fn layer_comparison_section(images: &[(String, Vec<LayerStatistics>)]) -> St
             .collect();
         html.push_str(&table(image, &headers, &rows));
     }
-    html.push_str("</div><div class=row>");
+    html.push_str("</div><div class=\"grid wide-cells\">");
     let statistics: Vec<String> = images
         .first()
         .and_then(|(_, l)| l.first())
@@ -421,7 +429,6 @@ pub fn layer_comparison_section(images: &[(String, Vec<LayerStatistics>)]) -> St
         plot.set_layout(
             Layout::new()
                 .title(Title::with_text(statistic))
-                .width(420)
                 .height(320)
                 .x_axis(Axis::new().title(Title::with_text("layer")))
                 .y_axis(Axis::new().title(Title::with_text(statistic))),
@@ -429,7 +436,7 @@ pub fn layer_comparison_section(images: &[(String, Vec<LayerStatistics>)]) -> St
         let _ = write!(
             html,
             "<div class=plot>{}</div>",
-            plot.to_inline_html(Some(&format!("layer-statistics-{k}")))
+            fluid(plot).to_inline_html(Some(&format!("layer-statistics-{k}")))
         );
     }
     html.push_str("</div></section>");
