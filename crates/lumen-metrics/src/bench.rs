@@ -157,7 +157,7 @@ impl<M: Classifier> Metric<M> for LocalizationMetric {
             key(
                 "pointing_game",
                 false,
-                "share of maxima on the object (tolerance in pixels)",
+                "share of maxima on the object (15 px tolerance at 224 px, scaled with the image)",
             ),
             key(
                 "energy_pointing_game",
@@ -475,7 +475,7 @@ impl<M: Classifier + Module + Clone> Metric<M> for RandomizationMetric {
             key(
                 "randomization_spearman",
                 true,
-                "Spearman correlation with the map of a fully randomised model (lower: passes)",
+                "absolute Spearman correlation with the map of a fully randomised model (lower: passes)",
             ),
             MetricKey {
                 name: "randomization_pass",
@@ -507,7 +507,7 @@ impl<M: Classifier + Module + Clone> Metric<M> for RandomizationMetric {
                 "randomization_spearman",
                 MetricCurve {
                     x: (1..=curve.spearman.len()).map(|i| i as f32).collect(),
-                    rows: vec![curve.spearman.clone()],
+                    rows: vec![curve.abs_spearman.clone()],
                     labels: curve.layers.clone(),
                 },
             )],

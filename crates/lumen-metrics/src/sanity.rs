@@ -107,6 +107,10 @@ pub fn ssim(a: &[f32], b: &[f32], [h, w]: [usize; 2], data_range: f32) -> f32 {
 pub struct Similarity {
     /// Mean Spearman rank correlation.
     pub spearman: f32,
+    /// Mean of each image's absolute Spearman correlation: an inverted map is as
+    /// dependent on the original as the original itself (Adebayo et al. report the
+    /// absolute rank correlation).
+    pub abs_spearman: f32,
     /// Mean SSIM.
     pub ssim: f32,
 }
@@ -114,14 +118,17 @@ pub struct Similarity {
 /// Compare maps image by image (`[h*w]` each).
 pub fn similarity(original: &[Vec<f32>], other: &[Vec<f32>], size: [usize; 2]) -> Similarity {
     let n = original.len().max(1) as f32;
-    let (mut rho, mut s) = (0.0, 0.0);
+    let (mut rho, mut abs_rho, mut s) = (0.0, 0.0, 0.0);
     for (a, b) in original.iter().zip(other) {
         let (a, b) = (min_max(a), min_max(b));
-        rho += spearman(&a, &b);
+        let r = spearman(&a, &b);
+        rho += r;
+        abs_rho += r.abs();
         s += ssim(&a, &b, size, 1.0);
     }
     Similarity {
         spearman: rho / n,
+        abs_spearman: abs_rho / n,
         ssim: s / n,
     }
 }
@@ -271,8 +278,9 @@ pub struct RandomizationConfig {
     pub order: RandomizationOrder,
     /// Seed of the random weights.
     pub seed: u64,
-    /// The test passes when the Spearman correlation falls below this (cascading: at
-    /// the fully randomised model; independent: on average over groups).
+    /// The test passes when the absolute Spearman correlation falls below this
+    /// (cascading: at the fully randomised model; independent: on average over
+    /// groups). Absolute, so that an inverted map (rho near -1) fails.
     pub threshold: f32,
     /// Groups to randomise, top first; all of the model's groups when `None`.
     pub groups: Option<Vec<String>>,
@@ -298,9 +306,12 @@ pub struct RandomizationCurve {
     pub layers: Vec<String>,
     /// Mean Spearman correlation with the original maps at each step.
     pub spearman: Vec<f32>,
+    /// Mean absolute Spearman correlation at each step: what the verdict reads.
+    pub abs_spearman: Vec<f32>,
     /// Mean SSIM with the original maps at each step.
     pub ssim: Vec<f32>,
-    /// The Spearman value the verdict is based on.
+    /// The absolute Spearman value the verdict is based on (the last step when
+    /// cascading, the mean over steps when independent).
     pub score: f32,
     /// Whether the maps changed enough: `score < threshold`.
     pub passed: bool,
@@ -337,6 +348,7 @@ where
         input,
     )?;
     let mut spearman = Vec::with_capacity(layers.len());
+    let mut abs_spearman = Vec::with_capacity(layers.len());
     let mut ssim = Vec::with_capacity(layers.len());
     for step in 0..layers.len() {
         let groups = match config.order {
@@ -350,18 +362,20 @@ where
         )?;
         let s = similarity(&original, &maps, [h, w]);
         spearman.push(s.spearman);
+        abs_spearman.push(s.abs_spearman);
         ssim.push(s.ssim);
     }
     let score = match config.order {
-        RandomizationOrder::Cascading => spearman.last().copied().unwrap_or(1.0),
+        RandomizationOrder::Cascading => abs_spearman.last().copied().unwrap_or(1.0),
         RandomizationOrder::Independent => {
-            spearman.iter().sum::<f32>() / spearman.len().max(1) as f32
+            abs_spearman.iter().sum::<f32>() / abs_spearman.len().max(1) as f32
         }
     };
     Ok(RandomizationCurve {
         order: config.order,
         layers,
         spearman,
+        abs_spearman,
         ssim,
         score,
         passed: score < config.threshold,

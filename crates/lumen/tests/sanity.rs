@@ -2,16 +2,17 @@
 //! the caller's model is unchanged afterwards (Burn shares BatchNorm running
 //! statistics between clones), and a model-independent map fails the check.
 
-use lumen::core::burn::tensor::Tensor;
-use lumen::core::{ClassLogit, Device, ExplainableModel, to_host};
-use lumen::methods::{Cam, GradCam};
+use lumen::core::burn::tensor::{Tensor, TensorData};
+use lumen::core::{ClassLogit, Device, ExplainableModel, Heatmaps, Result, Target, to_host};
+use lumen::methods::{Cam, Explanation, GradCam, Method};
+use lumen::models::ResNet;
 use lumen::metrics::{
     RandomMap, RandomizationConfig, RandomizationOrder, model_randomization, parameter_groups,
     randomize_groups,
 };
 use lumen::{LoadedModel, ZooModel};
 
-fn shapes_cnn() -> lumen::models::ResNet {
+fn shapes_cnn() -> ResNet {
     match LoadedModel::bundled("shapes-cnn", &Device::flex())
         .unwrap()
         .model
@@ -101,5 +102,76 @@ fn gradcam_passes_and_a_model_independent_map_fails() {
         ..config
     };
     let curve = model_randomization(&model, &gradcam, &x, &target, &independent).unwrap();
+    eprintln!("independent {:?} {:?}", curve.layers, curve.abs_spearman);
     assert_eq!(curve.spearman.len(), curve.layers.len());
+    // Each step randomises one group alone, so it is not the cascade's curve: the
+    // cascade's last step randomises everything, the independent one only the stem.
+    let mean = curve.abs_spearman.iter().sum::<f32>() / curve.abs_spearman.len() as f32;
+    assert!((curve.score - mean).abs() < 1e-6, "independent score is the mean");
+    let fc = curve.layers.iter().position(|l| l == "fc").unwrap();
+    assert!(
+        curve.abs_spearman[fc] < 0.9,
+        "randomising the head alone changes GradCAM's map: {:?}",
+        curve.abs_spearman
+    );
+    let random = model_randomization(&model, &RandomMap { seed: 1 }, &x, &target, &independent)
+        .unwrap();
+    assert!(!random.passed, "a model-independent map fails either order");
+}
+
+/// A map that depends on the model only through its sign: the fixed ramp for the
+/// original model, the inverted ramp for any other. Signed Spearman calls it
+/// randomised (rho = -1); the absolute rank correlation of Adebayo et al. does not.
+struct InvertsWhenRandomised {
+    original_logits: Vec<f32>,
+}
+
+impl Method<ResNet> for InvertsWhenRandomised {
+    fn name(&self) -> String {
+        "inverts-when-randomised".into()
+    }
+
+    fn explain(
+        &self,
+        model: &ResNet,
+        input: Tensor<4>,
+        _target: &dyn Target<Tensor<2>>,
+    ) -> Result<Explanation> {
+        let [b, _, h, w] = input.dims();
+        let same = to_host(model.forward(input.clone()))
+            .iter()
+            .zip(&self.original_logits)
+            .all(|(a, b)| (a - b).abs() < 1e-5);
+        let sign = if same { 1.0 } else { -1.0 };
+        let values: Vec<f32> = (0..b * h * w)
+            .map(|i| sign * ((i % w) as f32 + 0.37 * ((i / w) % h) as f32))
+            .collect();
+        Ok(Explanation::new(Heatmaps::new(Tensor::from_data(
+            TensorData::new(values, [b, h, w]),
+            &input.device(),
+        ))))
+    }
+}
+
+#[test]
+fn an_inverted_map_fails_the_randomisation_check() {
+    let model = shapes_cnn();
+    let x = input();
+    let target = ClassLogit(lumen::core::predicted_classes(&model.forward(x.clone())));
+    let method = InvertsWhenRandomised {
+        original_logits: to_host(model.forward(x.clone())),
+    };
+    let curve =
+        model_randomization(&model, &method, &x, &target, &RandomizationConfig::default()).unwrap();
+    assert!(
+        curve.spearman.iter().all(|&r| r < -0.99),
+        "the map inverts at every step: {:?}",
+        curve.spearman
+    );
+    assert!(
+        (curve.score - 1.0).abs() < 1e-4,
+        "absolute correlation 1: {}",
+        curve.score
+    );
+    assert!(!curve.passed, "an inverted map is not a randomised one");
 }
