@@ -109,10 +109,15 @@ pub fn descending_order(map: &[f32]) -> Vec<usize> {
     order
 }
 
+/// The image side at which Zhang et al.'s 15-pixel pointing tolerance is defined.
+pub const TOLERANCE_REFERENCE_SIDE: f32 = 224.0;
+
 /// Settings of the localization metrics.
 #[derive(Clone, Debug)]
 pub struct LocalizationConfig {
-    /// Pointing-game tolerance in pixels (0: the maximum must be on the mask).
+    /// Pointing-game tolerance in pixels of a 224-pixel image (0: the maximum must be
+    /// on the mask). It is scaled with the map's shorter side, so that it covers the
+    /// same share of the image at any size (15 px at 224 is 8.6 px at 128).
     pub tolerance: f32,
     /// IoU threshold as a fraction of each map's maximum.
     pub iou_threshold: f32,
@@ -124,6 +129,13 @@ impl Default for LocalizationConfig {
             tolerance: 15.0,
             iou_threshold: 0.5,
         }
+    }
+}
+
+impl LocalizationConfig {
+    /// The tolerance in pixels of `region`'s image.
+    pub fn scaled_tolerance(&self, region: &Region) -> f32 {
+        self.tolerance * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE
     }
 }
 
@@ -149,7 +161,7 @@ pub fn localization(
     config: &LocalizationConfig,
 ) -> Result<Localization> {
     Ok(Localization {
-        pointing_game: pointing_game(map, region, config.tolerance)?,
+        pointing_game: pointing_game(map, region, config.scaled_tolerance(region))?,
         energy_pointing_game: energy_pointing_game(map, region)?,
         iou: iou(map, region, config.iou_threshold)?,
         relevance_mass: relevance_mass(map, region)?,
@@ -185,6 +197,23 @@ mod tests {
         assert!(!pointing_game(&map, &region(), 1.4).unwrap());
         map[10] = 2.0;
         assert!(pointing_game(&map, &region(), 0.0).unwrap());
+    }
+
+    #[test]
+    fn the_tolerance_scales_with_the_shorter_side() {
+        let config = LocalizationConfig::default();
+        let at = |h, w| config.scaled_tolerance(&Region::from_box(h, w, [0, 0, 1, 1]).unwrap());
+        assert!((at(224, 300) - 15.0).abs() < 1e-5);
+        assert!((at(128, 128) - 15.0 * 128.0 / 224.0).abs() < 1e-5);
+        // A peak 9 px from a 128 px image's mask: a hit with 15 px unscaled, a miss
+        // with the 8.6 px that cover the same share of the image.
+        let mut mask = vec![false; 128 * 128];
+        mask[64 * 128 + 64] = true;
+        let region = Region::from_mask(128, 128, mask).unwrap();
+        let mut map = vec![0.0; 128 * 128];
+        map[64 * 128 + 73] = 1.0;
+        assert!(pointing_game(&map, &region, 15.0).unwrap());
+        assert!(!localization(&map, &region, &config).unwrap().pointing_game);
     }
 
     #[test]
