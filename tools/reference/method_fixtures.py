@@ -66,6 +66,10 @@ def capture(model, layer, x, reshape=None):
     return a.numpy(), g.numpy()
 
 
+def cam_set(out, suffix=""):
+    return {name: out[name + suffix].numpy() for name in GRADIENT_CAMS}
+
+
 def signed_projection(maps):
     """get_2d_projection with our deterministic sign: the projection correlates
     positively with the channel-mean activation map."""
@@ -104,13 +108,48 @@ def cams(model, x, layer, reshape, out, with_ablation):
     out["eigengradcam"] = torch.from_numpy(finish(signed_projection(g * a), size))
     # And the library's own output, to document how often its sign agrees.
     with EigenCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
-        out["eigencam_library"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
+        library = cam(input_tensor=x, targets=targets)
+    out["eigencam_library"] = torch.from_numpy(library)
+    # The library's SVD sign is arbitrary; where it agrees with our rule the maps must
+    # be equal, and the Rust test asserts the library's own output on those images.
+    agrees = np.array([np.abs(library[i] - out["eigencam"][i].numpy()).max() <= CAM_TOLERANCE
+                       for i in range(len(library))], np.float32)
+    print(f"eigencam: the library's sign agrees with ours on images {np.flatnonzero(agrees).tolist()}")
+    assert agrees.any(), "the library's EigenCAM sign agrees on no image: nothing to compare"
+    out["eigencam_library_agrees"] = torch.from_numpy(agrees)
     kpca_cam(model, x, layer, reshape, out)
     if reshape is None:
         multi_layer_gradcam(model, x, out)
 
 
 KPCA_TOLERANCE = 1e-3
+# The Rust test's CAM tolerance: a fixture separates two methods when their maps differ
+# by more than ten times it somewhere.
+CAM_TOLERANCE = 1e-3
+GRADIENT_CAMS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise"]
+
+
+def gradient_cams_at(model, x, layer, reshape, out, suffix):
+    """The gradient CAMs at one more target layer, keys `NAME@LAYER`."""
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM,
+               "layercam": LayerCAM, "hirescam": HiResCAM, "gradcam-elementwise": GradCAMElementWise}
+    for name, cls in classes.items():
+        with cls(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+            out[f"{name}@{suffix}"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
+
+
+def separations(fixture_sets):
+    """For every gradient CAM, its smallest distance to another CAM in each fixture set;
+    assert that every method is separated from all others (by 10x the tolerance) in at
+    least one set the Rust suite checks, so that swapping any two fails a test."""
+    for name in GRADIENT_CAMS:
+        best = {}
+        for label, maps in fixture_sets.items():
+            best[label] = min(np.abs(maps[name] - maps[other]).max()
+                              for other in GRADIENT_CAMS if other != name)
+        print(f"{name}: nearest other CAM per fixture set {({k: round(float(v), 4) for k, v in best.items()})}")
+        assert max(best.values()) > 10 * CAM_TOLERANCE, f"{name} is not separated from its nearest neighbour anywhere"
 
 
 def multi_layer_gradcam(model, x, out):
@@ -161,6 +200,20 @@ def integrated_gradients(model, x, out, baseline_black):
         attr, delta = ig.attribute(x, target=target, return_convergence_delta=True, **kwargs)
         out[key] = attr.detach()
         out[key + "_delta"] = delta.detach().float()
+        print(f"{key}: convergence deltas {delta.tolist()}")
+        # The Riemann rules leave a delta that a zero would not match (per image, at
+        # the Rust test's absolute tolerance); Gauss-Legendre converges to rounding
+        # level on this smooth model (|delta| ~ 1e-6 at 8 to 32 points), where a zero
+        # is as right as any value.
+        if method_is_riemann(kwargs):
+            assert delta.abs().min() > 10 * DELTA_TOLERANCE, f"{key}: a zero delta would pass"
+
+
+DELTA_TOLERANCE = 1e-4  # absolute, per image: the Rust test's
+
+
+def method_is_riemann(kwargs):
+    return kwargs["method"].startswith("riemann")
 
 
 def noise_tunnels(model, x, out):
@@ -168,7 +221,10 @@ def noise_tunnels(model, x, out):
     target = torch.tensor(CLASSES)
     # Noise tunnels, NumPy reference given the noise tensor: image-major samples.
     rng = np.random.default_rng(0)
-    noise = torch.from_numpy(rng.normal(0.0, 0.3, size=(len(CLASSES) * NOISE_SAMPLES,) + tuple(x.shape[1:])).astype(np.float32))
+    # Rounded to float16 first: the fixture stores it at half the size, and the
+    # references are computed from exactly the values the Rust test reads back.
+    noise = torch.from_numpy(rng.normal(0.0, 0.3, size=(len(CLASSES) * NOISE_SAMPLES,) + tuple(x.shape[1:]))
+                             .astype(np.float16).astype(np.float32))
     noisy = x.repeat_interleave(NOISE_SAMPLES, dim=0) + noise
     grads = Saliency(model).attribute(noisy, target=target.repeat_interleave(NOISE_SAMPLES), abs=False)
     # Aggregated in float64: captum's float32 E[g^2] - E[g]^2 loses digits to cancellation.
@@ -255,6 +311,24 @@ def attention_flow(attentions):
     return np.float32(out)
 
 
+ROLLOUT_TOLERANCE = 1e-4  # of the map's scale, as the Rust test
+
+
+def assert_differs(out, key, base):
+    a, b = out[key].numpy(), out[base].numpy()
+    gap = np.abs(a - b).max()
+    print(f"{key} vs {base}: max difference {gap:.2e} (scale {np.abs(b).max():.2e})")
+    assert gap > 10 * ROLLOUT_TOLERANCE * np.abs(b).max(), f"{key} equals {base}: the variant is not tested"
+
+
+def compact(out):
+    """float32 tensors, except the CAM maps ([B, H, W] at image size, values in [0, 1]):
+    float16, whose rounding (at most 2.4e-4 below 1) fits inside the 1e-3 CAM
+    tolerance and halves the largest part of the file."""
+    return {k: (v.half() if v.dim() == 3 and v.shape[-1] > 10 else v.float()).contiguous()
+            for k, v in out.items()}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -262,8 +336,13 @@ def main():
     model, x = load("test_resnet")
     out = {}
     cams(model, x, model.layer4[-1], None, out, with_ablation=True)
+    # At layer 4 the gradient is spatially constant (global pooling then one linear
+    # layer), so GradCAM, HiResCAM and XGradCAM coincide: layers 2 and 3 separate them.
+    gradient_cams_at(model, x, model.layer3[-1], None, out, "layer3")
+    gradient_cams_at(model, x, model.layer2[-1], None, out, "layer2")
     gradients(model, x, out)
-    save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(OUT, "test_resnet_methods.safetensors"))
+    resnet = out
+    save_file(compact(out), os.path.join(OUT, "test_resnet_methods.safetensors"))
     print("test_resnet:", sorted(out))
 
     model, x = load("test_vit")
@@ -276,11 +355,29 @@ def main():
     for fusion in ("mean", "max", "min"):
         out[f"rollout_{fusion}"] = torch.from_numpy(rollout_paper(attentions, fusion, 0.0))
     out["rollout_mean_discard"] = torch.from_numpy(rollout_paper(attentions, "mean", 0.5))
-    out["rollout_vit_explain"] = torch.from_numpy(rollout_paper(attentions, "mean", 0.0, vit_explain_rows=True))
+    # With mean fusion and no discard every row already sums to 1, and vit-explain's
+    # column-broadcast normalisation changes nothing: max fusion and a 0.9 discard make
+    # rows that do not, so the compat switch is tested.
+    out["rollout_max_discard"] = torch.from_numpy(rollout_paper(attentions, "max", 0.9))
+    out["rollout_max_discard_vit_explain"] = torch.from_numpy(
+        rollout_paper(attentions, "max", 0.9, vit_explain_rows=True))
     out["grad_rollout"] = torch.from_numpy(grad_rollout_paper(attentions, grads, 0.0))
-    out["grad_rollout_discard"] = torch.from_numpy(grad_rollout_paper(attentions, grads, 0.3))
+    # On this random-weight ViT the gradient-weighted attentions are ~1e-6 next to the
+    # identity, and the ReLU zeroes 40-99.6% of them: a discard of 0.3, even 0.99,
+    # changes the map by less than the tolerance. 0.995 keeps the ~50 largest entries
+    # per layer and moves the map by 3% of its scale.
+    out["grad_rollout_discard"] = torch.from_numpy(grad_rollout_paper(attentions, grads, 0.995))
     out["attention_flow"] = torch.from_numpy(attention_flow(attentions))
-    save_file({k: v.contiguous().float() for k, v in out.items()}, os.path.join(OUT, "test_vit_methods.safetensors"))
+    assert_differs(out, "rollout_mean_discard", "rollout_mean")
+    assert_differs(out, "rollout_max_discard", "rollout_max")
+    assert_differs(out, "rollout_max_discard_vit_explain", "rollout_max_discard")
+    assert_differs(out, "grad_rollout_discard", "grad_rollout")
+    assert_differs(out, "attention_flow", "rollout_mean")
+    separations({"resnet layer4": cam_set(resnet), "resnet layer3": cam_set(resnet, "@layer3"),
+                 "resnet layer2": cam_set(resnet, "@layer2"), "vit": cam_set(out)})
+    tensors = compact(out)
+    tensors["noise"] = out["noise"].half()  # exact: the references were computed from it
+    save_file(tensors, os.path.join(OUT, "test_vit_methods.safetensors"))
     print("test_vit:", sorted(out))
 
 

@@ -22,11 +22,20 @@ pub fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    // float16 where a fixture's tolerance allows it (the generators say which).
+    let values = match view.dtype() {
+        safetensors::Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        safetensors::Dtype::F16 => view
+            .data()
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => panic!("{key}: fixture dtype {other:?}, expected F32 or F16"),
+    };
     (values, view.shape().to_vec())
 }
 
