@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Mutation check: plant one plausible bug at a time and run the tests that should
+catch it. Every mutation must make its tests fail; one that survives marks a fixture or
+an assertion too weak to refute wrong code.
+
+    python3 tools/mutation_check.py [NAME ...]     # all mutations, or the named ones
+
+Each mutation replaces one exact snippet (it must occur exactly once, so a refactor
+that moves the code makes the script say so instead of silently testing nothing), runs
+its cargo tests, and restores the file whatever happens. About a minute per mutation on
+2 cores with a warm target folder (the methods crate and one test binary rebuild).
+Exit status: 0 when every mutation was caught, 1 otherwise.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+METHOD_PARITY = ["cargo", "test", "--workspace", "--test", "method_parity"]
+
+# (name, file, original snippet, mutated snippet, test command)
+MUTATIONS = [
+    (
+        "gradcam-weights-as-hirescam",
+        "crates/lumen-methods/src/cam.rs",
+        """        weighted_sum(
+            pass.gradients().mean_dims(&[2, 3]).flatten(1, 3),
+            &pass.activations,
+        )""",
+        """        channel_sum(pass.gradients() * pass.activations.clone())""",
+        METHOD_PARITY,
+    ),
+    (
+        "layercam-as-gradcam-elementwise",
+        "crates/lumen-methods/src/cam.rs",
+        "channel_sum(pass.gradients().clamp_min(0.0) * pass.activations.clone())",
+        "channel_sum((pass.gradients() * pass.activations.clone()).clamp_min(0.0))",
+        METHOD_PARITY,
+    ),
+    (
+        "xgradcam-without-its-normaliser",
+        "crates/lumen-methods/src/cam.rs",
+        "(pass.gradients() * a.clone() / (sum_a + 1e-7))",
+        "(pass.gradients() * a.clone() + sum_a * 0.0)",
+        METHOD_PARITY,
+    ),
+    (
+        "integrated-gradients-sign-flipped",
+        "crates/lumen-methods/src/gradient.rs",
+        "let attributions = delta * total_grad;",
+        "let attributions = (delta * total_grad).neg();",
+        METHOD_PARITY,
+    ),
+    (
+        "integrated-gradients-zero-delta",
+        "crates/lumen-methods/src/gradient.rs",
+        ".map(|i| sums[i] - (end_scores[i] - end_scores[b + i]))",
+        ".map(|i| 0.0 * (sums[i] - (end_scores[i] - end_scores[b + i])))",
+        METHOD_PARITY,
+    ),
+    (
+        "rollout-vit-explain-normalisation-dropped",
+        "crates/lumen-methods/src/attention.rs",
+        "RolloutCompat::VitExplain => a.clone() / a.sum_dim(2).reshape([b, 1, n]),",
+        "RolloutCompat::VitExplain => a.clone() / a.sum_dim(2),",
+        METHOD_PARITY,
+    ),
+    (
+        "rollout-discard-ignored",
+        "crates/lumen-methods/src/attention.rs",
+        "    let k = ((n * n) as f32 * ratio) as usize;\n    if k == 0 {",
+        "    let k = ((n * n) as f32 * ratio) as usize;\n    if k < usize::MAX {",
+        METHOD_PARITY,
+    ),
+    (
+        "vargrad-as-mean-absolute-deviation",
+        "crates/lumen-methods/src/noise.rs",
+        "(samples - mean).powi_scalar(2).mean_dim(1)",
+        "(samples - mean).abs().mean_dim(1)",
+        METHOD_PARITY,
+    ),
+    (
+        "randomisation-verdict-on-signed-spearman",
+        "crates/lumen-metrics/src/sanity.rs",
+        "abs_rho += r.abs();",
+        "abs_rho += r;",
+        ["cargo", "test", "--workspace", "--test", "sanity"],
+    ),
+    (
+        "pointing-tolerance-unscaled",
+        "crates/lumen-metrics/src/localization.rs",
+        "self.tolerance * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE",
+        "self.tolerance + 0.0 * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE",
+        ["cargo", "test", "-p", "lumen-metrics", "--lib"],
+    ),
+]
+
+
+def run(name, path, original, mutated, command):
+    full = os.path.join(ROOT, path)
+    with open(full) as f:
+        source = f.read()
+    count = source.count(original)
+    if count != 1:
+        return f"NOT APPLIED (snippet found {count} times in {path})"
+    try:
+        with open(full, "w") as f:
+            f.write(source.replace(original, mutated))
+        started = time.time()
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        took = time.time() - started
+        output = result.stdout + result.stderr
+        if "error[E" in output or "could not compile" in output:
+            return f"DID NOT COMPILE ({took:.0f} s)"
+        failed = [line for line in output.splitlines() if line.endswith("... FAILED")]
+        if result.returncode != 0:
+            return f"caught ({took:.0f} s): " + ", ".join(l.split()[1] for l in failed)
+        return f"SURVIVED ({took:.0f} s)"
+    finally:
+        with open(full, "w") as f:
+            f.write(source)
+
+
+def main():
+    wanted = set(sys.argv[1:])
+    unknown = wanted - {m[0] for m in MUTATIONS}
+    if unknown:
+        sys.exit(f"unknown mutations {sorted(unknown)}; known: {[m[0] for m in MUTATIONS]}")
+    survived = 0
+    for mutation in MUTATIONS:
+        if wanted and mutation[0] not in wanted:
+            continue
+        verdict = run(*mutation)
+        print(f"{mutation[0]}: {verdict}", flush=True)
+        survived += not verdict.startswith("caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
