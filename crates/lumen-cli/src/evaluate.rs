@@ -8,7 +8,7 @@ use lumen::evaluate::{
     RandomizationConfig, RoadConfig, SensitivityConfig, bench_method_names, black, curve,
     evaluate_loaded, metric_names,
 };
-use lumen::shapes::{EVALUATION_SEED, shape_samples};
+use lumen::shapes::{EVALUATION_SEED, TUNING_SEED, shape_samples};
 use lumen::{BaselineKind, LumenError, Result};
 
 use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, choice, progress};
@@ -37,6 +37,10 @@ pub struct EvaluateArgs {
     /// Number of generated images.
     #[arg(long, default_value_t = 64)]
     images: usize,
+    /// Which generated split: `evaluation` (what results are reported on) or `tuning`
+    /// (where the bench's own settings are chosen, e.g. the curve baselines).
+    #[arg(long, default_value = "evaluation", value_parser = ["evaluation", "tuning"])]
+    split: String,
     #[arg(long = "methods", alias = "method", value_delimiter = ',',
           default_value = "gradcam,gradcam++,layercam,eigencam,saliency,ig", help = methods_help())]
     methods: Vec<String>,
@@ -157,7 +161,11 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         },
         method_options,
     };
-    let samples = shape_samples(EVALUATION_SEED, 0, args.images as u64);
+    let split_seed = match args.split.as_str() {
+        "tuning" => TUNING_SEED,
+        _ => EVALUATION_SEED,
+    };
+    let samples = shape_samples(split_seed, 0, args.images as u64);
     let bar = progress(0, "evaluate", args.print.quiet);
     let mut on_progress = |p: Progress| {
         bar.set_length(p.total as u64);
