@@ -21,7 +21,8 @@ import quantus
 import timm
 import torch
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from safetensors.torch import load_file, save_file
 from scipy.sparse import csc_matrix, lil_matrix
 from scipy.sparse.linalg import spsolve
@@ -102,6 +103,11 @@ def rank_accuracy_stable(a, s):
     return float(s.reshape(-1)[order].sum() / k)
 
 
+def tie_at_cut(a, k):
+    ordered = np.sort(a.reshape(-1))[::-1]
+    return bool(k < ordered.size and ordered[k - 1] == ordered[k])
+
+
 def localization(maps, masks, boxes, prefix, out):
     a4 = maps[:, None].astype(np.float32)
     s4 = masks[:, None].astype(np.float32)
@@ -116,10 +122,16 @@ def localization(maps, masks, boxes, prefix, out):
     quantus_rank = np.array(quantus.RelevanceRankAccuracy(**common)(
         model=None, x_batch=np.zeros_like(a4), y_batch=y, a_batch=a4, s_batch=s4), np.float32)
     stable_rank = np.array([rank_accuracy_stable(a, s) for a, s in zip(maps, masks)], np.float32)
-    # Quantus sorts with NumPy's unstable quicksort; with ties inside the top K its
-    # answer depends on the sort, so the fixture fixes ties by pixel order.
-    print(prefix, "rank accuracy quantus", quantus_rank, "stable", stable_rank)
-    out[prefix + "relevance_rank"] = stable_rank
+    # Quantus sorts with NumPy's unstable quicksort: only a tie across the K-th value
+    # makes its answer depend on the sort. Without one (the noise map) the fixture is
+    # Quantus' own output; with one (GradCAM's ReLU zeros) ties go by pixel order.
+    straddles = [tie_at_cut(a, int(s.sum())) for a, s in zip(maps, masks)]
+    for i, tied in enumerate(straddles):
+        if not tied:
+            assert quantus_rank[i] == stable_rank[i], (prefix, i, quantus_rank[i], stable_rank[i])
+    chosen = np.where(straddles, stable_rank, quantus_rank).astype(np.float32)
+    print(prefix, "rank accuracy quantus", quantus_rank, "stable", stable_rank, "tie at the cut", straddles)
+    out[prefix + "relevance_rank"] = chosen
     out[prefix + "energy_pointing_game"] = np.array(
         [energy_pointing(a, b) for a, b in zip(maps, boxes)], np.float32)
     out[prefix + "iou"] = np.array([iou(a, s) for a, s in zip(maps, masks)], np.float32)
@@ -247,6 +259,30 @@ def road(model, x, maps, order):
     return prob, kept
 
 
+def road_library(model, x, maps, order):
+    """pytorch-grad-cam 1.5.7's ROADMostRelevantFirst / ROADLeastRelevantFirst, imputer
+    noise 0, softmax probabilities. The library thresholds at np.percentile and keeps
+    `cam < threshold`; removing p% is its percentile 100 - p for both orders. On a map
+    without ties at the cuts that removes exactly the pixels our stable ranking does
+    (asserted below); on GradCAM's maps, whose ReLU zeros tie, the library removes all
+    tied pixels at once, so those keep the transcription above."""
+    b, _, h, w = x.shape
+    n = h * w
+    for i in range(b):
+        ordered = np.sort(maps[i].reshape(-1))
+        for p in ROAD_PERCENTAGES:
+            for k in (n - int(n * p / 100), int(n * p / 100)):
+                assert ordered[k - 1] != ordered[k], f"a tie at the {p}% cut"
+    metric_class = {"morf": ROADMostRelevantFirst, "lerf": ROADLeastRelevantFirst}[order]
+    targets = [ClassifierOutputSoftmaxTarget(c) for c in CLASSES]
+    prob = np.zeros((b, len(ROAD_PERCENTAGES)), np.float32)
+    for j, p in enumerate(ROAD_PERCENTAGES):
+        metric = metric_class(percentile=100 - p)
+        metric.perturbation.imputer.noise = 0.0
+        prob[:, j] = metric(x, maps, targets, model, return_diff=False)
+    return prob
+
+
 def average_drop(model, x, maps, baseline):
     m = torch.from_numpy(maps).float()[:, None]
     m = (m - m.amin((2, 3), keepdim=True)) / (m.amax((2, 3), keepdim=True) - m.amin((2, 3), keepdim=True) + 1e-7)
@@ -269,6 +305,37 @@ def sensitivity(model, x, maps, out):
             changes[i, s] = np.linalg.norm(perturbed[i] - ref[i]) / np.linalg.norm(ref[i])
     out["max_sensitivity"] = changes.max(1).astype(np.float32)
     out["avg_sensitivity"] = changes.mean(1).astype(np.float32)
+    # Quantus' own MaxSensitivity and AvgSensitivity, given the same perturbations (its
+    # perturb_func replaced by one that adds the stored noise, sample by sample) and
+    # GradCAM as the explain_func: the fixture is the library's value, and the
+    # transcription above must agree with it.
+    for key, cls in [("max_sensitivity", quantus.MaxSensitivity), ("avg_sensitivity", quantus.AvgSensitivity)]:
+        library = quantus_sensitivity(cls, model, x, maps, noise)
+        gap = np.abs(library - out[key]).max()
+        print(f"{key}: Quantus {library.tolist()}, transcription {out[key].tolist()}, gap {gap:.1e}")
+        assert gap < 1e-4, f"{key}: the transcription differs from Quantus by {gap}"
+        assert library.min() > 1e-2, f"{key}: a zero would pass"
+        out[key] = library
+
+
+def quantus_sensitivity(cls, model, x, maps, noise):
+    step = {"i": 0}
+
+    def stored_noise(arr, indices, **_):
+        perturbed = arr + noise[step["i"]].reshape(arr.shape)
+        step["i"] += 1
+        return perturbed
+
+    def explain(model, inputs, targets, **_):
+        return gradcam(model, torch.from_numpy(np.asarray(inputs, np.float32)))[:, None]
+
+    metric = cls(nr_samples=SENSITIVITY_SAMPLES, perturb_func=stored_noise, normalise=True,
+                 normalise_func=quantus.normalise_func.normalise_by_max, abs=False,
+                 disable_warnings=True, display_progressbar=False)
+    scores = metric(model=model, x_batch=x.numpy(), y_batch=np.array(CLASSES), a_batch=maps[:, None].copy(),
+                    explain_func=explain, device="cpu", channel_first=True, softmax=False)
+    assert step["i"] == SENSITIVITY_SAMPLES, "Quantus drew a different number of samples"
+    return np.array(scores, np.float32)
 
 
 def main():
@@ -296,6 +363,16 @@ def main():
         prob, kept = road(model, x, maps, order)
         out[f"road_{order}_probability"] = prob
         out[f"road_{order}_kept"] = kept
+        library = road_library(model, x, noise_map, order)
+        ours, _ = road(model, x, noise_map, order)
+        gap = np.abs(library - ours).max()
+        assert gap < 1e-5, f"ROAD {order}: the transcription differs from pytorch-grad-cam by {gap}"
+        original = probabilities(model, x, CLASSES)
+        moved = np.abs(library - original[:, None]).max()
+        assert moved > 1e-2, f"ROAD {order}: imputation leaves the probabilities unchanged ({moved})"
+        print(f"ROAD {order} on the noise map: pytorch-grad-cam {library.tolist()}, |library - ours| {gap:.1e}, "
+              f"largest change from the original {moved:.3f}")
+        out[f"road_{order}_library_noise_map"] = library
     drop, increase = average_drop(model, x, maps, black)
     out["average_drop"] = drop
     out["increase"] = increase

@@ -2,9 +2,12 @@
 //! images, targets 3 and 7), given the same heatmaps. Fixtures from
 //! tools/reference/metric_fixtures.py: Quantus 0.6.0 (pointing game, relevance mass
 //! and rank, sparseness), SciPy (`spearmanr`; `spsolve` inside ROAD's imputer),
-//! scikit-image (`structural_similarity`), pytorch-grad-cam (the heatmaps) and
-//! transcriptions of RISE, ROAD, TorchRay's tolerance, the energy pointing game, IoU,
-//! average drop and Yeh et al.'s sensitivity.
+//! scikit-image (`structural_similarity`), pytorch-grad-cam (the heatmaps, and its
+//! `ROADMostRelevantFirst`/`ROADLeastRelevantFirst` on a tie-free map) and
+//! transcriptions of RISE, ROAD on GradCAM's maps (whose tied zeros the library's
+//! percentile threshold removes all at once), TorchRay's tolerance, the energy pointing
+//! game, IoU and average drop. Sensitivity: Quantus' `MaxSensitivity`/`AvgSensitivity`
+//! given the stored perturbations (a transcription of Yeh et al. agrees to 4e-9).
 //!
 //! Tolerances: localization exact (booleans equal, ratios to 1e-6, float rounding of
 //! the sums); deletion/insertion and ROAD probabilities 1e-4 absolute; average drop
@@ -201,6 +204,23 @@ fn road_matches_the_reference_imputer() {
             .map(|&k| k as u8 as f32)
             .collect();
         assert_eq!(kept, fixture(&format!("{key}_kept")), "{key} kept");
+        // pytorch-grad-cam's own ROAD (imputer noise 0) on a map without ties at the
+        // cuts, where its percentile threshold removes the pixels our ranking does.
+        let result = road(
+            &model,
+            &input,
+            &heatmaps("noise_map"),
+            &CLASSES,
+            order,
+            &config,
+        )
+        .unwrap();
+        assert_close(
+            &format!("{key}_library_noise_map"),
+            &result.probability.concat(),
+            &fixture(&format!("{key}_library_noise_map")),
+            1e-4,
+        );
     }
 }
 
@@ -224,7 +244,7 @@ fn average_drop_matches_grad_cam_plus_plus() {
 }
 
 #[test]
-fn sensitivity_matches_yeh_et_al_given_the_same_noise() {
+fn sensitivity_matches_quantus_given_the_same_noise() {
     let (model, input) = model_and_input();
     let device = device();
     let noise = fixture("sensitivity_noise");
