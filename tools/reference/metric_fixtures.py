@@ -12,9 +12,18 @@ average drop, Yeh et al.'s sensitivity).
 
 Model: timm's test_resnet fixture (timm_fixtures.py), two 160x160 inputs, targets 3 and
 7. Writes crates/lumen/tests/fixtures/test_resnet_metrics.safetensors.
+
+And, where a trained model is needed for the quantities to vary (ROAD's kept flags,
+average drop, the pointing tolerance), the bundled shapes-cnn rebuilt as a timm ResNet
+from its weights, on four test-split shapes drawn by Rust (the script runs the
+`shapes_fixture_images` example, so cargo must be on PATH). Writes
+crates/lumen/tests/fixtures/shapes_cnn_metrics.safetensors.
 """
 
+import glob
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 import quantus
@@ -23,7 +32,10 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file, save_file
+from timm.models.resnet import BasicBlock, ResNet
+from PIL import Image
 from scipy.sparse import csc_matrix, lil_matrix
 from scipy.sparse.linalg import spsolve
 from scipy.stats import spearmanr
@@ -73,11 +85,16 @@ def regions(h, w):
 # --- localization -------------------------------------------------------------------
 
 def pointing_tolerance(a, s, tol):
-    """TorchRay: a disk of radius tol (squared distance < tol^2) around the maximum."""
+    """TorchRay's disk (squared distance < tol^2) around the maximum. TorchRay takes
+    the first argmax; like Quantus' tie rule, every pixel holding the maximum counts
+    (a bilinearly upsampled CAM can reach its maximum at several pixels: on the trained
+    fixture's second image the first argmax misses by more than 15 px, a tied one
+    does not)."""
     h, w = a.shape
-    peak = np.unravel_index(np.argmax(a), a.shape)
     yy, xx = np.mgrid[0:h, 0:w]
-    accept = (yy - peak[0]) ** 2 + (xx - peak[1]) ** 2 < tol ** 2
+    accept = np.zeros((h, w), bool)
+    for py, px in np.argwhere(a == a.max()):
+        accept |= (yy - py) ** 2 + (xx - px) ** 2 < tol ** 2
     return float(np.any(accept & s))
 
 
@@ -338,7 +355,111 @@ def quantus_sensitivity(cls, model, x, maps, noise):
     return np.array(scores, np.float32)
 
 
+# --- the trained model ----------------------------------------------------------------
+
+TRAINED_OUT = os.path.join(ROOT, "crates/lumen/tests/fixtures/shapes_cnn_metrics.safetensors")
+# Test-split samples (TEST_SEED) on which the quantities the random-weight fixture
+# leaves constant vary: asserted in trained().
+TRAINED_SAMPLES = [1, 4, 6, 9]
+
+
+def timm_shapes_cnn():
+    """The bundled shapes-cnn as a timm ResNet: Burn's names mapped back to timm's (the
+    deep stem's Sequential indices, avg-down's [pool, conv, bn], gamma/beta), the
+    linear weight transposed."""
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4, stem_width=8, stem_type="deep",
+                   avg_down=True, channels=(16, 32, 64, 128))
+    burn = load_numpy(os.path.join(ROOT, "crates/lumen-models/weights/shapes-cnn.safetensors"))
+    rename = {"stem.conv_a": "conv1.0", "stem.bn_a": "conv1.1", "stem.conv_b": "conv1.3",
+              "stem.bn_b": "conv1.4", "stem.conv_c": "conv1.6", "downsample.conv": "downsample.1",
+              "downsample.bn": "downsample.2"}
+    state = {}
+    for key, value in burn.items():
+        name = key
+        for a, b in rename.items():
+            name = name.replace(a, b)
+        name = name.replace(".gamma", ".weight").replace(".beta", ".bias")
+        state[name] = torch.from_numpy((value.T if name == "fc.weight" else value).copy())
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(m.endswith("num_batches_tracked") for m in missing), (missing, unexpected)
+    return model.eval()
+
+
+def shapes_samples():
+    """Images, masks and labels drawn by Rust's generator (an example writes them)."""
+    folder = tempfile.mkdtemp(prefix="lumen-shapes-")
+    subprocess.run(["cargo", "run", "--quiet", "-p", "lumen-examples", "--example", "shapes_fixture_images",
+                    "--", folder, str(max(TRAINED_SAMPLES) + 1)], cwd=ROOT, check=True)
+    files = sorted(glob.glob(os.path.join(folder, "*_image.png")))
+    files = [files[i] for i in TRAINED_SAMPLES]
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    masks = np.stack([np.asarray(Image.open(f.replace("_image", "_mask"))) > 127 for f in files])
+    labels = [int(os.path.basename(f).split("_")[1]) for f in files]
+    return images, masks, labels
+
+
+def trained():
+    """Metric fixtures on the trained shapes-cnn, where ROAD's kept flags, average drop
+    and the pointing tolerance vary (on the random-weight test_resnet they do not)."""
+    global CLASSES
+    fixture_classes = CLASSES
+    try:
+        trained_fixtures()
+    finally:
+        CLASSES = fixture_classes
+
+
+def trained_fixtures():
+    global CLASSES
+    model = timm_shapes_cnn()
+    images, masks, labels = shapes_samples()
+    x = torch.from_numpy(((images.astype(np.float32) / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        logits = model(x)
+    assert (logits.argmax(1).numpy() == np.array(labels)).all(), "timm's shapes-cnn misclassifies"
+    CLASSES = labels  # the reference functions above read the targets from here
+    out = {"images": images.astype(np.float32), "masks": masks.astype(np.float32),
+           "labels": np.array(labels, np.float32), "logits": logits.numpy()}
+    # float32 maps: float16 rounding would tie pixels at the maximum, where Quantus
+    # (any tied pixel) and TorchRay (the first argmax) part ways.
+    maps = gradcam(model, x).astype(np.float32)
+    noise_map = np.random.default_rng(1).uniform(0, 1, size=maps.shape).astype(np.float32)
+    out["gradcam"], out["noise_map"] = maps, noise_map
+    for prefix, m in [("gradcam_", maps), ("noise_", noise_map)]:
+        out[prefix + "pointing_game"] = np.array(quantus.PointingGame(
+            disable_warnings=True, normalise=False, abs=False)(
+            model=None, x_batch=np.zeros_like(m[:, None]), y_batch=np.array(labels),
+            a_batch=m[:, None].copy(), s_batch=masks[:, None].astype(np.float32)), np.float32)
+        out[prefix + "pointing_game_15"] = np.array(
+            [pointing_tolerance(a, s, TOLERANCE) for a, s in zip(m, masks)], np.float32)
+    black = torch.full_like(x, -1.0)  # (0 - 0.5) / 0.5
+    out["average_drop"], out["increase"] = average_drop(model, x, maps, black)
+    for order in ["morf", "lerf"]:
+        out[f"road_{order}_probability"], out[f"road_{order}_kept"] = road(model, x, maps, order)
+    mean = x.mean((2, 3), keepdim=True).expand_as(x)
+    out["deletion_mean"] = rise_curve(model, x, maps, mean, "deletion")
+    out["insertion_mean"] = rise_curve(model, x, maps, mean, "insertion")
+    # What the random-weight fixture could not show, asserted here.
+    kept = out["road_morf_kept"]
+    assert 0 < kept.mean() < 1, f"ROAD MoRF kept flags are constant: {kept}"
+    # In percent; the Rust tolerance is 1e-2 points, so a drop clipped to 0 must fail.
+    assert (out["average_drop"] > 5e-2).all(), f"average drop near 0: {out['average_drop']}"
+    changed = out["gradcam_pointing_game_15"] != out["gradcam_pointing_game"]
+    assert changed.any(), "the pointing tolerance changes no GradCAM hit"
+    curves = out["deletion_mean"]
+    assert curves[:, 0].min() > 0.5 and curves[:, -1].max() < curves[:, 0].min(), "deletion does not delete"
+    for k, v in sorted(out.items()):
+        if v.size <= 12:
+            print("trained", k, np.round(v, 4).tolist())
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+    for key in ["images", "masks"]:
+        tensors[key] = tensors[key].to(torch.uint8)
+    save_file(tensors, TRAINED_OUT)
+    print(f"wrote {TRAINED_OUT}")
+
+
 def main():
+    trained()
     model, x = load()
     b, _, h, w = x.shape
     out = {}

@@ -31,7 +31,10 @@ fn test_accuracy(name: &str) -> f64 {
             .count();
     }
     let accuracy = correct as f64 / IMAGES as f64;
-    eprintln!("{name}: test accuracy {:.1}% on {IMAGES} images", 100.0 * accuracy);
+    eprintln!(
+        "{name}: test accuracy {:.1}% on {IMAGES} images",
+        100.0 * accuracy
+    );
     accuracy
 }
 

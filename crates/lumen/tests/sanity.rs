@@ -5,11 +5,11 @@
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::{ClassLogit, Device, ExplainableModel, Heatmaps, Result, Target, to_host};
 use lumen::methods::{Cam, Explanation, GradCam, Method};
-use lumen::models::ResNet;
 use lumen::metrics::{
     RandomMap, RandomizationConfig, RandomizationOrder, model_randomization, parameter_groups,
     randomize_groups,
 };
+use lumen::models::ResNet;
 use lumen::{LoadedModel, ZooModel};
 
 fn shapes_cnn() -> ResNet {
@@ -107,15 +107,18 @@ fn gradcam_passes_and_a_model_independent_map_fails() {
     // Each step randomises one group alone, so it is not the cascade's curve: the
     // cascade's last step randomises everything, the independent one only the stem.
     let mean = curve.abs_spearman.iter().sum::<f32>() / curve.abs_spearman.len() as f32;
-    assert!((curve.score - mean).abs() < 1e-6, "independent score is the mean");
+    assert!(
+        (curve.score - mean).abs() < 1e-6,
+        "independent score is the mean"
+    );
     let fc = curve.layers.iter().position(|l| l == "fc").unwrap();
     assert!(
         curve.abs_spearman[fc] < 0.9,
         "randomising the head alone changes GradCAM's map: {:?}",
         curve.abs_spearman
     );
-    let random = model_randomization(&model, &RandomMap { seed: 1 }, &x, &target, &independent)
-        .unwrap();
+    let random =
+        model_randomization(&model, &RandomMap { seed: 1 }, &x, &target, &independent).unwrap();
     assert!(!random.passed, "a model-independent map fails either order");
 }
 
@@ -161,8 +164,14 @@ fn an_inverted_map_fails_the_randomisation_check() {
     let method = InvertsWhenRandomised {
         original_logits: to_host(model.forward(x.clone())),
     };
-    let curve =
-        model_randomization(&model, &method, &x, &target, &RandomizationConfig::default()).unwrap();
+    let curve = model_randomization(
+        &model,
+        &method,
+        &x,
+        &target,
+        &RandomizationConfig::default(),
+    )
+    .unwrap();
     assert!(
         curve.spearman.iter().all(|&r| r < -0.99),
         "the map inverts at every step: {:?}",

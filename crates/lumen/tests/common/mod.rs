@@ -22,7 +22,8 @@ pub fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
-    // float16 where a fixture's tolerance allows it (the generators say which).
+    // float16 where a fixture's tolerance allows it (the generators say which), and
+    // bytes for pixels and masks.
     let values = match view.dtype() {
         safetensors::Dtype::F32 => view
             .data()
@@ -34,7 +35,8 @@ pub fn read(path: PathBuf, key: &str) -> (Vec<f32>, Vec<usize>) {
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        other => panic!("{key}: fixture dtype {other:?}, expected F32 or F16"),
+        safetensors::Dtype::U8 => view.data().iter().map(|&b| b as f32).collect(),
+        other => panic!("{key}: fixture dtype {other:?}, expected F32, F16 or U8"),
     };
     (values, view.shape().to_vec())
 }
