@@ -476,14 +476,15 @@ pub struct FigureArgs {
     pub polarity: bool,
     /// An evaluation.json of `lumen evaluate` for this model: its cautions (methods
     /// below a floor, failed sanity checks) are written under the methods' figures
-    /// (the bundled shapes-vit's shipped verdicts are used without it).
+    /// (the bundled shapes-cnn's and shapes-vit's shipped verdicts are used without
+    /// it; a file with no cautions silences them).
     #[arg(long)]
     pub verdicts: Option<PathBuf>,
 }
 
 impl FigureArgs {
     /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
-    /// model (shapes-vit), else none.
+    /// model (shapes-cnn, shapes-vit), else none.
     pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         match &self.verdicts {
             Some(path) => lumen::verdicts::read_cautions(path, model),

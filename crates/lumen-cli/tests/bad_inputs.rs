@@ -565,8 +565,20 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
             .unwrap()
             .height()
     };
-    let plain = height(&[], "plain");
+    // The baseline: a file with no cautions replaces the shipped ones.
+    let none = dir.join("none.json");
+    std::fs::write(
+        &none,
+        r#"{"model": "shapes-cnn", "samples": 8, "recommendations": []}"#,
+    )
+    .unwrap();
+    let plain = height(&["--verdicts", &path_str(&none)], "plain");
     let noted = height(&["--verdicts", &path_str(&verdicts)], "noted");
+    let shipped = height(&[], "shipped");
+    assert!(
+        shipped > plain,
+        "shapes-cnn's shipped verdicts are drawn by default"
+    );
     // Two caution lines (18 px each) and a margin; the recommendation adds nothing.
     assert!(
         noted > plain + 30 && noted < plain + 60,

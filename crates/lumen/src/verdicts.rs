@@ -2,8 +2,8 @@
 //! `evaluation.json` lists a caution for every number that does not beat a floor and
 //! every failed sanity check. Figures and reports write them under the method's maps.
 //!
-//! The bundled `shapes-vit` ships its verdicts (`crates/lumen/verdicts/`, written by
-//! the command in the file), so the demo's figures carry them too.
+//! The bundled classifiers ship their verdicts (`crates/lumen/verdicts/`, written by
+//! the command in each file), so the demo's figures carry them too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,8 +34,10 @@ pub fn read_cautions(path: &Path, model: &str) -> Result<BTreeMap<String, Vec<St
 }
 
 /// Verdicts shipped with the bundled models, measured by the command each file names.
-const BUNDLED_VERDICTS: &[(&str, &str)] =
-    &[("shapes-vit", include_str!("../verdicts/shapes-vit.json"))];
+const BUNDLED_VERDICTS: &[(&str, &str)] = &[
+    ("shapes-cnn", include_str!("../verdicts/shapes-cnn.json")),
+    ("shapes-vit", include_str!("../verdicts/shapes-vit.json")),
+];
 
 /// The shipped cautions of a bundled model, if it has any.
 pub fn bundled_cautions(model: &str) -> Option<BTreeMap<String, Vec<String>>> {
@@ -82,7 +84,7 @@ mod tests {
             }
             assert_eq!(bundled_cautions(model), Some(cautions));
         }
-        assert_eq!(bundled_cautions("shapes-cnn"), None);
+        assert_eq!(bundled_cautions("shapes-seg"), None);
     }
 
     #[test]
