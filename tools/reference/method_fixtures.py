@@ -7,7 +7,9 @@ and short NumPy transcriptions of the papers where no library is the reference.
     python tools/reference/method_fixtures.py
 
 Reads the timm fixtures written by timm_fixtures.py (test_resnet, test_vit, 10 classes,
-two 160x160 inputs) and writes crates/lumen/tests/fixtures/NAME_methods.safetensors
+two 160x160 inputs) and writes crates/lumen/tests/fixtures/NAME_methods.safetensors;
+and, from metric_fixtures.py's trained shapes-cnn fixture (run that first),
+shapes_cnn_methods.safetensors (Integrated Gradients and SmoothGrad on a CNN)
 with one float32 tensor per method (keys below). Targets: class 3 for image 0 and class 7
 for image 1.
 """
@@ -329,9 +331,49 @@ def compact(out):
             for k, v in out.items()}
 
 
+TRAINED_OUT = os.path.join(OUT, "shapes_cnn_methods.safetensors")
+TRAINED_NOISE_SAMPLES = 2
+
+
+def trained_cnn():
+    """Integrated Gradients and SmoothGrad on a CNN: the trained shapes-cnn (rebuilt as a
+    timm ResNet by metric_fixtures.py) on the first two images of its metric fixture.
+    On test_resnet's random weights near-tied max-pool windows flip under rounding; on
+    the trained model's shapes they do not (the measured differences are in the test)."""
+    import metric_fixtures
+    from safetensors.numpy import load_file as load_numpy
+    model = metric_fixtures.timm_shapes_cnn()
+    fixture = load_numpy(metric_fixtures.TRAINED_OUT)
+    images = fixture["images"][:2].astype(np.float32)
+    labels = [int(v) for v in fixture["labels"][:2]]
+    x = torch.from_numpy(((images / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2).copy())
+    target = torch.tensor(labels)
+    out = {}
+    attr, delta = IntegratedGradients(model).attribute(
+        x, target=target, n_steps=16, method="riemann_trapezoid", return_convergence_delta=True)
+    out["ig_trapezoid"], out["ig_trapezoid_delta"] = attr.detach(), delta.detach().float()
+    print(f"shapes-cnn IG deltas {delta.tolist()}")
+    assert delta.abs().min() > 10 * DELTA_TOLERANCE, "a zero delta would pass"
+    rng = np.random.default_rng(2)
+    noise = torch.from_numpy(rng.normal(0.0, 0.2, size=(2 * TRAINED_NOISE_SAMPLES,) + tuple(x.shape[1:]))
+                             .astype(np.float16).astype(np.float32))
+    noisy = x.repeat_interleave(TRAINED_NOISE_SAMPLES, dim=0) + noise
+    grads = Saliency(model).attribute(noisy, target=target.repeat_interleave(TRAINED_NOISE_SAMPLES), abs=False)
+    grads = grads.detach().numpy().astype(np.float64).reshape((2, TRAINED_NOISE_SAMPLES) + tuple(x.shape[1:]))
+    out["smoothgrad"] = torch.from_numpy(np.float32(grads.mean(axis=1)))
+    plain = Saliency(model).attribute(x, target=target, abs=False).detach()
+    gap = (out["smoothgrad"] - plain).abs().max() / plain.abs().max()
+    assert gap > 1e-2, f"SmoothGrad equals the plain gradient here ({gap})"
+    tensors = {k: v.contiguous().float() for k, v in out.items()}
+    tensors["noise"] = noise.half()
+    save_file(tensors, TRAINED_OUT)
+    print(f"wrote {TRAINED_OUT}")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
+    trained_cnn()
 
     model, x = load("test_resnet")
     out = {}
