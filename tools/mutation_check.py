@@ -10,6 +10,11 @@ that moves the code makes the script say so instead of silently testing nothing)
 its cargo tests, and restores the file whatever happens. About a minute per mutation on
 2 cores with a warm target folder (the methods crate and one test binary rebuild).
 Exit status: 0 when every mutation was caught, 1 otherwise.
+
+Run it in the checkout it tests, not in a copy (a git worktree) that shares the target
+folder: Cargo keys workspace crates by their path inside the workspace, so the copy's
+last mutated build would look up to date to the original checkout, whose files are
+older. (Seen once: `touch` the sources to force a rebuild.)
 """
 
 import os

@@ -363,13 +363,13 @@ TRAINED_OUT = os.path.join(ROOT, "crates/lumen/tests/fixtures/shapes_cnn_metrics
 TRAINED_SAMPLES = [1, 4, 6, 9]
 
 
-def timm_shapes_cnn():
+def timm_shapes_cnn(weights=None):
     """The bundled shapes-cnn as a timm ResNet: Burn's names mapped back to timm's (the
     deep stem's Sequential indices, avg-down's [pool, conv, bn], gamma/beta), the
     linear weight transposed."""
     model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=4, stem_width=8, stem_type="deep",
                    avg_down=True, channels=(16, 32, 64, 128))
-    burn = load_numpy(os.path.join(ROOT, "crates/lumen-models/weights/shapes-cnn.safetensors"))
+    burn = load_numpy(weights or os.path.join(ROOT, "crates/lumen-models/weights/shapes-cnn.safetensors"))
     rename = {"stem.conv_a": "conv1.0", "stem.bn_a": "conv1.1", "stem.conv_b": "conv1.3",
               "stem.bn_b": "conv1.4", "stem.conv_c": "conv1.6", "downsample.conv": "downsample.1",
               "downsample.bn": "downsample.2"}
@@ -396,6 +396,45 @@ def shapes_samples():
     masks = np.stack([np.asarray(Image.open(f.replace("_image", "_mask"))) > 127 for f in files])
     labels = [int(os.path.basename(f).split("_")[1]) for f in files]
     return images, masks, labels
+
+
+def randomisation(model, x, maps, out):
+    """Quantus' MPRT (cascading, top down, Spearman) given the very weights Lumen's
+    randomize_groups draws (seed 0, written by the randomized_shapes_cnn example):
+    Quantus' own generator re-initialises torch modules instead, which no other
+    implementation can reproduce. Per step and image, the signed rank correlation."""
+    from quantus.helpers.model import pytorch_model
+    folder = tempfile.mkdtemp(prefix="lumen-randomised-")
+    subprocess.run(["cargo", "run", "--quiet", "-p", "lumen-examples", "--example", "randomized_shapes_cnn",
+                    "--", folder], cwd=ROOT, check=True)
+    steps = sorted(glob.glob(os.path.join(folder, "*.safetensors")), key=lambda p: int(os.path.basename(p).split("_")[0]))
+    models = [(os.path.basename(p).split("_", 1)[1].removesuffix(".safetensors"), timm_shapes_cnn(p)) for p in steps]
+
+    def given_steps(self, order="top_down", seed=42):
+        yield from models
+
+    pytorch_model.PyTorchModel.get_random_layer_generator = given_steps
+    pytorch_model.PyTorchModel.random_layer_generator_length = property(lambda self: len(models))
+
+    def explain(model, inputs, targets, **_):
+        return gradcam(model, torch.from_numpy(np.asarray(inputs, np.float32)))[:, None]
+
+    metric = quantus.MPRT(layer_order="top_down", abs=False, normalise=False, disable_warnings=True,
+                          display_progressbar=False)
+    scores = metric(model=model, x_batch=x.numpy(), y_batch=np.array(CLASSES), a_batch=maps[:, None].copy(),
+                    explain_func=explain, device="cpu", channel_first=True, softmax=False)
+    rho = np.array([scores[name] for name, _ in models], np.float32)  # [steps, images]
+    print("MPRT Spearman per step (rows) and image:", np.round(rho, 3).tolist())
+    # SciPy (so Quantus) gives NaN where a randomised map is constant (GradCAM all zero
+    # after its ReLU); Lumen counts no rank correlation, 0. Check that every NaN is one.
+    for step, (_, randomised) in enumerate(models):
+        randomised_maps = explain(randomised, x.numpy(), None)
+        for i in np.flatnonzero(np.isnan(rho[step])):
+            assert np.ptp(randomised_maps[i]) == 0, f"NaN at step {step}, image {i} from a non-constant map"
+    rho = np.nan_to_num(rho, nan=0.0)
+    assert (rho < 0).any(), "no negative correlation: signed and absolute rules agree here"
+    assert np.abs(rho[-1]).mean() < 0.9, "randomising every layer leaves the maps unchanged"
+    out["randomization_spearman"] = rho
 
 
 def trained():
@@ -446,6 +485,7 @@ def trained_fixtures():
     assert (out["average_drop"] > 5e-2).all(), f"average drop near 0: {out['average_drop']}"
     changed = out["gradcam_pointing_game_15"] != out["gradcam_pointing_game"]
     assert changed.any(), "the pointing tolerance changes no GradCAM hit"
+    randomisation(model, x, maps, out)
     curves = out["deletion_mean"]
     assert curves[:, 0].min() > 0.5 and curves[:, -1].max() < curves[:, 0].min(), "deletion does not delete"
     for k, v in sorted(out.items()):

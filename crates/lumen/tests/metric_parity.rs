@@ -26,9 +26,10 @@ use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
 use lumen::core::{ClassLogit, ClassProbability, Heatmaps};
 use lumen::methods::{Baseline, Cam, GradCam};
 use lumen::metrics::{
-    CurveConfig, CurveKind, Region, RoadConfig, RoadOrder, complexity, confidence_change, gini,
+    CurveConfig, CurveKind, RandomizationConfig, Region, RoadConfig, RoadOrder, complexity,
+    confidence_change, gini,
     localization::{energy_pointing_game, iou, pointing_game, relevance_mass, relevance_rank},
-    perturbation_curve, road, sensitivity_with, spearman, ssim,
+    model_randomization, perturbation_curve, road, sensitivity_with, spearman, ssim,
 };
 
 fn fixture(key: &str) -> Vec<f32> {
@@ -310,21 +311,19 @@ fn spearman_and_ssim_match_scipy_and_scikit_image() {
     }
 }
 
-/// The trained shapes-cnn (rebuilt as a timm ResNet by the generator) on four
-/// test-split shapes, where ROAD's kept flags, the average drop and the pointing
-/// tolerance vary (the generator asserts it; on the random-weight test_resnet they
-/// barely do). Logits 1e-4 absolute, GradCAM 1e-3, metrics as above.
-#[test]
-fn metrics_on_the_trained_shapes_cnn_match_the_references() {
-    const SIDE: usize = 128;
-    let trained = |key: &str| {
-        read(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/shapes_cnn_metrics.safetensors"),
-            key,
-        )
-        .0
-    };
+const SIDE: usize = 128;
+
+fn trained(key: &str) -> Vec<f32> {
+    read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/shapes_cnn_metrics.safetensors"),
+        key,
+    )
+    .0
+}
+
+/// The bundled shapes-cnn, the fixture's four images as its input, and their labels.
+fn trained_case() -> (lumen::LoadedModel, Tensor<4>, Vec<usize>) {
     let loaded = lumen::LoadedModel::bundled("shapes-cnn", &device()).unwrap();
     let pixels: Vec<u8> = trained("images").iter().map(|&v| v as u8).collect();
     let images: Vec<image::RgbImage> = pixels
@@ -332,8 +331,56 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
         .map(|p| image::RgbImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).unwrap())
         .collect();
     let input = loaded.data_config.to_tensor(&images, &device()).unwrap();
+    let labels = trained("labels").iter().map(|&l| l as usize).collect();
+    (loaded, input, labels)
+}
+
+/// Quantus' MPRT (cascading, top down) given the weights Lumen's randomisation draws
+/// (the generator runs the randomized_shapes_cnn example), GradCAM at layer4: the mean
+/// signed and absolute Spearman per step. SciPy's NaN for a constant map is 0 here.
+#[test]
+fn randomisation_matches_quantus_mprt_given_the_same_weights() {
+    let (loaded, input, labels) = trained_case();
+    let ZooModel::ResNet(model) = loaded.model else {
+        unreachable!("shapes-cnn is a ResNet")
+    };
+    let gradcam = Cam {
+        kind: &GradCam,
+        layer: Some("layer4".into()),
+    };
+    let curve = model_randomization(
+        &*model,
+        &gradcam,
+        &input,
+        &ClassLogit(labels),
+        &RandomizationConfig::default(),
+    )
+    .unwrap();
+    let rho = trained("randomization_spearman");
+    let images = 4;
+    assert_eq!(rho.len(), curve.layers.len() * images, "one row per step");
+    let mean = |f: fn(f32) -> f32| -> Vec<f32> {
+        rho.chunks(images)
+            .map(|row| row.iter().map(|&r| f(r)).sum::<f32>() / images as f32)
+            .collect()
+    };
+    assert_close("MPRT Spearman", &curve.spearman, &mean(|r| r), 1e-3);
+    assert_close(
+        "MPRT |Spearman|",
+        &curve.abs_spearman,
+        &mean(f32::abs),
+        1e-3,
+    );
+}
+
+/// The trained shapes-cnn (rebuilt as a timm ResNet by the generator) on four
+/// test-split shapes, where ROAD's kept flags, the average drop and the pointing
+/// tolerance vary (the generator asserts it; on the random-weight test_resnet they
+/// barely do). Logits 1e-4 absolute, GradCAM 1e-3, metrics as above.
+#[test]
+fn metrics_on_the_trained_shapes_cnn_match_the_references() {
+    let (loaded, input, labels) = trained_case();
     let model = &loaded.model;
-    let labels: Vec<usize> = trained("labels").iter().map(|&l| l as usize).collect();
     assert_close(
         "shapes-cnn logits (timm)",
         &lumen::core::to_host(lumen::core::ExplainableModel::forward(model, input.clone())),
