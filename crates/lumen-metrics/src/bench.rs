@@ -481,7 +481,7 @@ impl<M: Classifier + Module + Clone> Metric<M> for RandomizationMetric {
                 name: "randomization_pass",
                 lower_is_better: false,
                 verdict: true,
-                description: "cascading randomisation sanity check passed",
+                description: "cascading randomisation sanity check",
                 rewards_ignoring_input: false,
             },
         ];
@@ -676,6 +676,18 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
             format!("fastest: {:.1} ms per image", -v * 1e3),
         );
     }
+    // The number a verdict was decided on (`randomization_spearman` for
+    // `randomization_pass`), so that a caution says by how much.
+    fn companion_value(keys: &[MetricKey], verdict: &MetricKey, row: &MethodRow) -> String {
+        let family = verdict.name.split('_').next();
+        keys.iter()
+            .filter(|k| !k.verdict && k.name.split('_').next() == family)
+            .find_map(|k| match row.scores.get(k.name) {
+                Some(Score::Value(v)) => Some(format!("; {} {v:.3}", k.name)),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
     // A metric on which every row scores the same (e.g. increase rate on a model
     // already at 100% confidence) says nothing about any method: no caution from it.
     let informative = |key: &MetricKey| {
@@ -693,7 +705,12 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
                 (true, Some(Score::Pass(false))) => recommend(
                     "caution",
                     m,
-                    format!("fails the check `{}` ({})", key.name, key.description),
+                    format!(
+                        "fails the check `{}` ({}{})",
+                        key.name,
+                        key.description,
+                        companion_value(&keys, key, m)
+                    ),
                 ),
                 (false, Some(Score::Value(v))) => {
                     for floor in &floors {
@@ -751,6 +768,7 @@ mod tests {
         key("pointing_game", false, ""),
         key("energy_pointing_game", false, ""),
         stability_key("max_sensitivity", ""),
+        key("randomization_spearman", true, ""),
         MetricKey {
             name: "randomization_pass",
             lower_is_better: false,
@@ -773,6 +791,7 @@ mod tests {
                     ("pointing_game", Value(1.0)),
                     ("energy_pointing_game", Value(0.5)),
                     ("max_sensitivity", Value(0.3)),
+                    ("randomization_spearman", Value(0.1)),
                     ("randomization_pass", Pass(true)),
                 ],
                 0.010,
@@ -787,6 +806,7 @@ mod tests {
                     ("pointing_game", Value(1.0)),
                     ("energy_pointing_game", Value(0.4)),
                     ("max_sensitivity", Value(0.1)),
+                    ("randomization_spearman", Value(0.8)),
                     ("randomization_pass", Pass(false)),
                 ],
                 0.001,
@@ -873,10 +893,11 @@ mod tests {
         assert!(!has("good", "deletion_auc", "random") && !has("good", "insertion_auc", "center"));
         assert!(!has("good", "pointing_game", "center"));
         // Failed verdicts are cautions; passed ones are not.
+        // A failed check says the number it was decided on.
         assert!(
-            cautions
-                .iter()
-                .any(|c| c.starts_with("weak fails the check `randomization_pass`"))
+            cautions.iter().any(|c| c
+                == "weak fails the check `randomization_pass` (sanity; randomization_spearman 0.800)"),
+            "{cautions:?}"
         );
         assert!(!cautions.iter().any(|c| c.starts_with("good fails")));
         // A metric equal on every row (increase rate 0 everywhere) gives no caution.
