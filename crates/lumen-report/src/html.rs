@@ -327,7 +327,12 @@ pub fn report_page(
                 .map(|reason| format!("<p class=caution>caution: {}</p>", escape(reason)))
                 .collect();
             // plotly's div takes 100% of its parent: give each overlay a cell of its own.
-            let _ = write!(body, "<div class=cell>{html}{notes}</div>");
+            // The plot sits in a box of its own height: plotly's div is 100% of its
+            // parent, which in a grid cell would be the whole row, notes included.
+            let _ = write!(
+                body,
+                "<div class=cell><div class=plotbox>{html}</div>{notes}</div>"
+            );
         }
         body.push_str("</div>");
         let _ = write!(
@@ -373,7 +378,7 @@ const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;mar
 section{border-top:1px solid #ddd;margin-top:24px}.row{display:flex;flex-wrap:wrap;gap:12px}\
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f4f4f4}td:first-child{text-align:left}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:12px}\
-.wide-cells{grid-template-columns:repeat(auto-fill,minmax(480px,1fr))}.cell{min-width:0;min-height:450px}\
+.wide-cells{grid-template-columns:repeat(auto-fill,minmax(480px,1fr))}.cell{min-width:0}.plotbox{height:450px}\
 .caution{color:#a82814;font-size:13px;margin:2px 10px}.wide{max-width:1300px}\
 caption{font-weight:bold;text-align:left;padding:4px 0}.plot{min-width:0;min-height:380px}\
 .floor td{color:#888;font-style:italic}ul.advice li{margin:4px 0}";

@@ -551,9 +551,9 @@ impl Evaluation {
                 ),
                 chart(
                     "randomization_spearman",
-                    "cascading randomisation (Spearman with the original map)",
+                    "cascading randomisation (|Spearman| with the original map)",
                     "groups randomised, from the top",
-                    "Spearman",
+                    "|Spearman|",
                 ),
             ],
         }

@@ -180,40 +180,17 @@ fn deletion_and_insertion_curves_match_rise() {
 #[test]
 fn road_matches_the_reference_imputer() {
     let (model, input) = model_and_input();
-    let maps = heatmaps("gradcam");
-    let config = RoadConfig {
-        percentages: vec![20.0, 50.0, 80.0],
-        noise: 0.0,
-        seed: 0,
-        batch_size: 4,
-    };
-    for (order, key) in [
-        (RoadOrder::MoRF, "road_morf"),
-        (RoadOrder::LeRF, "road_lerf"),
-    ] {
-        let result = road(&model, &input, &maps, &CLASSES, order, &config).unwrap();
-        assert_close(
-            &format!("{key}_probability"),
-            &result.probability.concat(),
-            &fixture(&format!("{key}_probability")),
-            1e-4,
-        );
-        let kept: Vec<f32> = result
-            .kept
-            .concat()
-            .iter()
-            .map(|&k| k as u8 as f32)
-            .collect();
-        assert_eq!(kept, fixture(&format!("{key}_kept")), "{key} kept");
-        // pytorch-grad-cam's own ROAD (imputer noise 0) on a map without ties at the
-        // cuts, where its percentile threshold removes the pixels our ranking does.
+    check_road(&model, &input, &heatmaps("gradcam"), &CLASSES, &fixture, "");
+    // pytorch-grad-cam's own ROAD (imputer noise 0) on a map without ties at the cuts,
+    // where its percentile threshold removes the pixels our ranking does.
+    for (order, key) in ROAD_ORDERS {
         let result = road(
             &model,
             &input,
             &heatmaps("noise_map"),
             &CLASSES,
             order,
-            &config,
+            &road_config(),
         )
         .unwrap();
         assert_close(
@@ -222,6 +199,48 @@ fn road_matches_the_reference_imputer() {
             &fixture(&format!("{key}_library_noise_map")),
             1e-4,
         );
+    }
+}
+
+const ROAD_ORDERS: [(RoadOrder, &str); 2] = [
+    (RoadOrder::MoRF, "road_morf"),
+    (RoadOrder::LeRF, "road_lerf"),
+];
+
+fn road_config() -> RoadConfig {
+    RoadConfig {
+        percentages: vec![20.0, 50.0, 80.0],
+        noise: 0.0,
+        seed: 0,
+        batch_size: 4,
+    }
+}
+
+/// ROAD's probabilities (1e-4) and kept flags (equal), both orders, against
+/// `expected`'s `road_{morf,lerf}_{probability,kept}`.
+fn check_road(
+    model: &ZooModel,
+    input: &Tensor<4>,
+    maps: &Heatmaps,
+    classes: &[usize],
+    expected: &dyn Fn(&str) -> Vec<f32>,
+    label: &str,
+) {
+    for (order, key) in ROAD_ORDERS {
+        let result = road(model, input, maps, classes, order, &road_config()).unwrap();
+        assert_close(
+            &format!("{label}{key}_probability"),
+            &result.probability.concat(),
+            &expected(&format!("{key}_probability")),
+            1e-4,
+        );
+        let kept: Vec<f32> = result
+            .kept
+            .concat()
+            .iter()
+            .map(|&k| k as u8 as f32)
+            .collect();
+        assert_eq!(kept, expected(&format!("{key}_kept")), "{label}{key} kept");
     }
 }
 
@@ -442,31 +461,7 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
     );
     let increase: Vec<f32> = change.increase.iter().map(|&i| i as u8 as f32).collect();
     assert_eq!(increase, trained("increase"));
-    let config = RoadConfig {
-        percentages: vec![20.0, 50.0, 80.0],
-        noise: 0.0,
-        seed: 0,
-        batch_size: 4,
-    };
-    for (order, key) in [
-        (RoadOrder::MoRF, "road_morf"),
-        (RoadOrder::LeRF, "road_lerf"),
-    ] {
-        let result = road(model, &input, &maps, &labels, order, &config).unwrap();
-        assert_close(
-            &format!("trained {key}_probability"),
-            &result.probability.concat(),
-            &trained(&format!("{key}_probability")),
-            1e-4,
-        );
-        let kept: Vec<f32> = result
-            .kept
-            .concat()
-            .iter()
-            .map(|&k| k as u8 as f32)
-            .collect();
-        assert_eq!(kept, trained(&format!("{key}_kept")), "{key} kept");
-    }
+    check_road(model, &input, &maps, &labels, &trained, "trained ");
     for (key, kind) in [
         ("deletion_mean", CurveKind::Deletion),
         ("insertion_mean", CurveKind::Insertion),
