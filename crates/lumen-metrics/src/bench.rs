@@ -709,7 +709,7 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
                         "fails the check `{}` ({}{})",
                         key.name,
                         key.description,
-                        companion_value(&keys, key, m)
+                        companion_value(keys, key, m)
                     ),
                 ),
                 (false, Some(Score::Value(v))) => {
