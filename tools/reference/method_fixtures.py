@@ -335,6 +335,41 @@ TRAINED_OUT = os.path.join(OUT, "shapes_cnn_methods.safetensors")
 TRAINED_NOISE_SAMPLES = 2
 
 
+SG_SAMPLES = 256
+SG_STDEV = 0.2
+
+
+def relative_distance(a, b):
+    """Per image: ||a - b|| / ||b||."""
+    a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
+    return ((a - b).norm(dim=1) / b.norm(dim=1)).float()
+
+
+def smoothgrad_statistics(model, x, target, plain, out):
+    """captum's own NoiseTunnel(Saliency) SmoothGrad, 64 samples of N(0, 0.2): a second
+    implementation draws other noise, so it is compared statistically. Two captum runs
+    with different seeds are `self_distance` apart (per image, relative L2); an
+    estimate of the same expectation lands about that far, a wrong one (the plain
+    gradient, or twice the noise) more than 3x farther, asserted here."""
+    from captum.attr import NoiseTunnel
+    tunnel = NoiseTunnel(Saliency(model))
+
+    def captum_smoothgrad(seed, stdev=SG_STDEV):
+        torch.manual_seed(seed)
+        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=SG_SAMPLES, stdevs=stdev,
+                                target=target, abs=False).detach()
+
+    reference = captum_smoothgrad(0)
+    self_distance = relative_distance(captum_smoothgrad(1), reference)
+    neighbours = {"the plain gradient": plain, "twice the noise": captum_smoothgrad(2, 2 * SG_STDEV)}
+    for name, other in neighbours.items():
+        gap = relative_distance(other, reference)
+        print(f"SmoothGrad vs {name}: {gap.tolist()} (captum vs itself {self_distance.tolist()})")
+        assert (gap > 3 * self_distance).all(), f"{name} is within the statistical tolerance"
+    out["smoothgrad_captum"] = reference
+    out["smoothgrad_captum_self_distance"] = self_distance
+
+
 def trained_cnn():
     """Integrated Gradients and SmoothGrad on a CNN: the trained shapes-cnn (rebuilt as a
     timm ResNet by metric_fixtures.py) on the first two images of its metric fixture.
@@ -364,8 +399,10 @@ def trained_cnn():
     plain = Saliency(model).attribute(x, target=target, abs=False).detach()
     gap = (out["smoothgrad"] - plain).abs().max() / plain.abs().max()
     assert gap > 1e-2, f"SmoothGrad equals the plain gradient here ({gap})"
+    smoothgrad_statistics(model, x, target, plain, out)
     tensors = {k: v.contiguous().float() for k, v in out.items()}
     tensors["noise"] = noise.half()
+    tensors["smoothgrad_captum"] = out["smoothgrad_captum"].half()  # a statistical check
     save_file(tensors, TRAINED_OUT)
     print(f"wrote {TRAINED_OUT}")
 
