@@ -310,8 +310,10 @@ def average_drop(model, x, maps, baseline):
 
 def sensitivity(model, x, maps, out):
     rng = np.random.default_rng(0)
+    # Rounded to float16 before use: stored at half the size, and the references are
+    # computed from exactly the values the Rust test reads back.
     noise = rng.uniform(-SENSITIVITY_RADIUS, SENSITIVITY_RADIUS,
-                        size=(SENSITIVITY_SAMPLES,) + tuple(x.shape)).astype(np.float32)
+                        size=(SENSITIVITY_SAMPLES,) + tuple(x.shape)).astype(np.float16).astype(np.float32)
     out["sensitivity_noise"] = noise
     ref = maps / np.abs(maps).max(axis=(1, 2), keepdims=True)
     changes = np.zeros((x.shape[0], SENSITIVITY_SAMPLES))
@@ -551,6 +553,8 @@ def main():
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) if isinstance(v, np.ndarray)
                else v.float().contiguous() for k, v in out.items()}
+    tensors["sensitivity_noise"] = tensors["sensitivity_noise"].half()  # exact, see sensitivity()
+    tensors["masks"] = tensors["masks"].to(torch.uint8)
     save_file(tensors, OUT)
     for k, v in sorted(tensors.items()):
         if v.numel() < 16:
