@@ -87,6 +87,13 @@ MUTATIONS = [
         METHOD_PARITY,
     ),
     (
+        "smoothgrad-noise-doubled",
+        "crates/lumen-methods/src/noise.rs",
+        "standard_normal([b * n, c, h, w], self.seed, &device) * *std,",
+        "standard_normal([b * n, c, h, w], self.seed, &device) * (2.0 * *std),",
+        METHOD_PARITY,
+    ),
+    (
         "randomisation-verdict-on-signed-spearman",
         "crates/lumen-metrics/src/sanity.rs",
         "abs_rho += r.abs();",
