@@ -403,22 +403,14 @@ fn attention_flow_matches_networkx_max_flow() {
 /// not, so the ViT's tolerances hold (1e-4 of the scale; deltas 1e-4 absolute).
 #[test]
 fn integrated_gradients_and_smoothgrad_on_a_trained_cnn_match_captum() {
-    const SIDE: usize = 128;
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let metrics = |key: &str| read(fixtures.join("shapes_cnn_metrics.safetensors"), key).0;
     let methods = |key: &str| read(fixtures.join("shapes_cnn_methods.safetensors"), key);
-    let loaded = lumen::LoadedModel::bundled("shapes-cnn", &device()).unwrap();
-    let pixels: Vec<u8> = metrics("images").iter().map(|&v| v as u8).collect();
-    let images: Vec<image::RgbImage> = pixels
-        .chunks(SIDE * SIDE * 3)
-        .take(2)
-        .map(|p| image::RgbImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).unwrap())
-        .collect();
+    let (loaded, input, labels) = common::trained_shapes_cnn(2);
     let case = Case {
         name: "shapes-cnn",
-        input: loaded.data_config.to_tensor(&images, &device()).unwrap(),
+        input,
         model: loaded.model,
-        target: ClassLogit(metrics("labels")[..2].iter().map(|&l| l as usize).collect()),
+        target: ClassLogit(labels),
     };
     let ig = IntegratedGradients {
         baseline: Baseline::Zeros,

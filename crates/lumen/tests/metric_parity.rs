@@ -18,7 +18,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, read};
+use common::{device, read, trained_fixture as trained};
 
 use lumen::ZooModel;
 use lumen::core::burn::tensor::{Tensor, TensorData};
@@ -332,34 +332,12 @@ fn spearman_and_ssim_match_scipy_and_scikit_image() {
 
 const SIDE: usize = 128;
 
-fn trained(key: &str) -> Vec<f32> {
-    read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/shapes_cnn_metrics.safetensors"),
-        key,
-    )
-    .0
-}
-
-/// The bundled shapes-cnn, the fixture's four images as its input, and their labels.
-fn trained_case() -> (lumen::LoadedModel, Tensor<4>, Vec<usize>) {
-    let loaded = lumen::LoadedModel::bundled("shapes-cnn", &device()).unwrap();
-    let pixels: Vec<u8> = trained("images").iter().map(|&v| v as u8).collect();
-    let images: Vec<image::RgbImage> = pixels
-        .chunks(SIDE * SIDE * 3)
-        .map(|p| image::RgbImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).unwrap())
-        .collect();
-    let input = loaded.data_config.to_tensor(&images, &device()).unwrap();
-    let labels = trained("labels").iter().map(|&l| l as usize).collect();
-    (loaded, input, labels)
-}
-
 /// Quantus' MPRT (cascading, top down) given the weights Lumen's randomisation draws
 /// (the generator runs the randomized_shapes_cnn example), GradCAM at layer4: the mean
 /// signed and absolute Spearman per step. SciPy's NaN for a constant map is 0 here.
 #[test]
 fn randomisation_matches_quantus_mprt_given_the_same_weights() {
-    let (loaded, input, labels) = trained_case();
+    let (loaded, input, labels) = common::trained_shapes_cnn(4);
     let ZooModel::ResNet(model) = loaded.model else {
         unreachable!("shapes-cnn is a ResNet")
     };
@@ -398,7 +376,7 @@ fn randomisation_matches_quantus_mprt_given_the_same_weights() {
 /// barely do). Logits 1e-4 absolute, GradCAM 1e-3, metrics as above.
 #[test]
 fn metrics_on_the_trained_shapes_cnn_match_the_references() {
-    let (loaded, input, labels) = trained_case();
+    let (loaded, input, labels) = common::trained_shapes_cnn(4);
     let model = &loaded.model;
     assert_close(
         "shapes-cnn logits (timm)",

@@ -86,3 +86,38 @@ pub fn read_i64(name: &str, key: &str) -> Vec<usize> {
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
         .collect()
 }
+
+/// A key of the trained shapes-cnn fixture (`shapes_cnn_metrics.safetensors`, written
+/// by tools/reference/metric_fixtures.py).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn trained_fixture(key: &str) -> Vec<f32> {
+    read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/shapes_cnn_metrics.safetensors"),
+        key,
+    )
+    .0
+}
+
+/// The bundled shapes-cnn on the test device, the trained fixture's first `count`
+/// test-split shapes as its input, and their labels.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn trained_shapes_cnn(
+    count: usize,
+) -> (lumen::LoadedModel, lumen::core::Tensor<4>, Vec<usize>) {
+    const SIDE: usize = 128;
+    let loaded = lumen::LoadedModel::bundled("shapes-cnn", &device()).unwrap();
+    let pixels: Vec<u8> = trained_fixture("images").iter().map(|&v| v as u8).collect();
+    let images: Vec<image::RgbImage> = pixels
+        .chunks(SIDE * SIDE * 3)
+        .take(count)
+        .map(|p| image::RgbImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).unwrap())
+        .collect();
+    assert_eq!(images.len(), count, "the fixture has fewer images");
+    let input = loaded.data_config.to_tensor(&images, &device()).unwrap();
+    let labels = trained_fixture("labels")[..count]
+        .iter()
+        .map(|&l| l as usize)
+        .collect();
+    (loaded, input, labels)
+}
