@@ -101,7 +101,7 @@ fn rows(map: &Map) -> Vec<Vec<f64>> {
 }
 
 /// The image as a base64 PNG data URI: one string instead of a JSON array of pixels.
-fn data_uri(image: &RgbImage) -> String {
+pub(crate) fn data_uri(image: &RgbImage) -> String {
     use base64::Engine as _;
     let mut png = std::io::Cursor::new(Vec::new());
     image
@@ -152,7 +152,7 @@ pub fn overlay_plot(
 
 /// The plot takes its container's width and follows window resizes (fixed pixel
 /// widths left most of a wide page empty); the height stays fixed.
-fn fluid(mut plot: Plot) -> Plot {
+pub(crate) fn fluid(mut plot: Plot) -> Plot {
     plot.set_configuration(plotly::Configuration::new().responsive(true));
     plot
 }

@@ -10,6 +10,7 @@ pub mod figure;
 pub mod html;
 pub mod overlay;
 pub mod segmentation;
+pub mod timeline;
 mod turbo;
 
 pub use colormap::Colormap;
@@ -26,3 +27,4 @@ pub use overlay::{Map, colorize, diverging, overlay};
 pub use segmentation::{
     SegmentationView, class_color, class_legend, class_overlay, segmentation_figure,
 };
+pub use timeline::{TimelineChart, TimelineFrame, timeline_page};
