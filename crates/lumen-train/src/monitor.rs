@@ -1,0 +1,502 @@
+//! The monitors: what is measured on the model during training. Each runs on a
+//! `valid()` copy of the model (BatchNorm uses its running statistics and they are
+//! not updated; dropout is off) and sends what it measures to the [`Sinks`].
+
+use std::sync::Arc;
+
+use burn::data::dataloader::DataLoader;
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use image::RgbImage;
+use lumen_core::{
+    ClassLogit, DataConfig, Device, ExplainableModel, LumenError, Result, Tensor,
+    predicted_classes, to_host,
+};
+use lumen_features::{FeatureStatistics, FeatureVisualizer, StatisticsOptions, statistics_of_host};
+use lumen_methods::{MethodOptions, by_name};
+use lumen_report::overlay::Map;
+use lumen_report::{Colormap, overlay};
+
+use crate::sink::{Histogram, Moment, Sinks};
+
+/// When a monitor runs: every `n` epochs (at the epoch's end), every `n` optimizer
+/// steps, and/or once before the first step (the untrained model, the start of the
+/// timeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Run at the end of every `n`-th epoch.
+    pub every_n_epochs: Option<usize>,
+    /// Run after every `n`-th optimizer step.
+    pub every_n_steps: Option<u64>,
+    /// Run once before training.
+    pub at_start: bool,
+}
+
+impl Default for Schedule {
+    /// Every epoch, and before training.
+    fn default() -> Self {
+        Self {
+            every_n_epochs: Some(1),
+            every_n_steps: None,
+            at_start: true,
+        }
+    }
+}
+
+/// The points of a run at which monitors may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    /// Before the first step.
+    Start,
+    /// After an optimizer step (the global step count).
+    Step(u64),
+    /// At the end of an epoch (after validation).
+    EpochEnd(usize),
+}
+
+impl Schedule {
+    /// Whether to run at `point`.
+    pub fn due(&self, point: Point) -> bool {
+        match point {
+            Point::Start => self.at_start,
+            Point::Step(step) => self.every_n_steps.is_some_and(|n| step % n == 0),
+            Point::EpochEnd(epoch) => self.every_n_epochs.is_some_and(|n| epoch % n == 0),
+        }
+    }
+
+    fn validate(&self, monitor: &str) -> Result<()> {
+        if self.every_n_epochs == Some(0) || self.every_n_steps == Some(0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "{monitor}: every_n_epochs and every_n_steps must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Something measured on the model during training.
+pub trait Monitor<M>: Send {
+    /// Shown in warnings.
+    fn name(&self) -> String;
+
+    /// When it runs.
+    fn schedule(&self) -> Schedule;
+
+    /// Check the monitor against the model before training (layer names, the method,
+    /// the sample size), so a mistake is an error at the start, not a warning later.
+    fn check(&self, model: &M) -> Result<()>;
+
+    /// Measure `model` (a `valid()` copy) and send the results to `sinks`.
+    fn observe(&mut self, model: &M, at: Moment, sinks: &mut Sinks) -> Result<()>;
+}
+
+/// Explains fixed sample images with any registered method, for the class the model
+/// predicts now, and logs one overlay per sample (`interpretation/sample_{i}`) and
+/// the prediction's softmax confidence (`interpretation/sample_{i}/confidence`); with
+/// labels, also whether the prediction is right (`interpretation/sample_{i}/correct`).
+/// The seed's `InterpretationCallback`.
+pub struct ExplanationMonitor {
+    images: Vec<RgbImage>,
+    labels: Option<Vec<usize>>,
+    data_config: DataConfig,
+    method: String,
+    options: MethodOptions,
+    colormap: Colormap,
+    alpha: f32,
+    num_samples: usize,
+    schedule: Schedule,
+}
+
+impl ExplanationMonitor {
+    /// Explain `images` (resized and cropped by `data_config`, as the model sees
+    /// them) with `method` (a name of the method registry: `gradcam`, `ig`, ...).
+    /// Defaults: every epoch and before training, all samples, the `jet` colormap.
+    pub fn new(images: Vec<RgbImage>, data_config: DataConfig, method: &str) -> Result<Self> {
+        lumen_methods::method_info(method)?;
+        if images.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "the explanation monitor needs at least one sample image".into(),
+            ));
+        }
+        let images: Vec<RgbImage> = images
+            .iter()
+            .map(|i| data_config.resize_and_crop(i))
+            .collect();
+        Ok(Self {
+            num_samples: images.len(),
+            images,
+            labels: None,
+            data_config,
+            method: method.to_string(),
+            options: MethodOptions::default(),
+            colormap: Colormap::Jet,
+            alpha: 0.5,
+            schedule: Schedule::default(),
+        })
+    }
+
+    /// The samples' true classes (one per image).
+    pub fn labels(mut self, labels: Vec<usize>) -> Result<Self> {
+        if labels.len() != self.images.len() {
+            return Err(LumenError::InvalidArgument(format!(
+                "{} labels for {} sample images",
+                labels.len(),
+                self.images.len()
+            )));
+        }
+        self.labels = Some(labels);
+        Ok(self)
+    }
+
+    /// Options of the method (layer, steps, noise...); validated here.
+    pub fn method_options(mut self, options: MethodOptions) -> Result<Self> {
+        options.validate()?;
+        self.options = options;
+        Ok(self)
+    }
+
+    /// Explain only the first `n` samples (at least 1, at most the images given).
+    pub fn num_samples(mut self, n: usize) -> Result<Self> {
+        if n == 0 || n > self.images.len() {
+            return Err(LumenError::InvalidArgument(format!(
+                "num_samples must be in 1..={}, got {n}",
+                self.images.len()
+            )));
+        }
+        self.num_samples = n;
+        Ok(self)
+    }
+
+    /// The colormap of the overlays.
+    pub fn colormap(mut self, colormap: Colormap) -> Self {
+        self.colormap = colormap;
+        self
+    }
+
+    /// Heatmap opacity over the image, in `[0, 1]`.
+    pub fn alpha(mut self, alpha: f32) -> Result<Self> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(LumenError::InvalidArgument(format!(
+                "alpha must be in [0, 1], got {alpha}"
+            )));
+        }
+        self.alpha = alpha;
+        Ok(self)
+    }
+
+    /// When to run.
+    pub fn schedule(mut self, schedule: Schedule) -> Result<Self> {
+        schedule.validate("explanation monitor")?;
+        self.schedule = schedule;
+        Ok(self)
+    }
+}
+
+fn model_device<M: Module>(model: &M) -> Device {
+    model.devices().into_iter().next().unwrap_or_default()
+}
+
+impl<M> Monitor<M> for ExplanationMonitor
+where
+    M: ExplainableModel<Output = Tensor<2>> + Module + 'static,
+{
+    fn name(&self) -> String {
+        format!("explanation monitor ({})", self.method)
+    }
+
+    fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    fn check(&self, model: &M) -> Result<()> {
+        let method = by_name::<M>(&self.method, &self.options)?;
+        if let Some(layer) = method.layer(model) {
+            model.check_layers(&layer)?;
+        }
+        let input = self
+            .data_config
+            .to_tensor(&self.images[..1], &model_device(model))?;
+        model.check_input(&input)
+    }
+
+    fn observe(&mut self, model: &M, at: Moment, sinks: &mut Sinks) -> Result<()> {
+        let images = &self.images[..self.num_samples];
+        let input = self.data_config.to_tensor(images, &model_device(model))?;
+        let logits = model.forward(input.clone());
+        let predicted = predicted_classes(&logits);
+        let probabilities = to_host(softmax(logits, 1));
+        let classes = probabilities.len() / images.len();
+        let method = by_name::<M>(&self.method, &self.options)?;
+        let explanation = method.explain(model, input, &ClassLogit(predicted.clone()))?;
+        let [_, h, w] = explanation.heatmaps.dims();
+        let values = explanation.heatmaps.to_vec();
+        for (i, image) in images.iter().enumerate() {
+            let map = Map::new(
+                values[i * h * w..(i + 1) * h * w].to_vec(),
+                w as u32,
+                h as u32,
+            )
+            .normalized();
+            let tag = format!("interpretation/sample_{i}");
+            sinks.image(&tag, at, &overlay(image, &map, self.colormap, self.alpha));
+            let confidence = probabilities[i * classes + predicted[i]] as f64;
+            sinks.scalar(&format!("{tag}/confidence"), at, confidence);
+            if let Some(labels) = &self.labels {
+                let correct = (labels[i] == predicted[i]) as u8 as f64;
+                sinks.scalar(&format!("{tag}/correct"), at, correct);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the feature monitor takes its input batches from.
+pub trait ProbeBatches: Send {
+    /// Up to `n` batches `[B,3,H,W]` on `device`.
+    fn batches(&mut self, n: usize, device: &Device) -> Result<Vec<Tensor<4>>>;
+}
+
+/// Fixed batches, the same at every run of the monitor.
+impl ProbeBatches for Vec<Tensor<4>> {
+    fn batches(&mut self, n: usize, device: &Device) -> Result<Vec<Tensor<4>>> {
+        Ok(self
+            .iter()
+            .take(n)
+            .map(|b| b.clone().to_device(device))
+            .collect())
+    }
+}
+
+/// The first batches of a burn data loader (the validation loader, as AutoTimm uses),
+/// with a function that takes the images out of a batch.
+pub struct LoaderBatches<I> {
+    loader: Arc<dyn DataLoader<I>>,
+    images: fn(&I) -> Tensor<4>,
+}
+
+impl<I> LoaderBatches<I> {
+    /// `images` returns the input tensor of a batch item.
+    pub fn new(loader: Arc<dyn DataLoader<I>>, images: fn(&I) -> Tensor<4>) -> Self {
+        Self { loader, images }
+    }
+}
+
+impl<I: Send> ProbeBatches for LoaderBatches<I> {
+    fn batches(&mut self, n: usize, device: &Device) -> Result<Vec<Tensor<4>>> {
+        self.loader
+            .iter()
+            .take(n)
+            .map(|item| {
+                let item = item.map_err(|e| {
+                    LumenError::InvalidArgument(format!("reading a probe batch: {e}"))
+                })?;
+                Ok((self.images)(&item).detach().to_device(device))
+            })
+            .collect()
+    }
+}
+
+/// At most this many values per layer and batch go into the histogram (a uniform
+/// stride sample); the scalar statistics use every value.
+pub const HISTOGRAM_SAMPLE: usize = 1 << 16;
+
+/// Statistics of chosen layers' activations over `num_batches` probe batches: mean,
+/// std, sparsity and max as scalars (`features/{layer}/{stat}`) and the distribution
+/// as a histogram (`features/{layer}/activations`). The seed's
+/// `FeatureMonitorCallback`, with `num_batches` honoured (AutoTimm's ignores it).
+/// The statistics are `lumen-features`' definitions per batch, combined exactly.
+pub struct FeatureMonitor {
+    layers: Vec<String>,
+    source: Box<dyn ProbeBatches>,
+    num_batches: usize,
+    schedule: Schedule,
+    options: StatisticsOptions,
+}
+
+impl FeatureMonitor {
+    /// Monitor `layers` on batches from `source`; defaults: one batch, every epoch and
+    /// before training.
+    pub fn new<S: Into<String>>(
+        layers: impl IntoIterator<Item = S>,
+        source: impl ProbeBatches + 'static,
+    ) -> Result<Self> {
+        let layers: Vec<String> = layers.into_iter().map(Into::into).collect();
+        if layers.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "the feature monitor needs at least one layer".into(),
+            ));
+        }
+        Ok(Self {
+            layers,
+            source: Box::new(source),
+            num_batches: 1,
+            schedule: Schedule::default(),
+            options: StatisticsOptions::default(),
+        })
+    }
+
+    /// How many batches each run reads (at least 1).
+    pub fn num_batches(mut self, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(LumenError::InvalidArgument(
+                "num_batches must be at least 1".into(),
+            ));
+        }
+        self.num_batches = n;
+        Ok(self)
+    }
+
+    /// When to run.
+    pub fn schedule(mut self, schedule: Schedule) -> Result<Self> {
+        schedule.validate("feature monitor")?;
+        self.schedule = schedule;
+        Ok(self)
+    }
+}
+
+/// Two batches' statistics as one: counts weight the means, the variances combine
+/// with the spread of the means (Chan et al.), extremes and fractions combine exactly.
+pub fn combine(
+    a: &FeatureStatistics,
+    a_count: f64,
+    b: &FeatureStatistics,
+    b_count: f64,
+) -> FeatureStatistics {
+    let n = a_count + b_count;
+    let mean = (a.mean * a_count + b.mean * b_count) / n;
+    let squares = |s: &FeatureStatistics, count: f64| {
+        s.std * s.std * (count - 1.0).max(0.0) + count * (s.mean - mean).powi(2)
+    };
+    let std = ((squares(a, a_count) + squares(b, b_count)) / (n - 1.0).max(1.0)).sqrt();
+    FeatureStatistics {
+        mean,
+        std,
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+        sparsity: (a.sparsity * a_count + b.sparsity * b_count) / n,
+        near_zero: (a.near_zero * a_count + b.near_zero * b_count) / n,
+        active_channels: a.active_channels + b.active_channels,
+        num_channels: a.num_channels,
+        spatial_size: a.spatial_size,
+    }
+}
+
+impl<M: ExplainableModel + Module> Monitor<M> for FeatureMonitor {
+    fn name(&self) -> String {
+        format!("feature monitor ({})", self.layers.join(", "))
+    }
+
+    fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    fn check(&self, model: &M) -> Result<()> {
+        for layer in &self.layers {
+            model.layer(layer)?;
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, model: &M, at: Moment, sinks: &mut Sinks) -> Result<()> {
+        let batches = self
+            .source
+            .batches(self.num_batches, &model_device(model))?;
+        if batches.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "the probe batches are empty".into(),
+            ));
+        }
+        let visualizer = FeatureVisualizer::new(model);
+        let mut totals: Vec<Option<(FeatureStatistics, f64)>> = vec![None; self.layers.len()];
+        let mut samples: Vec<Vec<f32>> = vec![vec![]; self.layers.len()];
+        for batch in &batches {
+            let features = visualizer.features_of(batch, &self.layers)?;
+            for (k, feature) in features.into_iter().enumerate() {
+                let dims = feature.dims();
+                let values = to_host(feature);
+                let stats = statistics_of_host(&values, dims, &self.options);
+                let count = values.len() as f64;
+                totals[k] = Some(match totals[k].take() {
+                    None => (stats, count),
+                    Some((total, n)) => (combine(&total, n, &stats, count), n + count),
+                });
+                let stride = values.len().div_ceil(HISTOGRAM_SAMPLE).max(1);
+                samples[k].extend(values.iter().step_by(stride));
+            }
+        }
+        for ((layer, total), sample) in self.layers.iter().zip(totals).zip(samples) {
+            let (stats, _) = total.expect("at least one batch");
+            for (name, value) in [
+                ("mean", stats.mean),
+                ("std", stats.std),
+                ("sparsity", stats.sparsity),
+                ("max", stats.max),
+            ] {
+                sinks.scalar(&format!("features/{layer}/{name}"), at, value);
+            }
+            sinks.histogram(
+                &format!("features/{layer}/activations"),
+                at,
+                &Histogram::of(&sample),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_statistics_equal_those_of_the_concatenation() {
+        let a: Vec<f32> = (0..2 * 3 * 4 * 4)
+            .map(|i| ((i * 7) % 11) as f32 - 3.0)
+            .collect();
+        let b: Vec<f32> = (0..3 * 4 * 4)
+            .map(|i| ((i * 5) % 13) as f32 * 0.5)
+            .collect();
+        let o = StatisticsOptions::default();
+        let sa = statistics_of_host(&a, [2, 3, 4, 4], &o);
+        let sb = statistics_of_host(&b, [1, 3, 4, 4], &o);
+        let both: Vec<f32> = a.iter().chain(&b).copied().collect();
+        let whole = statistics_of_host(&both, [3, 3, 4, 4], &o);
+        let combined = combine(&sa, a.len() as f64, &sb, b.len() as f64);
+        for (x, y) in [
+            (combined.mean, whole.mean),
+            (combined.std, whole.std),
+            (combined.max, whole.max),
+            (combined.min, whole.min),
+            (combined.sparsity, whole.sparsity),
+        ] {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+        assert_eq!(combined.active_channels, whole.active_channels);
+        // The spread of the two means matters: ignoring it would give a smaller std.
+        let pooled = ((sa.std.powi(2) * (a.len() - 1) as f64
+            + sb.std.powi(2) * (b.len() - 1) as f64)
+            / (both.len() - 1) as f64)
+            .sqrt();
+        assert!((pooled - whole.std).abs() > 1e-3);
+    }
+
+    #[test]
+    fn schedules() {
+        let s = Schedule {
+            every_n_epochs: Some(2),
+            every_n_steps: Some(5),
+            at_start: false,
+        };
+        assert!(!s.due(Point::Start));
+        assert!(s.due(Point::EpochEnd(4)) && !s.due(Point::EpochEnd(3)));
+        assert!(s.due(Point::Step(10)) && !s.due(Point::Step(11)));
+        assert!(
+            Schedule {
+                every_n_epochs: Some(0),
+                ..s
+            }
+            .validate("m")
+            .is_err()
+        );
+    }
+}
