@@ -4,7 +4,9 @@
 //! inputs), [`methods`] (attribution methods), [`features`] (feature maps,
 //! statistics, receptive fields), [`tasks`] (what a model predicts and
 //! what can be explained), [`models`] (the timm model zoo), [`metrics`] (quality
-//! metrics) and [`report`] (colormaps, figures, HTML), with the high-level calls of
+//! metrics), [`report`] (colormaps, figures, HTML) and [`train`] (monitors for
+//! burn-train: explanations and feature statistics to TensorBoard, MLflow and an
+//! HTML timeline), with the high-level calls of
 //! [`api`] and the evaluation bench of [`evaluate`]. Backends are chosen by cargo
 //! feature (`flex` default, `wgpu`, `tch`, `cuda`) and the device at run time with
 //! [`device_from_str`].
@@ -39,6 +41,7 @@ pub use lumen_metrics as metrics;
 pub use lumen_models as models;
 pub use lumen_report as report;
 pub use lumen_tasks as tasks;
+pub use lumen_train as train;
 
 pub use api::{
     BatchOutcome, ComparisonOf, ComparisonResult, ExplainOptions, Explained, ExplanationResult,
