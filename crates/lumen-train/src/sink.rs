@@ -185,10 +185,20 @@ impl Sinks {
         &self.failures
     }
 
-    fn each(&mut self, what: &str, mut call: impl FnMut(&mut dyn Sink) -> SinkResult) {
+    /// Call every enabled sink. `reaches_destination`: whether a success shows that the
+    /// destination works. Scalars and histograms are buffered (MLflow sends scalars at
+    /// the flush and has no histograms), so their success must not reset the count of
+    /// failures in a row.
+    fn each(
+        &mut self,
+        what: &str,
+        reaches_destination: bool,
+        mut call: impl FnMut(&mut dyn Sink) -> SinkResult,
+    ) {
         for entry in self.entries.iter_mut().filter(|e| !e.disabled) {
             match call(entry.sink.as_mut()) {
-                Ok(()) => entry.failures_in_a_row = 0,
+                Ok(()) if reaches_destination => entry.failures_in_a_row = 0,
+                Ok(()) => {}
                 Err(e) => {
                     entry.failures_in_a_row += 1;
                     let mut line = format!("{}: {what} failed: {e}", entry.sink.name());
@@ -207,34 +217,36 @@ impl Sinks {
 
     /// [`Sink::params`] on every sink.
     pub fn params(&mut self, params: &[(String, String)]) {
-        self.each("logging parameters", |s| s.params(params));
+        self.each("logging parameters", true, |s| s.params(params));
     }
 
     /// [`Sink::scalar`] on every sink.
     pub fn scalar(&mut self, tag: &str, at: Moment, value: f64) {
-        self.each(&format!("scalar {tag}"), |s| s.scalar(tag, at, value));
+        self.each(&format!("scalar {tag}"), false, |s| {
+            s.scalar(tag, at, value)
+        });
     }
 
     /// [`Sink::image`] on every sink.
     pub fn image(&mut self, tag: &str, at: Moment, image: &RgbImage) {
-        self.each(&format!("image {tag}"), |s| s.image(tag, at, image));
+        self.each(&format!("image {tag}"), true, |s| s.image(tag, at, image));
     }
 
     /// [`Sink::histogram`] on every sink.
     pub fn histogram(&mut self, tag: &str, at: Moment, histogram: &Histogram) {
-        self.each(&format!("histogram {tag}"), |s| {
+        self.each(&format!("histogram {tag}"), false, |s| {
             s.histogram(tag, at, histogram)
         });
     }
 
     /// [`Sink::flush`] on every sink.
     pub fn flush(&mut self, at: Moment) {
-        self.each("flush", |s| s.flush(at));
+        self.each("flush", true, |s| s.flush(at));
     }
 
     /// [`Sink::finish`] on every sink.
     pub fn finish(&mut self) {
-        self.each("finish", |s| s.finish());
+        self.each("finish", true, |s| s.finish());
     }
 }
 
@@ -270,17 +282,23 @@ mod tests {
         assert_eq!(flat.bucket_limits, vec![2.0]);
     }
 
-    struct Failing(usize);
+    /// Fails scalars when `scalars_fail`, images always (a server that is down while
+    /// the scalars are only buffered).
+    struct Failing {
+        scalars_fail: bool,
+    }
     impl Sink for Failing {
         fn name(&self) -> String {
             "failing".into()
         }
         fn scalar(&mut self, _: &str, _: Moment, _: f64) -> SinkResult {
-            self.0 += 1;
-            Err(SinkError("disk full".into()))
+            if self.scalars_fail {
+                return Err(SinkError("disk full".into()));
+            }
+            Ok(())
         }
         fn image(&mut self, _: &str, _: Moment, _: &RgbImage) -> SinkResult {
-            Ok(())
+            Err(SinkError("connection refused".into()))
         }
         fn histogram(&mut self, _: &str, _: Moment, _: &Histogram) -> SinkResult {
             Ok(())
@@ -290,13 +308,34 @@ mod tests {
     #[test]
     fn a_failing_sink_is_reported_then_switched_off() {
         let mut sinks = Sinks::new();
-        sinks.push(Box::new(Failing(0)));
+        sinks.push(Box::new(Failing { scalars_fail: true }));
         let at = Moment { epoch: 1, step: 0 };
         for _ in 0..10 {
             sinks.scalar("loss", at, 1.0);
         }
         assert_eq!(sinks.failures().len(), FAILURES_BEFORE_DISABLING);
         assert!(sinks.failures()[0].contains("disk full"));
+        assert!(
+            sinks
+                .failures()
+                .last()
+                .unwrap()
+                .contains("off for the rest")
+        );
+    }
+
+    #[test]
+    fn buffered_scalars_do_not_hide_a_dead_destination() {
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(Failing {
+            scalars_fail: false,
+        }));
+        let at = Moment { epoch: 1, step: 0 };
+        for _ in 0..10 {
+            sinks.image("sample", at, &RgbImage::new(2, 2));
+            sinks.scalar("confidence", at, 0.5);
+        }
+        assert_eq!(sinks.failures().len(), FAILURES_BEFORE_DISABLING);
         assert!(
             sinks
                 .failures()

@@ -16,9 +16,9 @@ use std::time::Instant;
 use burn::optim::GradientsAccumulator;
 use burn_train::metric::store::{Aggregate, Split};
 use burn_train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearnerModel,
+    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent, LearnerModel,
     SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents,
-    TrainingItem, TrainingStrategy, ValidLoader,
+    TrainingError, TrainingItem, TrainingStrategy, ValidLoader,
 };
 use lumen_core::{Device, Result};
 
@@ -260,6 +260,21 @@ impl<M: LearnerModel> Monitors<M> {
     }
 }
 
+/// The next item of a split; one that fails to load fails the run and ends the split,
+/// as in burn-train's own loop.
+fn next_item<T, E: Into<TrainingError>>(
+    items: &mut (impl Iterator<Item = Result<T, E>> + ?Sized),
+    interrupter: &Interrupter,
+) -> Option<T> {
+    match items.next()? {
+        Ok(item) => Some(item),
+        Err(err) => {
+            interrupter.fail(err);
+            None
+        }
+    }
+}
+
 /// burn-train's single-device loop with the monitors called at the start, after each
 /// optimizer step and at each epoch's end (after validation, before checkpointing).
 pub struct MonitoredStrategy<M> {
@@ -311,14 +326,7 @@ impl<M: LearnerModel> SupervisedLearningStrategy<M> for MonitoredStrategy<M> {
             let mut iteration = 0;
             let mut accumulator = GradientsAccumulator::new();
             let mut accumulated = 0;
-            while let Some(item) = iterator.next() {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(err) => {
-                        interrupter.fail(err);
-                        break;
-                    }
-                };
+            while let Some(item) = next_item(&mut *iterator, &interrupter) {
                 iteration += 1;
                 let item_progress = iterator.progress();
                 let output = learner.train_step(item);
@@ -376,14 +384,7 @@ impl<M: LearnerModel> SupervisedLearningStrategy<M> for MonitoredStrategy<M> {
             let model = learner.model().valid();
             let mut iterator = valid.iter();
             let mut iteration = 0;
-            while let Some(item) = iterator.next() {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(err) => {
-                        interrupter.fail(err);
-                        break;
-                    }
-                };
+            while let Some(item) = next_item(&mut *iterator, &interrupter) {
                 iteration += 1;
                 let item_progress = iterator.progress();
                 let output = InferenceStep::step(&model, item);
