@@ -325,10 +325,15 @@ fn monitors<M>(args: &Args, name: &str) -> Result<Monitors<M>, String> {
 }
 
 /// Restore the model of `epoch` from burn-train's checkpoints.
-fn restore<M: Module>(model: M, dir: &Path, epoch: usize) -> M {
+fn restore<M: Module>(model: M, dir: &Path, epoch: usize) -> Result<M, String> {
     let checkpointer = FileCheckpointer::new(dir.join("checkpoint"), "model");
-    let record = Checkpointer::restore(&checkpointer, epoch).expect("the picked checkpoint");
-    model.load_record(record)
+    let record = Checkpointer::restore(&checkpointer, epoch).map_err(|e| {
+        format!(
+            "cannot restore the checkpoint of epoch {epoch} from {}: {e}",
+            dir.display()
+        )
+    })?;
+    Ok(model.load_record(record))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -430,16 +435,17 @@ where
     for failure in monitors.failures() {
         eprintln!("warning: {failure}");
     }
+    // The first epoch with the best validation accuracy: burn-train's metric
+    // checkpointing keeps that one (a later tie does not replace it).
     let best = history
         .iter()
-        .filter_map(|r| {
-            r.metrics
-                .get("valid/Accuracy")
-                .map(|a| (r.epoch, *a / 100.0))
+        .filter_map(|r| r.metrics.get("valid/Accuracy").map(|a| (r.epoch, *a / 100.0)))
+        .fold(None, |best: Option<(usize, f64)>, (epoch, accuracy)| match best {
+            Some((_, b)) if b >= accuracy => best,
+            _ => Some((epoch, accuracy)),
         })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
         .ok_or("no validation accuracy was recorded")?;
-    let picked = restore(result.model, &artifacts, best.0).valid();
+    let picked = restore(result.model, &artifacts, best.0)?.valid();
     println!(
         "{name}: trained in {:.0}s; picked epoch {} (validation accuracy {:.1}%)",
         started.elapsed().as_secs_f32(),
