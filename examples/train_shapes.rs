@@ -439,11 +439,18 @@ where
     // checkpointing keeps that one (a later tie does not replace it).
     let best = history
         .iter()
-        .filter_map(|r| r.metrics.get("valid/Accuracy").map(|a| (r.epoch, *a / 100.0)))
-        .fold(None, |best: Option<(usize, f64)>, (epoch, accuracy)| match best {
-            Some((_, b)) if b >= accuracy => best,
-            _ => Some((epoch, accuracy)),
+        .filter_map(|r| {
+            r.metrics
+                .get("valid/Accuracy")
+                .map(|a| (r.epoch, *a / 100.0))
         })
+        .fold(
+            None,
+            |best: Option<(usize, f64)>, (epoch, accuracy)| match best {
+                Some((_, b)) if b >= accuracy => best,
+                _ => Some((epoch, accuracy)),
+            },
+        )
         .ok_or("no validation accuracy was recorded")?;
     let picked = restore(result.model, &artifacts, best.0)?.valid();
     println!(
