@@ -1,7 +1,9 @@
 //! `lumen batch`: a folder (or list) of images in batches, with a progress bar.
 
+use std::path::PathBuf;
+
 use clap::Args;
-use lumen::{Result, explain_batch};
+use lumen::{BatchRun, ExplanationCache, Result, Shard, explain_batch_with, model_fingerprint};
 
 use crate::args::{
     FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
@@ -19,6 +21,19 @@ pub struct BatchArgs {
     /// Images per forward/backward.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Explain one shard of the sorted inputs: I/N (from 0), `auto` (a Slurm array's
+    /// SLURM_ARRAY_TASK_ID and _COUNT) or `auto/N` (a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX). Writes index.shard-IIII-of-NNNN.jsonl; join the shards
+    /// with `lumen merge OUT`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Reuse results from this folder and store new ones there (keyed by the weights,
+    /// method, options and input bytes): a repeated or resumed run skips the model.
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Also write each image's map (scaled to [0, 1], as drawn) as IMAGE_METHOD.npy.
+    #[arg(long)]
+    save_raw: bool,
     #[command(flatten)]
     method_args: MethodArgs,
     #[command(flatten)]
@@ -40,15 +55,57 @@ pub fn run(args: BatchArgs) -> Result<()> {
         ));
     }
     args.input.require_model_size("lumen batch")?;
-    let files = args.input.files()?;
+    let shard = args
+        .shard
+        .as_deref()
+        .map(|spec| Shard::parse(spec, |name| std::env::var(name).ok()))
+        .transpose()?;
+    if args.save_raw && args.figure.no_figures {
+        return Err(lumen::LumenError::InvalidArgument(
+            "--save-raw writes beside the figures: drop --no-figures".into(),
+        ));
+    }
+    let mut files = args.input.files()?;
+    if shard.is_some() {
+        // Every shard must see the same list, whatever order the shell gave.
+        files.sort();
+        files.dedup();
+    }
     options.cautions = args.figure.cautions(&args.model.model)?;
+    let cache = match &args.cache {
+        Some(dir) => Some(ExplanationCache::open(
+            dir,
+            model_fingerprint(
+                &args.model.model,
+                args.model.num_classes.unwrap_or(1000),
+                args.model.weights.as_deref(),
+            )?,
+        )?),
+        None => None,
+    };
     let model = args.model.load()?;
-    let bar = progress(files.len() as u64, "explaining", args.print.quiet);
-    let outcome = explain_batch(&model, &files, args.batch_size, &options, |done| {
+    let run = BatchRun {
+        batch_size: args.batch_size,
+        shard,
+        cache,
+        save_raw: args.save_raw,
+    };
+    let todo = shard.map_or(files.len(), |s| s.range(files.len()).len());
+    let bar = progress(todo as u64, "explaining", args.print.quiet);
+    let outcome = explain_batch_with(&model, &files, &run, &options, |done| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
-    if outcome.results.is_empty() {
+    if let Some(cache) = &run.cache {
+        eprintln!(
+            "cache {}: {} of {} results reused, {} stored",
+            cache.dir().display(),
+            outcome.reused,
+            todo,
+            cache.stored()
+        );
+    }
+    if outcome.results.is_empty() && todo > 0 {
         return Err(lumen::no_readable_input(&outcome.failures));
     }
     crate::args::record_failures(&outcome.failures);
@@ -63,10 +120,53 @@ pub fn run(args: BatchArgs) -> Result<()> {
         }
         .print();
     } else {
+        let scope = shard.map_or(String::new(), |s| {
+            format!(" (shard {} of {}, from 0)", s.index, s.count)
+        });
         eprintln!(
-            "explained {} images; figures in {}",
+            "explained {} images{scope}; figures in {}",
             results.len(),
             args.figure.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `lumen merge`: join the shards of a split `lumen batch` run.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The folder the shards wrote to (searched with its sub-folders).
+    dir: PathBuf,
+    /// The merged index (the grid `batch_grid.png` is written beside it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn merge(args: MergeArgs) -> Result<()> {
+    let out = args
+        .out
+        .unwrap_or_else(|| args.dir.join(lumen::scale::INDEX_FILE));
+    let summary = lumen::merge_shards(&args.dir, &out)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("the summary is plain data")
+        );
+    } else {
+        eprintln!(
+            "merged {} shards: {} inputs, {} explained, {} unreadable; index {}{}",
+            summary.shards,
+            summary.inputs,
+            summary.explained,
+            summary.failed,
+            summary.index.display(),
+            summary
+                .grid
+                .as_ref()
+                .map_or(String::new(), |g| format!(", grid {}", g.display()))
         );
     }
     Ok(())

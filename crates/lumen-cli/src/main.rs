@@ -43,6 +43,8 @@ enum Command {
     Report(Box<report::ReportArgs>),
     /// Explain a folder (or list) of images in batches, with a progress bar.
     Batch(Box<batch::BatchArgs>),
+    /// Join the shards of a split `lumen batch` run into one index and grid.
+    Merge(batch::MergeArgs),
     /// List a model's named layers and their kinds.
     Layers(layers::LayersArgs),
     /// Run the bundled shapes models on generated images and write figures.
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(*args),
         Command::Batch(args) => batch::run(*args),
         Command::Report(args) => report::run(*args),
+        Command::Merge(args) => batch::merge(args),
         Command::Layers(args) => layers::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Evaluate(args) => evaluate::run(*args),

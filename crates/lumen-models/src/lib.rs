@@ -196,11 +196,17 @@ impl Architecture {
 
 /// Whether this build embeds trained weights for a bundled model.
 pub fn bundled_weights_present(name: &str) -> bool {
+    bundled_weights(name).is_some()
+}
+
+/// The embedded weights of a bundled model (Burn safetensors), when this build has
+/// them: what a cache key of its explanations covers.
+pub fn bundled_weights(name: &str) -> Option<&'static [u8]> {
     match name {
-        "shapes-cnn" => SHAPES_CNN_WEIGHTS.is_some(),
-        "shapes-vit" => SHAPES_VIT_WEIGHTS.is_some(),
-        "shapes-seg" => SHAPES_SEG_WEIGHTS.is_some(),
-        _ => false,
+        "shapes-cnn" => SHAPES_CNN_WEIGHTS,
+        "shapes-vit" => SHAPES_VIT_WEIGHTS,
+        "shapes-seg" => SHAPES_SEG_WEIGHTS,
+        _ => None,
     }
 }
 

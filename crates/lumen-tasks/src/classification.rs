@@ -2,7 +2,7 @@
 
 use lumen_core::burn::tensor::activation::softmax;
 use lumen_core::{ClassLogit, LumenError, Result, Target, Tensor, predicted_classes, to_host};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::task::Task;
 
@@ -37,7 +37,7 @@ impl Classification {
 }
 
 /// One image's classification.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassPrediction {
     /// Arg-max class.
     pub class: usize,

@@ -11,7 +11,7 @@
 use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::{DetectorOutput, LumenError, Result, Target, Tensor, named_choices, to_host};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::task::Task;
 
@@ -60,7 +60,7 @@ impl DecodeConfig {
 }
 
 /// One detected object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     /// `[x1, y1, x2, y2]` in input pixels.
     #[serde(rename = "box")]
@@ -332,14 +332,14 @@ impl ObjectDetection {
 }
 
 /// One image's detections, best first.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectionPrediction {
     /// The detections after NMS.
     pub detections: Vec<Detection>,
 }
 
 /// A box to explain: the detection of this label that overlaps it best is scored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BoxRequest {
     /// `[x1, y1, x2, y2]` in input pixels.
     #[serde(rename = "box")]

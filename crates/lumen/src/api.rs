@@ -16,15 +16,18 @@ use lumen_methods::{
 };
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
-    Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, grid,
-    overlay, polarity_figure, report_page, title_bar, with_notes,
+    Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, overlay,
+    polarity_figure, report_page, with_notes,
 };
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
+use crate::cache::{CachedExplanation, ExplanationCache};
 pub use crate::inputs::Inputs;
-use crate::inputs::{InputFailure, unique_names};
-use crate::output::{save_png, write_atomically};
+use crate::inputs::{InputFailure, ReadInputs, unique_names};
+use crate::output::{save_png, write_atomically, write_npy};
+use crate::scale::{GRID_FILE, IndexLine, Shard, batch_grid, write_index};
+use serde::de::DeserializeOwned;
 
 /// A model with what the high-level calls need around it: its task, preprocessing
 /// and device.
@@ -310,6 +313,27 @@ pub fn explain_with<T: TaskModel>(
     method: &dyn Method<T::Model>,
     options: &ExplainOptions<RequestOf<T>>,
 ) -> Result<(Explanation, Vec<ResultOf<T>>)> {
+    let (explanation, explained) = explain_and_draw(model, inputs, method, options)?;
+    Ok((
+        explanation,
+        explained.into_iter().map(|e| e.result).collect(),
+    ))
+}
+
+/// One explained image with what its figures are drawn from (kept by the cache).
+struct Drawn<R> {
+    result: R,
+    title: String,
+    signed: Option<Map>,
+}
+
+/// [`explain_with`], keeping each image's figure title and signed map.
+fn explain_and_draw<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<(Explanation, Vec<Drawn<ResultOf<T>>>)> {
     let layer = method.layer(model.model());
     if let Some(layer) = &layer {
         model.model().check_layers(layer)?;
@@ -321,47 +345,75 @@ pub fn explain_with<T: TaskModel>(
         prepared.target().as_ref(),
     )?;
     let name = method.name();
-    let mut results = Vec::with_capacity(inputs.len());
+    let mut explained = Vec::with_capacity(inputs.len());
     for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
-        let mut paths = vec![];
-        if let Some(dir) = &options.save_dir {
-            let title = format!("{name} | {}", prepared.title(i));
-            let stem = format!("{}_{}", inputs.names[i], file_part(&name));
-            let figure = with_notes(
-                &explanation_figure(
-                    &inputs.originals[i],
-                    &map,
-                    options.colormap,
-                    options.alpha,
-                    &title,
-                ),
-                &caution_lines(&options.cautions, std::slice::from_ref(&name)),
-            );
-            paths.push(save_png(&figure, dir, &format!("{stem}.png"))?);
-            if let (true, Some(attributions)) = (options.polarity, &explanation.attributions) {
-                let signed = signed_map(attributions, i);
-                let figure = polarity_figure(
-                    &inputs.originals[i],
-                    &signed,
-                    options.colormap,
-                    options.alpha,
-                    &title,
-                );
-                paths.push(save_png(&figure, dir, &format!("{stem}_polarity.png"))?);
-            }
-        }
-        results.push(ExplanationResult {
+        let signed = match (options.polarity, &explanation.attributions) {
+            (true, Some(attributions)) => Some(signed_map(attributions, i)),
+            _ => None,
+        };
+        let mut result = ExplanationResult {
             image: inputs.names[i].clone(),
             prediction: prepared.predictions[i].clone(),
             target: prepared.requests[i].clone(),
             method: name.clone(),
             layer: layer.clone(),
             convergence_delta: explanation.convergence_delta.as_ref().map(|d| d[i]),
-            paths,
+            paths: vec![],
             heatmap: map,
+        };
+        let title = prepared.title(i);
+        result.paths = write_figures(
+            &result,
+            &title,
+            &inputs.originals[i],
+            signed.as_ref(),
+            options,
+        )?;
+        explained.push(Drawn {
+            result,
+            title,
+            signed,
         });
     }
-    Ok((explanation, results))
+    Ok((explanation, explained))
+}
+
+/// One image's figures (with `save_dir`): original | heatmap | overlay, and the
+/// polarity view when its signed map is given.
+fn write_figures<P, R, Q>(
+    result: &ExplanationResult<P, R>,
+    title: &str,
+    original: &image::RgbImage,
+    signed: Option<&Map>,
+    options: &ExplainOptions<Q>,
+) -> Result<Vec<PathBuf>> {
+    let Some(dir) = &options.save_dir else {
+        return Ok(vec![]);
+    };
+    let name = &result.method;
+    let title = format!("{name} | {title}");
+    let stem = figure_stem(&result.image, name);
+    let figure = with_notes(
+        &explanation_figure(
+            original,
+            &result.heatmap,
+            options.colormap,
+            options.alpha,
+            &title,
+        ),
+        &caution_lines(&options.cautions, std::slice::from_ref(name)),
+    );
+    let mut paths = vec![save_png(&figure, dir, &format!("{stem}.png"))?];
+    if let Some(signed) = signed {
+        let figure = polarity_figure(original, signed, options.colormap, options.alpha, &title);
+        paths.push(save_png(&figure, dir, &format!("{stem}_polarity.png"))?);
+    }
+    Ok(paths)
+}
+
+/// The file stem of an image's figures and raw map: `cat_gradcampp`.
+fn figure_stem(image: &str, method: &str) -> String {
+    format!("{image}_{}", file_part(method))
 }
 
 /// One image's comparison across methods.
@@ -518,28 +570,96 @@ pub struct BatchOutcome<R> {
     pub results: Vec<R>,
     /// The files that could not be read, with the reason.
     pub failures: Vec<InputFailure>,
+    /// Results taken from the cache instead of the model.
+    pub reused: usize,
 }
 
 /// Explain image files in batches of `batch_size`, writing one figure per image named
-/// after its file (unique names: `a.png` and `a.jpg` do not overwrite each other) and
-/// a grid of the first [`BATCH_GRID_LIMIT`] overlays (`batch_grid.png`). A file that
-/// cannot be read is reported in the outcome and the others go on. `progress` is
-/// called with the number of files done.
+/// after its file (unique names: `a.png` and `a.jpg` do not overwrite each other), a
+/// grid of the first [`BATCH_GRID_LIMIT`] overlays (`batch_grid.png`) and an index
+/// (`index.jsonl`). A file that cannot be read is reported in the outcome and the
+/// others go on. `progress` is called with the number of files done.
 pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
     model: &T,
     paths: &[P],
     batch_size: usize,
     options: &ExplainOptions<RequestOf<T>>,
+    progress: impl FnMut(usize),
+) -> Result<BatchOutcome<ResultOf<T>>>
+where
+    PredictionOf<T>: DeserializeOwned,
+    RequestOf<T>: DeserializeOwned,
+{
+    let run = BatchRun {
+        batch_size,
+        ..BatchRun::default()
+    };
+    explain_batch_with(model, paths, &run, options, progress)
+}
+
+/// How a batch is run: images per forward, the shard of the inputs it explains, a
+/// cache of results and whether the maps are written as `.npy`.
+#[derive(Debug)]
+pub struct BatchRun {
+    /// Images per forward/backward.
+    pub batch_size: usize,
+    /// Explain only this shard of the inputs (see [`crate::scale`]).
+    pub shard: Option<Shard>,
+    /// Take results from (and store them in) this cache.
+    pub cache: Option<ExplanationCache>,
+    /// Write each image's map (scaled to [0, 1], as drawn) as `{image}_{method}.npy`.
+    pub save_raw: bool,
+}
+
+impl Default for BatchRun {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            shard: None,
+            cache: None,
+            save_raw: false,
+        }
+    }
+}
+
+/// The part of a cache key that is not the input: everything else a result depends on.
+fn cache_settings<T: TaskModel>(model: &T, options: &ExplainOptions<RequestOf<T>>) -> String {
+    format!(
+        "method {}\noptions {:?}\ntarget predicted\npreprocessing {:?}\npolarity {}",
+        options.method,
+        method_options(model, &options.method_options),
+        model.data_config(),
+        options.polarity
+    )
+}
+
+/// [`explain_batch`] with a shard, a cache and raw maps. With `shard`, only its slice
+/// of `paths` is explained (names stay unique over all of `paths`), and the index is
+/// the shard's (`index.shard-IIII-of-NNNN.jsonl`), for [`crate::merge_shards`].
+pub fn explain_batch_with<T: TaskModel, P: AsRef<Path>>(
+    model: &T,
+    paths: &[P],
+    run: &BatchRun,
+    options: &ExplainOptions<RequestOf<T>>,
     mut progress: impl FnMut(usize),
-) -> Result<BatchOutcome<ResultOf<T>>> {
+) -> Result<BatchOutcome<ResultOf<T>>>
+where
+    PredictionOf<T>: DeserializeOwned,
+    RequestOf<T>: DeserializeOwned,
+{
     if options.targets.is_some() {
         return Err(LumenError::InvalidArgument(
             "a batch over many files explains each image's prediction; give no targets".into(),
         ));
     }
-    if batch_size == 0 {
+    if run.batch_size == 0 {
         return Err(LumenError::InvalidArgument(
             "batch size must be at least 1".into(),
+        ));
+    }
+    if run.save_raw && options.save_dir.is_none() {
+        return Err(LumenError::InvalidArgument(
+            "raw maps are written beside the figures: give an output folder".into(),
         ));
     }
     options.validate()?;
@@ -549,38 +669,206 @@ pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
     )?;
     let task = model.task();
     let names = unique_names(paths);
-    let mut results = Vec::with_capacity(paths.len());
+    let range = run.shard.map_or(0..paths.len(), |s| s.range(paths.len()));
+    let settings = cache_settings(model, options);
+    let mut lines: Vec<IndexLine> = vec![];
+    let mut results = Vec::with_capacity(range.len());
     let mut failures = vec![];
     let mut thumbnails = vec![];
     let mut done = 0;
-    for (chunk, chunk_names) in paths.chunks(batch_size).zip(names.chunks(batch_size)) {
-        let read = Inputs::read_named(model, chunk, chunk_names)?;
-        failures.extend(read.failures);
-        if let Some(inputs) = read.inputs {
-            let (_, chunk_results) = explain_with(model, &inputs, method.as_ref(), options)?;
-            for (r, original) in chunk_results.iter().zip(&inputs.originals) {
-                if thumbnails.len() < BATCH_GRID_LIMIT {
-                    let title = format!("{} {}", r.image, task.describe_request(&r.target));
-                    thumbnails.push(Panel::new(
-                        title,
-                        overlay(original, &r.heatmap, options.colormap, options.alpha),
-                    ));
+    for start in range.clone().step_by(run.batch_size) {
+        let positions = start..(start + run.batch_size).min(range.end);
+        let chunk = &paths[positions.clone()];
+        let chunk_names = &names[positions.clone()];
+        // Keys from the files' bytes; an unreadable file gets none and is reported
+        // by the reader below.
+        let keys: Vec<Option<String>> = chunk
+            .iter()
+            .map(|path| {
+                let cache = run.cache.as_ref()?;
+                let bytes = std::fs::read(path).ok()?;
+                Some(cache.key(&settings, &bytes))
+            })
+            .collect();
+        let cached: Vec<Option<CachedExplanation<_, _>>> = keys
+            .iter()
+            .map(|key| run.cache.as_ref()?.get(key.as_ref()?))
+            .collect();
+        let (hit, miss): (Vec<usize>, Vec<usize>) =
+            (0..chunk.len()).partition(|&j| cached[j].is_some());
+        let mut explained: Vec<Option<(ResultOf<T>, bool)>> =
+            (0..chunk.len()).map(|_| None).collect();
+        let mut chunk_failures = vec![];
+        let pick = |js: &[usize]| -> (Vec<&P>, Vec<String>) {
+            (
+                js.iter().map(|&j| &chunk[j]).collect(),
+                js.iter().map(|&j| chunk_names[j].clone()).collect(),
+            )
+        };
+        if !miss.is_empty() {
+            let (miss_paths, miss_names) = pick(&miss);
+            let read = Inputs::read_named(model, &miss_paths, &miss_names)?;
+            chunk_failures.extend(read.failures);
+            if let Some(inputs) = read.inputs {
+                let (_, drawn) = explain_and_draw(model, &inputs, method.as_ref(), options)?;
+                for (d, original) in drawn.into_iter().zip(&inputs.originals) {
+                    let j = miss[miss_names
+                        .iter()
+                        .position(|n| *n == d.result.image)
+                        .unwrap_or(0)];
+                    if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
+                        cache.put(
+                            key,
+                            &CachedExplanation {
+                                prediction: d.result.prediction.clone(),
+                                target: d.result.target.clone(),
+                                layer: d.result.layer.clone(),
+                                convergence_delta: d.result.convergence_delta,
+                                title: d.title.clone(),
+                                heatmap: d.result.heatmap.clone(),
+                                signed: d.signed.clone(),
+                            },
+                        )?;
+                    }
+                    if thumbnails.len() < BATCH_GRID_LIMIT {
+                        thumbnails
+                            .push((start + j, thumbnail(&task, &d.result, original, options)));
+                    }
+                    explained[j] = Some((d.result, false));
                 }
             }
-            results.extend(chunk_results);
+        }
+        if !hit.is_empty() {
+            // Decoded again only to draw the figures; the model does not run.
+            let (hit_paths, hit_names) = pick(&hit);
+            let originals = match options.save_dir {
+                Some(_) => Inputs::read_named(model, &hit_paths, &hit_names)?,
+                None => ReadInputs {
+                    inputs: None,
+                    failures: vec![],
+                },
+            };
+            chunk_failures.extend(originals.failures);
+            for (k, &j) in hit.iter().enumerate() {
+                let Some(entry) = cached[j].clone() else {
+                    continue;
+                };
+                let mut result = ExplanationResult {
+                    image: chunk_names[j].clone(),
+                    prediction: entry.prediction,
+                    target: entry.target,
+                    method: method.name(),
+                    layer: entry.layer,
+                    convergence_delta: entry.convergence_delta,
+                    paths: vec![],
+                    heatmap: entry.heatmap,
+                };
+                let original = originals.inputs.as_ref().and_then(|inputs| {
+                    let i = inputs.names.iter().position(|n| *n == hit_names[k])?;
+                    inputs.originals.get(i)
+                });
+                if let Some(original) = original {
+                    result.paths = write_figures(
+                        &result,
+                        &entry.title,
+                        original,
+                        entry.signed.as_ref(),
+                        options,
+                    )?;
+                    if thumbnails.len() < BATCH_GRID_LIMIT {
+                        thumbnails.push((start + j, thumbnail(&task, &result, original, options)));
+                    }
+                }
+                explained[j] = Some((result, true));
+            }
+        }
+        for (j, slot) in explained.into_iter().enumerate() {
+            let position = start + j;
+            let path = chunk[j].as_ref();
+            let mut line = IndexLine {
+                position,
+                total: paths.len(),
+                file: path.to_path_buf(),
+                result: None,
+                raw: None,
+                error: None,
+                cached: false,
+            };
+            match slot {
+                Some((result, cached)) => {
+                    if let (true, Some(dir)) = (run.save_raw, &options.save_dir) {
+                        let raw = dir.join(format!(
+                            "{}.npy",
+                            figure_stem(&result.image, &result.method)
+                        ));
+                        let map = &result.heatmap;
+                        write_npy(
+                            &raw,
+                            map.values.clone(),
+                            &[map.height as usize, map.width as usize],
+                        )?;
+                        line.raw = Some(raw);
+                    }
+                    line.result = Some(serde_json::to_value(&result).map_err(|e| {
+                        LumenError::InvalidArgument(format!("result as JSON: {e}"))
+                    })?);
+                    line.cached = cached;
+                    results.push(result);
+                }
+                None => {
+                    let failure = chunk_failures
+                        .iter()
+                        .position(|f| f.path == path)
+                        .map(|k| chunk_failures.remove(k));
+                    line.error = Some(
+                        failure
+                            .as_ref()
+                            .map_or_else(|| "not explained".to_string(), |f| f.error.clone()),
+                    );
+                    failures.extend(failure);
+                }
+            }
+            lines.push(line);
         }
         done += chunk.len();
         progress(done);
     }
-    if let (Some(dir), false) = (&options.save_dir, thumbnails.is_empty()) {
-        let columns = (thumbnails.len() as f64).sqrt().ceil() as usize;
-        let figure = title_bar(
-            &format!("{} on {} images", options.method, results.len()),
-            &grid(&thumbnails, Layout::Grid(columns)),
-        );
-        save_png(&figure, dir, "batch_grid.png")?;
+    thumbnails.sort_by_key(|(position, _)| *position);
+    if let Some(dir) = &options.save_dir {
+        match run.shard {
+            None if !thumbnails.is_empty() => {
+                let panels: Vec<Panel> = thumbnails.into_iter().map(|(_, p)| p).collect();
+                save_png(
+                    &batch_grid(&options.method, results.len(), &panels),
+                    dir,
+                    GRID_FILE,
+                )?;
+                write_index(dir, None, &lines, vec![])?;
+            }
+            shard => {
+                write_index(dir, shard, &lines, thumbnails)?;
+            }
+        }
     }
-    Ok(BatchOutcome { results, failures })
+    Ok(BatchOutcome {
+        results,
+        failures,
+        reused: lines.iter().filter(|l| l.cached).count(),
+    })
+}
+
+/// An image's panel in the batch grid: its overlay, titled with what was explained.
+fn thumbnail<T: Task, Q>(
+    task: &T,
+    result: &ExplanationResult<T::Prediction, T::Request>,
+    original: &image::RgbImage,
+    options: &ExplainOptions<Q>,
+) -> Panel {
+    let title = format!("{} {}", result.image, task.describe_request(&result.target));
+    Panel::new(
+        title,
+        overlay(original, &result.heatmap, options.colormap, options.alpha),
+    )
 }
 
 /// Images shown in the batch grid figure at most.
@@ -592,7 +880,11 @@ pub fn visualize_batch<T: TaskModel, P: AsRef<Path>>(
     paths: &[P],
     output_dir: impl Into<PathBuf>,
     options: &ExplainOptions<RequestOf<T>>,
-) -> Result<BatchOutcome<ResultOf<T>>> {
+) -> Result<BatchOutcome<ResultOf<T>>>
+where
+    PredictionOf<T>: DeserializeOwned,
+    RequestOf<T>: DeserializeOwned,
+{
     let options = ExplainOptions {
         save_dir: Some(output_dir.into()),
         ..options.clone()

@@ -26,11 +26,13 @@
 //! ```
 
 pub mod api;
+pub mod cache;
 pub mod detection;
 pub mod evaluate;
 pub mod feature_report;
 pub mod inputs;
 pub mod output;
+pub mod scale;
 pub mod segmentation;
 pub mod verdicts;
 
@@ -44,10 +46,12 @@ pub use lumen_tasks as tasks;
 pub use lumen_train as train;
 
 pub use api::{
-    BatchOutcome, ComparisonOf, ComparisonResult, ExplainOptions, Explained, ExplanationResult,
-    PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods, explain_batch,
-    explain_prediction, explain_with, quick_explain, visualize_batch, write_report,
+    BatchOutcome, BatchRun, ComparisonOf, ComparisonResult, ExplainOptions, Explained,
+    ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods,
+    explain_batch, explain_batch_with, explain_prediction, explain_with, quick_explain,
+    visualize_batch, write_report,
 };
+pub use cache::{ExplanationCache, model_fingerprint};
 pub use detection::{
     DetectionExplanation, DetectionOptions, ExplainedDetections, explain_detection,
 };
@@ -74,6 +78,7 @@ pub use lumen_tasks::{
     SegmentationRequest, Task, Uncertainty, UncertaintyScale,
 };
 pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
+pub use scale::{MergeSummary, Shard, merge_shards};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};
 
 /// The README's Rust examples compile as doc tests, so the README cannot drift from

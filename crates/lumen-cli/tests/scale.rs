@@ -1,0 +1,168 @@
+//! Runs beyond one machine: `lumen batch --shard` + `lumen merge` write what one run
+//! writes, and `--cache` lets a repeated shard skip the model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn index_lines(path: &Path, out_dir: &Path) -> Vec<serde_json::Value> {
+    // Paths name the output folder; the two runs compared wrote to different ones.
+    let prefix = out_dir.display().to_string();
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(&line.replace(&prefix, "OUT")).unwrap())
+        .collect()
+}
+
+fn batch(images: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let (i, o) = (images.display().to_string(), out.display().to_string());
+    let mut args = vec![
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--batch-size",
+        "2",
+        "--save-raw",
+        "--out",
+        &o,
+    ];
+    args.extend_from_slice(extra);
+    lumen(&args)
+}
+
+#[test]
+fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
+    let images = tmp("shard-images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..7u64 {
+        let sample = lumen_models::shapes::shape_sample(21, i);
+        sample.image.save(images.join(format!("s{i}.png"))).unwrap();
+    }
+    std::fs::write(images.join("s3b.png"), b"not a png").unwrap();
+    let whole = tmp("shard-whole");
+    let out = batch(&images, &whole, &[]);
+    // One unreadable file: reported, the others written, exit 3.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let expected = index_lines(&whole.join("index.jsonl"), &whole);
+    assert_eq!(expected.len(), 8);
+    assert!(expected[4]["error"].is_string(), "{:?}", expected[4]);
+    assert_eq!(
+        expected[4]["file"],
+        images.join("s3b.png").display().to_string()
+    );
+
+    let split = tmp("shard-split");
+    let cache = tmp("shard-cache");
+    let c = cache.display().to_string();
+    for index in 0..3 {
+        let spec = format!("{index}/3");
+        let out = batch(&images, &split, &["--shard", &spec, "--cache", &c]);
+        let code = out.status.code();
+        // Shard 1 holds inputs 2..5, the unreadable one among them.
+        assert_eq!(
+            code,
+            Some(if index == 1 { 3 } else { 0 }),
+            "{}",
+            stderr(&out)
+        );
+        let name = format!("index.shard-{index:04}-of-0003.jsonl");
+        assert!(split.join(name).is_file());
+    }
+    let out = lumen(&["merge", &split.display().to_string(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["shards"], 3);
+    assert_eq!(
+        (summary["inputs"].clone(), summary["failed"].clone()),
+        (8.into(), 1.into())
+    );
+    assert_eq!(index_lines(&split.join("index.jsonl"), &split), expected);
+    // The same figures, maps and grid, byte for byte.
+    for i in [0, 1, 2, 3, 4, 5, 6] {
+        for file in [format!("s{i}_gradcam.png"), format!("s{i}_gradcam.npy")] {
+            let (a, b) = (whole.join(&file), split.join(&file));
+            assert_eq!(
+                std::fs::read(&a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{file}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(whole.join("batch_grid.png")).unwrap(),
+        std::fs::read(split.join("batch_grid.png")).unwrap()
+    );
+
+    // A rerun of a shard (resumed after preemption) takes every result from the cache
+    // and writes the same index and figures.
+    let before = std::fs::read(split.join("index.shard-0002-of-0003.jsonl")).unwrap();
+    let figure = std::fs::read(split.join("s6_gradcam.png")).unwrap();
+    std::fs::remove_file(split.join("s6_gradcam.png")).unwrap();
+    let out = batch(&images, &split, &["--shard", "2/3", "--cache", &c]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 of 3 results reused, 0 stored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        before,
+        std::fs::read(split.join("index.shard-0002-of-0003.jsonl")).unwrap()
+    );
+    assert_eq!(figure, std::fs::read(split.join("s6_gradcam.png")).unwrap());
+    // Another method is another key.
+    let out = batch(
+        &images,
+        &split,
+        &["--shard", "2/3", "--cache", &c, "--method", "gradcam++"],
+    );
+    assert!(
+        stderr(&out).contains("0 of 3 results reused, 3 stored"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A Kubernetes Indexed Job's index, with the count from the flag.
+    let k8s = tmp("shard-k8s");
+    let out = Command::new(env!("CARGO_BIN_EXE_lumen"))
+        .args([
+            "batch",
+            "--model",
+            "shapes-cnn",
+            "--shard",
+            "auto/3",
+            "--out",
+        ])
+        .arg(&k8s)
+        .arg(&images)
+        .env("JOB_COMPLETION_INDEX", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(k8s.join("index.shard-0002-of-0003.jsonl").is_file());
+
+    // A missing shard is named; a bad spec is a usage error.
+    std::fs::remove_file(split.join("index.shard-0001-of-0003.jsonl")).unwrap();
+    let out = lumen(&["merge", &split.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("shard(s) 1 of 3 missing"),
+        "{}",
+        stderr(&out)
+    );
+    let out = batch(&images, &split, &["--shard", "3/3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("count from 0 to 2"),
+        "{}",
+        stderr(&out)
+    );
+    for dir in [images, whole, split, cache, k8s] {
+        std::fs::remove_dir_all::<PathBuf>(dir).ok();
+    }
+}

@@ -1,0 +1,503 @@
+//! Runs beyond one machine: a deterministic split of the inputs into shards (for
+//! Slurm arrays and Kubernetes Indexed Jobs), each writing its own JSON lines index,
+//! and the merge of the shards' indexes into what one run would have written.
+//!
+//! A batch run writes `index.jsonl` beside its figures: one line per input, in input
+//! order, with its position in the whole list, the file, and either the result or
+//! the reason it could not be read. Shard `I` of `N` explains the contiguous slice
+//! `[I*len/N, (I+1)*len/N)` of the sorted inputs and writes
+//! `index.shard-IIII-of-NNNN.jsonl`; its grid thumbnails go under `.grid/` so that
+//! [`merge_shards`] can draw the same `batch_grid.png` as one run.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use lumen_core::{LumenError, Result};
+use lumen_report::{Layout, Panel, grid, title_bar};
+use serde::{Deserialize, Serialize};
+
+use crate::output::{save_png, write_atomically};
+
+/// One shard of a split run: `index` in `0..count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, counted from 0.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Shard `index` of `count`; `index` must be below `count`.
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 {
+            return Err(LumenError::InvalidArgument(
+                "the number of shards must be at least 1".into(),
+            ));
+        }
+        if index >= count {
+            return Err(LumenError::InvalidArgument(format!(
+                "shard {index} does not exist in a split of {count}: shards count from 0 to {}",
+                count - 1
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// `I/N` (shard I of N, from 0), `auto` (from a Slurm array's variables) or
+    /// `auto/N` (the index from Slurm or a Kubernetes Indexed Job's
+    /// `JOB_COMPLETION_INDEX`, N shards). `env` reads a variable (`std::env::var`).
+    pub fn parse(spec: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let bad = |why: String| {
+            LumenError::InvalidArgument(format!(
+                "--shard `{spec}`: {why} (expected I/N such as 0/8, auto, or auto/N)"
+            ))
+        };
+        let number = |text: &str, what: &str| {
+            text.trim()
+                .parse::<usize>()
+                .map_err(|_| bad(format!("{what} `{text}` is not a whole number")))
+        };
+        let (index, count) = match spec.trim().split_once('/') {
+            Some((index, count)) => (index.trim(), Some(number(count, "the shard count")?)),
+            None => (spec.trim(), None),
+        };
+        if index != "auto" {
+            let count = count.ok_or_else(|| bad("no shard count".into()))?;
+            return Self::new(number(index, "the shard index")?, count);
+        }
+        let variable = |name: &str| -> Result<Option<usize>> {
+            env(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .map_err(|_| bad(format!("{name}={value} is not a whole number")))
+                })
+                .transpose()
+        };
+        if let Some(id) = variable("SLURM_ARRAY_TASK_ID")? {
+            let first = variable("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let step = variable("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+            let slurm_count = variable("SLURM_ARRAY_TASK_COUNT")?;
+            let count = match (count, slurm_count) {
+                (Some(given), Some(slurm)) if given != slurm => {
+                    return Err(bad(format!(
+                        "the Slurm array has {slurm} tasks (SLURM_ARRAY_TASK_COUNT) but {given} shards were given"
+                    )));
+                }
+                (Some(n), _) | (None, Some(n)) => n,
+                (None, None) => return Err(bad("SLURM_ARRAY_TASK_COUNT is not set".into())),
+            };
+            let offset = id.checked_sub(first).ok_or_else(|| {
+                bad(format!(
+                    "SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {first}"
+                ))
+            })?;
+            return Self::new(offset / step, count);
+        }
+        if let Some(index) = variable("JOB_COMPLETION_INDEX")? {
+            let count = count.ok_or_else(|| {
+                bad("JOB_COMPLETION_INDEX is set but the number of shards is not: give auto/N with the Job's completions".into())
+            })?;
+            return Self::new(index, count);
+        }
+        Err(bad(
+            "neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set".into(),
+        ))
+    }
+
+    /// This shard's slice of `len` inputs: contiguous, sizes differing by at most one.
+    pub fn range(&self, len: usize) -> Range<usize> {
+        self.index * len / self.count..(self.index + 1) * len / self.count
+    }
+
+    /// `shard-0003-of-0008`.
+    pub fn label(&self) -> String {
+        format!("shard-{:04}-of-{:04}", self.index, self.count)
+    }
+
+    /// The index file a shard writes.
+    pub fn index_file(&self) -> String {
+        format!("index.{}.jsonl", self.label())
+    }
+
+    fn grid_file(&self) -> String {
+        format!("grid.{}.jsonl", self.label())
+    }
+}
+
+/// The index a whole (unsharded) run writes.
+pub const INDEX_FILE: &str = "index.jsonl";
+/// The grid of the first images' overlays.
+pub const GRID_FILE: &str = "batch_grid.png";
+/// Folder of a shard's grid thumbnails.
+const THUMBNAILS: &str = ".grid";
+
+/// One line of a batch index: an input's place in the whole run and what came of it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexLine {
+    /// Position in the whole run's input list.
+    pub position: usize,
+    /// Inputs in the whole run.
+    pub total: usize,
+    /// The input file.
+    pub file: PathBuf,
+    /// The result (the task's result as JSON), when the input was explained.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<serde_json::Value>,
+    /// The map as `.npy` (`--save-raw`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw: Option<PathBuf>,
+    /// Why the input could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Whether the result came from the cache (not part of the merged index: a
+    /// resumed run and a fresh one write the same lines).
+    #[serde(skip)]
+    pub cached: bool,
+}
+
+/// A thumbnail of the batch grid, by position.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct GridLine {
+    position: usize,
+    title: String,
+    thumbnail: PathBuf,
+}
+
+/// The grid figure of a batch: `title` over the panels, about square.
+pub(crate) fn batch_grid(method: &str, explained: usize, panels: &[Panel]) -> image::RgbImage {
+    let columns = (panels.len() as f64).sqrt().ceil() as usize;
+    title_bar(
+        &format!("{method} on {explained} images"),
+        &grid(panels, Layout::Grid(columns)),
+    )
+}
+
+fn json_lines<T: Serialize>(lines: &[T]) -> Result<Vec<u8>> {
+    let mut bytes = vec![];
+    for line in lines {
+        serde_json::to_writer(&mut bytes, line)
+            .map_err(|e| LumenError::InvalidArgument(format!("index line: {e}")))?;
+        bytes.push(b'\n');
+    }
+    Ok(bytes)
+}
+
+/// Write a run's index (and, for a shard, its grid thumbnails; a whole run draws its
+/// grid itself). `thumbnails` are the first explained images' (position, panel).
+pub(crate) fn write_index(
+    dir: &Path,
+    shard: Option<Shard>,
+    lines: &[IndexLine],
+    thumbnails: Vec<(usize, Panel)>,
+) -> Result<PathBuf> {
+    let file = shard.map_or(INDEX_FILE.to_string(), |s| s.index_file());
+    let path = dir.join(file);
+    write_atomically(&path, &json_lines(lines)?)?;
+    if let Some(shard) = shard {
+        let mut grid_lines = vec![];
+        for (position, panel) in thumbnails {
+            let name = format!("{position:09}.png");
+            save_png(&panel.image, &dir.join(THUMBNAILS), &name)?;
+            grid_lines.push(GridLine {
+                position,
+                title: panel.title,
+                thumbnail: Path::new(THUMBNAILS).join(name),
+            });
+        }
+        write_atomically(&dir.join(shard.grid_file()), &json_lines(&grid_lines)?)?;
+    }
+    Ok(path)
+}
+
+/// What [`merge_shards`] joined.
+#[derive(Clone, Debug, Serialize)]
+pub struct MergeSummary {
+    /// Shards found.
+    pub shards: usize,
+    /// Inputs in the run.
+    pub inputs: usize,
+    /// Inputs explained.
+    pub explained: usize,
+    /// Inputs that could not be read.
+    pub failed: usize,
+    /// The merged index.
+    pub index: PathBuf,
+    /// The grid drawn, when any input was explained.
+    pub grid: Option<PathBuf>,
+}
+
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| LumenError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(number, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                LumenError::InvalidArgument(format!(
+                    "{} line {}: not an index line ({e})",
+                    path.display(),
+                    number + 1
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Shard index files under `dir` (and its sub-folders), with the shard each names.
+fn find_shards(dir: &Path, found: &mut Vec<(Shard, PathBuf)>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LumenError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            find_shards(&path, found)?;
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(label) = name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("index.shard-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let shard = label
+            .split_once("-of-")
+            .and_then(|(i, n)| Some((i.parse().ok()?, n.parse().ok()?)))
+            .and_then(|(i, n)| Shard::new(i, n).ok());
+        match shard {
+            Some(shard) => found.push((shard, path)),
+            None => eprintln!("note: {} is not a shard index; skipped", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Join the shard indexes found under `dir` into one index at `out` (and the grid
+/// `batch_grid.png` beside it), as one unsharded run would have written them. Every
+/// shard of the split must be there exactly once, and together they must cover every
+/// input once; otherwise the error names what is missing.
+pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
+    let mut found = vec![];
+    find_shards(dir, &mut found)?;
+    let Some(count) = found.first().map(|(s, _)| s.count) else {
+        return Err(LumenError::InvalidArgument(format!(
+            "no shard index (index.shard-IIII-of-NNNN.jsonl) under {}: run `lumen batch --shard I/N --out {}` first",
+            dir.display(),
+            dir.display()
+        )));
+    };
+    if let Some((other, path)) = found.iter().find(|(s, _)| s.count != count) {
+        return Err(LumenError::InvalidArgument(format!(
+            "{} belongs to a split of {} shards, the others to one of {count}: merge one split at a time",
+            path.display(),
+            other.count
+        )));
+    }
+    let mut seen = vec![vec![]; count];
+    for (shard, path) in &found {
+        seen[shard.index].push(path.clone());
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|&i| seen[i].is_empty())
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(LumenError::InvalidArgument(format!(
+            "shard(s) {} of {count} missing under {}: run them (with --cache, a rerun reuses what was done)",
+            missing.join(", "),
+            dir.display()
+        )));
+    }
+    if let Some(twice) = seen.iter().find(|paths| paths.len() > 1) {
+        return Err(LumenError::InvalidArgument(format!(
+            "one shard has several indexes: {}",
+            twice
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut lines: Vec<IndexLine> = vec![];
+    let mut thumbnails: Vec<(GridLine, PathBuf)> = vec![];
+    for (shard, path) in &found {
+        lines.extend(read_lines::<IndexLine>(path)?);
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let grid_path = folder.join(shard.grid_file());
+        if grid_path.exists() {
+            for line in read_lines::<GridLine>(&grid_path)? {
+                let file = folder.join(&line.thumbnail);
+                thumbnails.push((line, file));
+            }
+        }
+    }
+    lines.sort_by_key(|l| l.position);
+    let total = lines.first().map_or(0, |l| l.total);
+    let complete = lines.len() == total
+        && lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.position == i && l.total == total);
+    if !complete {
+        return Err(LumenError::InvalidArgument(format!(
+            "the shards under {} do not cover their {total} inputs exactly once ({} lines): were they run on the same inputs?",
+            dir.display(),
+            lines.len()
+        )));
+    }
+    write_atomically(out, &json_lines(&lines)?)?;
+    let explained: Vec<&IndexLine> = lines.iter().filter(|l| l.result.is_some()).collect();
+    thumbnails.sort_by_key(|(line, _)| line.position);
+    thumbnails.truncate(crate::api::BATCH_GRID_LIMIT);
+    let mut grid = None;
+    if !thumbnails.is_empty() {
+        let method = explained
+            .first()
+            .and_then(|l| l.result.as_ref()?.get("method")?.as_str())
+            .unwrap_or("method");
+        let panels = thumbnails
+            .into_iter()
+            .map(|(line, file)| {
+                let image = image::open(&file)
+                    .map_err(|e| LumenError::Image {
+                        path: file.clone(),
+                        message: format!("a grid thumbnail of a shard cannot be read: {e}"),
+                    })?
+                    .to_rgb8();
+                Ok(Panel::new(line.title, image))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let folder = out.parent().unwrap_or(Path::new("."));
+        grid = Some(save_png(
+            &batch_grid(method, explained.len(), &panels),
+            folder,
+            GRID_FILE,
+        )?);
+    }
+    Ok(MergeSummary {
+        shards: count,
+        inputs: total,
+        explained: explained.len(),
+        failed: total - explained.len(),
+        index: out.to_path_buf(),
+        grid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn shards_split_every_input_once_in_order() {
+        for len in [0, 1, 5, 17, 100] {
+            for count in 1..=7 {
+                let mut covered = vec![];
+                for index in 0..count {
+                    let range = Shard::new(index, count).unwrap().range(len);
+                    assert!(range.len() <= len / count + 1);
+                    covered.extend(range);
+                }
+                assert_eq!(covered, (0..len).collect::<Vec<_>>(), "{len} in {count}");
+            }
+        }
+    }
+
+    #[test]
+    fn shard_specs_come_from_the_flag_slurm_or_kubernetes() {
+        let none = env(&[]);
+        assert_eq!(
+            Shard::parse("2/8", &none).unwrap(),
+            Shard { index: 2, count: 8 }
+        );
+        for bad in ["8/8", "1/0", "x/4", "3", "auto", "-1/4", "1/", "auto/x"] {
+            let error = Shard::parse(bad, &none).unwrap_err().to_string();
+            assert!(
+                error.contains("--shard") || error.contains("shard"),
+                "{bad}: {error}"
+            );
+        }
+        // Slurm arrays 1-8 (MIN 1) and 0-14:2 (STEP 2) map onto 0..N.
+        let slurm = env(&[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "8"),
+        ]);
+        assert_eq!(
+            Shard::parse("auto", &slurm).unwrap(),
+            Shard { index: 2, count: 8 }
+        );
+        assert!(Shard::parse("auto/4", &slurm).is_err());
+        let stepped = env(&[
+            ("SLURM_ARRAY_TASK_ID", "6"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "8"),
+        ]);
+        assert_eq!(
+            Shard::parse("auto", &stepped).unwrap(),
+            Shard { index: 3, count: 8 }
+        );
+        let kubernetes = env(&[("JOB_COMPLETION_INDEX", "5")]);
+        assert_eq!(
+            Shard::parse("auto/6", &kubernetes).unwrap(),
+            Shard { index: 5, count: 6 }
+        );
+        let error = Shard::parse("auto", &kubernetes).unwrap_err().to_string();
+        assert!(error.contains("auto/N"), "{error}");
+        assert!(Shard::parse("auto/5", &kubernetes).is_err());
+    }
+
+    #[test]
+    fn a_merge_names_missing_and_mixed_shards() {
+        let dir = std::env::temp_dir().join(format!("lumen-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |position: usize| IndexLine {
+            position,
+            total: 3,
+            file: format!("{position}.png").into(),
+            result: None,
+            raw: None,
+            error: Some("unreadable".into()),
+            cached: false,
+        };
+        let out = dir.join("merged.jsonl");
+        let error = merge_shards(&dir, &out).unwrap_err().to_string();
+        assert!(error.contains("no shard index"), "{error}");
+        let first = Shard::new(0, 2).unwrap();
+        write_index(&dir, Some(first), &[line(0)], vec![]).unwrap();
+        let error = merge_shards(&dir, &out).unwrap_err().to_string();
+        assert!(error.contains("shard(s) 1 of 2 missing"), "{error}");
+        let second = Shard::new(1, 2).unwrap();
+        write_index(&dir, Some(second), &[line(1)], vec![]).unwrap();
+        let error = merge_shards(&dir, &out).unwrap_err().to_string();
+        assert!(error.contains("exactly once"), "{error}");
+        write_index(&dir, Some(second), &[line(1), line(2)], vec![]).unwrap();
+        let summary = merge_shards(&dir, &out).unwrap();
+        assert_eq!((summary.shards, summary.inputs, summary.failed), (2, 3, 3));
+        let merged: Vec<IndexLine> = read_lines(&out).unwrap();
+        assert_eq!(merged, vec![line(0), line(1), line(2)]);
+        write_index(&dir, Some(Shard::new(0, 3).unwrap()), &[line(0)], vec![]).unwrap();
+        let error = merge_shards(&dir, &out).unwrap_err().to_string();
+        assert!(error.contains("one at a time"), "{error}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
