@@ -31,6 +31,11 @@ use lumen::LumenError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the time per stage (read/decode, preprocess, forward, backward, method
+    /// math, post-process, draw/encode, write) on stderr at the end. Device stages wait
+    /// for the device, so a profiled GPU run loses some overlap.
+    #[arg(long, global = true)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +93,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    let started = std::time::Instant::now();
+    if cli.profile {
+        lumen::core::profile::enable();
+    }
     let result = match cli.command {
         Command::Explain(args) => explain::run(*args),
         Command::Compare(args) => compare::run(*args),
@@ -101,6 +110,13 @@ fn main() -> ExitCode {
         Command::ReceptiveField(args) => features::receptive_field(*args),
         Command::Maximize(args) => maximize::run(*args),
     };
+    if cli.profile {
+        let totals = lumen::core::profile::totals();
+        eprint!(
+            "profile:\n{}",
+            lumen::core::profile::table(&totals, started.elapsed())
+        );
+    }
     match result {
         Ok(()) => {
             let failures = args::recorded_failures();

@@ -166,3 +166,46 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
         std::fs::remove_dir_all::<PathBuf>(dir).ok();
     }
 }
+
+#[test]
+fn profile_prints_the_time_of_every_stage() {
+    let images = tmp("profile-images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..2u64 {
+        let sample = lumen_models::shapes::shape_sample(22, i);
+        sample.image.save(images.join(format!("p{i}.png"))).unwrap();
+    }
+    let out_dir = tmp("profile-out");
+    let out = batch(&images, &out_dir, &["--profile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    let table = text.split("profile:").nth(1).expect("a profile table");
+    // GradCAM: one forward for the prediction, one tapped forward and one backward.
+    for (stage, calls) in [
+        ("read/decode", 2),
+        ("preprocess", 1),
+        ("forward", 2),
+        ("backward", 1),
+        ("method math", 1),
+        ("post-process", 1),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(stage))
+            .unwrap_or_else(|| panic!("no {stage} row in\n{table}"));
+        let fields: Vec<&str> = row[stage.len()..].split_whitespace().collect();
+        assert_eq!(fields[1], calls.to_string(), "{row}");
+        assert!(fields[0].parse::<f64>().unwrap() >= 0.0, "{row}");
+    }
+    for stage in ["draw/encode", "write", "wall"] {
+        assert!(
+            table.lines().any(|l| l.starts_with(stage)),
+            "{stage}:\n{table}"
+        );
+    }
+    // Without the flag, no table.
+    let out = batch(&images, &out_dir, &[]);
+    assert!(!stderr(&out).contains("profile:"), "{}", stderr(&out));
+    std::fs::remove_dir_all(images).ok();
+    std::fs::remove_dir_all(out_dir).ok();
+}

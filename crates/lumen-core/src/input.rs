@@ -187,6 +187,7 @@ pub struct ReadImage {
 /// a phone camera means it), transparent pixels are composited on white, and 16-bit
 /// or grayscale images are converted. The error names the file and the reason.
 pub fn read_image(path: impl AsRef<Path>) -> Result<ReadImage> {
+    let _stage = crate::profile::stage(crate::profile::stages::DECODE);
     let path = path.as_ref();
     let fail = |message: String| LumenError::Image {
         path: path.to_path_buf(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod heatmap;
 pub mod input;
 pub mod model;
+pub mod profile;
 pub mod random;
 pub mod region;
 pub mod tap;

@@ -4,6 +4,7 @@
 //! the patch grid (the class token's row, patch columns).
 
 use burn::tensor::{Tensor, TensorData};
+use lumen_core::profile::stages::{BACKWARD, FORWARD};
 use lumen_core::{
     ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, Recorder, Result, TapTensor,
     Target,
@@ -84,7 +85,10 @@ fn recorded_attentions<M: ExplainableModel>(
     layers: &[String],
 ) -> Vec<Tensor<4>> {
     let recorder = Recorder::new(layers.iter().cloned());
-    let _ = model.forward_tapped(input.without_autodiff(), &recorder);
+    let _ = {
+        let _forward = lumen_core::profile::stage_on(FORWARD, &input.device());
+        model.forward_tapped(input.without_autodiff(), &recorder)
+    };
     layers
         .iter()
         .map(|l| {
@@ -218,8 +222,15 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         model.check_input(&input)?;
         let (layers, grid, prefix) = attention_layers(model, &input)?;
         let tap = GradientTap::new(layers.clone());
-        let output = model.forward_tapped(input.without_autodiff(), &tap);
-        let grads = target.score(&output)?.sum().backward();
+        let device = input.device();
+        let output = {
+            let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+            model.forward_tapped(input.without_autodiff(), &tap)
+        };
+        let grads = {
+            let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
+            target.score(&output)?.sum().backward()
+        };
         let fused = layers
             .iter()
             .map(|l| {

@@ -10,6 +10,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
+use lumen_core::profile::stages::{BACKWARD, FORWARD};
 use lumen_core::{
     ExplainableModel, GradientTap, Heatmaps, LayerKind, LumenError, ReplaceTap, Result, TapTensor,
     Target, index_tensor, map_chunks,
@@ -283,11 +284,16 @@ impl LayerPass {
         let [_, _, h, w] = input.dims();
         let info = model.layer_at(layer, [h, w])?;
         let tap = GradientTap::new([layer]);
-        let output = model.forward_tapped(input, &tap);
+        let device = input.device();
+        let output = {
+            let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+            model.forward_tapped(input, &tap)
+        };
         let activation = tap.activation(layer).ok_or_else(|| not_reached(layer))?;
         let score = target.score(&output)?;
         let scores = lumen_core::to_host(score.clone().detach().without_autodiff());
         let gradients = if with_gradients {
+            let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
             let grads = score.sum().backward();
             let gradient = tap
                 .gradient(layer, &grads)
@@ -622,6 +628,7 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
             let index = index_tensor(&images[rows.clone()], &device);
             let x = input.clone().select(0, index);
             let m = masks.clone().narrow(0, rows.start, rows.len());
+            let _forward = lumen_core::profile::stage_on(FORWARD, &device);
             Ok(model.forward(x * m))
         })?;
         Ok(Explanation::new(weighted_cam(
@@ -692,6 +699,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
                 }
                 other => other,
             });
+            let _forward = lumen_core::profile::stage_on(FORWARD, &x.device());
             Ok(model.forward_tapped(x, &tap))
         })?;
         let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);

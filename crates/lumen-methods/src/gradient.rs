@@ -3,6 +3,7 @@
 //! internal batch size) share one forward and one backward.
 
 use burn::tensor::{IndexingUpdateOp, Tensor, TensorData};
+use lumen_core::profile::stages::{BACKWARD, FORWARD};
 use lumen_core::{
     ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks,
 };
@@ -18,8 +19,15 @@ pub fn input_gradients<M: ExplainableModel>(
 ) -> Result<Tensor<4>> {
     model.check_input(&input)?;
     let x = input.detach().without_autodiff().autodiff().require_grad();
-    let score = target.score(&model.forward(x.clone()))?.sum();
-    let grads = score.backward();
+    let device = x.device();
+    let score = {
+        let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+        target.score(&model.forward(x.clone()))?.sum()
+    };
+    let grads = {
+        let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
+        score.backward()
+    };
     Ok(x.grad(&grads)
         .unwrap_or_else(|| x.zeros_like().without_autodiff()))
 }
@@ -413,7 +421,10 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         }
         let attributions = delta * total_grad;
         // Completeness gap: sum(attr) - (f(x) - f(x')), one forward for both ends.
-        let ends = model.forward(Tensor::cat(vec![input, baseline], 0));
+        let ends = {
+            let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+            model.forward(Tensor::cat(vec![input, baseline], 0))
+        };
         let ends_target = target.for_images(&(0..2 * b).map(|r| r % b).collect::<Vec<_>>());
         let end_scores = lumen_core::to_host(ends_target.score(&ends)?);
         let sums = lumen_core::to_host(attributions.clone().sum_dims(&[1, 2, 3]).reshape([b]));

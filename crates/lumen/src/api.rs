@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use lumen_core::profile::{self, stages};
 use lumen_core::{DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, to_host};
 use lumen_methods::{
     Explanation, Method, MethodOptions, by_name, cams_from_one_pass, one_pass_cam,
@@ -209,7 +210,11 @@ impl<T: TaskModel> Prepared<T> {
         }
         model.model().check_input(&inputs.tensor)?;
         let task = model.task();
-        let predictions = task.predict(&model.model().forward(inputs.tensor.clone()))?;
+        let output = {
+            let _forward = profile::stage_on(stages::FORWARD, model.device());
+            model.model().forward(inputs.tensor.clone())
+        };
+        let predictions = task.predict(&output)?;
         let requests = match requested {
             None => predictions
                 .iter()
@@ -261,6 +266,7 @@ pub(crate) fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -
 }
 
 fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+    let _stage = profile::stage(stages::POSTPROCESS);
     let [b, h, w] = heatmaps.dims();
     let values = heatmaps.to_vec();
     (0..b)
@@ -339,11 +345,15 @@ fn explain_and_draw<T: TaskModel>(
         model.model().check_layers(layer)?;
     }
     let prepared = Prepared::new(model, inputs, &options.targets)?;
-    let explanation = method.explain(
-        model.model(),
-        inputs.tensor.clone(),
-        prepared.target().as_ref(),
-    )?;
+    let explanation = {
+        // The method's passes are stages of their own: this is the rest of its work.
+        let _stage = profile::stage_on(stages::METHOD, model.device());
+        method.explain(
+            model.model(),
+            inputs.tensor.clone(),
+            prepared.target().as_ref(),
+        )?
+    };
     let name = method.name();
     let mut explained = Vec::with_capacity(inputs.len());
     for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
@@ -390,6 +400,7 @@ fn write_figures<P, R, Q>(
     let Some(dir) = &options.save_dir else {
         return Ok(vec![]);
     };
+    let _stage = profile::stage(stages::ENCODE);
     let name = &result.method;
     let title = format!("{name} | {title}");
     let stem = figure_stem(&result.image, name);
@@ -864,6 +875,7 @@ fn thumbnail<T: Task, Q>(
     original: &image::RgbImage,
     options: &ExplainOptions<Q>,
 ) -> Panel {
+    let _stage = profile::stage(stages::ENCODE);
     let title = format!("{} {}", result.image, task.describe_request(&result.target));
     Panel::new(
         title,

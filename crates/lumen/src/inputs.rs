@@ -1,6 +1,7 @@
 //! Inputs of the high-level calls: image files read leniently (one bad file is
 //! reported, not fatal to the others), named uniquely, checked for finite values.
 
+use lumen_core::profile::stages::PREPROCESS;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -213,6 +214,7 @@ impl Inputs {
         config: &DataConfig,
         device: &Device,
     ) -> Result<Self> {
+        let _stage = lumen_core::profile::stage_on(PREPROCESS, device);
         let originals: Vec<RgbImage> = images.iter().map(|i| config.resize_and_crop(i)).collect();
         Ok(Self {
             tensor: config.to_tensor(&originals, device)?,

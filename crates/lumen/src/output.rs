@@ -39,6 +39,7 @@ fn create_parent(path: &Path) -> Result<()> {
 
 /// Write `bytes` to `path` atomically, creating its folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
     create_parent(path)?;
     let temporary = temporary_beside(path);
     std::fs::write(&temporary, bytes).map_err(|e| io_error(path, e))?;
@@ -52,9 +53,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn save_png(figure: &RgbImage, dir: &Path, file: &str) -> Result<PathBuf> {
     let path = dir.join(file);
     let mut bytes = std::io::Cursor::new(Vec::new());
-    figure
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .map_err(|e| io_error(&path, std::io::Error::other(e.to_string())))?;
+    lumen_core::profile::timed(lumen_core::profile::stages::ENCODE, || {
+        figure.write_to(&mut bytes, image::ImageFormat::Png)
+    })
+    .map_err(|e| io_error(&path, std::io::Error::other(e.to_string())))?;
     write_atomically(&path, bytes.get_ref())?;
     Ok(path)
 }
