@@ -24,7 +24,7 @@ pub struct BatchArgs {
     /// Explain one shard of the sorted inputs: I/N (from 0), `auto` (a Slurm array's
     /// SLURM_ARRAY_TASK_ID and _COUNT) or `auto/N` (a Kubernetes Indexed Job's
     /// JOB_COMPLETION_INDEX). Writes index.shard-IIII-of-NNNN.jsonl; join the shards
-    /// with `lumen merge OUT`.
+    /// with `lumen merge OUT`. Give every shard the same --batch-size.
     #[arg(long)]
     shard: Option<String>,
     /// Reuse results from this folder and store new ones there (keyed by the weights,
@@ -90,7 +90,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
         cache,
         save_raw: args.save_raw,
     };
-    let todo = shard.map_or(files.len(), |s| s.range(files.len()).len());
+    let todo = shard.map_or(files.len(), |s| s.range(files.len(), args.batch_size).len());
     let bar = progress(todo as u64, "explaining", args.print.quiet);
     let outcome = explain_batch_with(&model, &files, &run, &options, |done| {
         bar.set_position(done as u64)

@@ -63,10 +63,11 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
         let spec = format!("{index}/3");
         let out = batch(&images, &split, &["--shard", &spec, "--cache", &c]);
         let code = out.status.code();
-        // Shard 1 holds inputs 2..5, the unreadable one among them.
+        // Whole batches of 2: shard 0 holds inputs 0..2, shard 1 2..4, shard 2 4..8
+        // with the unreadable one.
         assert_eq!(
             code,
-            Some(if index == 1 { 3 } else { 0 }),
+            Some(if index == 2 { 3 } else { 0 }),
             "{}",
             stderr(&out)
         );
@@ -100,21 +101,21 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
 
     // A rerun of a shard (resumed after preemption) takes every result from the cache
     // and writes the same index and figures.
-    let before = std::fs::read(split.join("index.shard-0002-of-0003.jsonl")).unwrap();
-    let figure = std::fs::read(split.join("s6_gradcam.png")).unwrap();
-    std::fs::remove_file(split.join("s6_gradcam.png")).unwrap();
-    let out = batch(&images, &split, &["--shard", "2/3", "--cache", &c]);
+    let before = std::fs::read(split.join("index.shard-0001-of-0003.jsonl")).unwrap();
+    let figure = std::fs::read(split.join("s3_gradcam.png")).unwrap();
+    std::fs::remove_file(split.join("s3_gradcam.png")).unwrap();
+    let out = batch(&images, &split, &["--shard", "1/3", "--cache", &c]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("3 of 3 results reused, 0 stored"),
+        stderr(&out).contains("2 of 2 results reused, 0 stored"),
         "{}",
         stderr(&out)
     );
     assert_eq!(
         before,
-        std::fs::read(split.join("index.shard-0002-of-0003.jsonl")).unwrap()
+        std::fs::read(split.join("index.shard-0001-of-0003.jsonl")).unwrap()
     );
-    assert_eq!(figure, std::fs::read(split.join("s6_gradcam.png")).unwrap());
+    assert_eq!(figure, std::fs::read(split.join("s3_gradcam.png")).unwrap());
     // Another method is another key.
     let out = batch(
         &images,
@@ -122,7 +123,7 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
         &["--shard", "2/3", "--cache", &c, "--method", "gradcam++"],
     );
     assert!(
-        stderr(&out).contains("0 of 3 results reused, 3 stored"),
+        stderr(&out).contains("0 of 4 results reused, 3 stored"),
         "{}",
         stderr(&out)
     );
@@ -136,15 +137,24 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
             "shapes-cnn",
             "--shard",
             "auto/3",
+            "--batch-size",
+            "2",
+            "--save-raw",
             "--out",
         ])
         .arg(&k8s)
         .arg(&images)
-        .env("JOB_COMPLETION_INDEX", "2")
+        .env("JOB_COMPLETION_INDEX", "1")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(k8s.join("index.shard-0002-of-0003.jsonl").is_file());
+    // The same shard as `--shard 1/3` wrote above.
+    let read = |dir: &PathBuf| {
+        std::fs::read_to_string(dir.join("index.shard-0001-of-0003.jsonl"))
+            .unwrap()
+            .replace(&dir.display().to_string(), "OUT")
+    };
+    assert_eq!(read(&k8s), read(&split));
 
     // A missing shard is named; a bad spec is a usage error.
     std::fs::remove_file(split.join("index.shard-0001-of-0003.jsonl")).unwrap();

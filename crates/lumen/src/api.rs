@@ -680,7 +680,9 @@ where
     )?;
     let task = model.task();
     let names = unique_names(paths);
-    let range = run.shard.map_or(0..paths.len(), |s| s.range(paths.len()));
+    let range = run
+        .shard
+        .map_or(0..paths.len(), |s| s.range(paths.len(), run.batch_size));
     let settings = cache_settings(model, options);
     let mut lines: Vec<IndexLine> = vec![];
     let mut results = Vec::with_capacity(range.len());

@@ -1,0 +1,103 @@
+//! Lumen's side of the peer harness (`benches/peers/peers.py`): times the same work
+//! the harness gives pytorch-grad-cam, captum and AutoTimm, on the same weights and
+//! input, and prints one JSON object per work on stdout.
+//!
+//! ```text
+//! peer_lumen --model resnet18 --weights W.safetensors --input x.npy \
+//!     --works forward,gradcam,gradcam++,ig,smoothgrad [--device cpu] [--repeats 5]
+//! ```
+//!
+//! Each run ends with the maps on the host, so a GPU's queued work is counted.
+
+use std::time::Instant;
+
+use clap::Parser;
+use lumen::core::{ClassLogit, ExplainableModel, to_host};
+use lumen::methods::{MethodOptions, Noise, by_name};
+use lumen::{LoadedModel, ZooModel, device_from_str, read_npy_batch};
+
+#[derive(Parser)]
+struct Args {
+    /// timm architecture.
+    #[arg(long)]
+    model: String,
+    /// Its weights (a timm state dict as .safetensors).
+    #[arg(long)]
+    weights: std::path::PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// Normalised input [B,3,H,W] as float32 .npy.
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// Comma-separated: forward, or any method name (gradcam, gradcam++, ig, smoothgrad, scorecam, ...).
+    #[arg(long, value_delimiter = ',')]
+    works: Vec<String>,
+    /// Images of the input used by the costly works (ig, smoothgrad, scorecam).
+    #[arg(long, default_value_t = 2)]
+    heavy_images: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Integrated Gradients steps and noise-tunnel samples.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// CAM layer.
+    #[arg(long, default_value = "layer4")]
+    layer: String,
+}
+
+fn main() -> lumen::Result<()> {
+    let args = Args::parse();
+    let device = device_from_str(&args.device)?;
+    let loaded = LoadedModel::load(&args.model, args.num_classes, &args.weights, &device)?;
+    let model: &ZooModel = &loaded.model;
+    let input = read_npy_batch(&args.input, &device)?;
+    let options = MethodOptions {
+        layer: Some(args.layer.clone()),
+        steps: args.steps,
+        noise_samples: args.steps,
+        noise: Noise::Absolute(0.15),
+        seed: Some(0),
+        ..MethodOptions::default()
+    };
+    for work in &args.works {
+        let heavy = matches!(work.as_str(), "ig" | "smoothgrad" | "scorecam");
+        let images = if heavy {
+            args.heavy_images.min(input.dims()[0])
+        } else {
+            input.dims()[0]
+        };
+        let x = input.clone().narrow(0, 0, images);
+        let target = ClassLogit((0..images).map(|i| i * 7 % args.num_classes).collect());
+        let run = || -> lumen::Result<()> {
+            if work == "forward" {
+                let _ = to_host(model.forward(x.clone()));
+            } else {
+                let method = by_name::<ZooModel>(work, &options)?;
+                let _ = method.explain(model, x.clone(), &target)?.heatmaps.to_vec();
+            }
+            Ok(())
+        };
+        run()?; // warm-up (autotuning, allocator)
+        let mut times: Vec<f64> = (0..args.repeats)
+            .map(|_| {
+                let start = Instant::now();
+                run().map(|_| start.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<lumen::Result<_>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "{}",
+            serde_json::json!({
+                "work": work,
+                "images": images,
+                "median_ms": median,
+                "median_ms_per_image": median / images as f64,
+                "runs_ms": times,
+            })
+        );
+    }
+    Ok(())
+}
