@@ -190,14 +190,15 @@ fn profile_prints_the_time_of_every_stage() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stderr(&out);
     let table = text.split("profile:").nth(1).expect("a profile table");
-    // GradCAM: one forward for the prediction, one tapped forward and one backward.
+    // GradCAM: one tapped forward (the prediction is read from its output, no forward of
+    // its own) and one backward; post-processing reads the prediction, then the maps.
     for (stage, calls) in [
         ("read/decode", 2),
         ("preprocess", 1),
-        ("forward", 2),
+        ("forward", 1),
         ("backward", 1),
         ("method math", 1),
-        ("post-process", 1),
+        ("post-process", 2),
     ] {
         let row = table
             .lines()

@@ -22,6 +22,8 @@ pub enum DeviceSpec {
     TchCuda(usize),
     /// Burn's CubeCL CUDA backend on device N.
     Cuda(usize),
+    /// burn-ndarray on the CPU (feature `ndarray`, or `ndarray-blas` with OpenBLAS).
+    NdArray,
 }
 
 impl DeviceSpec {
@@ -32,6 +34,7 @@ impl DeviceSpec {
             Self::Wgpu(_) => "wgpu",
             Self::TchCpu | Self::TchCuda(_) => "tch",
             Self::Cuda(_) => "cuda",
+            Self::NdArray => "ndarray",
         }
     }
 
@@ -70,6 +73,8 @@ impl DeviceSpec {
             Self::TchCuda(index) => Device::libtorch_cuda(*index),
             #[cfg(feature = "cuda")]
             Self::Cuda(index) => Device::cuda(*index),
+            #[cfg(feature = "ndarray")]
+            Self::NdArray => Device::ndarray(),
             #[allow(unreachable_patterns)]
             _ => unreachable!("device() checks is_compiled() first"),
         }
@@ -95,6 +100,7 @@ impl FromStr for DeviceSpec {
             ["tch", "cuda", n] => Ok(Self::TchCuda(index(n)?)),
             ["cuda"] => Ok(Self::Cuda(0)),
             ["cuda", n] => Ok(Self::Cuda(index(n)?)),
+            ["ndarray"] => Ok(Self::NdArray),
             _ => Err(unknown()),
         }
     }
@@ -109,6 +115,7 @@ impl fmt::Display for DeviceSpec {
             Self::TchCpu => write!(f, "tch:cpu"),
             Self::TchCuda(i) => write!(f, "tch:cuda:{i}"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::NdArray => write!(f, "ndarray"),
         }
     }
 }
@@ -129,6 +136,8 @@ pub fn compiled_features() -> &'static [&'static str] {
         "tch",
         #[cfg(feature = "cuda")]
         "cuda",
+        #[cfg(feature = "ndarray")]
+        "ndarray",
     ]
 }
 
@@ -140,6 +149,7 @@ pub fn default_device() -> Result<Device> {
         Some(&"wgpu") => DeviceSpec::Wgpu(None),
         Some(&"tch") => DeviceSpec::TchCpu,
         Some(&"cuda") => DeviceSpec::Cuda(0),
+        Some(&"ndarray") => DeviceSpec::NdArray,
         _ => {
             return Err(LumenError::InvalidArgument(
                 "no backend compiled in: enable one of the features flex, wgpu, tch, cuda".into(),
@@ -174,6 +184,7 @@ mod tests {
             ("tch:cuda:0", DeviceSpec::TchCuda(0)),
             ("TCH:CUDA:3", DeviceSpec::TchCuda(3)),
             ("cuda:2", DeviceSpec::Cuda(2)),
+            ("ndarray", DeviceSpec::NdArray),
         ];
         for (text, expected) in cases {
             assert_eq!(text.parse::<DeviceSpec>().unwrap(), expected, "{text}");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum LumenError {
     /// A device string that names no known backend.
     #[error(
-        "unknown device `{spec}`: expected one of cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N"
+        "unknown device `{spec}`: expected one of cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N, ndarray"
     )]
     UnknownDevice { spec: String },
 

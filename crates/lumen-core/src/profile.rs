@@ -34,7 +34,7 @@ pub mod stages {
     pub const BACKWARD: &str = "backward";
     /// A method's own arithmetic (weights, sums, upsampling), outside its passes.
     pub const METHOD: &str = "method math";
-    /// Maps to the host, normalisation, statistics.
+    /// Predictions and maps read back to the host, normalisation, statistics.
     pub const POSTPROCESS: &str = "post-process";
     /// Figures drawn and encoded as PNG.
     pub const ENCODE: &str = "draw/encode";

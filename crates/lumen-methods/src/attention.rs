@@ -213,6 +213,10 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         "grad-rollout".into()
     }
 
+    fn scores_the_input_itself(&self) -> bool {
+        true
+    }
+
     fn explain(
         &self,
         model: &M,

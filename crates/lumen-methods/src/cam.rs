@@ -507,6 +507,10 @@ impl<M: ExplainableModel> Method<M> for Cam {
         self.kind.name().to_string()
     }
 
+    fn scores_the_input_itself(&self) -> bool {
+        true
+    }
+
     fn layer(&self, model: &M) -> Option<String> {
         Some(resolve_layer(model, &self.layer))
     }

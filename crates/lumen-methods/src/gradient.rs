@@ -54,6 +54,10 @@ impl<M: ExplainableModel> Method<M> for Saliency {
         "saliency".into()
     }
 
+    fn scores_the_input_itself(&self) -> bool {
+        true
+    }
+
     fn explain(
         &self,
         model: &M,
@@ -71,6 +75,10 @@ pub struct InputXGradient;
 impl<M: ExplainableModel> Method<M> for InputXGradient {
     fn name(&self) -> String {
         "inputxgrad".into()
+    }
+
+    fn scores_the_input_itself(&self) -> bool {
+        true
     }
 
     fn explain(

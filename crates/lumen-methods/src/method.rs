@@ -51,6 +51,15 @@ pub trait Method<M: ExplainableModel> {
         None
     }
 
+    /// Whether every call of the target scores the output of the input batch itself
+    /// (one or more clean passes, never perturbed, masked or interpolated copies, and
+    /// no `for_images` before the first score). A caller may then give a target that
+    /// picks its classes from that very output (the predicted class), and read the
+    /// prediction from it instead of running a forward of its own.
+    fn scores_the_input_itself(&self) -> bool {
+        false
+    }
+
     /// Explain a batch `[B,3,H,W]` for one target per image.
     fn explain(
         &self,

@@ -248,12 +248,96 @@ impl<T: TaskModel> Prepared<T> {
         self.task.target(&self.requests)
     }
 
+    /// Predictions from an output the caller already has, and the default requests.
+    fn from_output(task: T::Task, output: &<T::Model as ExplainableModel>::Output) -> Result<Self> {
+        let predictions = task.predict(output)?;
+        let requests = predictions
+            .iter()
+            .map(|p| task.default_request(p))
+            .map(|request| {
+                task.check_request(&request)?;
+                Ok(request)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let requests = requests
+            .into_iter()
+            .zip(&predictions)
+            .map(|(request, prediction)| task.resolve(request, prediction))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            task,
+            predictions,
+            requests,
+        })
+    }
+
     fn title(&self, i: usize) -> String {
         format!(
             "{} | explaining {}",
             self.task.describe_prediction(&self.predictions[i]),
             self.task.describe_request(&self.requests[i])
         )
+    }
+}
+
+/// The default target (each image's prediction) decided from the output of the
+/// method's own pass: for methods that score only the input batch itself
+/// ([`Method::scores_the_input_itself`]), this saves the forward that would predict
+/// first. The prediction is read from the same forward, so it is the one a separate
+/// forward would give.
+struct PredictedTarget<T: TaskModel> {
+    task: std::cell::RefCell<Option<T::Task>>,
+    resolved: std::cell::RefCell<Option<Prepared<T>>>,
+}
+
+type OutputOf<T> = <<T as TaskModel>::Model as ExplainableModel>::Output;
+
+impl<T: TaskModel> PredictedTarget<T> {
+    fn new(model: &T) -> Self {
+        Self {
+            task: std::cell::RefCell::new(Some(model.task())),
+            resolved: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<T> {
+    fn score(&self, output: &OutputOf<T>) -> Result<Tensor<1>> {
+        let mut resolved = self.resolved.borrow_mut();
+        if resolved.is_none() {
+            let _stage = profile::stage(stages::POSTPROCESS);
+            let task = self.task.borrow_mut().take().ok_or_else(|| {
+                LumenError::InvalidArgument("the prediction failed at an earlier score".into())
+            })?;
+            *resolved = Some(Prepared::from_output(task, output)?);
+        }
+        let prepared = resolved.as_ref().expect("resolved above");
+        prepared.target().score(output)
+    }
+
+    fn for_images(&self, images: &[usize]) -> Box<dyn lumen_core::Target<OutputOf<T>>> {
+        match &*self.resolved.borrow() {
+            Some(prepared) => prepared.target().for_images(images),
+            None => Box::new(Unresolved),
+        }
+    }
+}
+
+/// What a [`PredictedTarget`] hands out before it has seen the input's output: an
+/// error at the first score, naming the broken promise.
+struct Unresolved;
+
+impl<O> lumen_core::Target<O> for Unresolved {
+    fn score(&self, _: &O) -> Result<Tensor<1>> {
+        Err(LumenError::InvalidArgument(
+            "this method scored derived images before the input itself, although it says it \
+             scores only the input (Method::scores_the_input_itself): give explicit targets"
+                .into(),
+        ))
+    }
+
+    fn for_images(&self, _: &[usize]) -> Box<dyn lumen_core::Target<O>> {
+        Box::new(Unresolved)
     }
 }
 
@@ -344,16 +428,32 @@ fn explain_and_draw<T: TaskModel>(
     if let Some(layer) = &layer {
         model.model().check_layers(layer)?;
     }
-    let prepared = Prepared::new(model, inputs, &options.targets)?;
-    let explanation = {
-        // The method's passes are stages of their own: this is the rest of its work.
-        let _stage = profile::stage_on(stages::METHOD, model.device());
-        method.explain(
-            model.model(),
-            inputs.tensor.clone(),
-            prepared.target().as_ref(),
-        )?
-    };
+    // The method's passes are stages of their own: METHOD is the rest of its work.
+    let (prepared, explanation) =
+        if options.targets.is_none() && method.scores_the_input_itself() && !inputs.is_empty() {
+            model.model().check_input(&inputs.tensor)?;
+            let target = PredictedTarget::new(model);
+            let explanation = {
+                let _stage = profile::stage_on(stages::METHOD, model.device());
+                method.explain(model.model(), inputs.tensor.clone(), &target)?
+            };
+            match target.resolved.into_inner() {
+                Some(prepared) => (prepared, explanation),
+                // The method never scored (it needs no target): predict on the side.
+                None => (Prepared::new(model, inputs, &None)?, explanation),
+            }
+        } else {
+            let prepared = Prepared::new(model, inputs, &options.targets)?;
+            let explanation = {
+                let _stage = profile::stage_on(stages::METHOD, model.device());
+                method.explain(
+                    model.model(),
+                    inputs.tensor.clone(),
+                    prepared.target().as_ref(),
+                )?
+            };
+            (prepared, explanation)
+        };
     let name = method.name();
     let mut explained = Vec::with_capacity(inputs.len());
     for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
