@@ -38,6 +38,46 @@ pub fn standard_normal(shape: [usize; 4], seed: Option<u64>, device: &Device) ->
     }
 }
 
+/// Rows `first..first + shape[0]` of a seeded standard normal stream of rows
+/// `[_, c, h, w]`: each row draws from its own generator, seeded from `seed` and the
+/// row's index, so a chunk of rows holds the same values however the rows are chunked
+/// (memory stays bounded), and rows are drawn in parallel. Without a seed, the device
+/// draws them.
+pub fn standard_normal_rows(
+    first: usize,
+    shape: [usize; 4],
+    seed: Option<u64>,
+    device: &Device,
+) -> Tensor<4> {
+    use rayon::prelude::*;
+    let Some(seed) = seed else {
+        return Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
+    };
+    let per_row = shape[1] * shape[2] * shape[3];
+    let mut values = vec![0f32; shape[0] * per_row];
+    values
+        .par_chunks_mut(per_row.max(1))
+        .enumerate()
+        .for_each(|(i, row)| {
+            let mut rng = StdRng::seed_from_u64(row_seed(seed, first + i));
+            for value in row {
+                *value = rand_distr::StandardNormal.sample(&mut rng);
+            }
+        });
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A well-mixed seed for row `row` of the stream `seed` (SplitMix64 steps).
+fn row_seed(seed: u64, row: usize) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    mix(seed ^ mix(row as u64))
+}
+
 /// Uniform values in `[low, high)` of `shape`.
 pub fn uniform(
     shape: [usize; 4],
@@ -62,6 +102,30 @@ pub fn uniform(
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeded_rows_do_not_depend_on_the_chunking() {
+        let device = Device::flex();
+        let whole = crate::to_host(standard_normal_rows(0, [7, 3, 5, 4], Some(9), &device));
+        let mut chunked = vec![];
+        for (first, rows) in [(0, 2), (2, 4), (6, 1)] {
+            chunked.extend(crate::to_host(standard_normal_rows(
+                first,
+                [rows, 3, 5, 4],
+                Some(9),
+                &device,
+            )));
+        }
+        assert_eq!(whole, chunked);
+        let other = crate::to_host(standard_normal_rows(0, [7, 3, 5, 4], Some(10), &device));
+        assert_ne!(whole, other);
+        // Rows are not copies of each other, and the values are standard normal.
+        assert_ne!(whole[..60], whole[60..120]);
+        let n = whole.len() as f32;
+        let mean = whole.iter().sum::<f32>() / n;
+        let var = whole.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+        assert!(mean.abs() < 0.15 && (var - 1.0).abs() < 0.2, "{mean} {var}");
+    }
 
     #[test]
     fn a_seed_gives_the_same_values_and_sensible_moments() {

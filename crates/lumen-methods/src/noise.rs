@@ -2,9 +2,13 @@
 //! (Smilkov et al. 2017; Adebayo et al. 2018), as captum's `NoiseTunnel`. All noisy
 //! samples of all images go through the wrapped method in batches.
 
-use burn::tensor::Tensor;
-use lumen_core::random::standard_normal;
-use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target, row_chunks};
+use std::ops::Range;
+
+use burn::tensor::{Tensor, TensorData};
+use lumen_core::random::standard_normal_rows;
+use lumen_core::{
+    ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks,
+};
 
 use crate::gradient::attribution_heatmaps;
 use crate::method::{Explanation, Method};
@@ -56,44 +60,65 @@ pub struct NoiseTunnel<M: ExplainableModel> {
     pub noise: Noise,
     /// Seed for the noise: the same noise on every backend (see `lumen_core::random`).
     pub seed: Option<u64>,
-    /// Noisy inputs per call of the wrapped method; `None` sends all at once.
+    /// Noisy inputs per call of the wrapped method; `None`: a fixed budget of values
+    /// (`lumen_core::default_chunk_rows`), so memory stays bounded.
     pub batch_size: Option<usize>,
 }
 
 impl<M: ExplainableModel> NoiseTunnel<M> {
-    fn noisy_inputs(&self, input: &Tensor<4>) -> Result<Tensor<4>> {
+    /// The noise's standard deviation per image: relative noise scales with each
+    /// image's value range. `None` for given noise.
+    fn deviations(&self, input: &Tensor<4>) -> Result<Option<Vec<f32>>> {
         let [b, c, h, w] = input.dims();
-        let n = self.samples;
-        let device = input.device();
-        // Image-major repetition, as captum's repeat_interleave.
-        let repeated = input
-            .clone()
-            .reshape([b, 1, c, h, w])
-            .expand([b, n, c, h, w])
-            .reshape([b * n, c, h, w]);
-        let noise = match &self.noise {
+        Ok(match &self.noise {
             Noise::Given(noise) => {
-                if noise.dims() != [b * n, c, h, w] {
+                if noise.dims() != [b * self.samples, c, h, w] {
                     return Err(LumenError::shape(
                         "noise",
-                        format!("[{},{c},{h},{w}]", b * n),
+                        format!("[{},{c},{h},{w}]", b * self.samples),
                         format!("{:?}", noise.dims()),
                     ));
                 }
-                *noise.clone()
+                None
             }
-            Noise::Absolute(std) => standard_normal([b * n, c, h, w], self.seed, &device) * *std,
+            Noise::Absolute(std) => Some(vec![*std; b]),
             Noise::Relative(level) => {
                 let flat = input.clone().reshape([b, c * h * w]);
                 let range = flat.clone().max_dim(1) - flat.min_dim(1);
-                let std = (range * *level)
-                    .reshape([b, 1, 1, 1, 1])
-                    .expand([b, n, 1, 1, 1])
-                    .reshape([b * n, 1, 1, 1]);
-                standard_normal([b * n, c, h, w], self.seed, &device) * std
+                Some(
+                    lumen_core::to_host(range.reshape([b]))
+                        .into_iter()
+                        .map(|r| r * level)
+                        .collect(),
+                )
             }
+        })
+    }
+
+    /// Rows `rows` of the image-major noisy batch (row `i * samples + s` is sample `s`
+    /// of image `i`, as captum's `repeat_interleave`), made one chunk at a time so
+    /// that memory stays bounded; seeded noise is the same however it is chunked.
+    fn noisy_rows(
+        &self,
+        input: &Tensor<4>,
+        rows: Range<usize>,
+        deviations: &Option<Vec<f32>>,
+    ) -> Tensor<4> {
+        let [_, c, h, w] = input.dims();
+        let device = input.device();
+        let images: Vec<usize> = rows.clone().map(|r| r / self.samples).collect();
+        let repeated = input.clone().select(0, index_tensor(&images, &device));
+        let noise = match (&self.noise, deviations) {
+            (Noise::Given(noise), _) => noise.clone().narrow(0, rows.start, rows.len()),
+            (_, Some(deviations)) => {
+                let column: Vec<f32> = images.iter().map(|&i| deviations[i]).collect();
+                let column =
+                    Tensor::<4>::from_data(TensorData::new(column, [rows.len(), 1, 1, 1]), &device);
+                standard_normal_rows(rows.start, [rows.len(), c, h, w], self.seed, &device) * column
+            }
+            (_, None) => unreachable!("deviations are given for generated noise"),
         };
-        Ok(repeated + noise)
+        repeated + noise
     }
 }
 
@@ -137,7 +162,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let input = input.without_autodiff();
         let [b, c, h, w] = input.dims();
         let n = self.samples;
-        let noisy = self.noisy_inputs(&input)?;
+        let deviations = self.deviations(&input)?;
         let rows = b * n;
         // Bounded by default: a fixed budget of input values per internal batch.
         let chunk = self
@@ -147,7 +172,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let mut maps = vec![];
         for range in row_chunks(rows, chunk) {
             let images: Vec<usize> = range.clone().map(|r| r / n).collect();
-            let part = noisy.clone().narrow(0, range.start, range.len());
+            let part = self.noisy_rows(&input, range.clone(), &deviations);
             let explanation =
                 self.inner
                     .explain(model, part, target.for_images(&images).as_ref())?;
