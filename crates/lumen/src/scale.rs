@@ -433,7 +433,7 @@ mod tests {
                     for index in 0..count {
                         let range = Shard::new(index, count).unwrap().range(len, batch);
                         assert!(range.len() <= (len.div_ceil(batch) / count + 1) * batch);
-                        assert!(range.start % batch == 0, "{range:?}");
+                        assert!(range.start.is_multiple_of(batch), "{range:?}");
                         covered.extend(range);
                     }
                     assert_eq!(covered, (0..len).collect::<Vec<_>>(), "{len} in {count}");
