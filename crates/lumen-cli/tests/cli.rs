@@ -357,12 +357,7 @@ fn demo_writes_figures_and_an_offline_report() {
 
 #[test]
 fn batch_explains_a_folder_and_compare_and_report_run() {
-    let images = tmp("batch-images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..3u64 {
-        let sample = lumen_models::shapes::shape_sample(9, i);
-        sample.image.save(images.join(format!("s{i}.png"))).unwrap();
-    }
+    let images = shape_folder("batch-images", 9, 3, "s");
     std::fs::write(images.join("notes.txt"), "not an image").unwrap();
     let out_dir = tmp("batch-out");
     let (i, o) = (images.display().to_string(), out_dir.display().to_string());

@@ -37,12 +37,7 @@ fn batch(images: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
-    let images = tmp("shard-images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..7u64 {
-        let sample = lumen_models::shapes::shape_sample(21, i);
-        sample.image.save(images.join(format!("s{i}.png"))).unwrap();
-    }
+    let images = shape_folder("shard-images", 21, 7, "s");
     std::fs::write(images.join("s3b.png"), b"not a png").unwrap();
     let whole = tmp("shard-whole");
     let out = batch(&images, &whole, &[]);
@@ -179,12 +174,7 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
 
 #[test]
 fn profile_prints_the_time_of_every_stage() {
-    let images = tmp("profile-images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..2u64 {
-        let sample = lumen_models::shapes::shape_sample(22, i);
-        sample.image.save(images.join(format!("p{i}.png"))).unwrap();
-    }
+    let images = shape_folder("profile-images", 22, 2, "p");
     let out_dir = tmp("profile-out");
     let out = batch(&images, &out_dir, &["--profile"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -209,12 +209,21 @@ impl<T: TaskModel> Prepared<T> {
             return Err(LumenError::InvalidArgument("no images to explain".into()));
         }
         model.model().check_input(&inputs.tensor)?;
-        let task = model.task();
         let output = {
             let _forward = profile::stage_on(stages::FORWARD, model.device());
             model.model().forward(inputs.tensor.clone())
         };
-        let predictions = task.predict(&output)?;
+        Self::from_output(model.task(), &output, requested)
+    }
+
+    /// Predictions from an output, and the requests: those given, else each
+    /// prediction's default.
+    fn from_output(
+        task: T::Task,
+        output: &<T::Model as ExplainableModel>::Output,
+        requested: &Option<Vec<RequestOf<T>>>,
+    ) -> Result<Self> {
+        let predictions = task.predict(output)?;
         let requests = match requested {
             None => predictions
                 .iter()
@@ -246,29 +255,6 @@ impl<T: TaskModel> Prepared<T> {
 
     fn target(&self) -> Box<dyn lumen_core::Target<<T::Model as ExplainableModel>::Output>> {
         self.task.target(&self.requests)
-    }
-
-    /// Predictions from an output the caller already has, and the default requests.
-    fn from_output(task: T::Task, output: &<T::Model as ExplainableModel>::Output) -> Result<Self> {
-        let predictions = task.predict(output)?;
-        let requests = predictions
-            .iter()
-            .map(|p| task.default_request(p))
-            .map(|request| {
-                task.check_request(&request)?;
-                Ok(request)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let requests = requests
-            .into_iter()
-            .zip(&predictions)
-            .map(|(request, prediction)| task.resolve(request, prediction))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            task,
-            predictions,
-            requests,
-        })
     }
 
     fn title(&self, i: usize) -> String {
@@ -309,7 +295,7 @@ impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<T> {
             let task = self.task.borrow_mut().take().ok_or_else(|| {
                 LumenError::InvalidArgument("the prediction failed at an earlier score".into())
             })?;
-            *resolved = Some(Prepared::from_output(task, output)?);
+            *resolved = Some(Prepared::from_output(task, output, &None)?);
         }
         let prepared = resolved.as_ref().expect("resolved above");
         prepared.target().score(output)

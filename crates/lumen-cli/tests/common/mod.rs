@@ -65,6 +65,20 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A scratch folder `name` with `count` generated shape images `{prefix}{i}.png`.
+pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> PathBuf {
+    let folder = tmp(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..count {
+        let sample = lumen_models::shapes::shape_sample(seed, i);
+        sample
+            .image
+            .save(folder.join(format!("{prefix}{i}.png")))
+            .unwrap();
+    }
+    folder
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
 }
