@@ -126,7 +126,7 @@ def python_peers(model, x, classes, works, repeats, device, steps):
 
 
 def lumen_side(args, weights, input_path, works):
-    binary = Path(args.target_dir) / "release" / "peer_lumen"
+    binary = Path(args.lumen_binary or Path(args.target_dir) / "release" / "peer_lumen")
     if not binary.exists():
         sys.exit(f"{binary} is missing: cargo build --release -p lumen-cli -p lumen-benches --bins")
     device = "tch:cuda:0" if args.device == "cuda" else args.lumen_device
@@ -198,6 +198,8 @@ def main():
     parser.add_argument("--folder", type=int, default=32, help="JPEGs for the end-to-end run (0: skip)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lumen-device", default="cpu", help="Lumen's CPU device: cpu (flex) or tch:cpu")
+    parser.add_argument("--lumen-binary", help="peer_lumen built with other features (default: TARGET/release/peer_lumen)")
+    parser.add_argument("--lumen-only", action="store_true", help="time Lumen alone (another backend of the same run)")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -218,6 +220,9 @@ def main():
         input_path = tmp / "input.npy"
         np.save(input_path, x.cpu().numpy().astype(np.float32))
         lumen = lumen_side(args, weights, input_path, works)
+        if args.lumen_only:
+            print(json.dumps({"device": args.lumen_device, "ms_per_image": lumen}))
+            return
         peers = python_peers(model, x, classes, works, args.repeats, device, args.steps)
         folder = folder_work(args, model, weights, device, tmp) if args.folder else None
 
@@ -244,7 +249,7 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"setting": where, "rows": rows,
-             "folder": {"images": args.folder, "lumen_s": folder[0 + 1], "python_s": folder[0]} if folder else None},
+             "folder": {"images": args.folder, "lumen_s": folder[1], "python_s": folder[0]} if folder else None},
             indent=1))
 
 

@@ -74,6 +74,8 @@ impl DeviceSpec {
             #[cfg(feature = "cuda")]
             Self::Cuda(index) => Device::cuda(*index),
             #[cfg(feature = "ndarray")]
+            // Deprecated in Burn 0.22 in favour of flex; kept to measure against it.
+            #[allow(deprecated)]
             Self::NdArray => Device::ndarray(),
             #[allow(unreachable_patterns)]
             _ => unreachable!("device() checks is_compiled() first"),
