@@ -45,6 +45,12 @@ struct Args {
     /// CAM layer.
     #[arg(long, default_value = "layer4")]
     layer: String,
+    /// Rows per internal batch of IG and noise tunnels (default: the methods' own).
+    #[arg(long)]
+    internal_batch_size: Option<usize>,
+    /// Let the device draw the noise (no seed) instead of the seeded host stream.
+    #[arg(long)]
+    unseeded: bool,
 }
 
 fn main() -> lumen::Result<()> {
@@ -58,7 +64,8 @@ fn main() -> lumen::Result<()> {
         steps: args.steps,
         noise_samples: args.steps,
         noise: Noise::Absolute(0.15),
-        seed: Some(0),
+        seed: (!args.unseeded).then_some(0),
+        internal_batch_size: args.internal_batch_size,
         ..MethodOptions::default()
     };
     for work in &args.works {
