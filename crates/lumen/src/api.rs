@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::cache::{CachedExplanation, ExplanationCache};
 pub use crate::inputs::Inputs;
-use crate::inputs::{InputFailure, ReadInputs, unique_names};
+use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically, write_npy};
 use crate::scale::{GRID_FILE, IndexLine, Shard, batch_grid, write_index};
 use serde::de::DeserializeOwned;
@@ -811,10 +811,11 @@ where
             if let Some(inputs) = read.inputs {
                 let (_, drawn) = explain_and_draw(model, &inputs, method.as_ref(), options)?;
                 for (d, original) in drawn.into_iter().zip(&inputs.originals) {
-                    let j = miss[miss_names
+                    let k = miss_names
                         .iter()
                         .position(|n| *n == d.result.image)
-                        .unwrap_or(0)];
+                        .expect("every explained image is one of the chunk's, by its unique name");
+                    let j = miss[k];
                     if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
                         cache.put(
                             key,
@@ -837,49 +838,49 @@ where
                 }
             }
         }
-        if !hit.is_empty() {
-            // Decoded again only to draw the figures; the model does not run.
-            let (hit_paths, hit_names) = pick(&hit);
-            let originals = match options.save_dir {
-                Some(_) => Inputs::read_named(model, &hit_paths, &hit_names)?,
-                None => ReadInputs {
-                    inputs: None,
-                    failures: vec![],
-                },
+        for &j in &hit {
+            let Some(entry) = cached[j].clone() else {
+                continue;
             };
-            chunk_failures.extend(originals.failures);
-            for (k, &j) in hit.iter().enumerate() {
-                let Some(entry) = cached[j].clone() else {
-                    continue;
-                };
-                let mut result = ExplanationResult {
-                    image: chunk_names[j].clone(),
-                    prediction: entry.prediction,
-                    target: entry.target,
-                    method: method.name(),
-                    layer: entry.layer,
-                    convergence_delta: entry.convergence_delta,
-                    paths: vec![],
-                    heatmap: entry.heatmap,
-                };
-                let original = originals.inputs.as_ref().and_then(|inputs| {
-                    let i = inputs.names.iter().position(|n| *n == hit_names[k])?;
-                    inputs.originals.get(i)
-                });
-                if let Some(original) = original {
-                    result.paths = write_figures(
-                        &result,
-                        &entry.title,
-                        original,
-                        entry.signed.as_ref(),
-                        options,
-                    )?;
-                    if thumbnails.len() < BATCH_GRID_LIMIT {
-                        thumbnails.push((start + j, thumbnail(&task, &result, original, options)));
+            let mut result = ExplanationResult {
+                image: chunk_names[j].clone(),
+                prediction: entry.prediction,
+                target: entry.target,
+                method: method.name(),
+                layer: entry.layer,
+                convergence_delta: entry.convergence_delta,
+                paths: vec![],
+                heatmap: entry.heatmap,
+            };
+            if options.save_dir.is_some() {
+                // Decoded again only to draw the figures: no tensor, no model.
+                let original = match lumen_core::read_image(&chunk[j]) {
+                    Ok(read) => model.data_config().resize_and_crop(&read.image),
+                    // A bad setting (the decoding limit's variable) is not the file's fault.
+                    Err(error @ LumenError::InvalidArgument(_)) => return Err(error),
+                    Err(error) => {
+                        chunk_failures.push(InputFailure {
+                            path: chunk[j].as_ref().to_path_buf(),
+                            error: match error {
+                                LumenError::Image { message, .. } => message,
+                                other => other.to_string(),
+                            },
+                        });
+                        continue;
                     }
+                };
+                result.paths = write_figures(
+                    &result,
+                    &entry.title,
+                    &original,
+                    entry.signed.as_ref(),
+                    options,
+                )?;
+                if thumbnails.len() < BATCH_GRID_LIMIT {
+                    thumbnails.push((start + j, thumbnail(&task, &result, &original, options)));
                 }
-                explained[j] = Some((result, true));
             }
+            explained[j] = Some((result, true));
         }
         for (j, slot) in explained.into_iter().enumerate() {
             let position = start + j;
