@@ -72,6 +72,9 @@ pub fn run(args: BatchArgs) -> Result<()> {
         files.dedup();
     }
     options.cautions = args.figure.cautions(&args.model.model)?;
+    if let Some(dir) = &args.cache {
+        crate::args::check_folder_writable("--cache", dir)?;
+    }
     let cache = match &args.cache {
         Some(dir) => Some(ExplanationCache::open(
             dir,
@@ -149,6 +152,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| args.dir.join(lumen::scale::INDEX_FILE));
+    crate::args::check_writable("--out", &out)?;
     let summary = lumen::merge_shards(&args.dir, &out)?;
     if args.json {
         println!(
