@@ -48,6 +48,6 @@ pub use model::{
 pub use region::Region;
 pub use tap::{
     CountingTap, GradientTap, NoTap, Prefixed, Recorder, ReplaceTap, Tap, TapChain, TapTensor,
-    Tappable,
+    Tappable, backward_if_tracked,
 };
 pub use target::{ClassLogit, ClassProbability, Target, predicted_classes};

@@ -345,3 +345,10 @@ impl Tap for CountingTap {
         tensor
     }
 }
+
+/// Backpropagate from `score`, or `None` when it depends on no tracked tensor: a
+/// target that found nothing to score in this input (a detection absent from an
+/// integration step's darkened image) is constant, so every gradient is zero.
+pub fn backward_if_tracked<const D: usize>(score: &Tensor<D>) -> Option<Gradients> {
+    score.is_tracked().then(|| score.backward())
+}

@@ -233,7 +233,7 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
         };
         let grads = {
             let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
-            target.score(&output)?.sum().backward()
+            lumen_core::backward_if_tracked(&target.score(&output)?.sum())
         };
         let fused = layers
             .iter()
@@ -242,8 +242,9 @@ impl<M: ExplainableModel> Method<M> for GradRollout {
                     .activation(l)
                     .and_then(TapTensor::rank4)
                     .expect("attention recorded");
-                let gradient = tap
-                    .gradient(l, &grads)
+                let gradient = grads
+                    .as_ref()
+                    .and_then(|grads| tap.gradient(l, grads))
                     .and_then(TapTensor::rank4)
                     .unwrap_or_else(|| attention.zeros_like());
                 let weighted = HeadFusion::Mean.fuse(attention * gradient).clamp_min(0.0);

@@ -294,9 +294,9 @@ impl LayerPass {
         let scores = lumen_core::to_host(score.clone().detach().without_autodiff());
         let gradients = if with_gradients {
             let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
-            let grads = score.sum().backward();
-            let gradient = tap
-                .gradient(layer, &grads)
+            let grads = lumen_core::backward_if_tracked(&score.sum());
+            let gradient = grads
+                .and_then(|grads| tap.gradient(layer, &grads))
                 .unwrap_or_else(|| zeros_like_tap(&activation));
             Some(as_feature_map(gradient, &info.kind, layer)?)
         } else {

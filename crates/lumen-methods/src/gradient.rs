@@ -26,9 +26,10 @@ pub fn input_gradients<M: ExplainableModel>(
     };
     let grads = {
         let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
-        score.backward()
+        lumen_core::backward_if_tracked(&score)
     };
-    Ok(x.grad(&grads)
+    Ok(grads
+        .and_then(|grads| x.grad(&grads))
         .unwrap_or_else(|| x.zeros_like().without_autodiff()))
 }
 
