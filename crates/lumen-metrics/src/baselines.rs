@@ -61,6 +61,20 @@ impl Default for CenterPrior {
     }
 }
 
+impl CenterPrior {
+    /// The map `[h*w]` (row-major) for an `h`x`w` image.
+    pub fn map(&self, [h, w]: [usize; 2]) -> Vec<f32> {
+        let sigma = self.sigma * h.min(w) as f32;
+        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+        (0..h * w)
+            .map(|p| {
+                let (y, x) = ((p / w) as f32 - cy, (p % w) as f32 - cx);
+                (-(x * x + y * y) / (2.0 * sigma * sigma)).exp()
+            })
+            .collect()
+    }
+}
+
 impl<M: ExplainableModel> Method<M> for CenterPrior {
     fn name(&self) -> String {
         "center".into()
@@ -74,14 +88,7 @@ impl<M: ExplainableModel> Method<M> for CenterPrior {
     ) -> Result<Explanation> {
         model.check_input(&input)?;
         let [b, _, h, w] = input.dims();
-        let sigma = self.sigma * h.min(w) as f32;
-        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
-        let map: Vec<f32> = (0..h * w)
-            .map(|p| {
-                let (y, x) = ((p / w) as f32 - cy, (p % w) as f32 - cx);
-                (-(x * x + y * y) / (2.0 * sigma * sigma)).exp()
-            })
-            .collect();
+        let map = self.map([h, w]);
         let one = Tensor::<3>::from_data(TensorData::new(map, [1, h, w]), &input.device());
         Ok(Explanation::new(Heatmaps::new(one.expand([b, h, w]))))
     }

@@ -22,6 +22,7 @@ pub mod axioms;
 pub mod baselines;
 pub mod bench;
 pub mod complexity;
+pub mod detection;
 pub mod faithfulness;
 mod imputation;
 pub mod localization;
@@ -36,6 +37,9 @@ pub use bench::{
     Recommendation, Scope, Score, recommend, standard_metrics,
 };
 pub use complexity::complexity;
+pub use detection::{
+    AveragePrecision, BoxLocalization, ScoredBox, TruthBox, average_precision, box_localization,
+};
 pub use faithfulness::{
     ConfidenceChange, Curve, CurveConfig, CurveKind, Road, RoadConfig, RoadOrder,
     confidence_change, mean_rows, perturbation_curve, road, trapezoid_auc,
