@@ -6,6 +6,7 @@ fn main() {
         ("shapes-cnn", "lumen_bundled_cnn"),
         ("shapes-vit", "lumen_bundled_vit"),
         ("shapes-seg", "lumen_bundled_seg"),
+        ("shapes-det", "lumen_bundled_det"),
     ] {
         let path = format!("weights/{name}.safetensors");
         println!("cargo::rerun-if-changed={path}");

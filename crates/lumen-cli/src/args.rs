@@ -29,7 +29,7 @@ pub fn methods_help() -> String {
 
 fn models_help() -> String {
     format!(
-        "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm); detectors: fcos_<resnet> (AutoTimm)",
+        "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm); detectors: shapes-det (bundled), fcos_<resnet> (AutoTimm)",
         one_of(
             "Architecture, as timm names it; bundled models need no --weights",
             lumen::ARCHITECTURES,
@@ -72,7 +72,7 @@ impl ModelArgs {
 
     /// Whether `--model` names a detection architecture.
     pub fn is_detection(&self) -> bool {
-        self.model.starts_with("fcos_")
+        lumen::is_detection_architecture(&self.model)
     }
 
     /// A classifier is needed: say clearly when `--model` is a segmentor or detector.
@@ -101,6 +101,9 @@ impl ModelArgs {
     pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
         self.check_name()?;
         let device = device_from_str(&self.device)?;
+        if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
+            return lumen::LoadedDetector::bundled(&self.model, &device);
+        }
         let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
             return Err(LumenError::InvalidArgument(format!(
                 "`{}` needs --weights (an AutoTimm ObjectDetector .ckpt, .safetensors or \

@@ -35,6 +35,9 @@ pub struct DetectorConfig {
     pub fpn_channels: usize,
     /// Convolutions per head tower (AutoTimm: 4).
     pub head_convs: usize,
+    /// The layer CAMs use when none is named: the backbone's last stage, which feeds
+    /// every FPN level.
+    pub default_layer: String,
 }
 
 impl DetectorConfig {
@@ -45,6 +48,7 @@ impl DetectorConfig {
             num_classes,
             fpn_channels: 256,
             head_convs: 4,
+            default_layer: "backbone.layer4".into(),
         }
     }
 
@@ -136,6 +140,7 @@ impl DetectorConfig {
             fpn,
             head,
             num_classes: self.num_classes,
+            default_layer: self.default_layer.clone(),
         })
     }
 }
@@ -221,6 +226,7 @@ pub struct Detector {
     fpn: Fpn,
     head: FcosHead,
     num_classes: usize,
+    default_layer: String,
 }
 
 impl Detector {
@@ -282,7 +288,7 @@ impl ExplainableModel for Detector {
     /// Stage 4 of the backbone, as pytorch-grad-cam's detection tutorial explains
     /// (`model.backbone`).
     fn default_layer(&self) -> String {
-        "backbone.layer4".into()
+        self.default_layer.clone()
     }
 
     fn input_shape(&self) -> [usize; 3] {

@@ -43,7 +43,7 @@ pub const ARCHITECTURES: &[&str] = &[
 ];
 
 /// Architectures whose trained weights ship inside the library.
-pub const BUNDLED: &[&str] = &["shapes-cnn", "shapes-vit", "shapes-seg"];
+pub const BUNDLED: &[&str] = &["shapes-cnn", "shapes-vit", "shapes-seg", "shapes-det"];
 
 #[cfg(lumen_bundled_cnn)]
 const SHAPES_CNN_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-cnn.safetensors"));
@@ -57,6 +57,11 @@ const SHAPES_VIT_WEIGHTS: Option<&[u8]> = None;
 const SHAPES_SEG_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-seg.safetensors"));
 #[cfg(not(lumen_bundled_seg))]
 const SHAPES_SEG_WEIGHTS: Option<&[u8]> = None;
+/// An AutoTimm state dict (PyTorch names), trained by `tools/train/shapes_det.py`.
+#[cfg(lumen_bundled_det)]
+const SHAPES_DET_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes-det.safetensors"));
+#[cfg(not(lumen_bundled_det))]
+const SHAPES_DET_WEIGHTS: Option<&[u8]> = None;
 
 /// How to make missing bundled weights.
 fn no_bundled_weights(name: &str) -> LumenError {
@@ -206,6 +211,7 @@ pub fn bundled_weights(name: &str) -> Option<&'static [u8]> {
         "shapes-cnn" => SHAPES_CNN_WEIGHTS,
         "shapes-vit" => SHAPES_VIT_WEIGHTS,
         "shapes-seg" => SHAPES_SEG_WEIGHTS,
+        "shapes-det" => SHAPES_DET_WEIGHTS,
         _ => None,
     }
 }
@@ -553,7 +559,14 @@ impl LoadedSegmentor {
 /// `fcos_test_resnet` is a narrow test model (FPN 64 channels, 2 convolutions per
 /// tower, 256-pixel inputs) matching the parity fixtures.
 pub fn detection_architectures() -> Vec<String> {
-    dense_backbones().map(|b| format!("fcos_{b}")).collect()
+    let mut names = vec!["shapes-det".to_string()];
+    names.extend(dense_backbones().map(|b| format!("fcos_{b}")));
+    names
+}
+
+/// Whether `name` names a detection architecture.
+pub fn is_detection_architecture(name: &str) -> bool {
+    name == "shapes-det" || name.starts_with("fcos_")
 }
 
 /// Check that `name` is a model of the zoo, of any task; the error lists every known
@@ -582,12 +595,24 @@ fn dense_backbones() -> impl Iterator<Item = &'static &'static str> {
 }
 
 /// A detection architecture by name, with its data config: ImageNet statistics, 512x512
-/// inputs resized without cropping (256 for the test model).
+/// inputs resized without cropping (256 for the test model). `shapes-det` is
+/// `fcos_test_resnet` for the 128-pixel shapes scenes (their statistics, no resize).
 pub fn detector_config(name: &str, num_classes: usize) -> Result<(DetectorConfig, DataConfig)> {
     let unknown = || LumenError::UnknownModel {
         name: name.to_string(),
         valid: detection_architectures(),
     };
+    if name == "shapes-det" {
+        let (config, _) = detector_config("fcos_test_resnet", num_classes)?;
+        // Every shape (20-44 px) is detected on P3 (FCOS's range up to 64 px), whose
+        // 16x16 grid also resolves neighbouring objects; the backbone's last stage is
+        // a 4x4 grid on these 128-pixel scenes (measured: docs/tasks.md).
+        let config = DetectorConfig {
+            default_layer: "fpn.p3".into(),
+            ..config
+        };
+        return Ok((config, shapes_data_config()));
+    }
     let backbone = name.strip_prefix("fcos_").ok_or_else(unknown)?;
     let test = backbone == "test_resnet";
     let (backbone_config, data) =
@@ -650,6 +675,43 @@ impl LoadedDetector {
         )?;
         loaded.model.set_scales(&scales)?;
         loaded.model = loaded.model.valid();
+        Ok(loaded)
+    }
+
+    /// The bundled `shapes-det` with its trained weights (the four shapes), in
+    /// evaluation mode.
+    pub fn bundled(name: &str, device: &Device) -> Result<Self> {
+        use burn::module::Module;
+        if name != "shapes-det" {
+            return Err(LumenError::InvalidArgument(format!(
+                "`{name}` has no bundled weights (bundled detector: shapes-det); load it with its weights file"
+            )));
+        }
+        let bytes = SHAPES_DET_WEIGHTS.ok_or_else(|| {
+            LumenError::InvalidArgument(
+                "this build has no weights for `shapes-det`: run `python tools/train/shapes_det.py` and rebuild"
+                    .into(),
+            )
+        })?;
+        let classes = shapes::SHAPE_CLASSES.len();
+        let (config, _) = detector_config(name, classes)?;
+        let mut loaded = Self::init(name, classes, device)?;
+        let path = std::path::PathBuf::from(format!("<bundled {name}>"));
+        let scales = weights::load_state_dict_bytes_with_scalars(
+            &mut loaded.model,
+            bytes,
+            &path,
+            &config.key_remaps(),
+            &config.scale_keys(),
+        )?;
+        loaded.model.set_scales(&scales)?;
+        loaded.model = loaded.model.valid();
+        loaded.class_names = Some(
+            shapes::SHAPE_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
         Ok(loaded)
     }
 }

@@ -76,12 +76,7 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
         .chain(remaps.iter().cloned())
         .collect();
     let remaps = remaps.as_slice();
-    let mut remapper = KeyRemapper::new();
-    for (from, to) in remaps {
-        remapper = remapper
-            .add_pattern(from.as_str(), to.as_str())
-            .map_err(|e| fail(format!("bad key remap `{from}`: {e}")))?;
-    }
+    let remapper = key_remapper(remaps).map_err(fail)?;
     let (result, values) = match extension.as_str() {
         "safetensors" => {
             let mut store = SafetensorsStore::from_file(path)
@@ -116,6 +111,45 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
     // float32, and a parameter keeps the file's dtype after loading.
     *module = module.clone().map(&mut ToFloat32);
     Ok(values)
+}
+
+/// Load a PyTorch state dict stored as safetensors in memory (a bundled model trained
+/// in PyTorch), as [`load_state_dict_with_scalars`] loads a file. `path` names the
+/// source in errors.
+pub fn load_state_dict_bytes_with_scalars<M: Module + ModuleSnapshot>(
+    module: &mut M,
+    bytes: &[u8],
+    path: &Path,
+    remaps: &[KeyRemap],
+    scalars: &[String],
+) -> Result<Vec<f32>> {
+    let fail = |message: String| LumenError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut store = SafetensorsStore::from_bytes(Some(bytes.to_vec()))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .remap(key_remapper(remaps).map_err(fail)?)
+        .validate(false)
+        .allow_partial(true);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| fail(e.to_string()))?;
+    let values = read_scalars(&mut store, scalars).map_err(fail)?;
+    check_result(&result, remaps, scalars).map_err(fail)?;
+    *module = module.clone().map(&mut ToFloat32);
+    Ok(values)
+}
+
+/// The key remapper of `remaps` (regex rewrites, applied in order).
+fn key_remapper(remaps: &[KeyRemap]) -> std::result::Result<KeyRemapper, String> {
+    let mut remapper = KeyRemapper::new();
+    for (from, to) in remaps {
+        remapper = remapper
+            .add_pattern(from.as_str(), to.as_str())
+            .map_err(|e| format!("bad key remap `{from}`: {e}"))?;
+    }
+    Ok(remapper)
 }
 
 /// Casts every float parameter to float32.

@@ -34,6 +34,7 @@ pub mod inputs;
 pub mod output;
 pub mod scale;
 pub mod segmentation;
+pub mod task_evaluation;
 pub mod verdicts;
 
 pub use lumen_core as core;
@@ -66,8 +67,8 @@ pub use lumen_methods::{
 };
 pub use lumen_models::{
     ARCHITECTURES, BUNDLED, Detector, LoadedDetector, LoadedModel, LoadedSegmentor, Segmentor,
-    ZooModel, bundled_weights_present, check_model_name, is_segmentation_architecture,
-    segmentation_architectures, shapes,
+    ZooModel, bundled_weights_present, check_model_name, is_detection_architecture,
+    is_segmentation_architecture, segmentation_architectures, shapes,
 };
 pub use lumen_report::{
     Colormap, Layout, Map, explanation_figure, feature_grid, image_grid, layer_comparison_figure,
