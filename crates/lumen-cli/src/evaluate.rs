@@ -8,7 +8,8 @@ use lumen::evaluate::{
     RandomizationConfig, RoadConfig, SensitivityConfig, bench_method_names, black, curve,
     evaluate_loaded, metric_names,
 };
-use lumen::shapes::{EVALUATION_SEED, TUNING_SEED, shape_samples};
+use lumen::shapes::{EVALUATION_SEED, TUNING_SEED, shape_samples, shape_scenes};
+use lumen::task_evaluation::{TaskEvaluationConfig, evaluate_detector, evaluate_segmentor};
 use lumen::{BaselineKind, LumenError, Result};
 
 use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, choice, progress};
@@ -20,11 +21,23 @@ fn metrics_help() -> String {
     )
 }
 
+/// The methods evaluated when none are named: classifiers.
+const CLASSIFIER_METHODS: &str = "gradcam,gradcam++,layercam,eigencam,saliency,ig";
+/// ... and detectors and segmentors (whose maps are per box or per region: the
+/// element-wise CAMs, which keep where the gradient is, beside the pooled ones).
+const DENSE_METHODS: &str = "gradcam,hirescam,layercam,eigencam,saliency,inputxgrad";
+
 fn methods_help() -> String {
     format!(
-        "Methods, comma-separated; the floors `random` and `center` are always added [one of: {}]",
+        "Methods, comma-separated; the floors `random` and `center` are always added (default: {CLASSIFIER_METHODS}; detectors and segmentors: {DENSE_METHODS}) [one of: {}]",
         bench_method_names().join(", ")
     )
+}
+
+fn methods_or(named: &Option<Vec<String>>, default: &str) -> Vec<String> {
+    named
+        .clone()
+        .unwrap_or_else(|| default.split(',').map(String::from).collect())
 }
 
 #[derive(Args, Debug)]
@@ -41,9 +54,8 @@ pub struct EvaluateArgs {
     /// (where the bench's own settings are chosen, e.g. the curve baselines).
     #[arg(long, default_value = "evaluation", value_parser = ["evaluation", "tuning"])]
     split: String,
-    #[arg(long = "methods", alias = "method", value_delimiter = ',',
-          default_value = "gradcam,gradcam++,layercam,eigencam,saliency,ig", help = methods_help())]
-    methods: Vec<String>,
+    #[arg(long = "methods", alias = "method", value_delimiter = ',', help = methods_help())]
+    methods: Option<Vec<String>>,
     #[arg(long, value_delimiter = ',', help = metrics_help())]
     metrics: Option<Vec<String>>,
     /// Images per explanation batch.
@@ -69,6 +81,9 @@ pub struct EvaluateArgs {
     sensitivity_radius: f32,
     #[command(flatten)]
     method_args: MethodArgs,
+    /// Detection models: explain every detection scoring at least this, in [0, 1].
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    score_threshold: f32,
     /// Folder for evaluation.json and evaluation.html.
     #[arg(long, default_value = "lumen-eval")]
     out: PathBuf,
@@ -103,7 +118,15 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             args.sensitivity_radius
         )));
     }
-    let mut methods = args.methods.clone();
+    if args.model.is_detection() || args.model.is_segmentation() {
+        return run_task(&args);
+    }
+    if args.score_threshold != 0.5 {
+        return Err(LumenError::InvalidArgument(
+            "--score-threshold applies to detection models".into(),
+        ));
+    }
+    let mut methods = methods_or(&args.methods, CLASSIFIER_METHODS);
     for floor in FLOOR_NAMES {
         if !methods.iter().any(|m| m == floor) {
             methods.push(floor.to_string());
@@ -214,6 +237,116 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The ground-truth bench of a detector or segmentor on generated scenes.
+fn run_task(args: &EvaluateArgs) -> Result<()> {
+    if args.metrics.is_some() {
+        return Err(LumenError::InvalidArgument(format!(
+            "--metrics chooses among the classification metrics; `{}` is measured on its own task's metrics (all of them)",
+            args.model.model
+        )));
+    }
+    let detection = args.model.is_detection();
+    if !detection && args.score_threshold != 0.5 {
+        return Err(LumenError::InvalidArgument(
+            "--score-threshold applies to detection models".into(),
+        ));
+    }
+    let mut known: Vec<&str> = lumen::method_names()
+        .into_iter()
+        .chain(FLOOR_NAMES)
+        .collect();
+    if detection {
+        known.push(lumen::detection::DRISE);
+    }
+    let methods = methods_or(&args.methods, DENSE_METHODS);
+    if let Some(bad) = methods.iter().find(|m| !known.contains(&m.as_str())) {
+        return Err(LumenError::UnknownMethod {
+            name: bad.clone(),
+            valid: known.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    let seed = args.method_args.seed.unwrap_or(0);
+    let mut method_options = args.method_args.options(32);
+    method_options.seed = Some(seed);
+    method_options.internal_batch_size = method_options.internal_batch_size.or(Some(64));
+    let config = TaskEvaluationConfig {
+        methods,
+        method_options,
+        batch_size: args.batch_size,
+        score_threshold: args.score_threshold,
+        seed,
+    };
+    let split_seed = match args.split.as_str() {
+        "tuning" => TUNING_SEED,
+        _ => EVALUATION_SEED,
+    };
+    let scenes = shape_scenes(split_seed, 0, args.images as u64);
+    let bar = progress(0, "evaluate", args.print.quiet);
+    let mut on_progress = |p: Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.method);
+    };
+    let result = if detection {
+        let loaded = args.model.load_detector()?;
+        evaluate_detector(&loaded, &scenes, &config, &mut on_progress)?
+    } else {
+        let loaded = args.model.load_segmentor()?;
+        evaluate_segmentor(&loaded, &scenes, &config, &mut on_progress)?
+    };
+    bar.finish_and_clear();
+    let json_path = args.out.join("evaluation.json");
+    let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
+    lumen::write_atomically(&json_path, full.as_bytes())?;
+    if args.print.json {
+        JsonOutput {
+            command: "evaluate",
+            model: &result.model,
+            device: &args.model.device,
+            results: serde_json::to_value(&result).expect("evaluation serialises"),
+            files: vec![json_path],
+        }
+        .print();
+        return Ok(());
+    }
+    let accuracy: Vec<String> = result
+        .accuracy
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.3}"))
+        .collect();
+    println!(
+        "{} on {} {} scenes: {}",
+        result.model,
+        result.images,
+        args.split,
+        accuracy.join(", ")
+    );
+    let explained: Vec<String> = result
+        .explained
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+        .collect();
+    println!("explained: {}", explained.join(", "));
+    let keys = result.metric_names();
+    print!("{:<14} {:<16}", "method", "layer");
+    for k in &keys {
+        print!(" {:>10}", abbreviate(k));
+    }
+    println!(" {:>9}", "ms/image");
+    for m in &result.methods {
+        print!("{:<14} {:<16}", m.method, m.layer.as_deref().unwrap_or("-"));
+        for k in &keys {
+            match m.scores.get(*k) {
+                Some(v) => print!(" {v:>10.3}"),
+                None => print!(" {:>10}", "-"),
+            }
+        }
+        println!(" {:>9.1}", m.seconds_per_image * 1e3);
+    }
+    eprintln!("wrote {}", json_path.display());
+    Ok(())
+}
+
 /// Column headers of the text table, at most 10 characters.
 fn abbreviate(metric: &str) -> &str {
     match metric {
@@ -231,6 +364,9 @@ fn abbreviate(metric: &str) -> &str {
         "average_drop" => "avg_drop",
         "increase_rate" => "increase",
         "complexity" => "complexity",
+        "energy_in_box" => "energy_box",
+        "share_among_boxes" => "box_share",
+        "beats_other_boxes" => "beats",
         other => other,
     }
 }

@@ -1,0 +1,520 @@
+//! The ground-truth bench of the dense tasks: a detector or segmentor on generated
+//! scenes with exact boxes and masks. It measures the model (mAP@0.5 or mIoU) and,
+//! for each method and the two floors (`random`, `center`), whether the maps point at
+//! the object explained: for detection, at that detection's own object rather than at
+//! its neighbours; for segmentation, inside the explained class's true pixels.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use lumen_core::ExplainableModel;
+use lumen_core::random::uniform_values;
+use lumen_core::{LumenError, Region, Result};
+use lumen_methods::{Method, MethodOptions};
+use lumen_metrics::localization::{pointing_game, relevance_mass, relevance_rank};
+use lumen_metrics::{
+    CenterPrior, IouAccumulator, RandomMap, ScoredBox, TruthBox, average_precision,
+    box_localization,
+};
+use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, ShapeScene};
+use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
+use lumen_tasks::{SegmentationRequest, Task, box_iou};
+use serde::Serialize;
+
+use crate::api::TaskModel;
+use crate::detection::{DetectionOptions, explain_detection};
+use crate::evaluate::{FLOOR_NAMES, Progress};
+use crate::segmentation::class_maps;
+use crate::{ExplainOptions, Inputs, explain_with};
+
+/// A detection explains an object when it overlaps it at least this much (and has
+/// its class): the usual detection criterion, mAP@0.5's.
+pub const MATCH_IOU: f32 = 0.5;
+
+/// Settings of the dense-task bench.
+#[derive(Clone, Debug)]
+pub struct TaskEvaluationConfig {
+    /// Method names (the registry's; `drise` on detectors); the floors are added.
+    pub methods: Vec<String>,
+    /// Options of the methods (layer, steps, seed, ...).
+    pub method_options: MethodOptions,
+    /// Scenes per batch.
+    pub batch_size: usize,
+    /// Detection: detections scoring at least this are explained.
+    pub score_threshold: f32,
+    /// Seed of the random floor.
+    pub seed: u64,
+}
+
+impl Default for TaskEvaluationConfig {
+    fn default() -> Self {
+        Self {
+            methods: vec!["gradcam".into()],
+            method_options: MethodOptions::default(),
+            batch_size: 16,
+            score_threshold: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+impl TaskEvaluationConfig {
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(LumenError::InvalidArgument(
+                "the batch size must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.score_threshold) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the score threshold must be in [0, 1], got {}",
+                self.score_threshold
+            )));
+        }
+        if self.methods.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "at least one method to evaluate".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The methods, then the floors not already listed.
+    fn methods_and_floors(&self) -> Vec<String> {
+        let mut names = self.methods.clone();
+        for floor in FLOOR_NAMES {
+            if !names.iter().any(|m| m == floor) {
+                names.push(floor.to_string());
+            }
+        }
+        names
+    }
+}
+
+/// One method's row: metric name to mean value.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskMethodRow {
+    /// Method name.
+    pub method: String,
+    /// The layer its maps come from (CAMs).
+    pub layer: Option<String>,
+    /// Metric means, by name ([`TaskEvaluation::metric_names`]).
+    pub scores: BTreeMap<String, f64>,
+    /// Wall time per scene.
+    pub seconds_per_image: f64,
+}
+
+/// The dense-task bench's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskEvaluation {
+    /// Model name.
+    pub model: String,
+    /// `detection` or `segmentation`.
+    pub task: &'static str,
+    /// Scenes measured.
+    pub images: usize,
+    /// The model's accuracy on the scenes: `map50` and `ap50/<class>` (detection), or
+    /// `miou` and `iou/<class>` (segmentation).
+    pub accuracy: BTreeMap<String, f64>,
+    /// What was explained: detection, boxes matched to an object (of all explained),
+    /// and those in scenes with other objects; segmentation, one class per scene.
+    pub explained: BTreeMap<String, usize>,
+    /// Methods, then the floors.
+    pub methods: Vec<TaskMethodRow>,
+}
+
+impl TaskEvaluation {
+    /// The metric columns, in table order.
+    pub fn metric_names(&self) -> Vec<&'static str> {
+        match self.task {
+            "detection" => DETECTION_METRICS.to_vec(),
+            _ => SEGMENTATION_METRICS.to_vec(),
+        }
+    }
+}
+
+/// Detection columns: the map's maximum in the object's box; its share of positive
+/// mass in that box; of the mass inside any object's box, the share in the explained
+/// one's; and how often that beats the other boxes together.
+const DETECTION_METRICS: [&str; 4] = [
+    "pointing_game",
+    "energy_in_box",
+    "share_among_boxes",
+    "beats_other_boxes",
+];
+
+/// Segmentation columns: pointing game, relevance mass and rank on the class's true
+/// pixels.
+const SEGMENTATION_METRICS: [&str; 3] = ["pointing_game", "relevance_mass", "relevance_rank"];
+
+/// Sums of a metric, for the mean.
+#[derive(Default)]
+struct Means(BTreeMap<String, (f64, usize)>);
+
+impl Means {
+    fn add(&mut self, key: &str, value: f64) {
+        let entry = self.0.entry(key.to_string()).or_default();
+        entry.0 += value;
+        entry.1 += 1;
+    }
+
+    fn finish(self) -> BTreeMap<String, f64> {
+        self.0
+            .into_iter()
+            .map(|(k, (sum, n))| (k, sum / n.max(1) as f64))
+            .collect()
+    }
+}
+
+fn scene_inputs(
+    scenes: &[ShapeScene],
+    start: usize,
+    config: &lumen_core::DataConfig,
+    device: &lumen_core::Device,
+) -> Result<Inputs> {
+    let images = scenes.iter().map(|s| s.image.clone()).collect();
+    let names = (0..scenes.len())
+        .map(|i| format!("scene{:04}", start + i))
+        .collect();
+    Inputs::from_images(images, names, config, device)
+}
+
+/// A floor's map for one explained item (the random one seeded per item).
+fn floor_map(name: &str, size: [usize; 2], seed: u64, item: u64) -> Vec<f32> {
+    match name {
+        "random" => uniform_values(
+            size[0] * size[1],
+            0.0,
+            1.0,
+            seed ^ item.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ),
+        _ => CenterPrior::default().map(size),
+    }
+}
+
+/// The detections as the metrics take them.
+pub fn scored_boxes(detections: &[lumen_tasks::Detection]) -> Vec<ScoredBox> {
+    detections
+        .iter()
+        .map(|d| ScoredBox {
+            bbox: d.bbox,
+            label: d.label,
+            score: d.score,
+        })
+        .collect()
+}
+
+/// A scene's objects as ground-truth boxes.
+pub fn truth_boxes(scene: &ShapeScene) -> Vec<TruthBox> {
+    scene
+        .objects
+        .iter()
+        .map(|o| TruthBox {
+            bbox: o.bbox.map(|v| v as f32),
+            label: o.label,
+        })
+        .collect()
+}
+
+/// The object a detection explains: same class, the highest IoU, at least
+/// [`MATCH_IOU`].
+fn matched_object(detection: &ScoredBox, truths: &[TruthBox]) -> Option<usize> {
+    truths
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.label == detection.label)
+        .map(|(j, t)| (j, box_iou(&detection.bbox, &t.bbox)))
+        .filter(|(_, iou)| *iou >= MATCH_IOU)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(j, _)| j)
+}
+
+/// Add one map's detection metrics against object `own` of `truths`.
+fn add_box_metrics(
+    means: &mut Means,
+    map: &[f32],
+    size: [usize; 2],
+    own: usize,
+    truths: &[TruthBox],
+) -> Result<()> {
+    let others: Vec<[f32; 4]> = truths
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != own)
+        .map(|(_, t)| t.bbox)
+        .collect();
+    let m = box_localization(map, size, &truths[own].bbox, &others)?;
+    means.add("pointing_game", m.pointing as u8 as f64);
+    means.add("energy_in_box", m.energy_in_box as f64);
+    if let (Some(share), Some(beats)) = (m.share_among_boxes, m.beats_other_boxes) {
+        means.add("share_among_boxes", share as f64);
+        means.add("beats_other_boxes", beats as u8 as f64);
+    }
+    Ok(())
+}
+
+/// The detection bench: mAP@0.5 of the detector on `scenes`, and for each method
+/// and floor, where the map of every confident detection that matches an object puts
+/// its evidence ([`DETECTION_METRICS`]).
+pub fn evaluate_detector(
+    model: &LoadedDetector,
+    scenes: &[ShapeScene],
+    config: &TaskEvaluationConfig,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TaskEvaluation> {
+    config.validate()?;
+    if scenes.is_empty() {
+        return Err(LumenError::InvalidArgument("no scenes to evaluate".into()));
+    }
+    let names = config.methods_and_floors();
+    let batches: Vec<(usize, &[ShapeScene])> = scenes
+        .chunks(config.batch_size)
+        .enumerate()
+        .map(|(i, c)| (i * config.batch_size, c))
+        .collect();
+    let total = names.len() * batches.len();
+    let truths: Vec<Vec<TruthBox>> = scenes.iter().map(truth_boxes).collect();
+    // The detections, and the confident ones that match an object (scene, detection,
+    // object): the same for every method, so measured once.
+    let task = model.task();
+    let mut detections: Vec<Vec<ScoredBox>> = Vec::with_capacity(scenes.len());
+    for &(start, batch) in &batches {
+        let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
+        for prediction in task.predict(&model.model.forward(inputs.tensor))? {
+            detections.push(scored_boxes(&prediction.detections));
+        }
+    }
+    let mut matched: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let mut confident = 0;
+    for (scene, found) in detections.iter().enumerate() {
+        for (k, d) in found.iter().enumerate() {
+            if d.score >= config.score_threshold {
+                confident += 1;
+                if let Some(own) = matched_object(d, &truths[scene]) {
+                    matched.insert((scene, k), own);
+                }
+            }
+        }
+    }
+    let crowded = matched.keys().filter(|(s, _)| truths[*s].len() > 1).count();
+    let mut rows = vec![];
+    for (m, name) in names.iter().enumerate() {
+        let started = Instant::now();
+        let mut means = Means::default();
+        let mut layer = None;
+        if FLOOR_NAMES.contains(&name.as_str()) {
+            let size = [
+                model.data_config.input_size[1],
+                model.data_config.input_size[2],
+            ];
+            for (item, (&(scene, _), &own)) in matched.iter().enumerate() {
+                let map = floor_map(name, size, config.seed, item as u64);
+                add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
+            }
+        }
+        for (b, &(start, batch)) in batches.iter().enumerate() {
+            on_progress(Progress {
+                method: name.to_string(),
+                done: m * batches.len() + b,
+                total,
+            });
+            if FLOOR_NAMES.contains(&name.as_str()) {
+                continue;
+            }
+            let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
+            let options = DetectionOptions {
+                explain: ExplainOptions {
+                    method: name.to_string(),
+                    method_options: config.method_options.clone(),
+                    ..ExplainOptions::default()
+                },
+                score_threshold: config.score_threshold,
+                max_boxes: usize::MAX,
+                ..DetectionOptions::default()
+            };
+            let result = explain_detection(model, &inputs, &options)?;
+            layer = result.layer.clone();
+            let Some(maps) = &result.maps else {
+                continue;
+            };
+            let [_, h, w] = maps.dims();
+            let values = maps.to_vec();
+            let [ih, iw] = [inputs.tensor.dims()[2], inputs.tensor.dims()[3]];
+            // Boxes are in input pixels; a map of another size scales them.
+            let (sx, sy) = (w as f32 / iw as f32, h as f32 / ih as f32);
+            for (i, image) in result.images.iter().enumerate() {
+                let scene = start + i;
+                let scaled: Vec<TruthBox> = truths[scene]
+                    .iter()
+                    .map(|t| TruthBox {
+                        bbox: [
+                            t.bbox[0] * sx,
+                            t.bbox[1] * sy,
+                            t.bbox[2] * sx,
+                            t.bbox[3] * sy,
+                        ],
+                        label: t.label,
+                    })
+                    .collect();
+                for (&k, row) in image.explained.iter().zip(image.rows.clone()) {
+                    if let Some(&own) = matched.get(&(scene, k)) {
+                        let map = &values[row * h * w..(row + 1) * h * w];
+                        add_box_metrics(&mut means, map, [h, w], own, &scaled)?;
+                    }
+                }
+            }
+        }
+        rows.push(TaskMethodRow {
+            method: name.to_string(),
+            layer,
+            scores: means.finish(),
+            seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
+        });
+    }
+    on_progress(Progress {
+        method: String::new(),
+        done: total,
+        total,
+    });
+    let ap = average_precision(&detections, &truths, SHAPE_CLASSES.len(), MATCH_IOU)?;
+    let mut accuracy = BTreeMap::from([("map50".to_string(), ap.mean)]);
+    for (class, value) in ap.per_class.iter().enumerate() {
+        if let Some(v) = value {
+            accuracy.insert(format!("ap50/{}", SHAPE_CLASSES[class]), *v);
+        }
+    }
+    Ok(TaskEvaluation {
+        model: model.name.clone(),
+        task: "detection",
+        images: scenes.len(),
+        accuracy,
+        explained: BTreeMap::from([
+            ("confident_detections".to_string(), confident),
+            ("matched_to_an_object".to_string(), matched.len()),
+            ("matched_among_other_objects".to_string(), crowded),
+        ]),
+        methods: rows,
+    })
+}
+
+/// The segmentation bench: mIoU of the segmentor on `scenes`, and for each method and
+/// floor, where the map of each scene's largest object's class (over its predicted
+/// region) puts its evidence against that class's true pixels
+/// ([`SEGMENTATION_METRICS`]).
+pub fn evaluate_segmentor(
+    model: &LoadedSegmentor,
+    scenes: &[ShapeScene],
+    config: &TaskEvaluationConfig,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TaskEvaluation> {
+    config.validate()?;
+    if scenes.is_empty() {
+        return Err(LumenError::InvalidArgument("no scenes to evaluate".into()));
+    }
+    let names = config.methods_and_floors();
+    let batches: Vec<(usize, &[ShapeScene])> = scenes
+        .chunks(config.batch_size)
+        .enumerate()
+        .map(|(i, c)| (i * config.batch_size, c))
+        .collect();
+    let total = names.len() * batches.len();
+    let mut iou = IouAccumulator::new(SCENE_CLASSES.len());
+    for &(start, batch) in &batches {
+        let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
+        for (predicted, scene) in class_maps(&model.model, inputs.tensor).iter().zip(batch) {
+            let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
+            iou.add(predicted, &truth);
+        }
+    }
+    // Each scene's class to explain: its largest object's.
+    let classes: Vec<usize> = scenes
+        .iter()
+        .map(|s| {
+            let largest = s
+                .objects
+                .iter()
+                .max_by_key(|o| o.mask.iter().filter(|&&m| m).count());
+            largest.map_or(1, |o| o.label + 1)
+        })
+        .collect();
+    let mut rows = vec![];
+    for (m, name) in names.iter().enumerate() {
+        let started = Instant::now();
+        let mut means = Means::default();
+        let method: Box<dyn Method<Segmentor>> = match name.as_str() {
+            "random" => Box::new(RandomMap { seed: config.seed }),
+            "center" => Box::new(CenterPrior::default()),
+            other => lumen_methods::by_name::<Segmentor>(
+                other,
+                &crate::api::method_options(model, &config.method_options),
+            )?,
+        };
+        let layer = method.layer(&model.model);
+        for (b, &(start, batch)) in batches.iter().enumerate() {
+            on_progress(Progress {
+                method: name.to_string(),
+                done: m * batches.len() + b,
+                total,
+            });
+            let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
+            let options = ExplainOptions {
+                method: name.to_string(),
+                targets: Some(
+                    classes[start..start + batch.len()]
+                        .iter()
+                        .map(|&c| SegmentationRequest::predicted(c))
+                        .collect(),
+                ),
+                method_options: config.method_options.clone(),
+                ..ExplainOptions::default()
+            };
+            let (_, results) = explain_with(model, &inputs, method.as_ref(), &options)?;
+            for ((result, scene), &class) in results.iter().zip(batch).zip(&classes[start..]) {
+                let map = &result.heatmap.values;
+                let (h, w) = (
+                    result.heatmap.height as usize,
+                    result.heatmap.width as usize,
+                );
+                let mask: Vec<bool> = scene.classes.iter().map(|&c| c as usize == class).collect();
+                let side = lumen_models::shapes::SHAPE_IMAGE_SIZE as usize;
+                if (h, w) != (side, side) {
+                    return Err(LumenError::InvalidArgument(format!(
+                        "{name}: a {h}x{w} map for a {side}x{side} scene"
+                    )));
+                }
+                let region = Region::from_mask(side, side, mask)?;
+                means.add(
+                    "pointing_game",
+                    pointing_game(map, &region, 0.0)? as u8 as f64,
+                );
+                means.add("relevance_mass", relevance_mass(map, &region)? as f64);
+                means.add("relevance_rank", relevance_rank(map, &region)? as f64);
+            }
+        }
+        rows.push(TaskMethodRow {
+            method: name.to_string(),
+            layer,
+            scores: means.finish(),
+            seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
+        });
+    }
+    on_progress(Progress {
+        method: String::new(),
+        done: total,
+        total,
+    });
+    let mut accuracy = BTreeMap::from([("miou".to_string(), iou.mean())]);
+    for (class, value) in iou.per_class().iter().enumerate() {
+        if let Some(v) = value {
+            accuracy.insert(format!("iou/{}", SCENE_CLASSES[class]), *v);
+        }
+    }
+    Ok(TaskEvaluation {
+        model: model.name.clone(),
+        task: "segmentation",
+        images: scenes.len(),
+        accuracy,
+        explained: BTreeMap::from([("scenes".to_string(), scenes.len())]),
+        methods: rows,
+    })
+}
