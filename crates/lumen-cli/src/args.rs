@@ -765,3 +765,82 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         other => other,
     })
 }
+
+/// A model of any task, as `--model` names it.
+pub enum AnyModel {
+    Classifier(LoadedModel),
+    Segmentor(lumen::LoadedSegmentor),
+    Detector(lumen::LoadedDetector),
+}
+
+impl ModelArgs {
+    /// Load the model, whatever its task.
+    pub fn load_any(&self) -> Result<AnyModel> {
+        Ok(if self.is_segmentation() {
+            AnyModel::Segmentor(self.load_segmentor()?)
+        } else if self.is_detection() {
+            AnyModel::Detector(self.load_detector()?)
+        } else {
+            AnyModel::Classifier(self.load()?)
+        })
+    }
+}
+
+/// Run `$body` with `$model` bound to the loaded model of any task (the commands are
+/// generic over [`lumen::TaskModel`]; each arm instantiates them for one task).
+macro_rules! with_any_model {
+    ($any:expr, |$model:ident| $body:expr) => {
+        match $any {
+            $crate::args::AnyModel::Classifier($model) => $body,
+            $crate::args::AnyModel::Segmentor($model) => $body,
+            $crate::args::AnyModel::Detector($model) => $body,
+        }
+    };
+}
+pub(crate) use with_any_model;
+
+/// What `--target-class` asks of a task: its requests for `images` inputs, or `None`
+/// for the task's default (the predicted class, the dominant class over its predicted
+/// region, the best detection).
+pub trait RequestFromClasses: Sized {
+    fn from_classes(classes: &[usize], images: usize) -> Result<Option<Vec<Self>>>;
+}
+
+impl RequestFromClasses for usize {
+    fn from_classes(classes: &[usize], _images: usize) -> Result<Option<Vec<Self>>> {
+        Ok((!classes.is_empty()).then(|| classes.to_vec()))
+    }
+}
+
+impl RequestFromClasses for lumen::SegmentationRequest {
+    fn from_classes(classes: &[usize], images: usize) -> Result<Option<Vec<Self>>> {
+        let per_image: Vec<usize> = match classes.len() {
+            0 => return Ok(None),
+            1 => vec![classes[0]; images],
+            n if n == images => classes.to_vec(),
+            n => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "--target-class: {n} classes for {images} images (give one, or one per image)"
+                )));
+            }
+        };
+        Ok(Some(
+            per_image
+                .into_iter()
+                .map(lumen::SegmentationRequest::predicted)
+                .collect(),
+        ))
+    }
+}
+
+impl RequestFromClasses for Vec<lumen::BoxRequest> {
+    fn from_classes(classes: &[usize], _images: usize) -> Result<Option<Vec<Self>>> {
+        if classes.is_empty() {
+            Ok(None)
+        } else {
+            Err(LumenError::InvalidArgument(
+                "--target-class does not apply to detectors: each image's best detection is explained (`lumen explain --box` chooses detections)".into(),
+            ))
+        }
+    }
+}

@@ -1,11 +1,12 @@
 //! `lumen compare`: several methods on the same images, one figure per image.
 
 use clap::Args;
-use lumen::{Layout, LumenError, Result, compare_methods};
+use lumen::api::{PredictionOf, RequestOf, TaskModel};
+use lumen::{Layout, LumenError, Result, Task, compare_methods};
 
 use crate::args::{
-    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
-    explain_options, methods_help,
+    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, RequestFromClasses,
+    check_methods, figure_options, methods_help, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -29,31 +30,45 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let mut options = explain_options("", &args.method_args, &args.figure, 50);
+    let options = figure_options::<()>("", &args.method_args, &args.figure, 50);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }
     let layout = Layout::from_name(&args.layout, args.methods.len() + 1)
         .map_err(LumenError::InvalidArgument)?;
+    with_any_model!(args.model.load_any()?, |model| compare_on(
+        &model, &args, layout
+    ))
+}
+
+fn compare_on<T>(model: &T, args: &CompareArgs, layout: Layout) -> Result<()>
+where
+    T: TaskModel,
+    RequestOf<T>: RequestFromClasses + serde::Serialize,
+    PredictionOf<T>: serde::Serialize,
+{
+    let inputs = args.input.load(model)?;
+    let mut options = figure_options("", &args.method_args, &args.figure, 50);
+    options.targets =
+        RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;
-    let model = args.model.load()?;
-    let inputs = args.input.load(&model)?;
     let results = crate::args::with_spinner(
         &format!("{} methods on {} images", args.methods.len(), inputs.len()),
         args.print.quiet,
-        || compare_methods(&model, &inputs, &args.methods, &options, layout),
+        || compare_methods(model, &inputs, &args.methods, &options, layout),
     )?;
     if args.print.json {
         JsonOutput {
             command: "compare",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             files: results.iter().filter_map(|r| r.path.clone()).collect(),
             results: &results,
         }
         .print();
     } else {
+        let task = model.task();
         for r in &results {
             let written = r
                 .path
@@ -61,9 +76,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 .map(|p| format!(" -> {}", p.display()))
                 .unwrap_or_default();
             println!(
-                "{}: class {} with {}{written}",
+                "{}: {} with {}{written}",
                 r.image,
-                r.target,
+                task.describe_request(&r.target),
                 r.methods.join(", ")
             );
         }

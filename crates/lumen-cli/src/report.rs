@@ -1,11 +1,12 @@
 //! `lumen report`: an offline interactive HTML report.
 
 use clap::Args;
+use lumen::api::{RequestOf, TaskModel};
 use lumen::{Result, write_report};
 
 use crate::args::{
-    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
-    check_writable, explain_options, methods_help,
+    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, RequestFromClasses,
+    check_methods, check_writable, figure_options, methods_help, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -32,21 +33,33 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let mut options = explain_options("", &args.method_args, &args.figure, 50);
+    let options = figure_options::<()>("", &args.method_args, &args.figure, 50);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }
     let path = args.figure.out.join(&args.name);
     check_writable("--out", &path)?;
+    with_any_model!(args.model.load_any()?, |model| report_on(
+        &model, &args, &path
+    ))
+}
+
+fn report_on<T>(model: &T, args: &ReportArgs, path: &std::path::Path) -> Result<()>
+where
+    T: TaskModel,
+    RequestOf<T>: RequestFromClasses,
+{
+    let inputs = args.input.load(model)?;
+    let mut options = figure_options("", &args.method_args, &args.figure, 50);
+    options.targets =
+        RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;
-    let model = args.model.load()?;
-    let inputs = args.input.load(&model)?;
     let sections = if args.features.is_empty() {
         vec![]
     } else {
         vec![lumen::feature_report::feature_section(
-            &model,
+            model,
             &inputs,
             &args.features,
         )?]
@@ -58,12 +71,12 @@ pub fn run(args: ReportArgs) -> Result<()> {
             inputs.len()
         ),
         args.print.quiet,
-        || write_report(&model, &inputs, &args.methods, &options, &path, &sections),
+        || write_report(model, &inputs, &args.methods, &options, path, &sections),
     )?;
     if args.print.json {
         JsonOutput {
             command: "report",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             results: serde_json::json!({ "images": inputs.names, "methods": args.methods }),
             files: vec![path],

@@ -333,9 +333,38 @@ fn demo_writes_figures_and_an_offline_report() {
         "shapes-vit/shape0_triangle_rollout.png",
         "shapes-vit/shape1_circle_comparison.png",
         "shapes-vit-report.html",
+        "shapes-det/scene0_hirescam.png",
+        "shapes-det/scene1_hirescam.png",
     ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
+    assert!(
+        stdout.contains("explained (HiResCAM), mAP@0.5 "),
+        "the detector's part: {stdout}"
+    );
+    // The scenes the demo wrote are inputs of `lumen explain` on the bundled detector,
+    // which needs no weights.
+    let scene = dir.join("images/scene0.png").display().to_string();
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "shapes-det",
+        "--image",
+        &scene,
+        "--method",
+        "hirescam",
+        "--json",
+        "--no-figures",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let detections = json["results"][0]["detections"].as_array().unwrap();
+    assert!(!detections.is_empty(), "{json}");
+    assert!(
+        detections
+            .iter()
+            .all(|d| d["name"].is_string() && d["box"].as_array().unwrap().len() == 4)
+    );
     // Both classifiers ship their measured verdicts: their reports carry them.
     let vit_html = std::fs::read_to_string(dir.join("shapes-vit-report.html")).unwrap();
     assert!(
@@ -537,6 +566,183 @@ fn evaluate_rejects_unknown_names_with_the_valid_ones() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
+    for (model, accuracy, metric) in [
+        ("shapes-det", "map50", "beats_other_boxes"),
+        ("shapes-seg", "miou", "relevance_mass"),
+    ] {
+        let out_dir = tmp(&format!("evaluate-{model}"));
+        let o = out_dir.display().to_string();
+        let out = lumen(&[
+            "evaluate",
+            "--model",
+            model,
+            "--images",
+            "4",
+            "--methods",
+            "hirescam",
+            "--json",
+            "--out",
+            &o,
+        ]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let results = &json["results"];
+        assert_eq!(results["images"], 4);
+        let value = results["accuracy"][accuracy].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{model}: {accuracy} {value}");
+        let rows = results["methods"].as_array().unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["hirescam", "random", "center"],
+            "{model}: the floors are added"
+        );
+        for row in rows {
+            let v = row["scores"][metric].as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&v),
+                "{model} {}: {metric} {v}",
+                row["method"]
+            );
+        }
+        assert!(out_dir.join("evaluation.json").is_file());
+        std::fs::remove_dir_all(out_dir).ok();
+    }
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--model", "shapes-seg", "--metrics", "pointing_game"],
+            "--metrics chooses among the classification metrics",
+        ),
+        (
+            &["--model", "shapes-seg", "--score-threshold", "0.3"],
+            "--score-threshold applies to detection models",
+        ),
+        (
+            &["--model", "shapes-cnn", "--score-threshold", "0.3"],
+            "--score-threshold applies to detection models",
+        ),
+        (
+            &["--model", "shapes-det", "--methods", "gradkam"],
+            "valid methods",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["evaluate", "--images", "1"];
+        args.extend_from_slice(extra);
+        let out = lumen(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = lumen(&[
+        "evaluate",
+        "--model",
+        "shapes-det",
+        "--images",
+        "1",
+        "--score-threshold",
+        "1.5",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("score threshold must be in [0, 1]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn compare_and_report_take_segmentors_and_detectors() {
+    let scenes = scene_folder("dense-scenes", 3, 2);
+    let input = scenes.display().to_string();
+    for model in ["shapes-seg", "shapes-det"] {
+        let out_dir = tmp(&format!("dense-{model}"));
+        let o = out_dir.display().to_string();
+        let out = lumen(&[
+            "compare",
+            "--model",
+            model,
+            "--methods",
+            "hirescam,saliency",
+            "--image",
+            &input,
+            "--out",
+            &o,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let results = json["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2, "{model}");
+        for r in results {
+            assert_eq!(r["methods"], serde_json::json!(["hirescam", "saliency"]));
+            assert!(std::path::Path::new(r["path"].as_str().unwrap()).is_file());
+        }
+        let out = lumen(&[
+            "report",
+            "--model",
+            model,
+            "--methods",
+            "hirescam",
+            "--image",
+            &input,
+            "--out",
+            &o,
+        ]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+        assert!(
+            html.contains("scene0") && html.contains("hirescam"),
+            "{model}"
+        );
+        std::fs::remove_dir_all(out_dir).ok();
+    }
+    // A class per image for a segmentor; none for a detector (its boxes are chosen
+    // with `lumen explain --box`).
+    let out = lumen(&[
+        "compare",
+        "--model",
+        "shapes-seg",
+        "--methods",
+        "gradcam",
+        "--image",
+        &input,
+        "--target-class",
+        "1,2,3",
+        "--no-figures",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 classes for 2 images"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lumen(&[
+        "compare",
+        "--model",
+        "shapes-det",
+        "--methods",
+        "gradcam",
+        "--image",
+        &input,
+        "--target-class",
+        "1",
+        "--no-figures",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not apply to detectors"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(scenes).ok();
 }
 
 #[test]
@@ -898,7 +1104,7 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("segmentation model"),
+        stderr(&out).contains("needs --weights (an AutoTimm SemanticSegmentor"),
         "{}",
         stderr(&out)
     );

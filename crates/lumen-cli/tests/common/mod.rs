@@ -79,6 +79,20 @@ pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> PathBuf 
     folder
 }
 
+/// A scratch folder `name` with `count` generated multi-object scenes `scene{i}.png`.
+pub fn scene_folder(name: &str, seed: u64, count: u64) -> PathBuf {
+    let folder = tmp(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..count {
+        let scene = lumen_models::shapes::shape_scene(seed, i);
+        scene
+            .image
+            .save(folder.join(format!("scene{i}.png")))
+            .unwrap();
+    }
+    folder
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
 }
