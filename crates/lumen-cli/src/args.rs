@@ -768,20 +768,20 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
 
 /// A model of any task, as `--model` names it.
 pub enum AnyModel {
-    Classifier(LoadedModel),
-    Segmentor(lumen::LoadedSegmentor),
-    Detector(lumen::LoadedDetector),
+    Classifier(Box<LoadedModel>),
+    Segmentor(Box<lumen::LoadedSegmentor>),
+    Detector(Box<lumen::LoadedDetector>),
 }
 
 impl ModelArgs {
     /// Load the model, whatever its task.
     pub fn load_any(&self) -> Result<AnyModel> {
         Ok(if self.is_segmentation() {
-            AnyModel::Segmentor(self.load_segmentor()?)
+            AnyModel::Segmentor(Box::new(self.load_segmentor()?))
         } else if self.is_detection() {
-            AnyModel::Detector(self.load_detector()?)
+            AnyModel::Detector(Box::new(self.load_detector()?))
         } else {
-            AnyModel::Classifier(self.load()?)
+            AnyModel::Classifier(Box::new(self.load()?))
         })
     }
 }
@@ -791,9 +791,18 @@ impl ModelArgs {
 macro_rules! with_any_model {
     ($any:expr, |$model:ident| $body:expr) => {
         match $any {
-            $crate::args::AnyModel::Classifier($model) => $body,
-            $crate::args::AnyModel::Segmentor($model) => $body,
-            $crate::args::AnyModel::Detector($model) => $body,
+            $crate::args::AnyModel::Classifier($model) => {
+                let $model = *$model;
+                $body
+            }
+            $crate::args::AnyModel::Segmentor($model) => {
+                let $model = *$model;
+                $body
+            }
+            $crate::args::AnyModel::Detector($model) => {
+                let $model = *$model;
+                $body
+            }
         }
     };
 }

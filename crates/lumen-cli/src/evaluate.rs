@@ -184,17 +184,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         },
         method_options,
     };
-    let split_seed = match args.split.as_str() {
-        "tuning" => TUNING_SEED,
-        _ => EVALUATION_SEED,
-    };
-    let samples = shape_samples(split_seed, 0, args.images as u64);
+    let samples = shape_samples(split_seed(&args.split), 0, args.images as u64);
     let bar = progress(0, "evaluate", args.print.quiet);
-    let mut on_progress = |p: Progress| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(p.method);
-    };
+    let mut on_progress = follow(&bar);
     let result = evaluate_loaded(&loaded, &samples, &config, &mut on_progress)?;
     bar.finish_and_clear();
     let json_path = args.out.join("evaluation.json");
@@ -237,6 +229,23 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The seed of the generated split `--split` names.
+fn split_seed(split: &str) -> u64 {
+    match split {
+        "tuning" => TUNING_SEED,
+        _ => EVALUATION_SEED,
+    }
+}
+
+/// The bench's progress shown on `bar`.
+fn follow(bar: &indicatif::ProgressBar) -> impl FnMut(Progress) + '_ {
+    |p: Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.method);
+    }
+}
+
 /// The ground-truth bench of a detector or segmentor on generated scenes.
 fn run_task(args: &EvaluateArgs) -> Result<()> {
     if args.metrics.is_some() {
@@ -276,17 +285,9 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
         score_threshold: args.score_threshold,
         seed,
     };
-    let split_seed = match args.split.as_str() {
-        "tuning" => TUNING_SEED,
-        _ => EVALUATION_SEED,
-    };
-    let scenes = shape_scenes(split_seed, 0, args.images as u64);
+    let scenes = shape_scenes(split_seed(&args.split), 0, args.images as u64);
     let bar = progress(0, "evaluate", args.print.quiet);
-    let mut on_progress = |p: Progress| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(p.method);
-    };
+    let mut on_progress = follow(&bar);
     let result = if detection {
         let loaded = args.model.load_detector()?;
         evaluate_detector(&loaded, &scenes, &config, &mut on_progress)?

@@ -253,15 +253,13 @@ fn add_box_metrics(
     Ok(())
 }
 
-/// The detection bench: mAP@0.5 of the detector on `scenes`, and for each method
-/// and floor, where the map of every confident detection that matches an object puts
-/// its evidence ([`DETECTION_METRICS`]).
-pub fn evaluate_detector(
-    model: &LoadedDetector,
-    scenes: &[ShapeScene],
+/// The methods with the floors, the batches (first scene index, scenes) and the
+/// number of progress units, after checking the settings.
+#[allow(clippy::type_complexity)]
+fn plan<'a>(
+    scenes: &'a [ShapeScene],
     config: &TaskEvaluationConfig,
-    on_progress: &mut dyn FnMut(Progress),
-) -> Result<TaskEvaluation> {
+) -> Result<(Vec<String>, Vec<(usize, &'a [ShapeScene])>, usize)> {
     config.validate()?;
     if scenes.is_empty() {
         return Err(LumenError::InvalidArgument("no scenes to evaluate".into()));
@@ -273,6 +271,19 @@ pub fn evaluate_detector(
         .map(|(i, c)| (i * config.batch_size, c))
         .collect();
     let total = names.len() * batches.len();
+    Ok((names, batches, total))
+}
+
+/// The detection bench: mAP@0.5 of the detector on `scenes`, and for each method
+/// and floor, where the map of every confident detection that matches an object puts
+/// its evidence ([`DETECTION_METRICS`]).
+pub fn evaluate_detector(
+    model: &LoadedDetector,
+    scenes: &[ShapeScene],
+    config: &TaskEvaluationConfig,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TaskEvaluation> {
+    let (names, batches, total) = plan(scenes, config)?;
     let truths: Vec<Vec<TruthBox>> = scenes.iter().map(truth_boxes).collect();
     // The detections, and the confident ones that match an object (scene, detection,
     // object): the same for every method, so measured once.
@@ -407,17 +418,7 @@ pub fn evaluate_segmentor(
     config: &TaskEvaluationConfig,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TaskEvaluation> {
-    config.validate()?;
-    if scenes.is_empty() {
-        return Err(LumenError::InvalidArgument("no scenes to evaluate".into()));
-    }
-    let names = config.methods_and_floors();
-    let batches: Vec<(usize, &[ShapeScene])> = scenes
-        .chunks(config.batch_size)
-        .enumerate()
-        .map(|(i, c)| (i * config.batch_size, c))
-        .collect();
-    let total = names.len() * batches.len();
+    let (names, batches, total) = plan(scenes, config)?;
     let mut iou = IouAccumulator::new(SCENE_CLASSES.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
