@@ -16,7 +16,7 @@ use lumen_metrics::{
     CenterPrior, IouAccumulator, RandomMap, ScoredBox, TruthBox, average_precision,
     box_localization,
 };
-use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, ShapeScene};
+use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, SHAPE_IMAGE_SIZE, ShapeScene};
 use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
 use lumen_tasks::{SegmentationRequest, Task, box_iou};
 use serde::Serialize;
@@ -166,17 +166,26 @@ impl Means {
     }
 }
 
+/// The scenes as a batch at their own size, whatever size the model's data config
+/// names (detectors and segmentors are fully convolutional): boxes, masks, maps and
+/// predictions then share the scenes' pixel grid.
 fn scene_inputs(
     scenes: &[ShapeScene],
     start: usize,
     config: &lumen_core::DataConfig,
     device: &lumen_core::Device,
 ) -> Result<Inputs> {
+    let side = SHAPE_IMAGE_SIZE as usize;
+    let config = lumen_core::DataConfig {
+        input_size: [3, side, side],
+        crop_pct: 1.0,
+        ..config.clone()
+    };
     let images = scenes.iter().map(|s| s.image.clone()).collect();
     let names = (0..scenes.len())
         .map(|i| format!("scene{:04}", start + i))
         .collect();
-    Inputs::from_images(images, names, config, device)
+    Inputs::from_images(images, names, &config, device)
 }
 
 /// A floor's map for one explained item (the random one seeded per item).
@@ -253,6 +262,18 @@ fn add_box_metrics(
     Ok(())
 }
 
+/// The scenes' ground truth speaks of `classes`: a model must predict those.
+fn same_classes(model: usize, classes: &[&str]) -> Result<()> {
+    if model == classes.len() {
+        return Ok(());
+    }
+    Err(LumenError::InvalidArgument(format!(
+        "the generated scenes have {} classes ({}); this model predicts {model}",
+        classes.len(),
+        classes.join(", ")
+    )))
+}
+
 /// The methods with the floors, the batches (first scene index, scenes) and the
 /// number of progress units, after checking the settings.
 #[allow(clippy::type_complexity)]
@@ -284,6 +305,7 @@ pub fn evaluate_detector(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TaskEvaluation> {
     let (names, batches, total) = plan(scenes, config)?;
+    same_classes(model.model.num_classes(), &SHAPE_CLASSES)?;
     let truths: Vec<Vec<TruthBox>> = scenes.iter().map(truth_boxes).collect();
     // The detections, and the confident ones that match an object (scene, detection,
     // object): the same for every method, so measured once.
@@ -314,10 +336,7 @@ pub fn evaluate_detector(
         let mut means = Means::default();
         let mut layer = None;
         if FLOOR_NAMES.contains(&name.as_str()) {
-            let size = [
-                model.data_config.input_size[1],
-                model.data_config.input_size[2],
-            ];
+            let size = [SHAPE_IMAGE_SIZE as usize; 2];
             for (item, (&(scene, _), &own)) in matched.iter().enumerate() {
                 let map = floor_map(name, size, config.seed, item as u64);
                 add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
@@ -419,6 +438,7 @@ pub fn evaluate_segmentor(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TaskEvaluation> {
     let (names, batches, total) = plan(scenes, config)?;
+    same_classes(model.num_classes(), &SCENE_CLASSES)?;
     let mut iou = IouAccumulator::new(SCENE_CLASSES.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
@@ -477,7 +497,7 @@ pub fn evaluate_segmentor(
                     result.heatmap.width as usize,
                 );
                 let mask: Vec<bool> = scene.classes.iter().map(|&c| c as usize == class).collect();
-                let side = lumen_models::shapes::SHAPE_IMAGE_SIZE as usize;
+                let side = SHAPE_IMAGE_SIZE as usize;
                 if (h, w) != (side, side) {
                     return Err(LumenError::InvalidArgument(format!(
                         "{name}: a {h}x{w} map for a {side}x{side} scene"

@@ -152,3 +152,23 @@ fn every_method_explains_every_confident_detection() {
         }
     }
 }
+
+#[test]
+fn the_bench_refuses_a_detector_of_other_classes() {
+    let device = device_from_str("cpu").unwrap();
+    let other = LoadedDetector::init("fcos_test_resnet", 3, &device).unwrap();
+    let scenes = shape_scenes(EVALUATION_SEED, 0, 1);
+    let error = evaluate_detector(
+        &other,
+        &scenes,
+        &TaskEvaluationConfig::default(),
+        &mut |_: Progress| {},
+    )
+    .err()
+    .expect("3 classes against 4");
+    let message = error.to_string();
+    assert!(
+        message.contains("the generated scenes have 4 classes") && message.contains("predicts 3"),
+        "{message}"
+    );
+}
