@@ -9,7 +9,9 @@ use lumen::evaluate::{
     evaluate_loaded, metric_names,
 };
 use lumen::shapes::{EVALUATION_SEED, TUNING_SEED, shape_samples, shape_scenes};
-use lumen::task_evaluation::{TaskEvaluationConfig, evaluate_detector, evaluate_segmentor};
+use lumen::task_evaluation::{
+    DenseCurves, TaskEvaluationConfig, evaluate_detector, evaluate_segmentor,
+};
 use lumen::{BaselineKind, LumenError, Result};
 
 use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, choice, progress};
@@ -278,21 +280,30 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
     let mut method_options = args.method_args.options(32);
     method_options.seed = Some(seed);
     method_options.internal_batch_size = method_options.internal_batch_size.or(Some(64));
-    let config = TaskEvaluationConfig {
+    let mut config = TaskEvaluationConfig {
         methods,
         method_options,
         batch_size: args.batch_size,
         score_threshold: args.score_threshold,
         seed,
+        curves: None,
+    };
+    let curves = |data: &lumen::core::DataConfig| {
+        Some(DenseCurves {
+            deletion: curve(args.curve_steps, args.deletion_baseline, data),
+            insertion: curve(args.curve_steps, args.insertion_baseline, data),
+        })
     };
     let scenes = shape_scenes(split_seed(&args.split), 0, args.images as u64);
     let bar = progress(0, "evaluate", args.print.quiet);
     let mut on_progress = follow(&bar);
     let result = if detection {
         let loaded = args.model.load_detector()?;
+        config.curves = curves(&loaded.data_config);
         evaluate_detector(&loaded, &scenes, &config, &mut on_progress)?
     } else {
         let loaded = args.model.load_segmentor()?;
+        config.curves = curves(&loaded.data_config);
         evaluate_segmentor(&loaded, &scenes, &config, &mut on_progress)?
     };
     bar.finish_and_clear();

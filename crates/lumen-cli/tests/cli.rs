@@ -585,6 +585,8 @@ fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
             "--methods",
             "hirescam",
             "--json",
+            "--curve-steps",
+            "4",
             "--out",
             &o,
         ]);
@@ -608,6 +610,14 @@ fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
                 "{model} {}: {metric} {v}",
                 row["method"]
             );
+            for curve in ["deletion_auc", "insertion_auc"] {
+                let area = row["scores"][curve].as_f64();
+                assert!(
+                    area.is_some_and(f64::is_finite),
+                    "{model} {}: {curve}",
+                    row["method"]
+                );
+            }
         }
         assert!(out_dir.join("evaluation.json").is_file());
         std::fs::remove_dir_all(out_dir).ok();

@@ -8,20 +8,21 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use lumen_core::ExplainableModel;
+use lumen_core::burn::tensor::{Int, TensorData};
 use lumen_core::random::uniform_values;
-use lumen_core::{LumenError, Region, Result};
+use lumen_core::{Heatmaps, LumenError, Region, Result, Tensor};
 use lumen_methods::{Method, MethodOptions};
 use lumen_metrics::localization::{pointing_game, relevance_mass, relevance_rank};
 use lumen_metrics::{
-    CenterPrior, IouAccumulator, RandomMap, ScoredBox, TruthBox, average_precision,
-    box_localization,
+    CenterPrior, CurveConfig, CurveKind, IouAccumulator, RandomMap, ScoredBox, TruthBox,
+    average_precision, box_localization, perturbation_curve,
 };
 use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, SHAPE_IMAGE_SIZE, ShapeScene};
 use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
-use lumen_tasks::{SegmentationRequest, Task, box_iou};
+use lumen_tasks::{BoxRequest, SegmentationRequest, Task, box_iou};
 use serde::Serialize;
 
-use crate::api::TaskModel;
+use crate::api::{RequestOf, TaskModel};
 use crate::detection::{DetectionOptions, explain_detection};
 use crate::evaluate::{FLOOR_NAMES, Progress};
 use crate::segmentation::class_maps;
@@ -44,6 +45,19 @@ pub struct TaskEvaluationConfig {
     pub score_threshold: f32,
     /// Seed of the random floor.
     pub seed: u64,
+    /// Deletion and insertion curves of the explained score (IoU + score of the box's
+    /// detection; the class logits summed over the region), when set: each costs one
+    /// forward pass per step and explained item.
+    pub curves: Option<DenseCurves>,
+}
+
+/// The deletion and insertion settings of the dense bench.
+#[derive(Clone, Debug)]
+pub struct DenseCurves {
+    /// What deleted pixels become, and the steps.
+    pub deletion: CurveConfig,
+    /// What the insertion starts from, and the steps.
+    pub insertion: CurveConfig,
 }
 
 impl Default for TaskEvaluationConfig {
@@ -54,6 +68,7 @@ impl Default for TaskEvaluationConfig {
             batch_size: 16,
             score_threshold: 0.5,
             seed: 0,
+            curves: None,
         }
     }
 }
@@ -135,17 +150,27 @@ impl TaskEvaluation {
 
 /// Detection columns: the map's maximum in the object's box; its share of positive
 /// mass in that box; of the mass inside any object's box, the share in the explained
-/// one's; and how often that beats the other boxes together.
-const DETECTION_METRICS: [&str; 4] = [
+/// one's; how often that beats the other boxes together; and, with curves, the areas
+/// under the deletion and insertion curves of the box's score divided by its
+/// unperturbed score (lower is better for deletion, higher for insertion).
+const DETECTION_METRICS: [&str; 6] = [
     "pointing_game",
     "energy_in_box",
     "share_among_boxes",
     "beats_other_boxes",
+    "deletion_auc",
+    "insertion_auc",
 ];
 
 /// Segmentation columns: pointing game, relevance mass and rank on the class's true
-/// pixels.
-const SEGMENTATION_METRICS: [&str; 3] = ["pointing_game", "relevance_mass", "relevance_rank"];
+/// pixels; with curves, as for detection, of the class-region score.
+const SEGMENTATION_METRICS: [&str; 5] = [
+    "pointing_game",
+    "relevance_mass",
+    "relevance_rank",
+    "deletion_auc",
+    "insertion_auc",
+];
 
 /// Sums of a metric, for the mean.
 #[derive(Default)]
@@ -262,6 +287,58 @@ fn add_box_metrics(
     Ok(())
 }
 
+/// Add the normalised deletion and insertion areas of `maps` (`[n*h*w]`, one per row
+/// of `input`) for the task's targets of `requests` (resolved, one per row).
+fn add_curves<T: TaskModel>(
+    means: &mut Means,
+    model: &T,
+    input: Tensor<4>,
+    maps: Vec<f32>,
+    requests: &[RequestOf<T>],
+    curves: &DenseCurves,
+) -> Result<()> {
+    let [n, _, h, w] = input.dims();
+    if n == 0 {
+        return Ok(());
+    }
+    let maps = Heatmaps::new(Tensor::<3>::from_data(
+        TensorData::new(maps, [n, h, w]),
+        &input.device(),
+    ));
+    let target = model.task().target(requests);
+    for (kind, config, key) in [
+        (CurveKind::Deletion, &curves.deletion, "deletion_auc"),
+        (CurveKind::Insertion, &curves.insertion, "insertion_auc"),
+    ] {
+        let curve =
+            perturbation_curve(model.model(), &input, &maps, target.as_ref(), kind, config)?;
+        // Divided by the unperturbed score: meaningful only where that is positive (a
+        // segmentation's summed logits need not be).
+        for (scores, auc) in curve.scores.iter().zip(&curve.normalized_auc) {
+            let original = match kind {
+                CurveKind::Deletion => scores[0],
+                CurveKind::Insertion => scores[scores.len() - 1],
+            };
+            if original > 0.0 && auc.is_finite() {
+                means.add(key, *auc as f64);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows `rows` (indices into the batch) of a batch's input tensor.
+fn select_rows(input: &Tensor<4>, rows: &[usize]) -> Tensor<4> {
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+            [rows.len()],
+        ),
+        &input.device(),
+    );
+    input.clone().select(0, index)
+}
+
 /// The scenes' ground truth speaks of `classes`: a model must predict those.
 fn same_classes(model: usize, classes: &[&str]) -> Result<()> {
     if model == classes.len() {
@@ -335,63 +412,75 @@ pub fn evaluate_detector(
         let started = Instant::now();
         let mut means = Means::default();
         let mut layer = None;
-        if FLOOR_NAMES.contains(&name.as_str()) {
-            let size = [SHAPE_IMAGE_SIZE as usize; 2];
-            for (item, (&(scene, _), &own)) in matched.iter().enumerate() {
-                let map = floor_map(name, size, config.seed, item as u64);
-                add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
-            }
-        }
+        let floor = FLOOR_NAMES.contains(&name.as_str());
         for (b, &(start, batch)) in batches.iter().enumerate() {
             on_progress(Progress {
                 method: name.to_string(),
                 done: m * batches.len() + b,
                 total,
             });
-            if FLOOR_NAMES.contains(&name.as_str()) {
-                continue;
-            }
             let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-            let options = DetectionOptions {
-                explain: ExplainOptions {
-                    method: name.to_string(),
-                    method_options: config.method_options.clone(),
-                    ..ExplainOptions::default()
-                },
-                score_threshold: config.score_threshold,
-                max_boxes: usize::MAX,
-                ..DetectionOptions::default()
+            // The matched boxes of this batch with their maps, for the curves: row in
+            // the batch, map, the box's request.
+            let mut curve_rows: Vec<usize> = vec![];
+            let mut curve_maps: Vec<f32> = vec![];
+            let mut requests: Vec<Vec<BoxRequest>> = vec![];
+            let mut keep = |scene: usize, k: usize, map: &[f32]| {
+                let d = &detections[scene][k];
+                curve_rows.push(scene - start);
+                curve_maps.extend_from_slice(map);
+                requests.push(vec![BoxRequest {
+                    bbox: d.bbox,
+                    label: d.label,
+                }]);
             };
-            let result = explain_detection(model, &inputs, &options)?;
-            layer = result.layer.clone();
-            let Some(maps) = &result.maps else {
-                continue;
-            };
-            let [_, h, w] = maps.dims();
-            let values = maps.to_vec();
-            let [ih, iw] = [inputs.tensor.dims()[2], inputs.tensor.dims()[3]];
-            // Boxes are in input pixels; a map of another size scales them.
-            let (sx, sy) = (w as f32 / iw as f32, h as f32 / ih as f32);
-            for (i, image) in result.images.iter().enumerate() {
-                let scene = start + i;
-                let scaled: Vec<TruthBox> = truths[scene]
-                    .iter()
-                    .map(|t| TruthBox {
-                        bbox: [
-                            t.bbox[0] * sx,
-                            t.bbox[1] * sy,
-                            t.bbox[2] * sx,
-                            t.bbox[3] * sy,
-                        ],
-                        label: t.label,
-                    })
-                    .collect();
-                for (&k, row) in image.explained.iter().zip(image.rows.clone()) {
-                    if let Some(&own) = matched.get(&(scene, k)) {
-                        let map = &values[row * h * w..(row + 1) * h * w];
-                        add_box_metrics(&mut means, map, [h, w], own, &scaled)?;
+            let in_batch = start..start + batch.len();
+            if floor {
+                let size = [SHAPE_IMAGE_SIZE as usize; 2];
+                for (item, (&(scene, k), &own)) in matched.iter().enumerate() {
+                    if in_batch.contains(&scene) {
+                        let map = floor_map(name, size, config.seed, item as u64);
+                        add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
+                        keep(scene, k, &map);
                     }
                 }
+            } else {
+                let options = DetectionOptions {
+                    explain: ExplainOptions {
+                        method: name.to_string(),
+                        method_options: config.method_options.clone(),
+                        ..ExplainOptions::default()
+                    },
+                    score_threshold: config.score_threshold,
+                    max_boxes: usize::MAX,
+                    ..DetectionOptions::default()
+                };
+                let result = explain_detection(model, &inputs, &options)?;
+                layer = result.layer.clone();
+                if let Some(maps) = &result.maps {
+                    let [_, h, w] = maps.dims();
+                    if [h, w] != [SHAPE_IMAGE_SIZE as usize; 2] {
+                        return Err(LumenError::InvalidArgument(format!(
+                            "{name}: {h}x{w} maps for {0}x{0} scenes",
+                            SHAPE_IMAGE_SIZE
+                        )));
+                    }
+                    let values = maps.to_vec();
+                    for (i, image) in result.images.iter().enumerate() {
+                        let scene = start + i;
+                        for (&k, row) in image.explained.iter().zip(image.rows.clone()) {
+                            if let Some(&own) = matched.get(&(scene, k)) {
+                                let map = &values[row * h * w..(row + 1) * h * w];
+                                add_box_metrics(&mut means, map, [h, w], own, &truths[scene])?;
+                                keep(scene, k, map);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(curves) = &config.curves {
+                let input = select_rows(&inputs.tensor, &curve_rows);
+                add_curves(&mut means, model, input, curve_maps, &requests, curves)?;
             }
         }
         rows.push(TaskMethodRow {
@@ -510,6 +599,30 @@ pub fn evaluate_segmentor(
                 );
                 means.add("relevance_mass", relevance_mass(map, &region)? as f64);
                 means.add("relevance_rank", relevance_rank(map, &region)? as f64);
+            }
+            if let Some(curves) = &config.curves {
+                let task = model.task();
+                let predictions = task.predict(&model.model.forward(inputs.tensor.clone()))?;
+                let requests = options
+                    .targets
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .zip(&predictions)
+                    .map(|(request, prediction)| task.resolve(request, prediction))
+                    .collect::<Result<Vec<_>>>()?;
+                let maps: Vec<f32> = results
+                    .iter()
+                    .flat_map(|r| r.heatmap.values.iter().copied())
+                    .collect();
+                add_curves(
+                    &mut means,
+                    model,
+                    inputs.tensor.clone(),
+                    maps,
+                    &requests,
+                    curves,
+                )?;
             }
         }
         rows.push(TaskMethodRow {

@@ -172,3 +172,41 @@ fn the_bench_refuses_a_detector_of_other_classes() {
         "{message}"
     );
 }
+
+#[test]
+fn deleting_what_a_box_map_points_at_loses_the_detection_sooner_than_chance() {
+    use lumen::BaselineKind;
+    use lumen::evaluate::curve;
+    use lumen::task_evaluation::DenseCurves;
+    let model = model();
+    let data = &model.data_config;
+    let config = TaskEvaluationConfig {
+        methods: vec!["hirescam".into()],
+        curves: Some(DenseCurves {
+            deletion: curve(8, BaselineKind::Mean, data),
+            insertion: curve(8, BaselineKind::Blur, data),
+        }),
+        ..TaskEvaluationConfig::default()
+    };
+    let scenes = shape_scenes(EVALUATION_SEED, 0, 8);
+    let result = evaluate_detector(&model, &scenes, &config, &mut |_: Progress| {}).unwrap();
+    let (deletion, insertion) = (
+        score(&result, "hirescam", "deletion_auc"),
+        score(&result, "hirescam", "insertion_auc"),
+    );
+    let (random_deletion, random_insertion) = (
+        score(&result, "random", "deletion_auc"),
+        score(&result, "random", "insertion_auc"),
+    );
+    println!(
+        "deletion {deletion:.3} (random {random_deletion:.3}), insertion {insertion:.3} (random {random_insertion:.3})"
+    );
+    assert!(
+        deletion + 0.1 < random_deletion,
+        "deletion {deletion:.3} vs random {random_deletion:.3}"
+    );
+    assert!(
+        insertion > random_insertion + 0.1,
+        "insertion {insertion:.3} vs random {random_insertion:.3}"
+    );
+}
