@@ -164,8 +164,7 @@ fn the_bench_refuses_a_detector_of_other_classes() {
         &TaskEvaluationConfig::default(),
         &mut |_: Progress| {},
     )
-    .err()
-    .expect("3 classes against 4");
+    .expect_err("3 classes against 4");
     let message = error.to_string();
     assert!(
         message.contains("the generated scenes have 4 classes") && message.contains("predicts 3"),
