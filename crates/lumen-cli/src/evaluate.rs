@@ -256,6 +256,11 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
             args.model.model
         )));
     }
+    if args.detail_images != 16 || args.sensitivity_samples != 5 || args.sensitivity_radius != 0.1 {
+        return Err(LumenError::InvalidArgument(
+            "--detail-images, --sensitivity-samples and --sensitivity-radius apply to classifiers (the dense bench measures no sensitivity)".into(),
+        ));
+    }
     let detection = args.model.is_detection();
     if !detection && args.score_threshold != 0.5 {
         return Err(LumenError::InvalidArgument(

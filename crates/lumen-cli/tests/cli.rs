@@ -622,7 +622,11 @@ fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
         assert!(out_dir.join("evaluation.json").is_file());
         std::fs::remove_dir_all(out_dir).ok();
     }
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--model", "shapes-det", "--detail-images", "3"],
+            "apply to classifiers",
+        ),
         (
             &["--model", "shapes-seg", "--metrics", "pointing_game"],
             "--metrics chooses among the classification metrics",
