@@ -49,10 +49,14 @@ fn main() {
     }
     let annotations =
         json!({"split": split, "seed": seed, "classes": SHAPE_CLASSES, "scenes": entries});
+    // Written last and atomically: its presence says the folder is complete (the
+    // training script reuses a folder that has it).
+    let partial = out.join("annotations.json.partial");
     std::fs::write(
-        out.join("annotations.json"),
+        &partial,
         serde_json::to_string(&annotations).expect("serialize"),
     )
     .expect("write annotations.json");
+    std::fs::rename(&partial, out.join("annotations.json")).expect("write annotations.json");
     println!("wrote {count} {split} scenes to {}", out.display());
 }

@@ -177,8 +177,11 @@ def main():
     parser.add_argument("--ckpt", default=None, help="where to keep the picked Lightning checkpoint")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    if args.epochs < 1 or args.train < 1 or args.batch < 1 or not args.lr > 0:
-        sys.exit("--epochs, --train and --batch must be positive and --lr above 0")
+    if args.epochs < 1 or args.train < 1 or args.batch < 1 or args.threads < 1 or not args.lr > 0:
+        sys.exit("--epochs, --train, --batch and --threads must be positive and --lr above 0")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.access(out_dir, os.W_OK):
+        sys.exit(f"--out {args.out}: cannot write in {out_dir}")
     torch.set_num_threads(args.threads)
     ckpt = args.ckpt or os.path.join(args.data, "shapes-det.ckpt")
 
@@ -212,12 +215,14 @@ def main():
     test_map = evaluate(model, test)
     print(f"picked epoch {epoch} (validation mAP@0.5 {pick.best:.4f}); test mAP@0.5 {test_map:.4f}")
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, args.out, metadata={
+    partial = args.out + ".partial"  # then renamed: an interrupted run leaves no half file
+    save_file(state, partial, metadata={
         "architecture": "fcos_test_resnet", "classes": "circle,square,triangle,cross",
         "trained_by": "tools/train/shapes_det.py (AutoTimm 0.7.37 ObjectDetector, fcos)",
         "seed": str(args.seed), "epochs": str(args.epochs), "picked_epoch": str(epoch),
         "validation_map50": f"{pick.best:.4f}", "test_map50": f"{test_map:.4f}",
     })
+    os.replace(partial, args.out)
     print(f"wrote {args.out}; Lightning checkpoint {ckpt}")
 
 

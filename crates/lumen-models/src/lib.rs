@@ -63,6 +63,11 @@ const SHAPES_DET_WEIGHTS: Option<&[u8]> = Some(include_bytes!("../weights/shapes
 #[cfg(not(lumen_bundled_det))]
 const SHAPES_DET_WEIGHTS: Option<&[u8]> = None;
 
+/// Owned class names of a bundled model.
+fn class_names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
 /// How to make missing bundled weights.
 fn no_bundled_weights(name: &str) -> LumenError {
     LumenError::InvalidArgument(format!(
@@ -282,12 +287,7 @@ impl LoadedModel {
             ZooModel::Vit(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path)?,
         }
         loaded.model = loaded.model.valid();
-        loaded.class_names = Some(
-            shapes::SHAPE_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        loaded.class_names = Some(class_names(&shapes::SHAPE_CLASSES));
         Ok(loaded)
     }
 
@@ -545,12 +545,7 @@ impl LoadedSegmentor {
         let path = std::path::PathBuf::from(format!("<bundled {name}>"));
         weights::load_burn_bytes(&mut loaded.model, bytes, &path)?;
         loaded.model = loaded.model.valid();
-        loaded.class_names = Some(
-            shapes::SCENE_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        loaded.class_names = Some(class_names(&shapes::SCENE_CLASSES));
         Ok(loaded)
     }
 }
@@ -706,12 +701,7 @@ impl LoadedDetector {
         )?;
         loaded.model.set_scales(&scales)?;
         loaded.model = loaded.model.valid();
-        loaded.class_names = Some(
-            shapes::SHAPE_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
+        loaded.class_names = Some(class_names(&shapes::SHAPE_CLASSES));
         Ok(loaded)
     }
 }

@@ -77,17 +77,14 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
         .collect();
     let remaps = remaps.as_slice();
     let remapper = key_remapper(remaps).map_err(fail)?;
-    let (result, values) = match extension.as_str() {
+    match extension.as_str() {
         "safetensors" => {
             let mut store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .remap(remapper)
                 .validate(false)
                 .allow_partial(true);
-            let result = module
-                .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?;
-            (result, read_scalars(&mut store, scalars).map_err(fail)?)
+            load_from_store(module, &mut store, remaps, scalars).map_err(fail)
         }
         "pth" | "pt" | "bin" | "ckpt" => {
             let mut store = pytorch_store(path, &extension)
@@ -95,18 +92,25 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
                 .map_indices_contiguous(false)
                 .validate(false)
                 .allow_partial(true);
-            let result = module
-                .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?;
-            (result, read_scalars(&mut store, scalars).map_err(fail)?)
+            load_from_store(module, &mut store, remaps, scalars).map_err(fail)
         }
-        other => {
-            return Err(fail(format!(
-                "unsupported extension `.{other}`: expected .safetensors, .pth, .pt or a Lightning .ckpt"
-            )));
-        }
-    };
-    check_result(&result, remaps, scalars).map_err(fail)?;
+        other => Err(fail(format!(
+            "unsupported extension `.{other}`: expected .safetensors, .pth, .pt or a Lightning .ckpt"
+        ))),
+    }
+}
+
+/// Apply a configured store to `module`: every parameter present and of the right
+/// shape, the rank-0 `scalars` read on the side, float32 throughout.
+fn load_from_store<M: Module + ModuleSnapshot, S: ModuleStore>(
+    module: &mut M,
+    store: &mut S,
+    remaps: &[KeyRemap],
+    scalars: &[String],
+) -> std::result::Result<Vec<f32>, String> {
+    let result = module.load_from(store).map_err(|e| e.to_string())?;
+    let values = read_scalars(store, scalars)?;
+    check_result(&result, remaps, scalars)?;
     // Half-precision checkpoints (float16, bfloat16) are common; the models compute in
     // float32, and a parameter keeps the file's dtype after loading.
     *module = module.clone().map(&mut ToFloat32);
@@ -132,13 +136,7 @@ pub fn load_state_dict_bytes_with_scalars<M: Module + ModuleSnapshot>(
         .remap(key_remapper(remaps).map_err(fail)?)
         .validate(false)
         .allow_partial(true);
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| fail(e.to_string()))?;
-    let values = read_scalars(&mut store, scalars).map_err(fail)?;
-    check_result(&result, remaps, scalars).map_err(fail)?;
-    *module = module.clone().map(&mut ToFloat32);
-    Ok(values)
+    load_from_store(module, &mut store, remaps, scalars).map_err(fail)
 }
 
 /// The key remapper of `remaps` (regex rewrites, applied in order).

@@ -173,11 +173,17 @@ pub fn class_maps<M: ExplainableModel<Output = Tensor<4>>>(
     model: &M,
     input: Tensor<4>,
 ) -> Vec<Vec<usize>> {
+    let [_, _, h, w] = input.dims();
+    class_maps_of(model.forward(input), [h, w])
+}
+
+/// [`class_maps`] from logits already computed, at `[h, w]` (the input's size).
+pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Vec<Vec<usize>> {
     use lumen_core::burn::tensor::module::interpolate;
     use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-    let [b, _, h, w] = input.dims();
+    let [b, _, _, _] = logits.dims();
     let logits = interpolate(
-        model.forward(input),
+        logits,
         InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size([h, w]),

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::api::{RequestOf, TaskModel};
 use crate::detection::{DetectionOptions, explain_detection};
 use crate::evaluate::{FLOOR_NAMES, Progress};
-use crate::segmentation::class_maps;
+use crate::segmentation::class_maps_of;
 use crate::{ExplainOptions, Inputs, explain_with};
 
 /// A detection explains an object when it overlaps it at least this much (and has
@@ -528,14 +528,6 @@ pub fn evaluate_segmentor(
 ) -> Result<TaskEvaluation> {
     let (names, batches, total) = plan(scenes, config)?;
     same_classes(model.num_classes(), &SCENE_CLASSES)?;
-    let mut iou = IouAccumulator::new(SCENE_CLASSES.len());
-    for &(start, batch) in &batches {
-        let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-        for (predicted, scene) in class_maps(&model.model, inputs.tensor).iter().zip(batch) {
-            let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
-            iou.add(predicted, &truth);
-        }
-    }
     // Each scene's class to explain: its largest object's.
     let classes: Vec<usize> = scenes
         .iter()
@@ -547,6 +539,34 @@ pub fn evaluate_segmentor(
             largest.map_or(1, |o| o.label + 1)
         })
         .collect();
+    let requests_of = |start: usize, len: usize| -> Vec<SegmentationRequest> {
+        classes[start..start + len]
+            .iter()
+            .map(|&c| SegmentationRequest::predicted(c))
+            .collect()
+    };
+    // One forward per batch: the class maps for the mIoU, and the requests resolved
+    // against the prediction for the curves' targets (the same for every method).
+    let task = model.task();
+    let mut iou = IouAccumulator::new(SCENE_CLASSES.len());
+    let mut resolved: Vec<Vec<SegmentationRequest>> = Vec::with_capacity(batches.len());
+    for &(start, batch) in &batches {
+        let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
+        let [_, _, h, w] = inputs.tensor.dims();
+        let logits = model.model.forward(inputs.tensor);
+        let predictions = task.predict(&logits)?;
+        resolved.push(
+            requests_of(start, batch.len())
+                .into_iter()
+                .zip(&predictions)
+                .map(|(request, prediction)| task.resolve(request, prediction))
+                .collect::<Result<Vec<_>>>()?,
+        );
+        for (predicted, scene) in class_maps_of(logits, [h, w]).iter().zip(batch) {
+            let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
+            iou.add(predicted, &truth);
+        }
+    }
     let mut rows = vec![];
     for (m, name) in names.iter().enumerate() {
         let started = Instant::now();
@@ -569,12 +589,7 @@ pub fn evaluate_segmentor(
             let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
             let options = ExplainOptions {
                 method: name.to_string(),
-                targets: Some(
-                    classes[start..start + batch.len()]
-                        .iter()
-                        .map(|&c| SegmentationRequest::predicted(c))
-                        .collect(),
-                ),
+                targets: Some(requests_of(start, batch.len())),
                 method_options: config.method_options.clone(),
                 ..ExplainOptions::default()
             };
@@ -601,16 +616,6 @@ pub fn evaluate_segmentor(
                 means.add("relevance_rank", relevance_rank(map, &region)? as f64);
             }
             if let Some(curves) = &config.curves {
-                let task = model.task();
-                let predictions = task.predict(&model.model.forward(inputs.tensor.clone()))?;
-                let requests = options
-                    .targets
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .zip(&predictions)
-                    .map(|(request, prediction)| task.resolve(request, prediction))
-                    .collect::<Result<Vec<_>>>()?;
                 let maps: Vec<f32> = results
                     .iter()
                     .flat_map(|r| r.heatmap.values.iter().copied())
@@ -620,7 +625,7 @@ pub fn evaluate_segmentor(
                     model,
                     inputs.tensor.clone(),
                     maps,
-                    &requests,
+                    &resolved[b],
                     curves,
                 )?;
             }

@@ -67,28 +67,30 @@ pub fn stderr(out: &Output) -> String {
 
 /// A scratch folder `name` with `count` generated shape images `{prefix}{i}.png`.
 pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> PathBuf {
-    let folder = tmp(name);
-    std::fs::create_dir_all(&folder).unwrap();
-    for i in 0..count {
-        let sample = lumen_models::shapes::shape_sample(seed, i);
-        sample
-            .image
-            .save(folder.join(format!("{prefix}{i}.png")))
-            .unwrap();
-    }
-    folder
+    image_folder(name, count, |i| {
+        let image = lumen_models::shapes::shape_sample(seed, i).image;
+        (format!("{prefix}{i}.png"), image)
+    })
 }
 
 /// A scratch folder `name` with `count` generated multi-object scenes `scene{i}.png`.
 pub fn scene_folder(name: &str, seed: u64, count: u64) -> PathBuf {
+    image_folder(name, count, |i| {
+        let image = lumen_models::shapes::shape_scene(seed, i).image;
+        (format!("scene{i}.png"), image)
+    })
+}
+
+fn image_folder(
+    name: &str,
+    count: u64,
+    image: impl Fn(u64) -> (String, image::RgbImage),
+) -> PathBuf {
     let folder = tmp(name);
     std::fs::create_dir_all(&folder).unwrap();
     for i in 0..count {
-        let scene = lumen_models::shapes::shape_scene(seed, i);
-        scene
-            .image
-            .save(folder.join(format!("scene{i}.png")))
-            .unwrap();
+        let (file, picture) = image(i);
+        picture.save(folder.join(file)).unwrap();
     }
     folder
 }
