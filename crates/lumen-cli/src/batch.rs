@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lumen::{BatchRun, ExplanationCache, Result, Shard, explain_batch_with, model_fingerprint};
+use lumen::api::{PredictionOf, RequestOf, TaskModel};
+use lumen::{
+    BatchRun, CacheRecord, ExplanationCache, Result, Shard, explain_batch_with, model_fingerprint,
+};
 
 use crate::args::{
     FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
-    explain_options, methods_help, progress,
+    explain_options, figure_options, methods_help, progress, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -43,7 +46,7 @@ pub struct BatchArgs {
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
-    let mut options = explain_options(&args.method, &args.method_args, &args.figure, 50);
+    let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,
@@ -71,7 +74,13 @@ pub fn run(args: BatchArgs) -> Result<()> {
         files.sort();
         files.dedup();
     }
-    options.cautions = args.figure.cautions(&args.model.model)?;
+    if options.targets.is_some() {
+        return Err(lumen::LumenError::InvalidArgument(
+            "`lumen batch` explains each image's own prediction: drop --target-class, or \
+             use `lumen explain` or `lumen compare` to explain a chosen class"
+                .into(),
+        ));
+    }
     if let Some(dir) = &args.cache {
         crate::args::check_folder_writable("--cache", dir)?;
     }
@@ -86,7 +95,29 @@ pub fn run(args: BatchArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let model = args.model.load()?;
+    // The task follows the model: a classifier explains each image's predicted class, a
+    // segmentor its dominant class over the predicted region, a detector its best
+    // detection.
+    with_any_model!(args.model.load_any()?, |model| batch_on(
+        &model, &args, &files, shard, cache
+    ))
+}
+
+fn batch_on<T>(
+    model: &T,
+    args: &BatchArgs,
+    files: &[PathBuf],
+    shard: Option<Shard>,
+    cache: Option<ExplanationCache>,
+) -> Result<()>
+where
+    T: TaskModel,
+    PredictionOf<T>: CacheRecord + serde::Serialize,
+    RequestOf<T>: CacheRecord,
+{
+    let mut options =
+        figure_options::<RequestOf<T>>(&args.method, &args.method_args, &args.figure, 50);
+    options.cautions = args.figure.cautions(&args.model.model)?;
     let run = BatchRun {
         batch_size: args.batch_size,
         shard,
@@ -95,7 +126,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
     };
     let todo = shard.map_or(files.len(), |s| s.range(files.len(), args.batch_size).len());
     let bar = progress(todo as u64, "explaining", args.print.quiet);
-    let outcome = explain_batch_with(&model, &files, &run, &options, |done| {
+    let outcome = explain_batch_with(model, files, &run, &options, |done| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
@@ -116,7 +147,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
     if args.print.json {
         JsonOutput {
             command: "batch",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             files: results.iter().flat_map(|r| r.paths.clone()).collect(),
             results: &results,

@@ -210,3 +210,105 @@ fn profile_prints_the_time_of_every_stage() {
     std::fs::remove_dir_all(images).ok();
     std::fs::remove_dir_all(out_dir).ok();
 }
+
+/// `lumen batch` follows the model's task: a detector's index lines hold its boxes and
+/// the explained one, a segmentor's its class shares and the explained class; a rerun
+/// with `--cache` reuses every result (the hidden parts included: the figures drawn
+/// from the cache are the same bytes).
+#[test]
+fn batch_explains_detectors_and_segmentors_and_caches_them() {
+    let scenes = scene_folder("batch-dense-scenes", 5, 3);
+    std::fs::write(scenes.join("scene9.png"), b"not a png").unwrap();
+    let cache = tmp("batch-dense-cache");
+    let c = cache.display().to_string();
+    for (model, method) in [("shapes-det", "hirescam"), ("shapes-seg", "gradcam")] {
+        let out_dir = tmp(&format!("batch-{model}"));
+        let run = || {
+            let mut args = vec![
+                "batch",
+                "--model",
+                model,
+                "--method",
+                method,
+                "--cache",
+                &c,
+                "--save-raw",
+            ];
+            let (i, o) = (scenes.display().to_string(), out_dir.display().to_string());
+            args.extend_from_slice(&[&i, "--out", &o, "--batch-size", "2"]);
+            lumen(&args)
+        };
+        let first = run();
+        // The damaged scene is reported; the three others are explained.
+        assert_eq!(first.status.code(), Some(3), "{model}: {}", stderr(&first));
+        assert!(stderr(&first).contains("scene9.png"), "{}", stderr(&first));
+        let lines = index_lines(&out_dir.join("index.jsonl"), &out_dir);
+        assert_eq!(lines.len(), 4, "{model}");
+        for line in &lines[..3] {
+            let result = &line["result"];
+            assert_eq!(result["method"], method, "{line}");
+            match model {
+                "shapes-det" => {
+                    let detections = result["prediction"]["detections"].as_array().unwrap();
+                    assert!(!detections.is_empty(), "{line}");
+                    // The best detection is explained by default.
+                    assert_eq!(result["target"][0]["box"], detections[0]["box"], "{line}");
+                    assert_eq!(result["target"][0]["label"], detections[0]["label"]);
+                }
+                _ => {
+                    let dominant = &result["prediction"]["dominant"];
+                    assert_ne!(dominant, 0, "{line}");
+                    assert_eq!(&result["target"]["class"], dominant, "{line}");
+                    assert_eq!(result["target"]["region"], "predicted");
+                }
+            }
+            let raw = line["raw"]
+                .as_str()
+                .unwrap()
+                .replace("OUT", &out_dir.display().to_string());
+            assert!(Path::new(&raw).is_file(), "{raw}");
+        }
+        let figure = out_dir.join(format!("scene1_{method}.png"));
+        let bytes = std::fs::read(&figure).unwrap();
+        std::fs::remove_file(&figure).unwrap();
+        let second = run();
+        assert_eq!(
+            second.status.code(),
+            Some(3),
+            "{model}: {}",
+            stderr(&second)
+        );
+        assert!(
+            stderr(&second).contains("3 of 4 results reused, 0 stored"),
+            "{model}: {}",
+            stderr(&second)
+        );
+        // A resumed run writes the same index as a fresh one.
+        assert_eq!(
+            index_lines(&out_dir.join("index.jsonl"), &out_dir),
+            lines,
+            "{model}"
+        );
+        assert_eq!(std::fs::read(&figure).unwrap(), bytes, "{model}");
+        std::fs::remove_dir_all(out_dir).ok();
+    }
+    // A class for every image is what `explain` and `compare` are for.
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-seg",
+        &scenes.display().to_string(),
+        "--target-class",
+        "1",
+        "--no-figures",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("drop --target-class"),
+        "{}",
+        stderr(&out)
+    );
+    for dir in [scenes, cache] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

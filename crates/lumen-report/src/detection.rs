@@ -64,6 +64,15 @@ pub fn draw_boxes(image: &RgbImage, boxes: &[DrawnBox], scale: f32) -> RgbImage 
     out
 }
 
+/// `image` enlarged as the figures enlarge it (to at least 256 pixels a side, by an
+/// integer factor) with `boxes` (in `image`'s pixels) drawn at that size, so that
+/// outlines and captions keep their size on small inputs.
+pub fn outline_boxes(image: &RgbImage, boxes: &[DrawnBox]) -> RgbImage {
+    let enlarged = enlarge(image, 256);
+    let scale = enlarged.width() as f32 / image.width().max(1) as f32;
+    draw_boxes(&enlarged, boxes, scale)
+}
+
 /// The detections on the image, then one panel per explained box: its map over the
 /// image with that box drawn; a colorbar under the maps. `boxes` are in the
 /// original's pixels.
@@ -101,4 +110,30 @@ pub fn detection_figure(
     image::imageops::replace(&mut canvas, &body, 0, 0);
     image::imageops::replace(&mut canvas, &bar, 8, (body.height() + 2) as i64);
     title_bar(title, &canvas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small image is enlarged as the figures enlarge it, and the box is drawn at that
+    /// scale in its class colour: its corner lands on the scaled corner.
+    #[test]
+    fn outlines_are_drawn_at_the_enlarged_scale() {
+        let image = RgbImage::from_pixel(64, 48, Rgb([0, 0, 0]));
+        let drawn = outline_boxes(
+            &image,
+            &[DrawnBox {
+                bbox: [10.0, 20.0, 30.0, 40.0],
+                class: 2,
+                caption: String::new(),
+            }],
+        );
+        // 48 px to at least 256: a factor of 6.
+        assert_eq!(drawn.dimensions(), (384, 288));
+        let color = Rgb(class_color(3));
+        assert_eq!(*drawn.get_pixel(60, 180), color);
+        assert_eq!(*drawn.get_pixel(180, 240), color);
+        assert_eq!(*drawn.get_pixel(120, 200), Rgb([0, 0, 0]));
+    }
 }

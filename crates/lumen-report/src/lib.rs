@@ -14,7 +14,7 @@ pub mod timeline;
 mod turbo;
 
 pub use colormap::Colormap;
-pub use detection::{DrawnBox, detection_figure, draw_boxes};
+pub use detection::{DrawnBox, detection_figure, draw_boxes, outline_boxes};
 pub use evaluation::{CurveChart, EvaluationView, MetricColumn, evaluation_section};
 pub use figure::{
     Layout, Panel, colorbar, comparison_figure, explanation_figure, feature_grid, grid, image_grid,

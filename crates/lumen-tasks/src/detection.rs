@@ -13,7 +13,7 @@ use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::{DetectorOutput, LumenError, Result, Target, Tensor, named_choices, to_host};
 use serde::{Deserialize, Serialize};
 
-use crate::task::Task;
+use crate::task::{Outline, Task};
 
 /// How raw outputs become detections (AutoTimm's defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -416,6 +416,34 @@ impl Task for ObjectDetection {
         )
     }
 
+    /// Each explained box, captioned with its label and the score of the detection it
+    /// names (the same label and box), when one does.
+    fn outlines(
+        &self,
+        request: &Vec<BoxRequest>,
+        prediction: &DetectionPrediction,
+    ) -> Vec<Outline> {
+        request
+            .iter()
+            .map(|wanted| {
+                let name = match self.class_names.as_ref().and_then(|n| n.get(wanted.label)) {
+                    Some(name) => name.clone(),
+                    None => format!("class {}", wanted.label),
+                };
+                let score = prediction
+                    .detections
+                    .iter()
+                    .find(|d| d.label == wanted.label && d.bbox == wanted.bbox)
+                    .map(|d| format!(" {:.2}", d.score));
+                Outline {
+                    bbox: wanted.bbox,
+                    class: wanted.label,
+                    caption: format!("{name}{}", score.unwrap_or_default()),
+                }
+            })
+            .collect()
+    }
+
     fn describe_request(&self, request: &Vec<BoxRequest>) -> String {
         match request.as_slice() {
             [] => "nothing (no detection)".into(),
@@ -439,7 +467,14 @@ impl Task for ObjectDetection {
         prediction
             .detections
             .iter()
-            .map(|d| (self.label(d.label), d.score))
+            .map(|d| {
+                let [x1, y1, x2, y2] = d.bbox;
+                let label = self.label(d.label);
+                (
+                    format!("{label} at [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]"),
+                    d.score,
+                )
+            })
             .collect()
     }
 }
@@ -567,6 +602,46 @@ impl Target<DetectorOutput> for BoxScore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Figures outline each explained box; the caption carries the score of the
+    /// detection the box names, and only the label when no detection is that box.
+    #[test]
+    fn outlines_caption_the_explained_boxes() {
+        let task = ObjectDetection::new(2, Some(vec!["circle".into(), "square".into()]));
+        let found = Detection {
+            bbox: [4.0, 5.0, 20.0, 30.0],
+            label: 1,
+            name: Some("square".into()),
+            score: 0.734,
+            location: 9,
+        };
+        let prediction = DetectionPrediction {
+            detections: vec![found.clone()],
+        };
+        let request = vec![
+            BoxRequest {
+                bbox: found.bbox,
+                label: 1,
+            },
+            // The same box under another label names no detection.
+            BoxRequest {
+                bbox: found.bbox,
+                label: 0,
+            },
+        ];
+        let outlines = task.outlines(&request, &prediction);
+        assert_eq!(
+            outlines
+                .iter()
+                .map(|o| (o.bbox, o.class, o.caption.as_str()))
+                .collect::<Vec<_>>(),
+            [(found.bbox, 1, "square 0.73"), (found.bbox, 0, "circle")]
+        );
+        assert_eq!(
+            task.ranked(&prediction),
+            [("square (1) at [4, 5, 20, 30]".to_string(), 0.734)]
+        );
+    }
 
     #[test]
     fn nms_is_class_aware_and_keeps_the_best_first() {

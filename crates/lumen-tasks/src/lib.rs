@@ -39,4 +39,4 @@ pub use segmentation::{
     ClassRegionScore, ClassShare, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Uncertainty, UncertaintyScale, uncertainty_map,
 };
-pub use task::Task;
+pub use task::{Outline, Task};

@@ -3,6 +3,18 @@
 use lumen_core::{Result, Target};
 use serde::Serialize;
 
+/// A box a figure outlines: corners `[x1, y1, x2, y2]` in input pixels, the class
+/// (its colour) and a caption.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outline {
+    /// Corners in input pixels.
+    pub bbox: [f32; 4],
+    /// Class index.
+    pub class: usize,
+    /// Caption (`triangle 0.73`).
+    pub caption: String,
+}
+
 /// What a kind of model predicts and what of it can be explained.
 ///
 /// - `predict` describes the model's output per image (figures, JSON, reports);
@@ -43,6 +55,13 @@ pub trait Task {
 
     /// The target of one resolved request per image.
     fn target(&self, requests: &[Self::Request]) -> Box<dyn Target<Self::Output>>;
+
+    /// What a figure outlines for a request: a detector's explained boxes. Nothing by
+    /// default.
+    fn outlines(&self, request: &Self::Request, prediction: &Self::Prediction) -> Vec<Outline> {
+        let _ = (request, prediction);
+        vec![]
+    }
 
     /// One line about a prediction, for figure titles and text output.
     fn describe_prediction(&self, prediction: &Self::Prediction) -> String;

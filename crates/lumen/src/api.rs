@@ -17,18 +17,17 @@ use lumen_methods::{
 };
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
-    Colormap, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure, overlay,
-    polarity_figure, report_page, with_notes,
+    Colormap, DrawnBox, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure,
+    outline_boxes, overlay, polarity_figure, report_page, with_notes,
 };
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
-use crate::cache::{CachedExplanation, ExplanationCache};
+use crate::cache::{CacheRecord, CachedExplanation, ExplanationCache};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically, write_npy};
 use crate::scale::{GRID_FILE, IndexLine, Shard, batch_grid, write_index};
-use serde::de::DeserializeOwned;
 
 /// A model with what the high-level calls need around it: its task, preprocessing
 /// and device.
@@ -441,6 +440,7 @@ fn explain_and_draw<T: TaskModel>(
             (prepared, explanation)
         };
     let name = method.name();
+    let task = model.task();
     let mut explained = Vec::with_capacity(inputs.len());
     for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
         let signed = match (options.polarity, &explanation.attributions) {
@@ -461,7 +461,12 @@ fn explain_and_draw<T: TaskModel>(
         result.paths = write_figures(
             &result,
             &title,
-            &inputs.originals[i],
+            &outlined(
+                &task,
+                &result.prediction,
+                &result.target,
+                &inputs.originals[i],
+            ),
             signed.as_ref(),
             options,
         )?;
@@ -594,6 +599,7 @@ pub fn compare_methods<T: TaskModel>(
         .into_iter()
         .map(|m| m.expect("every method ran"))
         .collect();
+    let task = model.task();
     let mut results = vec![];
     for i in 0..inputs.len() {
         let maps: Vec<(String, Map)> = methods
@@ -604,9 +610,15 @@ pub fn compare_methods<T: TaskModel>(
         let path = match &options.save_dir {
             Some(dir) => {
                 let title = format!("{}: {}", inputs.names[i], prepared.title(i));
+                let original = outlined(
+                    &task,
+                    &prepared.predictions[i],
+                    &prepared.requests[i],
+                    &inputs.originals[i],
+                );
                 let figure = with_notes(
                     &comparison_figure(
-                        &inputs.originals[i],
+                        &original,
                         &maps,
                         options.colormap,
                         options.alpha,
@@ -684,8 +696,8 @@ pub fn explain_batch<T: TaskModel, P: AsRef<Path>>(
     progress: impl FnMut(usize),
 ) -> Result<BatchOutcome<ResultOf<T>>>
 where
-    PredictionOf<T>: DeserializeOwned,
-    RequestOf<T>: DeserializeOwned,
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
 {
     let run = BatchRun {
         batch_size,
@@ -741,8 +753,8 @@ pub fn explain_batch_with<T: TaskModel, P: AsRef<Path>>(
     mut progress: impl FnMut(usize),
 ) -> Result<BatchOutcome<ResultOf<T>>>
 where
-    PredictionOf<T>: DeserializeOwned,
-    RequestOf<T>: DeserializeOwned,
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
 {
     if options.targets.is_some() {
         return Err(LumenError::InvalidArgument(
@@ -831,8 +843,10 @@ where
                         )?;
                     }
                     if thumbnails.len() < BATCH_GRID_LIMIT {
+                        let original =
+                            outlined(&task, &d.result.prediction, &d.result.target, original);
                         thumbnails
-                            .push((start + j, thumbnail(&task, &d.result, original, options)));
+                            .push((start + j, thumbnail(&task, &d.result, &original, options)));
                     }
                     explained[j] = Some((d.result, false));
                 }
@@ -855,7 +869,12 @@ where
             if options.save_dir.is_some() {
                 // Decoded again only to draw the figures: no tensor, no model.
                 let original = match lumen_core::read_image(&chunk[j]) {
-                    Ok(read) => model.data_config().resize_and_crop(&read.image),
+                    Ok(read) => outlined(
+                        &task,
+                        &result.prediction,
+                        &result.target,
+                        &model.data_config().resize_and_crop(&read.image),
+                    ),
                     // A bad setting (the decoding limit's variable) is not the file's fault.
                     Err(error @ LumenError::InvalidArgument(_)) => return Err(error),
                     Err(error) => {
@@ -972,6 +991,30 @@ fn thumbnail<T: Task, Q>(
     )
 }
 
+/// `original` with the request's outlines drawn (a detector's explained box), so that
+/// every figure of the image shows what was explained.
+fn outlined<T: Task>(
+    task: &T,
+    prediction: &T::Prediction,
+    request: &T::Request,
+    original: &image::RgbImage,
+) -> image::RgbImage {
+    let boxes: Vec<DrawnBox> = task
+        .outlines(request, prediction)
+        .into_iter()
+        .map(|o| DrawnBox {
+            bbox: o.bbox,
+            class: o.class,
+            caption: o.caption,
+        })
+        .collect();
+    if boxes.is_empty() {
+        original.clone()
+    } else {
+        outline_boxes(original, &boxes)
+    }
+}
+
 /// Images shown in the batch grid figure at most.
 pub const BATCH_GRID_LIMIT: usize = 64;
 
@@ -983,8 +1026,8 @@ pub fn visualize_batch<T: TaskModel, P: AsRef<Path>>(
     options: &ExplainOptions<RequestOf<T>>,
 ) -> Result<BatchOutcome<ResultOf<T>>>
 where
-    PredictionOf<T>: DeserializeOwned,
-    RequestOf<T>: DeserializeOwned,
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
 {
     let options = ExplainOptions {
         save_dir: Some(output_dir.into()),
@@ -1023,7 +1066,7 @@ pub fn write_report<T: TaskModel>(
         .enumerate()
         .map(|(i, c)| ReportImage {
             name: c.image.clone(),
-            original: inputs.originals[i].clone(),
+            original: outlined(&task, &c.prediction, &c.target, &inputs.originals[i]),
             top5: task.ranked(&c.prediction),
             measure: task.ranked_measure().into(),
             target: task.describe_request(&c.target),

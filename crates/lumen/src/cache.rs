@@ -17,8 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lumen_core::{LumenError, Result};
 use lumen_report::Map;
-use serde::de::DeserializeOwned;
+use lumen_tasks::{
+    ClassPrediction, DetectionPrediction, SegmentRegion, SegmentationPrediction,
+    SegmentationRequest,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::output::write_atomically;
@@ -85,10 +89,122 @@ pub struct CachedExplanation<P, R> {
     pub signed: Option<Map>,
 }
 
+/// How a task's prediction or request is kept in a cache entry. Their JSON form (what
+/// `--json` prints) leaves out bulky or internal fields: a segmentation's class grid
+/// and resolved mask, the location each detection came from. An entry keeps those too,
+/// so that a hit gives back the value the computation gave.
+pub trait CacheRecord: Sized {
+    /// The entry's form.
+    fn to_record(&self) -> Value;
+    /// Back from the entry's form; `None` (a miss, recomputed) when it cannot be.
+    fn from_record(record: Value) -> Option<Self>;
+}
+
+/// The types whose JSON form is complete.
+macro_rules! cache_record_by_serde {
+    ($($t:ty),*) => {$(
+        impl CacheRecord for $t {
+            fn to_record(&self) -> Value {
+                serde_json::to_value(self).unwrap_or(Value::Null)
+            }
+            fn from_record(record: Value) -> Option<Self> {
+                serde_json::from_value(record).ok()
+            }
+        }
+    )*};
+}
+cache_record_by_serde!(usize, ClassPrediction, Vec<lumen_tasks::BoxRequest>);
+
+impl CacheRecord for DetectionPrediction {
+    fn to_record(&self) -> Value {
+        json!({
+            "prediction": self,
+            "locations": self.detections.iter().map(|d| d.location).collect::<Vec<_>>(),
+        })
+    }
+
+    fn from_record(mut record: Value) -> Option<Self> {
+        let locations: Vec<usize> =
+            serde_json::from_value(record.get_mut("locations")?.take()).ok()?;
+        let mut prediction: Self =
+            serde_json::from_value(record.get_mut("prediction")?.take()).ok()?;
+        if locations.len() != prediction.detections.len() {
+            return None;
+        }
+        for (detection, location) in prediction.detections.iter_mut().zip(locations) {
+            detection.location = location;
+        }
+        Some(prediction)
+    }
+}
+
+impl CacheRecord for SegmentationPrediction {
+    fn to_record(&self) -> Value {
+        json!({"prediction": self, "classes": self.classes})
+    }
+
+    fn from_record(record: Value) -> Option<Self> {
+        let field = |name: &str| record.get("prediction")?.get(name).cloned();
+        let grid: [usize; 2] = serde_json::from_value(field("grid")?).ok()?;
+        let classes: Vec<usize> = serde_json::from_value(record.get("classes")?.clone()).ok()?;
+        if classes.len() != grid[0] * grid[1] {
+            return None;
+        }
+        let shares = field("shares")?
+            .as_array()?
+            .iter()
+            .map(|share| {
+                Some(lumen_tasks::ClassShare {
+                    class: serde_json::from_value(share.get("class")?.clone()).ok()?,
+                    name: serde_json::from_value(share.get("name")?.clone()).ok()?,
+                    fraction: serde_json::from_value(share.get("fraction")?.clone()).ok()?,
+                    confidence: serde_json::from_value(share.get("confidence")?.clone()).ok()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            grid,
+            classes,
+            shares,
+            dominant: serde_json::from_value(field("dominant")?).ok()?,
+        })
+    }
+}
+
+impl CacheRecord for SegmentationRequest {
+    fn to_record(&self) -> Value {
+        json!({"request": self, "mask": self.mask})
+    }
+
+    /// A request over a user region is not kept (its region is not in the record): a
+    /// miss, recomputed.
+    fn from_record(record: Value) -> Option<Self> {
+        let request = record.get("request")?;
+        let region = match request.get("region")? {
+            Value::String(name) if name == "predicted" => SegmentRegion::Predicted,
+            Value::String(name) if name == "whole" => SegmentRegion::Whole,
+            Value::Object(fields) => {
+                let pixel = fields.get("pixel")?;
+                SegmentRegion::Pixel {
+                    x: serde_json::from_value(pixel.get("x")?.clone()).ok()?,
+                    y: serde_json::from_value(pixel.get("y")?.clone()).ok()?,
+                }
+            }
+            _ => return None,
+        };
+        Some(Self {
+            class: serde_json::from_value(request.get("class")?.clone()).ok()?,
+            region,
+            mask: serde_json::from_value(record.get("mask")?.clone()).ok()?,
+            pixels: serde_json::from_value(request.get("pixels")?.clone()).ok()?,
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
-struct Header<P, R> {
-    prediction: P,
-    target: R,
+struct Header {
+    prediction: Value,
+    target: Value,
     layer: Option<String>,
     convergence_delta: Option<f32>,
     title: String,
@@ -142,7 +258,7 @@ impl ExplanationCache {
 
     /// The entry of `key`, when there is a readable one (a damaged entry counts as a
     /// miss and is overwritten by the next store).
-    pub fn get<P: DeserializeOwned, R: DeserializeOwned>(
+    pub fn get<P: CacheRecord, R: CacheRecord>(
         &self,
         key: &str,
     ) -> Option<CachedExplanation<P, R>> {
@@ -153,14 +269,14 @@ impl ExplanationCache {
     }
 
     /// Store an entry atomically.
-    pub fn put<P: Serialize, R: Serialize>(
+    pub fn put<P: CacheRecord, R: CacheRecord>(
         &self,
         key: &str,
         entry: &CachedExplanation<P, R>,
     ) -> Result<()> {
         let header = Header {
-            prediction: &entry.prediction,
-            target: &entry.target,
+            prediction: entry.prediction.to_record(),
+            target: entry.target.to_record(),
             layer: entry.layer.clone(),
             convergence_delta: entry.convergence_delta,
             title: entry.title.clone(),
@@ -192,13 +308,10 @@ impl ExplanationCache {
     }
 }
 
-fn decode<P: DeserializeOwned, R: DeserializeOwned>(
-    bytes: &[u8],
-) -> Option<CachedExplanation<P, R>> {
+fn decode<P: CacheRecord, R: CacheRecord>(bytes: &[u8]) -> Option<CachedExplanation<P, R>> {
     let rest = bytes.strip_prefix(MAGIC.as_slice())?;
     let length = usize::try_from(u64::from_le_bytes(rest.get(..8)?.try_into().ok()?)).ok()?;
-    let header: Header<P, R> =
-        serde_json::from_slice(rest.get(8..8usize.checked_add(length)?)?).ok()?;
+    let header: Header = serde_json::from_slice(rest.get(8..8usize.checked_add(length)?)?).ok()?;
     let values = &rest[8 + length..];
     let pixels = (header.width as usize).checked_mul(header.height as usize)?;
     let maps = if header.signed { 2 } else { 1 };
@@ -219,8 +332,8 @@ fn decode<P: DeserializeOwned, R: DeserializeOwned>(
     Some(CachedExplanation {
         heatmap: map(0),
         signed: header.signed.then(|| map(1)),
-        prediction: header.prediction,
-        target: header.target,
+        prediction: P::from_record(header.prediction)?,
+        target: R::from_record(header.target)?,
         layer: header.layer,
         convergence_delta: header.convergence_delta,
         title: header.title,
@@ -285,6 +398,79 @@ mod tests {
         assert_eq!(cache.hits(), 2);
         assert_eq!(cache.stored(), 2);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// What the JSON form leaves out comes back from an entry: a detection's location,
+    /// a segmentation's class grid and resolved mask. A request over a user region is
+    /// not kept (a miss).
+    #[test]
+    fn dense_predictions_and_requests_keep_their_hidden_parts() {
+        let detections = DetectionPrediction {
+            detections: vec![lumen_tasks::Detection {
+                bbox: [1.0, 2.5, 30.0, 40.0],
+                label: 3,
+                name: Some("cross".into()),
+                score: 0.625,
+                location: 417,
+            }],
+        };
+        assert_eq!(
+            DetectionPrediction::from_record(detections.to_record()),
+            Some(detections.clone())
+        );
+        let boxes = vec![lumen_tasks::BoxRequest {
+            bbox: [1.0, 2.5, 30.0, 40.0],
+            label: 3,
+        }];
+        assert_eq!(
+            Vec::<lumen_tasks::BoxRequest>::from_record(boxes.to_record()),
+            Some(boxes)
+        );
+        let segmentation = SegmentationPrediction {
+            grid: [2, 3],
+            classes: vec![0, 1, 1, 2, 0, 1],
+            shares: vec![lumen_tasks::ClassShare {
+                class: 1,
+                name: None,
+                fraction: 0.5,
+                confidence: 0.875,
+            }],
+            dominant: 1,
+        };
+        assert_eq!(
+            SegmentationPrediction::from_record(segmentation.to_record()),
+            Some(segmentation.clone())
+        );
+        // A grid that does not match its size is damage: a miss.
+        let mut damaged = segmentation.to_record();
+        damaged["classes"] = json!([0, 1]);
+        assert_eq!(SegmentationPrediction::from_record(damaged), None);
+        for region in [
+            SegmentRegion::Predicted,
+            SegmentRegion::Whole,
+            SegmentRegion::Pixel { x: 4, y: 7 },
+        ] {
+            let mut request = SegmentationRequest::new(2, region);
+            request.mask = Some(vec![0.0, 1.0, 1.0, 0.0, 0.0, 1.0]);
+            request.pixels = Some(3.0);
+            assert_eq!(
+                SegmentationRequest::from_record(request.to_record()),
+                Some(request)
+            );
+        }
+        let user = SegmentationRequest::new(
+            2,
+            SegmentRegion::Region {
+                bbox: [0, 0, 2, 2],
+                region: Box::new(lumen_core::Region {
+                    height: 2,
+                    width: 2,
+                    mask: vec![true; 4],
+                    bbox: [0, 0, 2, 2],
+                }),
+            },
+        );
+        assert_eq!(SegmentationRequest::from_record(user.to_record()), None);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub use api::{
     explain_batch, explain_batch_with, explain_prediction, explain_with, quick_explain,
     visualize_batch, write_report,
 };
-pub use cache::{ExplanationCache, model_fingerprint};
+pub use cache::{CacheRecord, ExplanationCache, model_fingerprint};
 pub use detection::{
     DetectionExplanation, DetectionOptions, ExplainedDetections, explain_detection,
 };
