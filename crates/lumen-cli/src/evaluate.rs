@@ -150,6 +150,8 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     {
         return Err(LumenError::unknown_choice("metric", bad, &names));
     }
+    // Minutes of work: the folder is checked before it, not at the end.
+    crate::args::check_folder_writable("--out", &args.out)?;
     let seed = args.method_args.seed.unwrap_or(0);
     let loaded = args.model.load()?;
     let data = &loaded.data_config;
@@ -281,6 +283,7 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
             valid: known.iter().map(|s| s.to_string()).collect(),
         });
     }
+    crate::args::check_folder_writable("--out", &args.out)?;
     let seed = args.method_args.seed.unwrap_or(0);
     let mut method_options = args.method_args.options(32);
     method_options.seed = Some(seed);
@@ -315,13 +318,15 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
     let json_path = args.out.join("evaluation.json");
     let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
     lumen::write_atomically(&json_path, full.as_bytes())?;
+    let html_path = args.out.join("evaluation.html");
+    lumen::write_atomically(&html_path, result.html_page().as_bytes())?;
     if args.print.json {
         JsonOutput {
             command: "evaluate",
             model: &result.model,
             device: &args.model.device,
             results: serde_json::to_value(&result).expect("evaluation serialises"),
-            files: vec![json_path],
+            files: vec![json_path, html_path],
         }
         .print();
         return Ok(());
@@ -360,7 +365,7 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
         }
         println!(" {:>9.1}", m.seconds_per_image * 1e3);
     }
-    eprintln!("wrote {}", json_path.display());
+    eprintln!("wrote {} and {}", json_path.display(), html_path.display());
     Ok(())
 }
 

@@ -610,16 +610,39 @@ fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
                 "{model} {}: {metric} {v}",
                 row["method"]
             );
-            for curve in ["deletion_auc", "insertion_auc"] {
-                let area = row["scores"][curve].as_f64();
+            for curve in ["deletion", "insertion"] {
+                let area = row["scores"][format!("{curve}_auc")].as_f64();
                 assert!(
                     area.is_some_and(f64::is_finite),
                     "{model} {}: {curve}",
                     row["method"]
                 );
+                // The mean curve: 4 steps from the whole image to none, divided by the
+                // unperturbed score, which is therefore where it starts (deletion) or
+                // ends (insertion).
+                let mean = row["curves"][curve]["mean"].as_array().unwrap();
+                assert_eq!(mean.len(), 5, "{model} {curve}");
+                let unperturbed = if curve == "deletion" {
+                    &mean[0]
+                } else {
+                    &mean[4]
+                };
+                assert!(
+                    (unperturbed.as_f64().unwrap() - 1.0).abs() < 1e-4,
+                    "{model} {curve}: {mean:?}"
+                );
             }
         }
         assert!(out_dir.join("evaluation.json").is_file());
+        let html = std::fs::read_to_string(out_dir.join("evaluation.html")).unwrap();
+        for part in [
+            metric,
+            "random (floor)",
+            "deletion (lower is better)",
+            "plotly",
+        ] {
+            assert!(html.contains(part), "{model}: {part}");
+        }
         std::fs::remove_dir_all(out_dir).ok();
     }
     let cases: [(&[&str], &str); 5] = [
@@ -655,6 +678,27 @@ fn evaluate_measures_detectors_and_segmentors_on_scenes_against_the_floors() {
             stderr(&out)
         );
     }
+    // An output that cannot be written is found before the work.
+    let blocked = tmp("evaluate-out-is-a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    for model in ["shapes-det", "shapes-cnn"] {
+        let out = lumen(&[
+            "evaluate",
+            "--model",
+            model,
+            "--images",
+            "1",
+            "--out",
+            &blocked.display().to_string(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is a file, not a folder"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_file(blocked).ok();
     let out = lumen(&[
         "evaluate",
         "--model",

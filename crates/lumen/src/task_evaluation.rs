@@ -19,6 +19,7 @@ use lumen_metrics::{
 };
 use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, SHAPE_IMAGE_SIZE, ShapeScene};
 use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
+use lumen_report::{CurveChart, EvaluationView, MetricColumn};
 use lumen_tasks::{BoxRequest, SegmentationRequest, Task, box_iou};
 use serde::Serialize;
 
@@ -115,6 +116,10 @@ pub struct TaskMethodRow {
     pub layer: Option<String>,
     /// Metric means, by name ([`TaskEvaluation::metric_names`]).
     pub scores: BTreeMap<String, f64>,
+    /// The mean deletion and insertion curves, by name (`deletion`, `insertion`),
+    /// when curves were measured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub curves: BTreeMap<String, MeanCurve>,
     /// Wall time per scene.
     pub seconds_per_image: f64,
 }
@@ -146,6 +151,174 @@ impl TaskEvaluation {
             _ => SEGMENTATION_METRICS.to_vec(),
         }
     }
+
+    /// The data of the page's section: the model's accuracy and what was explained,
+    /// one table per metric with the floors, the best method per use, the cost and the
+    /// mean deletion and insertion curves.
+    pub fn view(&self) -> EvaluationView {
+        let floor = |name: &str| FLOOR_NAMES.contains(&name);
+        let label = |name: &str| {
+            if floor(name) {
+                format!("{name} (floor)")
+            } else {
+                name.to_string()
+            }
+        };
+        let metrics: Vec<MetricColumn> = self
+            .metric_names()
+            .into_iter()
+            .filter(|k| self.methods.iter().any(|m| m.scores.contains_key(*k)))
+            .map(|k| {
+                let (description, lower_is_better) = dense_metric(k);
+                MetricColumn {
+                    name: k.to_string(),
+                    description: description.to_string(),
+                    lower_is_better,
+                    rows: self
+                        .methods
+                        .iter()
+                        .filter_map(|m| {
+                            let v = *m.scores.get(k)?;
+                            Some((label(&m.method), format!("{v:.3}"), v))
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let uses: &[(&str, &str)] = match self.task {
+            "detection" => &[
+                (
+                    "telling the explained box from the others",
+                    "beats_other_boxes",
+                ),
+                ("pointing at the explained object", "pointing_game"),
+                ("faithful to the box's score (deletion)", "deletion_auc"),
+            ],
+            _ => &[
+                ("concentrating on the class's pixels", "relevance_mass"),
+                ("pointing at the class", "pointing_game"),
+                ("faithful to the class's score (deletion)", "deletion_auc"),
+            ],
+        };
+        let recommendations = uses
+            .iter()
+            .filter_map(|&(use_case, key)| {
+                let lower = dense_metric(key).1;
+                let better = |a: f64, b: f64| if lower { a < b } else { a > b };
+                let best_of = |floors: bool| {
+                    self.methods
+                        .iter()
+                        .filter(|m| floor(&m.method) == floors)
+                        .filter_map(|m| Some((m.method.as_str(), *m.scores.get(key)?)))
+                        .reduce(|a, b| if better(b.1, a.1) { b } else { a })
+                };
+                let (method, value) = best_of(false)?;
+                let reason = match best_of(true) {
+                    Some((f, floor_value)) => {
+                        format!("{key} {value:.3}, against {floor_value:.3} for the {f} floor")
+                    }
+                    None => format!("{key} {value:.3}"),
+                };
+                Some((use_case.to_string(), method.to_string(), reason))
+            })
+            .collect();
+        let chart = |key: &str, title: &str| CurveChart {
+            title: title.into(),
+            x_label: format!("fraction of pixels {key}"),
+            y_label: "score / unperturbed score".into(),
+            series: self
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    let curve = m.curves.get(if key == "removed" {
+                        "deletion"
+                    } else {
+                        "insertion"
+                    })?;
+                    Some((
+                        label(&m.method),
+                        curve.fractions.iter().map(|&f| f as f64).collect(),
+                        curve.mean.clone(),
+                    ))
+                })
+                .collect(),
+            note: None,
+        };
+        let accuracy: Vec<String> = self
+            .accuracy
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.3}"))
+            .collect();
+        let explained: Vec<String> = self
+            .explained
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+            .collect();
+        EvaluationView {
+            heading: format!(
+                "{} evaluation of {} on {} generated scenes",
+                self.task, self.model, self.images
+            ),
+            summary: format!(
+                "Model accuracy on the scenes: {}. Explained: {}. The floors are maps that know nothing of the model: a seeded random map and a centred Gaussian.",
+                accuracy.join(", "),
+                explained.join(", ")
+            ),
+            recommendations,
+            metrics,
+            cost: self
+                .methods
+                .iter()
+                .filter(|m| !floor(&m.method))
+                .map(|m| (m.method.clone(), m.seconds_per_image * 1e3))
+                .collect(),
+            charts: vec![
+                chart("removed", "deletion (lower is better)"),
+                chart("inserted", "insertion (higher is better)"),
+            ],
+        }
+    }
+
+    /// The evaluation as a full offline HTML page.
+    pub fn html_page(&self) -> String {
+        lumen_report::page(
+            &format!("Lumen evaluation: {}", self.model),
+            &lumen_report::evaluation_section(&self.view()),
+        )
+    }
+}
+
+/// What a dense-bench metric measures, and whether lower is better.
+fn dense_metric(key: &str) -> (&'static str, bool) {
+    match key {
+        "pointing_game" => ("the map's maximum lies in the explained object", false),
+        "energy_in_box" => (
+            "share of the map's positive mass inside the explained box",
+            false,
+        ),
+        "share_among_boxes" => (
+            "of the mass inside any object's box, the share in the explained one",
+            false,
+        ),
+        "beats_other_boxes" => (
+            "the explained box holds more mass than the other boxes together",
+            false,
+        ),
+        "relevance_mass" => ("share of the map's mass in the class's true pixels", false),
+        "relevance_rank" => (
+            "with K the class's pixel count, the share of the map's top K pixels in the class",
+            false,
+        ),
+        "deletion_auc" => (
+            "area under the score as the most relevant pixels are removed, divided by the unperturbed score",
+            true,
+        ),
+        "insertion_auc" => (
+            "area under the score as the most relevant pixels are inserted, divided by the unperturbed score",
+            false,
+        ),
+        _ => ("", false),
+    }
 }
 
 /// Detection columns: the map's maximum in the object's box; its share of positive
@@ -174,21 +347,63 @@ const SEGMENTATION_METRICS: [&str; 5] = [
 
 /// Sums of a metric, for the mean.
 #[derive(Default)]
-struct Means(BTreeMap<String, (f64, usize)>);
+struct Means {
+    scores: BTreeMap<String, (f64, usize)>,
+    /// Per curve: its fractions, the sum of the items' divided scores per point, items.
+    curves: BTreeMap<String, (Vec<f32>, Vec<f64>, usize)>,
+}
 
 impl Means {
     fn add(&mut self, key: &str, value: f64) {
-        let entry = self.0.entry(key.to_string()).or_default();
+        let entry = self.scores.entry(key.to_string()).or_default();
         entry.0 += value;
         entry.1 += 1;
     }
 
-    fn finish(self) -> BTreeMap<String, f64> {
-        self.0
+    /// One item's curve, divided by its unperturbed score. Every batch runs the same
+    /// steps on the same image size, so the fractions agree; a curve that does not is
+    /// left out rather than averaged point by point with others.
+    fn add_curve(&mut self, key: &str, fractions: &[f32], divided: impl Iterator<Item = f64>) {
+        let entry = self
+            .curves
+            .entry(key.to_string())
+            .or_insert_with(|| (fractions.to_vec(), vec![0.0; fractions.len()], 0));
+        if entry.0 != fractions {
+            return;
+        }
+        for (sum, value) in entry.1.iter_mut().zip(divided) {
+            *sum += value;
+        }
+        entry.2 += 1;
+    }
+
+    fn finish(self) -> (BTreeMap<String, f64>, BTreeMap<String, MeanCurve>) {
+        let scores = self
+            .scores
             .into_iter()
             .map(|(k, (sum, n))| (k, sum / n.max(1) as f64))
-            .collect()
+            .collect();
+        let curves = self
+            .curves
+            .into_iter()
+            .filter(|(_, (_, _, n))| *n > 0)
+            .map(|(k, (fractions, sums, n))| {
+                let mean = sums.iter().map(|s| s / n as f64).collect();
+                (k, MeanCurve { fractions, mean })
+            })
+            .collect();
+        (scores, curves)
     }
+}
+
+/// A perturbation curve averaged over the explained items, each divided by its
+/// unperturbed score.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeanCurve {
+    /// Fraction of pixels removed (deletion) or inserted (insertion) at each point.
+    pub fractions: Vec<f32>,
+    /// The mean divided score at each point.
+    pub mean: Vec<f64>,
 }
 
 /// The scenes as a batch at their own size, whatever size the model's data config
@@ -321,6 +536,9 @@ fn add_curves<T: TaskModel>(
             };
             if original > 0.0 && auc.is_finite() {
                 means.add(key, *auc as f64);
+                let name = key.trim_end_matches("_auc");
+                let divided = scores.iter().map(|&v| (v / original) as f64);
+                means.add_curve(name, &curve.fractions, divided);
             }
         }
     }
@@ -483,10 +701,12 @@ pub fn evaluate_detector(
                 add_curves(&mut means, model, input, curve_maps, &requests, curves)?;
             }
         }
+        let (scores, curves) = means.finish();
         rows.push(TaskMethodRow {
             method: name.to_string(),
             layer,
-            scores: means.finish(),
+            scores,
+            curves,
             seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
         });
     }
@@ -630,10 +850,12 @@ pub fn evaluate_segmentor(
                 )?;
             }
         }
+        let (scores, curves) = means.finish();
         rows.push(TaskMethodRow {
             method: name.to_string(),
             layer,
-            scores: means.finish(),
+            scores,
+            curves,
             seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
         });
     }
