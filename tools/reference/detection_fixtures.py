@@ -17,6 +17,12 @@ Writes to crates/lumen-models/tests/fixtures/:
                            box and label and the map of a NumPy/torch transcription of the
                            paper
   det_renormalize.safetensors  a 40x48 map, three boxes and its per-box renormalisation
+  det_fcos.ckpt            the same detector as a PyTorch Lightning checkpoint, as AutoTimm
+                           saves it with its default `compile_model=True` (`_orig_mod.` in
+                           the keys, the level scales as 0-d tensors, hyper-parameters
+                           beside `state_dict`); saved with `weights_only=True` (no
+                           optimizer state: 3 MB instead of 9). Its outputs are those of
+                           det_fcos_io.safetensors, checked here before it is written
   det_fcos_io.safetensors  input [2,3,256,256]; the raw head outputs per level
                            (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`); `predict`'s detections
                            per image (`boxes_{b}`, `scores_{b}`, `labels_{b}`); and GradCAM,
@@ -322,7 +328,48 @@ def write_renormalize():
     )
 
 
+def write_checkpoint():
+    """The fixture detector as a Lightning checkpoint of a compiled model."""
+    import pytorch_lightning as pl
+    from safetensors.torch import load_file
+
+    torch.manual_seed(11)
+    model = ObjectDetector(
+        backbone=FeatureBackboneConfig(model_name="test_resnet", pretrained=False),
+        num_classes=3, detection_arch="fcos", fpn_channels=64, head_num_convs=2,
+        metrics=[], compile_model=False, seed=None, deterministic=False,
+    ).eval()
+    model.load_state_dict(load_file(os.path.join(OUT, "det_fcos.safetensors")))
+    # What AutoTimm's `compile_model=True` does to the three modules; the eager backend
+    # keeps the wrapper (and its key prefix) without code generation.
+    for name in ["backbone", "fpn", "head"]:
+        setattr(model, name, torch.compile(getattr(model, name), backend="eager"))
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.strategy.connect(model)
+    path = os.path.join(OUT, "det_fcos.ckpt")
+    trainer.save_checkpoint(path, weights_only=True)
+    ckpt = torch.load(path, weights_only=False)
+    state = ckpt["state_dict"]
+    assert "hyper_parameters" in ckpt, list(ckpt)
+    for prefix in ["backbone._orig_mod.", "fpn._orig_mod.", "head._orig_mod."]:
+        assert any(k.startswith(prefix) for k in state), prefix
+    scale = state["head._orig_mod.scales.0.scale"]
+    assert scale.dim() == 0, scale.shape
+    # The checkpoint's model gives the committed outputs.
+    io = load_file(os.path.join(OUT, "det_fcos_io.safetensors"))
+    with torch.no_grad():
+        cls, reg, ctr = model(io["input"])
+    for name, c, r, t in zip(LEVELS, cls, reg, ctr):
+        for key, v in [("cls", c), ("reg", r), ("ctr", t)]:
+            assert torch.equal(v, io[f"{key}_{name}"]), f"{key}_{name}"
+    print(f"checkpoint: {len(state)} keys, e.g. {next(iter(state))}; {os.path.getsize(path)} bytes")
+
+
 if __name__ == "__main__":
     main()
     write_drise()
     write_renormalize()
+    write_checkpoint()

@@ -15,14 +15,22 @@ const LEVELS: [&str; 5] = ["p3", "p4", "p5", "p6", "p7"];
 
 #[test]
 fn fcos_head_outputs_match_autotimm_on_every_level() {
+    assert_head_outputs_match("det_fcos.safetensors");
+}
+
+#[test]
+fn lightning_checkpoint_of_a_compiled_detector_loads_unchanged() {
+    // The same detector as AutoTimm's default `compile_model=True` saves it through
+    // Lightning: `state_dict` beside hyper-parameters, `_orig_mod.` in the backbone's,
+    // FPN's and head's keys, the level scales as 0-d tensors in the pickle. The generator
+    // checks that the checkpoint's model gives the committed outputs.
+    assert_head_outputs_match("det_fcos.ckpt");
+}
+
+fn assert_head_outputs_match(weights: &str) {
     let device = test_device();
-    let model = LoadedDetector::load(
-        "fcos_test_resnet",
-        3,
-        fixture("det_fcos.safetensors"),
-        &device,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let model = LoadedDetector::load("fcos_test_resnet", 3, fixture(weights), &device)
+        .unwrap_or_else(|e| panic!("{weights}: {e}"));
     let io = "det_fcos_io.safetensors";
     let (input, shape) = read_tensor(io, "input");
     let out = model
@@ -41,7 +49,7 @@ fn fcos_head_outputs_match_autotimm_on_every_level() {
             let diff = max_abs_diff(&ours, &expected);
             assert!(
                 diff <= TOLERANCE * scale,
-                "{key}_{level}: max diff {diff:e} > {TOLERANCE:e} x {scale}"
+                "{weights} {key}_{level}: max diff {diff:e} > {TOLERANCE:e} x {scale}"
             );
         }
     }
@@ -63,4 +71,11 @@ fn detector_names_and_weights_errors_are_clear() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("head.cls_pred"), "{err}");
+    // The checkpoint's keys are named as the file has them, with the class count that
+    // fits.
+    let err = LoadedDetector::load("fcos_test_resnet", 5, fixture("det_fcos.ckpt"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head.cls_pred"), "{err}");
+    assert!(err.contains("`--num-classes 3`"), "{err}");
 }
