@@ -9,6 +9,7 @@ definitions without its min-max normalisation.
 
     python tools/reference/segmentation_fixtures.py
     python tools/reference/segmentation_fixtures.py --full-size DIR   # default widths, not committed
+    python tools/reference/segmentation_fixtures.py --captum-only     # only the captum fixture
 
 Models: AutoTimm segmentors on timm's `test_resnet` backbone (random init, 5 classes).
 The heads are AutoTimm's own classes at a reduced width (DeepLabV3+ ASPP/decoder 32
@@ -24,6 +25,12 @@ Writes to crates/lumen-models/tests/fixtures/:
                                           `torch.compile`'s key names (`backbone._orig_mod.*`)
   seg_{deeplabv3plus,fcn}_io.safetensors  input [2,3,160,160], logits, and the reference maps
   seg_deeplabv3plus_ckpt_io.safetensors   input and logits of the checkpoint's model
+  seg_deeplabv3plus_captum.safetensors    captum 0.9.0's `LayerGradCam` on the
+                                          predicted-class-aggregate wrapper of its
+                                          segmentation tutorial, raw (signed, at the
+                                          layer's resolution, no ReLU, no scaling), at
+                                          `backbone.layer4` and `head.decoder`, for the
+                                          classes of seg_deeplabv3plus_io.safetensors
 """
 
 import os
@@ -200,6 +207,53 @@ def write_checkpoint(x):
     print(f"checkpoint: {len(keys)} keys, e.g. {keys[0]}")
 
 
+def write_captum(x):
+    """captum's segmentation tutorial: the model's output aggregated per class over the
+    pixels where that class is predicted (`agg_segmentation_wrapper`), explained by
+    `LayerGradCam` for one class per image. Its attribution is the raw GradCAM map:
+    signed, at the layer's resolution, unscaled."""
+    from captum.attr import LayerGradCam
+
+    model = build("deeplabv3plus", SEED)
+
+    def agg_segmentation_wrapper(inp):
+        out = model(inp)
+        selected = torch.zeros_like(out).scatter_(1, out.argmax(1, keepdim=True), 1)
+        return (out * selected).sum(dim=(2, 3))
+
+    def whole_image_wrapper(inp):
+        return model(inp).sum(dim=(2, 3))
+
+    with torch.no_grad():
+        logits = model(x)
+    classes = [default_class(logits)[0], ranked_classes(logits.argmax(1)[1])[1]]
+    target = torch.tensor(classes)
+    tensors = {"classes": torch.tensor(classes, dtype=torch.int64)}
+    for name, layer in [("backbone.layer4", model.backbone.layer4), ("head.decoder", model.head.decoder)]:
+        raw = LayerGradCam(agg_segmentation_wrapper, layer).attribute(x, target=target)
+        raw = raw.detach()[:, 0]
+        # Separations: the map is not zero, the predicted region is not the whole image
+        # (AutoTimm's helper), and (at the decoder) it is signed: a ReLU would change it.
+        scale = float(raw.abs().max())
+        assert scale > 1e-3, f"{name}: a zero map"
+        negative = float((-raw).clamp_min(0).max()) / scale
+        whole = LayerGradCam(whole_image_wrapper, layer).attribute(x, target=target).detach()[:, 0]
+        # Compared raw, as the test compares: at the decoder (before the 1x1 classifier)
+        # the mask only scales the map, which a raw comparison sees.
+        gap = float((whole - raw).abs().max()) / scale
+        print(f"captum LayerGradCam {name}: {tuple(raw.shape)}, max |raw| {scale:.4g}, "
+              f"negative share of scale {negative:.3f}, predicted region vs whole image {gap:.3f}")
+        assert gap > 0.05, f"{name}: predicted region vs whole image agree ({gap})"
+        if name == "head.decoder":
+            # At layer4 every channel weight happens to be positive here, so the map is
+            # too: the decoder's map carries the sign check.
+            assert negative > 0.05, f"{name}: no negative values, a ReLU would pass ({negative})"
+        # The map must vary over the layer's grid, or a constant would pass.
+        assert float(raw.std()) > 0.05 * scale, f"{name}: nearly constant"
+        tensors[f"captum_layergradcam_{name}"] = raw.contiguous()
+    save_file(tensors, os.path.join(OUT, "seg_deeplabv3plus_captum.safetensors"))
+
+
 def write_full_size(out):
     """Default-width AutoTimm segmentors on resnet18 and resnet50d (21 classes, random
     weights, randomised BatchNorm statistics) and their logits on one 512x512 input:
@@ -229,11 +283,15 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
         write_full_size(sys.argv[2])
         return
+    if len(sys.argv) == 2 and sys.argv[1] == "--captum-only":
+        write_captum(torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+        return
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, SIZE, SIZE, generator=g)
     for head_type in ["deeplabv3plus", "fcn"]:
         write_model(head_type, x)
     write_checkpoint(x)
+    write_captum(x)
 
 
 if __name__ == "__main__":

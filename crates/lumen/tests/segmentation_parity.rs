@@ -2,7 +2,8 @@
 //! segmentors (fixtures from tools/reference/segmentation_fixtures.py): GradCAM and
 //! GradCAM++ with `SemanticSegmentationTarget` (the class's logits over its predicted
 //! mask, and over the whole image), at the backbone's last stage and DeepLabV3+'s
-//! decoder; the default class; the uncertainty maps (NumPy definitions).
+//! decoder; captum's `LayerGradCam` on its tutorial's aggregate wrapper, raw; the
+//! default class; the uncertainty maps (NumPy definitions).
 //! Tolerances: 1e-3 on the normalised maps (as the classification CAMs), 5e-5 on the
 //! uncertainty maps (float32 softmax against a float64 reference; entropy up to ln 5).
 
@@ -136,6 +137,60 @@ fn fcn_gradcam_matches_pytorch_grad_cam() {
         SegmentRegion::Predicted,
         "gradcampp_backbone.layer4",
     );
+}
+
+/// captum 0.9.0's `LayerGradCam` on the aggregate wrapper of its segmentation tutorial
+/// (each class's logits summed over the pixels where it is predicted): the raw GradCAM
+/// map, signed, at the layer's resolution and unscaled, so the channel weights and the
+/// sign are checked, not only the normalised picture. Tolerance: 1e-4 of the map's
+/// largest magnitude (float32 against float32; measured 8.5e-7 at `backbone.layer4` and
+/// 1.5e-6 at `head.decoder` on flex).
+#[test]
+fn raw_gradcam_matches_captum_on_its_segmentation_tutorial_wrapper() {
+    use lumen::Task;
+    use lumen::methods::{CamMap, GradCam, LayerPass};
+    const CAPTUM_TOLERANCE: f32 = 1e-4;
+    let case = case("deeplabv3plus");
+    let fixture = "seg_deeplabv3plus_captum.safetensors";
+    let classes = read_i64(fixture, "classes");
+    assert_eq!(
+        classes, case.classes,
+        "the classes of the pytorch-grad-cam fixture"
+    );
+    let model = case.model.model();
+    let task = case.model.task();
+    let predictions = task
+        .predict(&model.forward(case.inputs.tensor.clone()))
+        .unwrap();
+    let requests: Vec<SegmentationRequest> = classes
+        .iter()
+        .zip(&predictions)
+        .map(|(&c, p)| task.resolve(SegmentationRequest::predicted(c), p).unwrap())
+        .collect();
+    let target = task.target(&requests);
+    for layer in ["backbone.layer4", "head.decoder"] {
+        let pass = LayerPass::run(
+            model,
+            case.inputs.tensor.clone(),
+            target.as_ref(),
+            layer,
+            true,
+        )
+        .unwrap();
+        let raw = GradCam.raw_map(&pass);
+        let (expected, shape) = read(
+            models_fixture(fixture),
+            &format!("captum_layergradcam_{layer}"),
+        );
+        assert_eq!(raw.dims().to_vec(), shape, "{layer}");
+        let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&lumen::to_host(raw), &expected);
+        eprintln!("{layer}: max diff {:e} of the largest magnitude", diff / scale);
+        assert!(
+            diff <= CAPTUM_TOLERANCE * scale,
+            "{layer}: max diff {diff:e} > {CAPTUM_TOLERANCE:e} x {scale}"
+        );
+    }
 }
 
 #[test]
