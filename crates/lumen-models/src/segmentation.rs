@@ -8,10 +8,8 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, TensorData};
 use lumen_core::{ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Result, Tap};
 
 use crate::resnet::{ResNet, ResNetConfig};
@@ -271,14 +269,53 @@ pub struct Segmentor {
     num_classes: usize,
 }
 
-/// Bilinear resize with `align_corners = false`, as `F.interpolate` in AutoTimm.
+/// Bilinear resize with `align_corners = false`, as `F.interpolate` in AutoTimm, as two
+/// matrix products (rows, then columns). Burn's cubecl backends (wgpu, cuda) have no
+/// backward for bilinear `interpolate` and panic in it, and the gradient methods go
+/// back through this resize: matrix products differentiate on every backend.
 fn resize(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size(size),
-    )
+    let [b, c, h, w] = x.dims();
+    let [out_h, out_w] = size;
+    if [h, w] == size {
+        return x;
+    }
+    let device = x.device();
+    let matrix = |from: usize, to: usize| {
+        // [from, to]: column j holds the weights of output j.
+        Tensor::<2>::from_data(
+            TensorData::new(bilinear_weights(from, to), [to, from]),
+            &device,
+        )
+        .transpose()
+    };
+    let columns = x
+        .reshape([b * c * h, w])
+        .matmul(matrix(w, out_w))
+        .reshape([b * c, h, out_w])
+        .swap_dims(1, 2)
+        .reshape([b * c * out_w, h]);
+    columns
+        .matmul(matrix(h, out_h))
+        .reshape([b * c, out_w, out_h])
+        .swap_dims(1, 2)
+        .reshape([b, c, out_h, out_w])
+}
+
+/// PyTorch's bilinear weights along one axis (`align_corners = false`, size given):
+/// `[to, from]`, row `j` the weights of output `j` (source `(j + 0.5) from / to - 0.5`,
+/// clamped at 0; its two neighbours, the upper one clamped to the last index).
+fn bilinear_weights(from: usize, to: usize) -> Vec<f32> {
+    let scale = from as f32 / to as f32;
+    let mut weights = vec![0.0; to * from];
+    for j in 0..to {
+        let source = ((j as f32 + 0.5) * scale - 0.5).max(0.0);
+        let low = (source as usize).min(from - 1);
+        let high = (low + 1).min(from - 1);
+        let upper = source - low as f32;
+        weights[j * from + low] += 1.0 - upper;
+        weights[j * from + high] += upper;
+    }
+    weights
 }
 
 impl Segmentor {
@@ -369,5 +406,52 @@ impl ExplainableModel for Segmentor {
 
     fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
         self.backbone.backbone_window_ops()
+    }
+}
+
+#[cfg(test)]
+mod resize_tests {
+    use super::*;
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+    /// The matrix form gives what Burn's bilinear `interpolate` gives (whose parity with
+    /// PyTorch the segmentation fixtures check), up and down, at integer and other
+    /// ratios; and a gradient flows back through it.
+    #[test]
+    fn matrix_resize_is_bilinear_interpolation_and_differentiates() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..2 * 3 * 5 * 7)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 5, 7]), &device);
+        for size in [[20, 28], [13, 9], [3, 4], [5, 7], [1, 1]] {
+            let ours = lumen_core::to_host(resize(x.clone(), size));
+            let burn = lumen_core::to_host(interpolate(
+                x.clone(),
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size(size),
+            ));
+            let diff = ours
+                .iter()
+                .zip(&burn)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff < 1e-5, "{size:?}: {diff}");
+        }
+        // Each output is a convex combination: the weights of every output sum to 1.
+        for (from, to) in [(5, 20), (7, 3), (1, 4)] {
+            for row in bilinear_weights(from, to).chunks(from) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            }
+        }
+        let device = device.autodiff();
+        let leaf = Tensor::<4>::from_data(x.to_data(), &device).require_grad();
+        let grads = resize(leaf.clone(), [20, 28]).sum().backward();
+        // Every input pixel feeds the outputs with total weight (20 x 28) / (5 x 7) = 16,
+        // spread unevenly at the borders; the sum over all of them is exact.
+        let gradient = lumen_core::to_host(leaf.grad(&grads).unwrap());
+        let total: f32 = gradient.iter().sum();
+        assert!((total - 2.0 * 3.0 * 20.0 * 28.0).abs() < 1e-2, "{total}");
     }
 }

@@ -185,7 +185,10 @@ fn raw_gradcam_matches_captum_on_its_segmentation_tutorial_wrapper() {
         assert_eq!(raw.dims().to_vec(), shape, "{layer}");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = max_abs_diff(&lumen::to_host(raw), &expected);
-        eprintln!("{layer}: max diff {:e} of the largest magnitude", diff / scale);
+        eprintln!(
+            "{layer}: max diff {:e} of the largest magnitude",
+            diff / scale
+        );
         assert!(
             diff <= CAPTUM_TOLERANCE * scale,
             "{layer}: max diff {diff:e} > {CAPTUM_TOLERANCE:e} x {scale}"
