@@ -760,8 +760,13 @@ fn compare_and_report_take_segmentors_and_detectors() {
             html.contains("scene0") && html.contains("hirescam"),
             "{model}"
         );
-        // A detector's report lists its boxes.
+        // A detector's report lists its boxes; both draw their prediction.
         assert_eq!(html.contains(" at ["), model == "shapes-det", "{model}");
+        assert_eq!(
+            html.matches("<figure class=prediction>").count(),
+            2,
+            "{model}"
+        );
         std::fs::remove_dir_all(out_dir).ok();
     }
     // A class per image for a segmentor; none for a detector (its boxes are chosen

@@ -47,15 +47,17 @@ pub fn draw_boxes(image: &RgbImage, boxes: &[DrawnBox], scale: f32) -> RgbImage 
         let size = 12.0;
         let tw = text_width(&b.caption, size).ceil() as i64 + 4;
         let ty = (y1 - 15).max(0);
+        // A box near the right edge keeps its caption whole: the strip moves left.
+        let tx = x1.min(w - tw).max(0);
         for y in ty..(ty + 15).min(h) {
-            for x in x1.max(0)..(x1 + tw).min(w) {
+            for x in tx..(tx + tw).min(w) {
                 out.put_pixel(x as u32, y as u32, Rgb(color));
             }
         }
         draw_text(
             &mut out,
             &b.caption,
-            (x1 + 2) as f32,
+            (tx + 2) as f32,
             ty as f32 + 1.0,
             size,
             [255, 255, 255],
@@ -135,5 +137,19 @@ mod tests {
         assert_eq!(*drawn.get_pixel(60, 180), color);
         assert_eq!(*drawn.get_pixel(180, 240), color);
         assert_eq!(*drawn.get_pixel(120, 200), Rgb([0, 0, 0]));
+        // A caption of a box at the right edge moves left, whole, onto the image.
+        let caption = "cross 0.91".to_string();
+        let edge = outline_boxes(
+            &image,
+            &[DrawnBox {
+                bbox: [60.0, 20.0, 64.0, 30.0],
+                class: 2,
+                caption: caption.clone(),
+            }],
+        );
+        let strip = text_width(&caption, 12.0).ceil() as u32 + 4;
+        let (w, y) = (edge.width(), 20 * 6 - 15);
+        assert_eq!(*edge.get_pixel(w - strip, y), color);
+        assert_eq!(*edge.get_pixel(w - 1, y), color);
     }
 }

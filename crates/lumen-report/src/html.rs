@@ -32,6 +32,9 @@ pub struct ReportImage {
     pub maps: Vec<(String, Map)>,
     /// Known weaknesses per method on this model, shown under its overlay.
     pub cautions: std::collections::BTreeMap<String, Vec<String>>,
+    /// A picture of the prediction beside its table (a segmentation's class map, a
+    /// detector's boxes), when the task has one.
+    pub prediction_picture: Option<RgbImage>,
 }
 
 /// Summary statistics of a heatmap.
@@ -309,7 +312,16 @@ pub fn report_page(
             &["method", "mean", "std", "min", "max", "sparsity"],
             &statistics,
         ));
-        let _ = write!(body, "</div></div><div class=grid>");
+        body.push_str("</div>");
+        if let Some(picture) = &image.prediction_picture {
+            let _ = write!(
+                body,
+                "<figure class=prediction><img src=\"{}\" alt=\"prediction of {}\"><figcaption>prediction</figcaption></figure>",
+                data_uri(picture),
+                escape(&image.name)
+            );
+        }
+        let _ = write!(body, "</div><div class=grid>");
         // The picture is embedded once per image and shared by its overlays.
         let uri = data_uri(&image.original);
         let shared = format!("lumenImage{i}");
@@ -471,6 +483,7 @@ mod tests {
                 vec!["pointing_game 0.100 does not beat the `center` floor".to_string()],
             )]
             .into(),
+            prediction_picture: None,
         }
     }
 
@@ -503,6 +516,14 @@ mod tests {
         // A known weakness is written under its method's overlay only.
         assert_eq!(html.matches("<p class=caution>").count(), 1);
         assert!(html.contains("caution: pointing_game 0.100 does not beat the `center` floor"));
+        // A task's prediction picture (none here) is drawn beside the table when given,
+        // as one more embedded picture.
+        assert!(!html.contains("<figure class=prediction>"));
+        let mut with_picture = sample();
+        with_picture.prediction_picture = Some(RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])));
+        let pictured = report_page("Report", &[with_picture], Colormap::Jet, &[]);
+        assert!(pictured.contains("<figure class=prediction><img src=\"data:image/png;base64,"));
+        assert!(pictured.contains("alt=\"prediction of shape &lt;0&gt;\""));
         // The picture once for its two overlays; histogram counts, not pixel values.
         let in_plotly_js = page("", "").matches("data:image/png;base64,").count();
         assert_eq!(

@@ -25,6 +25,7 @@ pub use html::{
 };
 pub use overlay::{Map, colorize, diverging, overlay};
 pub use segmentation::{
-    SegmentationView, class_color, class_legend, class_overlay, segmentation_figure,
+    SegmentationView, class_color, class_legend, class_map_picture, class_overlay,
+    segmentation_figure,
 };
 pub use timeline::{TimelineChart, TimelineFrame, timeline_page};

@@ -94,6 +94,19 @@ pub struct SegmentationView<'a> {
     pub uncertainty: Option<(&'a str, &'a Map, [f32; 2])>,
 }
 
+/// The class map over the image (enlarged as the figures enlarge it) with its legend
+/// underneath: a report's picture of a segmentation.
+pub fn class_map_picture(
+    original: &RgbImage,
+    classes: &[usize],
+    grid: [usize; 2],
+    legend: &[(usize, String)],
+) -> RgbImage {
+    let original = enlarge(original, 256);
+    let segmented = class_overlay(&original, classes, grid, 0.55);
+    stack(&segmented, &class_legend(legend, original.width()))
+}
+
 /// original | segmentation (palette, legend) | explanation overlay (colorbar) |
 /// uncertainty (colorbar), titled.
 pub fn segmentation_figure(

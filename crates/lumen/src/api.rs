@@ -47,6 +47,18 @@ pub trait TaskModel {
     fn data_config(&self) -> &DataConfig;
     /// The device the model lives on.
     fn device(&self) -> &Device;
+
+    /// A picture of one image's prediction for reports, drawn on `original` (the
+    /// image at the model's input size): a segmentation's class map with its legend, a
+    /// detector's boxes. None by default (a classifier's prediction is its table).
+    fn prediction_picture(
+        &self,
+        prediction: &PredictionOf<Self>,
+        original: &image::RgbImage,
+    ) -> Option<image::RgbImage> {
+        let _ = (prediction, original);
+        None
+    }
 }
 
 /// The prediction type of a [`TaskModel`].
@@ -1066,6 +1078,7 @@ pub fn write_report<T: TaskModel>(
         .enumerate()
         .map(|(i, c)| ReportImage {
             name: c.image.clone(),
+            prediction_picture: model.prediction_picture(&c.prediction, &inputs.originals[i]),
             original: outlined(&task, &c.prediction, &c.target, &inputs.originals[i]),
             top5: task.ranked(&c.prediction),
             measure: task.ranked_measure().into(),

@@ -35,6 +35,29 @@ impl TaskModel for LoadedDetector {
     fn device(&self) -> &Device {
         &self.device
     }
+    /// Every detection, boxed with its index (score order), label and score.
+    fn prediction_picture(
+        &self,
+        prediction: &DetectionPrediction,
+        original: &image::RgbImage,
+    ) -> Option<image::RgbImage> {
+        let boxes: Vec<DrawnBox> = prediction
+            .detections
+            .iter()
+            .enumerate()
+            .map(|(k, d)| DrawnBox {
+                bbox: d.bbox,
+                class: d.label,
+                caption: format!("{k}: {} {:.2}", caption_name(d), d.score),
+            })
+            .collect();
+        Some(lumen_report::outline_boxes(original, &boxes))
+    }
+}
+
+/// A detection's class name, or its index when the model has no names.
+fn caption_name(d: &Detection) -> String {
+    d.name.clone().unwrap_or_else(|| d.label.to_string())
 }
 
 /// Which detections [`explain_detection`] explains, and how.
@@ -274,11 +297,7 @@ where
                 .map(|d| DrawnBox {
                     bbox: d.bbox,
                     class: d.label,
-                    caption: format!(
-                        "{} {:.2}",
-                        d.name.clone().unwrap_or_else(|| d.label.to_string()),
-                        d.score
-                    ),
+                    caption: format!("{} {:.2}", caption_name(d), d.score),
                 })
                 .collect();
             let explained: Vec<(usize, lumen_report::Map)> = image

@@ -37,6 +37,34 @@ impl TaskModel for LoadedSegmentor {
     fn device(&self) -> &Device {
         &self.device
     }
+    /// The class map over the image, with a legend of the predicted classes and their
+    /// shares.
+    fn prediction_picture(
+        &self,
+        prediction: &SegmentationPrediction,
+        original: &image::RgbImage,
+    ) -> Option<image::RgbImage> {
+        Some(lumen_report::class_map_picture(
+            original,
+            &prediction.classes,
+            prediction.grid,
+            &legend_of(&self.task(), prediction),
+        ))
+    }
+}
+
+/// The legend of a segmentation: each predicted class with its share of pixels.
+fn legend_of(task: &Segmentation, prediction: &SegmentationPrediction) -> Vec<(usize, String)> {
+    prediction
+        .shares
+        .iter()
+        .map(|s| {
+            (
+                s.class,
+                format!("{} {:.0}%", task.label(s.class), 100.0 * s.fraction),
+            )
+        })
+        .collect()
 }
 
 /// What [`explain_segmentation`] does besides the attribution.
@@ -112,16 +140,7 @@ where
         let host = uncertainty.as_ref().map(|u| u.to_vec());
         for (i, result) in results.iter_mut().enumerate() {
             let prediction = &result.prediction;
-            let legend: Vec<(usize, String)> = prediction
-                .shares
-                .iter()
-                .map(|s| {
-                    (
-                        s.class,
-                        format!("{} {:.0}%", task.label(s.class), 100.0 * s.fraction),
-                    )
-                })
-                .collect();
+            let legend = legend_of(&task, prediction);
             let uncertainty_map = host.as_ref().map(|values| {
                 Map::new(
                     values[i * height * width..(i + 1) * height * width].to_vec(),
