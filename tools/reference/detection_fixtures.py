@@ -11,18 +11,18 @@ per-level scales randomised so that none of them is the identity.
     python tools/reference/detection_fixtures.py
 
 Writes to crates/lumen-models/tests/fixtures/:
-  det_fcos.safetensors     the state dict as AutoTimm saves it (`backbone.*`, `fpn.*`, `head.*`)
   det_fcos_drise.safetensors  D-RISE masks as their 8x8 cells [48,8,8] and shifts [48,2]
                            (upsampled bilinearly to 9 cells and cropped), per image a target
                            box and label and the map of a NumPy/torch transcription of the
                            paper
   det_renormalize.safetensors  a 40x48 map, three boxes and its per-box renormalisation
-  det_fcos.ckpt            the same detector as a PyTorch Lightning checkpoint, as AutoTimm
-                           saves it with its default `compile_model=True` (`_orig_mod.` in
-                           the keys, the level scales as 0-d tensors, hyper-parameters
-                           beside `state_dict`); saved with `weights_only=True` (no
-                           optimizer state: 3 MB instead of 9). Its outputs are those of
-                           det_fcos_io.safetensors, checked here before it is written
+  det_fcos.ckpt            the detector as a PyTorch Lightning checkpoint, as AutoTimm saves
+                           it with its default `compile_model=True` (`_orig_mod.` in the
+                           keys, the level scales as 0-d tensors, hyper-parameters beside
+                           `state_dict`); saved with `weights_only=True` (no optimizer
+                           state: 3 MB instead of 9). The fixtures' only copy of the
+                           weights (a plain state dict in safetensors is the bundled
+                           shapes-det's format, and the segmentors' fixtures)
   det_fcos_io.safetensors  input [2,3,256,256]; the raw head outputs per level
                            (`cls_p3`.. `cls_p7`, `reg_*`, `ctr_*`); `predict`'s detections
                            per image (`boxes_{b}`, `scores_{b}`, `labels_{b}`); and GradCAM,
@@ -89,7 +89,6 @@ def main():
         for i, s in enumerate(model.head.scales):
             s.scale.fill_(0.5 + 0.25 * i)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(OUT, "det_fcos.safetensors"))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 256, 256, generator=g)
     with torch.no_grad():
@@ -210,6 +209,7 @@ def main():
     save_file(tensors, os.path.join(OUT, "det_fcos_io.safetensors"))
     print({k: tuple(v.shape) for k, v in tensors.items()})
     print("scale keys:", [k for k in state if "scales" in k][:2], state["head.scales.0.scale"].shape)
+    return model
 
 
 
@@ -266,7 +266,7 @@ def write_drise():
         num_classes=3, detection_arch="fcos", fpn_channels=64, head_num_convs=2,
         metrics=[], compile_model=False, seed=None, deterministic=False,
     ).eval()
-    model.load_state_dict(load_file(os.path.join(OUT, "det_fcos.safetensors")))
+    model.load_state_dict(checkpoint_weights())
     io = load_file(os.path.join(OUT, "det_fcos_io.safetensors"))
     x = io["input"]
     rng = np.random.default_rng(5)
@@ -328,18 +328,20 @@ def write_renormalize():
     )
 
 
-def write_checkpoint():
+def checkpoint_weights():
+    """The plain state dict of det_fcos.ckpt (`_orig_mod.` dropped)."""
+    state = torch.load(os.path.join(OUT, "det_fcos.ckpt"), weights_only=False)["state_dict"]
+    return {k.replace("._orig_mod.", "."): v for k, v in state.items()}
+
+
+def write_checkpoint(model):
     """The fixture detector as a Lightning checkpoint of a compiled model."""
+    import copy
+
     import pytorch_lightning as pl
     from safetensors.torch import load_file
 
-    torch.manual_seed(11)
-    model = ObjectDetector(
-        backbone=FeatureBackboneConfig(model_name="test_resnet", pretrained=False),
-        num_classes=3, detection_arch="fcos", fpn_channels=64, head_num_convs=2,
-        metrics=[], compile_model=False, seed=None, deterministic=False,
-    ).eval()
-    model.load_state_dict(load_file(os.path.join(OUT, "det_fcos.safetensors")))
+    model = copy.deepcopy(model).eval()
     # What AutoTimm's `compile_model=True` does to the three modules; the eager backend
     # keeps the wrapper (and its key prefix) without code generation.
     for name in ["backbone", "fpn", "head"]:
@@ -369,7 +371,6 @@ def write_checkpoint():
 
 
 if __name__ == "__main__":
-    main()
+    write_checkpoint(main())
     write_drise()
     write_renormalize()
-    write_checkpoint()

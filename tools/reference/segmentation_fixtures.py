@@ -21,7 +21,7 @@ Writes to crates/lumen-models/tests/fixtures/:
   seg_{deeplabv3plus,fcn}.safetensors     the state dict as AutoTimm saves it (`backbone.*`,
                                           `head.*`)
   seg_deeplabv3plus.ckpt                  a real PyTorch Lightning checkpoint of the same
-                                          model after one optimizer step with
+                                          model after one plain-SGD optimizer step with
                                           `torch.compile`'s key names (`backbone._orig_mod.*`)
   seg_{deeplabv3plus,fcn}_io.safetensors  input [2,3,160,160], logits, and the reference maps
   seg_deeplabv3plus_ckpt_io.safetensors   input and logits of the checkpoint's model
@@ -181,8 +181,13 @@ class Scenes(torch.utils.data.Dataset):
 
 def write_checkpoint(x):
     """A Lightning checkpoint as a user's training run leaves it: weights under
-    `state_dict` (compiled: `_orig_mod.` in the keys), hyper-parameters, optimizer state."""
+    `state_dict` (compiled: `_orig_mod.` in the keys), hyper-parameters, optimizer state.
+    The optimizer is plain SGD, whose saved state is its parameter groups only, rather
+    than AdamW's two moments per weight (6 MB): the reader still walks past the
+    optimizer, scheduler, loop and callback records."""
     model = build("deeplabv3plus", SEED + 1)
+    model._optimizer = "sgd"
+    model._optimizer_kwargs = {"momentum": 0.0}
     # AutoTimm's default `compile_model=True` wraps both modules: real checkpoints carry
     # `_orig_mod.` in their keys. The eager backend keeps the wrapper without codegen.
     model.backbone = torch.compile(model.backbone, backend="eager")

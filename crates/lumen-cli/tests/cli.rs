@@ -1208,7 +1208,7 @@ fn explain_on_a_detector_writes_one_map_per_box() {
     let input = out_dir.join("input.npy");
     let array = ArrayD::from_shape_vec(view.shape().to_vec(), values).unwrap();
     ndarray_npy::write_npy(&input, &array).unwrap();
-    let weights = fixtures.join("det_fcos.safetensors").display().to_string();
+    let weights = fixtures.join("det_fcos.ckpt").display().to_string();
     let (i, maps) = (input.display().to_string(), out_dir.join("maps.npy"));
     let m = maps.display().to_string();
     let base = [

@@ -1,7 +1,7 @@
 //! FCOS parity with AutoTimm 0.7.37's `ObjectDetector(detection_arch="fcos")` (fixtures
 //! from tools/reference/detection_fixtures.py: random init, test_resnet backbone, FPN
-//! 64 channels, 2 convolutions per tower, 3 classes): the raw head outputs of every
-//! level (class logits, ltrb distances, centerness). Tolerance: 1e-4 relative to each
+//! 64 channels, 2 convolutions per tower, 3 classes, saved as a Lightning checkpoint):
+//! the raw head outputs of every level (class logits, ltrb distances, centerness). Tolerance: 1e-4 relative to each
 //! output's largest magnitude.
 
 mod common;
@@ -13,21 +13,12 @@ use lumen_models::LoadedDetector;
 const TOLERANCE: f32 = 1e-4;
 const LEVELS: [&str; 5] = ["p3", "p4", "p5", "p6", "p7"];
 
+/// The weights come as AutoTimm's default `compile_model=True` saves them through
+/// Lightning, loaded unchanged: `state_dict` beside hyper-parameters, `_orig_mod.` in the
+/// backbone's, FPN's and head's keys, the level scales as 0-d tensors in the pickle.
 #[test]
-fn fcos_head_outputs_match_autotimm_on_every_level() {
-    assert_head_outputs_match("det_fcos.safetensors");
-}
-
-#[test]
-fn lightning_checkpoint_of_a_compiled_detector_loads_unchanged() {
-    // The same detector as AutoTimm's default `compile_model=True` saves it through
-    // Lightning: `state_dict` beside hyper-parameters, `_orig_mod.` in the backbone's,
-    // FPN's and head's keys, the level scales as 0-d tensors in the pickle. The generator
-    // checks that the checkpoint's model gives the committed outputs.
-    assert_head_outputs_match("det_fcos.ckpt");
-}
-
-fn assert_head_outputs_match(weights: &str) {
+fn fcos_head_outputs_match_autotimm_on_every_level_from_a_lightning_checkpoint() {
+    let weights = "det_fcos.ckpt";
     let device = test_device();
     let model = LoadedDetector::load("fcos_test_resnet", 3, fixture(weights), &device)
         .unwrap_or_else(|e| panic!("{weights}: {e}"));
@@ -62,20 +53,11 @@ fn detector_names_and_weights_errors_are_clear() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("fcos_resnet50"), "{err}");
-    let err = LoadedDetector::load(
-        "fcos_test_resnet",
-        5,
-        fixture("det_fcos.safetensors"),
-        &device,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("head.cls_pred"), "{err}");
-    // The checkpoint's keys are named as the file has them, with the class count that
-    // fits.
     let err = LoadedDetector::load("fcos_test_resnet", 5, fixture("det_fcos.ckpt"), &device)
         .unwrap_err()
         .to_string();
+    // The checkpoint's keys are named as the file has them, with the class count that
+    // fits.
     assert!(err.contains("head.cls_pred"), "{err}");
     assert!(err.contains("`--num-classes 3`"), "{err}");
 }

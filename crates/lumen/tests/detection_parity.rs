@@ -22,7 +22,7 @@ fn setup() -> (LoadedDetector, Inputs) {
     let model = LoadedDetector::load(
         "fcos_test_resnet",
         3,
-        models_fixture("det_fcos.safetensors"),
+        models_fixture("det_fcos.ckpt"),
         &device,
     )
     .unwrap();
