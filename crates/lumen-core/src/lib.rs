@@ -50,4 +50,4 @@ pub use tap::{
     CountingTap, GradientTap, NoTap, Prefixed, Recorder, ReplaceTap, Tap, TapChain, TapTensor,
     Tappable, backward_if_tracked,
 };
-pub use target::{ClassLogit, ClassProbability, Target, predicted_classes};
+pub use target::{ClassLogit, ClassProbability, ClassRegionScore, Target, predicted_classes};

@@ -79,3 +79,64 @@ pub fn predicted_classes(logits: &Tensor<2>) -> Vec<usize> {
         .map(|c| c as usize)
         .collect()
 }
+
+/// pytorch-grad-cam's `SemanticSegmentationTarget` per image: the logits of one class
+/// weighted by a mask on the output grid and summed. A request not resolved against a
+/// prediction (no mask) sums every pixel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassRegionScore {
+    /// Class per image.
+    pub classes: Vec<usize>,
+    /// Weights on the output grid per image, row-major `[h*w]`.
+    pub masks: Vec<Option<Vec<f32>>>,
+}
+
+impl Target<Tensor<4>> for ClassRegionScore {
+    fn score(&self, output: &Tensor<4>) -> Result<Tensor<1>> {
+        let [batch, classes, h, w] = output.dims();
+        if self.classes.len() != batch || self.masks.len() != batch {
+            return Err(LumenError::shape(
+                "segmentation targets",
+                format!("one per image ({batch})"),
+                self.classes.len(),
+            ));
+        }
+        let plane = h * w;
+        let mut weights = vec![0f32; batch * classes * plane];
+        for (b, (&class, mask)) in self.classes.iter().zip(&self.masks).enumerate() {
+            if class >= classes {
+                return Err(LumenError::ClassOutOfRange {
+                    class,
+                    num_classes: classes,
+                });
+            }
+            let row =
+                &mut weights[(b * classes + class) * plane..(b * classes + class + 1) * plane];
+            match mask {
+                Some(mask) if mask.len() != plane => {
+                    return Err(LumenError::shape(
+                        "segmentation target mask",
+                        format!("{h}x{w} (the output grid)"),
+                        format!("{} values", mask.len()),
+                    ));
+                }
+                Some(mask) => row.copy_from_slice(mask),
+                None => row.fill(1.0),
+            }
+        }
+        let weights = Tensor::<4>::from_data(
+            TensorData::new(weights, [batch, classes, h, w]),
+            &output.device(),
+        );
+        Ok((output.clone() * weights)
+            .sum_dims(&[1, 2, 3])
+            .reshape([batch]))
+    }
+
+    fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<4>>> {
+        Box::new(Self {
+            classes: images.iter().map(|&i| self.classes[i]).collect(),
+            masks: images.iter().map(|&i| self.masks[i].clone()).collect(),
+        })
+    }
+}

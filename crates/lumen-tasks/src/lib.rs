@@ -35,8 +35,10 @@ pub use detection::{
     renormalize_in_boxes,
 };
 pub use drise::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
+/// The segmentation target lives in `lumen-core` (the training monitors use it too).
+pub use lumen_core::ClassRegionScore;
 pub use segmentation::{
-    ClassRegionScore, ClassShare, SegmentRegion, Segmentation, SegmentationPrediction,
-    SegmentationRequest, Uncertainty, UncertaintyScale, uncertainty_map,
+    ClassShare, SegmentRegion, Segmentation, SegmentationPrediction, SegmentationRequest,
+    Uncertainty, UncertaintyScale, uncertainty_map,
 };
 pub use task::{Outline, Task};

@@ -7,9 +7,10 @@
 //! region by default, or the whole image, a user region (downsampled to the output grid
 //! as the fraction of each cell it covers), or one pixel.
 
-use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::softmax;
-use lumen_core::{LumenError, Region, Result, Target, Tensor, named_choices, to_host};
+use lumen_core::{
+    ClassRegionScore, LumenError, Region, Result, Target, Tensor, named_choices, to_host,
+};
 use serde::Serialize;
 
 use crate::task::Task;
@@ -328,67 +329,6 @@ impl Task for Segmentation {
     }
 }
 
-/// pytorch-grad-cam's `SemanticSegmentationTarget` per image: the logits of one class
-/// weighted by a mask on the output grid and summed. A request not resolved against a
-/// prediction (no mask) sums every pixel.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClassRegionScore {
-    /// Class per image.
-    pub classes: Vec<usize>,
-    /// Weights on the output grid per image, row-major `[h*w]`.
-    pub masks: Vec<Option<Vec<f32>>>,
-}
-
-impl Target<Tensor<4>> for ClassRegionScore {
-    fn score(&self, output: &Tensor<4>) -> Result<Tensor<1>> {
-        let [batch, classes, h, w] = output.dims();
-        if self.classes.len() != batch || self.masks.len() != batch {
-            return Err(LumenError::shape(
-                "segmentation targets",
-                format!("one per image ({batch})"),
-                self.classes.len(),
-            ));
-        }
-        let plane = h * w;
-        let mut weights = vec![0f32; batch * classes * plane];
-        for (b, (&class, mask)) in self.classes.iter().zip(&self.masks).enumerate() {
-            if class >= classes {
-                return Err(LumenError::ClassOutOfRange {
-                    class,
-                    num_classes: classes,
-                });
-            }
-            let row =
-                &mut weights[(b * classes + class) * plane..(b * classes + class + 1) * plane];
-            match mask {
-                Some(mask) if mask.len() != plane => {
-                    return Err(LumenError::shape(
-                        "segmentation target mask",
-                        format!("{h}x{w} (the output grid)"),
-                        format!("{} values", mask.len()),
-                    ));
-                }
-                Some(mask) => row.copy_from_slice(mask),
-                None => row.fill(1.0),
-            }
-        }
-        let weights = Tensor::<4>::from_data(
-            TensorData::new(weights, [batch, classes, h, w]),
-            &output.device(),
-        );
-        Ok((output.clone() * weights)
-            .sum_dims(&[1, 2, 3])
-            .reshape([batch]))
-    }
-
-    fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<4>>> {
-        Box::new(Self {
-            classes: images.iter().map(|&i| self.classes[i]).collect(),
-            masks: images.iter().map(|&i| self.masks[i].clone()).collect(),
-        })
-    }
-}
-
 /// A per-pixel uncertainty of a segmentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Uncertainty {
@@ -479,6 +419,7 @@ pub fn uncertainty_map(
 mod tests {
     use super::*;
     use lumen_core::Device;
+    use lumen_core::burn::tensor::TensorData;
 
     fn logits(device: &Device) -> Tensor<4> {
         // 1 image, 3 classes, 1x4 grid: pixels predict 0, 1, 1, 2.

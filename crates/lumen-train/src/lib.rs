@@ -23,7 +23,8 @@ pub mod timeline;
 
 pub use mlflow::Mlflow;
 pub use monitor::{
-    ExplanationMonitor, FeatureMonitor, LoaderBatches, Monitor, Point, ProbeBatches, Schedule,
+    Explained, ExplanationMonitor, FeatureMonitor, LoaderBatches, Monitor, MonitoredOutput, Point,
+    ProbeBatches, Schedule,
 };
 pub use render::LineRenderer;
 pub use sink::{Histogram, Moment, Sink, SinkError, SinkResult, Sinks};

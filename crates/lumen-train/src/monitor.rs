@@ -9,8 +9,8 @@ use burn::module::Module;
 use burn::tensor::activation::softmax;
 use image::RgbImage;
 use lumen_core::{
-    ClassLogit, DataConfig, Device, ExplainableModel, LumenError, Result, Tensor,
-    predicted_classes, to_host,
+    ClassLogit, ClassRegionScore, DataConfig, Device, ExplainableModel, LumenError, Result, Target,
+    Tensor, predicted_classes, to_host,
 };
 use lumen_features::{FeatureStatistics, FeatureVisualizer, StatisticsOptions, statistics_of_host};
 use lumen_methods::{MethodOptions, by_name};
@@ -94,7 +94,9 @@ pub trait Monitor<M>: Send {
 /// predicts now, and logs one overlay per sample (`interpretation/sample_{i}`) and
 /// the prediction's softmax confidence (`interpretation/sample_{i}/confidence`); with
 /// labels, also whether the prediction is right (`interpretation/sample_{i}/correct`).
-/// The seed's `InterpretationCallback`.
+/// The seed's `InterpretationCallback`. Classifiers and segmentors alike (see
+/// [`MonitoredOutput`]: a segmentor's sample explains its dominant class over the
+/// predicted region, and a label is the class expected to dominate).
 pub struct ExplanationMonitor {
     images: Vec<RgbImage>,
     labels: Option<Vec<usize>>,
@@ -196,9 +198,97 @@ fn model_device<M: Module>(model: &M) -> Device {
     model.devices().into_iter().next().unwrap_or_default()
 }
 
+/// What the explanation monitor explains in one batch of a model's output: per image,
+/// the class, the model's confidence in it, and the target the methods differentiate.
+pub struct Explained<O> {
+    /// The explained class per image.
+    pub classes: Vec<usize>,
+    /// The model's confidence in it, in `[0, 1]`.
+    pub confidences: Vec<f64>,
+    /// The differentiable score of each image's explained class.
+    pub target: Box<dyn Target<O>>,
+}
+
+/// The outputs the explanation monitor reads. Classifier logits `[B, C]`: the predicted
+/// class, its softmax probability, its logit. Segmentation logits `[B, C, h, w]`: the
+/// most frequent predicted class other than class 0 (the background; class 0 when
+/// nothing else is predicted), the mean softmax probability over its predicted pixels,
+/// and its logits summed over those pixels (pytorch-grad-cam's
+/// `SemanticSegmentationTarget` over the predicted mask, as `lumen explain` on a
+/// segmentor).
+pub trait MonitoredOutput: Sized + 'static {
+    /// What to explain in `self`.
+    fn explained(&self) -> Result<Explained<Self>>;
+}
+
+impl MonitoredOutput for Tensor<2> {
+    fn explained(&self) -> Result<Explained<Self>> {
+        let classes = predicted_classes(self);
+        let probabilities = to_host(softmax(self.clone(), 1));
+        let width = probabilities.len() / classes.len().max(1);
+        let confidences = classes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| probabilities[i * width + c] as f64)
+            .collect();
+        Ok(Explained {
+            target: Box::new(ClassLogit(classes.clone())),
+            classes,
+            confidences,
+        })
+    }
+}
+
+impl MonitoredOutput for Tensor<4> {
+    fn explained(&self) -> Result<Explained<Self>> {
+        let [batch, num_classes, h, w] = self.dims();
+        let plane = h * w;
+        let probabilities = to_host(softmax(self.clone(), 1));
+        let (mut classes, mut confidences, mut masks) = (vec![], vec![], vec![]);
+        for b in 0..batch {
+            let image = &probabilities[b * num_classes * plane..(b + 1) * num_classes * plane];
+            // Per pixel, the most probable class (the lower index on ties).
+            let argmax: Vec<usize> = (0..plane)
+                .map(|p| {
+                    (0..num_classes).fold(0, |best, c| {
+                        if image[c * plane + p] > image[best * plane + p] {
+                            c
+                        } else {
+                            best
+                        }
+                    })
+                })
+                .collect();
+            let mut counts = vec![0usize; num_classes];
+            argmax.iter().for_each(|&c| counts[c] += 1);
+            let class = (1..num_classes)
+                .filter(|&c| counts[c] > 0)
+                .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+                .unwrap_or(0);
+            let mask: Vec<f32> = argmax.iter().map(|&c| (c == class) as u8 as f32).collect();
+            let inside: f64 = (0..plane)
+                .filter(|&p| argmax[p] == class)
+                .map(|p| image[class * plane + p] as f64)
+                .sum();
+            confidences.push(inside / counts[class].max(1) as f64);
+            classes.push(class);
+            masks.push(Some(mask));
+        }
+        Ok(Explained {
+            target: Box::new(ClassRegionScore {
+                classes: classes.clone(),
+                masks,
+            }),
+            classes,
+            confidences,
+        })
+    }
+}
+
 impl<M> Monitor<M> for ExplanationMonitor
 where
-    M: ExplainableModel<Output = Tensor<2>> + Module + 'static,
+    M: ExplainableModel + Module + 'static,
+    M::Output: MonitoredOutput,
 {
     fn name(&self) -> String {
         format!("explanation monitor ({})", self.method)
@@ -222,12 +312,9 @@ where
     fn observe(&mut self, model: &M, at: Moment, sinks: &mut Sinks) -> Result<()> {
         let images = &self.images[..self.num_samples];
         let input = self.data_config.to_tensor(images, &model_device(model))?;
-        let logits = model.forward(input.clone());
-        let predicted = predicted_classes(&logits);
-        let probabilities = to_host(softmax(logits, 1));
-        let classes = probabilities.len() / images.len();
+        let explained = model.forward(input.clone()).explained()?;
         let method = by_name::<M>(&self.method, &self.options)?;
-        let explanation = method.explain(model, input, &ClassLogit(predicted.clone()))?;
+        let explanation = method.explain(model, input, explained.target.as_ref())?;
         let [_, h, w] = explanation.heatmaps.dims();
         let values = explanation.heatmaps.to_vec();
         for (i, image) in images.iter().enumerate() {
@@ -239,10 +326,9 @@ where
             .normalized();
             let tag = format!("interpretation/sample_{i}");
             sinks.image(&tag, at, &overlay(image, &map, self.colormap, self.alpha));
-            let confidence = probabilities[i * classes + predicted[i]] as f64;
-            sinks.scalar(&format!("{tag}/confidence"), at, confidence);
+            sinks.scalar(&format!("{tag}/confidence"), at, explained.confidences[i]);
             if let Some(labels) = &self.labels {
-                let correct = (labels[i] == predicted[i]) as u8 as f64;
+                let correct = (labels[i] == explained.classes[i]) as u8 as f64;
                 sinks.scalar(&format!("{tag}/correct"), at, correct);
             }
         }
@@ -447,6 +533,144 @@ impl<M: ExplainableModel + Module> Monitor<M> for FeatureMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{Sink, SinkResult};
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::TensorData;
+    use lumen_core::{LayerInfo, LayerKind, Tap};
+    use std::sync::Mutex;
+
+    fn logits(values: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
+        Tensor::<4>::from_data(TensorData::new(values, shape), &Device::flex())
+    }
+
+    /// A segmentation output explains, per image, its most frequent predicted class
+    /// other than the background (ties to the lower index), with the mean probability
+    /// over that class's pixels and its logits summed over them.
+    #[test]
+    fn segmentation_outputs_explain_the_dominant_class_over_its_region() {
+        // 2 images, 3 classes, 1x4 pixels. Image 0: background on 3 pixels, class 2 on
+        // one. Image 1: classes 1 and 2 on two pixels each.
+        #[rustfmt::skip]
+        let values = vec![
+            // image 0: class 0, 1, 2 over the 4 pixels
+            5.0, 5.0, 5.0, 0.0,
+            0.0, 1.0, 0.0, 1.0,
+            0.0, 0.0, 0.0, 3.0,
+            // image 1
+            0.0, 0.0, 0.0, 0.0,
+            2.0, 4.0, 0.0, 0.0,
+            0.0, 0.0, 1.0, 2.0,
+        ];
+        let output = logits(values.clone(), [2, 3, 1, 4]);
+        let explained = output.explained().unwrap();
+        assert_eq!(explained.classes, [2, 1]);
+        let softmax = |image: usize, class: usize, pixel: usize| {
+            let at = |c: usize| values[(image * 3 + c) * 4 + pixel].exp();
+            (at(class) / (at(0) + at(1) + at(2))) as f64
+        };
+        let expected = [
+            softmax(0, 2, 3),
+            (softmax(1, 1, 0) + softmax(1, 1, 1)) / 2.0,
+        ];
+        for (got, want) in explained.confidences.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let scores = to_host(explained.target.score(&output).unwrap());
+        assert_eq!(scores, [3.0, 6.0]);
+        // Only background predicted: the background is explained.
+        let background = logits(vec![1.0, 1.0, 0.0, 0.0], [1, 2, 1, 2]);
+        assert_eq!(background.explained().unwrap().classes, [0]);
+    }
+
+    /// A tiny segmentor: one 3x3 convolution to 3 classes, at the input's resolution.
+    #[derive(Module, Debug)]
+    struct TinySegmentor {
+        conv: Conv2d,
+    }
+
+    impl ExplainableModel for TinySegmentor {
+        type Output = Tensor<4>;
+        fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<4> {
+            tap.visit("conv", self.conv.forward(input))
+        }
+        fn layers(&self) -> Vec<LayerInfo> {
+            vec![LayerInfo::new("conv", LayerKind::FeatureMap)]
+        }
+        fn default_layer(&self) -> String {
+            "conv".into()
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            [3, 8, 8]
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorded(std::sync::Arc<Mutex<Vec<(String, String)>>>);
+
+    impl Sink for Recorded {
+        fn name(&self) -> String {
+            "recorded".into()
+        }
+        fn scalar(&mut self, tag: &str, _at: Moment, value: f64) -> SinkResult {
+            self.0
+                .lock()
+                .unwrap()
+                .push((tag.into(), format!("{value}")));
+            Ok(())
+        }
+        fn image(&mut self, tag: &str, _at: Moment, image: &RgbImage) -> SinkResult {
+            let size = format!("{}x{}", image.width(), image.height());
+            self.0.lock().unwrap().push((tag.into(), size));
+            Ok(())
+        }
+        fn histogram(&mut self, _tag: &str, _at: Moment, _h: &Histogram) -> SinkResult {
+            Ok(())
+        }
+    }
+
+    /// The explanation monitor takes a segmentor as it takes a classifier: an overlay
+    /// and a confidence per sample, and whether the dominant class is the label.
+    #[test]
+    fn the_explanation_monitor_observes_a_segmentor() {
+        let device = Device::flex().autodiff();
+        let model = TinySegmentor {
+            conv: burn::nn::conv::Conv2dConfig::new([3, 3], [3, 3])
+                .with_padding(burn::nn::PaddingConfig2d::Same)
+                .init(&device),
+        };
+        let image = |v: u8| RgbImage::from_fn(8, 8, |x, _| image::Rgb([v, 30 * x as u8, 90]));
+        let mut monitor = ExplanationMonitor::new(
+            vec![image(10), image(200)],
+            DataConfig::imagenet(8),
+            "gradcam",
+        )
+        .unwrap()
+        .labels(vec![1, 2])
+        .unwrap();
+        Monitor::<TinySegmentor>::check(&monitor, &model).unwrap();
+        let recorded = Recorded::default();
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(recorded.clone()));
+        let at = Moment { epoch: 1, step: 4 };
+        monitor.observe(&model, at, &mut sinks).unwrap();
+        let entries = recorded.0.lock().unwrap().clone();
+        let tags: Vec<&str> = entries.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            tags,
+            [
+                "interpretation/sample_0",
+                "interpretation/sample_0/confidence",
+                "interpretation/sample_0/correct",
+                "interpretation/sample_1",
+                "interpretation/sample_1/confidence",
+                "interpretation/sample_1/correct",
+            ]
+        );
+        assert_eq!(entries[0].1, "8x8");
+        let confidence: f64 = entries[1].1.parse().unwrap();
+        assert!((0.0..=1.0).contains(&confidence) && confidence > 0.0);
+        assert!(sinks.failures().is_empty());
+    }
 
     #[test]
     fn combined_statistics_equal_those_of_the_concatenation() {
