@@ -19,9 +19,12 @@
 //! minutes on 2 cores.
 //!
 //! `seg` trains the DeepLabV3+ segmentor on multi-object scenes (1-4 shapes, overlaps)
-//! with a plain loop: pixel cross-entropy on logits upsampled to the mask (as
-//! AutoTimm's training), the checkpoint picked on the validation split's mIoU, then
-//! the mIoU of the held-out test split printed.
+//! on the same `Learner`: pixel cross-entropy on logits upsampled to the mask (as
+//! AutoTimm's training; burn-train's accuracy is then pixel accuracy), with the
+//! explanation monitor (GradCAM of each validation sample's dominant class over its
+//! predicted region, at `head.decoder`), the feature monitor and the validation mIoU
+//! (`valid/mIoU`) logged every epoch; the checkpoint with the best validation mIoU
+//! is kept, then the mIoU of the held-out test split printed.
 //!
 //! `LUMEN_TRAIN_DEVICE=tch:cuda:0` (with `--features tch`) trains on a GPU.
 
@@ -34,10 +37,12 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::module::{Module, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
-use burn_train::checkpoint::{Checkpointer, FileCheckpointer, MetricCheckpointingStrategy};
+use burn_train::checkpoint::{
+    Checkpointer, FileCheckpointer, KeepLastNCheckpoints, MetricCheckpointingStrategy,
+};
 use burn_train::metric::store::{Aggregate, Direction, Split};
 use burn_train::metric::{AccuracyMetric, LossMetric};
 use burn_train::{
@@ -54,7 +59,7 @@ use lumen::train::{
     Monitors, Schedule, Sinks, TensorBoard, Timeline,
 };
 use lumen_models::shapes::{
-    SCENE_CLASSES, SHAPE_CLASSES, ShapeSample, TEST_SEED, TRAIN_SEED, VALIDATION_SEED,
+    SCENE_CLASSES, SHAPE_CLASSES, ShapeSample, ShapeScene, TEST_SEED, TRAIN_SEED, VALIDATION_SEED,
     shape_samples, shape_scenes,
 };
 use lumen_models::{LoadedModel, LoadedSegmentor, Segmentor, ZooModel, weights::save_burn};
@@ -417,24 +422,8 @@ where
     if let Some(error) = result.error {
         return Err(format!("training failed: {error}"));
     }
+    print_history(name, &monitors);
     let history = monitors.history();
-    for record in &history {
-        println!(
-            "{name} epoch {}: {} (monitors {:.1}s of {:.1}s)",
-            record.epoch,
-            record
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.3}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            record.monitor_seconds,
-            record.epoch_seconds
-        );
-    }
-    for failure in monitors.failures() {
-        eprintln!("warning: {failure}");
-    }
     // The first epoch with the best validation accuracy: burn-train's metric
     // checkpointing keeps that one (a later tie does not replace it).
     let best = history
@@ -483,14 +472,6 @@ fn monitored_layers<M: ExplainableModel>(model: &M) -> Vec<String> {
         .position(|n| *n == default)
         .unwrap_or(names.len() - 1);
     names[last.saturating_sub(2)..=last].to_vec()
-}
-
-/// Linear warm-up over 100 steps, then cosine decay over the run's `total` steps
-/// (the segmentor's loop).
-fn learning_rate(lr: f64, step: u64, total: usize) -> f64 {
-    let progress = step as f64 / total as f64;
-    let warmup = (step as f64 / 100.0).min(1.0);
-    lr * warmup * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 /// `--out`, else `LUMEN_WEIGHTS_DIR`, else the zoo's `weights/` folder in this checkout.
@@ -596,7 +577,182 @@ fn scene_miou(
     (iou.mean(), iou.per_class())
 }
 
-fn train_segmentor(args: &Args, epochs: usize, steps_per_epoch: usize, lr: f64) {
+/// The segmentor as burn-train sees it: a step scores every pixel's logits (upsampled
+/// to the mask, as AutoTimm trains) against its class, as one row per pixel, so
+/// burn-train's loss and accuracy metrics read it as they read a classifier (the
+/// accuracy is then pixel accuracy). The monitors explain the segmentor itself.
+#[derive(Module, Debug)]
+struct SegTrainer {
+    net: Segmentor,
+}
+
+impl SegTrainer {
+    fn score(&self, batch: ShapesBatch) -> ClassificationOutput {
+        let [_, _, h, _] = batch.images.dims();
+        let logits = full_resolution(self.net.forward(batch.images), h);
+        let [b, c, h, w] = logits.dims();
+        let rows = logits.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&rows.device())
+            .forward(rows.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, rows, batch.targets)
+    }
+}
+
+impl TrainStep for SegTrainer {
+    type Input = ShapesBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ShapesBatch) -> TrainOutput<ClassificationOutput> {
+        let output = self.score(batch);
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+}
+
+impl InferenceStep for SegTrainer {
+    type Input = ShapesBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ShapesBatch) -> ClassificationOutput {
+        self.score(batch)
+    }
+}
+
+impl ExplainableModel for SegTrainer {
+    type Output = Tensor<4>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<4> {
+        self.net.forward_tapped(input, tap)
+    }
+    fn layers(&self) -> Vec<LayerInfo> {
+        self.net.layers()
+    }
+    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
+        self.net.layers_at(size)
+    }
+    fn default_layer(&self) -> String {
+        self.net.default_layer()
+    }
+    fn input_shape(&self) -> [usize; 3] {
+        self.net.input_shape()
+    }
+    fn min_input_side(&self) -> Option<usize> {
+        self.net.min_input_side()
+    }
+    fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+        self.net.window_ops()
+    }
+}
+
+/// One split of the procedural scenes, drawn on demand: the image and its per-pixel
+/// classes.
+struct ScenesDataset {
+    seed: u64,
+    len: usize,
+}
+
+impl Dataset<ShapeScene> for ScenesDataset {
+    fn get(&self, index: usize) -> Result<ShapeScene, DatasetError> {
+        if index >= self.len {
+            return Err(DatasetError::new(std::io::Error::other(format!(
+                "index {index} past the {} scenes of the split",
+                self.len
+            ))));
+        }
+        Ok(shape_scenes(self.seed, index as u64, 1).remove(0))
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Batcher<ShapeScene, ShapesBatch> for ShapesBatcher {
+    fn batch(&self, items: Vec<ShapeScene>, device: &Device) -> ShapesBatch {
+        let images: Vec<_> = items.iter().map(|s| s.image.clone()).collect();
+        let classes: Vec<i64> = items
+            .iter()
+            .flat_map(|s| s.classes.iter().map(|&c| c as i64))
+            .collect();
+        let pixels = classes.len();
+        ShapesBatch {
+            images: self
+                .config
+                .to_tensor(&images, device)
+                .expect("generated at input size"),
+            targets: Tensor::from_data(TensorData::new(classes, [pixels]), device),
+        }
+    }
+}
+
+fn scene_loader(
+    seed: u64,
+    len: usize,
+    batch: usize,
+    shuffle: Option<u64>,
+    config: &DataConfig,
+    device: &Device,
+) -> Arc<dyn DataLoader<ShapesBatch>> {
+    let mut builder = DataLoaderBuilder::new(ShapesBatcher {
+        config: config.clone(),
+    })
+    .batch_size(batch)
+    .num_workers(2)
+    .set_device(device.clone());
+    if let Some(seed) = shuffle {
+        builder = builder.shuffle(seed);
+    }
+    builder.build(ScenesDataset { seed, len })
+}
+
+/// The validation split's mIoU after every epoch, logged as `valid/mIoU` (TensorBoard,
+/// MLflow, the timeline) and kept to pick the checkpoint.
+struct MiouMonitor {
+    config: DataConfig,
+    scenes: u64,
+    measured: Arc<std::sync::Mutex<Vec<(usize, f64)>>>,
+}
+
+impl Monitor<SegTrainer> for MiouMonitor {
+    fn name(&self) -> String {
+        "validation mIoU".into()
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            at_start: false,
+            ..Schedule::default()
+        }
+    }
+    fn check(&self, _model: &SegTrainer) -> lumen::Result<()> {
+        Ok(())
+    }
+    fn observe(&mut self, model: &SegTrainer, at: Moment, sinks: &mut Sinks) -> lumen::Result<()> {
+        let device = model.devices().into_iter().next().unwrap_or_default();
+        let (miou, _) = scene_miou(
+            &model.net,
+            VALIDATION_SEED,
+            self.scenes,
+            &self.config,
+            &device,
+        );
+        sinks.scalar("valid/mIoU", at, miou);
+        self.measured
+            .lock()
+            .expect("not poisoned")
+            .push((at.epoch, miou));
+        Ok(())
+    }
+}
+
+/// The segmentor on burn-train's `Learner`, with the explanation monitor (GradCAM of
+/// the dominant class of 8 validation scenes at `head.decoder`), the feature monitor
+/// and the validation mIoU; the checkpoint with the best validation mIoU is kept, and
+/// the mIoU of the held-out test split printed.
+fn train_segmentor(
+    args: &Args,
+    epochs: usize,
+    steps_per_epoch: usize,
+    lr: f64,
+) -> Result<(), String> {
     const SEG_BATCH: usize = 16;
     const SEG_VALIDATION: u64 = 256;
     const SEG_TEST: u64 = 512;
@@ -604,76 +760,125 @@ fn train_segmentor(args: &Args, epochs: usize, steps_per_epoch: usize, lr: f64) 
     let plain = training_device();
     let device = plain.clone().autodiff();
     device.seed(args.seed);
-    let loaded = LoadedSegmentor::init(name, SCENE_CLASSES.len(), &device).expect("architecture");
+    let loaded =
+        LoadedSegmentor::init(name, SCENE_CLASSES.len(), &device).map_err(|e| e.to_string())?;
     let config = loaded.data_config.clone();
-    let size = config.input_size[1];
-    let mut model = loaded.model;
     let path = weights_path(args, name);
-    let mut optimizer = AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let (mut step, mut best) = (0u64, -1.0);
-    for epoch in 0..epochs {
-        let started = Instant::now();
-        let mut total = 0.0;
-        for _ in 0..steps_per_epoch {
-            let (x, truth) = scene_batch(
-                TRAIN_SEED,
-                step * SEG_BATCH as u64,
-                SEG_BATCH as u64,
-                &config,
-                &device,
-            );
-            step += 1;
-            let logits = full_resolution(model.forward(x), size);
-            let [b, c, h, w] = logits.dims();
-            let logits = logits.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
-            let targets = Tensor::<1, Int>::from_data(
-                TensorData::new(
-                    truth.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                    [b * h * w],
-                ),
-                &device,
-            );
-            let loss = loss_fn.forward(logits, targets);
-            total += loss.clone().into_scalar::<f32>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let rate = learning_rate(lr, step, epochs * steps_per_epoch);
-            model = optimizer.step(rate, model, grads);
-        }
-        let (miou, _) = scene_miou(
-            &model.valid(),
-            VALIDATION_SEED,
-            SEG_VALIDATION,
-            &config,
-            &plain,
-        );
-        println!(
-            "{name} epoch {}: loss {:.3}, validation mIoU {:.3} ({:.0}s)",
-            epoch + 1,
-            total / steps_per_epoch as f32,
-            miou,
-            started.elapsed().as_secs_f32()
-        );
-        if miou > best {
-            best = miou;
-            save_burn(&model.valid(), &path).expect("write weights");
-        }
+    let artifacts = args
+        .artifacts
+        .clone()
+        .unwrap_or_else(|| path.with_extension("training"));
+    let train = scene_loader(
+        TRAIN_SEED,
+        steps_per_epoch * SEG_BATCH,
+        SEG_BATCH,
+        Some(args.seed),
+        &config,
+        &device,
+    );
+    let valid = scene_loader(
+        VALIDATION_SEED,
+        SEG_VALIDATION as usize,
+        32,
+        None,
+        &config,
+        &plain,
+    );
+    let samples = shape_scenes(VALIDATION_SEED, 0, MONITOR_SAMPLES);
+    let measured = Arc::new(std::sync::Mutex::new(vec![]));
+    let model = SegTrainer { net: loaded.model };
+    let probe = LoaderBatches::new(valid.clone(), |b: &ShapesBatch| b.images.clone());
+    let monitors = monitors::<SegTrainer>(args, name)?
+        .param("model", name)
+        .param("epochs", epochs)
+        .param("steps_per_epoch", steps_per_epoch)
+        .param("batch_size", SEG_BATCH)
+        .param("lr", lr)
+        .param("seed", args.seed)
+        .monitor(
+            ExplanationMonitor::new(
+                samples.iter().map(|s| s.image.clone()).collect(),
+                config.clone(),
+                "gradcam",
+            )
+            .and_then(|m| {
+                m.method_options(MethodOptions {
+                    layer: Some("head.decoder".into()),
+                    ..MethodOptions::default()
+                })
+            })
+            .map_err(|e| e.to_string())?,
+        )
+        .monitor(
+            FeatureMonitor::new(["backbone.layer4", "head.aspp", "head.decoder"], probe)
+                .and_then(|m| m.num_batches(2))
+                .map_err(|e| e.to_string())?,
+        )
+        .monitor(MiouMonitor {
+            config: config.clone(),
+            scenes: SEG_VALIDATION,
+            measured: measured.clone(),
+        });
+    monitors.check(&model).map_err(|e| e.to_string())?;
+    let training = SupervisedTraining::new(&artifacts, train, valid)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_default_checkpointers()
+        // Every epoch's checkpoint is kept: the pick is by validation mIoU, which
+        // burn-train's metric strategy does not see.
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(epochs))
+        .renderer(Box::new(LineRenderer::new()))
+        .with_application_logger(None)
+        .num_epochs(epochs)
+        .with_training_strategy(monitors.strategy(device.clone()));
+    let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, epochs * steps_per_epoch)
+        .init()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let result = training.launch(Learner::new(model, AdamConfig::new().init(), scheduler));
+    if let Some(error) = result.error {
+        return Err(format!("training failed: {error}"));
     }
-    // The held-out test split, on the checkpoint picked by validation.
-    let picked = {
-        let mut m = LoadedSegmentor::init(name, SCENE_CLASSES.len(), &plain)
-            .expect("architecture")
-            .model;
-        let bytes = std::fs::read(&path).expect("read the picked weights");
-        lumen_models::weights::load_burn_bytes(&mut m, &bytes, &path)
-            .expect("load the picked weights");
-        m.valid()
-    };
+    print_history(name, &monitors);
+    // The first epoch with the best validation mIoU.
+    let (epoch, best) = measured
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .fold(None, |best: Option<(usize, f64)>, &(e, m)| match best {
+            Some((_, b)) if b >= m => best,
+            _ => Some((e, m)),
+        })
+        .ok_or("no validation mIoU was measured")?;
+    let picked = restore(result.model, &artifacts, epoch)?.valid().net;
+    save_burn(&picked, &path).map_err(|e| e.to_string())?;
     let (test, per_class) = scene_miou(&picked, TEST_SEED, SEG_TEST, &config, &plain);
     println!(
-        "{name}: best validation mIoU {best:.3}; test mIoU {test:.3} on {SEG_TEST} held-out scenes (per class {per_class:?}); wrote {}",
+        "{name}: trained in {:.0}s; picked epoch {epoch} (validation mIoU {best:.3}); test mIoU {test:.3} on {SEG_TEST} held-out scenes (per class {per_class:?}); wrote {}",
+        started.elapsed().as_secs_f32(),
         path.display()
     );
+    Ok(())
+}
+
+/// burn-train's metrics and the monitors' time per epoch, and any sink's warnings.
+fn print_history<M>(name: &str, monitors: &Monitors<M>) {
+    for record in &monitors.history() {
+        println!(
+            "{name} epoch {}: {} (monitors {:.1}s of {:.1}s)",
+            record.epoch,
+            record
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            record.monitor_seconds,
+            record.epoch_seconds
+        );
+    }
+    for failure in monitors.failures() {
+        eprintln!("warning: {failure}");
+    }
 }
 
 fn main() {
@@ -695,7 +900,7 @@ fn main() {
                 args.epochs.unwrap_or(8),
                 args.steps_per_epoch.unwrap_or(150),
                 args.lr.unwrap_or(3e-3),
-            );
+            )?;
         }
         if which == "vit" || which == "both" {
             run(

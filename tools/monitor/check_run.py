@@ -45,7 +45,11 @@ def main():
     p.add_argument("--run-name")
     p.add_argument("--experiment", default="lumen-shapes")
     p.add_argument("--timeline")
+    # A segmentor's run has no labels (so no `correct`) and no pointing game; it logs the
+    # validation mIoU after every epoch instead.
+    p.add_argument("--task", choices=["classification", "segmentation"], default="classification")
     a = p.parse_args()
+    classification = a.task == "classification"
 
     moments = [a.steps_per_epoch * e for e in range(a.epochs + 1)]  # start + each epoch
     epoch_ends = moments[1:]
@@ -64,11 +68,13 @@ def main():
         for e in images[tag]:
             if png_size(bytes(e[3])) != (e[1], e[2]) or (e[1], e[2]) != (128, 128):
                 fail(f"{tag}: image size {e[1]}x{e[2]} differs from its PNG or from 128x128")
-        for suffix in ("confidence", "correct"):
+        for suffix in ("confidence", "correct") if classification else ("confidence",):
             if steps(scalars, f"{tag}/{suffix}") != moments:
                 fail(f"{tag}/{suffix} at the wrong steps")
-    if steps(scalars, "interpretation/pointing_game") != moments:
+    if classification and steps(scalars, "interpretation/pointing_game") != moments:
         fail("interpretation/pointing_game at the wrong steps")
+    if not classification and steps(scalars, "valid/mIoU") != epoch_ends:
+        fail("valid/mIoU at the wrong steps")
     layers = sorted({t.split("/")[1] for t in scalars if t.startswith("features/")})
     if len(layers) != 3:
         fail(f"expected 3 monitored layers, found {layers}")
@@ -85,12 +91,16 @@ def main():
         for metric in ("Loss", "Accuracy"):
             if steps(scalars, f"{split}/{metric}") != epoch_ends:
                 fail(f"{split}/{metric} at the wrong steps")
-    pointing = [round(v, 3) for _, v in scalars["interpretation/pointing_game"]]
     accuracy = [round(v, 1) for _, v in scalars["valid/Accuracy"]]
     print(f"tensorboard: {len(scalars)} scalar, {len(images)} image and {len(histos)} "
           f"histogram tags at the expected steps {moments}")
-    print(f"pointing game per point {moments}: {pointing}")
-    print(f"validation accuracy (%) per epoch: {accuracy}")
+    if classification:
+        pointing = [round(v, 3) for _, v in scalars["interpretation/pointing_game"]]
+        print(f"pointing game per point {moments}: {pointing}")
+        print(f"validation accuracy (%) per epoch: {accuracy}")
+    else:
+        miou = [round(v, 3) for _, v in scalars["valid/mIoU"]]
+        print(f"validation mIoU per epoch: {miou}; pixel accuracy (%): {accuracy}")
 
     if a.mlflow:
         api = a.mlflow.rstrip("/") + "/api/2.0/mlflow"
@@ -112,7 +122,8 @@ def main():
             if key not in params:
                 fail(f"MLflow param {key} missing (have {sorted(params)})")
         for key, expected in (("valid/Accuracy", epoch_ends),
-                              ("interpretation/pointing_game", moments),
+                              ("interpretation/pointing_game" if classification else "valid/mIoU",
+                               moments if classification else epoch_ends),
                               (f"features/{layers[-1]}/mean", moments)):
             history = json.loads(get(f"{api}/metrics/get-history", run_id=run_id, metric_key=key))
             got = sorted(int(m["step"]) for m in history.get("metrics", []))
