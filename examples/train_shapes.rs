@@ -155,52 +155,69 @@ impl<M: Net> InferenceStep for Trainer<M> {
     }
 }
 
-/// The monitors explain the wrapped network.
-impl<M: Net> ExplainableModel for Trainer<M> {
-    type Output = Tensor<2>;
+/// `ExplainableModel` for a burn-train wrapper, delegated to the network it wraps in
+/// `net`: the monitors explain the network.
+macro_rules! explain_the_wrapped_net {
+    ([$($generics:tt)*] $wrapper:ty, $output:ty) => {
+        impl<$($generics)*> ExplainableModel for $wrapper {
+            type Output = $output;
 
-    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
-        self.net.forward_tapped(input, tap)
-    }
-    fn layers(&self) -> Vec<LayerInfo> {
-        self.net.layers()
-    }
-    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
-        self.net.layers_at(size)
-    }
-    fn default_layer(&self) -> String {
-        self.net.default_layer()
-    }
-    fn input_shape(&self) -> [usize; 3] {
-        self.net.input_shape()
-    }
-    fn min_input_side(&self) -> Option<usize> {
-        self.net.min_input_side()
-    }
-    fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
-        self.net.window_ops()
-    }
+            fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> $output {
+                self.net.forward_tapped(input, tap)
+            }
+            fn layers(&self) -> Vec<LayerInfo> {
+                self.net.layers()
+            }
+            fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
+                self.net.layers_at(size)
+            }
+            fn default_layer(&self) -> String {
+                self.net.default_layer()
+            }
+            fn input_shape(&self) -> [usize; 3] {
+                self.net.input_shape()
+            }
+            fn min_input_side(&self) -> Option<usize> {
+                self.net.min_input_side()
+            }
+            fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
+                self.net.window_ops()
+            }
+        }
+    };
 }
 
-/// One split of the procedural shapes, drawn on demand.
-struct ShapesDataset {
+explain_the_wrapped_net!([M: Net] Trainer<M>, Tensor<2>);
+
+/// One split of the procedural data (shapes or scenes), drawn on demand: item `i` is
+/// `draw(seed, i)`.
+struct Drawn<T> {
     seed: u64,
     len: usize,
+    draw: fn(u64, u64) -> T,
 }
 
-impl Dataset<ShapeSample> for ShapesDataset {
-    fn get(&self, index: usize) -> Result<ShapeSample, DatasetError> {
+impl<T: Send + Sync> Dataset<T> for Drawn<T> {
+    fn get(&self, index: usize) -> Result<T, DatasetError> {
         if index >= self.len {
             return Err(DatasetError::new(std::io::Error::other(format!(
-                "index {index} past the {} images of the split",
+                "index {index} past the {} items of the split",
                 self.len
             ))));
         }
-        Ok(shape_samples(self.seed, index as u64, 1).remove(0))
+        Ok((self.draw)(self.seed, index as u64))
     }
     fn len(&self) -> usize {
         self.len
     }
+}
+
+fn shape(seed: u64, index: u64) -> ShapeSample {
+    shape_samples(seed, index, 1).remove(0)
+}
+
+fn scene(seed: u64, index: u64) -> ShapeScene {
+    shape_scenes(seed, index, 1).remove(0)
 }
 
 #[derive(Clone)]
@@ -222,14 +239,16 @@ impl Batcher<ShapeSample, ShapesBatch> for ShapesBatcher {
     }
 }
 
-fn loader(
-    seed: u64,
-    len: usize,
+fn loader<T: Send + Sync + Clone + std::fmt::Debug + 'static>(
+    split: Drawn<T>,
     batch: usize,
     shuffle: Option<u64>,
     config: &DataConfig,
     device: &Device,
-) -> Arc<dyn DataLoader<ShapesBatch>> {
+) -> Arc<dyn DataLoader<ShapesBatch>>
+where
+    ShapesBatcher: Batcher<T, ShapesBatch>,
+{
     let mut builder = DataLoaderBuilder::new(ShapesBatcher {
         config: config.clone(),
     })
@@ -239,7 +258,7 @@ fn loader(
     if let Some(seed) = shuffle {
         builder = builder.shuffle(seed);
     }
-    builder.build(ShapesDataset { seed, len })
+    builder.build(split)
 }
 
 /// The share of sample images whose map peaks inside the shape (the pointing game of
@@ -362,14 +381,27 @@ where
         .clone()
         .unwrap_or_else(|| out.with_extension("training"));
     let train = loader(
-        TRAIN_SEED,
-        steps * BATCH,
+        Drawn {
+            seed: TRAIN_SEED,
+            len: steps * BATCH,
+            draw: shape,
+        },
         BATCH,
         Some(args.seed),
         config,
         &device,
     );
-    let valid = loader(VALIDATION_SEED, VALIDATION, 64, None, config, &plain);
+    let valid = loader(
+        Drawn {
+            seed: VALIDATION_SEED,
+            len: VALIDATION,
+            draw: shape,
+        },
+        64,
+        None,
+        config,
+        &plain,
+    );
     let samples = shape_samples(VALIDATION_SEED, 0, MONITOR_SAMPLES);
     let probe = LoaderBatches::new(valid.clone(), |b: &ShapesBatch| b.images.clone());
     let monitors = monitors::<Trainer<M>>(args, name)?
@@ -618,53 +650,7 @@ impl InferenceStep for SegTrainer {
     }
 }
 
-impl ExplainableModel for SegTrainer {
-    type Output = Tensor<4>;
-
-    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<4> {
-        self.net.forward_tapped(input, tap)
-    }
-    fn layers(&self) -> Vec<LayerInfo> {
-        self.net.layers()
-    }
-    fn layers_at(&self, size: [usize; 2]) -> Vec<LayerInfo> {
-        self.net.layers_at(size)
-    }
-    fn default_layer(&self) -> String {
-        self.net.default_layer()
-    }
-    fn input_shape(&self) -> [usize; 3] {
-        self.net.input_shape()
-    }
-    fn min_input_side(&self) -> Option<usize> {
-        self.net.min_input_side()
-    }
-    fn window_ops(&self) -> Vec<(String, Vec<ConvOp>)> {
-        self.net.window_ops()
-    }
-}
-
-/// One split of the procedural scenes, drawn on demand: the image and its per-pixel
-/// classes.
-struct ScenesDataset {
-    seed: u64,
-    len: usize,
-}
-
-impl Dataset<ShapeScene> for ScenesDataset {
-    fn get(&self, index: usize) -> Result<ShapeScene, DatasetError> {
-        if index >= self.len {
-            return Err(DatasetError::new(std::io::Error::other(format!(
-                "index {index} past the {} scenes of the split",
-                self.len
-            ))));
-        }
-        Ok(shape_scenes(self.seed, index as u64, 1).remove(0))
-    }
-    fn len(&self) -> usize {
-        self.len
-    }
-}
+explain_the_wrapped_net!([] SegTrainer, Tensor<4>);
 
 impl Batcher<ShapeScene, ShapesBatch> for ShapesBatcher {
     fn batch(&self, items: Vec<ShapeScene>, device: &Device) -> ShapesBatch {
@@ -682,26 +668,6 @@ impl Batcher<ShapeScene, ShapesBatch> for ShapesBatcher {
             targets: Tensor::from_data(TensorData::new(classes, [pixels]), device),
         }
     }
-}
-
-fn scene_loader(
-    seed: u64,
-    len: usize,
-    batch: usize,
-    shuffle: Option<u64>,
-    config: &DataConfig,
-    device: &Device,
-) -> Arc<dyn DataLoader<ShapesBatch>> {
-    let mut builder = DataLoaderBuilder::new(ShapesBatcher {
-        config: config.clone(),
-    })
-    .batch_size(batch)
-    .num_workers(2)
-    .set_device(device.clone());
-    if let Some(seed) = shuffle {
-        builder = builder.shuffle(seed);
-    }
-    builder.build(ScenesDataset { seed, len })
 }
 
 /// The validation split's mIoU after every epoch, logged as `valid/mIoU` (TensorBoard,
@@ -768,17 +734,23 @@ fn train_segmentor(
         .artifacts
         .clone()
         .unwrap_or_else(|| path.with_extension("training"));
-    let train = scene_loader(
-        TRAIN_SEED,
-        steps_per_epoch * SEG_BATCH,
+    let train = loader(
+        Drawn {
+            seed: TRAIN_SEED,
+            len: steps_per_epoch * SEG_BATCH,
+            draw: scene,
+        },
         SEG_BATCH,
         Some(args.seed),
         &config,
         &device,
     );
-    let valid = scene_loader(
-        VALIDATION_SEED,
-        SEG_VALIDATION as usize,
+    let valid = loader(
+        Drawn {
+            seed: VALIDATION_SEED,
+            len: SEG_VALIDATION as usize,
+            draw: scene,
+        },
         32,
         None,
         &config,
