@@ -465,13 +465,7 @@ where
                 .get("valid/Accuracy")
                 .map(|a| (r.epoch, *a / 100.0))
         })
-        .fold(
-            None,
-            |best: Option<(usize, f64)>, (epoch, accuracy)| match best {
-                Some((_, b)) if b >= accuracy => best,
-                _ => Some((epoch, accuracy)),
-            },
-        )
+        .fold(None, first_best)
         .ok_or("no validation accuracy was recorded")?;
     let picked = restore(result.model, &artifacts, best.0)?.valid();
     println!(
@@ -816,10 +810,8 @@ fn train_segmentor(
         .lock()
         .expect("not poisoned")
         .iter()
-        .fold(None, |best: Option<(usize, f64)>, &(e, m)| match best {
-            Some((_, b)) if b >= m => best,
-            _ => Some((e, m)),
-        })
+        .copied()
+        .fold(None, first_best)
         .ok_or("no validation mIoU was measured")?;
     let picked = restore(result.model, &artifacts, epoch)?.valid().net;
     save_burn(&picked, &path).map_err(|e| e.to_string())?;
@@ -830,6 +822,14 @@ fn train_segmentor(
         path.display()
     );
     Ok(())
+}
+
+/// Folds `(epoch, value)` into the first epoch with the highest value.
+fn first_best(best: Option<(usize, f64)>, (epoch, value): (usize, f64)) -> Option<(usize, f64)> {
+    match best {
+        Some((_, b)) if b >= value => best,
+        _ => Some((epoch, value)),
+    }
 }
 
 /// burn-train's metrics and the monitors' time per epoch, and any sink's warnings.
