@@ -470,18 +470,20 @@ fn explain_and_draw<T: TaskModel>(
             heatmap: map,
         };
         let title = prepared.title(i);
-        result.paths = write_figures(
-            &result,
-            &title,
-            &outlined(
-                &task,
-                &result.prediction,
-                &result.target,
-                &inputs.originals[i],
-            ),
-            signed.as_ref(),
-            options,
-        )?;
+        if options.save_dir.is_some() {
+            result.paths = write_figures(
+                &result,
+                &title,
+                &outlined(
+                    &task,
+                    &result.prediction,
+                    &result.target,
+                    &inputs.originals[i],
+                ),
+                signed.as_ref(),
+                options,
+            )?;
+        }
         explained.push(Drawn {
             result,
             title,
@@ -854,7 +856,8 @@ where
                             },
                         )?;
                     }
-                    if thumbnails.len() < BATCH_GRID_LIMIT {
+                    // The grid is drawn only with figures.
+                    if options.save_dir.is_some() && thumbnails.len() < BATCH_GRID_LIMIT {
                         let original =
                             outlined(&task, &d.result.prediction, &d.result.target, original);
                         thumbnails
