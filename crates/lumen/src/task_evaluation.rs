@@ -222,19 +222,15 @@ impl TaskEvaluation {
                 Some((use_case.to_string(), method.to_string(), reason))
             })
             .collect();
-        let chart = |key: &str, title: &str| CurveChart {
+        let chart = |curve: &str, done: &str, title: &str| CurveChart {
             title: title.into(),
-            x_label: format!("fraction of pixels {key}"),
+            x_label: format!("fraction of pixels {done}"),
             y_label: "score / unperturbed score".into(),
             series: self
                 .methods
                 .iter()
                 .filter_map(|m| {
-                    let curve = m.curves.get(if key == "removed" {
-                        "deletion"
-                    } else {
-                        "insertion"
-                    })?;
+                    let curve = m.curves.get(curve)?;
                     Some((
                         label(&m.method),
                         curve.fractions.iter().map(|&f| f as f64).collect(),
@@ -273,8 +269,8 @@ impl TaskEvaluation {
                 .map(|m| (m.method.clone(), m.seconds_per_image * 1e3))
                 .collect(),
             charts: vec![
-                chart("removed", "deletion (lower is better)"),
-                chart("inserted", "insertion (higher is better)"),
+                chart("deletion", "removed", "deletion (lower is better)"),
+                chart("insertion", "inserted", "insertion (higher is better)"),
             ],
         }
     }
