@@ -193,11 +193,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let mut on_progress = follow(&bar);
     let result = evaluate_loaded(&loaded, &samples, &config, &mut on_progress)?;
     bar.finish_and_clear();
-    let json_path = args.out.join("evaluation.json");
-    let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
-    lumen::write_atomically(&json_path, full.as_bytes())?;
-    let html_path = args.out.join("evaluation.html");
-    lumen::write_atomically(&html_path, result.html_page().as_bytes())?;
+    let (json_path, html_path) = write_evaluation(&args.out, &result, &result.html_page())?;
     if args.print.json {
         JsonOutput {
             command: "evaluate",
@@ -315,11 +311,7 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
         evaluate_segmentor(&loaded, &scenes, &config, &mut on_progress)?
     };
     bar.finish_and_clear();
-    let json_path = args.out.join("evaluation.json");
-    let full = serde_json::to_string_pretty(&result).expect("evaluation serialises");
-    lumen::write_atomically(&json_path, full.as_bytes())?;
-    let html_path = args.out.join("evaluation.html");
-    lumen::write_atomically(&html_path, result.html_page().as_bytes())?;
+    let (json_path, html_path) = write_evaluation(&args.out, &result, &result.html_page())?;
     if args.print.json {
         JsonOutput {
             command: "evaluate",
@@ -367,6 +359,20 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
     }
     eprintln!("wrote {} and {}", json_path.display(), html_path.display());
     Ok(())
+}
+
+/// `evaluation.json` (everything) and `evaluation.html` in `out`, each atomically.
+fn write_evaluation(
+    out: &std::path::Path,
+    result: &impl serde::Serialize,
+    html: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let json_path = out.join("evaluation.json");
+    let full = serde_json::to_string_pretty(result).expect("evaluation serialises");
+    lumen::write_atomically(&json_path, full.as_bytes())?;
+    let html_path = out.join("evaluation.html");
+    lumen::write_atomically(&html_path, html.as_bytes())?;
+    Ok((json_path, html_path))
 }
 
 /// Column headers of the text table, at most 10 characters.

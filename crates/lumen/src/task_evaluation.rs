@@ -373,6 +373,24 @@ impl Means {
         entry.2 += 1;
     }
 
+    /// The method's row: the means, the mean curves and the time per scene.
+    fn into_row(
+        self,
+        method: &str,
+        layer: Option<String>,
+        started: Instant,
+        scenes: usize,
+    ) -> TaskMethodRow {
+        let (scores, curves) = self.finish();
+        TaskMethodRow {
+            method: method.to_string(),
+            layer,
+            scores,
+            curves,
+            seconds_per_image: started.elapsed().as_secs_f64() / scenes as f64,
+        }
+    }
+
     fn finish(self) -> (BTreeMap<String, f64>, BTreeMap<String, MeanCurve>) {
         let scores = self
             .scores
@@ -390,6 +408,24 @@ impl Means {
             .collect();
         (scores, curves)
     }
+}
+
+/// The model's accuracy: the mean under `key`, each class's value under
+/// `{prefix}/{class name}` (classes without a value left out).
+fn accuracy_table(
+    key: &str,
+    mean: f64,
+    prefix: &str,
+    per_class: &[Option<f64>],
+    names: &[&str],
+) -> BTreeMap<String, f64> {
+    let mut table = BTreeMap::from([(key.to_string(), mean)]);
+    for (value, name) in per_class.iter().zip(names) {
+        if let Some(v) = value {
+            table.insert(format!("{prefix}/{name}"), *v);
+        }
+    }
+    table
 }
 
 /// A perturbation curve averaged over the explained items, each divided by its
@@ -697,14 +733,7 @@ pub fn evaluate_detector(
                 add_curves(&mut means, model, input, curve_maps, &requests, curves)?;
             }
         }
-        let (scores, curves) = means.finish();
-        rows.push(TaskMethodRow {
-            method: name.to_string(),
-            layer,
-            scores,
-            curves,
-            seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
-        });
+        rows.push(means.into_row(name, layer, started, scenes.len()));
     }
     on_progress(Progress {
         method: String::new(),
@@ -712,12 +741,7 @@ pub fn evaluate_detector(
         total,
     });
     let ap = average_precision(&detections, &truths, SHAPE_CLASSES.len(), MATCH_IOU)?;
-    let mut accuracy = BTreeMap::from([("map50".to_string(), ap.mean)]);
-    for (class, value) in ap.per_class.iter().enumerate() {
-        if let Some(v) = value {
-            accuracy.insert(format!("ap50/{}", SHAPE_CLASSES[class]), *v);
-        }
-    }
+    let accuracy = accuracy_table("map50", ap.mean, "ap50", &ap.per_class, &SHAPE_CLASSES);
     Ok(TaskEvaluation {
         model: model.name.clone(),
         task: "detection",
@@ -846,26 +870,14 @@ pub fn evaluate_segmentor(
                 )?;
             }
         }
-        let (scores, curves) = means.finish();
-        rows.push(TaskMethodRow {
-            method: name.to_string(),
-            layer,
-            scores,
-            curves,
-            seconds_per_image: started.elapsed().as_secs_f64() / scenes.len() as f64,
-        });
+        rows.push(means.into_row(name, layer, started, scenes.len()));
     }
     on_progress(Progress {
         method: String::new(),
         done: total,
         total,
     });
-    let mut accuracy = BTreeMap::from([("miou".to_string(), iou.mean())]);
-    for (class, value) in iou.per_class().iter().enumerate() {
-        if let Some(v) = value {
-            accuracy.insert(format!("iou/{}", SCENE_CLASSES[class]), *v);
-        }
-    }
+    let accuracy = accuracy_table("miou", iou.mean(), "iou", &iou.per_class(), &SCENE_CLASSES);
     Ok(TaskEvaluation {
         model: model.name.clone(),
         task: "segmentation",
