@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lumen::api::{PredictionOf, RequestOf, TaskModel};
+use lumen::scale::{EvaluationPart, ShardKind};
 use lumen::{
     BatchRun, CacheRecord, ExplanationCache, Result, Shard, explain_batch_with, model_fingerprint,
 };
@@ -166,12 +167,14 @@ where
     Ok(())
 }
 
-/// `lumen merge`: join the shards of a split `lumen batch` run.
+/// `lumen merge`: join the shards of a split `lumen batch` or `lumen evaluate` run.
 #[derive(Args, Debug)]
 pub struct MergeArgs {
     /// The folder the shards wrote to (searched with its sub-folders).
     dir: PathBuf,
-    /// The merged index (the grid `batch_grid.png` is written beside it).
+    /// The merged file: a batch's index (the grid `batch_grid.png` is written beside
+    /// it; default DIR/index.jsonl), or an evaluation's JSON (its page beside it;
+    /// default DIR/evaluation.json).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the summary as JSON.
@@ -180,6 +183,17 @@ pub struct MergeArgs {
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
+    let evaluations = lumen::scale::shard_files(&args.dir, ShardKind::Evaluation)?;
+    let indexes = lumen::scale::shard_files(&args.dir, ShardKind::BatchIndex)?;
+    if !evaluations.is_empty() && !indexes.is_empty() {
+        return Err(lumen::LumenError::InvalidArgument(format!(
+            "{} holds the shards of a `lumen batch` run and of a `lumen evaluate` run: give each its own --out folder",
+            args.dir.display()
+        )));
+    }
+    if !evaluations.is_empty() {
+        return merge_evaluation(args);
+    }
     let out = args
         .out
         .unwrap_or_else(|| args.dir.join(lumen::scale::INDEX_FILE));
@@ -202,6 +216,35 @@ pub fn merge(args: MergeArgs) -> Result<()> {
                 .grid
                 .as_ref()
                 .map_or(String::new(), |g| format!(", grid {}", g.display()))
+        );
+    }
+    Ok(())
+}
+
+/// The shards of `lumen evaluate --shard`: evaluation.json and .html as one run
+/// writes them.
+fn merge_evaluation(args: MergeArgs) -> Result<()> {
+    let out = args
+        .out
+        .unwrap_or_else(|| args.dir.join(crate::evaluate::EVALUATION_FILE));
+    crate::args::check_writable("--out", &out)?;
+    let merged = lumen::scale::merge_evaluation_shards(&args.dir)?;
+    let (json, html) = match merged.evaluation {
+        EvaluationPart::Classification(e) => crate::evaluate::write_classification(&out, &e)?,
+        EvaluationPart::Dense(e) => crate::evaluate::write_dense(&out, e)?,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"shards": merged.shards, "images": merged.images, "evaluation": json, "page": html})
+        );
+    } else {
+        eprintln!(
+            "merged {} evaluation shards: {} images; wrote {} and {}",
+            merged.shards,
+            merged.images,
+            json.display(),
+            html.display()
         );
     }
     Ok(())

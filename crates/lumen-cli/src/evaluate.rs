@@ -4,15 +4,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lumen::evaluate::{
-    EvaluationConfig, FLOOR_NAMES, MetricScore as Score, MetricSettings, Progress,
+    Evaluation, EvaluationConfig, FLOOR_NAMES, MetricScore as Score, MetricSettings, Progress,
     RandomizationConfig, RoadConfig, SensitivityConfig, bench_method_names, black, curve,
-    evaluate_loaded, metric_names,
+    evaluate_loaded_part, metric_names,
 };
+use lumen::scale::{EvaluationPart, EvaluationShard};
 use lumen::shapes::{EVALUATION_SEED, TUNING_SEED, shape_samples, shape_scenes};
 use lumen::task_evaluation::{
-    DenseCurves, TaskEvaluationConfig, evaluate_detector, evaluate_segmentor,
+    DenseCurves, TaskEvaluation, TaskEvaluationConfig, evaluate_detector, evaluate_segmentor,
 };
-use lumen::{BaselineKind, LumenError, Result};
+use lumen::{BaselineKind, LumenError, Result, Shard};
 
 use crate::args::{JsonOutput, MethodArgs, ModelArgs, PrintArgs, choice, progress};
 
@@ -86,6 +87,13 @@ pub struct EvaluateArgs {
     /// Detection models: explain every detection scoring at least this, in [0, 1].
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     score_threshold: f32,
+    /// Measure one shard of the images: I/N (from 0), `auto` (a Slurm array's
+    /// SLURM_ARRAY_TASK_ID and _COUNT) or `auto/N` (a Kubernetes Indexed Job's
+    /// JOB_COMPLETION_INDEX). Writes evaluation.shard-IIII-of-NNNN.json; join the
+    /// shards with `lumen merge OUT`, which writes what one run writes. Give every
+    /// shard the same options.
+    #[arg(long)]
+    shard: Option<String>,
     /// Folder for evaluation.json and evaluation.html.
     #[arg(long, default_value = "lumen-eval")]
     out: PathBuf,
@@ -120,8 +128,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             args.sensitivity_radius
         )));
     }
+    let split = Split::of(&args)?;
     if args.model.is_detection() || args.model.is_segmentation() {
-        return run_task(&args);
+        return run_task(&args, &split);
     }
     if args.score_threshold != 0.5 {
         return Err(LumenError::InvalidArgument(
@@ -188,12 +197,25 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         },
         method_options,
     };
-    let samples = shape_samples(split_seed(&args.split), 0, args.images as u64);
+    let seed = split_seed(&args.split);
+    let range = &split.images;
+    let samples = shape_samples(seed, range.start as u64, range.len() as u64);
+    // The detail metrics take the split's first images, as one run does: one shard
+    // measures them.
+    let detail = if range.start == 0 {
+        shape_samples(seed, 0, args.detail_images.min(args.images) as u64)
+    } else {
+        vec![]
+    };
     let bar = progress(0, "evaluate", args.print.quiet);
     let mut on_progress = follow(&bar);
-    let result = evaluate_loaded(&loaded, &samples, &config, &mut on_progress)?;
+    let result = evaluate_loaded_part(&loaded, &samples, &detail, &config, &mut on_progress)?;
     bar.finish_and_clear();
-    let (json_path, html_path) = write_evaluation(&args.out, &result, &result.html_page())?;
+    if let Some(shard) = split.shard {
+        let part = EvaluationPart::Classification(result);
+        return write_shard(&args, shard, &split, part);
+    }
+    let (json_path, html_path) = write_classification(&args.out.join(EVALUATION_FILE), &result)?;
     if args.print.json {
         JsonOutput {
             command: "evaluate",
@@ -229,6 +251,97 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The whole run's file; its page is written beside it.
+pub const EVALUATION_FILE: &str = "evaluation.json";
+
+/// The images this run measures: all of them, or a shard's.
+struct Split {
+    shard: Option<Shard>,
+    images: std::ops::Range<usize>,
+}
+
+impl Split {
+    fn of(args: &EvaluateArgs) -> Result<Self> {
+        let Some(spec) = &args.shard else {
+            return Ok(Self {
+                shard: None,
+                images: 0..args.images,
+            });
+        };
+        let shard = Shard::parse(spec, |name| std::env::var(name).ok())?;
+        let batches = args.images.div_ceil(args.batch_size);
+        if shard.count > batches {
+            return Err(LumenError::InvalidArgument(format!(
+                "--shard {spec}: {} images in batches of {} make {batches} batch(es), so a split has at most {batches} shard(s)",
+                args.images, args.batch_size
+            )));
+        }
+        Ok(Self {
+            shard: Some(shard),
+            images: shard.range(args.images, args.batch_size),
+        })
+    }
+}
+
+/// What every shard of a split must share: the options that change the numbers.
+fn settings(args: &EvaluateArgs) -> serde_json::Value {
+    serde_json::json!({
+        "model": args.model.model,
+        "dataset": args.dataset,
+        "images": args.images,
+        "split": args.split,
+        "methods": args.methods,
+        "metrics": args.metrics,
+        "batch_size": args.batch_size,
+        "curve_steps": args.curve_steps,
+        "deletion_baseline": format!("{:?}", args.deletion_baseline),
+        "insertion_baseline": format!("{:?}", args.insertion_baseline),
+        "detail_images": args.detail_images,
+        "sensitivity_samples": args.sensitivity_samples,
+        "sensitivity_radius": args.sensitivity_radius,
+        "method_options": format!("{:?}", args.method_args),
+        "score_threshold": args.score_threshold,
+    })
+}
+
+/// A shard's part, for `lumen merge`.
+fn write_shard(
+    args: &EvaluateArgs,
+    shard: Shard,
+    split: &Split,
+    part: EvaluationPart,
+) -> Result<()> {
+    let file = EvaluationShard {
+        shard: shard.index,
+        shards: shard.count,
+        first_image: split.images.start,
+        total_images: args.images,
+        settings: settings(args),
+        evaluation: part,
+    };
+    let path = args.out.join(shard.evaluation_file());
+    let text = serde_json::to_string_pretty(&file).expect("an evaluation serialises");
+    lumen::write_atomically(&path, text.as_bytes())?;
+    if args.print.json {
+        println!(
+            "{}",
+            serde_json::json!({"command": "evaluate", "shard": shard.index, "shards": shard.count, "images": [split.images.start, split.images.end], "files": [path]})
+        );
+    } else {
+        eprintln!(
+            "shard {} of {} (from 0): images {}..{} of {}; wrote {} (join the shards with `lumen merge {}`)",
+            shard.index,
+            shard.count,
+            split.images.start,
+            split.images.end,
+            args.images,
+            path.display(),
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
 /// The seed of the generated split `--split` names.
 fn split_seed(split: &str) -> u64 {
     match split {
@@ -247,7 +360,7 @@ fn follow(bar: &indicatif::ProgressBar) -> impl FnMut(Progress) + '_ {
 }
 
 /// The ground-truth bench of a detector or segmentor on generated scenes.
-fn run_task(args: &EvaluateArgs) -> Result<()> {
+fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
     if args.metrics.is_some() {
         return Err(LumenError::InvalidArgument(format!(
             "--metrics chooses among the classification metrics; `{}` is measured on its own task's metrics (all of them)",
@@ -291,6 +404,7 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
         score_threshold: args.score_threshold,
         seed,
         curves: None,
+        first_scene: split.images.start,
     };
     let curves = |data: &lumen::core::DataConfig| {
         Some(DenseCurves {
@@ -298,7 +412,12 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
             insertion: curve(args.curve_steps, args.insertion_baseline, data),
         })
     };
-    let scenes = shape_scenes(split_seed(&args.split), 0, args.images as u64);
+    let range = &split.images;
+    let scenes = shape_scenes(
+        split_seed(&args.split),
+        range.start as u64,
+        range.len() as u64,
+    );
     let bar = progress(0, "evaluate", args.print.quiet);
     let mut on_progress = follow(&bar);
     let result = if detection {
@@ -311,7 +430,10 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
         evaluate_segmentor(&loaded, &scenes, &config, &mut on_progress)?
     };
     bar.finish_and_clear();
-    let (json_path, html_path) = write_evaluation(&args.out, &result, &result.html_page())?;
+    if let Some(shard) = split.shard {
+        return write_shard(args, shard, split, EvaluationPart::Dense(result));
+    }
+    let (json_path, html_path) = write_dense(&args.out.join(EVALUATION_FILE), result.clone())?;
     if args.print.json {
         JsonOutput {
             command: "evaluate",
@@ -361,18 +483,35 @@ fn run_task(args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `evaluation.json` (everything) and `evaluation.html` in `out`, each atomically.
+/// A classifier's evaluation as JSON at `json_path` (everything) and its page beside
+/// it (`.html`), each atomically.
+pub fn write_classification(
+    json_path: &std::path::Path,
+    result: &Evaluation,
+) -> Result<(PathBuf, PathBuf)> {
+    write_evaluation(json_path, result, &result.html_page())
+}
+
+/// The same for a detector or segmentor, without the raw counts a shard keeps for
+/// the merge.
+pub fn write_dense(
+    json_path: &std::path::Path,
+    mut result: TaskEvaluation,
+) -> Result<(PathBuf, PathBuf)> {
+    result.accuracy_counts = None;
+    write_evaluation(json_path, &result, &result.html_page())
+}
+
 fn write_evaluation(
-    out: &std::path::Path,
+    json_path: &std::path::Path,
     result: &impl serde::Serialize,
     html: &str,
 ) -> Result<(PathBuf, PathBuf)> {
-    let json_path = out.join("evaluation.json");
     let full = serde_json::to_string_pretty(result).expect("evaluation serialises");
-    lumen::write_atomically(&json_path, full.as_bytes())?;
-    let html_path = out.join("evaluation.html");
+    lumen::write_atomically(json_path, full.as_bytes())?;
+    let html_path = json_path.with_extension("html");
     lumen::write_atomically(&html_path, html.as_bytes())?;
-    Ok((json_path, html_path))
+    Ok((json_path.to_path_buf(), html_path))
 }
 
 /// Column headers of the text table, at most 10 characters.

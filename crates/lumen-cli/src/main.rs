@@ -48,7 +48,8 @@ enum Command {
     Report(Box<report::ReportArgs>),
     /// Explain a folder (or list) of images in batches, with a progress bar.
     Batch(Box<batch::BatchArgs>),
-    /// Join the shards of a split `lumen batch` run into one index and grid.
+    /// Join the shards of a split `lumen batch` run (one index and grid) or `lumen
+    /// evaluate` run (evaluation.json and .html).
     Merge(batch::MergeArgs),
     /// List a model's named layers and their kinds.
     Layers(layers::LayersArgs),

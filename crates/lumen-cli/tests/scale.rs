@@ -312,3 +312,161 @@ fn batch_explains_detectors_and_segmentors_and_caches_them() {
         std::fs::remove_dir_all(dir).ok();
     }
 }
+
+/// `a` and `b` agree: the same keys and strings, numbers within `tolerance` of each
+/// other relative to their size; times (`seconds_per_image`) and the `cheapest`
+/// recommendation, which differ from run to run, are left out.
+fn assert_same_evaluation(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0),
+                "{path}: {x} against {y}"
+            );
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = |o: &serde_json::Map<String, Value>| {
+                o.keys()
+                    .filter(|k| *k != "seconds_per_image")
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(x), keys(y), "{path}");
+            for key in keys(x) {
+                assert_same_evaluation(&x[&key], &y[&key], &format!("{path}.{key}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            let kept = |v: &Vec<Value>| -> Vec<Value> {
+                v.iter()
+                    .filter(|item| item["use_case"] != "cheapest")
+                    .cloned()
+                    .collect()
+            };
+            let (x, y) = (kept(x), kept(y));
+            assert_eq!(x.len(), y.len(), "{path}: {x:?} against {y:?}");
+            for (i, (x, y)) in x.iter().zip(&y).enumerate() {
+                assert_same_evaluation(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// One `lumen evaluate` run in `out`, with `shard` when given.
+fn evaluate(model: &str, out: &Path, options: &[&str], shard: Option<&str>) {
+    let o = out.display().to_string();
+    let mut args = vec!["evaluate", "--model", model, "--out", &o, "--quiet"];
+    args.extend_from_slice(options);
+    if let Some(spec) = shard {
+        args.extend_from_slice(&["--shard", spec]);
+    }
+    let run = lumen(&args);
+    assert!(run.status.success(), "{model} {shard:?}: {}", stderr(&run));
+}
+
+#[test]
+fn evaluation_shards_merge_into_the_single_run() {
+    let classifier: &[&str] = &[
+        "--images",
+        "7",
+        "--batch-size",
+        "2",
+        "--methods",
+        "gradcam,saliency",
+        "--metrics",
+        "pointing_game,relevance_mass,deletion_auc,insertion_auc,average_drop,max_sensitivity,randomization_spearman,randomization_pass",
+        "--curve-steps",
+        "4",
+        "--detail-images",
+        "3",
+        "--sensitivity-samples",
+        "2",
+    ];
+    let dense: &[&str] = &[
+        "--images",
+        "5",
+        "--batch-size",
+        "2",
+        "--methods",
+        "hirescam",
+        "--curve-steps",
+        "2",
+    ];
+    // Shards of unequal sizes (2, 2 and 3 images; 2 and 3 scenes): a mean of the
+    // parts' means unweighted would differ.
+    for (model, options, shards) in [
+        ("shapes-cnn", classifier, 3),
+        ("shapes-seg", dense, 2),
+        ("shapes-det", dense, 2),
+    ] {
+        let whole = tmp(&format!("eval-whole-{model}"));
+        evaluate(model, &whole, options, None);
+        let split = tmp(&format!("eval-split-{model}"));
+        for index in 0..shards {
+            evaluate(model, &split, options, Some(&format!("{index}/{shards}")));
+        }
+        assert!(
+            !split.join("evaluation.json").exists(),
+            "a shard writes only its part"
+        );
+        let merged = lumen(&["merge", &split.display().to_string()]);
+        assert!(merged.status.success(), "{model}: {}", stderr(&merged));
+        let expected = read_json(&whole.join("evaluation.json"));
+        let got = read_json(&split.join("evaluation.json"));
+        assert_same_evaluation(&expected, &got, model);
+        let page = std::fs::read_to_string(split.join("evaluation.html")).unwrap();
+        assert!(page.contains(model), "{model}: the merged page");
+        if model == "shapes-cnn" {
+            // The detail metrics were measured by shard 0 only, on the run's images.
+            assert_eq!(got["detail_samples"], 3);
+            assert!(got["methods"][0]["scores"]["randomization_pass"].is_boolean());
+            assert!(expected["recommendations"].as_array().unwrap().len() > 1);
+        }
+
+        // A missing shard, or one run with other settings, is named.
+        let last = split.join(format!(
+            "evaluation.shard-{:04}-of-{shards:04}.json",
+            shards - 1
+        ));
+        let text = std::fs::read_to_string(&last).unwrap();
+        std::fs::remove_file(&last).unwrap();
+        let out = lumen(&["merge", &split.display().to_string()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+        let changed = text.replacen("\"batch_size\": 2", "\"batch_size\": 3", 1);
+        assert_ne!(changed, text);
+        std::fs::write(&last, changed).unwrap();
+        let out = lumen(&["merge", &split.display().to_string()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("different settings"),
+            "{}",
+            stderr(&out)
+        );
+        std::fs::remove_dir_all(whole).ok();
+        std::fs::remove_dir_all(split).ok();
+    }
+
+    // More shards than batches: refused before any work.
+    let out = lumen(&[
+        "evaluate",
+        "--model",
+        "shapes-cnn",
+        "--images",
+        "4",
+        "--batch-size",
+        "2",
+        "--shard",
+        "2/3",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at most 2 shard"), "{}", stderr(&out));
+}

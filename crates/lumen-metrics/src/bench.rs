@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use burn::module::Module;
 use lumen_core::{ClassLogit, ClassProbability, Classifier, Heatmaps, Region, Result, Tensor};
 use lumen_methods::{Baseline, Explanation, Method};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::axioms::gini;
 use crate::complexity::complexity;
@@ -83,7 +83,7 @@ pub struct MetricInput<'a, M: Classifier> {
 }
 
 /// A curve per image, with its x axis (and names of its points, when they have any).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricCurve {
     /// Positions of the points.
     pub x: Vec<f32>,
@@ -568,7 +568,7 @@ pub fn standard_metrics<M: Classifier + Module + Clone + 'static>(
 }
 
 /// A metric value: a number, or a pass/fail verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Score {
     /// A number.
@@ -588,7 +588,7 @@ impl Score {
 }
 
 /// One method's row of a results table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MethodRow {
     /// Method name.
     pub name: String,
@@ -602,6 +602,10 @@ pub struct MethodRow {
     pub seconds_per_image: f64,
     /// Mean curve per metric key.
     pub curves: BTreeMap<String, MetricCurve>,
+    /// Per score and curve key, the number of images behind its mean (what a merge of
+    /// a split run weighs it by; a verdict counts the images it was judged on).
+    #[serde(default)]
+    pub counts: BTreeMap<String, usize>,
 }
 
 impl MethodRow {
@@ -611,7 +615,7 @@ impl MethodRow {
 }
 
 /// A recommendation for a use case.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     /// The use case (`faithful`, `localized`, `stable`, `cheapest`) or `caution`.
     pub use_case: String,
@@ -758,6 +762,7 @@ mod tests {
             scores: scores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             seconds_per_image: seconds,
             curves: BTreeMap::new(),
+            counts: BTreeMap::new(),
         }
     }
 

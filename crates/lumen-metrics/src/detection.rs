@@ -5,10 +5,10 @@
 
 use lumen_core::region::box_iou;
 use lumen_core::{LumenError, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A detection: box, class and confidence.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoredBox {
     /// `[x1, y1, x2, y2]` in pixels.
     pub bbox: [f32; 4],
@@ -19,7 +19,7 @@ pub struct ScoredBox {
 }
 
 /// A ground-truth object: box and class.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TruthBox {
     /// `[x1, y1, x2, y2]` in pixels.
     pub bbox: [f32; 4],

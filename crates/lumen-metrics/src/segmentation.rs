@@ -1,9 +1,11 @@
 //! Segmentation quality: per-class intersection over union and its mean.
 
+use serde::{Deserialize, Serialize};
+
 /// Intersections and unions per class, accumulated over images: the mIoU of a split
 /// is computed from the totals (as torchmetrics' `JaccardIndex` with `average="macro"`
 /// over a whole epoch), not averaged per image.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IouAccumulator {
     intersections: Vec<u64>,
     unions: Vec<u64>,
@@ -30,6 +32,30 @@ impl IouAccumulator {
                 self.unions[t] += 1;
             }
         }
+    }
+
+    /// Add another accumulator's counts (of other images, over the same classes): a
+    /// split measured in parts gives the mIoU of the whole.
+    pub fn merge(&mut self, other: &Self) -> lumen_core::Result<()> {
+        let classes = [self.unions.len(), other.unions.len()];
+        if classes[0] != classes[1] || other.intersections.len() != classes[1] {
+            return Err(lumen_core::LumenError::InvalidArgument(format!(
+                "IoU counts of {} and {} classes cannot be added",
+                classes[0], classes[1]
+            )));
+        }
+        for (mine, theirs) in self.intersections.iter_mut().zip(&other.intersections) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.unions.iter_mut().zip(&other.unions) {
+            *mine += theirs;
+        }
+        Ok(())
+    }
+
+    /// Number of classes counted.
+    pub fn classes(&self) -> usize {
+        self.unions.len()
     }
 
     /// IoU per class; `None` for a class neither predicted nor present.
@@ -65,5 +91,19 @@ mod tests {
         let mut perfect = IouAccumulator::new(2);
         perfect.add(&[1, 0], &[1, 0]);
         assert_eq!(perfect.mean(), 1.0);
+    }
+
+    #[test]
+    fn merged_parts_give_the_whole() {
+        let mut whole = IouAccumulator::new(3);
+        whole.add(&[0, 1, 1, 1], &[0, 0, 1, 1]);
+        whole.add(&[2, 2, 0], &[2, 1, 0]);
+        let (mut first, mut second) = (IouAccumulator::new(3), IouAccumulator::new(3));
+        first.add(&[0, 1, 1, 1], &[0, 0, 1, 1]);
+        second.add(&[2, 2, 0], &[2, 1, 0]);
+        first.merge(&second).unwrap();
+        assert!(first.merge(&IouAccumulator::new(2)).is_err());
+        assert_eq!(first, whole);
+        assert_ne!(second, whole);
     }
 }

@@ -20,7 +20,7 @@ use lumen_metrics::{
 use lumen_models::shapes::ShapeSample;
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{CurveChart, EvaluationView, MetricColumn};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use lumen_metrics::{
     MetricSettings, RandomizationConfig, RoadConfig, Score as MetricScore, SensitivityConfig,
@@ -115,7 +115,7 @@ impl Default for EvaluationConfig {
 }
 
 /// The bench's results.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Model name.
     pub model: String,
@@ -194,11 +194,42 @@ impl Gathered {
     }
 }
 
-/// Run the bench on `samples` (generated images with masks and boxes).
+/// Run the bench on `samples` (generated images with masks and boxes); the detail
+/// metrics (sensitivity, randomisation) on the first `config.detail_samples` of them.
 pub fn evaluate<M>(
     model: &M,
     model_name: &str,
     samples: &[ShapeSample],
+    data_config: &DataConfig,
+    config: &EvaluationConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Evaluation>
+where
+    M: Classifier + Module + Clone + 'static,
+{
+    let detail = samples.len().min(config.detail_samples.max(1));
+    evaluate_part(
+        model,
+        model_name,
+        samples,
+        &samples[..detail],
+        data_config,
+        config,
+        device,
+        progress,
+    )
+}
+
+/// [`evaluate`] with the detail metrics on `detail_samples` (none: not measured):
+/// one part of a split run, whose parts [`merge_evaluations`] joins. A split gives the
+/// detail images to one part, so that its verdicts are those of one run.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_part<M>(
+    model: &M,
+    model_name: &str,
+    samples: &[ShapeSample],
+    detail_samples: &[ShapeSample],
     data_config: &DataConfig,
     config: &EvaluationConfig,
     device: &Device,
@@ -246,19 +277,21 @@ where
         .filter(|k| wanted.contains(&k.name))
         .collect();
     let [_, h, w] = model.input_shape();
-    let regions: Vec<Region> = samples
+    let region_of = |s: &ShapeSample| {
+        let (sw, sh) = s.image.dimensions();
+        if [sh as usize, sw as usize] != [h, w] {
+            return Err(LumenError::shape(
+                "evaluation images",
+                format!("the model's input size {h}x{w}"),
+                format!("{sh}x{sw}"),
+            ));
+        }
+        Region::from_mask(h, w, s.mask.clone())
+    };
+    let regions: Vec<Region> = samples.iter().map(region_of).collect::<Result<_>>()?;
+    let detail_regions: Vec<Region> = detail_samples
         .iter()
-        .map(|s| {
-            let (sw, sh) = s.image.dimensions();
-            if [sh as usize, sw as usize] != [h, w] {
-                return Err(LumenError::shape(
-                    "evaluation images",
-                    format!("the model's input size {h}x{w}"),
-                    format!("{sh}x{sw}"),
-                ));
-            }
-            Region::from_mask(h, w, s.mask.clone())
-        })
+        .map(region_of)
         .collect::<Result<_>>()?;
 
     // Inputs and predictions once for all methods.
@@ -279,12 +312,16 @@ where
             .count();
         batches.push((input, predicted, range));
     }
-    let detail = config.detail_samples.clamp(1, samples.len());
-    let detail_images: Vec<_> = samples[..detail].iter().map(|s| s.image.clone()).collect();
-    let detail_input = data_config.to_tensor(&detail_images, device)?;
-    let detail_classes = predicted_classes(&model.forward(detail_input.clone()));
-
-    let needs_detail = metrics.iter().any(|m| m.scope() == Scope::Detail);
+    let detail = detail_samples.len();
+    let needs_detail = detail > 0 && metrics.iter().any(|m| m.scope() == Scope::Detail);
+    let detail_batch = if needs_detail {
+        let images: Vec<_> = detail_samples.iter().map(|s| s.image.clone()).collect();
+        let input = data_config.to_tensor(&images, device)?;
+        let classes = predicted_classes(&model.forward(input.clone()));
+        Some((input, classes))
+    } else {
+        None
+    };
     let units_per_method = batches.len() + needs_detail as usize;
     let total = units_per_method * methods.len();
     let mut rows = Vec::new();
@@ -324,7 +361,7 @@ where
             }
             report(m * units_per_method + b + 1);
         }
-        if needs_detail {
+        if let Some((detail_input, detail_classes)) = &detail_batch {
             // Detail metrics re-explain themselves; they read the input, the method
             // and the classes.
             let empty = Explanation::new(lumen_core::Heatmaps::new(Tensor::zeros(
@@ -334,12 +371,12 @@ where
             let batch = MetricInput {
                 model,
                 method: method.as_ref(),
-                input: &detail_input,
-                classes: &detail_classes,
+                input: detail_input,
+                classes: detail_classes,
                 explanation: &empty,
                 heatmaps: &empty.heatmaps,
                 maps: &[],
-                regions: &regions[..detail],
+                regions: &detail_regions,
             };
             for metric in metrics.iter().filter(|m| m.scope() == Scope::Detail) {
                 gathered.add(metric.compute(&batch)?);
@@ -347,13 +384,16 @@ where
             report((m + 1) * units_per_method);
         }
         let mut scores: BTreeMap<String, Score> = BTreeMap::new();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for key in &keys {
             if key.verdict {
                 if let Some(&pass) = gathered.verdicts.get(key.name) {
                     scores.insert(key.name.into(), Score::Pass(pass));
+                    counts.insert(key.name.into(), detail);
                 }
             } else if let Some(values) = gathered.values.get(key.name) {
                 scores.insert(key.name.into(), Score::Value(mean(values)));
+                counts.insert(key.name.into(), values.len());
             }
         }
         let curves = gathered
@@ -361,6 +401,7 @@ where
             .into_iter()
             .filter(|(k, _)| wanted.contains(k))
             .map(|(k, c)| {
+                counts.insert(k.to_string(), c.rows.len());
                 let rows = vec![mean_rows(&c.rows)];
                 (k.to_string(), MetricCurve { rows, ..c })
             })
@@ -372,6 +413,7 @@ where
             scores,
             seconds_per_image: seconds / samples.len() as f64,
             curves,
+            counts,
         });
     }
     let recommendations = recommend(&rows, &keys);
@@ -393,27 +435,185 @@ pub fn evaluate_loaded(
     config: &EvaluationConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Evaluation> {
+    let detail = samples.len().min(config.detail_samples.max(1));
+    evaluate_loaded_part(loaded, samples, &samples[..detail], config, progress)
+}
+
+/// [`evaluate_part`] on a zoo model, whatever its architecture.
+pub fn evaluate_loaded_part(
+    loaded: &LoadedModel,
+    samples: &[ShapeSample],
+    detail_samples: &[ShapeSample],
+    config: &EvaluationConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Evaluation> {
     let (name, data, device) = (&loaded.name, &loaded.data_config, &loaded.device);
     match &loaded.model {
-        ZooModel::ResNet(model) => evaluate(
+        ZooModel::ResNet(model) => evaluate_part(
             model.as_ref(),
             name,
             samples,
+            detail_samples,
             data,
             config,
             device,
             progress,
         ),
-        ZooModel::Vit(model) => evaluate(
+        ZooModel::Vit(model) => evaluate_part(
             model.as_ref(),
             name,
             samples,
+            detail_samples,
             data,
             config,
             device,
             progress,
         ),
     }
+}
+
+/// Join the evaluations of a split run's parts, each on its own images (and the detail
+/// metrics on one part, [`evaluate_part`]), into what one run gives: every mean
+/// weighted by the number of images behind it, verdicts from the part that judged
+/// them, the time per image weighted by images, the recommendations derived again.
+/// The parts must come from the same model and methods.
+pub fn merge_evaluations(parts: &[Evaluation]) -> Result<Evaluation> {
+    let Some(first) = parts.first() else {
+        return Err(LumenError::InvalidArgument("no evaluation to merge".into()));
+    };
+    let names = |e: &Evaluation| e.methods.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    for part in parts {
+        if part.model != first.model || names(part) != names(first) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the parts evaluate different models or methods ({} with {}, {} with {}): merge one split at a time",
+                first.model,
+                names(first).join(","),
+                part.model,
+                names(part).join(",")
+            )));
+        }
+    }
+    let samples: usize = parts.iter().map(|p| p.samples).sum();
+    let correct: f64 = parts
+        .iter()
+        .map(|p| (p.accuracy as f64 * p.samples as f64).round())
+        .sum();
+    let methods: Vec<MethodRow> = (0..first.methods.len())
+        .map(|m| {
+            let rows: Vec<&MethodRow> = parts.iter().map(|p| &p.methods[m]).collect();
+            merge_rows(&rows, parts)
+        })
+        .collect::<Result<_>>()?;
+    // The keys in report order, as the parts measured them.
+    let keys: Vec<MetricKey> = metric_keys()
+        .into_iter()
+        .filter(|k| {
+            methods
+                .iter()
+                .any(|m| m.scores.contains_key(k.name) || m.curves.contains_key(k.name))
+        })
+        .collect();
+    let recommendations = recommend(&methods, &keys);
+    Ok(Evaluation {
+        model: first.model.clone(),
+        samples,
+        detail_samples: parts.iter().map(|p| p.detail_samples).sum(),
+        accuracy: (correct / samples.max(1) as f64) as f32,
+        keys,
+        methods,
+        recommendations,
+    })
+}
+
+/// One method's rows of every part, merged.
+fn merge_rows(rows: &[&MethodRow], parts: &[Evaluation]) -> Result<MethodRow> {
+    let first = rows[0];
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut verdicts: BTreeMap<String, (bool, usize)> = BTreeMap::new();
+    let mut curves: BTreeMap<String, (MetricCurve, Vec<f64>, usize)> = BTreeMap::new();
+    let count = |row: &MethodRow, key: &str| -> Result<usize> {
+        row.counts.get(key).copied().ok_or_else(|| {
+            LumenError::InvalidArgument(format!(
+                "{}: `{key}` has no image count: was this part written by `lumen evaluate --shard`?",
+                row.name
+            ))
+        })
+    };
+    for row in rows {
+        for (key, score) in &row.scores {
+            let n = count(row, key)?;
+            match score {
+                Score::Value(v) => {
+                    let entry = sums.entry(key.clone()).or_default();
+                    entry.0 += v * n as f64;
+                    entry.1 += n;
+                }
+                Score::Pass(pass) => {
+                    let entry = verdicts.entry(key.clone()).or_insert((true, 0));
+                    entry.0 &= pass;
+                    entry.1 += n;
+                }
+            }
+        }
+        for (key, curve) in &row.curves {
+            let n = count(row, key)?;
+            let Some(mean) = curve.rows.first() else {
+                continue;
+            };
+            let entry = curves
+                .entry(key.clone())
+                .or_insert_with(|| (curve.clone(), vec![0.0; mean.len()], 0));
+            if entry.0.x != curve.x || entry.1.len() != mean.len() {
+                return Err(LumenError::InvalidArgument(format!(
+                    "{}: the parts' `{key}` curves have different points: were they run with the same settings?",
+                    row.name
+                )));
+            }
+            for (sum, v) in entry.1.iter_mut().zip(mean) {
+                *sum += *v as f64 * n as f64;
+            }
+            entry.2 += n;
+        }
+    }
+    let mut counts = BTreeMap::new();
+    let mut scores = BTreeMap::new();
+    for (key, (sum, n)) in sums {
+        scores.insert(key.clone(), Score::Value(sum / n.max(1) as f64));
+        counts.insert(key, n);
+    }
+    for (key, (pass, n)) in verdicts {
+        scores.insert(key.clone(), Score::Pass(pass));
+        counts.insert(key, n);
+    }
+    let curves = curves
+        .into_iter()
+        .map(|(key, (curve, sums, n))| {
+            counts.insert(key.clone(), n);
+            let mean = sums.iter().map(|s| (s / n.max(1) as f64) as f32).collect();
+            (
+                key,
+                MetricCurve {
+                    rows: vec![mean],
+                    ..curve
+                },
+            )
+        })
+        .collect();
+    let images: usize = parts.iter().map(|p| p.samples).sum();
+    let seconds: f64 = rows
+        .iter()
+        .zip(parts)
+        .map(|(r, p)| r.seconds_per_image * p.samples as f64)
+        .sum();
+    Ok(MethodRow {
+        name: first.name.clone(),
+        floor: first.floor,
+        ignores_input: first.ignores_input,
+        scores,
+        seconds_per_image: seconds / images.max(1) as f64,
+        curves,
+        counts,
+    })
 }
 
 impl Evaluation {

@@ -134,7 +134,32 @@ impl Shard {
     fn grid_file(&self) -> String {
         format!("grid.{}.jsonl", self.label())
     }
+
+    /// The evaluation file a shard of `lumen evaluate` writes.
+    pub fn evaluation_file(&self) -> String {
+        format!("evaluation.{}.json", self.label())
+    }
 }
+
+/// What a split run's shards wrote: `lumen batch` indexes or `lumen evaluate` parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardKind {
+    /// `index.shard-IIII-of-NNNN.jsonl`.
+    BatchIndex,
+    /// `evaluation.shard-IIII-of-NNNN.json`.
+    Evaluation,
+}
+
+impl ShardKind {
+    fn affixes(self) -> (&'static str, &'static str) {
+        match self {
+            Self::BatchIndex => ("index.shard-", ".jsonl"),
+            Self::Evaluation => (EVALUATION_SHARD_PREFIX, ".json"),
+        }
+    }
+}
+
+const EVALUATION_SHARD_PREFIX: &str = "evaluation.shard-";
 
 /// The index a whole (unsharded) run writes.
 pub const INDEX_FILE: &str = "index.jsonl";
@@ -260,8 +285,15 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<(T, Strin
         .collect()
 }
 
-/// Shard index files under `dir` (and its sub-folders), with the shard each names.
-fn find_shards(dir: &Path, found: &mut Vec<(Shard, PathBuf)>) -> Result<()> {
+/// The shards' files of one kind under `dir` (and its sub-folders), with the shard
+/// each names, in path order.
+pub fn shard_files(dir: &Path, kind: ShardKind) -> Result<Vec<(Shard, PathBuf)>> {
+    let mut found = vec![];
+    find_shards(dir, kind, &mut found)?;
+    Ok(found)
+}
+
+fn find_shards(dir: &Path, kind: ShardKind, found: &mut Vec<(Shard, PathBuf)>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| LumenError::Io {
         path: dir.to_path_buf(),
         source: e,
@@ -270,14 +302,15 @@ fn find_shards(dir: &Path, found: &mut Vec<(Shard, PathBuf)>) -> Result<()> {
     paths.sort();
     for path in paths {
         if path.is_dir() {
-            find_shards(&path, found)?;
+            find_shards(&path, kind, found)?;
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let (prefix, suffix) = kind.affixes();
         let Some(label) = name
             .as_deref()
-            .and_then(|n| n.strip_prefix("index.shard-"))
-            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_suffix(suffix))
         else {
             continue;
         };
@@ -287,26 +320,14 @@ fn find_shards(dir: &Path, found: &mut Vec<(Shard, PathBuf)>) -> Result<()> {
             .and_then(|(i, n)| Shard::new(i, n).ok());
         match shard {
             Some(shard) => found.push((shard, path)),
-            None => eprintln!("note: {} is not a shard index; skipped", path.display()),
+            None => eprintln!("note: {} is not a shard's file; skipped", path.display()),
         }
     }
     Ok(())
 }
 
-/// Join the shard indexes found under `dir` into one index at `out` (and the grid
-/// `batch_grid.png` beside it), as one unsharded run would have written them. Every
-/// shard of the split must be there exactly once, and together they must cover every
-/// input once; otherwise the error names what is missing.
-pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
-    let mut found = vec![];
-    find_shards(dir, &mut found)?;
-    let Some(count) = found.first().map(|(s, _)| s.count) else {
-        return Err(LumenError::InvalidArgument(format!(
-            "no shard index (index.shard-IIII-of-NNNN.jsonl) under {}: run `lumen batch --shard I/N --out {}` first",
-            dir.display(),
-            dir.display()
-        )));
-    };
+/// Check that `found` holds every shard of one split of `count` exactly once.
+fn one_complete_split(dir: &Path, found: &[(Shard, PathBuf)], count: usize) -> Result<()> {
     if let Some((other, path)) = found.iter().find(|(s, _)| s.count != count) {
         return Err(LumenError::InvalidArgument(format!(
             "{} belongs to a split of {} shards, the others to one of {count}: merge one split at a time",
@@ -315,7 +336,7 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
         )));
     }
     let mut seen = vec![vec![]; count];
-    for (shard, path) in &found {
+    for (shard, path) in found {
         seen[shard.index].push(path.clone());
     }
     let missing: Vec<String> = (0..count)
@@ -331,7 +352,7 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
     }
     if let Some(twice) = seen.iter().find(|paths| paths.len() > 1) {
         return Err(LumenError::InvalidArgument(format!(
-            "one shard has several indexes: {}",
+            "one shard has several files: {}",
             twice
                 .iter()
                 .map(|p| p.display().to_string())
@@ -339,6 +360,23 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
                 .join(", ")
         )));
     }
+    Ok(())
+}
+
+/// Join the shard indexes found under `dir` into one index at `out` (and the grid
+/// `batch_grid.png` beside it), as one unsharded run would have written them. Every
+/// shard of the split must be there exactly once, and together they must cover every
+/// input once; otherwise the error names what is missing.
+pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
+    let found = shard_files(dir, ShardKind::BatchIndex)?;
+    let Some(count) = found.first().map(|(s, _)| s.count) else {
+        return Err(LumenError::InvalidArgument(format!(
+            "no shard index (index.shard-IIII-of-NNNN.jsonl) under {}: run `lumen batch --shard I/N --out {}` first",
+            dir.display(),
+            dir.display()
+        )));
+    };
+    one_complete_split(dir, &found, count)?;
     // Lines are copied as written: parsing and printing floats again could change
     // their last digit.
     let mut lines: Vec<(IndexLine, String)> = vec![];
@@ -410,6 +448,148 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
         index: out.to_path_buf(),
         grid,
     })
+}
+
+/// One shard's part of a split `lumen evaluate` run, as it writes it
+/// ([`Shard::evaluation_file`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvaluationShard {
+    /// This shard, from 0.
+    pub shard: usize,
+    /// Shards in the split.
+    pub shards: usize,
+    /// The first image of the split this shard measured.
+    pub first_image: usize,
+    /// Images in the whole split.
+    pub total_images: usize,
+    /// The run's settings: every shard of a split must have the same.
+    pub settings: serde_json::Value,
+    /// The part's evaluation.
+    pub evaluation: EvaluationPart,
+}
+
+/// A part's evaluation: a classifier's or a dense model's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "result", rename_all = "snake_case")]
+pub enum EvaluationPart {
+    /// [`crate::evaluate::evaluate_part`]'s.
+    Classification(crate::evaluate::Evaluation),
+    /// [`crate::task_evaluation::evaluate_detector`]'s or `evaluate_segmentor`'s.
+    Dense(crate::task_evaluation::TaskEvaluation),
+}
+
+impl EvaluationPart {
+    fn images(&self) -> usize {
+        match self {
+            Self::Classification(e) => e.samples,
+            Self::Dense(e) => e.images,
+        }
+    }
+}
+
+/// What [`merge_evaluation_shards`] joined.
+#[derive(Clone, Debug)]
+pub struct EvaluationMerge {
+    /// Shards found.
+    pub shards: usize,
+    /// Images of the whole split.
+    pub images: usize,
+    /// The merged evaluation, as one run gives it.
+    pub evaluation: EvaluationPart,
+}
+
+/// Join the `lumen evaluate --shard` parts found under `dir` into the evaluation of
+/// the whole split. Every shard must be there once, with the same settings, and
+/// together they must cover the split's images once.
+pub fn merge_evaluation_shards(dir: &Path) -> Result<EvaluationMerge> {
+    let found = shard_files(dir, ShardKind::Evaluation)?;
+    let Some(count) = found.first().map(|(s, _)| s.count) else {
+        return Err(LumenError::InvalidArgument(format!(
+            "no evaluation shard (evaluation.shard-IIII-of-NNNN.json) under {}: run `lumen evaluate --shard I/N --out {}` first",
+            dir.display(),
+            dir.display()
+        )));
+    };
+    one_complete_split(dir, &found, count)?;
+    let mut parts: Vec<EvaluationShard> = found
+        .iter()
+        .map(|(_, path)| {
+            let text = std::fs::read_to_string(path).map_err(|e| LumenError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            serde_json::from_str(&text).map_err(|e| {
+                LumenError::InvalidArgument(format!(
+                    "{}: not a `lumen evaluate --shard` file ({e})",
+                    path.display()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    parts.sort_by_key(|p| p.shard);
+    let first = &parts[0];
+    if let Some(other) = parts.iter().find(|p| p.settings != first.settings) {
+        return Err(LumenError::InvalidArgument(format!(
+            "shards {} and {} were run with different settings ({} against {}): run every shard of a split with the same options",
+            first.shard, other.shard, first.settings, other.settings
+        )));
+    }
+    let mut next = 0;
+    for part in &parts {
+        if part.first_image != next || part.total_images != first.total_images {
+            return Err(LumenError::InvalidArgument(format!(
+                "the shards under {} do not cover the split's {} images once (shard {} starts at image {}, expected {next})",
+                dir.display(),
+                first.total_images,
+                part.shard,
+                part.first_image
+            )));
+        }
+        next += part.evaluation.images();
+    }
+    if next != first.total_images {
+        return Err(LumenError::InvalidArgument(format!(
+            "the shards under {} measured {next} of the split's {} images",
+            dir.display(),
+            first.total_images
+        )));
+    }
+    let evaluation = match &first.evaluation {
+        EvaluationPart::Classification(_) => {
+            let evaluations = parts
+                .iter()
+                .map(|p| match &p.evaluation {
+                    EvaluationPart::Classification(e) => Ok(e.clone()),
+                    EvaluationPart::Dense(_) => Err(mixed_kinds()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            EvaluationPart::Classification(crate::evaluate::merge_evaluations(&evaluations)?)
+        }
+        EvaluationPart::Dense(_) => {
+            let evaluations = parts
+                .iter()
+                .map(|p| match &p.evaluation {
+                    EvaluationPart::Dense(e) => Ok(e.clone()),
+                    EvaluationPart::Classification(_) => Err(mixed_kinds()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            EvaluationPart::Dense(crate::task_evaluation::merge_task_evaluations(
+                &evaluations,
+            )?)
+        }
+    };
+    Ok(EvaluationMerge {
+        shards: count,
+        images: next,
+        evaluation,
+    })
+}
+
+fn mixed_kinds() -> LumenError {
+    LumenError::InvalidArgument(
+        "the shards mix a classifier's evaluation with a dense model's: merge one split at a time"
+            .into(),
+    )
 }
 
 #[cfg(test)]

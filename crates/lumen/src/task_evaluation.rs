@@ -21,7 +21,7 @@ use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, SHAPE_IMAGE_SIZE, Shape
 use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
 use lumen_report::{CurveChart, EvaluationView, MetricColumn};
 use lumen_tasks::{BoxRequest, SegmentationRequest, Task, box_iou};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{RequestOf, TaskModel};
 use crate::detection::{DetectionOptions, explain_detection};
@@ -50,6 +50,9 @@ pub struct TaskEvaluationConfig {
     /// detection; the class logits summed over the region), when set: each costs one
     /// forward pass per step and explained item.
     pub curves: Option<DenseCurves>,
+    /// Where `scenes[0]` stands in the whole split (0 for one run): a part of a split
+    /// run draws its random floor's maps as the whole run does.
+    pub first_scene: usize,
 }
 
 /// The deletion and insertion settings of the dense bench.
@@ -70,6 +73,7 @@ impl Default for TaskEvaluationConfig {
             score_threshold: 0.5,
             seed: 0,
             curves: None,
+            first_scene: 0,
         }
     }
 }
@@ -108,7 +112,7 @@ impl TaskEvaluationConfig {
 }
 
 /// One method's row: metric name to mean value.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskMethodRow {
     /// Method name.
     pub method: String,
@@ -118,19 +122,23 @@ pub struct TaskMethodRow {
     pub scores: BTreeMap<String, f64>,
     /// The mean deletion and insertion curves, by name (`deletion`, `insertion`),
     /// when curves were measured.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub curves: BTreeMap<String, MeanCurve>,
     /// Wall time per scene.
     pub seconds_per_image: f64,
+    /// Per score and curve, the number of items behind its mean (what a merge of a
+    /// split run weighs it by).
+    #[serde(default)]
+    pub counts: BTreeMap<String, usize>,
 }
 
 /// The dense-task bench's result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskEvaluation {
     /// Model name.
     pub model: String,
     /// `detection` or `segmentation`.
-    pub task: &'static str,
+    pub task: String,
     /// Scenes measured.
     pub images: usize,
     /// The model's accuracy on the scenes: `map50` and `ap50/<class>` (detection), or
@@ -141,12 +149,32 @@ pub struct TaskEvaluation {
     pub explained: BTreeMap<String, usize>,
     /// Methods, then the floors.
     pub methods: Vec<TaskMethodRow>,
+    /// What the accuracy is computed from, for [`merge_task_evaluations`] (a split
+    /// run's parts keep it; `lumen evaluate` leaves it out of a whole run's file).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub accuracy_counts: Option<AccuracyCounts>,
+}
+
+/// The raw material of a dense model's accuracy: mAP needs every detection, mIoU the
+/// intersections and unions per class.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccuracyCounts {
+    /// Every scene's detections and objects.
+    Detection {
+        /// Per scene, its detections.
+        detections: Vec<Vec<ScoredBox>>,
+        /// Per scene, its objects.
+        truths: Vec<Vec<TruthBox>>,
+    },
+    /// Intersections and unions per class.
+    Segmentation(IouAccumulator),
 }
 
 impl TaskEvaluation {
     /// The metric columns, in table order.
     pub fn metric_names(&self) -> Vec<&'static str> {
-        match self.task {
+        match self.task.as_str() {
             "detection" => DETECTION_METRICS.to_vec(),
             _ => SEGMENTATION_METRICS.to_vec(),
         }
@@ -185,7 +213,7 @@ impl TaskEvaluation {
                 }
             })
             .collect();
-        let uses: &[(&str, &str)] = match self.task {
+        let uses: &[(&str, &str)] = match self.task.as_str() {
             "detection" => &[
                 (
                     "telling the explained box from the others",
@@ -378,17 +406,60 @@ impl Means {
         self,
         method: &str,
         layer: Option<String>,
-        started: Instant,
-        scenes: usize,
+        seconds_per_image: f64,
     ) -> TaskMethodRow {
+        let counts = self
+            .scores
+            .iter()
+            .map(|(k, (_, n))| (k.clone(), *n))
+            .chain(self.curves.iter().map(|(k, (_, _, n))| (k.clone(), *n)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         let (scores, curves) = self.finish();
         TaskMethodRow {
             method: method.to_string(),
             layer,
             scores,
             curves,
-            seconds_per_image: started.elapsed().as_secs_f64() / scenes as f64,
+            seconds_per_image,
+            counts,
         }
+    }
+
+    /// A row's means and counts back as sums, to add another part's.
+    fn add_row(&mut self, row: &TaskMethodRow) -> Result<()> {
+        let count = |key: &str| -> Result<usize> {
+            row.counts.get(key).copied().ok_or_else(|| {
+                LumenError::InvalidArgument(format!(
+                    "{}: `{key}` has no item count: was this part written by `lumen evaluate --shard`?",
+                    row.method
+                ))
+            })
+        };
+        for (key, mean) in &row.scores {
+            let n = count(key)?;
+            let entry = self.scores.entry(key.clone()).or_default();
+            entry.0 += mean * n as f64;
+            entry.1 += n;
+        }
+        for (key, curve) in &row.curves {
+            let n = count(key)?;
+            let entry = self
+                .curves
+                .entry(key.clone())
+                .or_insert_with(|| (curve.fractions.clone(), vec![0.0; curve.fractions.len()], 0));
+            if entry.0 != curve.fractions || curve.mean.len() != entry.1.len() {
+                return Err(LumenError::InvalidArgument(format!(
+                    "{}: the parts' `{key}` curves have different points: were they run with the same settings?",
+                    row.method
+                )));
+            }
+            for (sum, mean) in entry.1.iter_mut().zip(&curve.mean) {
+                *sum += mean * n as f64;
+            }
+            entry.2 += n;
+        }
+        Ok(())
     }
 
     fn finish(self) -> (BTreeMap<String, f64>, BTreeMap<String, MeanCurve>) {
@@ -428,9 +499,127 @@ fn accuracy_table(
     table
 }
 
+/// mAP@0.5 and AP@0.5 per class.
+fn detection_accuracy(
+    detections: &[Vec<ScoredBox>],
+    truths: &[Vec<TruthBox>],
+) -> Result<BTreeMap<String, f64>> {
+    let ap = average_precision(detections, truths, SHAPE_CLASSES.len(), MATCH_IOU)?;
+    Ok(accuracy_table(
+        "map50",
+        ap.mean,
+        "ap50",
+        &ap.per_class,
+        &SHAPE_CLASSES,
+    ))
+}
+
+/// mIoU and IoU per class.
+fn segmentation_accuracy(iou: &IouAccumulator) -> BTreeMap<String, f64> {
+    accuracy_table("miou", iou.mean(), "iou", &iou.per_class(), &SCENE_CLASSES)
+}
+
+/// Join the dense evaluations of a split run's parts, each on its own scenes, into
+/// what one run gives: the accuracy computed again from the parts' detections or IoU
+/// counts, every mean weighted by the number of items behind it, the counts of what
+/// was explained added, the time per scene weighted by scenes.
+pub fn merge_task_evaluations(parts: &[TaskEvaluation]) -> Result<TaskEvaluation> {
+    let Some(first) = parts.first() else {
+        return Err(LumenError::InvalidArgument("no evaluation to merge".into()));
+    };
+    let names = |e: &TaskEvaluation| {
+        e.methods
+            .iter()
+            .map(|m| m.method.clone())
+            .collect::<Vec<_>>()
+    };
+    for part in parts {
+        if part.model != first.model || part.task != first.task || names(part) != names(first) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the parts evaluate different models or methods ({} with {}, {} with {}): merge one split at a time",
+                first.model,
+                names(first).join(","),
+                part.model,
+                names(part).join(",")
+            )));
+        }
+    }
+    let missing = || {
+        LumenError::InvalidArgument(format!(
+            "a part of the {} evaluation has no accuracy counts: was it written by `lumen evaluate --shard`?",
+            first.model
+        ))
+    };
+    let counts = parts
+        .iter()
+        .map(|p| p.accuracy_counts.as_ref().ok_or_else(missing))
+        .collect::<Result<Vec<_>>>()?;
+    let (accuracy, accuracy_counts) = match counts[0] {
+        AccuracyCounts::Detection { .. } => {
+            let (mut all_detections, mut all_truths) = (vec![], vec![]);
+            for part in &counts {
+                let AccuracyCounts::Detection { detections, truths } = part else {
+                    return Err(missing());
+                };
+                all_detections.extend(detections.iter().cloned());
+                all_truths.extend(truths.iter().cloned());
+            }
+            let accuracy = detection_accuracy(&all_detections, &all_truths)?;
+            let counts = AccuracyCounts::Detection {
+                detections: all_detections,
+                truths: all_truths,
+            };
+            (accuracy, counts)
+        }
+        AccuracyCounts::Segmentation(iou) => {
+            let mut total = IouAccumulator::new(iou.classes());
+            for part in &counts {
+                let AccuracyCounts::Segmentation(iou) = part else {
+                    return Err(missing());
+                };
+                total.merge(iou)?;
+            }
+            (
+                segmentation_accuracy(&total),
+                AccuracyCounts::Segmentation(total),
+            )
+        }
+    };
+    let images: usize = parts.iter().map(|p| p.images).sum();
+    let mut explained: BTreeMap<String, usize> = BTreeMap::new();
+    for part in parts {
+        for (key, n) in &part.explained {
+            *explained.entry(key.clone()).or_default() += n;
+        }
+    }
+    let methods = (0..first.methods.len())
+        .map(|m| {
+            let mut means = Means::default();
+            let mut seconds = 0.0;
+            for part in parts {
+                let row = &part.methods[m];
+                means.add_row(row)?;
+                seconds += row.seconds_per_image * part.images as f64;
+            }
+            let row = &first.methods[m];
+            let seconds_per_image = seconds / images.max(1) as f64;
+            Ok(means.into_row(&row.method, row.layer.clone(), seconds_per_image))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TaskEvaluation {
+        model: first.model.clone(),
+        task: first.task.clone(),
+        images,
+        accuracy,
+        explained,
+        methods,
+        accuracy_counts: Some(accuracy_counts),
+    })
+}
+
 /// A perturbation curve averaged over the explained items, each divided by its
 /// unperturbed score.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MeanCurve {
     /// Fraction of pixels removed (deletion) or inserted (insertion) at each point.
     pub fractions: Vec<f32>,
@@ -687,9 +876,11 @@ pub fn evaluate_detector(
             let in_batch = start..start + batch.len();
             if floor {
                 let size = [SHAPE_IMAGE_SIZE as usize; 2];
-                for (item, (&(scene, k), &own)) in matched.iter().enumerate() {
+                for (&(scene, k), &own) in &matched {
                     if in_batch.contains(&scene) {
-                        let map = floor_map(name, size, config.seed, item as u64);
+                        // Seeded by the detection's place in the whole split.
+                        let item = ((config.first_scene + scene) as u64) << 16 | k as u64;
+                        let map = floor_map(name, size, config.seed, item);
                         add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
                         keep(scene, k, &map);
                     }
@@ -733,18 +924,18 @@ pub fn evaluate_detector(
                 add_curves(&mut means, model, input, curve_maps, &requests, curves)?;
             }
         }
-        rows.push(means.into_row(name, layer, started, scenes.len()));
+        let seconds_per_image = started.elapsed().as_secs_f64() / scenes.len() as f64;
+        rows.push(means.into_row(name, layer, seconds_per_image));
     }
     on_progress(Progress {
         method: String::new(),
         done: total,
         total,
     });
-    let ap = average_precision(&detections, &truths, SHAPE_CLASSES.len(), MATCH_IOU)?;
-    let accuracy = accuracy_table("map50", ap.mean, "ap50", &ap.per_class, &SHAPE_CLASSES);
+    let accuracy = detection_accuracy(&detections, &truths)?;
     Ok(TaskEvaluation {
         model: model.name.clone(),
-        task: "detection",
+        task: "detection".into(),
         images: scenes.len(),
         accuracy,
         explained: BTreeMap::from([
@@ -753,6 +944,7 @@ pub fn evaluate_detector(
             ("matched_among_other_objects".to_string(), crowded),
         ]),
         methods: rows,
+        accuracy_counts: Some(AccuracyCounts::Detection { detections, truths }),
     })
 }
 
@@ -870,20 +1062,21 @@ pub fn evaluate_segmentor(
                 )?;
             }
         }
-        rows.push(means.into_row(name, layer, started, scenes.len()));
+        let seconds_per_image = started.elapsed().as_secs_f64() / scenes.len() as f64;
+        rows.push(means.into_row(name, layer, seconds_per_image));
     }
     on_progress(Progress {
         method: String::new(),
         done: total,
         total,
     });
-    let accuracy = accuracy_table("miou", iou.mean(), "iou", &iou.per_class(), &SCENE_CLASSES);
     Ok(TaskEvaluation {
         model: model.name.clone(),
-        task: "segmentation",
+        task: "segmentation".into(),
         images: scenes.len(),
-        accuracy,
+        accuracy: segmentation_accuracy(&iou),
         explained: BTreeMap::from([("scenes".to_string(), scenes.len())]),
         methods: rows,
+        accuracy_counts: Some(AccuracyCounts::Segmentation(iou)),
     })
 }
