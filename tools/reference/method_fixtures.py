@@ -335,7 +335,7 @@ TRAINED_OUT = os.path.join(OUT, "shapes_cnn_methods.safetensors")
 TRAINED_NOISE_SAMPLES = 2
 
 
-SG_SAMPLES = 256
+SG_SAMPLES = 1024
 SG_STDEV = 0.2
 
 
@@ -346,7 +346,7 @@ def relative_distance(a, b):
 
 
 def smoothgrad_statistics(model, x, target, plain, out):
-    """captum's own NoiseTunnel(Saliency) SmoothGrad, 64 samples of N(0, 0.2): a second
+    """captum's own NoiseTunnel(Saliency) SmoothGrad, SG_SAMPLES (1024) samples of N(0, 0.2): a second
     implementation draws other noise, so it is compared statistically. Two captum runs
     with different seeds are `self_distance` apart (per image, relative L2); an
     estimate of the same expectation lands about that far, a wrong one (the plain
