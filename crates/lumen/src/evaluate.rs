@@ -478,21 +478,11 @@ pub fn evaluate_loaded_part(
 /// them, the time per image weighted by images, the recommendations derived again.
 /// The parts must come from the same model and methods.
 pub fn merge_evaluations(parts: &[Evaluation]) -> Result<Evaluation> {
-    let Some(first) = parts.first() else {
-        return Err(LumenError::InvalidArgument("no evaluation to merge".into()));
-    };
-    let names = |e: &Evaluation| e.methods.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
-    for part in parts {
-        if part.model != first.model || names(part) != names(first) {
-            return Err(LumenError::InvalidArgument(format!(
-                "the parts evaluate different models or methods ({} with {}, {} with {}): merge one split at a time",
-                first.model,
-                names(first).join(","),
-                part.model,
-                names(part).join(",")
-            )));
-        }
-    }
+    check_same_runs(parts, |e| {
+        let methods = e.methods.iter().map(|m| m.name.clone()).collect();
+        (e.model.clone(), methods)
+    })?;
+    let first = &parts[0];
     let samples: usize = parts.iter().map(|p| p.samples).sum();
     let correct: f64 = parts
         .iter()
@@ -523,6 +513,29 @@ pub fn merge_evaluations(parts: &[Evaluation]) -> Result<Evaluation> {
         methods,
         recommendations,
     })
+}
+
+/// Check that there are parts and that each evaluates the same model with the same
+/// methods (`identity` gives both).
+pub(crate) fn check_same_runs<E>(
+    parts: &[E],
+    identity: impl Fn(&E) -> (String, Vec<String>),
+) -> Result<()> {
+    let Some(first) = parts.first() else {
+        return Err(LumenError::InvalidArgument("no evaluation to merge".into()));
+    };
+    let (model, methods) = identity(first);
+    for part in parts {
+        let (other_model, other_methods) = identity(part);
+        if other_model != model || other_methods != methods {
+            return Err(LumenError::InvalidArgument(format!(
+                "the parts evaluate different models or methods ({model} with {}, {other_model} with {}): merge one split at a time",
+                methods.join(","),
+                other_methods.join(",")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One method's rows of every part, merged.

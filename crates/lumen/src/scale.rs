@@ -326,8 +326,24 @@ fn find_shards(dir: &Path, kind: ShardKind, found: &mut Vec<(Shard, PathBuf)>) -
     Ok(())
 }
 
-/// Check that `found` holds every shard of one split of `count` exactly once.
-fn one_complete_split(dir: &Path, found: &[(Shard, PathBuf)], count: usize) -> Result<()> {
+/// The shards' files of one kind under `dir` and the number of shards, after checking
+/// that they are every shard of one split, each once.
+fn complete_split(dir: &Path, kind: ShardKind) -> Result<(Vec<(Shard, PathBuf)>, usize)> {
+    let found = shard_files(dir, kind)?;
+    let Some(count) = found.first().map(|(s, _)| s.count) else {
+        let (what, command) = match kind {
+            ShardKind::BatchIndex => ("shard index (index.shard-IIII-of-NNNN.jsonl)", "batch"),
+            ShardKind::Evaluation => (
+                "evaluation shard (evaluation.shard-IIII-of-NNNN.json)",
+                "evaluate",
+            ),
+        };
+        return Err(LumenError::InvalidArgument(format!(
+            "no {what} under {}: run `lumen {command} --shard I/N --out {}` first",
+            dir.display(),
+            dir.display()
+        )));
+    };
     if let Some((other, path)) = found.iter().find(|(s, _)| s.count != count) {
         return Err(LumenError::InvalidArgument(format!(
             "{} belongs to a split of {} shards, the others to one of {count}: merge one split at a time",
@@ -336,7 +352,7 @@ fn one_complete_split(dir: &Path, found: &[(Shard, PathBuf)], count: usize) -> R
         )));
     }
     let mut seen = vec![vec![]; count];
-    for (shard, path) in found {
+    for (shard, path) in &found {
         seen[shard.index].push(path.clone());
     }
     let missing: Vec<String> = (0..count)
@@ -360,7 +376,7 @@ fn one_complete_split(dir: &Path, found: &[(Shard, PathBuf)], count: usize) -> R
                 .join(", ")
         )));
     }
-    Ok(())
+    Ok((found, count))
 }
 
 /// Join the shard indexes found under `dir` into one index at `out` (and the grid
@@ -368,15 +384,7 @@ fn one_complete_split(dir: &Path, found: &[(Shard, PathBuf)], count: usize) -> R
 /// shard of the split must be there exactly once, and together they must cover every
 /// input once; otherwise the error names what is missing.
 pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
-    let found = shard_files(dir, ShardKind::BatchIndex)?;
-    let Some(count) = found.first().map(|(s, _)| s.count) else {
-        return Err(LumenError::InvalidArgument(format!(
-            "no shard index (index.shard-IIII-of-NNNN.jsonl) under {}: run `lumen batch --shard I/N --out {}` first",
-            dir.display(),
-            dir.display()
-        )));
-    };
-    one_complete_split(dir, &found, count)?;
+    let (found, count) = complete_split(dir, ShardKind::BatchIndex)?;
     // Lines are copied as written: parsing and printing floats again could change
     // their last digit.
     let mut lines: Vec<(IndexLine, String)> = vec![];
@@ -502,15 +510,7 @@ pub struct EvaluationMerge {
 /// the whole split. Every shard must be there once, with the same settings, and
 /// together they must cover the split's images once.
 pub fn merge_evaluation_shards(dir: &Path) -> Result<EvaluationMerge> {
-    let found = shard_files(dir, ShardKind::Evaluation)?;
-    let Some(count) = found.first().map(|(s, _)| s.count) else {
-        return Err(LumenError::InvalidArgument(format!(
-            "no evaluation shard (evaluation.shard-IIII-of-NNNN.json) under {}: run `lumen evaluate --shard I/N --out {}` first",
-            dir.display(),
-            dir.display()
-        )));
-    };
-    one_complete_split(dir, &found, count)?;
+    let (found, count) = complete_split(dir, ShardKind::Evaluation)?;
     let mut parts: Vec<EvaluationShard> = found
         .iter()
         .map(|(_, path)| {

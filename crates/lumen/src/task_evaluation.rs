@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{RequestOf, TaskModel};
 use crate::detection::{DetectionOptions, explain_detection};
-use crate::evaluate::{FLOOR_NAMES, Progress};
+use crate::evaluate::{FLOOR_NAMES, Progress, check_same_runs};
 use crate::segmentation::class_maps_of;
 use crate::{ExplainOptions, Inputs, explain_with};
 
@@ -524,26 +524,11 @@ fn segmentation_accuracy(iou: &IouAccumulator) -> BTreeMap<String, f64> {
 /// counts, every mean weighted by the number of items behind it, the counts of what
 /// was explained added, the time per scene weighted by scenes.
 pub fn merge_task_evaluations(parts: &[TaskEvaluation]) -> Result<TaskEvaluation> {
-    let Some(first) = parts.first() else {
-        return Err(LumenError::InvalidArgument("no evaluation to merge".into()));
-    };
-    let names = |e: &TaskEvaluation| {
-        e.methods
-            .iter()
-            .map(|m| m.method.clone())
-            .collect::<Vec<_>>()
-    };
-    for part in parts {
-        if part.model != first.model || part.task != first.task || names(part) != names(first) {
-            return Err(LumenError::InvalidArgument(format!(
-                "the parts evaluate different models or methods ({} with {}, {} with {}): merge one split at a time",
-                first.model,
-                names(first).join(","),
-                part.model,
-                names(part).join(",")
-            )));
-        }
-    }
+    check_same_runs(parts, |e| {
+        let methods = e.methods.iter().map(|m| m.method.clone()).collect();
+        (format!("{} ({})", e.model, e.task), methods)
+    })?;
+    let first = &parts[0];
     let missing = || {
         LumenError::InvalidArgument(format!(
             "a part of the {} evaluation has no accuracy counts: was it written by `lumen evaluate --shard`?",
