@@ -660,13 +660,16 @@ pub fn recommend(rows: &[MethodRow], keys: &[MetricKey]) -> Vec<Recommendation> 
     if let Some((m, _)) = best(&|m| {
         Some(m.score("pointing_game")? + 1e-3 * m.score("energy_pointing_game").unwrap_or(0.0))
     }) {
+        // The energy pointing game is named only when it was measured.
+        let energy = m
+            .score("energy_pointing_game")
+            .map_or(String::new(), |e| format!("; energy pointing game {e:.3}"));
         recommend(
             "localized",
             m,
             format!(
-                "highest pointing game ({:.3}; energy pointing game {:.3})",
+                "highest pointing game ({:.3}{energy})",
                 m.score("pointing_game").unwrap_or_default(),
-                m.score("energy_pointing_game").unwrap_or_default()
             ),
         );
     }
@@ -855,6 +858,19 @@ mod tests {
         assert_eq!(picked(&out, "faithful"), ["good"]);
         // Pointing game ties at 1.0; energy decides.
         assert_eq!(picked(&out, "localized"), ["good"]);
+        let localized = out.iter().find(|r| r.use_case == "localized").unwrap();
+        assert!(
+            localized.reason.contains("energy pointing game"),
+            "{localized:?}"
+        );
+        // Without the energy pointing game in the table, the reason does not invent one.
+        let mut rows = table();
+        for row in &mut rows {
+            row.scores.remove("energy_pointing_game");
+        }
+        let out = recommend(&rows, KEYS);
+        let localized = out.iter().find(|r| r.use_case == "localized").unwrap();
+        assert!(!localized.reason.contains("energy"), "{localized:?}");
         assert_eq!(picked(&out, "stable"), ["weak"]);
         assert_eq!(picked(&out, "cheapest"), ["weak"]);
     }
