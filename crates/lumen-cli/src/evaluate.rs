@@ -94,6 +94,11 @@ pub struct EvaluateArgs {
     /// shard the same options.
     #[arg(long)]
     shard: Option<String>,
+    /// Keep each batch's measurements in this folder (keyed by the weights, the
+    /// options and the batch's images) and reuse them: a rerun or a preempted shard
+    /// measures only the batches not done.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// Folder for evaluation.json and evaluation.html.
     #[arg(long, default_value = "lumen-eval")]
     out: PathBuf,
@@ -129,6 +134,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         )));
     }
     let split = Split::of(&args)?;
+    if let Some(dir) = &args.cache {
+        crate::args::check_folder_writable("--cache", dir)?;
+    }
     if args.model.is_detection() || args.model.is_segmentation() {
         return run_task(&args, &split);
     }
@@ -198,19 +206,24 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         method_options,
     };
     let seed = split_seed(&args.split);
-    let range = &split.images;
-    let samples = shape_samples(seed, range.start as u64, range.len() as u64);
-    // The detail metrics take the split's first images, as one run does: one shard
-    // measures them.
-    let detail = if range.start == 0 {
-        shape_samples(seed, 0, args.detail_images.min(args.images) as u64)
-    } else {
-        vec![]
-    };
-    let bar = progress(0, "evaluate", args.print.quiet);
-    let mut on_progress = follow(&bar);
-    let result = evaluate_loaded_part(&loaded, &samples, &detail, &config, &mut on_progress)?;
-    bar.finish_and_clear();
+    let cache = open_cache(&args)?;
+    let result = measure(
+        &args,
+        &split,
+        cache.as_ref(),
+        |range, on_progress| {
+            let samples = shape_samples(seed, range.start as u64, range.len() as u64);
+            // The detail metrics take the split's first images, as one run does: the
+            // part that starts the split measures them.
+            let detail = if range.start == 0 {
+                shape_samples(seed, 0, args.detail_images.min(args.images) as u64)
+            } else {
+                vec![]
+            };
+            evaluate_loaded_part(&loaded, &samples, &detail, &config, on_progress)
+        },
+        lumen::evaluate::merge_evaluations,
+    )?;
     if let Some(shard) = split.shard {
         let part = EvaluationPart::Classification(result);
         return write_shard(&args, shard, &split, part);
@@ -281,6 +294,79 @@ impl Split {
             images: shard.range(args.images, args.batch_size),
         })
     }
+}
+
+/// The cache of `--cache`, for this model.
+fn open_cache(args: &EvaluateArgs) -> Result<Option<lumen::ExplanationCache>> {
+    let Some(dir) = &args.cache else {
+        return Ok(None);
+    };
+    let fingerprint = lumen::model_fingerprint(
+        &args.model.model,
+        args.model.num_classes.unwrap_or(1000),
+        args.model.weights.as_deref(),
+    )?;
+    Ok(Some(lumen::ExplanationCache::open(dir, fingerprint)?))
+}
+
+/// This run's evaluation (a shard's part, or the whole split's) from `part`, which
+/// measures a range of the split's images. Without a cache, one call for the whole
+/// range. With one, a call per batch whose measurements are not in the cache, each
+/// stored as it finishes, and `merge` joins the batches exactly as `lumen merge`
+/// joins shards: an interrupted run loses at most the batch it was in.
+fn measure<P: serde::Serialize + serde::de::DeserializeOwned>(
+    args: &EvaluateArgs,
+    split: &Split,
+    cache: Option<&lumen::ExplanationCache>,
+    mut part: impl FnMut(std::ops::Range<usize>, &mut dyn FnMut(Progress)) -> Result<P>,
+    merge: impl Fn(&[P]) -> Result<P>,
+) -> Result<P> {
+    let bar = progress(0, "evaluate", args.print.quiet);
+    let Some(cache) = cache else {
+        let result = part(split.images.clone(), &mut follow(&bar));
+        bar.finish_and_clear();
+        return result;
+    };
+    let settings = settings(args).to_string();
+    let batches: Vec<std::ops::Range<usize>> = split
+        .images
+        .clone()
+        .step_by(args.batch_size)
+        .map(|start| start..(start + args.batch_size).min(split.images.end))
+        .collect();
+    bar.set_length(batches.len() as u64);
+    let mut parts = Vec::with_capacity(batches.len());
+    let mut reused = 0;
+    for (done, range) in batches.iter().enumerate() {
+        let key = cache.key(&format!("evaluate {settings} images {range:?}"), b"");
+        let cached = cache
+            .get_json(&key)
+            .and_then(|value| serde_json::from_value::<P>(value).ok());
+        let measured = match cached {
+            Some(measured) => {
+                reused += 1;
+                measured
+            }
+            None => {
+                let measured = part(range.clone(), &mut |p: Progress| bar.set_message(p.method))?;
+                let value = serde_json::to_value(&measured).expect("an evaluation serialises");
+                cache.put_json(&key, &value)?;
+                measured
+            }
+        };
+        parts.push(measured);
+        bar.set_position(done as u64 + 1);
+    }
+    bar.finish_and_clear();
+    if !args.print.quiet {
+        eprintln!(
+            "cache {}: {reused} of {} batches reused, {} measured",
+            cache.dir().display(),
+            batches.len(),
+            batches.len() - reused
+        );
+    }
+    merge(&parts)
 }
 
 /// What every shard of a split must share: the options that change the numbers.
@@ -412,24 +498,34 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
             insertion: curve(args.curve_steps, args.insertion_baseline, data),
         })
     };
-    let range = &split.images;
-    let scenes = shape_scenes(
-        split_seed(&args.split),
-        range.start as u64,
-        range.len() as u64,
-    );
-    let bar = progress(0, "evaluate", args.print.quiet);
-    let mut on_progress = follow(&bar);
+    let seed = split_seed(&args.split);
+    let cache = open_cache(args)?;
+    let merge = lumen::task_evaluation::merge_task_evaluations;
     let result = if detection {
         let loaded = args.model.load_detector()?;
         config.curves = curves(&loaded.data_config);
-        evaluate_detector(&loaded, &scenes, &config, &mut on_progress)?
+        let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
+            let scenes = shape_scenes(seed, range.start as u64, range.len() as u64);
+            let config = TaskEvaluationConfig {
+                first_scene: range.start,
+                ..config.clone()
+            };
+            evaluate_detector(&loaded, &scenes, &config, on_progress)
+        };
+        measure(args, split, cache.as_ref(), part, merge)?
     } else {
         let loaded = args.model.load_segmentor()?;
         config.curves = curves(&loaded.data_config);
-        evaluate_segmentor(&loaded, &scenes, &config, &mut on_progress)?
+        let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
+            let scenes = shape_scenes(seed, range.start as u64, range.len() as u64);
+            let config = TaskEvaluationConfig {
+                first_scene: range.start,
+                ..config.clone()
+            };
+            evaluate_segmentor(&loaded, &scenes, &config, on_progress)
+        };
+        measure(args, split, cache.as_ref(), part, merge)?
     };
-    bar.finish_and_clear();
     if let Some(shard) = split.shard {
         return write_shard(args, shard, split, EvaluationPart::Dense(result));
     }

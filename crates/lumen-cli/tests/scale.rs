@@ -372,6 +372,55 @@ fn evaluate(model: &str, out: &Path, options: &[&str], shard: Option<&str>) {
     assert!(run.status.success(), "{model} {shard:?}: {}", stderr(&run));
 }
 
+/// A preempted evaluation: one batch's entry is gone from the cache, so rerunning
+/// every shard measures that batch only, and writes what the first runs wrote.
+fn resume_from_the_cache(split: &Path, cache: &Path, options: &[&str], shards: usize) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lumen"))
+        .collect();
+    entries.sort();
+    assert_eq!(entries.len(), 4, "one entry per batch: {entries:?}");
+    std::fs::remove_file(&entries[0]).unwrap();
+    let o = split.display().to_string();
+    let (mut reused, mut measured) = (0, 0);
+    for index in 0..shards {
+        let spec = format!("{index}/{shards}");
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            "shapes-cnn",
+            "--out",
+            &o,
+            "--shard",
+            &spec,
+        ];
+        args.extend_from_slice(options);
+        let run = lumen(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let line = stderr(&run)
+            .lines()
+            .find(|l| l.starts_with("cache "))
+            .unwrap_or_else(|| panic!("no cache line: {}", stderr(&run)))
+            .to_string();
+        let counts: Vec<usize> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        reused += counts[0];
+        measured += counts[2];
+    }
+    assert_eq!(
+        (reused, measured),
+        (3, 1),
+        "3 batches reused, the lost one measured"
+    );
+    let merged = lumen(&["merge", &o]);
+    assert!(merged.status.success(), "{}", stderr(&merged));
+}
+
 #[test]
 fn evaluation_shards_merge_into_the_single_run() {
     let classifier: &[&str] = &[
@@ -410,8 +459,21 @@ fn evaluation_shards_merge_into_the_single_run() {
         let whole = tmp(&format!("eval-whole-{model}"));
         evaluate(model, &whole, options, None);
         let split = tmp(&format!("eval-split-{model}"));
+        // The classifier's shards measure batch by batch through a cache: their merge
+        // must still be one run's.
+        let cache = tmp(&format!("eval-cache-{model}"));
+        let c = cache.display().to_string();
+        let mut shard_options = options.to_vec();
+        if model == "shapes-cnn" {
+            shard_options.extend_from_slice(&["--cache", &c]);
+        }
         for index in 0..shards {
-            evaluate(model, &split, options, Some(&format!("{index}/{shards}")));
+            evaluate(
+                model,
+                &split,
+                &shard_options,
+                Some(&format!("{index}/{shards}")),
+            );
         }
         assert!(
             !split.join("evaluation.json").exists(),
@@ -429,6 +491,9 @@ fn evaluation_shards_merge_into_the_single_run() {
             assert_eq!(got["detail_samples"], 3);
             assert!(got["methods"][0]["scores"]["randomization_pass"].is_boolean());
             assert!(expected["recommendations"].as_array().unwrap().len() > 1);
+            resume_from_the_cache(&split, &cache, &shard_options, shards);
+            let resumed = read_json(&split.join("evaluation.json"));
+            assert_same_evaluation(&expected, &resumed, "resumed");
         }
 
         // A missing shard, or one run with other settings, is named.
@@ -453,6 +518,7 @@ fn evaluation_shards_merge_into_the_single_run() {
         );
         std::fs::remove_dir_all(whole).ok();
         std::fs::remove_dir_all(split).ok();
+        std::fs::remove_dir_all(cache).ok();
     }
 
     // More shards than batches: refused before any work.

@@ -29,6 +29,8 @@ use crate::output::write_atomically;
 
 /// First bytes of an entry: the format and its version.
 const MAGIC: &[u8; 8] = b"LUMENC1\n";
+/// First bytes of a JSON entry.
+const JSON_MAGIC: &[u8; 8] = b"LUMENJ1\n";
 
 /// The fingerprint of a model for cache keys: its name, class count and weights.
 /// `weights` is the weights file; `None` uses the bundled model's embedded bytes
@@ -292,6 +294,25 @@ impl ExplanationCache {
         for map in std::iter::once(&entry.heatmap).chain(&entry.signed) {
             bytes.extend(map.values.iter().flat_map(|v| v.to_le_bytes()));
         }
+        write_atomically(&self.path(key), &bytes)?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A JSON entry of `key` (what `lumen evaluate` keeps per batch), when there is a
+    /// readable one.
+    pub fn get_json(&self, key: &str) -> Option<Value> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        let value = serde_json::from_slice(bytes.strip_prefix(JSON_MAGIC.as_slice())?).ok()?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// Store a JSON entry atomically.
+    pub fn put_json(&self, key: &str, value: &Value) -> Result<()> {
+        let mut bytes = JSON_MAGIC.to_vec();
+        serde_json::to_writer(&mut bytes, value)
+            .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
         write_atomically(&self.path(key), &bytes)?;
         self.stored.fetch_add(1, Ordering::Relaxed);
         Ok(())
