@@ -205,18 +205,18 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         },
         method_options,
     };
-    let seed = split_seed(&args.split);
+    let images_seed = split_seed(&args.split);
     let cache = open_cache(&args)?;
     let result = measure(
         &args,
         &split,
         cache.as_ref(),
         |range, on_progress| {
-            let samples = shape_samples(seed, range.start as u64, range.len() as u64);
+            let samples = shape_samples(images_seed, range.start as u64, range.len() as u64);
             // The detail metrics take the split's first images, as one run does: the
             // part that starts the split measures them.
             let detail = if range.start == 0 {
-                shape_samples(seed, 0, args.detail_images.min(args.images) as u64)
+                shape_samples(images_seed, 0, args.detail_images.min(args.images) as u64)
             } else {
                 vec![]
             };
@@ -498,18 +498,23 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
             insertion: curve(args.curve_steps, args.insertion_baseline, data),
         })
     };
-    let seed = split_seed(&args.split);
+    let scenes_seed = split_seed(&args.split);
     let cache = open_cache(args)?;
     let merge = lumen::task_evaluation::merge_task_evaluations;
+    // The scenes of a range of the split, and the settings that place them in it.
+    let scenes_of = |range: &std::ops::Range<usize>, config: &TaskEvaluationConfig| {
+        let scenes = shape_scenes(scenes_seed, range.start as u64, range.len() as u64);
+        let config = TaskEvaluationConfig {
+            first_scene: range.start,
+            ..config.clone()
+        };
+        (scenes, config)
+    };
     let result = if detection {
         let loaded = args.model.load_detector()?;
         config.curves = curves(&loaded.data_config);
         let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
-            let scenes = shape_scenes(seed, range.start as u64, range.len() as u64);
-            let config = TaskEvaluationConfig {
-                first_scene: range.start,
-                ..config.clone()
-            };
+            let (scenes, config) = scenes_of(&range, &config);
             evaluate_detector(&loaded, &scenes, &config, on_progress)
         };
         measure(args, split, cache.as_ref(), part, merge)?
@@ -517,11 +522,7 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
         let loaded = args.model.load_segmentor()?;
         config.curves = curves(&loaded.data_config);
         let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
-            let scenes = shape_scenes(seed, range.start as u64, range.len() as u64);
-            let config = TaskEvaluationConfig {
-                first_scene: range.start,
-                ..config.clone()
-            };
+            let (scenes, config) = scenes_of(&range, &config);
             evaluate_segmentor(&loaded, &scenes, &config, on_progress)
         };
         measure(args, split, cache.as_ref(), part, merge)?
