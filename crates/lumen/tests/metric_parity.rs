@@ -337,7 +337,7 @@ const SIDE: usize = 128;
 /// signed and absolute Spearman per step. SciPy's NaN for a constant map is 0 here.
 #[test]
 fn randomisation_matches_quantus_mprt_given_the_same_weights() {
-    let (loaded, input, labels) = common::trained_shapes_cnn(4);
+    let (loaded, input, labels) = common::trained_shapes_cnn(0..4);
     let ZooModel::ResNet(model) = loaded.model else {
         unreachable!("shapes-cnn is a ResNet")
     };
@@ -376,7 +376,7 @@ fn randomisation_matches_quantus_mprt_given_the_same_weights() {
 /// barely do). Logits 1e-4 absolute, GradCAM 1e-3, metrics as above.
 #[test]
 fn metrics_on_the_trained_shapes_cnn_match_the_references() {
-    let (loaded, input, labels) = common::trained_shapes_cnn(4);
+    let (loaded, input, labels) = common::trained_shapes_cnn(0..4);
     let model = &loaded.model;
     assert_close(
         "shapes-cnn logits (timm)",

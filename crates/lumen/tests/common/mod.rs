@@ -103,19 +103,20 @@ pub fn trained_fixture(key: &str) -> Vec<f32> {
 /// test-split shapes as its input, and their labels.
 #[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn trained_shapes_cnn(
-    count: usize,
+    images: std::ops::Range<usize>,
 ) -> (lumen::LoadedModel, lumen::core::Tensor<4>, Vec<usize>) {
     const SIDE: usize = 128;
     let loaded = lumen::LoadedModel::bundled("shapes-cnn", &device()).unwrap();
     let pixels: Vec<u8> = trained_fixture("images").iter().map(|&v| v as u8).collect();
-    let images: Vec<image::RgbImage> = pixels
+    let picked: Vec<image::RgbImage> = pixels
         .chunks(SIDE * SIDE * 3)
-        .take(count)
+        .skip(images.start)
+        .take(images.len())
         .map(|p| image::RgbImage::from_raw(SIDE as u32, SIDE as u32, p.to_vec()).unwrap())
         .collect();
-    assert_eq!(images.len(), count, "the fixture has fewer images");
-    let input = loaded.data_config.to_tensor(&images, &device()).unwrap();
-    let labels = trained_fixture("labels")[..count]
+    assert_eq!(picked.len(), images.len(), "the fixture has fewer images");
+    let input = loaded.data_config.to_tensor(&picked, &device()).unwrap();
+    let labels = trained_fixture("labels")[images]
         .iter()
         .map(|&l| l as usize)
         .collect();
