@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen::{
-    BaselineKind, Colormap, ExplainOptions, HeadFusion, InputFailure, Inputs, IntegrationRule,
-    LoadedModel, LumenError, MethodOptions, Noise, Result, TaskModel, device_from_str,
-    methods::Family,
+    BaselineKind, Colormap, ExplainOptions, ExplanationCache, HeadFusion, InputFailure, Inputs,
+    IntegrationRule, LoadedModel, LumenError, MethodOptions, Noise, Result, TaskModel,
+    device_from_str, methods::Family,
 };
 use serde::Serialize;
 
@@ -536,6 +536,50 @@ pub fn figure_options<R>(
         method_options: method_args.options(default_steps),
         polarity: figure.polarity,
         cautions: Default::default(),
+        cache: None,
+    }
+}
+
+/// `--cache DIR` of the commands that explain given images (explain, compare, report).
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Reuse explanations from this folder and store new ones there, per image and
+    /// method (keyed by the weights, the method and its options, the target and the
+    /// image as the model sees it): a repeated run skips the model.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// The cache, checked writable before any work.
+    pub fn open(&self, model: &ModelArgs) -> Result<Option<std::sync::Arc<ExplanationCache>>> {
+        Ok(open_cache(self.cache.as_deref(), model)?.map(std::sync::Arc::new))
+    }
+}
+
+/// The cache in `dir` (when given) for `model`'s weights, checked writable first.
+pub fn open_cache(dir: Option<&Path>, model: &ModelArgs) -> Result<Option<ExplanationCache>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    check_folder_writable("--cache", dir)?;
+    let fingerprint = lumen::model_fingerprint(
+        &model.model,
+        model.num_classes.unwrap_or(1000),
+        model.weights.as_deref(),
+    )?;
+    Ok(Some(ExplanationCache::open(dir, fingerprint)?))
+}
+
+/// What a cache gave back, on stderr: `cache DIR: R of N results reused, S stored`.
+pub fn report_cache(cache: Option<&ExplanationCache>, results: usize) {
+    if let Some(cache) = cache {
+        eprintln!(
+            "cache {}: {} of {results} results reused, {} stored",
+            cache.dir().display(),
+            cache.hits(),
+            cache.stored()
+        );
     }
 }
 

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use lumen::api::{PredictionOf, RequestOf, TaskModel};
 use lumen::scale::{EvaluationPart, ShardKind};
-use lumen::{
-    BatchRun, CacheRecord, ExplanationCache, Result, Shard, explain_batch_with, model_fingerprint,
-};
+use lumen::{BatchRun, CacheRecord, ExplanationCache, Result, Shard, explain_batch_with};
 
 use crate::args::{
     FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
@@ -82,20 +80,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
                 .into(),
         ));
     }
-    if let Some(dir) = &args.cache {
-        crate::args::check_folder_writable("--cache", dir)?;
-    }
-    let cache = match &args.cache {
-        Some(dir) => Some(ExplanationCache::open(
-            dir,
-            model_fingerprint(
-                &args.model.model,
-                args.model.num_classes.unwrap_or(1000),
-                args.model.weights.as_deref(),
-            )?,
-        )?),
-        None => None,
-    };
+    let cache = crate::args::open_cache(args.cache.as_deref(), &args.model)?;
     // The task follows the model: a classifier explains each image's predicted class, a
     // segmentor its dominant class over the predicted region, a detector its best
     // detection.

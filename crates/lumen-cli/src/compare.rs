@@ -5,8 +5,8 @@ use lumen::api::{PredictionOf, RequestOf, TaskModel};
 use lumen::{Layout, LumenError, Result, Task, compare_methods};
 
 use crate::args::{
-    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, RequestFromClasses,
-    check_methods, figure_options, methods_help, with_any_model,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs,
+    RequestFromClasses, check_methods, figure_options, methods_help, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -25,6 +25,8 @@ pub struct CompareArgs {
     method_args: MethodArgs,
     #[command(flatten)]
     figure: FigureArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     print: PrintArgs,
 }
@@ -45,7 +47,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
 fn compare_on<T>(model: &T, args: &CompareArgs, layout: Layout) -> Result<()>
 where
     T: TaskModel,
-    RequestOf<T>: RequestFromClasses + serde::Serialize,
+    PredictionOf<T>: lumen::CacheRecord,
+    RequestOf<T>: RequestFromClasses + lumen::CacheRecord + serde::Serialize,
     PredictionOf<T>: serde::Serialize,
 {
     let inputs = args.input.load(model)?;
@@ -53,11 +56,13 @@ where
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cache = args.cache.open(&args.model)?;
     let results = crate::args::with_spinner(
         &format!("{} methods on {} images", args.methods.len(), inputs.len()),
         args.print.quiet,
         || compare_methods(model, &inputs, &args.methods, &options, layout),
     )?;
+    crate::args::report_cache(options.cache.as_deref(), inputs.len() * args.methods.len());
     if args.print.json {
         JsonOutput {
             command: "compare",

@@ -67,6 +67,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             "--target-class does not apply to detection models: choose boxes with --box or --score-threshold".into(),
         ));
     }
+    if args.cache.cache.is_some() {
+        return Err(LumenError::InvalidArgument(
+            "--cache: a detector's chosen boxes are not cached by `lumen explain`; `lumen batch \
+             --cache` caches each image's best detection"
+                .into(),
+        ));
+    }
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }

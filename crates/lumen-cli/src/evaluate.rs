@@ -298,15 +298,7 @@ impl Split {
 
 /// The cache of `--cache`, for this model.
 fn open_cache(args: &EvaluateArgs) -> Result<Option<lumen::ExplanationCache>> {
-    let Some(dir) = &args.cache else {
-        return Ok(None);
-    };
-    let fingerprint = lumen::model_fingerprint(
-        &args.model.model,
-        args.model.num_classes.unwrap_or(1000),
-        args.model.weights.as_deref(),
-    )?;
-    Ok(Some(lumen::ExplanationCache::open(dir, fingerprint)?))
+    crate::args::open_cache(args.cache.as_deref(), &args.model)
 }
 
 /// This run's evaluation (a shard's part, or the whole split's) from `part`, which

@@ -6,7 +6,7 @@ use clap::Args;
 use lumen::{Result, explain_prediction};
 
 use crate::args::{
-    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
     check_writable, explain_options, methods_help,
 };
 
@@ -33,6 +33,8 @@ pub struct ExplainArgs {
     pub method_args: MethodArgs,
     #[command(flatten)]
     pub figure: FigureArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     #[command(flatten)]
     pub print: PrintArgs,
 }
@@ -74,6 +76,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         check_writable("--save-raw", path)?;
     }
     options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cache = args.cache.open(&args.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;
     let (explanation, results) = crate::args::with_spinner(
@@ -81,6 +84,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         args.print.quiet,
         || explain_prediction(&model, &inputs, &options),
     )?;
+    crate::args::report_cache(options.cache.as_deref(), inputs.len());
     let [_, _, height, width] = inputs.tensor.dims();
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
 

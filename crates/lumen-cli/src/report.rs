@@ -1,12 +1,13 @@
 //! `lumen report`: an offline interactive HTML report.
 
 use clap::Args;
-use lumen::api::{RequestOf, TaskModel};
+use lumen::api::{PredictionOf, RequestOf, TaskModel};
 use lumen::{Result, write_report};
 
 use crate::args::{
-    FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, RequestFromClasses,
-    check_methods, check_writable, figure_options, methods_help, with_any_model,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs,
+    RequestFromClasses, check_methods, check_writable, figure_options, methods_help,
+    with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -29,6 +30,8 @@ pub struct ReportArgs {
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
     print: PrintArgs,
 }
 
@@ -48,13 +51,15 @@ pub fn run(args: ReportArgs) -> Result<()> {
 fn report_on<T>(model: &T, args: &ReportArgs, path: &std::path::Path) -> Result<()>
 where
     T: TaskModel,
-    RequestOf<T>: RequestFromClasses,
+    PredictionOf<T>: lumen::CacheRecord,
+    RequestOf<T>: RequestFromClasses + lumen::CacheRecord,
 {
     let inputs = args.input.load(model)?;
     let mut options = figure_options("", &args.method_args, &args.figure, 50);
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cache = args.cache.open(&args.model)?;
     let sections = if args.features.is_empty() {
         vec![]
     } else {
@@ -73,6 +78,7 @@ where
         args.print.quiet,
         || write_report(model, &inputs, &args.methods, &options, path, &sections),
     )?;
+    crate::args::report_cache(options.cache.as_deref(), inputs.len() * args.methods.len());
     if args.print.json {
         JsonOutput {
             command: "report",

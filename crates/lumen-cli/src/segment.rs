@@ -125,6 +125,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             "--save-uncertainty needs --uncertainty entropy|margin".into(),
         ));
     }
+    explain.cache = args.cache.open(&args.model)?;
     let model = args.model.load_segmentor()?;
     let inputs = args.input.load(&model)?;
     let [_, _, height, width] = inputs.tensor.dims();
@@ -164,6 +165,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         args.print.quiet,
         || explain_segmentation(&model, &inputs, &options),
     )?;
+    crate::args::report_cache(options.explain.cache.as_deref(), inputs.len());
     let mut files: Vec<PathBuf> = out.results.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         save_raw(path, &out.explanation, [height, width], args.grid)?;

@@ -313,6 +313,138 @@ fn batch_explains_detectors_and_segmentors_and_caches_them() {
     }
 }
 
+/// `explain`, `compare` and `report` take `--cache`: a rerun reuses every result and
+/// writes the same bytes (figures, the polarity view, `--save-raw`'s attributions), a
+/// report reuses the maps a comparison stored, and a segmentor's explanation is cached
+/// too. A detector's chosen boxes are refused with the reason.
+#[test]
+fn explain_compare_and_report_reuse_the_cache() {
+    let images = shape_folder("cache-commands-images", 23, 3, "c");
+    let scenes = scene_folder("cache-commands-scenes", 6, 2);
+    let cache = tmp("cache-commands");
+    let out_dir = tmp("cache-commands-out");
+    let (i, c, o) = (
+        images.display().to_string(),
+        cache.display().to_string(),
+        out_dir.display().to_string(),
+    );
+    let raw = out_dir.join("ig.npy");
+    let r = raw.display().to_string();
+    let explain = [
+        "explain",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--method",
+        "ig",
+        "--steps",
+        "8",
+        "--polarity",
+        "--save-raw",
+        &r,
+        "--cache",
+        &c,
+        "--out",
+        &o,
+    ];
+    let compare = [
+        "compare",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--methods",
+        "gradcam,saliency",
+        "--cache",
+        &c,
+        "--out",
+        &o,
+    ];
+    let report = [
+        "report",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--methods",
+        "gradcam,saliency",
+        "--cache",
+        &c,
+        "--out",
+        &o,
+    ];
+    let figures = [
+        "c1_ig.png",
+        "c1_ig_polarity.png",
+        "ig.npy",
+        "c2_comparison.png",
+        "report.html",
+    ];
+    let run = |args: &[&str], expected: &str| {
+        let out = lumen(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    };
+    run(&explain, "0 of 3 results reused, 3 stored");
+    run(&compare, "0 of 6 results reused, 6 stored");
+    // The report's maps are the comparison's.
+    run(&report, "6 of 6 results reused, 0 stored");
+    let first: Vec<Vec<u8>> = figures
+        .iter()
+        .map(|f| std::fs::read(out_dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+        .collect();
+    for f in figures {
+        std::fs::remove_file(out_dir.join(f)).unwrap();
+    }
+    run(&explain, "3 of 3 results reused, 0 stored");
+    run(&compare, "6 of 6 results reused, 0 stored");
+    run(&report, "6 of 6 results reused, 0 stored");
+    for (f, bytes) in figures.iter().zip(&first) {
+        assert_eq!(&std::fs::read(out_dir.join(f)).unwrap(), bytes, "{f}");
+    }
+    // Another class is another result.
+    let mut other = explain.to_vec();
+    other.extend(["--target-class", "2,0,1"]);
+    run(&other, "0 of 3 results reused, 3 stored");
+
+    let s = scenes.display().to_string();
+    let segment = [
+        "explain",
+        "--model",
+        "shapes-seg",
+        &s,
+        "--method",
+        "gradcam",
+        "--cache",
+        &c,
+        "--out",
+        &o,
+    ];
+    run(&segment, "0 of 2 results reused, 2 stored");
+    run(&segment, "2 of 2 results reused, 0 stored");
+    let refused = lumen(&[
+        "explain",
+        "--model",
+        "shapes-det",
+        &s,
+        "--method",
+        "gradcam",
+        "--cache",
+        &c,
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("lumen batch"),
+        "{}",
+        stderr(&refused)
+    );
+    for dir in [images, scenes, cache, out_dir] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// `a` and `b` agree: the same keys and strings, numbers within `tolerance` of each
 /// other relative to their size; times (`seconds_per_image`) and the `cheapest`
 /// recommendation, which differ from run to run, are left out.

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lumen_core::profile::{self, stages};
 use lumen_core::{DataConfig, Device, ExplainableModel, LumenError, Result, Tensor, to_host};
@@ -24,6 +25,7 @@ use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
 use crate::cache::{CacheRecord, CachedExplanation, ExplanationCache};
+use crate::cached::{input_rows, requested_keys, targets_at};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically, write_npy};
@@ -151,6 +153,13 @@ pub struct ExplainOptions<R = usize> {
     /// [`crate::verdicts`]): written under the method's figures and report panels, so
     /// that a map from a method that fails a check is not read as a good one.
     pub cautions: BTreeMap<String, Vec<String>>,
+    /// Take each image's explanation from this cache where it holds one, and store the
+    /// new ones there ([`explain_prediction`], [`explain_with`], [`compare_methods`],
+    /// [`write_report`]; [`explain_batch_with`] takes its cache in [`BatchRun`]). The
+    /// key covers the model's weights, the method, its name and options, the layer, the
+    /// requested target and the image as the model sees it (shape and normalised
+    /// values): a user's own [`Method`] must change its name when its results change.
+    pub cache: Option<Arc<ExplanationCache>>,
 }
 
 impl<R> Default for ExplainOptions<R> {
@@ -164,6 +173,7 @@ impl<R> Default for ExplainOptions<R> {
             method_options: MethodOptions::default(),
             polarity: false,
             cautions: BTreeMap::new(),
+            cache: None,
         }
     }
 }
@@ -384,7 +394,11 @@ pub fn explain_prediction<T: TaskModel>(
     model: &T,
     inputs: &Inputs,
     options: &ExplainOptions<RequestOf<T>>,
-) -> Result<(Explanation, Vec<ResultOf<T>>)> {
+) -> Result<(Explanation, Vec<ResultOf<T>>)>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
     options.validate()?;
     let method = by_name::<T::Model>(
         &options.method,
@@ -399,7 +413,11 @@ pub fn explain_with<T: TaskModel>(
     inputs: &Inputs,
     method: &dyn Method<T::Model>,
     options: &ExplainOptions<RequestOf<T>>,
-) -> Result<(Explanation, Vec<ResultOf<T>>)> {
+) -> Result<(Explanation, Vec<ResultOf<T>>)>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
     let (explanation, explained) = explain_and_draw(model, inputs, method, options)?;
     Ok((
         explanation,
@@ -408,14 +426,32 @@ pub fn explain_with<T: TaskModel>(
 }
 
 /// One explained image with what its figures are drawn from (kept by the cache).
-struct Drawn<R> {
-    result: R,
-    title: String,
-    signed: Option<Map>,
+pub(crate) struct Drawn<R> {
+    pub(crate) result: R,
+    pub(crate) title: String,
+    pub(crate) signed: Option<Map>,
 }
 
-/// [`explain_with`], keeping each image's figure title and signed map.
+/// [`explain_with`], keeping each image's figure title and signed map; through the
+/// options' cache when there is one.
 fn explain_and_draw<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<(Explanation, Vec<Drawn<ResultOf<T>>>)>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
+    match options.cache.as_deref() {
+        Some(cache) => crate::cached::explain_through_cache(model, inputs, method, options, cache),
+        None => explain_and_draw_uncached(model, inputs, method, options),
+    }
+}
+
+/// [`explain_and_draw`] without a cache.
+pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
     model: &T,
     inputs: &Inputs,
     method: &dyn Method<T::Model>,
@@ -495,7 +531,7 @@ fn explain_and_draw<T: TaskModel>(
 
 /// One image's figures (with `save_dir`): original | heatmap | overlay, and the
 /// polarity view when its signed map is given.
-fn write_figures<P, R, Q>(
+pub(crate) fn write_figures<P, R, Q>(
     result: &ExplanationResult<P, R>,
     title: &str,
     original: &image::RgbImage,
@@ -550,19 +586,31 @@ pub struct ComparisonResult<P = ClassPrediction, R = usize> {
     pub heatmaps: Vec<Map>,
 }
 
+/// A cache entry of a [`TaskModel`]'s explanation.
+pub(crate) type EntryOf<T> = CachedExplanation<PredictionOf<T>, RequestOf<T>>;
+
+/// An image's prediction, request and figure title.
+type Described<T> = (PredictionOf<T>, RequestOf<T>, String);
+
 /// The comparison type of a [`TaskModel`].
 pub type ComparisonOf<T> = ComparisonResult<PredictionOf<T>, RequestOf<T>>;
 
 /// Explain a batch with several methods and draw one comparison figure per image.
 /// Each method is built once; one-pass CAMs on the same layer share a single
-/// forward/backward.
+/// forward/backward. With the options' cache, each image's map of each method is taken
+/// from it where it holds one; the missing ones are computed together (the images
+/// missing any, the methods missing on any of them) and stored.
 pub fn compare_methods<T: TaskModel>(
     model: &T,
     inputs: &Inputs,
     methods: &[String],
     options: &ExplainOptions<RequestOf<T>>,
     layout: Layout,
-) -> Result<Vec<ComparisonOf<T>>> {
+) -> Result<Vec<ComparisonOf<T>>>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
     options.validate()?;
     if methods.is_empty() {
         return Err(LumenError::InvalidArgument("no methods to compare".into()));
@@ -575,61 +623,128 @@ pub fn compare_methods<T: TaskModel>(
     for layer in built.iter().filter_map(|m| m.layer(model.model())) {
         model.model().check_layers(&layer)?;
     }
-    let prepared = Prepared::new(model, inputs, &options.targets)?;
-    let target = prepared.target();
-    // One-pass CAMs share one pass per layer (a multi-layer spec runs on its own).
-    let cams: Vec<(usize, &'static dyn lumen_methods::CamMap, String)> = built
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| Some((i, one_pass_cam(&m.name())?, m.layer(model.model())?)))
-        .filter(|(_, _, layer)| lumen_core::layer_list(layer).len() == 1)
+    if inputs.is_empty() {
+        return Err(LumenError::InvalidArgument("no images to explain".into()));
+    }
+    let n = inputs.len();
+    // keys[m][i]: method m on image i (only with a cache).
+    let keys: Option<Vec<Vec<String>>> = match options.cache.as_deref() {
+        Some(cache) => {
+            model.model().check_input(&inputs.tensor)?;
+            let requested = requested_keys(&options.targets, n)?;
+            let rows = input_rows(&inputs.tensor);
+            Some(
+                built
+                    .iter()
+                    .map(|m| {
+                        let settings = format!(
+                            "compare\nmethod {}\nlayer {:?}\noptions {method_options:?}\npreprocessing {:?}",
+                            m.name(),
+                            m.layer(model.model()),
+                            model.data_config()
+                        );
+                        rows.iter()
+                            .zip(&requested)
+                            .map(|(row, target)| {
+                                cache.key(&format!("{settings}\ntarget {target}"), row)
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let mut entries: Vec<Vec<Option<EntryOf<T>>>> = match (&keys, options.cache.as_deref()) {
+        (Some(keys), Some(cache)) => keys
+            .iter()
+            .map(|per_image| per_image.iter().map(|key| cache.get(key)).collect())
+            .collect(),
+        _ => built.iter().map(|_| vec![None; n]).collect(),
+    };
+    let missing_images: Vec<usize> = (0..n)
+        .filter(|&i| entries.iter().any(|per_image| per_image[i].is_none()))
         .collect();
-    let mut per_method: Vec<Option<Vec<Map>>> = vec![None; built.len()];
-    let mut layers: Vec<String> = cams.iter().map(|c| c.2.clone()).collect();
-    layers.sort();
-    layers.dedup();
-    for layer in &layers {
-        let group: Vec<_> = cams.iter().filter(|c| &c.2 == layer).collect();
-        let kinds: Vec<&dyn lumen_methods::CamMap> = group.iter().map(|c| c.1).collect();
-        let maps = cams_from_one_pass(
-            model.model(),
-            inputs.tensor.clone(),
-            target.as_ref(),
-            layer,
-            &kinds,
+    let missing_methods: Vec<usize> = (0..built.len())
+        .filter(|&m| missing_images.iter().any(|&i| entries[m][i].is_none()))
+        .collect();
+    // Each image's prediction, request and title: fresh for the images computed now.
+    let mut described: Vec<Option<Described<T>>> = vec![None; n];
+    if !missing_images.is_empty() {
+        let selected;
+        let subset = if missing_images.len() == n {
+            inputs
+        } else {
+            selected = inputs.select(&missing_images)?;
+            &selected
+        };
+        let prepared = Prepared::new(
+            model,
+            subset,
+            &targets_at(&options.targets, &missing_images),
         )?;
-        for (c, heatmaps) in group.iter().zip(maps) {
-            per_method[c.0] = Some(host_maps(&heatmaps));
+        let to_run: Vec<&dyn Method<T::Model>> =
+            missing_methods.iter().map(|&m| built[m].as_ref()).collect();
+        let maps = method_maps(model, subset, &to_run, &prepared)?;
+        for (k, &i) in missing_images.iter().enumerate() {
+            described[i] = Some((
+                prepared.predictions[k].clone(),
+                prepared.requests[k].clone(),
+                prepared.title(k),
+            ));
+        }
+        for (maps, &m) in maps.into_iter().zip(&missing_methods) {
+            for (heatmap, (k, &i)) in maps.into_iter().zip(missing_images.iter().enumerate()) {
+                if entries[m][i].is_some() {
+                    continue;
+                }
+                let entry = CachedExplanation {
+                    prediction: prepared.predictions[k].clone(),
+                    target: prepared.requests[k].clone(),
+                    layer: built[m].layer(model.model()),
+                    convergence_delta: None,
+                    title: prepared.title(k),
+                    heatmap,
+                    signed: None,
+                    attributions: None,
+                };
+                if let (Some(cache), Some(keys)) = (options.cache.as_deref(), &keys) {
+                    cache.put(&keys[m][i], &entry)?;
+                }
+                entries[m][i] = Some(entry);
+            }
         }
     }
-    for (i, method) in built.iter().enumerate() {
-        if per_method[i].is_none() {
-            let explanation =
-                method.explain(model.model(), inputs.tensor.clone(), target.as_ref())?;
-            per_method[i] = Some(host_maps(&explanation.heatmaps));
-        }
-    }
-    let per_method: Vec<Vec<Map>> = per_method
-        .into_iter()
-        .map(|m| m.expect("every method ran"))
-        .collect();
     let task = model.task();
     let mut results = vec![];
-    for i in 0..inputs.len() {
+    for i in 0..n {
+        let (prediction, request, description) = match described[i].take() {
+            Some(fresh) => fresh,
+            None => {
+                let first = entries[0][i]
+                    .as_ref()
+                    .expect("an image without a miss has entries");
+                (
+                    first.prediction.clone(),
+                    first.target.clone(),
+                    first.title.clone(),
+                )
+            }
+        };
         let maps: Vec<(String, Map)> = methods
             .iter()
-            .zip(&per_method)
-            .map(|(name, maps)| (name.clone(), maps[i].clone()))
+            .zip(&entries)
+            .map(|(name, per_image)| {
+                let entry = per_image[i]
+                    .as_ref()
+                    .expect("every map was computed or reused");
+                (name.clone(), entry.heatmap.clone())
+            })
             .collect();
         let path = match &options.save_dir {
             Some(dir) => {
-                let title = format!("{}: {}", inputs.names[i], prepared.title(i));
-                let original = outlined(
-                    &task,
-                    &prepared.predictions[i],
-                    &prepared.requests[i],
-                    &inputs.originals[i],
-                );
+                let title = format!("{}: {description}", inputs.names[i]);
+                let original = outlined(&task, &prediction, &request, &inputs.originals[i]);
                 let figure = with_notes(
                     &comparison_figure(
                         &original,
@@ -651,14 +766,61 @@ pub fn compare_methods<T: TaskModel>(
         };
         results.push(ComparisonResult {
             image: inputs.names[i].clone(),
-            prediction: prepared.predictions[i].clone(),
-            target: prepared.requests[i].clone(),
+            prediction,
+            target: request,
             methods: methods.to_vec(),
             path,
             heatmaps: maps.into_iter().map(|(_, m)| m).collect(),
         });
     }
     Ok(results)
+}
+
+/// The host maps of `methods` on `inputs` for the prepared targets, one list per
+/// method: one-pass CAMs on the same layer share one pass (a multi-layer spec runs on
+/// its own).
+fn method_maps<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    methods: &[&dyn Method<T::Model>],
+    prepared: &Prepared<T>,
+) -> Result<Vec<Vec<Map>>> {
+    let target = prepared.target();
+    let cams: Vec<(usize, &'static dyn lumen_methods::CamMap, String)> = methods
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| Some((i, one_pass_cam(&m.name())?, m.layer(model.model())?)))
+        .filter(|(_, _, layer)| lumen_core::layer_list(layer).len() == 1)
+        .collect();
+    let mut per_method: Vec<Option<Vec<Map>>> = vec![None; methods.len()];
+    let mut layers: Vec<String> = cams.iter().map(|c| c.2.clone()).collect();
+    layers.sort();
+    layers.dedup();
+    for layer in &layers {
+        let group: Vec<_> = cams.iter().filter(|c| &c.2 == layer).collect();
+        let kinds: Vec<&dyn lumen_methods::CamMap> = group.iter().map(|c| c.1).collect();
+        let maps = cams_from_one_pass(
+            model.model(),
+            inputs.tensor.clone(),
+            target.as_ref(),
+            layer,
+            &kinds,
+        )?;
+        for (c, heatmaps) in group.iter().zip(maps) {
+            per_method[c.0] = Some(host_maps(&heatmaps));
+        }
+    }
+    for (i, method) in methods.iter().enumerate() {
+        if per_method[i].is_none() {
+            let explanation =
+                method.explain(model.model(), inputs.tensor.clone(), target.as_ref())?;
+            per_method[i] = Some(host_maps(&explanation.heatmaps));
+        }
+    }
+    Ok(per_method
+        .into_iter()
+        .map(|m| m.expect("every method ran"))
+        .collect())
 }
 
 /// Cautions written under a figure per method at most; the rest are counted.
@@ -780,6 +942,13 @@ where
             "batch size must be at least 1".into(),
         ));
     }
+    if options.cache.is_some() {
+        return Err(LumenError::InvalidArgument(
+            "a batch keeps its cache in BatchRun::cache (its entries are keyed by the files' \
+             bytes): leave ExplainOptions::cache empty"
+                .into(),
+        ));
+    }
     if run.save_raw && options.save_dir.is_none() {
         return Err(LumenError::InvalidArgument(
             "raw maps are written beside the figures: give an output folder".into(),
@@ -853,6 +1022,7 @@ where
                                 title: d.title.clone(),
                                 heatmap: d.result.heatmap.clone(),
                                 signed: d.signed.clone(),
+                                attributions: None,
                             },
                         )?;
                     }
@@ -1008,7 +1178,7 @@ fn thumbnail<T: Task, Q>(
 
 /// `original` with the request's outlines drawn (a detector's explained box), so that
 /// every figure of the image shows what was explained.
-fn outlined<T: Task>(
+pub(crate) fn outlined<T: Task>(
     task: &T,
     prediction: &T::Prediction,
     request: &T::Request,
@@ -1053,7 +1223,11 @@ where
 
 /// One image, the defaults: GradCAM on the task's default target (the predicted
 /// class), no figure written. Use [`explain_prediction`] to choose more.
-pub fn quick_explain<T: TaskModel>(model: &T, image: impl AsRef<Path>) -> Result<ResultOf<T>> {
+pub fn quick_explain<T: TaskModel>(model: &T, image: impl AsRef<Path>) -> Result<ResultOf<T>>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
     let inputs = Inputs::load(model, &[image])?;
     let (_, mut results) = explain_prediction(model, &inputs, &ExplainOptions::default())?;
     Ok(results.remove(0))
@@ -1069,7 +1243,11 @@ pub fn write_report<T: TaskModel>(
     options: &ExplainOptions<RequestOf<T>>,
     path: &Path,
     extra_sections: &[String],
-) -> Result<PathBuf> {
+) -> Result<PathBuf>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
     let figureless = ExplainOptions {
         save_dir: None,
         ..options.clone()

@@ -89,6 +89,18 @@ pub struct CachedExplanation<P, R> {
     pub heatmap: Map,
     /// The signed attribution summed over channels (with `--polarity`).
     pub signed: Option<Map>,
+    /// The signed attribution itself (gradient methods, in `lumen explain`'s entries:
+    /// what `--save-raw` writes).
+    pub attributions: Option<Attribution>,
+}
+
+/// One image's signed attribution `[channels, height, width]`, as kept in an entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attribution {
+    /// `[channels, height, width]`.
+    pub dims: [usize; 3],
+    /// The values, row-major.
+    pub values: Vec<f32>,
 }
 
 /// How a task's prediction or request is kept in a cache entry. Their JSON form (what
@@ -213,6 +225,9 @@ struct Header {
     width: u32,
     height: u32,
     signed: bool,
+    /// Entries written before attributions were kept have none.
+    #[serde(default)]
+    attributions: Option<[usize; 3]>,
 }
 
 impl ExplanationCache {
@@ -285,14 +300,28 @@ impl ExplanationCache {
             width: entry.heatmap.width,
             height: entry.heatmap.height,
             signed: entry.signed.is_some(),
+            attributions: entry.attributions.as_ref().map(|a| a.dims),
         };
+        if let Some(a) = &entry.attributions
+            && a.values.len() != a.dims.iter().product::<usize>()
+        {
+            return Err(LumenError::InvalidArgument(format!(
+                "cache entry: an attribution of {:?} holds {} values",
+                a.dims,
+                a.values.len()
+            )));
+        }
         let header = serde_json::to_vec(&header)
             .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend((header.len() as u64).to_le_bytes());
         bytes.extend(header);
-        for map in std::iter::once(&entry.heatmap).chain(&entry.signed) {
-            bytes.extend(map.values.iter().flat_map(|v| v.to_le_bytes()));
+        let attribution = entry.attributions.iter().map(|a| &a.values);
+        for values in std::iter::once(&entry.heatmap.values)
+            .chain(entry.signed.as_ref().map(|m| &m.values))
+            .chain(attribution)
+        {
+            bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         }
         write_atomically(&self.path(key), &bytes)?;
         self.stored.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +365,12 @@ fn decode<P: CacheRecord, R: CacheRecord>(bytes: &[u8]) -> Option<CachedExplanat
     let values = &rest[8 + length..];
     let pixels = (header.width as usize).checked_mul(header.height as usize)?;
     let maps = if header.signed { 2 } else { 1 };
-    if values.len() != pixels.checked_mul(4 * maps)? {
+    let attribution_values = match header.attributions {
+        Some([c, h, w]) => c.checked_mul(h)?.checked_mul(w)?,
+        None => 0,
+    };
+    let floats_expected = pixels.checked_mul(maps)?.checked_add(attribution_values)?;
+    if values.len() != floats_expected.checked_mul(4)? {
         return None;
     }
     let floats: Vec<f32> = values
@@ -353,6 +387,10 @@ fn decode<P: CacheRecord, R: CacheRecord>(bytes: &[u8]) -> Option<CachedExplanat
     Some(CachedExplanation {
         heatmap: map(0),
         signed: header.signed.then(|| map(1)),
+        attributions: header.attributions.map(|dims| Attribution {
+            dims,
+            values: floats[maps * pixels..].to_vec(),
+        }),
         prediction: P::from_record(header.prediction)?,
         target: R::from_record(header.target)?,
         layer: header.layer,
@@ -380,6 +418,10 @@ mod tests {
             title: "circle 75%".into(),
             heatmap: Map::new(vec![0.0, 0.5, 1.0, 0.25, f32::MIN_POSITIVE, 0.75], 3, 2),
             signed: signed.then(|| Map::new(vec![-1.0, 2.0, 0.0, 3.5, -0.5, 1e-7], 3, 2)),
+            attributions: signed.then(|| Attribution {
+                dims: [2, 2, 3],
+                values: (0..12).map(|v| v as f32 * -0.5 + 1e-3).collect(),
+            }),
         }
     }
 
@@ -407,6 +449,7 @@ mod tests {
                 read.signed.map(|m| m.values),
                 stored.signed.map(|m| m.values)
             );
+            assert_eq!(read.attributions, stored.attributions);
         }
         // A truncated entry (a writer killed without the atomic rename would leave none,
         // but a damaged disk can) is a miss, not an error.

@@ -148,6 +148,13 @@ where
     T::Model: ExplainableModel<Output = lumen_core::DetectorOutput>,
 {
     options.explain.validate()?;
+    if options.explain.cache.is_some() {
+        return Err(LumenError::InvalidArgument(
+            "a detector's explanation of chosen boxes is not cached: leave the cache out (`lumen \
+             batch --cache` caches each image's best detection)"
+                .into(),
+        ));
+    }
     if !(0.0..=1.0).contains(&options.score_threshold) {
         return Err(LumenError::InvalidArgument(format!(
             "the score threshold must be in [0, 1], got {}",

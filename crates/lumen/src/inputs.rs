@@ -258,6 +258,35 @@ impl Inputs {
         })
     }
 
+    /// The images at `positions` (in that order), as a batch of their own.
+    pub fn select(&self, positions: &[usize]) -> Result<Self> {
+        if let Some(&bad) = positions.iter().find(|&&i| i >= self.len()) {
+            return Err(LumenError::InvalidArgument(format!(
+                "image {bad} is not in a batch of {}",
+                self.len()
+            )));
+        }
+        let device = self.tensor.device();
+        let names: Vec<String> = positions.iter().map(|&i| self.names[i].clone()).collect();
+        Ok(Self {
+            tensor: self
+                .tensor
+                .clone()
+                .select(0, lumen_core::index_tensor(positions, &device)),
+            originals: positions
+                .iter()
+                .map(|&i| self.originals[i].clone())
+                .collect(),
+            notes: self
+                .notes
+                .iter()
+                .filter(|(name, _)| names.contains(name))
+                .cloned()
+                .collect(),
+            names,
+        })
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.originals.len()

@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod cache;
+mod cached;
 pub mod detection;
 pub mod evaluate;
 pub mod feature_report;

@@ -1,0 +1,452 @@
+//! The explanation cache in the calls that explain given images (`explain_prediction`,
+//! `explain_with`, `compare_methods`, `write_report`): keys from the image as the model
+//! sees it, and explain's cached path. `explain_batch_with` keys by the files' bytes
+//! instead (see [`crate::api`]).
+
+use lumen_core::{ExplainableModel, LumenError, Result, Tensor, to_host};
+use lumen_methods::{Explanation, Method};
+use lumen_report::Map;
+
+use crate::api::{
+    Drawn, ExplainOptions, ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel,
+    explain_and_draw_uncached, method_options, outlined, write_figures,
+};
+use crate::cache::{Attribution, CacheRecord, CachedExplanation, ExplanationCache};
+use crate::inputs::Inputs;
+
+/// Each image's part of a cache key: its shape and normalised values, the input as the
+/// model sees it (so that files, arrays and bundled images key alike).
+pub(crate) fn input_rows(tensor: &Tensor<4>) -> Vec<Vec<u8>> {
+    let [b, c, h, w] = tensor.dims();
+    let values = to_host(tensor.clone());
+    let per_image = c * h * w;
+    (0..b)
+        .map(|i| {
+            let mut bytes = format!("[{c},{h},{w}]\n").into_bytes();
+            bytes.extend(
+                values[i * per_image..(i + 1) * per_image]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes()),
+            );
+            bytes
+        })
+        .collect()
+}
+
+/// The requested targets as key parts, one per image: the request's record, or
+/// `predicted` when the task's default is explained. Refuses a count that does not
+/// match the images, as the uncached path does.
+pub(crate) fn requested_keys<R: CacheRecord>(
+    targets: &Option<Vec<R>>,
+    images: usize,
+) -> Result<Vec<String>> {
+    match targets {
+        None => Ok(vec!["predicted".to_string(); images]),
+        Some(t) if t.len() == images => Ok(t.iter().map(|r| r.to_record().to_string()).collect()),
+        Some(t) => Err(LumenError::InvalidArgument(format!(
+            "give one target per image (one class per image for a classifier): {} given for {} images",
+            t.len(),
+            images
+        ))),
+    }
+}
+
+/// The targets of the images at `positions`.
+pub(crate) fn targets_at<R: Clone>(
+    targets: &Option<Vec<R>>,
+    positions: &[usize],
+) -> Option<Vec<R>> {
+    targets
+        .as_ref()
+        .map(|t| positions.iter().map(|&i| t[i].clone()).collect())
+}
+
+/// The raw (unnormalised) map of every image of `heatmaps`, on the host.
+fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+    let [b, h, w] = heatmaps.dims();
+    let values = heatmaps.to_vec();
+    (0..b)
+        .map(|i| {
+            Map::new(
+                values[i * h * w..(i + 1) * h * w].to_vec(),
+                w as u32,
+                h as u32,
+            )
+        })
+        .collect()
+}
+
+/// [`explain_and_draw`] with a cache: the images without an entry are explained in one
+/// call, their entries stored (the raw map, the signed attribution and the convergence
+/// delta too, so that a rerun gives the same raw result), and then every image, fresh
+/// or reused, is drawn from its entry by the same code. A rerun with every entry
+/// present runs no model at all.
+pub(crate) fn explain_through_cache<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    options: &ExplainOptions<RequestOf<T>>,
+    cache: &ExplanationCache,
+) -> Result<(Explanation, Vec<Drawn<ResultOf<T>>>)>
+where
+    PredictionOf<T>: CacheRecord,
+    RequestOf<T>: CacheRecord,
+{
+    if inputs.is_empty() {
+        return Err(LumenError::InvalidArgument("no images to explain".into()));
+    }
+    model.model().check_input(&inputs.tensor)?;
+    let layer = method.layer(model.model());
+    if let Some(layer) = &layer {
+        model.model().check_layers(layer)?;
+    }
+    let name = method.name();
+    let requested = requested_keys(&options.targets, inputs.len())?;
+    let settings = format!(
+        "explain\nmethod {name}\nlayer {layer:?}\noptions {:?}\npreprocessing {:?}\npolarity {}",
+        method_options(model, &options.method_options),
+        model.data_config(),
+        options.polarity
+    );
+    let keys: Vec<String> = input_rows(&inputs.tensor)
+        .iter()
+        .zip(&requested)
+        .map(|(row, target)| cache.key(&format!("{settings}\ntarget {target}"), row))
+        .collect();
+    let mut entries: Vec<Option<CachedExplanation<PredictionOf<T>, RequestOf<T>>>> =
+        keys.iter().map(|key| cache.get(key)).collect();
+    let missing: Vec<usize> = (0..inputs.len())
+        .filter(|&i| entries[i].is_none())
+        .collect();
+    if !missing.is_empty() {
+        let subset = inputs.select(&missing)?;
+        let quiet = ExplainOptions {
+            targets: targets_at(&options.targets, &missing),
+            save_dir: None,
+            cache: None,
+            ..options.clone()
+        };
+        let (explanation, drawn) = explain_and_draw_uncached(model, &subset, method, &quiet)?;
+        let raw = raw_maps(&explanation.heatmaps);
+        let attributions: Vec<Option<Attribution>> = match &explanation.attributions {
+            Some(a) => {
+                let [b, c, h, w] = a.dims();
+                let values = to_host(a.clone());
+                (0..b)
+                    .map(|k| {
+                        Some(Attribution {
+                            dims: [c, h, w],
+                            values: values[k * c * h * w..(k + 1) * c * h * w].to_vec(),
+                        })
+                    })
+                    .collect()
+            }
+            None => vec![None; missing.len()],
+        };
+        for (((d, heatmap), attribution), &i) in
+            drawn.into_iter().zip(raw).zip(attributions).zip(&missing)
+        {
+            let entry = CachedExplanation {
+                prediction: d.result.prediction,
+                target: d.result.target,
+                layer: d.result.layer,
+                convergence_delta: d.result.convergence_delta,
+                title: d.title,
+                heatmap,
+                signed: d.signed,
+                attributions: attribution,
+            };
+            cache.put(&keys[i], &entry)?;
+            entries[i] = Some(entry);
+        }
+    }
+    let entries: Vec<CachedExplanation<_, _>> = entries
+        .into_iter()
+        .map(|e| e.expect("every missing entry was computed"))
+        .collect();
+    let [height, width] = [entries[0].heatmap.height, entries[0].heatmap.width];
+    if entries
+        .iter()
+        .any(|e| [e.heatmap.height, e.heatmap.width] != [height, width])
+    {
+        return Err(LumenError::InvalidArgument(format!(
+            "the cache {} holds maps of different sizes for one method and input size: \
+             remove the folder and run again",
+            cache.dir().display()
+        )));
+    }
+    let task = model.task();
+    let mut explained = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let mut result = ExplanationResult {
+            image: inputs.names[i].clone(),
+            prediction: entry.prediction.clone(),
+            target: entry.target.clone(),
+            method: name.clone(),
+            layer: entry.layer.clone(),
+            convergence_delta: entry.convergence_delta,
+            paths: vec![],
+            heatmap: entry.heatmap.normalized(),
+        };
+        if options.save_dir.is_some() {
+            let original = outlined(
+                &task,
+                &result.prediction,
+                &result.target,
+                &inputs.originals[i],
+            );
+            result.paths = write_figures(
+                &result,
+                &entry.title,
+                &original,
+                entry.signed.as_ref(),
+                options,
+            )?;
+        }
+        explained.push(Drawn {
+            result,
+            title: entry.title.clone(),
+            signed: entry.signed.clone(),
+        });
+    }
+    let device = model.device();
+    let heatmaps = lumen_core::Heatmaps::new(Tensor::<3>::from_data(
+        lumen_core::burn::tensor::TensorData::new(
+            entries
+                .iter()
+                .flat_map(|e| e.heatmap.values.iter().copied())
+                .collect::<Vec<f32>>(),
+            [entries.len(), height as usize, width as usize],
+        ),
+        device,
+    ));
+    let mut explanation = Explanation::new(heatmaps);
+    if let Some(first) = &entries[0].attributions
+        && entries.iter().all(|e| {
+            e.attributions
+                .as_ref()
+                .is_some_and(|a| a.dims == first.dims)
+        })
+    {
+        let [c, h, w] = first.dims;
+        explanation = explanation.with_attributions(Tensor::<4>::from_data(
+            lumen_core::burn::tensor::TensorData::new(
+                entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.attributions
+                            .as_ref()
+                            .expect("checked")
+                            .values
+                            .iter()
+                            .copied()
+                    })
+                    .collect::<Vec<f32>>(),
+                [entries.len(), c, h, w],
+            ),
+            device,
+        ));
+    }
+    if entries.iter().all(|e| e.convergence_delta.is_some()) {
+        explanation = explanation
+            .with_convergence_delta(entries.iter().filter_map(|e| e.convergence_delta).collect());
+    }
+    Ok((explanation, explained))
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::api::{compare_methods, explain_with};
+    use lumen_core::Device;
+    use lumen_core::Target;
+    use lumen_methods::{MethodOptions, by_name};
+    use lumen_models::shapes::shape_samples;
+    use lumen_models::{LoadedModel, ZooModel};
+    use lumen_report::Layout;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// Three shapes images for the bundled CNN.
+    fn model_and_inputs() -> (LoadedModel, Inputs) {
+        let device = Device::flex();
+        let model = LoadedModel::bundled("shapes-cnn", &device).unwrap();
+        let samples = shape_samples(9, 0, 3);
+        let inputs = Inputs::from_images(
+            samples.into_iter().map(|s| s.image).collect(),
+            vec!["a".into(), "b".into(), "c".into()],
+            &model.data_config,
+            &device,
+        )
+        .unwrap();
+        (model, inputs)
+    }
+
+    fn temp_cache(name: &str) -> (PathBuf, Arc<ExplanationCache>) {
+        let dir = std::env::temp_dir().join(format!("lumen-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let cache = ExplanationCache::open(&dir, "shapes-cnn test".into()).unwrap();
+        (dir, Arc::new(cache))
+    }
+
+    /// A method that counts the images it explains.
+    struct Counting<'a> {
+        inner: Box<dyn Method<ZooModel>>,
+        images: &'a Cell<usize>,
+    }
+
+    impl Method<ZooModel> for Counting<'_> {
+        fn name(&self) -> String {
+            self.inner.name()
+        }
+        fn layer(&self, model: &ZooModel) -> Option<String> {
+            self.inner.layer(model)
+        }
+        fn scores_the_input_itself(&self) -> bool {
+            self.inner.scores_the_input_itself()
+        }
+        fn explain(
+            &self,
+            model: &ZooModel,
+            input: Tensor<4>,
+            target: &dyn Target<Tensor<2>>,
+        ) -> Result<Explanation> {
+            self.images.set(self.images.get() + input.dims()[0]);
+            self.inner.explain(model, input, target)
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// A cached explain gives back what the uncached one computes (results, raw maps,
+    /// attributions, convergence deltas), explains only the images missing from the
+    /// cache, and runs no model at all when every image is there.
+    #[test]
+    fn explain_through_the_cache_equals_the_computation_and_skips_the_model() {
+        let (model, inputs) = model_and_inputs();
+        let (dir, cache) = temp_cache("explain-cache");
+        let explained = Cell::new(0);
+        for name in ["ig", "gradcam"] {
+            let method = Counting {
+                inner: by_name::<ZooModel>(
+                    name,
+                    &MethodOptions {
+                        steps: 8,
+                        ..MethodOptions::default()
+                    },
+                )
+                .unwrap(),
+                images: &explained,
+            };
+            let options = ExplainOptions {
+                method: name.into(),
+                polarity: true,
+                ..ExplainOptions::default()
+            };
+            let (plain, plain_results) = explain_with(&model, &inputs, &method, &options).unwrap();
+            let cached_options = ExplainOptions {
+                cache: Some(cache.clone()),
+                ..options.clone()
+            };
+            // Images 0 and 2 first: image 1 is the only one left for the full run.
+            let first_two = inputs.select(&[0, 2]).unwrap();
+            explain_with(&model, &first_two, &method, &cached_options).unwrap();
+            explained.set(0);
+            let (through, results) =
+                explain_with(&model, &inputs, &method, &cached_options).unwrap();
+            assert_eq!(explained.get(), 1, "{name}: only image 1 is explained");
+            explained.set(0);
+            let (again, again_results) =
+                explain_with(&model, &inputs, &method, &cached_options).unwrap();
+            assert_eq!(
+                explained.get(),
+                0,
+                "{name}: every image came from the cache"
+            );
+            for (e, r) in [(&through, &results), (&again, &again_results)] {
+                assert!(
+                    max_diff(&e.heatmaps.to_vec(), &plain.heatmaps.to_vec()) < 1e-5,
+                    "{name}: raw maps"
+                );
+                assert_eq!(e.attributions.is_some(), plain.attributions.is_some());
+                if let (Some(a), Some(b)) = (&e.attributions, &plain.attributions) {
+                    assert!(max_diff(&to_host(a.clone()), &to_host(b.clone())) < 1e-5);
+                }
+                assert_eq!(
+                    e.convergence_delta.as_ref().map(Vec::len),
+                    plain.convergence_delta.as_ref().map(Vec::len)
+                );
+                for (x, y) in r.iter().zip(&plain_results) {
+                    assert_eq!(
+                        (&x.image, &x.prediction, x.target),
+                        (&y.image, &y.prediction, y.target)
+                    );
+                    assert!(max_diff(&x.heatmap.values, &y.heatmap.values) < 1e-5);
+                }
+            }
+            // The rerun gives back exactly what the first cached run gave.
+            assert_eq!(again.heatmaps.to_vec(), through.heatmaps.to_vec());
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A cached comparison computes only the missing maps (a new image, a new method)
+    /// and gives the maps of the uncached comparison.
+    #[test]
+    fn compare_through_the_cache_computes_only_what_is_missing() {
+        let (model, inputs) = model_and_inputs();
+        let (dir, cache) = temp_cache("compare-cache");
+        let methods: Vec<String> = ["gradcam", "saliency", "gradcam++"]
+            .map(String::from)
+            .into();
+        let plain = compare_methods(
+            &model,
+            &inputs,
+            &methods,
+            &ExplainOptions::default(),
+            Layout::Horizontal,
+        )
+        .unwrap();
+        let options = ExplainOptions {
+            cache: Some(cache.clone()),
+            ..ExplainOptions::default()
+        };
+        compare_methods(
+            &model,
+            &inputs.select(&[0, 1]).unwrap(),
+            &methods[..2],
+            &options,
+            Layout::Horizontal,
+        )
+        .unwrap();
+        assert_eq!((cache.hits(), cache.stored()), (0, 4));
+        let through =
+            compare_methods(&model, &inputs, &methods, &options, Layout::Horizontal).unwrap();
+        // 4 of 9 maps reused; image 2's three and images 0 and 1's gradcam++ stored.
+        assert_eq!((cache.hits(), cache.stored()), (4, 9));
+        compare_methods(&model, &inputs, &methods, &options, Layout::Horizontal).unwrap();
+        assert_eq!((cache.hits(), cache.stored()), (13, 9));
+        for (x, y) in through.iter().zip(&plain) {
+            assert_eq!((&x.prediction, x.target), (&y.prediction, y.target));
+            for (a, b) in x.heatmaps.iter().zip(&y.heatmaps) {
+                assert!(max_diff(&a.values, &b.values) < 1e-5, "{}", x.image);
+            }
+        }
+        // Another target is another entry.
+        let other = ExplainOptions {
+            targets: Some(vec![0, 1, 2]),
+            ..options.clone()
+        };
+        compare_methods(&model, &inputs, &methods[..1], &other, Layout::Horizontal).unwrap();
+        assert_eq!(cache.stored(), 12);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
