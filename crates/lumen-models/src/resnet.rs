@@ -8,8 +8,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use lumen_core::{
     Classifier, ConvOp, Device, ExplainableModel, LayerInfo, LayerKind, Prefixed, Tap,
 };
@@ -209,6 +209,38 @@ fn window(conv: &Conv2d) -> ConvOp {
     )
 }
 
+/// `bn(conv(x))`. Where BatchNorm normalises with its running statistics (its own
+/// test: not a training layer on an autodiff input), the normalisation is folded into
+/// the convolution for this call, `conv(x; w * s, b * s + t)` with
+/// `s = gamma / sqrt(var + eps)` and `t = beta - mean * s`: a product over the weights
+/// instead of BatchNorm's four passes over the activation, and none of their backward.
+/// Folding per call, not once at load, keeps the parameters as they are, so whatever
+/// changes them (the randomisation check, a user's edit) is seen by the next forward.
+fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let training = x.device().is_autodiff() && bn.training.val().is_enabled();
+    // Parameters that autodiff tracks (a frozen BatchNorm being fine-tuned) keep the
+    // layers as written; so do paddings other than the symmetric ones built here.
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(a, b, c, d) if a == b && b == c && c == d => Some(a),
+        _ => None,
+    };
+    let (false, false, Some(padding)) =
+        (training, conv.weight.val().device().is_autodiff(), padding)
+    else {
+        return bn.forward(conv.forward(x));
+    };
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    let [out, ..] = conv.weight.dims();
+    let weight = conv.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
+    let bias = match &conv.bias {
+        Some(bias) => bias.val() * scale + shift,
+        None => shift,
+    };
+    let options = ConvOptions::new(conv.stride, [padding, padding], conv.dilation, conv.groups);
+    conv2d(x, weight, Some(bias), options)
+}
+
 fn bn(features: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(features)
         .with_epsilon(1e-5)
@@ -237,8 +269,8 @@ impl DeepStem {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn_a.forward(self.conv_a.forward(x)));
-        let x = relu(self.bn_b.forward(self.conv_b.forward(x)));
+        let x = relu(conv_bn(&self.conv_a, &self.bn_a, x));
+        let x = relu(conv_bn(&self.conv_b, &self.bn_b, x));
         self.conv_c.forward(x)
     }
 }
@@ -266,7 +298,7 @@ impl Downsample {
         } else {
             x
         };
-        self.bn.forward(self.conv.forward(x))
+        conv_bn(&self.conv, &self.bn, x)
     }
 }
 
@@ -334,10 +366,10 @@ impl ResBlock {
             Some(d) => d.forward(x.clone()),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(self.conv1.forward(x)));
-        let y = self.bn2.forward(self.conv2.forward(y));
+        let y = relu(conv_bn(&self.conv1, &self.bn1, x));
+        let y = conv_bn(&self.conv2, &self.bn2, y);
         let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(y))),
+            (Some(conv3), Some(bn3)) => conv_bn(conv3, bn3, relu(y)),
             _ => y,
         };
         relu(y + shortcut)
@@ -549,5 +581,74 @@ impl Classifier for ResNet {
             Some(fc) => fc.weight.dims()[1],
             None => self.stage_channels()[3],
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    /// A 3x3 stride-2 convolution (with and without bias) and a BatchNorm with
+    /// running statistics, scale and shift far from the identity.
+    fn conv_and_bn(bias: bool, device: &Device) -> (Conv2d, BatchNorm) {
+        let conv = Conv2dConfig::new([4, 6], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(bias)
+            .init(device);
+        let mut bn = bn(6, device).valid();
+        let values = |v: [f32; 6]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [6]), device);
+        bn.gamma = burn::module::Param::from_tensor(values([1.5, -0.5, 0.2, 2.0, 1.0, 0.7]));
+        bn.beta = burn::module::Param::from_tensor(values([0.1, -1.0, 0.5, 0.0, 2.0, -0.3]));
+        bn.running_mean = burn::module::RunningState::new(values([0.3, -0.2, 1.0, 0.0, -2.0, 0.5]));
+        bn.running_var = burn::module::RunningState::new(values([0.5, 2.0, 0.01, 1.0, 4.0, 0.2]));
+        (conv, bn)
+    }
+
+    /// The folded convolution gives BatchNorm's output and the same input gradient
+    /// (relative 1e-5: only float rounding differs); a training layer on an autodiff
+    /// input keeps batch statistics (it is not folded).
+    #[test]
+    fn folding_batch_norm_changes_neither_the_output_nor_the_input_gradient() {
+        let device = Device::flex();
+        for bias in [false, true] {
+            let (conv, bn) = conv_and_bn(bias, &device);
+            let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+            let folded = conv_bn(&conv, &bn, x.clone());
+            let written = bn.forward(conv.forward(x.clone()));
+            let scale = lumen_core::to_host(written.clone().abs().max()).remove(0);
+            let diff = lumen_core::to_host((folded - written).abs().max()).remove(0);
+            assert!(diff <= 1e-5 * scale, "bias {bias}: {diff} of {scale}");
+
+            let gradient = |fold: bool| {
+                let leaf = x.clone().autodiff().require_grad();
+                let y = match fold {
+                    true => conv_bn(&conv, &bn, leaf.clone()),
+                    false => bn.forward(conv.forward(leaf.clone())),
+                };
+                let grads = (y.clone() * y).sum().backward();
+                lumen_core::to_host(leaf.grad(&grads).expect("a gradient"))
+            };
+            let (a, b) = (gradient(true), gradient(false));
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "bias {bias}: gradient {diff} of {scale}"
+            );
+        }
+        // A layer in training on an autodiff input normalises with the batch's own
+        // statistics: every output channel has mean beta (0 here).
+        let (conv, _) = conv_and_bn(false, &device);
+        let training = bn(6, &device);
+        let x =
+            Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(3.0, 1.0), &device).autodiff();
+        let y = conv_bn(&conv, &training, x);
+        let means = lumen_core::to_host(y.mean_dims(&[0, 2, 3]).abs().max()).remove(0);
+        assert!(means < 1e-4, "batch statistics: channel means {means}");
     }
 }
