@@ -6,7 +6,7 @@ use lumen::features::{FeatureVisualizer, MaximizeOptions, MaximizedImage, Object
 use lumen::{Inputs, LumenError, Result, Task, TaskModel, image_grid, save_png};
 use serde::Serialize;
 
-use crate::args::{FigureArgs, JsonOutput, ModelArgs, PrintArgs, progress};
+use crate::args::{CacheArgs, FigureArgs, JsonOutput, ModelArgs, PrintArgs, progress};
 
 /// Channel indices in order (a newtype: clap reads a bare `Vec` as repeated values).
 #[derive(Clone, Debug)]
@@ -67,6 +67,8 @@ pub struct MaximizeArgs {
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
     print: PrintArgs,
 }
 
@@ -105,14 +107,42 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         std: model.data_config.std,
         ..MaximizeOptions::default()
     };
-    let bar = progress(args.steps as u64, "maximize", args.print.quiet);
-    let images = FeatureVisualizer::new(&model.model).maximize(
-        &objectives,
-        &options,
-        &model.device,
-        |step| bar.set_position(step as u64),
-    )?;
-    bar.finish_and_clear();
+    // The images of one call depend on all its objectives (one seeded batch): the whole
+    // call is one entry.
+    let cache = args.cache.open(&args.model)?;
+    let key = cache
+        .as_ref()
+        .map(|c| c.key(&format!("maximize\n{objectives:?}\n{options:?}"), b""));
+    let cached = match (&cache, &key) {
+        (Some(cache), Some(key)) => cache
+            .get_record(key)
+            .and_then(|(header, pixels)| images_from_record(header, pixels, objectives.len())),
+        _ => None,
+    };
+    let images = match cached {
+        Some(images) => images,
+        None => {
+            let bar = progress(args.steps as u64, "maximize", args.print.quiet);
+            let images = FeatureVisualizer::new(&model.model).maximize(
+                &objectives,
+                &options,
+                &model.device,
+                |step| bar.set_position(step as u64),
+            )?;
+            bar.finish_and_clear();
+            if let (Some(cache), Some(key)) = (&cache, &key) {
+                let pixels: Vec<f32> = images
+                    .iter()
+                    .flat_map(|m| m.pixels.iter().copied())
+                    .collect();
+                let header = serde_json::to_value(&images)
+                    .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+                cache.put_record(key, &header, &pixels)?;
+            }
+            images
+        }
+    };
+    crate::args::report_cache(cache.as_deref(), 1);
     // What the model makes of each image.
     let pictures: Vec<image::RgbImage> = images.iter().map(to_rgb).collect();
     let names: Vec<String> = channels.iter().map(|c| format!("channel{c}")).collect();
@@ -186,6 +216,26 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The images of a cache record: the header's fields and each image's pixels in
+/// order; `None` (recomputed) when the record does not hold `count` whole images.
+fn images_from_record(
+    header: serde_json::Value,
+    pixels: Vec<f32>,
+    count: usize,
+) -> Option<Vec<MaximizedImage>> {
+    let mut images: Vec<MaximizedImage> = serde_json::from_value(header).ok()?;
+    let sizes: Vec<usize> = images.iter().map(|m| 3 * m.height * m.width).collect();
+    if images.len() != count || sizes.iter().sum::<usize>() != pixels.len() {
+        return None;
+    }
+    let mut start = 0;
+    for (image, size) in images.iter_mut().zip(sizes) {
+        image.pixels = pixels[start..start + size].to_vec();
+        start += size;
+    }
+    Some(images)
 }
 
 fn to_rgb(m: &MaximizedImage) -> image::RgbImage {

@@ -1005,8 +1005,9 @@ fn a_closed_pipe_ends_quietly() {
 #[test]
 fn maximize_writes_a_grid_and_reports_what_the_model_sees() {
     let out_dir = tmp("maximize");
-    let o = out_dir.display().to_string();
-    let out = lumen(&[
+    let cache = tmp("maximize-cache");
+    let (o, c) = (out_dir.display().to_string(), cache.display().to_string());
+    let args = [
         "maximize",
         "--model",
         "shapes-cnn",
@@ -1019,8 +1020,30 @@ fn maximize_writes_a_grid_and_reports_what_the_model_sees() {
         "--out",
         &o,
         "--json",
-    ]);
+        "--cache",
+        &c,
+    ];
+    let out = lumen(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("0 of 1 results reused, 1 stored"),
+        "{}",
+        stderr(&out)
+    );
+    // A rerun takes the images from the cache: the same results and figure.
+    let figure = std::fs::read(out_dir.join("shapes-cnn_fc_maximized.png")).unwrap();
+    let again = lumen(&args);
+    assert!(
+        stderr(&again).contains("1 of 1 results reused, 0 stored"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(again.stdout, out.stdout);
+    assert_eq!(
+        std::fs::read(out_dir.join("shapes-cnn_fc_maximized.png")).unwrap(),
+        figure
+    );
+    std::fs::remove_dir_all(cache).ok();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);

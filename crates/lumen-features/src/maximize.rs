@@ -132,7 +132,7 @@ impl MaximizeOptions {
 }
 
 /// One optimised image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct MaximizedImage {
     /// What was maximised.
     pub objective: String,

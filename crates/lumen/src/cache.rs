@@ -31,6 +31,8 @@ use crate::output::write_atomically;
 const MAGIC: &[u8; 8] = b"LUMENC1\n";
 /// First bytes of a JSON entry.
 const JSON_MAGIC: &[u8; 8] = b"LUMENJ1\n";
+/// First bytes of a record entry: a JSON header and float32 values.
+const RECORD_MAGIC: &[u8; 8] = b"LUMENR1\n";
 
 /// The fingerprint of a model for cache keys: its name, class count and weights.
 /// `weights` is the weights file; `None` uses the bundled model's embedded bytes
@@ -347,6 +349,38 @@ impl ExplanationCache {
         Ok(())
     }
 
+    /// A record entry of `key` (a JSON header and float32 values, what `lumen maximize`
+    /// keeps), when there is a readable one.
+    pub fn get_record(&self, key: &str) -> Option<(Value, Vec<f32>)> {
+        let bytes = std::fs::read(self.path(key)).ok()?;
+        let rest = bytes.strip_prefix(RECORD_MAGIC.as_slice())?;
+        let length = usize::try_from(u64::from_le_bytes(rest.get(..8)?.try_into().ok()?)).ok()?;
+        let header = serde_json::from_slice(rest.get(8..8usize.checked_add(length)?)?).ok()?;
+        let values = &rest[8 + length..];
+        if values.len() % 4 != 0 {
+            return None;
+        }
+        let floats = values
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some((header, floats))
+    }
+
+    /// Store a record entry atomically.
+    pub fn put_record(&self, key: &str, header: &Value, values: &[f32]) -> Result<()> {
+        let header = serde_json::to_vec(header)
+            .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+        let mut bytes = RECORD_MAGIC.to_vec();
+        bytes.extend((header.len() as u64).to_le_bytes());
+        bytes.extend(header);
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        write_atomically(&self.path(key), &bytes)?;
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Entries found so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
@@ -461,6 +495,26 @@ mod tests {
         assert!(cache.get::<ClassPrediction, usize>(&key).is_none());
         assert_eq!(cache.hits(), 2);
         assert_eq!(cache.stored(), 2);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn records_round_trip_and_damaged_ones_are_misses() {
+        let dir = std::env::temp_dir().join(format!("lumen-record-{}", std::process::id()));
+        let cache = ExplanationCache::open(&dir, "model".into()).unwrap();
+        let key = cache.key("maximize", b"");
+        let values = vec![0.25, -1.5, f32::MIN_POSITIVE, 3e7];
+        cache
+            .put_record(&key, &json!({"images": [1, 2]}), &values)
+            .unwrap();
+        let (header, read) = cache.get_record(&key).unwrap();
+        assert_eq!(header, json!({"images": [1, 2]}));
+        assert_eq!(read, values);
+        // A record is not an explanation, nor the other way round.
+        assert!(cache.get::<ClassPrediction, usize>(&key).is_none());
+        let bytes = std::fs::read(cache.path(&key)).unwrap();
+        std::fs::write(cache.path(&key), &bytes[..bytes.len() - 2]).unwrap();
+        assert!(cache.get_record(&key).is_none());
         std::fs::remove_dir_all(dir).ok();
     }
 
