@@ -182,12 +182,19 @@ pub fn table(totals: &[StageTime], wall: Duration) -> String {
     }
     let other = wall.saturating_sub(profiled);
     text += &format!(
-        "{:<14} {:>11.1}          (in no stage: model loading, metrics, reports)\n{:<14} {:>11.1}\n",
+        "{:<14} {:>11.1}          (in no stage: model loading, metrics, reports)\n",
         "other",
         other.as_secs_f64() * 1e3,
-        "wall",
-        wall.as_secs_f64() * 1e3
     );
+    if profiled > wall {
+        // Stages on other threads (a batch's figures) ran during the model's.
+        text += &format!(
+            "{:<14} {:>11.1}          (stage time beyond the wall: stages ran at once on other threads)\n",
+            "overlapped",
+            (profiled - wall).as_secs_f64() * 1e3,
+        );
+    }
+    text += &format!("{:<14} {:>11.1}\n", "wall", wall.as_secs_f64() * 1e3);
     text
 }
 

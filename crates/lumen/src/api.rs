@@ -18,14 +18,15 @@ use lumen_methods::{
 };
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
-    Colormap, DrawnBox, Layout, Map, Panel, ReportImage, comparison_figure, explanation_figure,
-    outline_boxes, overlay, polarity_figure, report_page, with_notes,
+    Colormap, DrawnBox, Layout, Map, Panel, ReportImage, comparison_figure, outline_boxes,
+    report_page, with_notes,
 };
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
 use crate::cache::{CacheRecord, CachedExplanation, ExplanationCache};
 use crate::cached::{input_rows, requested_keys, targets_at};
+use crate::figures::{FigureJob, FigureStyle, FigureWorkers, figure_threads};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically, write_npy};
@@ -538,33 +539,21 @@ pub(crate) fn write_figures<P, R, Q>(
     signed: Option<&Map>,
     options: &ExplainOptions<Q>,
 ) -> Result<Vec<PathBuf>> {
-    let Some(dir) = &options.save_dir else {
-        return Ok(vec![]);
-    };
-    let _stage = profile::stage(stages::ENCODE);
-    let name = &result.method;
-    let title = format!("{name} | {title}");
-    let stem = figure_stem(&result.image, name);
-    let figure = with_notes(
-        &explanation_figure(
-            original,
+    match FigureStyle::of(options) {
+        Some(style) => style.draw(
+            &result.image,
+            &result.method,
             &result.heatmap,
-            options.colormap,
-            options.alpha,
-            &title,
+            title,
+            original,
+            signed,
         ),
-        &caution_lines(&options.cautions, std::slice::from_ref(name)),
-    );
-    let mut paths = vec![save_png(&figure, dir, &format!("{stem}.png"))?];
-    if let Some(signed) = signed {
-        let figure = polarity_figure(original, signed, options.colormap, options.alpha, &title);
-        paths.push(save_png(&figure, dir, &format!("{stem}_polarity.png"))?);
+        None => Ok(vec![]),
     }
-    Ok(paths)
 }
 
 /// The file stem of an image's figures and raw map: `cat_gradcampp`.
-fn figure_stem(image: &str, method: &str) -> String {
+pub(crate) fn figure_stem(image: &str, method: &str) -> String {
     format!("{image}_{}", file_part(method))
 }
 
@@ -828,7 +817,10 @@ pub const CAUTIONS_PER_METHOD: usize = 2;
 
 /// The lines written under a figure for `methods`: the first cautions of each, named
 /// by method, and how many more the verdicts hold.
-fn caution_lines(cautions: &BTreeMap<String, Vec<String>>, methods: &[String]) -> Vec<String> {
+pub(crate) fn caution_lines(
+    cautions: &BTreeMap<String, Vec<String>>,
+    methods: &[String],
+) -> Vec<String> {
     let mut lines = vec![];
     for m in methods {
         let Some(reasons) = cautions.get(m) else {
@@ -965,178 +957,205 @@ where
         .shard
         .map_or(0..paths.len(), |s| s.range(paths.len(), run.batch_size));
     let settings = cache_settings(model, options);
+    // Figures are drawn by worker threads while this thread runs the model on the
+    // next batch; the model's own pass draws none.
+    let style = FigureStyle::of(options);
+    let quiet = ExplainOptions {
+        save_dir: None,
+        ..options.clone()
+    };
     let mut lines: Vec<IndexLine> = vec![];
     let mut results = Vec::with_capacity(range.len());
     let mut failures = vec![];
-    let mut thumbnails = vec![];
+    let mut grid_slots = 0;
     let mut done = 0;
-    for start in range.clone().step_by(run.batch_size) {
-        let positions = start..(start + run.batch_size).min(range.end);
-        let chunk = &paths[positions.clone()];
-        let chunk_names = &names[positions.clone()];
-        // Keys from the files' bytes; an unreadable file gets none and is reported
-        // by the reader below.
-        let keys: Vec<Option<String>> = chunk
-            .iter()
-            .map(|path| {
-                let cache = run.cache.as_ref()?;
-                let bytes = std::fs::read(path).ok()?;
-                Some(cache.key(&settings, &bytes))
-            })
-            .collect();
-        let cached: Vec<Option<CachedExplanation<_, _>>> = keys
-            .iter()
-            .map(|key| run.cache.as_ref()?.get(key.as_ref()?))
-            .collect();
-        let (hit, miss): (Vec<usize>, Vec<usize>) =
-            (0..chunk.len()).partition(|&j| cached[j].is_some());
-        let mut explained: Vec<Option<(ResultOf<T>, bool)>> =
-            (0..chunk.len()).map(|_| None).collect();
-        let mut chunk_failures = vec![];
-        let pick = |js: &[usize]| -> (Vec<&P>, Vec<String>) {
-            (
-                js.iter().map(|&j| &chunk[j]).collect(),
-                js.iter().map(|&j| chunk_names[j].clone()).collect(),
-            )
-        };
-        if !miss.is_empty() {
-            let (miss_paths, miss_names) = pick(&miss);
-            let read = Inputs::read_named(model, &miss_paths, &miss_names)?;
-            chunk_failures.extend(read.failures);
-            if let Some(inputs) = read.inputs {
-                let (_, drawn) = explain_and_draw(model, &inputs, method.as_ref(), options)?;
-                for (d, original) in drawn.into_iter().zip(&inputs.originals) {
-                    let k = miss_names
-                        .iter()
-                        .position(|n| *n == d.result.image)
-                        .expect("every explained image is one of the chunk's, by its unique name");
-                    let j = miss[k];
-                    if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
-                        cache.put(
-                            key,
-                            &CachedExplanation {
-                                prediction: d.result.prediction.clone(),
-                                target: d.result.target.clone(),
-                                layer: d.result.layer.clone(),
-                                convergence_delta: d.result.convergence_delta,
-                                title: d.title.clone(),
-                                heatmap: d.result.heatmap.clone(),
-                                signed: d.signed.clone(),
-                                attributions: None,
-                            },
-                        )?;
-                    }
-                    // The grid is drawn only with figures.
-                    if options.save_dir.is_some() && thumbnails.len() < BATCH_GRID_LIMIT {
-                        let original =
-                            outlined(&task, &d.result.prediction, &d.result.target, original);
-                        thumbnails
-                            .push((start + j, thumbnail(&task, &d.result, &original, options)));
-                    }
-                    explained[j] = Some((d.result, false));
-                }
-            }
-        }
-        for &j in &hit {
-            let Some(entry) = cached[j].clone() else {
-                continue;
+    let thumbnails = std::thread::scope(|scope| -> Result<Vec<(usize, Panel)>> {
+        let workers = style
+            .clone()
+            .map(|style| FigureWorkers::start(scope, style, figure_threads(), 2 * run.batch_size));
+        // An image's figures (and its grid panel while the grid has room) to the workers.
+        let mut draw = |position: usize,
+                        result: &mut ResultOf<T>,
+                        title: String,
+                        original: image::RgbImage,
+                        signed: Option<Map>|
+         -> Result<()> {
+            let (Some(workers), Some(style)) = (&workers, &style) else {
+                return Ok(());
             };
-            let mut result = ExplanationResult {
-                image: chunk_names[j].clone(),
-                prediction: entry.prediction,
-                target: entry.target,
-                method: method.name(),
-                layer: entry.layer,
-                convergence_delta: entry.convergence_delta,
-                paths: vec![],
-                heatmap: entry.heatmap,
-            };
-            if options.save_dir.is_some() {
-                // Decoded again only to draw the figures: no tensor, no model.
-                let original = match lumen_core::read_image(&chunk[j]) {
-                    Ok(read) => outlined(
-                        &task,
-                        &result.prediction,
-                        &result.target,
-                        &model.data_config().resize_and_crop(&read.image),
-                    ),
-                    // A bad setting (the decoding limit's variable) is not the file's fault.
-                    Err(error @ LumenError::InvalidArgument(_)) => return Err(error),
-                    Err(error) => {
-                        chunk_failures.push(InputFailure {
-                            path: chunk[j].as_ref().to_path_buf(),
-                            error: match error {
-                                LumenError::Image { message, .. } => message,
-                                other => other.to_string(),
-                            },
-                        });
-                        continue;
-                    }
-                };
-                result.paths = write_figures(
-                    &result,
-                    &entry.title,
-                    &original,
-                    entry.signed.as_ref(),
-                    options,
-                )?;
-                if thumbnails.len() < BATCH_GRID_LIMIT {
-                    thumbnails.push((start + j, thumbnail(&task, &result, &original, options)));
-                }
-            }
-            explained[j] = Some((result, true));
-        }
-        for (j, slot) in explained.into_iter().enumerate() {
-            let position = start + j;
-            let path = chunk[j].as_ref();
-            let mut line = IndexLine {
+            result.paths = style.paths(&result.image, &result.method, signed.is_some());
+            let grid_title = (grid_slots < BATCH_GRID_LIMIT).then(|| {
+                grid_slots += 1;
+                format!("{} {}", result.image, task.describe_request(&result.target))
+            });
+            workers.submit(FigureJob {
                 position,
-                total: paths.len(),
-                file: path.to_path_buf(),
-                result: None,
-                raw: None,
-                error: None,
-                cached: false,
+                image: result.image.clone(),
+                method: result.method.clone(),
+                heatmap: result.heatmap.clone(),
+                title,
+                original,
+                signed,
+                grid_title,
+            })
+        };
+        for start in range.clone().step_by(run.batch_size) {
+            let positions = start..(start + run.batch_size).min(range.end);
+            let chunk = &paths[positions.clone()];
+            let chunk_names = &names[positions.clone()];
+            // Keys from the files' bytes; an unreadable file gets none and is reported
+            // by the reader below.
+            let keys: Vec<Option<String>> = chunk
+                .iter()
+                .map(|path| {
+                    let cache = run.cache.as_ref()?;
+                    let bytes = std::fs::read(path).ok()?;
+                    Some(cache.key(&settings, &bytes))
+                })
+                .collect();
+            let cached: Vec<Option<CachedExplanation<_, _>>> = keys
+                .iter()
+                .map(|key| run.cache.as_ref()?.get(key.as_ref()?))
+                .collect();
+            let (hit, miss): (Vec<usize>, Vec<usize>) =
+                (0..chunk.len()).partition(|&j| cached[j].is_some());
+            let mut explained: Vec<Option<(ResultOf<T>, bool)>> =
+                (0..chunk.len()).map(|_| None).collect();
+            let mut chunk_failures = vec![];
+            let pick = |js: &[usize]| -> (Vec<&P>, Vec<String>) {
+                (
+                    js.iter().map(|&j| &chunk[j]).collect(),
+                    js.iter().map(|&j| chunk_names[j].clone()).collect(),
+                )
             };
-            match slot {
-                Some((result, cached)) => {
-                    if let (true, Some(dir)) = (run.save_raw, &options.save_dir) {
-                        let raw = dir.join(format!(
-                            "{}.npy",
-                            figure_stem(&result.image, &result.method)
-                        ));
-                        let map = &result.heatmap;
-                        write_npy(
-                            &raw,
-                            map.values.clone(),
-                            &[map.height as usize, map.width as usize],
-                        )?;
-                        line.raw = Some(raw);
+            if !miss.is_empty() {
+                let (miss_paths, miss_names) = pick(&miss);
+                let read = Inputs::read_named(model, &miss_paths, &miss_names)?;
+                chunk_failures.extend(read.failures);
+                if let Some(inputs) = read.inputs {
+                    let (_, drawn) = explain_and_draw(model, &inputs, method.as_ref(), &quiet)?;
+                    for (d, original) in drawn.into_iter().zip(&inputs.originals) {
+                        let k = miss_names.iter().position(|n| *n == d.result.image).expect(
+                            "every explained image is one of the chunk's, by its unique name",
+                        );
+                        let j = miss[k];
+                        if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
+                            cache.put(
+                                key,
+                                &CachedExplanation {
+                                    prediction: d.result.prediction.clone(),
+                                    target: d.result.target.clone(),
+                                    layer: d.result.layer.clone(),
+                                    convergence_delta: d.result.convergence_delta,
+                                    title: d.title.clone(),
+                                    heatmap: d.result.heatmap.clone(),
+                                    signed: d.signed.clone(),
+                                    attributions: None,
+                                },
+                            )?;
+                        }
+                        let mut result = d.result;
+                        let original =
+                            outlined(&task, &result.prediction, &result.target, original);
+                        draw(start + j, &mut result, d.title, original, d.signed)?;
+                        explained[j] = Some((result, false));
                     }
-                    line.result = Some(serde_json::to_value(&result).map_err(|e| {
-                        LumenError::InvalidArgument(format!("result as JSON: {e}"))
-                    })?);
-                    line.cached = cached;
-                    results.push(result);
-                }
-                None => {
-                    let failure = chunk_failures
-                        .iter()
-                        .position(|f| f.path == path)
-                        .map(|k| chunk_failures.remove(k));
-                    line.error = Some(
-                        failure
-                            .as_ref()
-                            .map_or_else(|| "not explained".to_string(), |f| f.error.clone()),
-                    );
-                    failures.extend(failure);
                 }
             }
-            lines.push(line);
+            for &j in &hit {
+                let Some(entry) = cached[j].clone() else {
+                    continue;
+                };
+                let mut result = ExplanationResult {
+                    image: chunk_names[j].clone(),
+                    prediction: entry.prediction,
+                    target: entry.target,
+                    method: method.name(),
+                    layer: entry.layer,
+                    convergence_delta: entry.convergence_delta,
+                    paths: vec![],
+                    heatmap: entry.heatmap,
+                };
+                if style.is_some() {
+                    // Decoded again only to draw the figures: no tensor, no model.
+                    let original = match lumen_core::read_image(&chunk[j]) {
+                        Ok(read) => outlined(
+                            &task,
+                            &result.prediction,
+                            &result.target,
+                            &model.data_config().resize_and_crop(&read.image),
+                        ),
+                        // A bad setting (the decoding limit's variable) is not the file's fault.
+                        Err(error @ LumenError::InvalidArgument(_)) => return Err(error),
+                        Err(error) => {
+                            chunk_failures.push(InputFailure {
+                                path: chunk[j].as_ref().to_path_buf(),
+                                error: match error {
+                                    LumenError::Image { message, .. } => message,
+                                    other => other.to_string(),
+                                },
+                            });
+                            continue;
+                        }
+                    };
+                    draw(start + j, &mut result, entry.title, original, entry.signed)?;
+                }
+                explained[j] = Some((result, true));
+            }
+            for (j, slot) in explained.into_iter().enumerate() {
+                let position = start + j;
+                let path = chunk[j].as_ref();
+                let mut line = IndexLine {
+                    position,
+                    total: paths.len(),
+                    file: path.to_path_buf(),
+                    result: None,
+                    raw: None,
+                    error: None,
+                    cached: false,
+                };
+                match slot {
+                    Some((result, cached)) => {
+                        if let (true, Some(dir)) = (run.save_raw, &options.save_dir) {
+                            let raw = dir.join(format!(
+                                "{}.npy",
+                                figure_stem(&result.image, &result.method)
+                            ));
+                            let map = &result.heatmap;
+                            write_npy(
+                                &raw,
+                                map.values.clone(),
+                                &[map.height as usize, map.width as usize],
+                            )?;
+                            line.raw = Some(raw);
+                        }
+                        line.result = Some(serde_json::to_value(&result).map_err(|e| {
+                            LumenError::InvalidArgument(format!("result as JSON: {e}"))
+                        })?);
+                        line.cached = cached;
+                        results.push(result);
+                    }
+                    None => {
+                        let failure = chunk_failures
+                            .iter()
+                            .position(|f| f.path == path)
+                            .map(|k| chunk_failures.remove(k));
+                        line.error = Some(
+                            failure
+                                .as_ref()
+                                .map_or_else(|| "not explained".to_string(), |f| f.error.clone()),
+                        );
+                        failures.extend(failure);
+                    }
+                }
+                lines.push(line);
+            }
+            done += chunk.len();
+            progress(done);
         }
-        done += chunk.len();
-        progress(done);
-    }
+        workers.map_or(Ok(vec![]), FigureWorkers::finish)
+    })?;
+    let mut thumbnails = thumbnails;
     thumbnails.sort_by_key(|(position, _)| *position);
     if let Some(dir) = &options.save_dir {
         match run.shard {
@@ -1159,21 +1178,6 @@ where
         failures,
         reused: lines.iter().filter(|l| l.cached).count(),
     })
-}
-
-/// An image's panel in the batch grid: its overlay, titled with what was explained.
-fn thumbnail<T: Task, Q>(
-    task: &T,
-    result: &ExplanationResult<T::Prediction, T::Request>,
-    original: &image::RgbImage,
-    options: &ExplainOptions<Q>,
-) -> Panel {
-    let _stage = profile::stage(stages::ENCODE);
-    let title = format!("{} {}", result.image, task.describe_request(&result.target));
-    Panel::new(
-        title,
-        overlay(original, &result.heatmap, options.colormap, options.alpha),
-    )
 }
 
 /// `original` with the request's outlines drawn (a detector's explained box), so that

@@ -31,6 +31,7 @@ mod cached;
 pub mod detection;
 pub mod evaluate;
 pub mod feature_report;
+mod figures;
 pub mod inputs;
 pub mod output;
 pub mod scale;
