@@ -11,7 +11,7 @@ use lumen::features::{
 use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
 use serde::Serialize;
 
-use crate::args::{FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice};
+use crate::args::{CacheArgs, FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice};
 
 #[derive(Args, Debug)]
 pub struct FeaturesArgs {
@@ -56,6 +56,11 @@ pub struct FeaturesArgs {
     batch_size: usize,
     #[command(flatten)]
     figure: FigureArgs,
+    /// With --top-images: each file's channel means are kept (keyed by the weights,
+    /// the layer, the preprocessing and the file's bytes), so a repeated or resumed
+    /// scan reads only the new files.
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     print: PrintArgs,
 }
@@ -267,6 +272,8 @@ pub struct ReceptiveFieldArgs {
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
     print: PrintArgs,
 }
 
@@ -312,14 +319,15 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             "--patch, --stride and --batch-size must be at least 1".into(),
         ));
     }
+    let cache = args.cache.open(&args.model)?;
     let inputs = args.input.load(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model);
-    let maps: Vec<ReceptiveMap> = match args.mode {
+    let field = |images: &lumen::core::Tensor<4>| match args.mode {
         FieldMode::Gradient => {
-            visualizer.receptive_field_gradient(&inputs.tensor, &layer, args.channel, args.at)?
+            visualizer.receptive_field_gradient(images, &layer, args.channel, args.at)
         }
         _ => visualizer.receptive_field_occlusion(
-            &inputs.tensor,
+            images,
             &layer,
             args.channel,
             args.at,
@@ -328,8 +336,47 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 stride: args.stride,
                 batch_size: args.batch_size,
             },
-        )?,
+        ),
     };
+    // Each image's field depends on that image alone: cached per image, the missing
+    // ones computed together. The occlusion batch size changes no value.
+    let maps: Vec<ReceptiveMap> = match cache.as_deref() {
+        None => field(&inputs.tensor)?,
+        Some(cache) => {
+            let geometry = match args.mode {
+                FieldMode::Occlusion => format!("patch {} stride {}", args.patch, args.stride),
+                _ => String::new(),
+            };
+            let settings = format!(
+                "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
+                args.mode, args.channel, args.at, model.data_config
+            );
+            let keys = cache.image_keys(&settings, &inputs.tensor);
+            let mut maps: Vec<Option<ReceptiveMap>> = keys
+                .iter()
+                .map(|key| {
+                    let (header, values) = cache.get_record(key)?;
+                    let mut map: ReceptiveMap = serde_json::from_value(header).ok()?;
+                    (values.len() == map.height * map.width).then(|| {
+                        map.values = values;
+                        map
+                    })
+                })
+                .collect();
+            let missing: Vec<usize> = (0..maps.len()).filter(|&i| maps[i].is_none()).collect();
+            if !missing.is_empty() {
+                let computed = field(&inputs.select(&missing)?.tensor)?;
+                for (map, &i) in computed.into_iter().zip(&missing) {
+                    let header = serde_json::to_value(&map)
+                        .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+                    cache.put_record(&keys[i], &header, &map.values)?;
+                    maps[i] = Some(map);
+                }
+            }
+            maps.into_iter().flatten().collect()
+        }
+    };
+    crate::args::report_cache(cache.as_deref(), maps.len());
     let mut files: Vec<PathBuf> = vec![];
     if !args.figure.no_figures {
         for (i, m) in maps.iter().enumerate() {
@@ -405,21 +452,52 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     let files = args.input.files()?;
     let channels = &args.channels.0;
     let visualizer = FeatureVisualizer::new(&model.model);
+    let cache = args.cache.open(&args.model)?;
+    let settings = format!(
+        "channel means\nlayer {layer}\npreprocessing {:?}",
+        model.data_config
+    );
     let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
     let bar = crate::args::progress(files.len() as u64, "scanning", args.print.quiet);
     for (chunk_index, chunk) in files.chunks(args.batch_size).enumerate() {
+        let keys: Vec<Option<String>> = chunk
+            .iter()
+            .map(|path| Some(cache.as_ref()?.key(&settings, &std::fs::read(path).ok()?)))
+            .collect();
+        // Per file of the chunk: its channel means, from the cache or computed.
+        let mut chunk_means: Vec<Option<Vec<f64>>> = keys
+            .iter()
+            .map(|key| serde_json::from_value(cache.as_ref()?.get_json(key.as_ref()?)?).ok())
+            .collect();
+        let missing: Vec<usize> = (0..chunk.len())
+            .filter(|&i| chunk_means[i].is_none())
+            .collect();
         // An unreadable file is skipped (and listed at the end); the others are scanned.
-        let read = lumen::Inputs::read(model, chunk)?;
+        let read = lumen::Inputs::read(
+            model,
+            &missing.iter().map(|&i| &chunk[i]).collect::<Vec<_>>(),
+        )?;
         crate::args::record_failures(&read.failures);
         bar.inc(chunk.len() as u64);
-        let Some(inputs) = read.inputs else {
-            continue;
-        };
+        if let Some(inputs) = read.inputs {
+            let readable = missing
+                .iter()
+                .filter(|&&i| !read.failures.iter().any(|f| f.path == chunk[i]));
+            for (&i, means) in readable.zip(visualizer.channel_means(&inputs.tensor, layer)?) {
+                if let (Some(cache), Some(key)) = (&cache, &keys[i]) {
+                    cache.put_json(key, &serde_json::json!(means))?;
+                }
+                chunk_means[i] = Some(means);
+            }
+        }
         let kept: Vec<usize> = (0..chunk.len())
-            .filter(|&i| !read.failures.iter().any(|f| f.path == chunk[i]))
+            .filter(|&i| chunk_means[i].is_some())
             .map(|i| chunk_index * args.batch_size + i)
             .collect();
-        let means = visualizer.channel_means(&inputs.tensor, layer)?;
+        let means: Vec<Vec<f64>> = chunk_means.into_iter().flatten().collect();
+        if means.is_empty() {
+            continue;
+        }
         let available = means.first().map_or(0, Vec::len);
         if let Some(&c) = channels.iter().find(|&&c| c >= available) {
             return Err(LumenError::InvalidArgument(format!(
@@ -438,6 +516,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         return Err(lumen::no_readable_input(&crate::args::recorded_failures()));
     }
     bar.finish_and_clear();
+    crate::args::report_cache(cache.as_deref(), files.len());
     let results: Vec<ChannelTopImages> = channels
         .iter()
         .zip(&best)

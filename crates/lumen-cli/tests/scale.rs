@@ -445,6 +445,91 @@ fn explain_compare_and_report_reuse_the_cache() {
     }
 }
 
+/// `features --top-images` keeps each file's channel means and `receptive-field` each
+/// image's field: a rerun reuses them, a new file or image is the only one computed,
+/// and the results equal a run without the cache.
+#[test]
+fn feature_scans_and_receptive_fields_reuse_the_cache() {
+    let images = shape_folder("cache-features-images", 24, 5, "f");
+    let cache = tmp("cache-features");
+    let out_dir = tmp("cache-features-out");
+    let (i, c, o) = (
+        images.display().to_string(),
+        cache.display().to_string(),
+        out_dir.display().to_string(),
+    );
+    let run = |args: &[&str], cached: bool, expected: &str| {
+        let mut args = args.to_vec();
+        if cached {
+            args.extend(["--cache", &c]);
+        }
+        let out = lumen(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        out.stdout
+    };
+    let scan = [
+        "features",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &i,
+        "--layer",
+        "layer4",
+        "--top-images",
+        "2",
+        "--channels",
+        "0-2",
+        "--batch-size",
+        "2",
+        "--out",
+        &o,
+        "--json",
+    ];
+    run(&scan, true, "0 of 5 results reused, 5 stored");
+    std::fs::copy(images.join("f0.png"), images.join("g0.png")).unwrap();
+    let sample = lumen_models::shapes::shape_sample(25, 0);
+    sample.image.save(images.join("f5.png")).unwrap();
+    // g0.png has f0.png's bytes: its entry is f0's.
+    let cached = run(&scan, true, "6 of 7 results reused, 1 stored");
+    assert_eq!(cached, run(&scan, false, ""));
+
+    let field = [
+        "receptive-field",
+        "--model",
+        "shapes-cnn",
+        "--image",
+        &i,
+        "--layer",
+        "layer3",
+        "--channel",
+        "3",
+        "--mode",
+        "occlusion",
+        "--patch",
+        "16",
+        "--stride",
+        "16",
+        "--out",
+        &o,
+        "--json",
+    ];
+    let first = run(&field, true, "0 of 7 results reused, 7 stored");
+    let figure = out_dir.join("f5_layer3_c3_occlusion.png");
+    let bytes = std::fs::read(&figure).unwrap();
+    let again = run(&field, true, "7 of 7 results reused, 0 stored");
+    assert_eq!(again, first);
+    assert_eq!(std::fs::read(&figure).unwrap(), bytes);
+    assert_eq!(run(&field, false, ""), first);
+    for dir in [images, cache, out_dir] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// `a` and `b` agree: the same keys and strings, numbers within `tolerance` of each
 /// other relative to their size; times (`seconds_per_image`) and the `cheapest`
 /// recommendation, which differ from run to run, are left out.

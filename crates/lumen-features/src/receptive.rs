@@ -56,7 +56,7 @@ pub fn theoretical_receptive_fields<M: ExplainableModel>(model: &M) -> Vec<Recep
 }
 
 /// A receptive-field map of one image over the input.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ReceptiveMap {
     /// Layer.
     pub layer: String,

@@ -271,6 +271,16 @@ impl ExplanationCache {
         hex::encode(hasher.finalize())
     }
 
+    /// The key of each image of a batch `[B,C,H,W]` under `settings`: the image as
+    /// the model sees it (its shape and normalised values), so that files, arrays and
+    /// bundled images key alike.
+    pub fn image_keys(&self, settings: &str, images: &lumen_core::Tensor<4>) -> Vec<String> {
+        crate::cached::input_rows(images)
+            .iter()
+            .map(|row| self.key(settings, row))
+            .collect()
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.dir.join(&key[..2]).join(format!("{key}.lumen"))
     }
