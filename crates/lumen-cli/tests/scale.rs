@@ -347,30 +347,21 @@ fn explain_compare_and_report_reuse_the_cache() {
         "--out",
         &o,
     ];
-    let compare = [
-        "compare",
-        "--model",
-        "shapes-cnn",
-        &i,
-        "--methods",
-        "gradcam,saliency",
-        "--cache",
-        &c,
-        "--out",
-        &o,
-    ];
-    let report = [
-        "report",
-        "--model",
-        "shapes-cnn",
-        &i,
-        "--methods",
-        "gradcam,saliency",
-        "--cache",
-        &c,
-        "--out",
-        &o,
-    ];
+    let methods = |command| {
+        [
+            command,
+            "--model",
+            "shapes-cnn",
+            &i,
+            "--methods",
+            "gradcam,saliency",
+            "--cache",
+            &c,
+            "--out",
+            &o,
+        ]
+    };
+    let (compare, report) = (methods("compare"), methods("report"));
     let figures = [
         "c1_ig.png",
         "c1_ig_polarity.png",

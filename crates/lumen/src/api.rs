@@ -359,6 +359,20 @@ pub(crate) fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -
 
 fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
     let _stage = profile::stage(stages::POSTPROCESS);
+    split_maps(heatmaps)
+        .into_iter()
+        .map(|m| m.normalized())
+        .collect()
+}
+
+/// The raw (unnormalised) map of every image of `heatmaps`, on the host.
+pub(crate) fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+    let _stage = profile::stage(stages::POSTPROCESS);
+    split_maps(heatmaps)
+}
+
+/// One host map per image of `heatmaps`.
+fn split_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
     let [b, h, w] = heatmaps.dims();
     let values = heatmaps.to_vec();
     (0..b)
@@ -368,7 +382,6 @@ fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
                 w as u32,
                 h as u32,
             )
-            .normalized()
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use lumen_report::Map;
 
 use crate::api::{
     Drawn, ExplainOptions, ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel,
-    explain_and_draw_uncached, method_options, outlined, write_figures,
+    explain_and_draw_uncached, method_options, outlined, raw_maps, write_figures,
 };
 use crate::cache::{Attribution, CacheRecord, CachedExplanation, ExplanationCache};
 use crate::inputs::Inputs;
@@ -59,21 +59,6 @@ pub(crate) fn targets_at<R: Clone>(
     targets
         .as_ref()
         .map(|t| positions.iter().map(|&i| t[i].clone()).collect())
-}
-
-/// The raw (unnormalised) map of every image of `heatmaps`, on the host.
-fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
-    let [b, h, w] = heatmaps.dims();
-    let values = heatmaps.to_vec();
-    (0..b)
-        .map(|i| {
-            Map::new(
-                values[i * h * w..(i + 1) * h * w].to_vec(),
-                w as u32,
-                h as u32,
-            )
-        })
-        .collect()
 }
 
 /// [`explain_and_draw`] with a cache: the images without an entry are explained in one
