@@ -5,7 +5,6 @@
 
 use lumen_core::{ExplainableModel, LumenError, Result, Tensor, to_host};
 use lumen_methods::{Explanation, Method};
-use lumen_report::Map;
 
 use crate::api::{
     Drawn, ExplainOptions, ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel,
