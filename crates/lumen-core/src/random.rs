@@ -49,33 +49,64 @@ pub fn standard_normal_rows(
     seed: Option<u64>,
     device: &Device,
 ) -> Tensor<4> {
-    use rayon::prelude::*;
     let Some(seed) = seed else {
         return Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
     };
-    let per_row = shape[1] * shape[2] * shape[3];
-    let mut values = vec![0f32; shape[0] * per_row];
+    let rows: Vec<(u64, usize)> = (first..first + shape[0]).map(|r| (seed, r)).collect();
+    standard_normal_keyed(&rows, [shape[1], shape[2], shape[3]], device)
+}
+
+/// One SplitMix64 step: a well-mixed 64-bit value of `z`.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A well-mixed seed for row `row` of the stream `seed`.
+fn row_seed(seed: u64, row: usize) -> u64 {
+    mix(seed ^ mix(row as u64))
+}
+
+/// A seed per image of a batch `[B, ...]` under `seed`, mixed from the image's own
+/// values: an image gets the same random draws wherever it sits in a batch, and alone,
+/// so that results do not depend on what else was explained with it (the cache and
+/// the shards rely on that).
+pub fn image_seeds<const D: usize>(images: &Tensor<D>, seed: u64) -> Vec<u64> {
+    let b = images.dims()[0];
+    let values = crate::to_host(images.clone());
+    let per_image = values.len() / b.max(1);
+    (0..b)
+        .map(|i| {
+            values[i * per_image..(i + 1) * per_image]
+                .iter()
+                .fold(mix(seed), |h, v| mix(h ^ u64::from(v.to_bits())))
+        })
+        .collect()
+}
+
+/// Standard normal rows `[rows.len(), c, h, w]`, row `k` drawn from its own generator
+/// seeded from `rows[k] = (stream, index)`: what a row holds depends on its stream and
+/// index alone, not on its place in the tensor. Rows are drawn in parallel.
+pub fn standard_normal_keyed(
+    rows: &[(u64, usize)],
+    [c, h, w]: [usize; 3],
+    device: &Device,
+) -> Tensor<4> {
+    use rayon::prelude::*;
+    let per_row = c * h * w;
+    let mut values = vec![0f32; rows.len() * per_row];
     values
         .par_chunks_mut(per_row.max(1))
-        .enumerate()
-        .for_each(|(i, row)| {
-            let mut rng = StdRng::seed_from_u64(row_seed(seed, first + i));
+        .zip(rows)
+        .for_each(|(row, &(stream, index))| {
+            let mut rng = StdRng::seed_from_u64(row_seed(stream, index));
             for value in row {
                 *value = rand_distr::StandardNormal.sample(&mut rng);
             }
         });
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// A well-mixed seed for row `row` of the stream `seed` (SplitMix64 steps).
-fn row_seed(seed: u64, row: usize) -> u64 {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    mix(seed ^ mix(row as u64))
+    Tensor::from_data(TensorData::new(values, [rows.len(), c, h, w]), device)
 }
 
 /// Uniform values in `[low, high)` of `shape`.

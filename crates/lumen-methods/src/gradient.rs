@@ -104,7 +104,8 @@ pub enum Baseline {
     White { mean: [f32; 3], std: [f32; 3] },
     /// The input blurred by a Gaussian of this standard deviation in pixels.
     Blur { sigma: f32 },
-    /// Uniform noise over the input's range, reproducible with a seed.
+    /// Uniform noise over the input's range, reproducible with a seed (seeded: each
+    /// image's own range and draws, whatever else is in the batch).
     Uniform { seed: Option<u64> },
     /// Each image's own per-channel mean colour.
     Mean,
@@ -170,10 +171,26 @@ impl Baseline {
                 per_channel(std::array::from_fn(|i| (1.0 - mean[i]) / std[i]))
             }
             Self::Blur { sigma } => gaussian_blur(input.clone(), *sigma),
-            Self::Uniform { seed } => {
+            Self::Uniform { seed: None } => {
                 let lo = input.clone().min().into_scalar::<f32>();
                 let hi = input.clone().max().into_scalar::<f32>();
-                lumen_core::random::uniform([b, c, h, w], lo, hi, *seed, &device)
+                lumen_core::random::uniform([b, c, h, w], lo, hi, None, &device)
+            }
+            // Seeded: each image's own range and its own stream (seeded from its values),
+            // so that an image's baseline does not depend on the rest of the batch.
+            Self::Uniform { seed: Some(seed) } => {
+                let host = lumen_core::to_host(input.clone());
+                let per_image = c * h * w;
+                let seeds = lumen_core::random::image_seeds(input, *seed);
+                let values: Vec<f32> = (0..b)
+                    .flat_map(|i| {
+                        let image = &host[i * per_image..(i + 1) * per_image];
+                        let lo = image.iter().copied().fold(f32::INFINITY, f32::min);
+                        let hi = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        lumen_core::random::uniform_values(per_image, lo, hi, seeds[i])
+                    })
+                    .collect();
+                Tensor::from_data(TensorData::new(values, [b, c, h, w]), &device)
             }
             Self::Mean => input
                 .clone()

@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
-use lumen_core::random::standard_normal_rows;
+use lumen_core::random::{image_seeds, standard_normal_keyed};
 use lumen_core::{
     ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks,
 };
@@ -59,6 +59,8 @@ pub struct NoiseTunnel<M: ExplainableModel> {
     /// Noise.
     pub noise: Noise,
     /// Seed for the noise: the same noise on every backend (see `lumen_core::random`).
+    /// Each image's noise comes from a stream of its own, seeded from this seed and the
+    /// image's values, so an image gets the same noise in any batch, at any place.
     pub seed: Option<u64>,
     /// Noisy inputs per call of the wrapped method; `None`: a fixed budget of values
     /// (`lumen_core::default_chunk_rows`), so memory stays bounded.
@@ -103,6 +105,7 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
         input: &Tensor<4>,
         rows: Range<usize>,
         deviations: &Option<Vec<f32>>,
+        streams: &Option<Vec<u64>>,
     ) -> Tensor<4> {
         let [_, c, h, w] = input.dims();
         let device = input.device();
@@ -114,7 +117,21 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
                 let column: Vec<f32> = images.iter().map(|&i| deviations[i]).collect();
                 let column =
                     Tensor::<4>::from_data(TensorData::new(column, [rows.len(), 1, 1, 1]), &device);
-                standard_normal_rows(rows.start, [rows.len(), c, h, w], self.seed, &device) * column
+                let standard = match streams {
+                    // Sample s of image i: row s of the image's own stream.
+                    Some(streams) => {
+                        let keyed: Vec<(u64, usize)> = rows
+                            .map(|r| (streams[r / self.samples], r % self.samples))
+                            .collect();
+                        standard_normal_keyed(&keyed, [c, h, w], &device)
+                    }
+                    None => Tensor::random(
+                        [rows.len(), c, h, w],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &device,
+                    ),
+                };
+                standard * column
             }
             (_, None) => unreachable!("deviations are given for generated noise"),
         };
@@ -163,6 +180,10 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let [b, c, h, w] = input.dims();
         let n = self.samples;
         let deviations = self.deviations(&input)?;
+        let streams = match (&self.noise, self.seed) {
+            (Noise::Given(_), _) | (_, None) => None,
+            (_, Some(seed)) => Some(image_seeds(&input, seed)),
+        };
         let rows = b * n;
         // Bounded by default: a fixed budget of input values per internal batch.
         let chunk = self
@@ -172,7 +193,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let mut maps = vec![];
         for range in row_chunks(rows, chunk) {
             let images: Vec<usize> = range.clone().map(|r| r / n).collect();
-            let part = self.noisy_rows(&input, range.clone(), &deviations);
+            let part = self.noisy_rows(&input, range.clone(), &deviations, &streams);
             let explanation =
                 self.inner
                     .explain(model, part, target.for_images(&images).as_ref())?;

@@ -382,6 +382,44 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// Seeded randomness (SmoothGrad's noise, IG's uniform baseline) is drawn per image
+    /// from the image's own values: an image explained alone gets the map it gets in a
+    /// batch, so a cache filled by one call serves any other; another seed changes it.
+    #[test]
+    fn an_image_gets_the_same_random_draws_in_any_batch() {
+        let (model, inputs) = model_and_inputs();
+        let last = inputs.select(&[2]).unwrap();
+        for (name, baseline) in [
+            ("smoothgrad", lumen_methods::BaselineKind::Zeros),
+            ("ig", lumen_methods::BaselineKind::Uniform),
+        ] {
+            let map = |inputs: &Inputs, seed: u64| {
+                let options = ExplainOptions {
+                    method: name.into(),
+                    method_options: MethodOptions {
+                        steps: 8,
+                        noise_samples: 6,
+                        baseline,
+                        seed: Some(seed),
+                        ..MethodOptions::default()
+                    },
+                    ..ExplainOptions::default()
+                };
+                let (explanation, _) =
+                    crate::api::explain_prediction(&model, inputs, &options).unwrap();
+                let values = explanation.heatmaps.to_vec();
+                let per_image = values.len() / inputs.len();
+                values[values.len() - per_image..].to_vec()
+            };
+            let in_batch = map(&inputs, 3);
+            assert!(max_diff(&map(&last, 3), &in_batch) < 1e-5, "{name}");
+            assert!(
+                max_diff(&map(&last, 4), &in_batch) > 1e-3,
+                "{name}: the seed counts"
+            );
+        }
+    }
+
     /// A cached comparison computes only the missing maps (a new image, a new method)
     /// and gives the maps of the uncached comparison.
     #[test]
