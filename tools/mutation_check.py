@@ -89,8 +89,8 @@ MUTATIONS = [
     (
         "smoothgrad-noise-doubled",
         "crates/lumen-methods/src/noise.rs",
-        "standard_normal_rows(rows.start, [rows.len(), c, h, w], self.seed, &device) * column",
-        "standard_normal_rows(rows.start, [rows.len(), c, h, w], self.seed, &device) * (column * 2.0)",
+        "                standard * column\n",
+        "                standard * (column * 2.0)\n",
         METHOD_PARITY,
     ),
     (
