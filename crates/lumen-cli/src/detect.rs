@@ -67,16 +67,10 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             "--target-class does not apply to detection models: choose boxes with --box or --score-threshold".into(),
         ));
     }
-    if args.cache.cache.is_some() {
-        return Err(LumenError::InvalidArgument(
-            "--cache: a detector's chosen boxes are not cached by `lumen explain`; `lumen batch \
-             --cache` caches each image's best detection"
-                .into(),
-        ));
-    }
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }
+    explain.cache = args.cache.open(&args.model)?;
     let options = DetectionOptions {
         explain,
         score_threshold: args.detection.score_threshold,
@@ -105,6 +99,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let out = crate::args::with_spinner(&what, args.print.quiet, || {
         explain_detection(&model, &inputs, &options)
     })?;
+    let boxes: usize = out.images.iter().map(|i| i.explained.len()).sum();
+    crate::args::report_cache(options.explain.cache.as_deref(), boxes);
     let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         match &out.explanation {

@@ -315,8 +315,8 @@ fn batch_explains_detectors_and_segmentors_and_caches_them() {
 
 /// `explain`, `compare` and `report` take `--cache`: a rerun reuses every result and
 /// writes the same bytes (figures, the polarity view, `--save-raw`'s attributions), a
-/// report reuses the maps a comparison stored, and a segmentor's explanation is cached
-/// too. A detector's chosen boxes are refused with the reason.
+/// report reuses the maps a comparison stored, and segmentors' and detectors'
+/// explanations are cached too.
 #[test]
 fn explain_compare_and_report_reuse_the_cache() {
     let images = shape_folder("cache-commands-images", 23, 3, "c");
@@ -415,22 +415,52 @@ fn explain_compare_and_report_reuse_the_cache() {
     ];
     run(&segment, "0 of 2 results reused, 2 stored");
     run(&segment, "2 of 2 results reused, 0 stored");
-    let refused = lumen(&[
-        "explain",
-        "--model",
-        "shapes-det",
-        &s,
-        "--method",
-        "gradcam",
-        "--cache",
-        &c,
-    ]);
-    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("lumen batch"),
-        "{}",
-        stderr(&refused)
-    );
+    // A detector: each explained box is an entry (the forward that finds the boxes
+    // still runs); D-RISE and a gradient method with its attributions alike.
+    let raw_boxes = out_dir.join("boxes.npy");
+    let rb = raw_boxes.display().to_string();
+    for method in ["saliency", "drise"] {
+        let detect = [
+            "explain",
+            "--model",
+            "shapes-det",
+            &s,
+            "--method",
+            method,
+            "--masks",
+            "64",
+            "--max-boxes",
+            "2",
+            "--save-raw",
+            &rb,
+            "--cache",
+            &c,
+            "--out",
+            &o,
+            "--json",
+        ];
+        let first = lumen(&detect);
+        assert!(first.status.success(), "{}", stderr(&first));
+        assert!(
+            stderr(&first).contains("results reused, "),
+            "{}",
+            stderr(&first)
+        );
+        let boxes = std::fs::read(&raw_boxes).unwrap();
+        let again = lumen(&detect);
+        let text = stderr(&again);
+        let reused = text.split("cache ").nth(1).unwrap_or_default();
+        let (hits, total) = reused
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(" results").next())
+            .and_then(|r| r.split_once(" of "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(hits, total, "{method}: {text}");
+        assert!(text.contains(", 0 stored"), "{method}: {text}");
+        assert_eq!(again.stdout, first.stdout, "{method}");
+        assert_eq!(std::fs::read(&raw_boxes).unwrap(), boxes, "{method}");
+    }
     for dir in [images, scenes, cache, out_dir] {
         std::fs::remove_dir_all(dir).ok();
     }

@@ -238,6 +238,97 @@ where
     Ok((explanation, explained))
 }
 
+/// An explanation of `keys.len()` independent rows (one box of one image each), taken
+/// row by row from the cache where it holds one; the missing rows are explained in one
+/// call of `explain_missing` (given their indices) and stored. Each entry keeps the
+/// row's raw map, its signed attribution and its convergence delta, so the result
+/// equals the uncached call's.
+pub(crate) fn rows_through_cache(
+    cache: &ExplanationCache,
+    keys: &[String],
+    device: &lumen_core::Device,
+    explain_missing: impl FnOnce(&[usize]) -> Result<Explanation>,
+) -> Result<Explanation> {
+    use lumen_core::burn::tensor::TensorData;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Row {
+        map: [usize; 2],
+        attribution: Option<[usize; 3]>,
+        delta: Option<f32>,
+    }
+    let mut rows: Vec<Option<(Row, Vec<f32>)>> = keys
+        .iter()
+        .map(|key| {
+            let (header, values) = cache.get_record(key)?;
+            let row: Row = serde_json::from_value(header).ok()?;
+            let expected =
+                row.map[0] * row.map[1] + row.attribution.map_or(0, |[c, h, w]| c * h * w);
+            (values.len() == expected).then_some((row, values))
+        })
+        .collect();
+    let missing: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].is_none()).collect();
+    if !missing.is_empty() {
+        let explanation = explain_missing(&missing)?;
+        let [_, h, w] = explanation.heatmaps.dims();
+        let maps = explanation.heatmaps.to_vec();
+        let attributions = explanation
+            .attributions
+            .as_ref()
+            .map(|a| (a.dims(), to_host(a.clone())));
+        for (k, &r) in missing.iter().enumerate() {
+            let mut values = maps[k * h * w..(k + 1) * h * w].to_vec();
+            let attribution = attributions.as_ref().map(|([_, c, ah, aw], all)| {
+                values.extend_from_slice(&all[k * c * ah * aw..(k + 1) * c * ah * aw]);
+                [*c, *ah, *aw]
+            });
+            let row = Row {
+                map: [h, w],
+                attribution,
+                delta: explanation.convergence_delta.as_ref().map(|d| d[k]),
+            };
+            let header = serde_json::to_value(&row)
+                .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+            cache.put_record(&keys[r], &header, &values)?;
+            rows[r] = Some((row, values));
+        }
+    }
+    let rows: Vec<(Row, Vec<f32>)> = rows.into_iter().flatten().collect();
+    let [h, w] = rows[0].0.map;
+    if rows.iter().any(|(row, _)| row.map != [h, w]) {
+        return Err(LumenError::InvalidArgument(format!(
+            "the cache {} holds maps of different sizes for one method and input size: \
+             remove the folder and run again",
+            cache.dir().display()
+        )));
+    }
+    let maps: Vec<f32> = rows
+        .iter()
+        .flat_map(|(_, v)| v[..h * w].iter().copied())
+        .collect();
+    let mut explanation = Explanation::new(lumen_core::Heatmaps::new(Tensor::<3>::from_data(
+        TensorData::new(maps, [rows.len(), h, w]),
+        device,
+    )));
+    if let Some(dims) = rows[0].0.attribution
+        && rows.iter().all(|(row, _)| row.attribution == Some(dims))
+    {
+        let values: Vec<f32> = rows
+            .iter()
+            .flat_map(|(_, v)| v[h * w..].iter().copied())
+            .collect();
+        let [c, ah, aw] = dims;
+        explanation = explanation.with_attributions(Tensor::<4>::from_data(
+            TensorData::new(values, [rows.len(), c, ah, aw]),
+            device,
+        ));
+    }
+    if rows.iter().all(|(row, _)| row.delta.is_some()) {
+        explanation = explanation
+            .with_convergence_delta(rows.iter().filter_map(|(row, _)| row.delta).collect());
+    }
+    Ok(explanation)
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use std::cell::Cell;

@@ -148,13 +148,6 @@ where
     T::Model: ExplainableModel<Output = lumen_core::DetectorOutput>,
 {
     options.explain.validate()?;
-    if options.explain.cache.is_some() {
-        return Err(LumenError::InvalidArgument(
-            "a detector's explanation of chosen boxes is not cached: leave the cache out (`lumen \
-             batch --cache` caches each image's best detection)"
-                .into(),
-        ));
-    }
     if !(0.0..=1.0).contains(&options.score_threshold) {
         return Err(LumenError::InvalidArgument(format!(
             "the score threshold must be in [0, 1], got {}",
@@ -238,23 +231,62 @@ where
         &inputs.tensor.device(),
     );
     let repeated = inputs.tensor.clone().select(0, index);
-    let explanation = match &method {
+    if let Some(layer) = &layer {
+        model.model().check_layers(layer)?;
+    }
+    // The rows' explanations: one box of one image each, independent of the others.
+    let explain_rows = |repeated: Tensor<4>, requests: Vec<Vec<BoxRequest>>| match &method {
         Some(method) => {
-            if let Some(layer) = &layer {
-                model.model().check_layers(layer)?;
-            }
             let target = BoxScore {
                 boxes: requests,
                 match_threshold: task.match_threshold,
                 decode: task.decode,
                 kind: options.target,
             };
-            method.explain(model.model(), repeated, &target)?
+            method.explain(model.model(), repeated, &target)
         }
         None => {
             let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();
             let maps = drise(model.model(), &repeated, &targets, &options.drise)?;
-            lumen_methods::Explanation::new(maps)
+            Ok(lumen_methods::Explanation::new(maps))
+        }
+    };
+    let explanation = match options.explain.cache.as_deref() {
+        None => explain_rows(repeated, requests)?,
+        Some(cache) => {
+            let settings = format!(
+                "detection\nmethod {method_name}\nlayer {layer:?}\noptions {:?}\ntarget {:?}\n\
+                 match {} decode {:?}\ndrise {:?}\npreprocessing {:?}",
+                method_options(model, &options.explain.method_options),
+                options.target,
+                task.match_threshold,
+                task.decode,
+                is_drise.then_some(&options.drise),
+                model.data_config()
+            );
+            let image_keys = cache.image_keys(&settings, &inputs.tensor);
+            let keys: Vec<String> = rows
+                .iter()
+                .zip(&requests)
+                .map(|(&image, request)| {
+                    let mut key = image_keys[image].clone();
+                    key.push_str(&serde_json::to_string(request).unwrap_or_default());
+                    cache.key(&key, b"")
+                })
+                .collect();
+            crate::cached::rows_through_cache(cache, &keys, &inputs.tensor.device(), |missing| {
+                let index = Tensor::<1, Int>::from_data(
+                    TensorData::new(
+                        missing.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                        [missing.len()],
+                    ),
+                    &inputs.tensor.device(),
+                );
+                explain_rows(
+                    repeated.clone().select(0, index),
+                    missing.iter().map(|&r| requests[r].clone()).collect(),
+                )
+            })?
         }
     };
     let explanation = if options.renormalize {
