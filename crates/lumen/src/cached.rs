@@ -1,7 +1,8 @@
 //! The explanation cache in the calls that explain given images (`explain_prediction`,
-//! `explain_with`, `compare_methods`, `write_report`): keys from the image as the model
-//! sees it, and explain's cached path. `explain_batch_with` keys by the files' bytes
-//! instead (see [`crate::api`]).
+//! `explain_with`, `compare_methods`, `write_report`, `explain_detection`'s boxes):
+//! keys from the image as the model sees it, explain's cached path and the per-row one
+//! of detections. `explain_batch_with` keys by the files' bytes instead (see
+//! [`crate::api`]).
 
 use lumen_core::{ExplainableModel, LumenError, Result, Tensor, to_host};
 use lumen_methods::{Explanation, Method};
