@@ -798,7 +798,7 @@ fn plan<'a>(
 
 /// The detection bench: mAP@0.5 of the detector on `scenes`, and for each method
 /// and floor, where the map of every confident detection that matches an object puts
-/// its evidence ([`DETECTION_METRICS`]).
+/// its evidence (`DETECTION_METRICS`).
 pub fn evaluate_detector(
     model: &LoadedDetector,
     scenes: &[ShapeScene],
@@ -936,7 +936,7 @@ pub fn evaluate_detector(
 /// The segmentation bench: mIoU of the segmentor on `scenes`, and for each method and
 /// floor, where the map of each scene's largest object's class (over its predicted
 /// region) puts its evidence against that class's true pixels
-/// ([`SEGMENTATION_METRICS`]).
+/// (`SEGMENTATION_METRICS`).
 pub fn evaluate_segmentor(
     model: &LoadedSegmentor,
     scenes: &[ShapeScene],
