@@ -38,24 +38,6 @@ pub fn standard_normal(shape: [usize; 4], seed: Option<u64>, device: &Device) ->
     }
 }
 
-/// Rows `first..first + shape[0]` of a seeded standard normal stream of rows
-/// `[_, c, h, w]`: each row draws from its own generator, seeded from `seed` and the
-/// row's index, so a chunk of rows holds the same values however the rows are chunked
-/// (memory stays bounded), and rows are drawn in parallel. Without a seed, the device
-/// draws them.
-pub fn standard_normal_rows(
-    first: usize,
-    shape: [usize; 4],
-    seed: Option<u64>,
-    device: &Device,
-) -> Tensor<4> {
-    let Some(seed) = seed else {
-        return Tensor::random(shape, Distribution::Normal(0.0, 1.0), device);
-    };
-    let rows: Vec<(u64, usize)> = (first..first + shape[0]).map(|r| (seed, r)).collect();
-    standard_normal_keyed(&rows, [shape[1], shape[2], shape[3]], device)
-}
-
 /// One SplitMix64 step: a well-mixed 64-bit value of `z`.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -74,10 +56,13 @@ fn row_seed(seed: u64, row: usize) -> u64 {
 /// so that results do not depend on what else was explained with it (the cache and
 /// the shards rely on that).
 pub fn image_seeds<const D: usize>(images: &Tensor<D>, seed: u64) -> Vec<u64> {
-    let b = images.dims()[0];
-    let values = crate::to_host(images.clone());
-    let per_image = values.len() / b.max(1);
-    (0..b)
+    image_seeds_of(&crate::to_host(images.clone()), images.dims()[0], seed)
+}
+
+/// [`image_seeds`] of `images` images already on the host, row-major.
+pub fn image_seeds_of(values: &[f32], images: usize, seed: u64) -> Vec<u64> {
+    let per_image = values.len() / images.max(1);
+    (0..images)
         .map(|i| {
             values[i * per_image..(i + 1) * per_image]
                 .iter()
@@ -135,21 +120,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seeded_rows_do_not_depend_on_the_chunking() {
+    fn keyed_rows_do_not_depend_on_their_place() {
         let device = Device::flex();
-        let whole = crate::to_host(standard_normal_rows(0, [7, 3, 5, 4], Some(9), &device));
+        let keys: Vec<(u64, usize)> = (0..7).map(|r| (9, r)).collect();
+        let whole = crate::to_host(standard_normal_keyed(&keys, [3, 5, 4], &device));
         let mut chunked = vec![];
-        for (first, rows) in [(0, 2), (2, 4), (6, 1)] {
-            chunked.extend(crate::to_host(standard_normal_rows(
-                first,
-                [rows, 3, 5, 4],
-                Some(9),
+        for range in [0..2, 2..6, 6..7] {
+            chunked.extend(crate::to_host(standard_normal_keyed(
+                &keys[range],
+                [3, 5, 4],
                 &device,
             )));
         }
         assert_eq!(whole, chunked);
-        let other = crate::to_host(standard_normal_rows(0, [7, 3, 5, 4], Some(10), &device));
-        assert_ne!(whole, other);
+        // A row alone, or first, holds what it holds among the others.
+        let alone = crate::to_host(standard_normal_keyed(&[(9, 3)], [3, 5, 4], &device));
+        assert_eq!(alone, whole[180..240]);
+        let other: Vec<(u64, usize)> = (0..7).map(|r| (10, r)).collect();
+        assert_ne!(
+            whole,
+            crate::to_host(standard_normal_keyed(&other, [3, 5, 4], &device))
+        );
         // Rows are not copies of each other, and the values are standard normal.
         assert_ne!(whole[..60], whole[60..120]);
         let n = whole.len() as f32;

@@ -181,7 +181,7 @@ impl Baseline {
             Self::Uniform { seed: Some(seed) } => {
                 let host = lumen_core::to_host(input.clone());
                 let per_image = c * h * w;
-                let seeds = lumen_core::random::image_seeds(input, *seed);
+                let seeds = lumen_core::random::image_seeds_of(&host, b, *seed);
                 let values: Vec<f32> = (0..b)
                     .flat_map(|i| {
                         let image = &host[i * per_image..(i + 1) * per_image];

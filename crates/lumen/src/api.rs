@@ -25,7 +25,7 @@ use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
 use crate::cache::{CacheRecord, CachedExplanation, ExplanationCache};
-use crate::cached::{input_rows, requested_keys, targets_at};
+use crate::cached::{image_target_keys, input_rows, requested_keys, targets_at};
 use crate::figures::{FigureJob, FigureStyle, FigureWorkers, figure_threads};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
@@ -156,7 +156,8 @@ pub struct ExplainOptions<R = usize> {
     pub cautions: BTreeMap<String, Vec<String>>,
     /// Take each image's explanation from this cache where it holds one, and store the
     /// new ones there ([`explain_prediction`], [`explain_with`], [`compare_methods`],
-    /// [`write_report`]; [`explain_batch_with`] takes its cache in [`BatchRun`]). The
+    /// [`write_report`], and the segmentation and detection calls built on them;
+    /// [`explain_batch_with`] takes its cache in [`BatchRun`]). The
     /// key covers the model's weights, the method, its name and options, the layer, the
     /// requested target and the image as the model sees it (shape and normalised
     /// values): a user's own [`Method`] must change its name when its results change.
@@ -645,12 +646,7 @@ where
                             m.layer(model.model()),
                             model.data_config()
                         );
-                        rows.iter()
-                            .zip(&requested)
-                            .map(|(row, target)| {
-                                cache.key(&format!("{settings}\ntarget {target}"), row)
-                            })
-                            .collect()
+                        image_target_keys(cache, &settings, &rows, &requested)
                     })
                     .collect(),
             )

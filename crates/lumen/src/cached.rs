@@ -6,6 +6,7 @@
 
 use lumen_core::{ExplainableModel, LumenError, Result, Tensor, to_host};
 use lumen_methods::{Explanation, Method};
+use lumen_report::Map;
 
 use crate::api::{
     Drawn, ExplainOptions, ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel,
@@ -51,6 +52,20 @@ pub(crate) fn requested_keys<R: CacheRecord>(
     }
 }
 
+/// Each image's key under `settings` and its requested target (`rows` from
+/// [`input_rows`], `requested` from [`requested_keys`]).
+pub(crate) fn image_target_keys(
+    cache: &ExplanationCache,
+    settings: &str,
+    rows: &[Vec<u8>],
+    requested: &[String],
+) -> Vec<String> {
+    rows.iter()
+        .zip(requested)
+        .map(|(row, target)| cache.key(&format!("{settings}\ntarget {target}"), row))
+        .collect()
+}
+
 /// The targets of the images at `positions`.
 pub(crate) fn targets_at<R: Clone>(
     targets: &Option<Vec<R>>,
@@ -59,6 +74,89 @@ pub(crate) fn targets_at<R: Clone>(
     targets
         .as_ref()
         .map(|t| positions.iter().map(|&i| t[i].clone()).collect())
+}
+
+/// One row of an explanation on the host: what an entry keeps of it.
+struct Row {
+    /// The raw (unnormalised) map.
+    heatmap: Map,
+    /// The signed attribution (gradient methods).
+    attribution: Option<Attribution>,
+    /// Integrated Gradients' completeness gap.
+    delta: Option<f32>,
+}
+
+/// An explanation's rows on the host.
+fn split_rows(explanation: &Explanation) -> Vec<Row> {
+    let maps = raw_maps(&explanation.heatmaps);
+    let attributions = explanation
+        .attributions
+        .as_ref()
+        .map(|a| (a.dims(), to_host(a.clone())));
+    maps.into_iter()
+        .enumerate()
+        .map(|(k, heatmap)| Row {
+            heatmap,
+            attribution: attributions.as_ref().map(|([_, c, h, w], values)| {
+                let size = c * h * w;
+                Attribution {
+                    dims: [*c, *h, *w],
+                    values: values[k * size..(k + 1) * size].to_vec(),
+                }
+            }),
+            delta: explanation.convergence_delta.as_ref().map(|d| d[k]),
+        })
+        .collect()
+}
+
+/// Rows (fresh or from the cache) joined into one explanation on `device`: the
+/// attributions and deltas when every row has them. Maps of different sizes (a cache
+/// written by another version) are an error naming the folder.
+fn join_rows(
+    rows: &[(&Map, Option<&Attribution>, Option<f32>)],
+    device: &lumen_core::Device,
+    cache: &ExplanationCache,
+) -> Result<Explanation> {
+    use lumen_core::burn::tensor::TensorData;
+    let (width, height) = (rows[0].0.width, rows[0].0.height);
+    if rows
+        .iter()
+        .any(|(map, ..)| [map.width, map.height] != [width, height])
+    {
+        return Err(LumenError::InvalidArgument(format!(
+            "the cache {} holds maps of different sizes for one method and input size: \
+             remove the folder and run again",
+            cache.dir().display()
+        )));
+    }
+    let maps: Vec<f32> = rows
+        .iter()
+        .flat_map(|(map, ..)| map.values.iter().copied())
+        .collect();
+    let mut explanation = Explanation::new(lumen_core::Heatmaps::new(Tensor::<3>::from_data(
+        TensorData::new(maps, [rows.len(), height as usize, width as usize]),
+        device,
+    )));
+    if let Some(first) = rows[0].1
+        && rows
+            .iter()
+            .all(|(_, a, _)| a.is_some_and(|a| a.dims == first.dims))
+    {
+        let values: Vec<f32> = rows
+            .iter()
+            .flat_map(|(_, a, _)| a.map_or(&[][..], |a| &a.values).iter().copied())
+            .collect();
+        let [c, h, w] = first.dims;
+        explanation = explanation.with_attributions(Tensor::<4>::from_data(
+            TensorData::new(values, [rows.len(), c, h, w]),
+            device,
+        ));
+    }
+    if rows.iter().all(|(.., delta)| delta.is_some()) {
+        explanation = explanation
+            .with_convergence_delta(rows.iter().filter_map(|(.., delta)| *delta).collect());
+    }
+    Ok(explanation)
 }
 
 /// [`explain_and_draw`] with a cache: the images without an entry are explained in one
@@ -93,11 +191,7 @@ where
         model.data_config(),
         options.polarity
     );
-    let keys: Vec<String> = input_rows(&inputs.tensor)
-        .iter()
-        .zip(&requested)
-        .map(|(row, target)| cache.key(&format!("{settings}\ntarget {target}"), row))
-        .collect();
+    let keys = image_target_keys(cache, &settings, &input_rows(&inputs.tensor), &requested);
     let mut entries: Vec<Option<CachedExplanation<PredictionOf<T>, RequestOf<T>>>> =
         keys.iter().map(|key| cache.get(key)).collect();
     let missing: Vec<usize> = (0..inputs.len())
@@ -112,34 +206,20 @@ where
             ..options.clone()
         };
         let (explanation, drawn) = explain_and_draw_uncached(model, &subset, method, &quiet)?;
-        let raw = raw_maps(&explanation.heatmaps);
-        let attributions: Vec<Option<Attribution>> = match &explanation.attributions {
-            Some(a) => {
-                let [b, c, h, w] = a.dims();
-                let values = to_host(a.clone());
-                (0..b)
-                    .map(|k| {
-                        Some(Attribution {
-                            dims: [c, h, w],
-                            values: values[k * c * h * w..(k + 1) * c * h * w].to_vec(),
-                        })
-                    })
-                    .collect()
-            }
-            None => vec![None; missing.len()],
-        };
-        for (((d, heatmap), attribution), &i) in
-            drawn.into_iter().zip(raw).zip(attributions).zip(&missing)
+        for ((d, row), &i) in drawn
+            .into_iter()
+            .zip(split_rows(&explanation))
+            .zip(&missing)
         {
             let entry = CachedExplanation {
                 prediction: d.result.prediction,
                 target: d.result.target,
                 layer: d.result.layer,
-                convergence_delta: d.result.convergence_delta,
+                convergence_delta: row.delta,
                 title: d.title,
-                heatmap,
+                heatmap: row.heatmap,
                 signed: d.signed,
-                attributions: attribution,
+                attributions: row.attribution,
             };
             cache.put(&keys[i], &entry)?;
             entries[i] = Some(entry);
@@ -149,17 +229,12 @@ where
         .into_iter()
         .map(|e| e.expect("every missing entry was computed"))
         .collect();
-    let [height, width] = [entries[0].heatmap.height, entries[0].heatmap.width];
-    if entries
+    // Joined before any figure is drawn: a damaged cache fails before writing.
+    let rows: Vec<_> = entries
         .iter()
-        .any(|e| [e.heatmap.height, e.heatmap.width] != [height, width])
-    {
-        return Err(LumenError::InvalidArgument(format!(
-            "the cache {} holds maps of different sizes for one method and input size: \
-             remove the folder and run again",
-            cache.dir().display()
-        )));
-    }
+        .map(|e| (&e.heatmap, e.attributions.as_ref(), e.convergence_delta))
+        .collect();
+    let explanation = join_rows(&rows, model.device(), cache)?;
     let task = model.task();
     let mut explained = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
@@ -194,48 +269,6 @@ where
             signed: entry.signed.clone(),
         });
     }
-    let device = model.device();
-    let heatmaps = lumen_core::Heatmaps::new(Tensor::<3>::from_data(
-        lumen_core::burn::tensor::TensorData::new(
-            entries
-                .iter()
-                .flat_map(|e| e.heatmap.values.iter().copied())
-                .collect::<Vec<f32>>(),
-            [entries.len(), height as usize, width as usize],
-        ),
-        device,
-    ));
-    let mut explanation = Explanation::new(heatmaps);
-    if let Some(first) = &entries[0].attributions
-        && entries.iter().all(|e| {
-            e.attributions
-                .as_ref()
-                .is_some_and(|a| a.dims == first.dims)
-        })
-    {
-        let [c, h, w] = first.dims;
-        explanation = explanation.with_attributions(Tensor::<4>::from_data(
-            lumen_core::burn::tensor::TensorData::new(
-                entries
-                    .iter()
-                    .flat_map(|e| {
-                        e.attributions
-                            .as_ref()
-                            .expect("checked")
-                            .values
-                            .iter()
-                            .copied()
-                    })
-                    .collect::<Vec<f32>>(),
-                [entries.len(), c, h, w],
-            ),
-            device,
-        ));
-    }
-    if entries.iter().all(|e| e.convergence_delta.is_some()) {
-        explanation = explanation
-            .with_convergence_delta(entries.iter().filter_map(|e| e.convergence_delta).collect());
-    }
     Ok((explanation, explained))
 }
 
@@ -250,84 +283,61 @@ pub(crate) fn rows_through_cache(
     device: &lumen_core::Device,
     explain_missing: impl FnOnce(&[usize]) -> Result<Explanation>,
 ) -> Result<Explanation> {
-    use lumen_core::burn::tensor::TensorData;
+    /// An entry's header; its values are the map's, then the attribution's.
     #[derive(serde::Serialize, serde::Deserialize)]
-    struct Row {
-        map: [usize; 2],
+    struct Header {
+        map: [u32; 2],
         attribution: Option<[usize; 3]>,
         delta: Option<f32>,
     }
-    let mut rows: Vec<Option<(Row, Vec<f32>)>> = keys
+    let mut rows: Vec<Option<Row>> = keys
         .iter()
         .map(|key| {
-            let (header, values) = cache.get_record(key)?;
-            let row: Row = serde_json::from_value(header).ok()?;
-            let expected =
-                row.map[0] * row.map[1] + row.attribution.map_or(0, |[c, h, w]| c * h * w);
-            (values.len() == expected).then_some((row, values))
+            let (header, mut values) = cache.get_record(key)?;
+            let header: Header = serde_json::from_value(header).ok()?;
+            let [width, height] = header.map;
+            let pixels = width as usize * height as usize;
+            let attribution_values = header.attribution.map_or(0, |[c, h, w]| c * h * w);
+            if values.len() != pixels + attribution_values {
+                return None;
+            }
+            let attribution = header.attribution.map(|dims| Attribution {
+                dims,
+                values: values.split_off(pixels),
+            });
+            Some(Row {
+                heatmap: Map::new(values, width, height),
+                attribution,
+                delta: header.delta,
+            })
         })
         .collect();
     let missing: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].is_none()).collect();
     if !missing.is_empty() {
         let explanation = explain_missing(&missing)?;
-        let [_, h, w] = explanation.heatmaps.dims();
-        let maps = explanation.heatmaps.to_vec();
-        let attributions = explanation
-            .attributions
-            .as_ref()
-            .map(|a| (a.dims(), to_host(a.clone())));
-        for (k, &r) in missing.iter().enumerate() {
-            let mut values = maps[k * h * w..(k + 1) * h * w].to_vec();
-            let attribution = attributions.as_ref().map(|([_, c, ah, aw], all)| {
-                values.extend_from_slice(&all[k * c * ah * aw..(k + 1) * c * ah * aw]);
-                [*c, *ah, *aw]
-            });
-            let row = Row {
-                map: [h, w],
-                attribution,
-                delta: explanation.convergence_delta.as_ref().map(|d| d[k]),
-            };
-            let header = serde_json::to_value(&row)
-                .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+        for (row, &r) in split_rows(&explanation).into_iter().zip(&missing) {
+            let header = serde_json::to_value(Header {
+                map: [row.heatmap.width, row.heatmap.height],
+                attribution: row.attribution.as_ref().map(|a| a.dims),
+                delta: row.delta,
+            })
+            .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+            let mut values = row.heatmap.values.clone();
+            values.extend(
+                row.attribution
+                    .iter()
+                    .flat_map(|a| a.values.iter().copied()),
+            );
             cache.put_record(&keys[r], &header, &values)?;
-            rows[r] = Some((row, values));
+            rows[r] = Some(row);
         }
     }
-    let rows: Vec<(Row, Vec<f32>)> = rows.into_iter().flatten().collect();
-    let [h, w] = rows[0].0.map;
-    if rows.iter().any(|(row, _)| row.map != [h, w]) {
-        return Err(LumenError::InvalidArgument(format!(
-            "the cache {} holds maps of different sizes for one method and input size: \
-             remove the folder and run again",
-            cache.dir().display()
-        )));
-    }
-    let maps: Vec<f32> = rows
+    let rows: Vec<_> = rows
         .iter()
-        .flat_map(|(_, v)| v[..h * w].iter().copied())
+        .flatten()
+        .map(|row| (&row.heatmap, row.attribution.as_ref(), row.delta))
         .collect();
-    let mut explanation = Explanation::new(lumen_core::Heatmaps::new(Tensor::<3>::from_data(
-        TensorData::new(maps, [rows.len(), h, w]),
-        device,
-    )));
-    if let Some(dims) = rows[0].0.attribution
-        && rows.iter().all(|(row, _)| row.attribution == Some(dims))
-    {
-        let values: Vec<f32> = rows
-            .iter()
-            .flat_map(|(_, v)| v[h * w..].iter().copied())
-            .collect();
-        let [c, ah, aw] = dims;
-        explanation = explanation.with_attributions(Tensor::<4>::from_data(
-            TensorData::new(values, [rows.len(), c, ah, aw]),
-            device,
-        ));
-    }
-    if rows.iter().all(|(row, _)| row.delta.is_some()) {
-        explanation = explanation
-            .with_convergence_delta(rows.iter().filter_map(|(row, _)| row.delta).collect());
-    }
-    Ok(explanation)
+    join_rows(&rows, device, cache)
 }
 
 #[cfg(all(test, feature = "flex"))]
