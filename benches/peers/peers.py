@@ -133,7 +133,7 @@ def lumen_side(args, weights, input_path, works):
     out = subprocess.run(
         [str(binary), "--model", args.model, "--weights", str(weights), "--input", str(input_path),
          "--works", ",".join(works), "--heavy-images", str(args.heavy_images), "--device", device,
-         "--repeats", str(args.repeats), "--steps", str(args.steps)],
+         "--repeats", str(args.repeats), "--steps", str(args.steps), "--precision", args.lumen_precision],
         check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     return {r["work"]: r["median_ms_per_image"] for r in rows}
@@ -198,6 +198,8 @@ def main():
     parser.add_argument("--folder", type=int, default=32, help="JPEGs for the end-to-end run (0: skip)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lumen-device", default="cpu", help="Lumen's CPU device: cpu (flex) or tch:cpu")
+    parser.add_argument("--lumen-precision", default="f32",
+                        help="Lumen's float precision: f32, f16 or bf16 (the peers stay in float32)")
     parser.add_argument("--lumen-binary", help="peer_lumen built with other features (default: TARGET/release/peer_lumen)")
     parser.add_argument("--lumen-only", action="store_true", help="time Lumen alone (another backend of the same run)")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! peer_lumen --model resnet18 --weights W.safetensors --input x.npy \
-//!     --works forward,gradcam,gradcam++,ig,smoothgrad [--device cpu] [--repeats 5]
+//!     --works forward,gradcam,gradcam++,ig,smoothgrad [--device cpu] [--precision f32] [--repeats 5]
 //! ```
 //!
 //! Each run ends with the maps on the host, so a GPU's queued work is counted.
@@ -14,7 +14,7 @@ use std::time::Instant;
 use clap::Parser;
 use lumen::core::{ClassLogit, ExplainableModel, to_host};
 use lumen::methods::{MethodOptions, Noise, by_name};
-use lumen::{LoadedModel, ZooModel, device_from_str, read_npy_batch};
+use lumen::{LoadedModel, Precision, ZooModel, device_with_precision, read_npy_batch};
 
 #[derive(Parser)]
 struct Args {
@@ -37,6 +37,9 @@ struct Args {
     heavy_images: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Float precision: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     #[arg(long, default_value_t = 5)]
     repeats: usize,
     /// Integrated Gradients steps and noise-tunnel samples.
@@ -55,7 +58,7 @@ struct Args {
 
 fn main() -> lumen::Result<()> {
     let args = Args::parse();
-    let device = device_from_str(&args.device)?;
+    let device = device_with_precision(&args.device, args.precision)?;
     let loaded = LoadedModel::load(&args.model, args.num_classes, &args.weights, &device)?;
     let model: &ZooModel = &loaded.model;
     let input = read_npy_batch(&args.input, &device)?;

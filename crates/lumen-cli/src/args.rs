@@ -7,8 +7,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lumen::{
     BaselineKind, Colormap, ExplainOptions, ExplanationCache, HeadFusion, InputFailure, Inputs,
-    IntegrationRule, LoadedModel, LumenError, MethodOptions, Noise, Result, TaskModel,
-    device_from_str, methods::Family,
+    IntegrationRule, LoadedModel, LumenError, MethodOptions, Noise, Precision, Result, TaskModel,
+    methods::Family,
 };
 use serde::Serialize;
 
@@ -62,9 +62,19 @@ pub struct ModelArgs {
     /// Device: cpu, wgpu, wgpu:N, tch:cpu, tch:cuda:N, cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Float precision of the weights and the computation: f32, f16 or bf16. Half
+    /// precision is for GPUs with half-precision units; maps differ from float32's
+    /// (measured in docs/performance.md).
+    #[arg(long, default_value = "f32", value_parser = choice::<Precision>)]
+    pub precision: Precision,
 }
 
 impl ModelArgs {
+    /// The device `--device` names, computing in `--precision`.
+    pub fn device(&self) -> Result<lumen::Device> {
+        lumen::device_with_precision(&self.device, self.precision)
+    }
+
     /// Whether `--model` names a segmentation architecture.
     pub fn is_segmentation(&self) -> bool {
         lumen::is_segmentation_architecture(&self.model)
@@ -100,7 +110,7 @@ impl ModelArgs {
     /// checkpoint with `--num-classes`.
     pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
         self.check_name()?;
-        let device = device_from_str(&self.device)?;
+        let device = self.device()?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return lumen::LoadedDetector::bundled(&self.model, &device);
         }
@@ -118,7 +128,7 @@ impl ModelArgs {
     /// checkpoint with `--num-classes`.
     pub fn load_segmentor(&self) -> Result<lumen::LoadedSegmentor> {
         self.check_name()?;
-        let device = device_from_str(&self.device)?;
+        let device = self.device()?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return lumen::LoadedSegmentor::bundled(&self.model, &device);
         }
@@ -136,7 +146,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<LoadedModel> {
         self.check_name()?;
         self.require_classifier()?;
-        let device = device_from_str(&self.device)?;
+        let device = self.device()?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return LoadedModel::bundled(&self.model, &device);
         }
@@ -167,7 +177,7 @@ impl ModelArgs {
             None => LoadedModel::init(
                 &self.model,
                 self.num_classes.unwrap_or(1000),
-                &device_from_str(&self.device)?,
+                &self.device()?,
             ),
         }
     }
@@ -563,11 +573,16 @@ pub fn open_cache(dir: Option<&Path>, model: &ModelArgs) -> Result<Option<Explan
         return Ok(None);
     };
     check_folder_writable("--cache", dir)?;
-    let fingerprint = lumen::model_fingerprint(
+    let mut fingerprint = lumen::model_fingerprint(
         &model.model,
         model.num_classes.unwrap_or(1000),
         model.weights.as_deref(),
     )?;
+    // Half precision changes the maps: its results are kept apart from float32's
+    // (float32 keys stay as they were, so existing caches remain valid).
+    if model.precision != Precision::F32 {
+        fingerprint.push_str(&format!(" precision {}", model.precision));
+    }
     Ok(Some(ExplanationCache::open(dir, fingerprint)?))
 }
 

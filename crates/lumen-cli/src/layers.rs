@@ -53,7 +53,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
             None => lumen::LoadedSegmentor::init(
                 &args.model.model,
                 args.model.num_classes.unwrap_or(2),
-                &lumen::device_from_str(&args.model.device)?,
+                &args.model.device()?,
             )?,
         };
         (model.name.clone(), layer_rows(&model.model))
@@ -63,7 +63,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
             None => lumen::LoadedDetector::init(
                 &args.model.model,
                 args.model.num_classes.unwrap_or(1),
-                &lumen::device_from_str(&args.model.device)?,
+                &args.model.device()?,
             )?,
         };
         (model.name.clone(), layer_rows(&model.model))

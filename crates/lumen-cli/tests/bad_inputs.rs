@@ -405,6 +405,10 @@ fn numeric_options_are_validated_before_any_work() {
             "discard ratio must be in [0, 1)",
         ),
         (&["--target-class", "9"], "class index 9 is out of range"),
+        (
+            &["--precision", "f8"],
+            "unknown precision `f8`: use f32, f16 or bf16",
+        ),
     ];
     for (extra, message) in cases {
         let mut args = vec!["explain", "--model", "shapes-cnn", "--image", &image];

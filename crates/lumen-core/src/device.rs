@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, DeviceConfig, FloatDType};
 
 use crate::error::{LumenError, Result};
 
@@ -166,6 +166,97 @@ pub fn with_gradients(device: &Device) -> Device {
     device.clone().autodiff()
 }
 
+/// The floating-point type a device computes in. `F16` and `BF16` halve the memory
+/// and bandwidth of activations and weights on GPUs with half-precision units; on CPUs
+/// they are usually slower (see `docs/performance.md`, "Half precision").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// IEEE float32: what the reference libraries compute in.
+    #[default]
+    F32,
+    /// IEEE float16 (5 exponent bits: range to 65504, 11 significant bits).
+    F16,
+    /// bfloat16 (float32's range, 8 significant bits).
+    BF16,
+}
+
+impl Precision {
+    /// Burn's float type for this precision.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::BF16 => FloatDType::BF16,
+        }
+    }
+
+    /// The precision a device computes in now (float32 unless set).
+    pub fn of(device: &Device) -> Option<Self> {
+        match device.settings().float_dtype {
+            FloatDType::F32 => Some(Self::F32),
+            FloatDType::F16 => Some(Self::F16),
+            FloatDType::BF16 => Some(Self::BF16),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = LumenError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::BF16),
+            _ => Err(LumenError::InvalidArgument(format!(
+                "unknown precision `{text}`: use f32, f16 or bf16"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+        })
+    }
+}
+
+/// Make every float tensor created on `device` from now on (weights the zoo loads,
+/// inputs, noise, masks) use `precision`; results read back to the host are float32.
+/// Burn fixes a device's types for the whole process when the first tensor is
+/// created on it, so call this first: asking again for the precision it already has
+/// is fine, asking for another one is an error.
+pub fn set_precision(device: &mut Device, precision: Precision) -> Result<()> {
+    let current = Precision::of(device);
+    if current == Some(precision) && precision == Precision::F32 {
+        return Ok(());
+    }
+    match device.configure(DeviceConfig::default().float_dtype(precision.dtype())) {
+        Ok(()) => Ok(()),
+        Err(_) if Precision::of(device) == Some(precision) => Ok(()),
+        Err(e) => Err(LumenError::InvalidArgument(format!(
+            "cannot compute in {precision} on this device: {e} (a device's precision is \
+             fixed once the first tensor is created on it; it computes in {})",
+            current.map_or_else(
+                || format!("{:?}", device.settings().float_dtype),
+                |p| p.to_string()
+            )
+        ))),
+    }
+}
+
+/// [`device_from_str`], computing in `precision`.
+pub fn device_with_precision(spec: &str, precision: Precision) -> Result<Device> {
+    let mut device = device_from_str(spec)?;
+    set_precision(&mut device, precision)?;
+    Ok(device)
+}
+
 /// Seed the device's random number generator (noise, random baselines, masks).
 pub fn seed(device: &Device, seed: u64) {
     device.seed(seed);
@@ -211,6 +302,21 @@ mod tests {
         }
         let err = device_from_str("cuda:0").unwrap_err().to_string();
         assert!(err.contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn precision_spellings_parse_and_unknown_ones_are_refused() {
+        for (text, expected) in [
+            ("f32", Precision::F32),
+            ("FP16", Precision::F16),
+            ("half", Precision::F16),
+            ("bfloat16", Precision::BF16),
+        ] {
+            assert_eq!(text.parse::<Precision>().unwrap(), expected, "{text}");
+        }
+        assert_eq!(Precision::BF16.to_string(), "bf16");
+        let err = "f8".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("use f32, f16 or bf16"), "{err}");
     }
 
     #[cfg(feature = "flex")]

@@ -34,7 +34,8 @@ pub use batching::{
 };
 pub use burn::tensor::{Device, Tensor};
 pub use device::{
-    DeviceSpec, compiled_features, default_device, device_from_str, seed, with_gradients,
+    DeviceSpec, Precision, compiled_features, default_device, device_from_str,
+    device_with_precision, seed, set_precision, with_gradients,
 };
 pub use error::{LumenError, Result};
 pub use heatmap::{Heatmaps, Polarity};

@@ -337,14 +337,19 @@ pub fn first_component_projection(maps: Tensor<4>) -> Tensor<3> {
     // X: [B, n, C], centred over positions.
     let x = maps.clone().reshape([b, c, n]).swap_dims(1, 2);
     let x = x.clone() - x.mean_dim(1);
+    // The Gram matrix of raw activations can pass float16's largest value (65504,
+    // `--precision f16`); its eigenvectors do not depend on scale, so it is formed
+    // from the activations divided by their largest magnitude, and sigma scaled back.
+    let scale = x.clone().abs().max_dims(&[1, 2]).clamp_min(1e-6); // [B,1,1]
+    let unit = x.clone() / scale.clone();
     let projection = if c <= n {
         // v = top eigenvector of X^T X, projection = X v.
-        let gram = x.clone().swap_dims(1, 2).matmul(x.clone());
+        let gram = unit.clone().swap_dims(1, 2).matmul(unit);
         let v = top_eigenvector(gram);
         x.matmul(v).reshape([b, n])
     } else {
         // u = top eigenvector of X X^T; X v = sigma u, and sigma^2 = u^T X X^T u.
-        let gram = x.clone().matmul(x.swap_dims(1, 2));
+        let gram = unit.clone().matmul(unit.swap_dims(1, 2));
         let u = top_eigenvector(gram.clone());
         let sigma2 = u
             .clone()
@@ -352,12 +357,18 @@ pub fn first_component_projection(maps: Tensor<4>) -> Tensor<3> {
             .matmul(gram)
             .matmul(u.clone())
             .reshape([b, 1]);
-        u.reshape([b, n]) * sigma2.clamp_min(0.0).sqrt()
+        u.reshape([b, n]) * sigma2.clamp_min(0.0).sqrt() * scale.reshape([b, 1])
     };
-    // Sign: correlate positively with the channel-mean activation map.
-    let mean_map = maps.mean_dim(1).reshape([b, n]);
+    // Sign: correlate positively with the channel-mean activation map. Both sides are
+    // divided by their largest magnitude first (a positive factor leaves the sign as
+    // it is), so that the sums over channels and positions stay in float16's range.
+    let maps_scale = maps.clone().abs().max_dims(&[1, 2, 3]).clamp_min(1e-6);
+    let unit_maps = maps / maps_scale;
+    let mean_map = unit_maps.mean_dim(1).reshape([b, n]);
     let mean_map = mean_map.clone() - mean_map.mean_dim(1);
-    let centred = projection.clone() - projection.clone().mean_dim(1);
+    let largest = projection.clone().abs().max_dim(1).clamp_min(1e-6);
+    let unit_projection = projection.clone() / largest;
+    let centred = unit_projection.clone() - unit_projection.mean_dim(1);
     let correlation = (centred * mean_map).sum_dim(1);
     // A zero correlation (constant mean map) keeps +1 rather than zeroing the map.
     let sign = correlation
@@ -371,22 +382,31 @@ fn top_eigenvector(gram: Tensor<3>) -> Tensor<3> {
     let [b, k, _] = gram.dims();
     // Repeated squaring: G^(2^s) is dominated by the top eigenpair after a few steps
     // even when the eigengap is small; normalise to stay in range.
+    // Every sum of squares below is taken of values divided by their largest magnitude
+    // first, so that it stays in float16's range (`--precision f16`).
     let mut power = gram.clone();
     for _ in 0..24 {
-        let scale = power.clone().abs().max_dims(&[1, 2]) + 1e-30;
-        power = power.clone() / scale;
+        power = unit_max(power, &[1, 2]);
         power = power.clone().matmul(power);
     }
     // The column of largest norm points along the top eigenvector.
-    let norms = power.clone().powi_scalar(2).sum_dim(1); // [B,1,k]
+    let norms = unit_max(power.clone(), &[1, 2]).powi_scalar(2).sum_dim(1); // [B,1,k]
     let best = norms.argmax(2).reshape([b, 1, 1]).expand([b, k, 1]);
     let mut v = power.gather(2, best);
     for _ in 0..8 {
-        v = gram.clone().matmul(v);
-        let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt() + 1e-30;
+        v = unit_max(gram.clone().matmul(v), &[1]);
+        // At least 1 unless v is zero (then v stays zero).
+        let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-6);
         v = v / norm;
     }
     v
+}
+
+/// `values` divided by their largest magnitude over `dims` (a zero tensor stays zero;
+/// the floor is one that float16 can hold).
+fn unit_max(values: Tensor<3>, dims: &[usize]) -> Tensor<3> {
+    let largest = values.clone().abs().max_dims(dims).clamp_min(1e-6);
+    values / largest
 }
 
 /// Projection of each position on the first kernel principal component of the
@@ -399,8 +419,10 @@ pub fn kernel_component_projection(maps: Tensor<4>) -> Tensor<3> {
     let n = h * w;
     let x = maps.reshape([b, c, n]).swap_dims(1, 2);
     let x = x.clone() - x.mean_dim(1);
-    let gamma = 1.0 / c as f32;
-    let kernel = (x.clone().matmul(x.swap_dims(1, 2)) * gamma + 1.0).tanh();
+    // gamma = 1/C applied to each factor (sqrt), so that the sums of products stay in
+    // float16's range.
+    let x = x * (1.0 / c as f32).sqrt();
+    let kernel = (x.clone().matmul(x.swap_dims(1, 2)) + 1.0).tanh();
     // Centre in feature space: K - 1K - K1 + 1K1 (1 = ones / n).
     let row_mean = kernel.clone().mean_dim(2); // [B,n,1]
     let col_mean = kernel.clone().mean_dim(1); // [B,1,n]

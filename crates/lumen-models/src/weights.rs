@@ -111,9 +111,10 @@ fn load_from_store<M: Module + ModuleSnapshot, S: ModuleStore>(
     let result = module.load_from(store).map_err(|e| e.to_string())?;
     let values = read_scalars(store, scalars)?;
     check_result(&result, remaps, scalars)?;
-    // Half-precision checkpoints (float16, bfloat16) are common; the models compute in
-    // float32, and a parameter keeps the file's dtype after loading.
-    *module = module.clone().map(&mut ToFloat32);
+    // A parameter keeps the file's dtype after loading (half-precision checkpoints are
+    // common): cast it to what its device computes in (float32 unless
+    // `lumen_core::set_precision` chose another).
+    *module = module.clone().map(&mut ToDeviceFloat);
     Ok(values)
 }
 
@@ -150,15 +151,17 @@ fn key_remapper(remaps: &[KeyRemap]) -> std::result::Result<KeyRemapper, String>
     Ok(remapper)
 }
 
-/// Casts every float parameter to float32.
-struct ToFloat32;
+/// Casts every float parameter to its device's float type.
+struct ToDeviceFloat;
 
-impl ModuleMapper for ToFloat32 {
+impl ModuleMapper for ToDeviceFloat {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if param.val().dtype() == DType::F32 {
+        let value = param.val();
+        let wanted: DType = value.device().settings().float_dtype.into();
+        if value.dtype() == wanted {
             param
         } else {
-            param.map(|t| t.cast(DType::F32))
+            param.map(|t| t.cast(wanted))
         }
     }
 }
@@ -257,7 +260,9 @@ pub fn load_burn_bytes<M: Module + ModuleSnapshot>(
     check_result(&result, &[], &[]).map_err(|message| LumenError::Weights {
         path: path.to_path_buf(),
         message,
-    })
+    })?;
+    *module = module.clone().map(&mut ToDeviceFloat);
+    Ok(())
 }
 
 /// Save a module with Burn's own names (what [`load_burn_bytes`] reads).

@@ -60,7 +60,8 @@ pub use detection::{
 };
 pub use inputs::{InputFailure, Inputs, ReadInputs, no_readable_input, unique_names};
 pub use lumen_core::{
-    ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Result, Target, device_from_str,
+    ClassLogit, Device, ExplainableModel, Heatmaps, LumenError, Precision, Result, Target,
+    device_from_str, device_with_precision, set_precision,
 };
 pub use lumen_core::{named_choices, to_host};
 pub use lumen_methods::{
