@@ -2,13 +2,14 @@
 //! procedural shapes data and write their weights to crates/lumen-models/weights/.
 //!
 //!     cargo run --release -p lumen-examples --example train_shapes -- cnn|vit|seg|both \
-//!         [--epochs N] [--steps-per-epoch N] [--lr X] [--seed S] \
+//!         [--epochs N] [--steps-per-epoch N] [--lr X] [--warmup-steps N] [--seed S] \
 //!         [--tensorboard DIR] [--mlflow URL] [--timeline FILE.html] [--out FILE]
 //!
 //! The classifiers train with burn-train's `Learner` (Adam, cosine-annealed learning
-//! rate, cross-entropy, batches of 32) with Lumen's monitors on (`lumen::train`):
-//! GradCAM of eight fixed validation images, the pointing game of those maps against
-//! the shapes' masks, and the statistics of three layers, logged at the start and
+//! rate after a linear warm-up for the ViT, cross-entropy, batches of 32) with Lumen's
+//! monitors on (`lumen::train`): GradCAM of eight fixed validation images, the
+//! pointing game of those maps against the shapes' masks, and the statistics of three
+//! layers, logged at the start and
 //! after every epoch to TensorBoard (`--tensorboard`), MLflow (`--mlflow`) and an
 //! HTML timeline (`--timeline`). The data are seeded by split (training, validation,
 //! test: disjoint seeds) and the initial weights by `--seed`; the checkpoint with the
@@ -38,7 +39,11 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::module::{Module, ModuleDisplay};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
+use burn::optim::lr_scheduler::LrSchedulerConfig;
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::optim::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_train::checkpoint::{
     Checkpointer, FileCheckpointer, KeepLastNCheckpoints, MetricCheckpointingStrategy,
@@ -70,6 +75,8 @@ const VALIDATION: usize = 512;
 const TEST: u64 = 512;
 /// Default seed of the initial weights (the data are seeded by their split).
 const INIT_SEED: u64 = 17;
+/// Linear warm-up steps of `shapes-vit`'s learning rate.
+const WARMUP_VIT: usize = 500;
 /// Validation images explained by the monitors.
 const MONITOR_SAMPLES: u64 = 8;
 
@@ -88,6 +95,10 @@ struct Args {
     /// Peak learning rate (default: cnn 2e-3, vit 1e-3, seg 3e-3).
     #[arg(long)]
     lr: Option<f64>,
+    /// Optimizer steps of linear warm-up from lr/100 to the peak before the cosine
+    /// decay (default: vit WARMUP_VIT, cnn and seg none).
+    #[arg(long)]
+    warmup_steps: Option<usize>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = INIT_SEED)]
     seed: u64,
@@ -348,6 +359,29 @@ fn monitors<M>(args: &Args, name: &str) -> Result<Monitors<M>, String> {
     Ok(monitors)
 }
 
+/// Cosine annealing from `lr` over `total` steps, after `warmup` steps of linear
+/// warm-up from lr/100 (a small ViT trained from scratch without warm-up sits at
+/// chance for thousands of steps).
+fn schedule(lr: f64, total: usize, warmup: usize) -> Result<ModuleLrScheduler, String> {
+    if warmup >= total {
+        return Err(format!(
+            "--warmup-steps {warmup} must be fewer than the {total} steps of the run"
+        ));
+    }
+    let cosine = CosineAnnealingLrSchedulerConfig::new(lr, total - warmup);
+    if warmup == 0 {
+        return cosine.init();
+    }
+    SequentialLrSchedulerConfig::new(
+        vec![
+            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(lr / 100.0, lr, warmup)),
+            LrSchedulerConfig::Cosine(cosine),
+        ],
+        vec![warmup],
+    )
+    .init()
+}
+
 /// Restore the model of `epoch` from burn-train's checkpoints.
 fn restore<M: Module>(model: M, dir: &Path, epoch: usize) -> Result<M, String> {
     let checkpointer = FileCheckpointer::new(dir.join("checkpoint"), "model");
@@ -368,6 +402,7 @@ fn train<M>(
     epochs: usize,
     steps: usize,
     lr: f64,
+    warmup: usize,
     config: &DataConfig,
     out: &Path,
 ) -> Result<(M, f32, f32), String>
@@ -410,6 +445,7 @@ where
         .param("steps_per_epoch", steps)
         .param("batch_size", BATCH)
         .param("lr", lr)
+        .param("warmup_steps", warmup)
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
@@ -446,9 +482,7 @@ where
         .with_application_logger(None)
         .num_epochs(epochs)
         .with_training_strategy(monitors.strategy(device.clone()));
-    let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, epochs * steps)
-        .init()
-        .map_err(|e| e.to_string())?;
+    let scheduler = schedule(lr, epochs * steps, warmup)?;
     let started = Instant::now();
     let result = training.launch(Learner::new(model, AdamConfig::new().init(), scheduler));
     if let Some(error) = result.error {
@@ -520,7 +554,14 @@ fn training_device() -> Device {
     }
 }
 
-fn run(name: &str, args: &Args, epochs: usize, steps: usize, lr: f64) -> Result<(), String> {
+fn run(
+    name: &str,
+    args: &Args,
+    epochs: usize,
+    steps: usize,
+    lr: f64,
+    warmup: usize,
+) -> Result<(), String> {
     let device = training_device().autodiff();
     device.seed(args.seed);
     let loaded =
@@ -529,12 +570,16 @@ fn run(name: &str, args: &Args, epochs: usize, steps: usize, lr: f64) -> Result<
     let path = weights_path(args, name);
     let (best, test) = match loaded.model {
         ZooModel::ResNet(model) => {
-            let (net, best, test) = train(name, args, *model, epochs, steps, lr, &config, &path)?;
+            let (net, best, test) = train(
+                name, args, *model, epochs, steps, lr, warmup, &config, &path,
+            )?;
             save_burn(&net, &path).map_err(|e| e.to_string())?;
             (best, test)
         }
         ZooModel::Vit(model) => {
-            let (net, best, test) = train(name, args, *model, epochs, steps, lr, &config, &path)?;
+            let (net, best, test) = train(
+                name, args, *model, epochs, steps, lr, warmup, &config, &path,
+            )?;
             save_burn(&net, &path).map_err(|e| e.to_string())?;
             (best, test)
         }
@@ -717,6 +762,7 @@ fn train_segmentor(
     const SEG_VALIDATION: u64 = 256;
     const SEG_TEST: u64 = 512;
     let name = "shapes-seg";
+    let warmup = args.warmup_steps.unwrap_or(0);
     let plain = training_device();
     let device = plain.clone().autodiff();
     device.seed(args.seed);
@@ -760,6 +806,7 @@ fn train_segmentor(
         .param("steps_per_epoch", steps_per_epoch)
         .param("batch_size", SEG_BATCH)
         .param("lr", lr)
+        .param("warmup_steps", warmup)
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
@@ -796,9 +843,7 @@ fn train_segmentor(
         .with_application_logger(None)
         .num_epochs(epochs)
         .with_training_strategy(monitors.strategy(device.clone()));
-    let scheduler = CosineAnnealingLrSchedulerConfig::new(lr, epochs * steps_per_epoch)
-        .init()
-        .map_err(|e| e.to_string())?;
+    let scheduler = schedule(lr, epochs * steps_per_epoch, warmup)?;
     let started = Instant::now();
     let result = training.launch(Learner::new(model, AdamConfig::new().init(), scheduler));
     if let Some(error) = result.error {
@@ -864,6 +909,7 @@ fn main() {
                 args.epochs.unwrap_or(6),
                 args.steps_per_epoch.unwrap_or(100),
                 args.lr.unwrap_or(2e-3),
+                args.warmup_steps.unwrap_or(0),
             )?;
         }
         if which == "seg" {
@@ -881,6 +927,7 @@ fn main() {
                 args.epochs.unwrap_or(20),
                 args.steps_per_epoch.unwrap_or(200),
                 args.lr.unwrap_or(1e-3),
+                args.warmup_steps.unwrap_or(WARMUP_VIT),
             )?;
         }
         Ok::<(), String>(())
