@@ -167,8 +167,9 @@ pub fn with_gradients(device: &Device) -> Device {
 }
 
 /// The floating-point type a device computes in. `F16` and `BF16` halve the memory
-/// and bandwidth of activations and weights on GPUs with half-precision units; on CPUs
-/// they are usually slower (see `docs/performance.md`, "Half precision").
+/// and bandwidth of activations and weights, which pays on GPUs with half-precision
+/// units; the maps' distance from float32's is in `docs/performance.md` ("Half
+/// precision").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// IEEE float32: what the reference libraries compute in.
