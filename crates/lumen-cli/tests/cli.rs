@@ -46,8 +46,8 @@ fn save_raw_shapes_follow_the_contract() {
     }
 }
 
-/// And in float16 (`--precision f16`): near the reference but not float32's result, and
-/// kept apart from float32's entries in a shared cache.
+/// And in float16 (`--precision f16`): near the reference, but farther from it than
+/// float32 may be (1e-3), and kept apart from float32's entries in a shared cache.
 #[test]
 fn gradcam_from_the_cli_matches_the_reference_fixture() {
     let bytes =
@@ -66,7 +66,7 @@ fn gradcam_from_the_cli_matches_the_reference_fixture() {
     let _ = std::fs::remove_dir_all(&cache);
     let cache = cache.display().to_string();
     // (precision, largest difference allowed, smallest difference required)
-    for (precision, limit, floor) in [("f32", 1e-3, 0.0), ("f16", 0.04, 1e-4)] {
+    for (precision, limit, floor) in [("f32", 1e-3, 0.0), ("f16", 0.04, 1e-3)] {
         let path = tmp(&format!("gradcam-parity-{precision}.npy"));
         let p = path.display().to_string();
         let out = explain(

@@ -10,7 +10,7 @@
 //! What is asserted, per method, on maps divided by their largest magnitude:
 //! - the model really ran in the half type (its input and weights are stored in it, and
 //!   its maps are not float32's: at least one differs from its reference by more than
-//!   1e-4, which float32 never does here);
+//!   1e-3, the largest difference float32 is allowed in `method_parity.rs`);
 //! - no value is NaN or infinite (EigenCAM's Gram matrix overflowed float16 before
 //!   its activations were scaled);
 //! - the map is within its kind's limit of the float32 reference (`limits`: the
@@ -279,8 +279,8 @@ fn run_child(precision: Precision) {
         );
     }
     assert!(
-        results.iter().any(|m| m.max_diff > 1e-4),
-        "every map equals float32's to 1e-4: the model did not run in {precision}"
+        results.iter().any(|m| m.max_diff > 1e-3),
+        "every map is within float32's parity tolerance (1e-3): the model did not run in {precision}"
     );
     for m in &results {
         let (limit, floor) = limits(m.kind, precision);
