@@ -23,7 +23,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{max_abs_diff, read};
+use common::{every_other_pixel, max_abs_diff, read};
 
 use lumen::ZooModel;
 use lumen::core::burn::module::{Module, ModuleVisitor, Param};
@@ -84,18 +84,6 @@ fn expected(model: &str, key: &str) -> Vec<f32> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join(format!("tests/fixtures/{model}_methods.safetensors"));
     read(path, key).0
-}
-
-/// Every other row and column of `[b, c, h, w]` values (what the fixtures keep of maps
-/// at input size).
-fn every_other_pixel(values: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let mut kept = Vec::new();
-    for plane in values.chunks(h * w).take(b * c) {
-        for row in plane.chunks(w).step_by(2) {
-            kept.extend(row.iter().step_by(2));
-        }
-    }
-    kept
 }
 
 fn scaled(values: &[f32]) -> Vec<f32> {
@@ -194,52 +182,70 @@ fn run_child(precision: Precision) {
         "weights stored as {:?}, not {wanted:?}",
         stored.0
     );
-    let mut results = vec![];
-    // CAMs: the nearest wrong reference is the closest other CAM's.
-    for (name, neighbour) in [
-        ("gradcam", "gradcam++"),
-        ("gradcam++", "gradcam"),
-        ("layercam", "gradcam++"),
-        ("eigencam", "gradcam"),
-        ("kpcacam", "eigencam"),
-    ] {
-        let actual = maps(&model, input.clone(), named(name).as_ref());
-        results.push(measure(
-            &format!("test_resnet {name}"),
-            Kind::Cam,
-            &actual,
-            &expected("test_resnet", name),
-            &expected("test_resnet", neighbour),
-        ));
-    }
-    // Gradients at the input: against the other image's reference.
-    for name in ["saliency", "inputxgrad"] {
-        let explanation = named(name).explain(&model, input.clone(), &target).unwrap();
-        let attributions = explanation.attributions.unwrap();
-        let dims = attributions.dims();
-        let actual = every_other_pixel(&lumen::core::to_host(attributions), dims);
-        let reference = expected("test_resnet", name);
-        results.push(measure(
-            &format!("test_resnet {name}"),
+    // CAMs against their reference, and the closest other CAM's as the wrong one.
+    let cams = |model_name: &str, model: &ZooModel, input: &Tensor<4>, pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(name, neighbour)| {
+                measure(
+                    &format!("{model_name} {name}"),
+                    Kind::Cam,
+                    &maps(model, input.clone(), named(name).as_ref()),
+                    &expected(model_name, name),
+                    &expected(model_name, neighbour),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Gradients at the input (fixture `key`), against the other image's reference.
+    let gradient = |model_name: &str,
+                    key: &str,
+                    model: &ZooModel,
+                    input: &Tensor<4>,
+                    method: &dyn Method<ZooModel>| {
+        let attributions = method
+            .explain(model, input.clone(), &target)
+            .unwrap()
+            .attributions
+            .unwrap();
+        let reference = expected(model_name, key);
+        measure(
+            &format!("{model_name} {key}"),
             Kind::Gradient,
-            &actual,
+            &every_other_pixel(attributions),
             &reference,
             &swapped(&reference),
+        )
+    };
+    let mut results = cams(
+        "test_resnet",
+        &model,
+        &input,
+        &[
+            ("gradcam", "gradcam++"),
+            ("gradcam++", "gradcam"),
+            ("layercam", "gradcam++"),
+            ("eigencam", "gradcam"),
+            ("kpcacam", "eigencam"),
+        ],
+    );
+    for name in ["saliency", "inputxgrad"] {
+        results.push(gradient(
+            "test_resnet",
+            name,
+            &model,
+            &input,
+            named(name).as_ref(),
         ));
     }
     let (vit, vit_input) = common::zoo_fixture("test_vit");
-    for (name, neighbour) in [("gradcam", "gradcam++"), ("gradcam++", "gradcam")] {
-        let actual = maps(&vit, vit_input.clone(), named(name).as_ref());
-        results.push(measure(
-            &format!("test_vit {name}"),
-            Kind::Cam,
-            &actual,
-            &expected("test_vit", name),
-            &expected("test_vit", neighbour),
-        ));
-    }
-    // Integrated Gradients (captum, 32 Gauss-Legendre steps from zeros), against the
-    // other image's reference.
+    results.extend(cams(
+        "test_vit",
+        &vit,
+        &vit_input,
+        &[("gradcam", "gradcam++"), ("gradcam++", "gradcam")],
+    ));
+    // Integrated Gradients (captum, 32 Gauss-Legendre steps from zeros).
     let ig = IntegratedGradients {
         baseline: Baseline::Zeros,
         steps: 32,
@@ -247,19 +253,12 @@ fn run_child(precision: Precision) {
         internal_batch_size: None,
         captum_compat: true,
     };
-    let attributions = ig
-        .explain(&vit, vit_input.clone(), &target)
-        .unwrap()
-        .attributions
-        .unwrap();
-    let dims = attributions.dims();
-    let reference = expected("test_vit", "ig_gausslegendre");
-    results.push(measure(
-        "test_vit ig",
-        Kind::Gradient,
-        &every_other_pixel(&lumen::core::to_host(attributions), dims),
-        &reference,
-        &swapped(&reference),
+    results.push(gradient(
+        "test_vit",
+        "ig_gausslegendre",
+        &vit,
+        &vit_input,
+        &ig,
     ));
     // Rollout with mean fusion, against min fusion's reference.
     let rollout = maps(&vit, vit_input, &AttentionRollout::default());

@@ -21,7 +21,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{device, max_abs_diff, read};
+use common::{device, every_other_pixel, max_abs_diff, read};
 
 use lumen::ZooModel;
 use lumen::core::burn::tensor::{Tensor, TensorData};
@@ -98,20 +98,6 @@ fn check_relative(name: &str, key: &str, actual: &[f32], reference: &[f32]) {
         "{name} {key}: max diff {diff:e} > {tolerance:e} (scale {:e})",
         scale(reference)
     );
-}
-
-/// Every other row and column of attributions `[b, c, h, w]`: what the fixtures keep
-/// of maps at input size (tools/reference/method_fixtures.py's `compact`).
-fn every_other_pixel(attributions: Tensor<4>) -> Vec<f32> {
-    let [b, c, h, w] = attributions.dims();
-    let values = to_host(attributions);
-    let mut kept = Vec::with_capacity(b * c * h.div_ceil(2) * w.div_ceil(2));
-    for plane in values.chunks(h * w).take(b * c) {
-        for row in plane.chunks(w).step_by(2) {
-            kept.extend(row.iter().step_by(2));
-        }
-    }
-    kept
 }
 
 /// Attributions against the fixture's every-other-pixel reference.
