@@ -759,6 +759,8 @@ pub struct JsonOutput<'a, T: Serialize> {
     pub model: &'a str,
     /// The device used.
     pub device: &'a str,
+    /// The float precision the model computed in (`--precision`): f32, f16 or bf16.
+    pub precision: &'static str,
     /// The command's results.
     pub results: T,
     /// Files written.

@@ -135,6 +135,7 @@ where
             command: "batch",
             model: model.name(),
             device: &args.model.device,
+            precision: args.model.precision.name(),
             files: results.iter().flat_map(|r| r.paths.clone()).collect(),
             results: &results,
         }

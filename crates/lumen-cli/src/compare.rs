@@ -68,6 +68,7 @@ where
             command: "compare",
             model: model.name(),
             device: &args.model.device,
+            precision: args.model.precision.name(),
             files: results.iter().filter_map(|r| r.path.clone()).collect(),
             results: &results,
         }

@@ -143,6 +143,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             command: "demo",
             model: "shapes-cnn,shapes-vit,shapes-seg,shapes-det",
             device: &args.device,
+            precision: lumen::Precision::F32.name(),
             results: serde_json::json!({
                 "images": args.images,
                 "correct": correct,

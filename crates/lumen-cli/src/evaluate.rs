@@ -234,6 +234,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             command: "evaluate",
             model: &loaded.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: result.summary_json(),
             files: vec![json_path, html_path],
         }
@@ -528,6 +529,7 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
             command: "evaluate",
             model: &result.model,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: serde_json::to_value(&result).expect("evaluation serialises"),
             files: vec![json_path, html_path],
         }

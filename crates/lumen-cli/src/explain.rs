@@ -98,6 +98,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             command: "explain",
             model: &model.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: &results,
             files,
         }

@@ -164,6 +164,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             command: "features",
             model: &model.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: FeatureResults {
                 layer,
                 channels,
@@ -302,6 +303,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 command: "receptive-field",
                 model: &model.name,
                 device: &args.model.device,
+                precision: args.model.precision.name(),
                 results: &field,
                 files: vec![],
             }
@@ -407,6 +409,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             command: "receptive-field",
             model: &model.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: &maps,
             files,
         }
@@ -558,6 +561,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
             command: "features",
             model: &model.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: &results,
             files: written,
         }

@@ -76,6 +76,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
             command: "layers",
             model: &name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: &rows,
             files: vec![],
         }

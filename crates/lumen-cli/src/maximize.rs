@@ -192,6 +192,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             command: "maximize",
             model: &model.name,
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results,
             files,
         }

@@ -84,6 +84,7 @@ where
             command: "report",
             model: model.name(),
             device: &args.model.device,
+            precision: args.model.precision.name(),
             results: serde_json::json!({ "images": inputs.names, "methods": args.methods }),
             files: vec![path],
         }

@@ -82,9 +82,13 @@ fn gradcam_from_the_cli_matches_the_reference_fixture() {
                 precision,
                 "--cache",
                 &cache,
+                "--json",
             ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
+        // The JSON says which precision the maps were computed in.
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["precision"], precision);
         assert!(
             stderr(&out).contains("0 of 2 results reused"),
             "{precision}: {}",
@@ -118,8 +122,9 @@ fn json_output_reports_the_result() {
         .collect();
     assert_eq!(
         keys,
-        ["command", "device", "failures", "files", "model", "results"]
+        ["command", "device", "failures", "files", "model", "precision", "results"]
     );
+    assert_eq!(json["precision"], "f32");
     assert_eq!(json["failures"], serde_json::json!([]));
     assert_eq!(json["command"], "explain");
     assert_eq!(json["model"], "test_resnet");

@@ -182,6 +182,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The name the command line takes and the JSON outputs print: f32, f16 or bf16.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+        }
+    }
+
     /// Burn's float type for this precision.
     pub fn dtype(self) -> FloatDType {
         match self {
@@ -219,11 +228,7 @@ impl FromStr for Precision {
 
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::BF16 => "bf16",
-        })
+        f.write_str(self.name())
     }
 }
 
