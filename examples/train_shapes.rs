@@ -3,7 +3,7 @@
 //!
 //!     cargo run --release -p lumen-examples --example train_shapes -- cnn|vit|seg|both \
 //!         [--epochs N] [--steps-per-epoch N] [--lr X] [--warmup-steps N] [--seed S] \
-//!         [--tensorboard DIR] [--mlflow URL] [--timeline FILE.html] [--out FILE]
+//!         [--train-images fixed|fresh] [--tensorboard DIR] [--mlflow URL] [--timeline FILE.html] [--out FILE]
 //!
 //! The classifiers train with burn-train's `Learner` (Adam, cosine-annealed learning
 //! rate after a linear warm-up for the ViT, cross-entropy, batches of 32) with Lumen's
@@ -12,7 +12,10 @@
 //! layers, logged at the start and
 //! after every epoch to TensorBoard (`--tensorboard`), MLflow (`--mlflow`) and an
 //! HTML timeline (`--timeline`). The data are seeded by split (training, validation,
-//! test: disjoint seeds) and the initial weights by `--seed`; the checkpoint with the
+//! test: disjoint seeds) and the initial weights by `--seed`. The ViT sees new training
+//! images every epoch (`--train-images fresh`: epoch `e` draws items `e*n..(e+1)*n` of
+//! the training seed), because on one fixed set it overfits (train 96%, validation
+//! 90%); the CNN and the segmentor keep the fixed set they were bundled from. The checkpoint with the
 //! best validation accuracy (512 images) is kept by burn-train's checkpointer, and
 //! the accuracy on 512 held-out test images (never used to pick) is printed at the
 //! end; `crates/lumen/tests/bundled_accuracy.rs` keeps a floor on the bundled
@@ -31,6 +34,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -99,6 +103,10 @@ struct Args {
     /// decay (default: vit WARMUP_VIT, cnn and seg none).
     #[arg(long)]
     warmup_steps: Option<usize>,
+    /// Training images: `fixed` (the same steps x batch images every epoch) or `fresh`
+    /// (new ones every epoch). Default: vit fresh, cnn and seg fixed.
+    #[arg(long, value_parser = ["fixed", "fresh"])]
+    train_images: Option<String>,
     /// Seed of the initial weights and of the shuffling.
     #[arg(long, default_value_t = INIT_SEED)]
     seed: u64,
@@ -201,11 +209,32 @@ macro_rules! explain_the_wrapped_net {
 explain_the_wrapped_net!([M: Net] Trainer<M>, Tensor<2>);
 
 /// One split of the procedural data (shapes or scenes), drawn on demand: item `i` is
-/// `draw(seed, i)`.
+/// `draw(seed, i)`, or with `fresh` `draw(seed, pass * len + i)` on the loader's
+/// `pass`-th pass over the split (new images every epoch).
 struct Drawn<T> {
     seed: u64,
     len: usize,
     draw: fn(u64, u64) -> T,
+    fresh: bool,
+    /// Items served so far: a pass fetches each index once, so `served / len` is the
+    /// pass whichever worker thread asks (deterministic for a seed).
+    served: AtomicUsize,
+}
+
+impl<T> Drawn<T> {
+    fn new(seed: u64, len: usize, draw: fn(u64, u64) -> T) -> Self {
+        Self {
+            seed,
+            len,
+            draw,
+            fresh: false,
+            served: AtomicUsize::new(0),
+        }
+    }
+
+    fn fresh(self, fresh: bool) -> Self {
+        Self { fresh, ..self }
+    }
 }
 
 impl<T: Send + Sync> Dataset<T> for Drawn<T> {
@@ -216,7 +245,13 @@ impl<T: Send + Sync> Dataset<T> for Drawn<T> {
                 self.len
             ))));
         }
-        Ok((self.draw)(self.seed, index as u64))
+        let item = if self.fresh {
+            let pass = self.served.fetch_add(1, Ordering::Relaxed) / self.len;
+            pass * self.len + index
+        } else {
+            index
+        };
+        Ok((self.draw)(self.seed, item as u64))
     }
     fn len(&self) -> usize {
         self.len
@@ -409,6 +444,10 @@ fn train<M>(
 where
     M: Net,
 {
+    let fresh_images = args
+        .train_images
+        .as_deref()
+        .map_or(name == "shapes-vit", |images| images == "fresh");
     let plain = training_device();
     let device = plain.clone().autodiff();
     let artifacts = args
@@ -416,22 +455,14 @@ where
         .clone()
         .unwrap_or_else(|| out.with_extension("training"));
     let train = loader(
-        Drawn {
-            seed: TRAIN_SEED,
-            len: steps * BATCH,
-            draw: shape,
-        },
+        Drawn::new(TRAIN_SEED, steps * BATCH, shape).fresh(fresh_images),
         BATCH,
         Some(args.seed),
         config,
         &device,
     );
     let valid = loader(
-        Drawn {
-            seed: VALIDATION_SEED,
-            len: VALIDATION,
-            draw: shape,
-        },
+        Drawn::new(VALIDATION_SEED, VALIDATION, shape),
         64,
         None,
         config,
@@ -446,6 +477,7 @@ where
         .param("batch_size", BATCH)
         .param("lr", lr)
         .param("warmup_steps", warmup)
+        .param("train_images", if fresh_images { "fresh" } else { "fixed" })
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
@@ -775,22 +807,15 @@ fn train_segmentor(
         .clone()
         .unwrap_or_else(|| path.with_extension("training"));
     let train = loader(
-        Drawn {
-            seed: TRAIN_SEED,
-            len: steps_per_epoch * SEG_BATCH,
-            draw: scene,
-        },
+        Drawn::new(TRAIN_SEED, steps_per_epoch * SEG_BATCH, scene)
+            .fresh(args.train_images.as_deref() == Some("fresh")),
         SEG_BATCH,
         Some(args.seed),
         &config,
         &device,
     );
     let valid = loader(
-        Drawn {
-            seed: VALIDATION_SEED,
-            len: SEG_VALIDATION as usize,
-            draw: scene,
-        },
+        Drawn::new(VALIDATION_SEED, SEG_VALIDATION as usize, scene),
         32,
         None,
         &config,
@@ -807,6 +832,10 @@ fn train_segmentor(
         .param("batch_size", SEG_BATCH)
         .param("lr", lr)
         .param("warmup_steps", warmup)
+        .param(
+            "train_images",
+            args.train_images.as_deref().unwrap_or("fixed"),
+        )
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
