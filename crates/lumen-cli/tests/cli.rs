@@ -122,7 +122,15 @@ fn json_output_reports_the_result() {
         .collect();
     assert_eq!(
         keys,
-        ["command", "device", "failures", "files", "model", "precision", "results"]
+        [
+            "command",
+            "device",
+            "failures",
+            "files",
+            "model",
+            "precision",
+            "results"
+        ]
     );
     assert_eq!(json["precision"], "f32");
     assert_eq!(json["failures"], serde_json::json!([]));
