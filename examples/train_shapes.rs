@@ -15,12 +15,12 @@
 //! test: disjoint seeds) and the initial weights by `--seed`. The ViT sees new training
 //! images every epoch (`--train-images fresh`: epoch `e` draws items `e*n..(e+1)*n` of
 //! the training seed), because on one fixed set it overfits (train 96%, validation
-//! 90%); the CNN and the segmentor keep the fixed set they were bundled from. The checkpoint with the
-//! best validation accuracy (512 images) is kept by burn-train's checkpointer, and
-//! the accuracy on 512 held-out test images (never used to pick) is printed at the
-//! end; `crates/lumen/tests/bundled_accuracy.rs` keeps a floor on the bundled
-//! models' test accuracy. A short run (`--epochs 2 --steps-per-epoch 10`) takes a few
-//! minutes on 2 cores.
+//! 90%); the CNN and the segmentor keep the fixed set they were bundled from. The
+//! checkpoint with the best validation accuracy (512 images) is kept by burn-train's
+//! checkpointer, and the accuracy on 512 held-out test images (never used to pick) is
+//! printed at the end; `crates/lumen/tests/bundled_accuracy.rs` keeps a floor on the
+//! bundled models' test accuracy. A short run (`--epochs 2 --steps-per-epoch 10`) takes
+//! a few minutes on 2 cores.
 //!
 //! `seg` trains the DeepLabV3+ segmentor on multi-object scenes (1-4 shapes, overlaps)
 //! on the same `Learner`: pixel cross-entropy on logits upsampled to the mask (as
