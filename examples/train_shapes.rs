@@ -3,7 +3,8 @@
 //!
 //!     cargo run --release -p lumen-examples --example train_shapes -- cnn|vit|seg|both \
 //!         [--epochs N] [--steps-per-epoch N] [--lr X] [--warmup-steps N] [--seed S] \
-//!         [--train-images fixed|fresh] [--tensorboard DIR] [--mlflow URL] [--timeline FILE.html] [--out FILE]
+//!         [--train-images fixed|fresh] [--tensorboard DIR] [--mlflow URL] \
+//!         [--timeline FILE.html] [--out FILE]
 //!
 //! The classifiers train with burn-train's `Learner` (Adam, cosine-annealed learning
 //! rate after a linear warm-up for the ViT, cross-entropy, batches of 32) with Lumen's
