@@ -129,6 +129,20 @@ struct Args {
     artifacts: Option<PathBuf>,
 }
 
+impl Args {
+    /// The training images model `name` draws: `--train-images`, else `fresh` for the
+    /// ViT (it overfits one fixed set) and `fixed` for the models bundled from one.
+    fn train_images(&self, name: &str) -> &str {
+        self.train_images
+            .as_deref()
+            .unwrap_or(if name == "shapes-vit" {
+                "fresh"
+            } else {
+                "fixed"
+            })
+    }
+}
+
 /// What the trainer wraps: a zoo classifier (ResNet, ViT).
 trait Net: Module + ModuleDisplay + ExplainableModel<Output = Tensor<2>> + 'static {}
 impl<T: Module + ModuleDisplay + ExplainableModel<Output = Tensor<2>> + 'static> Net for T {}
@@ -445,10 +459,7 @@ fn train<M>(
 where
     M: Net,
 {
-    let fresh_images = args
-        .train_images
-        .as_deref()
-        .map_or(name == "shapes-vit", |images| images == "fresh");
+    let train_images = args.train_images(name);
     let plain = training_device();
     let device = plain.clone().autodiff();
     let artifacts = args
@@ -456,7 +467,7 @@ where
         .clone()
         .unwrap_or_else(|| out.with_extension("training"));
     let train = loader(
-        Drawn::new(TRAIN_SEED, steps * BATCH, shape).fresh(fresh_images),
+        Drawn::new(TRAIN_SEED, steps * BATCH, shape).fresh(train_images == "fresh"),
         BATCH,
         Some(args.seed),
         config,
@@ -478,7 +489,7 @@ where
         .param("batch_size", BATCH)
         .param("lr", lr)
         .param("warmup_steps", warmup)
-        .param("train_images", if fresh_images { "fresh" } else { "fixed" })
+        .param("train_images", train_images)
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
@@ -809,7 +820,7 @@ fn train_segmentor(
         .unwrap_or_else(|| path.with_extension("training"));
     let train = loader(
         Drawn::new(TRAIN_SEED, steps_per_epoch * SEG_BATCH, scene)
-            .fresh(args.train_images.as_deref() == Some("fresh")),
+            .fresh(args.train_images(name) == "fresh"),
         SEG_BATCH,
         Some(args.seed),
         &config,
@@ -833,10 +844,7 @@ fn train_segmentor(
         .param("batch_size", SEG_BATCH)
         .param("lr", lr)
         .param("warmup_steps", warmup)
-        .param(
-            "train_images",
-            args.train_images.as_deref().unwrap_or("fixed"),
-        )
+        .param("train_images", args.train_images(name))
         .param("seed", args.seed)
         .monitor(
             ExplanationMonitor::new(
