@@ -91,7 +91,7 @@ struct Args {
     /// Which model: cnn, vit, seg, or both (cnn then vit).
     #[arg(default_value = "both", value_parser = ["cnn", "vit", "seg", "both"])]
     which: String,
-    /// Epochs (default: cnn 6, vit 20, seg 8).
+    /// Epochs (default: cnn 6, vit 40, seg 8).
     #[arg(long)]
     epochs: Option<usize>,
     /// Optimizer steps per epoch (default: cnn 100, vit 200, seg 150).
@@ -962,7 +962,7 @@ fn main() {
             run(
                 "shapes-vit",
                 &args,
-                args.epochs.unwrap_or(20),
+                args.epochs.unwrap_or(40),
                 args.steps_per_epoch.unwrap_or(200),
                 args.lr.unwrap_or(1e-3),
                 args.warmup_steps.unwrap_or(WARMUP_VIT),
