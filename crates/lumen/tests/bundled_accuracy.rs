@@ -47,5 +47,5 @@ fn shapes_cnn_meets_its_accuracy_floor_on_held_out_images() {
 #[test]
 fn shapes_vit_meets_its_accuracy_floor_on_held_out_images() {
     let accuracy = test_accuracy("shapes-vit");
-    assert!(accuracy >= 0.95, "shapes-vit test accuracy {accuracy:.3}");
+    assert!(accuracy >= 0.97, "shapes-vit test accuracy {accuracy:.3}");
 }
