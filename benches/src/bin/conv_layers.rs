@@ -45,81 +45,29 @@ struct Layer {
     count: usize,
 }
 
+#[rustfmt::skip]
 const RESNET18: [Layer; 8] = [
-    Layer {
-        channels_in: 3,
-        channels_out: 64,
-        size: 224,
-        kernel: 7,
-        stride: 2,
-        count: 1,
-    },
-    Layer {
-        channels_in: 64,
-        channels_out: 64,
-        size: 56,
-        kernel: 3,
-        stride: 1,
-        count: 4,
-    },
-    Layer {
-        channels_in: 64,
-        channels_out: 128,
-        size: 56,
-        kernel: 3,
-        stride: 2,
-        count: 1,
-    },
-    Layer {
-        channels_in: 128,
-        channels_out: 128,
-        size: 28,
-        kernel: 3,
-        stride: 1,
-        count: 3,
-    },
-    Layer {
-        channels_in: 128,
-        channels_out: 256,
-        size: 28,
-        kernel: 3,
-        stride: 2,
-        count: 1,
-    },
-    Layer {
-        channels_in: 256,
-        channels_out: 256,
-        size: 14,
-        kernel: 3,
-        stride: 1,
-        count: 3,
-    },
-    Layer {
-        channels_in: 256,
-        channels_out: 512,
-        size: 14,
-        kernel: 3,
-        stride: 2,
-        count: 1,
-    },
-    Layer {
-        channels_in: 512,
-        channels_out: 512,
-        size: 7,
-        kernel: 3,
-        stride: 1,
-        count: 3,
-    },
+    Layer { channels_in: 3, channels_out: 64, size: 224, kernel: 7, stride: 2, count: 1 },
+    Layer { channels_in: 64, channels_out: 64, size: 56, kernel: 3, stride: 1, count: 4 },
+    Layer { channels_in: 64, channels_out: 128, size: 56, kernel: 3, stride: 2, count: 1 },
+    Layer { channels_in: 128, channels_out: 128, size: 28, kernel: 3, stride: 1, count: 3 },
+    Layer { channels_in: 128, channels_out: 256, size: 28, kernel: 3, stride: 2, count: 1 },
+    Layer { channels_in: 256, channels_out: 256, size: 14, kernel: 3, stride: 1, count: 3 },
+    Layer { channels_in: 256, channels_out: 512, size: 14, kernel: 3, stride: 2, count: 1 },
+    Layer { channels_in: 512, channels_out: 512, size: 7, kernel: 3, stride: 1, count: 3 },
 ];
+
+/// Output side of a square input under a `kernel x kernel` window with padding
+/// `kernel / 2` (resnet's convolutions).
+fn out_size(size: usize, kernel: usize, stride: usize) -> usize {
+    (size + 2 * (kernel / 2) - kernel) / stride + 1
+}
 
 fn tensor_ops_conv(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let [o, _, k, _] = weight.dims();
     let pad = k / 2;
-    let (oh, ow) = (
-        (h + 2 * pad - k) / stride + 1,
-        (w + 2 * pad - k) / stride + 1,
-    );
+    let (oh, ow) = (out_size(h, k, stride), out_size(w, k, stride));
     let x = x.pad((pad, pad, pad, pad), PadMode::Constant(0.0));
     let mut shifted = Vec::with_capacity(k * k);
     for i in 0..k {
@@ -145,10 +93,7 @@ fn host_conv(
     bias: &[f32],
 ) -> Vec<f32> {
     let pad = k / 2;
-    let (oh, ow) = (
-        (h + 2 * pad - k) / stride + 1,
-        (w + 2 * pad - k) / stride + 1,
-    );
+    let (oh, ow) = (out_size(h, k, stride), out_size(w, k, stride));
     let (depth, pixels) = (c * k * k, oh * ow);
     let mut out = vec![0f32; n * o * pixels];
     out.par_chunks_mut(o * pixels)
@@ -265,8 +210,8 @@ fn main() {
                 stride,
                 &values(bias.clone()),
             );
-            let out_size = (size + 2 * (kernel / 2) - kernel) / stride + 1;
-            let data = TensorData::new(out, [n, channels_out, out_size, out_size]);
+            let side = out_size(size, kernel, stride);
+            let data = TensorData::new(out, [n, channels_out, side, side]);
             Tensor::<4>::from_data(data, &device)
         };
         let tensor_ops = || tensor_ops_conv(x.clone(), weight.clone(), bias.clone(), stride);
