@@ -21,6 +21,9 @@ Work per peer (what each library offers for it; "-" where it has none):
 - smoothgrad: captum NoiseTunnel(Saliency), 50 samples, stdev 0.15; Lumen's
   `smoothgrad` (saliency base, same noise level). AutoTimm's SmoothGrad wraps one of
   its CAM/IG explainers, not saliency: not comparable, left out.
+- cams8: GradCAM, GradCAM++, XGradCAM, LayerCAM, HiResCAM, GradCAM element-wise,
+  EigenCAM and EigenGradCAM of one batch: Lumen from one forward and backward
+  (`cams_from_one_pass`, what `lumen compare` does), pytorch-grad-cam as eight calls.
 - scorecam: pytorch-grad-cam's ScoreCAM; Lumen's `scorecam` (opt in: slow on a CPU).
 - folder: end to end on a folder of JPEGs: decode, resize, GradCAM, overlay, PNG
   encode and write. Python: PIL + timm transform + pytorch-grad-cam +
@@ -64,7 +67,13 @@ def python_peers(model, x, classes, works, repeats, device, steps):
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    import autotimm.interpretation as at
+    try:
+        import autotimm.interpretation as at
+    except ImportError as error:
+        # AutoTimm pulls in a training stack (albumentations, jsonargparse, plotly, ...)
+        # that a GPU image may lack; its column is then "-", and the table says why.
+        print(f"AutoTimm left out: {error}", file=sys.stderr)
+        at = None
 
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     layer = model.layer4
@@ -92,11 +101,12 @@ def python_peers(model, x, classes, works, repeats, device, steps):
                     a = lgc.attribute(xs, target=target, relu_attributions=True)
                     LayerAttribution.interpolate(a, xs.shape[-2:], interpolate_mode="bilinear").cpu()
                 row["captum"] = median_ms(run, repeats, sync) / n
-            explainer = (at.GradCAM if work == "gradcam" else at.GradCAMPlusPlus)(
-                model, target_layer=layer, use_cuda=device.type == "cuda")
-            row["AutoTimm"] = median_ms(
-                lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
-                repeats, sync) / n
+            if at is not None:
+                explainer = (at.GradCAM if work == "gradcam" else at.GradCAMPlusPlus)(
+                    model, target_layer=layer, use_cuda=device.type == "cuda")
+                row["AutoTimm"] = median_ms(
+                    lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
+                    repeats, sync) / n
         elif work == "ig":
             ig = IntegratedGradients(model)
 
@@ -105,10 +115,12 @@ def python_peers(model, x, classes, works, repeats, device, steps):
                     ig.attribute(xs[i : i + 1], target=int(c), n_steps=steps, method="gausslegendre",
                                  internal_batch_size=steps).cpu()
             row["captum"] = median_ms(run, repeats, sync) / n
-            explainer = at.IntegratedGradients(model, baseline="black", steps=steps, use_cuda=device.type == "cuda")
-            row["AutoTimm"] = median_ms(
-                lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
-                repeats, sync) / n
+            if at is not None:
+                explainer = at.IntegratedGradients(model, baseline="black", steps=steps,
+                                                   use_cuda=device.type == "cuda")
+                row["AutoTimm"] = median_ms(
+                    lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
+                    repeats, sync) / n
         elif work == "smoothgrad":
             nt = NoiseTunnel(Saliency(model))
             target = torch.tensor(cls, device=device)
@@ -117,6 +129,14 @@ def python_peers(model, x, classes, works, repeats, device, steps):
                 nt.attribute(xs, target=target, nt_type="smoothgrad", nt_samples=steps, stdevs=0.15,
                              nt_samples_batch_size=steps).cpu()
             row["captum"] = median_ms(run, repeats, sync) / n
+        elif work == "cams8":
+            # pytorch-grad-cam has no shared pass: the eight CAMs are eight passes.
+            import pytorch_grad_cam as pgc
+            kinds = [pgc.GradCAM, pgc.GradCAMPlusPlus, pgc.XGradCAM, pgc.LayerCAM, pgc.HiResCAM,
+                     pgc.GradCAMElementWise, pgc.EigenCAM, pgc.EigenGradCAM]
+            cams = [kind(model=model, target_layers=[layer]) for kind in kinds]
+            row["pytorch-grad-cam"] = median_ms(
+                lambda: [cam(input_tensor=xs, targets=targets) for cam in cams], repeats, sync) / n
         elif work == "scorecam":
             cam = ScoreCAM(model=model, target_layers=[layer])
             cam.batch_size = 64
@@ -125,11 +145,18 @@ def python_peers(model, x, classes, works, repeats, device, steps):
     return results
 
 
+def lumen_device(args):
+    """`--lumen-device`, else libtorch on the peers' device (tch:cuda:0 beside cuda)."""
+    if args.lumen_device:
+        return args.lumen_device
+    return "tch:cuda:0" if args.device == "cuda" else "cpu"
+
+
 def lumen_side(args, weights, input_path, works):
     binary = Path(args.lumen_binary or Path(args.target_dir) / "release" / "peer_lumen")
     if not binary.exists():
         sys.exit(f"{binary} is missing: cargo build --release -p lumen-cli -p lumen-benches --bins")
-    device = "tch:cuda:0" if args.device == "cuda" else args.lumen_device
+    device = lumen_device(args)
     out = subprocess.run(
         [str(binary), "--model", args.model, "--weights", str(weights), "--input", str(input_path),
          "--works", ",".join(works), "--heavy-images", str(args.heavy_images), "--device", device,
@@ -173,18 +200,47 @@ def folder_work(args, model, weights, device, tmp):
         torch.cuda.synchronize()
     python_seconds = time.perf_counter() - start
 
-    lumen = Path(args.target_dir) / "release" / "lumen"
-    lumen_device = "tch:cuda:0" if args.device == "cuda" else args.lumen_device
+    lumen = Path(args.lumen_cli or Path(args.target_dir) / "release" / "lumen")
     start = time.perf_counter()
     subprocess.run(
         [str(lumen), "batch", "--model", args.model, "--weights", str(weights), "--num-classes", "1000",
          str(folder), "--out", str(tmp / "lumen-out"), "--batch-size", str(args.batch), "--device",
-         lumen_device, "--quiet"],
+         lumen_device(args), "--quiet"],
         check=True, capture_output=True)
     lumen_seconds = time.perf_counter() - start
     written = len(list((tmp / "lumen-out").glob("img*_gradcam.png")))
     assert written == args.folder, f"lumen wrote {written} of {args.folder} figures"
+    if args.lumen_profile:
+        # Once more with --profile (not timed): where the whole-process time goes.
+        profiled = subprocess.run(
+            [str(lumen), "batch", "--model", args.model, "--weights", str(weights), "--num-classes", "1000",
+             str(folder), "--out", str(tmp / "lumen-profile-out"), "--batch-size", str(args.batch), "--device",
+             lumen_device(args), "--quiet", "--profile"],
+            check=True, capture_output=True, text=True)
+        Path(args.lumen_profile).write_text(profiled.stdout + profiled.stderr)
     return python_seconds, lumen_seconds
+
+
+def seeded_model_and_batch(name, batch, device):
+    """The timm model with seeded random weights and a seeded normalised batch, the
+    same in every script that compares with Lumen (tools/device/agreement.py too)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=1000).eval().to(device)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
+    return model, x
+
+
+def write_for_lumen(model, name, x, folder):
+    """(weights .safetensors, input .npy) in `folder`, as Lumen's binaries read them."""
+    from safetensors.torch import save_file
+
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
+    input_path = folder / "input.npy"
+    np.save(input_path, x.cpu().numpy().astype(np.float32))
+    return weights, input_path
 
 
 def main():
@@ -197,41 +253,40 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", type=int, default=32, help="JPEGs for the end-to-end run (0: skip)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--lumen-device", default="cpu", help="Lumen's CPU device: cpu (flex) or tch:cpu")
+    parser.add_argument("--lumen-device",
+                        help="Lumen's device (default: tch:cuda:0 when --device is cuda, else cpu, i.e. flex); "
+                             "e.g. tch:cpu, wgpu")
     parser.add_argument("--lumen-precision", default="f32",
                         help="Lumen's float precision: f32, f16 or bf16 (the peers stay in float32)")
     parser.add_argument("--lumen-binary", help="peer_lumen built with other features (default: TARGET/release/peer_lumen)")
+    parser.add_argument("--lumen-cli", help="the lumen binary for the folder work (default: TARGET/release/lumen)")
+    parser.add_argument("--lumen-profile", help="also write `lumen batch --profile`'s stages for the folder here")
     parser.add_argument("--lumen-only", action="store_true", help="time Lumen alone (another backend of the same run)")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    model = timm.create_model(args.model, num_classes=1000).eval().to(device)
+    model, x = seeded_model_and_batch(args.model, args.batch, device)
     works = [w for w in args.works.split(",") if w]
-    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(device)
     classes = {w: [i * 7 % 1000 for i in range(args.heavy_images if w in HEAVY else args.batch)] for w in works}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        weights = tmp / f"{args.model}.safetensors"
-        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
-        input_path = tmp / "input.npy"
-        np.save(input_path, x.cpu().numpy().astype(np.float32))
+        weights, input_path = write_for_lumen(model, args.model, x, tmp)
         lumen = lumen_side(args, weights, input_path, works)
         if args.lumen_only:
-            print(json.dumps({"device": args.lumen_device, "ms_per_image": lumen}))
+            result = {"device": lumen_device(args), "precision": args.lumen_precision, "model": args.model,
+                      "batch": args.batch, "ms_per_image": lumen}
+            print(json.dumps(result))
+            if args.json:
+                Path(args.json).write_text(json.dumps(result, indent=1))
             return
         peers = python_peers(model, x, classes, works, args.repeats, device, args.steps)
         folder = folder_work(args, model, weights, device, tmp) if args.folder else None
 
     names = ["pytorch-grad-cam", "captum", "AutoTimm", "torch"]
     where = f"{args.device}, {torch.get_num_threads()} threads, {args.model}, batch {args.batch}"
-    print(f"\nms per image (median of {args.repeats}), {where}; Lumen on "
-          f"{'tch:cuda:0' if args.device == 'cuda' else args.lumen_device}\n")
+    print(f"\nms per image (median of {args.repeats}), {where}; Lumen on {lumen_device(args)}\n")
     print(f"| work | Lumen | {' | '.join(names)} | Lumen / best peer |")
     print("|---|---|" + "---|" * len(names) + "---|")
     rows = []

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use lumen::core::{ClassLogit, ExplainableModel, to_host};
-use lumen::methods::{MethodOptions, Noise, by_name};
-use lumen::{LoadedModel, Precision, ZooModel, device_with_precision, read_npy_batch};
+use lumen::methods::{CamMap, MethodOptions, Noise, ONE_PASS_CAMS, by_name, cams_from_one_pass};
+use lumen::{LoadedModel, Precision, ZooModel, device_with_precision, read_npy_batch, write_npy};
 
 #[derive(Parser)]
 struct Args {
@@ -29,7 +29,8 @@ struct Args {
     /// Normalised input [B,3,H,W] as float32 .npy.
     #[arg(long)]
     input: std::path::PathBuf,
-    /// Comma-separated: forward, or any method name (gradcam, gradcam++, ig, smoothgrad, scorecam, ...).
+    /// Comma-separated: forward, cams8 (eight CAMs from one pass), or any method name
+    /// (gradcam, gradcam++, ig, smoothgrad, scorecam, ...).
     #[arg(long, value_delimiter = ',')]
     works: Vec<String>,
     /// Images of the input used by the costly works (ig, smoothgrad, scorecam).
@@ -54,6 +55,15 @@ struct Args {
     /// Let the device draw the noise (no seed) instead of the seeded host stream.
     #[arg(long)]
     unseeded: bool,
+    /// Target class of each image, comma-separated (default: image i gets 7i mod
+    /// num_classes).
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<usize>,
+    /// Also write each method's maps to DIR/WORK.npy, as `lumen explain --save-raw`
+    /// writes them (attributions of gradient methods, else heatmaps), for
+    /// tools/device/agreement.py.
+    #[arg(long)]
+    save_maps: Option<std::path::PathBuf>,
 }
 
 fn main() -> lumen::Result<()> {
@@ -79,10 +89,35 @@ fn main() -> lumen::Result<()> {
             input.dims()[0]
         };
         let x = input.clone().narrow(0, 0, images);
-        let target = ClassLogit((0..images).map(|i| i * 7 % args.num_classes).collect());
+        let classes: Vec<usize> = (0..images)
+            .map(|i| {
+                args.classes
+                    .get(i)
+                    .copied()
+                    .unwrap_or(i * 7 % args.num_classes)
+            })
+            .collect();
+        if let Some(&class) = classes.iter().find(|&&class| class >= args.num_classes) {
+            return Err(lumen::LumenError::InvalidArgument(format!(
+                "--classes: {class} is out of range for {} classes",
+                args.num_classes
+            )));
+        }
+        let target = ClassLogit(classes);
         let run = || -> lumen::Result<()> {
             if work == "forward" {
                 let _ = to_host(model.forward(x.clone()));
+            } else if work == "cams8" {
+                // The eight gradient and activation CAMs from one forward and backward
+                // (what `compare` does); KPCA-CAM's kernel PCA is another cost class.
+                let kinds: Vec<&dyn CamMap> = ONE_PASS_CAMS
+                    .iter()
+                    .copied()
+                    .filter(|kind| kind.name() != "kpcacam")
+                    .collect();
+                for maps in cams_from_one_pass(model, x.clone(), &target, &args.layer, &kinds)? {
+                    let _ = maps.to_vec();
+                }
             } else {
                 let method = by_name::<ZooModel>(work, &options)?;
                 let _ = method.explain(model, x.clone(), &target)?.heatmaps.to_vec();
@@ -96,6 +131,22 @@ fn main() -> lumen::Result<()> {
                 run().map(|_| start.elapsed().as_secs_f64() * 1e3)
             })
             .collect::<lumen::Result<_>>()?;
+        if let Some(folder) = &args.save_maps
+            && !matches!(work.as_str(), "forward" | "cams8")
+        {
+            let method = by_name::<ZooModel>(work, &options)?;
+            let explanation = method.explain(model, x.clone(), &target)?;
+            let path = folder.join(format!("{work}.npy"));
+            match &explanation.attributions {
+                Some(attributions) => {
+                    write_npy(&path, to_host(attributions.clone()), &attributions.dims())?
+                }
+                None => {
+                    let maps = &explanation.heatmaps;
+                    write_npy(&path, maps.to_vec(), &maps.dims())?
+                }
+            }
+        }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         println!(

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Do Lumen's maps on a GPU agree with the references on the same GPU, on every GPU
+backend and precision? Run by tools/device/run.sh on the device machine (it also runs
+on a CPU, for a dry run of the kit: `--torch-device cpu --devices tch:cpu`).
+
+One seeded timm model (random weights, as in benches/peers) and one seeded batch, each
+image explained for its predicted class; `peer_lumen --save-maps` (the maps `lumen
+explain --save-raw` writes) on each Lumen device and precision; then per method:
+- against the reference library on the torch device, float32 (TF32 off: run.sh sets
+  NVIDIA_TF32_OVERRIDE=0): pytorch-grad-cam's GradCAM and GradCAM++ (maps in [0, 1])
+  and captum's Saliency (the signed input gradient, abs=False), IntegratedGradients
+  (Gauss-Legendre, 50 steps, zero baseline);
+- the same numbers for every Lumen device and precision, so that wgpu on a real GPU
+  and float16/bfloat16 are measured against the reference, not against tch.
+
+Each row: the largest absolute difference of the maps, each divided by the reference's
+largest absolute value (so 1e-3 means 0.1% of the map's range), and the Spearman rank
+correlation of the flattened maps. The generator asserts that the reference is not
+matched by the nearest wrong answer (GradCAM against GradCAM++; Saliency against the
+zero map), so that a small difference is a finding.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "peers"))
+from peers import seeded_model_and_batch, write_for_lumen  # noqa: E402
+
+# float32 on two backends differs by summation order: the parity suites hold CAMs to
+# 1e-3 and gradients to 1e-4 of the map's range (crates/lumen/tests/method_parity.rs);
+# a real bug is far above either.
+F32_TOLERANCE = 1e-3
+
+
+def ranks(values):
+    order = values.argsort(kind="stable")
+    out = np.empty(len(values), dtype=np.float64)
+    out[order] = np.arange(len(values))
+    return out
+
+
+def compare(lumen_map, reference):
+    """(max |difference| / max |reference|, Spearman rank correlation)."""
+    lumen_map, reference = np.asarray(lumen_map, np.float64), np.asarray(reference, np.float64)
+    assert lumen_map.shape == reference.shape, (lumen_map.shape, reference.shape)
+    scale = np.abs(reference).max()
+    difference = float(np.abs(lumen_map - reference).max() / scale) if scale > 0 else float("inf")
+    correlation = float(np.corrcoef(ranks(lumen_map.ravel()), ranks(reference.ravel()))[0, 1])
+    return difference, correlation
+
+
+def references(model, x, classes, steps):
+    from captum.attr import IntegratedGradients, Saliency
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [ClassifierOutputTarget(c) for c in classes]
+    target = torch.tensor(classes, device=x.device)
+    out = {}
+    for name, kind in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)):
+        with kind(model=model, target_layers=[model.layer4]) as cam:
+            out[name] = cam(input_tensor=x, targets=targets)
+    out["saliency"] = Saliency(model).attribute(x, target=target, abs=False).detach().cpu().numpy()
+    out["ig"] = IntegratedGradients(model).attribute(
+        x, target=target, n_steps=steps, method="gausslegendre", internal_batch_size=steps
+    ).detach().cpu().numpy()
+    # The fixture must be able to fail: every image's map has content, and the nearest
+    # wrong answer is far from it.
+    for name, maps in out.items():
+        flat = np.asarray(maps).reshape(len(classes), -1)
+        assert (flat.max(1) > flat.min(1)).all(), f"{name}: an image's reference map is constant"
+    nearest = {"gradcam": out["gradcam++"], "gradcam++": out["gradcam"],
+               "saliency": np.zeros_like(out["saliency"]), "ig": out["saliency"]}
+    for name, wrong in nearest.items():
+        difference, _ = compare(wrong, out[name])
+        assert difference > 0.05, f"{name}: its nearest neighbour is within {difference:.3g}"
+    return out
+
+
+def lumen_maps(peer_lumen, weights, input_path, args, device, precision, methods, folder):
+    """({method: maps}, seconds, error): one peer_lumen process for all methods."""
+    folder.mkdir()
+    command = [str(peer_lumen), "--model", args.model, "--weights", str(weights),
+               "--input", str(input_path), "--works", ",".join(methods), "--device", device,
+               "--precision", precision, "--heavy-images", str(args.images), "--repeats", "1",
+               "--steps", str(args.steps), "--classes", ",".join(str(c) for c in args.classes),
+               "--save-maps", str(folder)]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        return None, seconds, (result.stderr or result.stdout).strip()[-500:]
+    return {method: np.load(folder / f"{method}.npy") for method in methods}, seconds, None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peer-lumen", required=True, help="the peer_lumen binary (benches)")
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--torch-device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--devices", default="tch:cuda:0,wgpu", help="Lumen devices, comma-separated")
+    parser.add_argument("--half-devices", default="tch:cuda:0",
+                        help="devices also run in --half-precisions (comma-separated; empty: none)")
+    parser.add_argument("--half-precisions", default="f16,bf16")
+    parser.add_argument("--methods", default="gradcam,gradcam++,saliency,ig")
+    parser.add_argument("--json", required=True)
+    args = parser.parse_args()
+
+    model, x = seeded_model_and_batch(args.model, args.images, torch.device(args.torch_device))
+    # Each image's predicted class: for an arbitrary class a random-weight network's
+    # GradCAM is often all zero after the ReLU, a reference that nothing can fail.
+    with torch.no_grad():
+        args.classes = model(x).argmax(1).tolist()
+    reference = references(model, x, args.classes, args.steps)
+    methods = [m for m in args.methods.split(",") if m]
+    half_devices = [d for d in args.half_devices.split(",") if d]
+    half_precisions = [p for p in args.half_precisions.split(",") if p]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        weights, input_path = write_for_lumen(model, args.model, x, tmp)
+        for lumen_device in [d for d in args.devices.split(",") if d]:
+            precisions = ["f32"] + (half_precisions if lumen_device in half_devices else [])
+            for precision in precisions:
+                folder = tmp / f"{lumen_device.replace(':', '_')}-{precision}"
+                maps, seconds, error = lumen_maps(args.peer_lumen, weights, input_path, args,
+                                                  lumen_device, precision, methods, folder)
+                for method in methods:
+                    row = {"device": lumen_device, "precision": precision, "method": method,
+                           "seconds_all_methods": round(seconds, 2)}
+                    if error:
+                        row["error"] = error
+                    else:
+                        row["max_difference"], row["rank_correlation"] = compare(maps[method], reference[method])
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                write_json(args, rows)  # after every device: a timed-out run keeps what it did
+    print(f"\n{args.model}, {args.images} images; reference on {args.torch_device} (float32)\n")
+    print("| device | precision | method | max difference / max reference | rank correlation | verdict |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        if "error" in row:
+            cells = f"error: {row['error'][-80:]} | - | FAIL"
+        else:
+            verdict = "-" if row["precision"] != "f32" else (
+                "ok" if row["max_difference"] <= F32_TOLERANCE else "FAIL")
+            cells = f"{row['max_difference']:.2e} | {row['rank_correlation']:.5f} | {verdict}"
+        print(f"| {row['device']} | {row['precision']} | {row['method']} | {cells} |")
+    print(f"\nverdict: float32 maps within {F32_TOLERANCE:g} of the reference's largest value; "
+          "half precision is measured, not judged")
+    failed = [row for row in rows if "error" in row or
+              (row["precision"] == "f32" and row["max_difference"] > F32_TOLERANCE)]
+    if failed:
+        sys.exit(1)
+
+
+def write_json(args, rows):
+    Path(args.json).write_text(json.dumps({"model": args.model, "images": args.images,
+                                           "torch_device": args.torch_device, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

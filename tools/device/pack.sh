@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Packs what the GPU checks of issue 14 need into .device/ (git-ignored), on the
+# development machine, so that a session lent a GPU machine spends its 15 minutes
+# measuring, not building: the machine has no network and no Rust toolchain.
+#
+#   tools/device/pack.sh            # here: about 40 min cold (release burn with tch + wgpu), seconds warm
+#   device run: command "tools/device/run.sh", carry [".device"], timeout_s 540
+#
+# .device/bin    peer_lumen, release, built with --features tch,wgpu against PyPI's
+#                torch 2.11.0 (the GPU machines' version), stripped, xz-compressed
+# .device/wheels the Python peers the machine's image lacks: captum, pytorch-grad-cam
+#                and its ttach (pure Python; torch, timm, numpy, opencv are there)
+# .device/gl     the Vulkan/EGL loader packages wgpu needs there (/work/.library/device)
+#
+# What travels is the tracked tree plus .device, 64 MiB at most: the script stops if
+# the sum is over 62 MiB.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KIT=.device
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lumen-ci/target}"
+TORCH_VENV="${TORCH_VENV:-$HOME/.cache/lumen-ci/torch-2.11.0}"
+if ! "$TORCH_VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+  python3 -m venv "$TORCH_VENV"
+  "$TORCH_VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.11.0
+fi
+TORCH_LIB="$("$TORCH_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
+export PATH="$TORCH_VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 \
+  LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+cargo build --release -p lumen-cli -p lumen-benches --bins \
+  --features lumen-cli/tch,lumen-cli/wgpu,lumen-benches/tch,lumen-benches/wgpu
+
+rm -rf "$KIT" && mkdir -p "$KIT/bin" "$KIT/wheels" "$KIT/gl"
+# peer_lumen alone: it times the works and saves the maps the agreement check reads.
+# The lumen CLI (for the end-to-end folder work) is 28 MB compressed with both
+# backends, and the tracked tree is 42 MiB: together over the 64 MiB a call carries.
+strip -o "$KIT/bin/peer_lumen" "$CARGO_TARGET_DIR/release/peer_lumen"
+xz -T0 -6 "$KIT/bin/peer_lumen"
+
+# Wheels for Python 3.12 (the machine's); grad-cam publishes only a source archive,
+# built here into a pure-Python wheel.
+WHEEL_PLATFORMS=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+python3 -m pip download --quiet --no-deps --only-binary=:all: "${WHEEL_PLATFORMS[@]}" \
+  -d "$KIT/wheels" captum==0.9.0 ttach==0.0.3
+python3 -m pip wheel --quiet --no-deps -w "$KIT/wheels" grad-cam==1.5.7
+
+# The loaders, as /work/.library/device/README.md says (amd64 packages whatever this
+# machine is).
+APT_OPTIONS=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
+mkdir -p /tmp/amd64/partial
+apt-get "${APT_OPTIONS[@]}" update -qq
+(cd "$KIT/gl" && apt-get "${APT_OPTIONS[@]}" download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+
+tracked_bytes="$(git ls-files -z | xargs -0 cat | wc -c)"
+kit_bytes="$(du -sb "$KIT" | cut -f1)"
+total_mib=$(( (tracked_bytes + kit_bytes) / 1048576 ))
+ls -la "$KIT"/*
+echo "travels: tracked $(( tracked_bytes / 1048576 )) MiB + $KIT $(( kit_bytes / 1048576 )) MiB = $total_mib MiB"
+if [ "$total_mib" -gt 62 ]; then
+  echo "over the 64 MiB a device call carries (with margin): leave something out" >&2
+  exit 1
+fi
+echo 'next, with a device lent: run(command="tools/device/run.sh", carry=[".device"], timeout_s=540)'
