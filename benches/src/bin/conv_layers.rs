@@ -338,6 +338,24 @@ fn winograd_conv(
     out
 }
 
+/// A convolution written on host vectors, run on the tensors' values; the copies both
+/// ways are part of its time, as they would be inside Lumen.
+fn through_host(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+    out_dims: [usize; 4],
+    convolve: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
+) -> Tensor<4> {
+    let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("float32");
+    let out = convolve(
+        &values(x.clone().flatten(0, 3)),
+        &values(weight.clone().flatten(0, 3)),
+        &values(bias.clone()),
+    );
+    Tensor::from_data(TensorData::new(out, out_dims), &x.device())
+}
+
 fn median_ms(repeats: usize, mut run: impl FnMut() -> Tensor<4>) -> f64 {
     let _ = run().into_data(); // warm-up
     let mut times: Vec<f64> = (0..repeats)
@@ -389,33 +407,35 @@ fn main() {
                 options.clone(),
             )
         };
+        let side = out_size(size, kernel, stride);
         let host = || {
-            let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("float32");
-            let out = host_conv(
-                &values(x.clone().flatten(0, 3)),
-                [n, channels_in, size, size],
-                &values(weight.clone().flatten(0, 3)),
-                channels_out,
-                kernel,
-                stride,
-                &values(bias.clone()),
-            );
-            let side = out_size(size, kernel, stride);
-            let data = TensorData::new(out, [n, channels_out, side, side]);
-            Tensor::<4>::from_data(data, &device)
+            through_host(
+                &x,
+                &weight,
+                &bias,
+                [n, channels_out, side, side],
+                |x, w, b| {
+                    host_conv(
+                        x,
+                        [n, channels_in, size, size],
+                        w,
+                        channels_out,
+                        kernel,
+                        stride,
+                        b,
+                    )
+                },
+            )
         };
         let tensor_ops = || tensor_ops_conv(x.clone(), weight.clone(), bias.clone(), stride);
         let winograd = || {
-            let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("float32");
-            let out = winograd_conv(
-                &values(x.clone().flatten(0, 3)),
-                [n, channels_in, size, size],
-                &values(weight.clone().flatten(0, 3)),
-                channels_out,
-                &values(bias.clone()),
-            );
-            let data = TensorData::new(out, [n, channels_out, size, size]);
-            Tensor::<4>::from_data(data, &device)
+            through_host(
+                &x,
+                &weight,
+                &bias,
+                [n, channels_out, size, size],
+                |x, w, b| winograd_conv(x, [n, channels_in, size, size], w, channels_out, b),
+            )
         };
         let reference = flex();
         let mut checks = vec![("host", host()), ("tensor ops", tensor_ops())];
