@@ -217,8 +217,17 @@ def folder_work(args, model, weights, device, tmp):
              str(folder), "--out", str(tmp / "lumen-profile-out"), "--batch-size", str(args.batch), "--device",
              lumen_device(args), "--quiet", "--profile"],
             check=True, capture_output=True, text=True)
-        Path(args.lumen_profile).write_text(profiled.stdout + profiled.stderr)
+        write_atomically(args.lumen_profile, profiled.stdout + profiled.stderr)
     return python_seconds, lumen_seconds
+
+
+def write_atomically(path, text):
+    """Write `text` to a temporary file beside `path`, then rename it over `path`: a
+    reader never sees half a file, and a killed run leaves the previous one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def seeded_model_and_batch(name, batch, device):
@@ -279,7 +288,7 @@ def main():
                       "batch": args.batch, "ms_per_image": lumen}
             print(json.dumps(result))
             if args.json:
-                Path(args.json).write_text(json.dumps(result, indent=1))
+                write_atomically(args.json, json.dumps(result, indent=1))
             return
         peers = python_peers(model, x, classes, works, args.repeats, device, args.steps)
         folder = folder_work(args, model, weights, device, tmp) if args.folder else None
@@ -304,7 +313,7 @@ def main():
               f"(whole process), Python pipeline {python_seconds:.2f} s: "
               f"{python_seconds / lumen_seconds:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(
+        write_atomically(args.json, json.dumps(
             {"setting": where, "rows": rows,
              "folder": {"images": args.folder, "lumen_s": folder[1], "python_s": folder[0]} if folder else None},
             indent=1))

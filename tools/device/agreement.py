@@ -15,9 +15,10 @@ explain --save-raw` writes) on each Lumen device and precision; then per method:
 
 Each row: the largest absolute difference of the maps, each divided by the reference's
 largest absolute value (so 1e-3 means 0.1% of the map's range), and the Spearman rank
-correlation of the flattened maps. The generator asserts that the reference is not
-matched by the nearest wrong answer (GradCAM against GradCAM++; Saliency against the
-zero map), so that a small difference is a finding.
+correlation of the flattened maps (scipy's, ties averaged). The generator asserts that
+every image's reference map has content and that the nearest wrong answer is more than
+5% away (GradCAM against GradCAM++ and back; saliency against the zero map; IG against
+saliency), so that a small difference is a finding.
 """
 
 import argparse
@@ -30,21 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "peers"))
-from peers import seeded_model_and_batch, write_for_lumen  # noqa: E402
+from peers import seeded_model_and_batch, write_atomically, write_for_lumen  # noqa: E402
 
 # float32 on two backends differs by summation order: the parity suites hold CAMs to
 # 1e-3 and gradients to 1e-4 of the map's range (crates/lumen/tests/method_parity.rs);
 # a real bug is far above either.
 F32_TOLERANCE = 1e-3
-
-
-def ranks(values):
-    order = values.argsort(kind="stable")
-    out = np.empty(len(values), dtype=np.float64)
-    out[order] = np.arange(len(values))
-    return out
 
 
 def compare(lumen_map, reference):
@@ -53,7 +48,7 @@ def compare(lumen_map, reference):
     assert lumen_map.shape == reference.shape, (lumen_map.shape, reference.shape)
     scale = np.abs(reference).max()
     difference = float(np.abs(lumen_map - reference).max() / scale) if scale > 0 else float("inf")
-    correlation = float(np.corrcoef(ranks(lumen_map.ravel()), ranks(reference.ravel()))[0, 1])
+    correlation = float(spearmanr(lumen_map.ravel(), reference.ravel()).statistic)
     return difference, correlation
 
 
@@ -87,7 +82,6 @@ def references(model, x, classes, steps):
 
 def lumen_maps(peer_lumen, weights, input_path, args, device, precision, methods, folder):
     """({method: maps}, seconds, error): one peer_lumen process for all methods."""
-    folder.mkdir()
     command = [str(peer_lumen), "--model", args.model, "--weights", str(weights),
                "--input", str(input_path), "--works", ",".join(methods), "--device", device,
                "--precision", precision, "--heavy-images", str(args.images), "--repeats", "1",
@@ -115,6 +109,8 @@ def main():
     parser.add_argument("--methods", default="gradcam,gradcam++,saliency,ig")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
+    if args.images < 1 or args.steps < 1:
+        parser.error("--images and --steps must be at least 1")
 
     model, x = seeded_model_and_batch(args.model, args.images, torch.device(args.torch_device))
     # Each image's predicted class: for an arbitrary class a random-weight network's
@@ -165,8 +161,8 @@ def main():
 
 
 def write_json(args, rows):
-    Path(args.json).write_text(json.dumps({"model": args.model, "images": args.images,
-                                           "torch_device": args.torch_device, "rows": rows}, indent=1))
+    write_atomically(args.json, json.dumps({"model": args.model, "images": args.images,
+                                            "torch_device": args.torch_device, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,12 @@ struct Args {
 
 fn main() -> lumen::Result<()> {
     let args = Args::parse();
+    if let Some(folder) = &args.save_maps {
+        // Before the work, so that an unwritable folder fails at once.
+        std::fs::create_dir_all(folder).map_err(|e| {
+            lumen::LumenError::InvalidArgument(format!("--save-maps {}: {e}", folder.display()))
+        })?;
+    }
     let device = device_with_precision(&args.device, args.precision)?;
     let loaded = LoadedModel::load(&args.model, args.num_classes, &args.weights, &device)?;
     let model: &ZooModel = &loaded.model;
