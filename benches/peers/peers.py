@@ -34,8 +34,10 @@ The costly works (ig, smoothgrad, scorecam) use the first `--heavy-images` image
 """
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -79,69 +81,77 @@ def python_peers(model, x, classes, works, repeats, device, steps):
     layer = model.layer4
     results = {}
     for work in works:
-        xs = x[: len(classes[work])]
-        cls = classes[work]
-        n = len(cls)
-        row = {}
-        targets = [ClassifierOutputTarget(int(c)) for c in cls]
-        if work == "forward":
-            def run():
-                with torch.no_grad():
-                    model(xs)
-            row["torch"] = median_ms(run, repeats, sync) / n
-        elif work in ("gradcam", "gradcam++"):
-            kind = GradCAM if work == "gradcam" else GradCAMPlusPlus
-            cam = kind(model=model, target_layers=[layer])
-            row["pytorch-grad-cam"] = median_ms(lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
-            if work == "gradcam":
-                lgc = LayerGradCam(model, layer)
+        # pytorch-grad-cam keeps its hooks on the layer until the object is released:
+        # left registered, every later forward (captum's too) would copy the layer's
+        # activations to the host for each of them. Released at the end of each work.
+        with contextlib.ExitStack() as hooks:
+            xs = x[: len(classes[work])]
+            cls = classes[work]
+            n = len(cls)
+            row = {}
+            targets = [ClassifierOutputTarget(int(c)) for c in cls]
+            if work == "forward":
+                def run():
+                    with torch.no_grad():
+                        model(xs)
+                row["torch"] = median_ms(run, repeats, sync) / n
+            elif work in ("gradcam", "gradcam++"):
+                kind = GradCAM if work == "gradcam" else GradCAMPlusPlus
+                cam = hooks.enter_context(kind(model=model, target_layers=[layer]))
+                row["pytorch-grad-cam"] = median_ms(lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
+                if work == "gradcam":
+                    lgc = LayerGradCam(model, layer)
+                    target = torch.tensor(cls, device=device)
+
+                    def run():
+                        a = lgc.attribute(xs, target=target, relu_attributions=True)
+                        LayerAttribution.interpolate(a, xs.shape[-2:], interpolate_mode="bilinear").cpu()
+                    row["captum"] = median_ms(run, repeats, sync) / n
+                if at is not None:
+                    explainer = (at.GradCAM if work == "gradcam" else at.GradCAMPlusPlus)(
+                        model, target_layer=layer, use_cuda=device.type == "cuda")
+                    row["AutoTimm"] = median_ms(
+                        lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
+                        repeats, sync) / n
+            elif work == "ig":
+                ig = IntegratedGradients(model)
+
+                def run():
+                    for i, c in enumerate(cls):
+                        ig.attribute(xs[i : i + 1], target=int(c), n_steps=steps, method="gausslegendre",
+                                     internal_batch_size=steps).cpu()
+                row["captum"] = median_ms(run, repeats, sync) / n
+                if at is not None:
+                    explainer = at.IntegratedGradients(model, baseline="black", steps=steps,
+                                                       use_cuda=device.type == "cuda")
+                    row["AutoTimm"] = median_ms(
+                        lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
+                        repeats, sync) / n
+            elif work == "smoothgrad":
+                nt = NoiseTunnel(Saliency(model))
                 target = torch.tensor(cls, device=device)
 
                 def run():
-                    a = lgc.attribute(xs, target=target, relu_attributions=True)
-                    LayerAttribution.interpolate(a, xs.shape[-2:], interpolate_mode="bilinear").cpu()
+                    nt.attribute(xs, target=target, nt_type="smoothgrad", nt_samples=steps, stdevs=0.15,
+                                 nt_samples_batch_size=steps).cpu()
                 row["captum"] = median_ms(run, repeats, sync) / n
-            if at is not None:
-                explainer = (at.GradCAM if work == "gradcam" else at.GradCAMPlusPlus)(
-                    model, target_layer=layer, use_cuda=device.type == "cuda")
-                row["AutoTimm"] = median_ms(
-                    lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
-                    repeats, sync) / n
-        elif work == "ig":
-            ig = IntegratedGradients(model)
+            elif work == "cams8":
+                # pytorch-grad-cam has no shared pass: the eight CAMs are eight passes, each
+                # with only its own hooks on the layer (as a user's `with` blocks would be).
+                import pytorch_grad_cam as pgc
+                kinds = [pgc.GradCAM, pgc.GradCAMPlusPlus, pgc.XGradCAM, pgc.LayerCAM, pgc.HiResCAM,
+                         pgc.GradCAMElementWise, pgc.EigenCAM, pgc.EigenGradCAM]
 
-            def run():
-                for i, c in enumerate(cls):
-                    ig.attribute(xs[i : i + 1], target=int(c), n_steps=steps, method="gausslegendre",
-                                 internal_batch_size=steps).cpu()
-            row["captum"] = median_ms(run, repeats, sync) / n
-            if at is not None:
-                explainer = at.IntegratedGradients(model, baseline="black", steps=steps,
-                                                   use_cuda=device.type == "cuda")
-                row["AutoTimm"] = median_ms(
-                    lambda: [explainer.explain(xs[i : i + 1], target_class=int(c)) for i, c in enumerate(cls)],
-                    repeats, sync) / n
-        elif work == "smoothgrad":
-            nt = NoiseTunnel(Saliency(model))
-            target = torch.tensor(cls, device=device)
-
-            def run():
-                nt.attribute(xs, target=target, nt_type="smoothgrad", nt_samples=steps, stdevs=0.15,
-                             nt_samples_batch_size=steps).cpu()
-            row["captum"] = median_ms(run, repeats, sync) / n
-        elif work == "cams8":
-            # pytorch-grad-cam has no shared pass: the eight CAMs are eight passes.
-            import pytorch_grad_cam as pgc
-            kinds = [pgc.GradCAM, pgc.GradCAMPlusPlus, pgc.XGradCAM, pgc.LayerCAM, pgc.HiResCAM,
-                     pgc.GradCAMElementWise, pgc.EigenCAM, pgc.EigenGradCAM]
-            cams = [kind(model=model, target_layers=[layer]) for kind in kinds]
-            row["pytorch-grad-cam"] = median_ms(
-                lambda: [cam(input_tensor=xs, targets=targets) for cam in cams], repeats, sync) / n
-        elif work == "scorecam":
-            cam = ScoreCAM(model=model, target_layers=[layer])
-            cam.batch_size = 64
-            row["pytorch-grad-cam"] = median_ms(lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
-        results[work] = row
+                def run():
+                    for kind in kinds:
+                        with kind(model=model, target_layers=[layer]) as cam:
+                            cam(input_tensor=xs, targets=targets)
+                row["pytorch-grad-cam"] = median_ms(run, repeats, sync) / n
+            elif work == "scorecam":
+                cam = hooks.enter_context(ScoreCAM(model=model, target_layers=[layer]))
+                cam.batch_size = 64
+                row["pytorch-grad-cam"] = median_ms(lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
+            results[work] = row
     return results
 
 
@@ -160,10 +170,13 @@ def lumen_side(args, weights, input_path, works):
     out = subprocess.run(
         [str(binary), "--model", args.model, "--weights", str(weights), "--input", str(input_path),
          "--works", ",".join(works), "--heavy-images", str(args.heavy_images), "--device", device,
-         "--repeats", str(args.repeats), "--steps", str(args.steps), "--precision", args.lumen_precision],
+         "--repeats", str(args.repeats), "--steps", str(args.steps), "--precision", args.lumen_precision,
+         *shlex.split(args.lumen_extra)],
         check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    return {r["work"]: r["median_ms_per_image"] for r in rows}
+    # The first call (kernel compilation, autotuning) is kept apart from the median.
+    return ({r["work"]: r["median_ms_per_image"] for r in rows},
+            {r["work"]: r.get("first_run_ms") for r in rows})
 
 
 def folder_work(args, model, weights, device, tmp):
@@ -270,6 +283,8 @@ def main():
     parser.add_argument("--lumen-binary", help="peer_lumen built with other features (default: TARGET/release/peer_lumen)")
     parser.add_argument("--lumen-cli", help="the lumen binary for the folder work (default: TARGET/release/lumen)")
     parser.add_argument("--lumen-profile", help="also write `lumen batch --profile`'s stages for the folder here")
+    parser.add_argument("--lumen-extra", default="",
+                        help="more peer_lumen options, e.g. '--internal-batch-size 50' or '--unseeded'")
     parser.add_argument("--lumen-only", action="store_true", help="time Lumen alone (another backend of the same run)")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
     parser.add_argument("--json", help="also write the results here")
@@ -282,10 +297,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights, input_path = write_for_lumen(model, args.model, x, tmp)
-        lumen = lumen_side(args, weights, input_path, works)
+        lumen, lumen_first_run = lumen_side(args, weights, input_path, works)
         if args.lumen_only:
-            result = {"device": lumen_device(args), "precision": args.lumen_precision, "model": args.model,
-                      "batch": args.batch, "ms_per_image": lumen}
+            result = {"device": lumen_device(args), "precision": args.lumen_precision,
+                      "options": args.lumen_extra, "model": args.model,
+                      "batch": args.batch, "ms_per_image": lumen, "first_run_ms": lumen_first_run}
             print(json.dumps(result))
             if args.json:
                 write_atomically(args.json, json.dumps(result, indent=1))
@@ -306,7 +322,8 @@ def main():
         cells = [f"{peer[n]:.2f}" if n in peer else "-" for n in names]
         ratio_text = f"{ratio:.2f}x" if ratio else "-"
         print(f"| {work} | {lumen[work]:.2f} | {' | '.join(cells)} | {ratio_text} |")
-        rows.append({"work": work, "lumen_ms": lumen[work], "peers_ms": peer, "ratio": ratio})
+        rows.append({"work": work, "lumen_ms": lumen[work], "lumen_first_run_ms": lumen_first_run[work],
+                     "peers_ms": peer, "ratio": ratio})
     if folder:
         python_seconds, lumen_seconds = folder
         print(f"\nfolder of {args.folder} JPEGs, end to end: Lumen {lumen_seconds:.2f} s "
