@@ -18,7 +18,10 @@ largest absolute value (so 1e-3 means 0.1% of the map's range), and the Spearman
 correlation of the flattened maps (scipy's, ties averaged). The generator asserts that
 every image's reference map has content and that the nearest wrong answer is more than
 5% away (GradCAM against GradCAM++ and back; saliency against the zero map; IG against
-saliency), so that a small difference is a finding.
+saliency), so that a small difference is a finding. Float32 passes within 1e-3, or
+within twice the reference's own spread where that is larger: captum's IG run again
+with another internal batch on the same GPU (cuDNN picks its algorithms per shape, so
+the reference itself moves; measured there, printed with the table).
 """
 
 import argparse
@@ -67,6 +70,12 @@ def references(model, x, classes, steps):
     out["ig"] = IntegratedGradients(model).attribute(
         x, target=target, n_steps=steps, method="gausslegendre", internal_batch_size=steps
     ).detach().cpu().numpy()
+    # The reference's own spread on this device: the same attribution with another
+    # internal batch, so that cuDNN may pick other algorithms (another summation order).
+    # A Lumen difference within that spread is not a finding.
+    spread = {"ig": compare(IntegratedGradients(model).attribute(
+        x, target=target, n_steps=steps, method="gausslegendre", internal_batch_size=steps // 2 + 1
+    ).detach().cpu().numpy(), out["ig"])[0]}
     # The fixture must be able to fail: every image's map has content, and the nearest
     # wrong answer is far from it.
     for name, maps in out.items():
@@ -77,18 +86,22 @@ def references(model, x, classes, steps):
     for name, wrong in nearest.items():
         difference, _ = compare(wrong, out[name])
         assert difference > 0.05, f"{name}: its nearest neighbour is within {difference:.3g}"
-    return out
+    return out, spread
 
 
 def lumen_maps(peer_lumen, weights, input_path, args, device, precision, methods, folder):
-    """({method: maps}, seconds, error): one peer_lumen process for all methods."""
+    """({method: maps}, seconds, error): one peer_lumen process for all methods.
+
+    It runs in the temporary folder: a gpu-autotune build keeps its tuning database
+    under the Cargo workspace it runs in, and run.sh's speed steps measure that
+    database empty and then read back in the repository."""
     command = [str(peer_lumen), "--model", args.model, "--weights", str(weights),
                "--input", str(input_path), "--works", ",".join(methods), "--device", device,
                "--precision", precision, "--heavy-images", str(args.images), "--repeats", "1",
                "--steps", str(args.steps), "--classes", ",".join(str(c) for c in args.classes),
                "--save-maps", str(folder)]
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=folder.parent)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         return None, seconds, (result.stderr or result.stdout).strip()[-500:]
@@ -106,6 +119,8 @@ def main():
     parser.add_argument("--half-devices", default="tch:cuda:0",
                         help="devices also run in --half-precisions (comma-separated; empty: none)")
     parser.add_argument("--half-precisions", default="f16,bf16")
+    parser.add_argument("--autotune-peer-lumen",
+                        help="peer_lumen built with wgpu and gpu-autotune: its wgpu maps are checked last")
     parser.add_argument("--methods", default="gradcam,gradcam++,saliency,ig")
     parser.add_argument("--json", required=True)
     args = parser.parse_args()
@@ -117,7 +132,12 @@ def main():
     # GradCAM is often all zero after the ReLU, a reference that nothing can fail.
     with torch.no_grad():
         args.classes = model(x).argmax(1).tolist()
-    reference = references(model, x, args.classes, args.steps)
+    reference, spread = references(model, x, args.classes, args.steps)
+    # Float32 tolerance per method: F32_TOLERANCE, or twice the reference's own spread
+    # where that is larger (stated in the table).
+    tolerance = {method: max(F32_TOLERANCE, 2 * spread.get(method, 0.0)) for method in reference}
+    for method, value in spread.items():
+        print(f"reference spread ({method}, another internal batch): {value:.2e}", flush=True)
     methods = [m for m in args.methods.split(",") if m]
     half_devices = [d for d in args.half_devices.split(",") if d]
     half_precisions = [p for p in args.half_precisions.split(",") if p]
@@ -125,22 +145,25 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights, input_path = write_for_lumen(model, args.model, x, tmp)
-        for lumen_device in [d for d in args.devices.split(",") if d]:
-            precisions = ["f32"] + (half_precisions if lumen_device in half_devices else [])
-            for precision in precisions:
-                folder = tmp / f"{lumen_device.replace(':', '_')}-{precision}"
-                maps, seconds, error = lumen_maps(args.peer_lumen, weights, input_path, args,
-                                                  lumen_device, precision, methods, folder)
-                for method in methods:
-                    row = {"device": lumen_device, "precision": precision, "method": method,
-                           "seconds_all_methods": round(seconds, 2)}
-                    if error:
-                        row["error"] = error
-                    else:
-                        row["max_difference"], row["rank_correlation"] = compare(maps[method], reference[method])
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                write_json(args, rows)  # after every device: a timed-out run keeps what it did
+        runs = [(args.peer_lumen, device, device, precision)
+                for device in args.devices.split(",") if device
+                for precision in ["f32"] + (half_precisions if device in half_devices else [])]
+        if args.autotune_peer_lumen:
+            runs.append((args.autotune_peer_lumen, "wgpu", "wgpu+autotune", "f32"))
+        for peer_lumen, lumen_device, label, precision in runs:
+            folder = tmp / f"{label.replace(':', '_')}-{precision}"
+            maps, seconds, error = lumen_maps(peer_lumen, weights, input_path, args,
+                                              lumen_device, precision, methods, folder)
+            for method in methods:
+                row = {"device": label, "precision": precision, "method": method,
+                       "seconds_all_methods": round(seconds, 2)}
+                if error:
+                    row["error"] = error
+                else:
+                    row["max_difference"], row["rank_correlation"] = compare(maps[method], reference[method])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            write_json(args, rows, spread)  # after every device: a timed-out run keeps what it did
     print(f"\n{args.model}, {args.images} images; reference on {args.torch_device} (float32)\n")
     print("| device | precision | method | max difference / max reference | rank correlation | verdict |")
     print("|---|---|---|---|---|---|")
@@ -149,20 +172,22 @@ def main():
             cells = f"error: {row['error'][-80:]} | - | FAIL"
         else:
             verdict = "-" if row["precision"] != "f32" else (
-                "ok" if row["max_difference"] <= F32_TOLERANCE else "FAIL")
+                "ok" if row["max_difference"] <= tolerance[row["method"]] else "FAIL")
             cells = f"{row['max_difference']:.2e} | {row['rank_correlation']:.5f} | {verdict}"
         print(f"| {row['device']} | {row['precision']} | {row['method']} | {cells} |")
-    print(f"\nverdict: float32 maps within {F32_TOLERANCE:g} of the reference's largest value; "
+    print(f"\nverdict: float32 maps within {F32_TOLERANCE:g} of the reference's largest value, or twice "
+          f"the reference's own spread where larger ({', '.join(f'{m} {t:.2e}' for m, t in tolerance.items())}); "
           "half precision is measured, not judged")
     failed = [row for row in rows if "error" in row or
-              (row["precision"] == "f32" and row["max_difference"] > F32_TOLERANCE)]
+              (row["precision"] == "f32" and row["max_difference"] > tolerance[row["method"]])]
     if failed:
         sys.exit(1)
 
 
-def write_json(args, rows):
+def write_json(args, rows, spread):
     write_atomically(args.json, json.dumps({"model": args.model, "images": args.images,
-                                            "torch_device": args.torch_device, "rows": rows}, indent=1))
+                                            "torch_device": args.torch_device, "reference_spread": spread,
+                                            "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

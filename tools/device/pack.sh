@@ -4,10 +4,11 @@
 # measuring, not building: the machine has no network and no Rust toolchain.
 #
 #   tools/device/pack.sh            # here: about 40 min cold (release burn with tch + wgpu), seconds warm
-#   device run: command "tools/device/run.sh", carry [".device"], timeout_s 540
+#   device run: command "tools/device/run.sh", carry [".device"], timeout_s 600
 #
 # .device/bin    peer_lumen, release, built with --features tch,wgpu against PyPI's
-#                torch 2.11.0 (the GPU machines' version), stripped, xz-compressed
+#                torch 2.11.0 (the GPU machines' version), stripped, xz-compressed;
+#                peer_lumen_autotune, the same with wgpu and gpu-autotune
 # .device/wheels the Python peers the machine's image lacks: captum, pytorch-grad-cam
 #                and its ttach (pure Python; torch, timm, numpy, opencv are there)
 # .device/gl     the Vulkan/EGL loader packages wgpu needs there (/work/.library/device)
@@ -36,6 +37,15 @@ rm -rf "$KIT" && mkdir -p "$KIT/bin" "$KIT/wheels" "$KIT/gl"
 # backends, and the tracked tree is 42 MiB: together over the 64 MiB a call carries.
 strip -o "$KIT/bin/peer_lumen" "$CARGO_TARGET_DIR/release/peer_lumen"
 xz -T0 -6 "$KIT/bin/peer_lumen"
+# And wgpu with gpu-autotune (Burn's autotune, fusion and on-disk tuning database), to
+# measure on a real GPU whether it should become wgpu's default: another burn build
+# (about 30 min cold), so PACK_AUTOTUNE=0 leaves it out.
+if [ "${PACK_AUTOTUNE:-1}" = 1 ]; then
+  cargo build --release -p lumen-benches --bin peer_lumen \
+    --features lumen-benches/wgpu,lumen-benches/gpu-autotune
+  strip -o "$KIT/bin/peer_lumen_autotune" "$CARGO_TARGET_DIR/release/peer_lumen"
+  xz -T0 -6 "$KIT/bin/peer_lumen_autotune"
+fi
 
 # Wheels for Python 3.12 (the machine's); grad-cam publishes only a source archive,
 # built here into a pure-Python wheel.
@@ -61,4 +71,4 @@ if [ "$total_mib" -gt 62 ]; then
   echo "over the 64 MiB a device call carries (with margin): leave something out" >&2
   exit 1
 fi
-echo 'next, with a device lent: run(command="tools/device/run.sh", carry=[".device"], timeout_s=540)'
+echo 'next, with a device lent: run(command="tools/device/run.sh", carry=[".device"], timeout_s=600)'

@@ -3,10 +3,10 @@
 # NVIDIA GPU, no network, no Rust): after tools/device/pack.sh ran on the development
 # machine, a session lent a device calls
 #
-#   run(command="tools/device/run.sh", carry=[".device"], timeout_s=540)
+#   run(command="tools/device/run.sh", carry=[".device"], timeout_s=600)
 #
-# Steps, each under its own time limit so that one hang does not cost the others (at
-# most 8.5 min in all with the limits below; never run on a GPU yet):
+# Steps, each under its own time limit so that one hang does not cost the others
+# (first run on an H200 on 2026-11-30: steps 1-5 in 229 s; docs/performance.md):
 #   1. machine: GPU, driver, torch;
 #   2. agreement: Lumen's maps on tch:cuda (f32, f16, bf16) and wgpu (Vulkan on the
 #      GPU, f32) against pytorch-grad-cam and captum on the same GPU, TF32 off;
@@ -15,7 +15,16 @@
 #      end-to-end folder: it needs the lumen CLI, which does not fit in the kit);
 #   4. half precision: the same works on tch:cuda in f16 and bf16 (speed; step 2 has
 #      their accuracy);
-#   5. wgpu speed on the same works (forward, GradCAM, IG, SmoothGrad).
+#   5. wgpu speed on the same works (forward, GradCAM, IG, SmoothGrad);
+#   (variants, asked for by name: SmoothGrad and IG with one internal batch of 50,
+#   and with device-drawn noise);
+#   6. with the gpu-autotune build (when the kit has it): the same wgpu works with an
+#      empty tuning database, then again with the database read back (step 2 checks
+#      its maps too, in a database of its own).
+# STEPS (default "agreement peers half wgpu autotune"; "variants" only when named)
+# picks steps, e.g. for a second call; AGREEMENT_DEVICES (default tch and wgpu) the devices step 2 checks.
+# DEADLINE (seconds, default 585) caps the whole: a step gets what is left of it, so
+# the run ends inside the device call's limit and what it measured comes back.
 # Everything lands in $OUT (the device tool brings it back): summary.md with every
 # table, and one JSON per step.
 #
@@ -38,13 +47,23 @@ TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
 TCH="${TCH:-tch:cuda:0}"
 WGPU="${WGPU-wgpu}"
 HALF="${HALF-f16 bf16}"
+DEADLINE="${DEADLINE:-585}"
+STEPS=" ${STEPS:-agreement peers half wgpu autotune} "
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 SUMMARY="$OUT/summary.md"
 : >"$SUMMARY"
 step() { printf '\n## %s (at %d s)\n\n' "$*" "$SECONDS" | tee -a "$SUMMARY"; }
-# Runs a step under a time limit; its output goes to the summary too.
+# Runs a step under a time limit (cut to what is left before DEADLINE); its output
+# goes to the summary too.
 limited() {
   local seconds="$1"
   shift
+  local left=$((DEADLINE - SECONDS - 15))
+  [ "$left" -lt "$seconds" ] && seconds="$left"
+  if [ "$seconds" -lt 10 ]; then
+    echo "(skipped: the run's deadline is near)" | tee -a "$SUMMARY"
+    return
+  fi
   timeout --kill-after=10 "$seconds" "$@" 2>&1 | tee -a "$SUMMARY"
   local status="${PIPESTATUS[0]}"
   [ "$status" = 0 ] || echo "(step exited with $status; 124: over its ${seconds} s)" | tee -a "$SUMMARY"
@@ -83,28 +102,58 @@ step "machine"
   nproc
 } 2>&1 | tee -a "$SUMMARY"
 
-DEVICES="$TCH${WGPU:+,$WGPU}"
-step "agreement with pytorch-grad-cam and captum ($DEVICES; TF32 off)"
-NVIDIA_TF32_OVERRIDE=0 limited 120 "$PYTHON" tools/device/agreement.py --peer-lumen "$BIN/peer_lumen" \
-  --model "$MODEL" --torch-device "$TORCH_DEVICE" --devices "$DEVICES" \
-  --half-devices "${HALF:+$TCH}" --half-precisions "${HALF// /,}" --json "$OUT/agreement.json"
+AUTOTUNE=()
+[ -n "$WGPU" ] && [ -x "$BIN/peer_lumen_autotune" ] && wanted autotune &&
+  AUTOTUNE=(--autotune-peer-lumen "$BIN/peer_lumen_autotune")
+if wanted agreement; then
+  DEVICES="${AGREEMENT_DEVICES:-$TCH${WGPU:+,$WGPU}}"
+  step "agreement with pytorch-grad-cam and captum ($DEVICES; TF32 off)"
+  NVIDIA_TF32_OVERRIDE=0 limited 150 "$PYTHON" tools/device/agreement.py --peer-lumen "$BIN/peer_lumen" "${AUTOTUNE[@]}" \
+    --model "$MODEL" --torch-device "$TORCH_DEVICE" --devices "$DEVICES" \
+    --half-devices "${HALF:+$TCH}" --half-precisions "${HALF// /,}" --json "$OUT/agreement.json"
+fi
 
 PEERS=("$PYTHON" benches/peers/peers.py --model "$MODEL" --batch "$BATCH" --heavy-images 1
   --repeats "$REPEATS" --device "$TORCH_DEVICE" --lumen-binary "$BIN/peer_lumen")
 # No folder work: it needs the lumen CLI, which does not fit in the kit (pack.sh).
-step "peers on $TCH (TF32 defaults)"
-limited 180 "${PEERS[@]}" --lumen-device "$TCH" --folder 0 \
-  --works forward,gradcam,gradcam++,cams8,ig,smoothgrad,scorecam --json "$OUT/peers.json"
+if wanted peers; then
+  step "peers on $TCH (TF32 defaults)"
+  limited 180 "${PEERS[@]}" --lumen-device "$TCH" --folder 0 \
+    --works forward,gradcam,gradcam++,cams8,ig,smoothgrad,scorecam --json "$OUT/peers.json"
+fi
 
-for precision in $HALF; do
-  step "Lumen on $TCH in $precision"
-  limited 45 "${PEERS[@]}" --lumen-only --lumen-device "$TCH" --lumen-precision "$precision" \
-    --works forward,gradcam,cams8,ig,smoothgrad --json "$OUT/precision_$precision.json"
-done
+if wanted variants; then
+  for variant in "--internal-batch-size 50" "--unseeded"; do
+    name="$(echo "$variant" | tr -cd 'a-z0-9')"
+    step "Lumen on $TCH: SmoothGrad and IG with $variant"
+    limited 45 "${PEERS[@]}" --lumen-only --lumen-device "$TCH" --lumen-extra="$variant" \
+      --works ig,smoothgrad --json "$OUT/variant_$name.json"
+  done
+fi
 
-if [ -n "$WGPU" ]; then
+if wanted half; then
+  for precision in $HALF; do
+    step "Lumen on $TCH in $precision"
+    limited 45 "${PEERS[@]}" --lumen-only --lumen-device "$TCH" --lumen-precision "$precision" \
+      --works forward,gradcam,cams8,ig,smoothgrad --json "$OUT/precision_$precision.json"
+  done
+fi
+
+if [ -n "$WGPU" ] && wanted wgpu; then
   step "Lumen on $WGPU (Vulkan), f32"
   limited 90 "${PEERS[@]}" --lumen-only --lumen-device "$WGPU" --repeats 3 \
     --works forward,gradcam,ig,smoothgrad --json "$OUT/wgpu.json"
 fi
+
+if [ "${#AUTOTUNE[@]}" -gt 0 ]; then
+  # The database lives under the Cargo workspace of the working directory (this
+  # repository): empty on a fresh machine, since agreement.py ran elsewhere.
+  for database in empty read_back; do
+    step "Lumen on $WGPU with gpu-autotune, tuning database $database"
+    limited 100 "${PEERS[@]}" --lumen-only --lumen-device "$WGPU" --lumen-binary "$BIN/peer_lumen_autotune" \
+      --repeats 3 --works forward,gradcam,ig,smoothgrad --json "$OUT/wgpu_autotune_$database.json"
+  done
+fi
 step "done"
+# Where the tuning databases landed (the empty-then-read-back claim rests on this).
+find target/environment "$HOME/.cache/cubecl" -type f -exec ls -la {} + 2>/dev/null | tee -a "$SUMMARY"
