@@ -17,7 +17,7 @@
 #      their accuracy);
 #   5. wgpu speed on the same works (forward, GradCAM, IG, SmoothGrad);
 #   (variants, asked for by name: SmoothGrad and IG with one internal batch of 50,
-#   and with device-drawn noise);
+#   with device-drawn noise, and with their stages timed);
 #   6. with the gpu-autotune build (when the kit has it): the same wgpu works with an
 #      empty tuning database, then again with the database read back (step 2 checks
 #      its maps too, in a database of its own).
@@ -123,7 +123,7 @@ if wanted peers; then
 fi
 
 if wanted variants; then
-  for variant in "--internal-batch-size 50" "--unseeded"; do
+  for variant in "--internal-batch-size 50" "--unseeded" "--profile"; do
     name="$(echo "$variant" | tr -cd 'a-z0-9')"
     step "Lumen on $TCH: SmoothGrad and IG with $variant"
     limited 45 "${PEERS[@]}" --lumen-only --lumen-device "$TCH" --lumen-extra="$variant" \
