@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 14 as one prepared script, for the device machine (one
 # NVIDIA GPU, no network, no Rust): after tools/device/pack.sh ran on the development
-# machine, a session lent a device calls
+# machine, a session lent a device calls (two calls: one carries 64 MiB at most)
 #
-#   run(command="tools/device/run.sh", carry=[".device"], timeout_s=600)
+#   run(command="tools/device/run.sh", carry=[".device/common", ".device/tch"], timeout_s=600)
+#   run(command="STEPS='agreement autotune' AGREEMENT_DEVICES= tools/device/run.sh",
+#       carry=[".device/common", ".device/autotune"], timeout_s=600)
 #
+# The steps on tch (and the direct wgpu of the same binary) run when .device/tch came
+# along; the autotune steps when .device/autotune did.
 # Steps, each under its own time limit so that one hang does not cost the others
 # (first run on an H200 on 2026-11-30: steps 1-5 in 229 s; docs/performance.md):
 #   1. machine: GPU, driver, torch;
@@ -22,7 +26,8 @@
 #      empty tuning database, then again with the database read back (step 2 checks
 #      its maps too, in a database of its own).
 # STEPS (default "agreement peers half wgpu autotune"; "variants" only when named)
-# picks steps, e.g. for a second call; AGREEMENT_DEVICES (default tch and wgpu) the devices step 2 checks.
+# picks steps; AGREEMENT_DEVICES (default tch and wgpu; empty: none) the devices of
+# peer_lumen that step 2 checks.
 # DEADLINE (seconds, default 585) caps the whole: a step gets what is left of it, so
 # the run ends inside the device call's limit and what it measured comes back.
 # Everything lands in $OUT (the device tool brings it back): summary.md with every
@@ -70,9 +75,9 @@ limited() {
 }
 
 step "setup"
-[ -d "$KIT/bin" ] || { echo "$KIT is missing: run tools/device/pack.sh first and carry .device" | tee -a "$SUMMARY"; exit 1; }
+[ -d "$KIT/common" ] || { echo "$KIT/common is missing: run tools/device/pack.sh first and carry it" | tee -a "$SUMMARY"; exit 1; }
 if [ -n "$WGPU" ] && ! ldconfig -p | grep -q 'libvulkan.so.1'; then
-  for package in "$KIT"/gl/*.deb; do dpkg -x "$package" /; done
+  for package in "$KIT"/common/gl/*.deb; do dpkg -x "$package" /; done
   ldconfig
 fi
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -81,19 +86,23 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
 fi
 SITE=/tmp/lumen-device-site
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$SITE" "$KIT"/wheels/*.whl || exit 1
+  --target "$SITE" "$KIT"/common/wheels/*.whl || exit 1
 # TQDM_DISABLE: pytorch-grad-cam's progress bars would fill the summary.
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-BIN=/tmp/lumen-device-bin
-mkdir -p "$BIN"
-for packed in "$KIT"/bin/*.xz; do
-  "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$packed" "$BIN/$(basename "$packed" .xz)"
-done
-chmod +x "$BIN"/*
 TORCH_LIB="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-"$BIN/peer_lumen" --help >/dev/null || { echo "peer_lumen does not start here" | tee -a "$SUMMARY"; exit 1; }
+# The binaries of whichever parts this call carried (.device/tch, .device/autotune).
+BIN=/tmp/lumen-device-bin
+mkdir -p "$BIN"
+for packed in "$KIT"/*/*.xz; do
+  [ -f "$packed" ] || continue
+  unpacked="$BIN/$(basename "$packed" .xz)"
+  "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$packed" "$unpacked"
+  chmod +x "$unpacked"
+  "$unpacked" --help >/dev/null || { echo "$unpacked does not start here" | tee -a "$SUMMARY"; exit 1; }
+done
+ls "$BIN" | tee -a "$SUMMARY"
 
 step "machine"
 {
@@ -105,8 +114,12 @@ step "machine"
 AUTOTUNE=()
 [ -n "$WGPU" ] && [ -x "$BIN/peer_lumen_autotune" ] && wanted autotune &&
   AUTOTUNE=(--autotune-peer-lumen "$BIN/peer_lumen_autotune")
+TCH_KIT=false
+[ -x "$BIN/peer_lumen" ] && TCH_KIT=true
+$TCH_KIT || echo "(no .device/tch in this call: the steps on $TCH are left out)" | tee -a "$SUMMARY"
 if wanted agreement; then
-  DEVICES="${AGREEMENT_DEVICES:-$TCH${WGPU:+,$WGPU}}"
+  DEVICES="${AGREEMENT_DEVICES-$TCH${WGPU:+,$WGPU}}"
+  $TCH_KIT || DEVICES=""
   step "agreement with pytorch-grad-cam and captum ($DEVICES; TF32 off)"
   NVIDIA_TF32_OVERRIDE=0 limited 150 "$PYTHON" tools/device/agreement.py --peer-lumen "$BIN/peer_lumen" "${AUTOTUNE[@]}" \
     --model "$MODEL" --torch-device "$TORCH_DEVICE" --devices "$DEVICES" \
@@ -116,13 +129,13 @@ fi
 PEERS=("$PYTHON" benches/peers/peers.py --model "$MODEL" --batch "$BATCH" --heavy-images 1
   --repeats "$REPEATS" --device "$TORCH_DEVICE" --lumen-binary "$BIN/peer_lumen")
 # No folder work: it needs the lumen CLI, which does not fit in the kit (pack.sh).
-if wanted peers; then
+if $TCH_KIT && wanted peers; then
   step "peers on $TCH (TF32 defaults)"
   limited 180 "${PEERS[@]}" --lumen-device "$TCH" --folder 0 \
     --works forward,gradcam,gradcam++,cams8,ig,smoothgrad,scorecam --json "$OUT/peers.json"
 fi
 
-if wanted variants; then
+if $TCH_KIT && wanted variants; then
   for variant in "--internal-batch-size 50" "--unseeded" "--profile"; do
     name="$(echo "$variant" | tr -cd 'a-z0-9')"
     step "Lumen on $TCH: SmoothGrad and IG with $variant"
@@ -131,7 +144,7 @@ if wanted variants; then
   done
 fi
 
-if wanted half; then
+if $TCH_KIT && wanted half; then
   for precision in $HALF; do
     step "Lumen on $TCH in $precision"
     limited 45 "${PEERS[@]}" --lumen-only --lumen-device "$TCH" --lumen-precision "$precision" \
@@ -139,7 +152,7 @@ if wanted half; then
   done
 fi
 
-if [ -n "$WGPU" ] && wanted wgpu; then
+if $TCH_KIT && [ -n "$WGPU" ] && wanted wgpu; then
   step "Lumen on $WGPU (Vulkan), f32"
   limited 90 "${PEERS[@]}" --lumen-only --lumen-device "$WGPU" --repeats 3 \
     --works forward,gradcam,ig,smoothgrad --json "$OUT/wgpu.json"

@@ -64,15 +64,28 @@ struct Args {
     /// tools/device/agreement.py.
     #[arg(long)]
     save_maps: Option<std::path::PathBuf>,
+    /// Also report each timed run's stages (forward, backward, method math, ...), as
+    /// `lumen --profile` does; each stage waits for the device at its end, so the
+    /// runs are slower and the plain medians should come from a run without it.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() -> lumen::Result<()> {
     let args = Args::parse();
+    if args.repeats == 0 {
+        return Err(lumen::LumenError::InvalidArgument(
+            "--repeats must be at least 1 (the median of no runs is undefined)".into(),
+        ));
+    }
     if let Some(folder) = &args.save_maps {
         // Before the work, so that an unwritable folder fails at once.
         std::fs::create_dir_all(folder).map_err(|e| {
             lumen::LumenError::InvalidArgument(format!("--save-maps {}: {e}", folder.display()))
         })?;
+    }
+    if args.profile {
+        lumen::core::profile::enable();
     }
     let device = device_with_precision(&args.device, args.precision)?;
     let loaded = LoadedModel::load(&args.model, args.num_classes, &args.weights, &device)?;
@@ -135,12 +148,21 @@ fn main() -> lumen::Result<()> {
         let first_start = Instant::now();
         run()?;
         let first_run_ms = first_start.elapsed().as_secs_f64() * 1e3;
+        lumen::core::profile::reset();
         let mut times: Vec<f64> = (0..args.repeats)
             .map(|_| {
                 let start = Instant::now();
                 run().map(|_| start.elapsed().as_secs_f64() * 1e3)
             })
             .collect::<lumen::Result<_>>()?;
+        // Mean milliseconds per timed run in each stage (empty without --profile).
+        let stages: serde_json::Map<String, serde_json::Value> = lumen::core::profile::totals()
+            .iter()
+            .map(|stage| {
+                let ms = stage.total.as_secs_f64() * 1e3 / args.repeats.max(1) as f64;
+                (stage.stage.to_string(), ms.into())
+            })
+            .collect();
         if let Some(folder) = &args.save_maps
             && !matches!(work.as_str(), "forward" | "cams8")
         {
@@ -168,6 +190,7 @@ fn main() -> lumen::Result<()> {
                 "median_ms_per_image": median / images as f64,
                 "runs_ms": times,
                 "first_run_ms": first_run_ms,
+                "stages_ms_per_run": stages,
             })
         );
     }

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
+use lumen_core::profile::stages::METHOD;
 use lumen_core::random::{image_seeds, standard_normal_keyed};
 use lumen_core::{
     ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks,
@@ -193,7 +194,12 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let mut maps = vec![];
         for range in row_chunks(rows, chunk) {
             let images: Vec<usize> = range.clone().map(|r| r / n).collect();
-            let part = self.noisy_rows(&input, range.clone(), &deviations, &streams);
+            let part = {
+                // The noise is the tunnel's own work (host-drawn when seeded, then copied
+                // to the device): timed apart so that `--profile` shows what it costs.
+                let _noise = lumen_core::profile::stage_on(METHOD, &input.device());
+                self.noisy_rows(&input, range.clone(), &deviations, &streams)
+            };
             let explanation =
                 self.inner
                     .explain(model, part, target.for_images(&images).as_ref())?;
