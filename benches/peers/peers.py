@@ -299,7 +299,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights, input_path = write_for_lumen(model, args.model, x, tmp)
-        lumen, lumen_first_run, lumen_stages = lumen_side(args, weights, input_path, works)
+        # No works (`--works ""`): the end-to-end folder alone, without peer_lumen.
+        lumen, lumen_first_run, lumen_stages = (
+            lumen_side(args, weights, input_path, works) if works else ({}, {}, {}))
         if args.lumen_only:
             result = {"device": lumen_device(args), "precision": args.lumen_precision,
                       "options": args.lumen_extra, "model": args.model,
@@ -309,14 +311,15 @@ def main():
             if args.json:
                 write_atomically(args.json, json.dumps(result, indent=1))
             return
-        peers = python_peers(model, x, classes, works, args.repeats, device, args.steps)
+        peers = python_peers(model, x, classes, works, args.repeats, device, args.steps) if works else {}
         folder = folder_work(args, model, weights, device, tmp) if args.folder else None
 
     names = ["pytorch-grad-cam", "captum", "AutoTimm", "torch"]
     where = f"{args.device}, {torch.get_num_threads()} threads, {args.model}, batch {args.batch}"
-    print(f"\nms per image (median of {args.repeats}), {where}; Lumen on {lumen_device(args)}\n")
-    print(f"| work | Lumen | {' | '.join(names)} | Lumen / best peer |")
-    print("|---|---|" + "---|" * len(names) + "---|")
+    if works:
+        print(f"\nms per image (median of {args.repeats}), {where}; Lumen on {lumen_device(args)}\n")
+        print(f"| work | Lumen | {' | '.join(names)} | Lumen / best peer |")
+        print("|---|---|" + "---|" * len(names) + "---|")
     rows = []
     for work in works:
         peer = peers.get(work, {})

@@ -12,15 +12,20 @@
 # .device/tch       peer_lumen, release, built with --features tch,wgpu against PyPI's
 #                   torch 2.11.0 (the GPU machines' version), stripped, xz-compressed
 # .device/autotune  peer_lumen built with wgpu and gpu-autotune (PACK_AUTOTUNE=0: not)
+# .device/cli       the lumen CLI with libtorch only, for the end-to-end folder run
+#                   (PACK_CLI=0: not; with wgpu too it is 28 MB, too big to carry)
 #
 # A call carries the tracked tree plus what it names, 64 MiB at most; the tracked tree
-# is 42 MiB, so one call carries common with ONE of tch (11 MB) and autotune (19 MB):
+# is 42 MiB, so one call carries common with ONE of tch (11 MB), autotune (19 MB) and
+# cli:
 #
 #   run(command="tools/device/run.sh", carry=[".device/common", ".device/tch"], timeout_s=600)
 #   run(command="STEPS='agreement autotune' AGREEMENT_DEVICES= tools/device/run.sh",
 #       carry=[".device/common", ".device/autotune"], timeout_s=600)
+#   run(command="STEPS=folder tools/device/run.sh", carry=[".device/common", ".device/cli"],
+#       timeout_s=300)
 #
-# The script checks each of those two sums against 62 MiB.
+# The script checks each of those sums against 62 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KIT=.device
@@ -53,6 +58,13 @@ if [ "${PACK_AUTOTUNE:-1}" = 1 ]; then
   strip -o "$KIT/autotune/peer_lumen_autotune" "$CARGO_TARGET_DIR/release/peer_lumen"
   xz -T0 -6 "$KIT/autotune/peer_lumen_autotune"
 fi
+# The lumen CLI for the folder run, libtorch only (another burn build: 15-20 min cold).
+if [ "${PACK_CLI:-1}" = 1 ]; then
+  mkdir -p "$KIT/cli"
+  cargo build --release -p lumen-cli --bin lumen --features lumen-cli/tch
+  strip -o "$KIT/cli/lumen" "$CARGO_TARGET_DIR/release/lumen"
+  xz -T0 -6 "$KIT/cli/lumen"
+fi
 
 # Wheels for Python 3.12 (the machine's); grad-cam publishes only a source archive,
 # built here into a pure-Python wheel.
@@ -73,7 +85,7 @@ tracked_bytes="$(git ls-files -z | xargs -0 cat | wc -c)"
 common_bytes="$(du -sb "$KIT/common" | cut -f1)"
 ls -la "$KIT"/*/*
 status=0
-for part in tch autotune; do
+for part in tch autotune cli; do
   [ -d "$KIT/$part" ] || continue
   part_bytes="$(du -sb "$KIT/$part" | cut -f1)"
   total_mib=$(( (tracked_bytes + common_bytes + part_bytes) / 1048576 ))
@@ -83,5 +95,5 @@ for part in tch autotune; do
     status=1
   fi
 done
-[ "$status" = 0 ] && sed -n '/^#   run(/,/^#       carry/p' "$0" | sed 's/^#   //; s/^#       /    /'
+[ "$status" = 0 ] && sed -n '/^#   run(/,/^# *timeout_s=300)/p' "$0" | sed 's/^#   //; s/^#       /    /'
 exit "$status"

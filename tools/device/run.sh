@@ -6,9 +6,11 @@
 #   run(command="tools/device/run.sh", carry=[".device/common", ".device/tch"], timeout_s=600)
 #   run(command="STEPS='agreement autotune' AGREEMENT_DEVICES= tools/device/run.sh",
 #       carry=[".device/common", ".device/autotune"], timeout_s=600)
+#   run(command="STEPS=folder tools/device/run.sh", carry=[".device/common", ".device/cli"],
+#       timeout_s=300)
 #
 # The steps on tch (and the direct wgpu of the same binary) run when .device/tch came
-# along; the autotune steps when .device/autotune did.
+# along, the autotune steps when .device/autotune did, the folder when .device/cli did.
 # Steps, each under its own time limit so that one hang does not cost the others
 # (first run on an H200 on 2026-11-30: steps 1-5 in 229 s; docs/performance.md):
 #   1. machine: GPU, driver, torch;
@@ -24,8 +26,10 @@
 #   with device-drawn noise, and with their stages timed);
 #   6. with the gpu-autotune build (when the kit has it): the same wgpu works with an
 #      empty tuning database, then again with the database read back (step 2 checks
-#      its maps too, in a database of its own).
-# STEPS (default "agreement peers half wgpu autotune"; "variants" only when named)
+#      its maps too, in a database of its own);
+#   7. folder (when the kit's cli part came along): `lumen batch` end to end on
+#      FOLDER (256) JPEGs against the Python pipeline, and its --profile.
+# STEPS (default "agreement peers half wgpu autotune folder"; "variants" only when named)
 # picks steps; AGREEMENT_DEVICES (default tch and wgpu; empty: none) the devices of
 # peer_lumen that step 2 checks.
 # DEADLINE (seconds, default 585) caps the whole: a step gets what is left of it, so
@@ -53,7 +57,8 @@ TCH="${TCH:-tch:cuda:0}"
 WGPU="${WGPU-wgpu}"
 HALF="${HALF-f16 bf16}"
 DEADLINE="${DEADLINE:-585}"
-STEPS=" ${STEPS:-agreement peers half wgpu autotune} "
+STEPS=" ${STEPS:-agreement peers half wgpu autotune folder} "
+FOLDER="${FOLDER:-256}"
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 SUMMARY="$OUT/summary.md"
 : >"$SUMMARY"
@@ -91,7 +96,8 @@ SITE=/tmp/lumen-device-site
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 TORCH_LIB="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The binaries of whichever parts this call carried (.device/tch, .device/autotune).
+# The binaries of whichever parts this call carried (.device/tch, .device/autotune,
+# .device/cli).
 BIN=/tmp/lumen-device-bin
 mkdir -p "$BIN"
 for packed in "$KIT"/*/*.xz; do
@@ -167,6 +173,16 @@ if [ "${#AUTOTUNE[@]}" -gt 0 ]; then
       --repeats 3 --works forward,gradcam,ig,smoothgrad --json "$OUT/wgpu_autotune_$database.json"
   done
 fi
+if [ -x "$BIN/lumen" ] && wanted folder; then
+  # The lumen CLI (.device/cli, libtorch only): `lumen batch` on a folder of JPEGs
+  # against the Python pipeline (PIL, timm transform, pytorch-grad-cam,
+  # show_cam_on_image), then once more with --profile for where its time goes.
+  step "end to end: $FOLDER JPEGs, lumen batch on $TCH against the Python pipeline"
+  limited 240 "${PEERS[@]}" --lumen-device "$TCH" --works "" --folder "$FOLDER" --lumen-cli "$BIN/lumen" \
+    --lumen-profile "$OUT/folder_profile.txt" --json "$OUT/folder.json"
+  cat "$OUT/folder_profile.txt" 2>/dev/null | tee -a "$SUMMARY"
+fi
+
 step "done"
 # Where the tuning databases landed (the empty-then-read-back claim rests on this).
 find target/environment "$HOME/.cache/cubecl" -type f -exec ls -la {} + 2>/dev/null | tee -a "$SUMMARY"
