@@ -17,8 +17,8 @@
 #   2. agreement: Lumen's maps on tch:cuda (f32, f16, bf16) and wgpu (Vulkan on the
 #      GPU, f32) against pytorch-grad-cam and captum on the same GPU, TF32 off;
 #   3. peers: the table (resnet50, batch 32, TF32 defaults on both sides):
-#      forward, GradCAM, GradCAM++, 8 CAMs, IG-50, SmoothGrad-50, ScoreCAM (not the
-#      end-to-end folder: it needs the lumen CLI, which does not fit in the kit);
+#      forward, GradCAM, GradCAM++, 8 CAMs, IG-50, SmoothGrad-50, ScoreCAM (the
+#      end-to-end folder is step 7, with the lumen CLI of another call);
 #   4. half precision: the same works on tch:cuda in f16 and bf16 (speed; step 2 has
 #      their accuracy);
 #   5. wgpu speed on the same works (forward, GradCAM, IG, SmoothGrad);
@@ -134,7 +134,7 @@ fi
 
 PEERS=("$PYTHON" benches/peers/peers.py --model "$MODEL" --batch "$BATCH" --heavy-images 1
   --repeats "$REPEATS" --device "$TORCH_DEVICE" --lumen-binary "$BIN/peer_lumen")
-# No folder work: it needs the lumen CLI, which does not fit in the kit (pack.sh).
+# No folder work here: it needs the lumen CLI, which travels in a call of its own.
 if $TCH_KIT && wanted peers; then
   step "peers on $TCH (TF32 defaults)"
   limited 180 "${PEERS[@]}" --lumen-device "$TCH" --folder 0 \
