@@ -97,8 +97,10 @@ def python_peers(model, x, classes, works, repeats, device, steps):
                 row["torch"] = median_ms(run, repeats, sync) / n
             elif work in ("gradcam", "gradcam++"):
                 kind = GradCAM if work == "gradcam" else GradCAMPlusPlus
-                cam = hooks.enter_context(kind(model=model, target_layers=[layer]))
-                row["pytorch-grad-cam"] = median_ms(lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
+                # Released before captum runs, so captum's forwards do not feed its hooks.
+                with kind(model=model, target_layers=[layer]) as cam:
+                    row["pytorch-grad-cam"] = median_ms(
+                        lambda: cam(input_tensor=xs, targets=targets), repeats, sync) / n
                 if work == "gradcam":
                     lgc = LayerGradCam(model, layer)
                     target = torch.tensor(cls, device=device)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 14 as one prepared script, for the device machine (one
 # NVIDIA GPU, no network, no Rust): after tools/device/pack.sh ran on the development
-# machine, a session lent a device calls (two calls: one carries 64 MiB at most)
+# machine, a session lent a device calls (three calls: one carries 64 MiB at most)
 #
 #   run(command="tools/device/run.sh", carry=[".device/common", ".device/tch"], timeout_s=600)
 #   run(command="STEPS='agreement autotune' AGREEMENT_DEVICES= tools/device/run.sh",
