@@ -252,8 +252,9 @@ pub struct LayerPass {
     pub activations: Tensor<4>,
     /// Gradients of the summed target scores `[B,C,h,w]`, when asked for.
     pub gradients: Option<Tensor<4>>,
-    /// The target score of each image in this pass.
-    pub scores: Vec<f32>,
+    /// The target score of each image in this pass `[B]`, detached, on the device: read
+    /// it back only when needed (a read waits for the device).
+    pub scores: Tensor<1>,
     /// The input size `[H,W]`.
     pub input_size: [usize; 2],
 }
@@ -291,7 +292,9 @@ impl LayerPass {
         };
         let activation = tap.activation(layer).ok_or_else(|| not_reached(layer))?;
         let score = target.score(&output)?;
-        let scores = lumen_core::to_host(score.clone().detach().without_autodiff());
+        // Kept on the device: a read here, between the forward and the backward, would
+        // make a GPU wait, idle, while the host queues the backward and the CAM math.
+        let scores = score.clone().detach().without_autodiff();
         let gradients = if with_gradients {
             let _backward = lumen_core::profile::stage_on(BACKWARD, &device);
             let grads = lumen_core::backward_if_tracked(&score.sum());
@@ -700,7 +703,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, _, _] = pass.activations.dims();
         let device = input.device();
-        let original = pass.scores.clone();
+        let original = lumen_core::to_host(pass.scores.clone());
         let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
         let channel_dim = match info.kind {
             LayerKind::Tokens { .. } => 2,

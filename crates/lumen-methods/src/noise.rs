@@ -110,14 +110,15 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
     ) -> Tensor<4> {
         let [_, c, h, w] = input.dims();
         let device = input.device();
+        let count = rows.len();
         let images: Vec<usize> = rows.clone().map(|r| r / self.samples).collect();
-        let repeated = input.clone().select(0, index_tensor(&images, &device));
+        // The host's share first: drawing seeded noise takes milliseconds, and every
+        // upload below (the deviations, the row indices) waits for the device to finish
+        // what is queued. Drawn before any upload, the noise of this chunk is made
+        // while a GPU still computes the previous one, instead of while it idles.
         let noise = match (&self.noise, deviations) {
-            (Noise::Given(noise), _) => noise.clone().narrow(0, rows.start, rows.len()),
+            (Noise::Given(noise), _) => noise.clone().narrow(0, rows.start, count),
             (_, Some(deviations)) => {
-                let column: Vec<f32> = images.iter().map(|&i| deviations[i]).collect();
-                let column =
-                    Tensor::<4>::from_data(TensorData::new(column, [rows.len(), 1, 1, 1]), &device);
                 let standard = match streams {
                     // Sample s of image i: row s of the image's own stream.
                     Some(streams) => {
@@ -127,15 +128,19 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
                         standard_normal_keyed(&keyed, [c, h, w], &device)
                     }
                     None => Tensor::random(
-                        [rows.len(), c, h, w],
+                        [count, c, h, w],
                         burn::tensor::Distribution::Normal(0.0, 1.0),
                         &device,
                     ),
                 };
+                let column: Vec<f32> = images.iter().map(|&i| deviations[i]).collect();
+                let column =
+                    Tensor::<4>::from_data(TensorData::new(column, [count, 1, 1, 1]), &device);
                 standard * column
             }
             (_, None) => unreachable!("deviations are given for generated noise"),
         };
+        let repeated = input.clone().select(0, index_tensor(&images, &device));
         repeated + noise
     }
 }
