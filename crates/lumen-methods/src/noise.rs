@@ -112,10 +112,10 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
         let device = input.device();
         let count = rows.len();
         let images: Vec<usize> = rows.clone().map(|r| r / self.samples).collect();
-        // The host's share first: drawing seeded noise takes milliseconds, and every
-        // upload below (the deviations, the row indices) waits for the device to finish
-        // what is queued. Drawn before any upload, the noise of this chunk is made
-        // while a GPU still computes the previous one, instead of while it idles.
+        // The host's share first: drawing seeded noise takes milliseconds, and an upload
+        // (the deviations, the row indices) can wait for the device to finish what is
+        // queued (libtorch's copies from pageable memory do). Drawn before any upload,
+        // the noise of this chunk is made while a GPU still computes the previous one.
         let noise = match (&self.noise, deviations) {
             (Noise::Given(noise), _) => noise.clone().narrow(0, rows.start, count),
             (_, Some(deviations)) => {
