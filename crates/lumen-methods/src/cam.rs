@@ -637,26 +637,21 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
     ) -> Result<Explanation> {
         let layer = single_layer(model, &self.layer, "Score-CAM")?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
-        let [b, c, _, _] = pass.activations.dims();
-        let [h, w] = pass.input_size;
-        // pytorch-grad-cam upsamples with nn.UpsamplingBilinear2d, i.e. align_corners=True.
-        let upsampled = interpolate(
-            pass.activations.clone(),
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(true)
-                .with_output_size([h, w]),
-        );
-        let flat = upsampled.reshape([b * c, h * w]);
-        let min = flat.clone().min_dim(1);
-        let max = flat.clone().max_dim(1);
-        let masks = ((flat - min.clone()) / (max - min + 1e-8)).reshape([b * c, 1, h, w]);
+        let [b, c, lh, lw] = pass.activations.dims();
+        // One row per (image, channel). The masks are made chunk by chunk: all of them
+        // at once would be `b * c` input-sized planes (13 GB for 32 images at
+        // resnet50's layer4).
+        let channels = pass.activations.clone().reshape([b * c, 1, lh, lw]);
         let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
         let device = input.device();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
         let scores = chunked_scores::<M>(b * c, chunk, &images, target, |rows| {
             let index = index_tensor(&images[rows.clone()], &device);
             let x = input.clone().select(0, index);
-            let m = masks.clone().narrow(0, rows.start, rows.len());
+            let m = score_cam_masks(
+                channels.clone().narrow(0, rows.start, rows.len()),
+                pass.input_size,
+            );
             let _forward = lumen_core::profile::stage_on(FORWARD, &device);
             Ok(model.forward(x * m))
         })?;
@@ -665,6 +660,24 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
             &pass,
         )))
     }
+}
+
+/// Score-CAM's masks `[n,1,H,W]` of activation planes `[n,1,h,w]`: each plane
+/// upsampled to the input size and min-max normalised on its own, as pytorch-grad-cam
+/// does (`nn.UpsamplingBilinear2d`, i.e. align_corners=True, and `+ 1e-8` in the
+/// denominator, so a constant plane gives an all-zero mask).
+fn score_cam_masks(planes: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<4> {
+    let n = planes.dims()[0];
+    let flat = interpolate(
+        planes,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(true)
+            .with_output_size([h, w]),
+    )
+    .reshape([n, h * w]);
+    let min = flat.clone().min_dim(1);
+    let max = flat.clone().max_dim(1);
+    ((flat - min.clone()) / (max - min + 1e-8)).reshape([n, 1, h, w])
 }
 
 /// Ablation-CAM (Desai & Ramaswamy 2020): channel weights are the relative drop of the
