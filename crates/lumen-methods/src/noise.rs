@@ -195,8 +195,9 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let chunk = self
             .batch_size
             .unwrap_or_else(|| lumen_core::default_chunk_rows([c, h, w]));
-        let mut attributions = vec![];
-        let mut maps = vec![];
+        // Each image's samples are combined as soon as its last one is in, so that at
+        // most one chunk and one image's samples are held, not all `b * n` results.
+        let mut combiner = SampleCombiner::new(self.kind, n);
         for range in row_chunks(rows, chunk) {
             let images: Vec<usize> = range.clone().map(|r| r / n).collect();
             let part = {
@@ -208,21 +209,113 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
             let explanation =
                 self.inner
                     .explain(model, part, target.for_images(&images).as_ref())?;
-            match explanation.attributions {
-                Some(a) => attributions.push(a),
-                None => maps.push(explanation.heatmaps.into_tensor()),
+            combiner.push(match explanation.attributions {
+                Some(a) => Sampled::Attributions(a),
+                None => Sampled::Maps(explanation.heatmaps.into_tensor()),
+            })?;
+        }
+        match combiner.finish(b)? {
+            Sampled::Attributions(combined) => {
+                Ok(Explanation::new(attribution_heatmaps(&combined)).with_attributions(combined))
+            }
+            Sampled::Maps(combined) => Ok(Explanation::new(Heatmaps::new(combined).normalize())),
+        }
+    }
+}
+
+/// What the inner method gave for a chunk of noisy rows: input attributions
+/// `[rows,C,H,W]` (gradient methods) or maps `[rows,h,w]` (CAMs).
+enum Sampled {
+    Attributions(Tensor<4>),
+    Maps(Tensor<3>),
+}
+
+impl Sampled {
+    /// Rows flattened `[rows, d]`, and the shape of one row.
+    fn flatten(self) -> (Tensor<2>, Vec<usize>, bool) {
+        match self {
+            Sampled::Attributions(a) => {
+                let [rows, c, h, w] = a.dims();
+                (a.reshape([rows, c * h * w]), vec![c, h, w], true)
+            }
+            Sampled::Maps(m) => {
+                let [rows, h, w] = m.dims();
+                (m.reshape([rows, h * w]), vec![h, w], false)
             }
         }
-        if !attributions.is_empty() {
-            let all = Tensor::cat(attributions, 0).reshape([rows, c * h * w]);
-            let combined = combine(self.kind, all, b, n).reshape([b, c, h, w]);
-            return Ok(
-                Explanation::new(attribution_heatmaps(&combined)).with_attributions(combined)
-            );
+    }
+}
+
+/// Combines the image-major rows of a noise tunnel image by image as they arrive.
+struct SampleCombiner {
+    kind: NoiseKind,
+    samples: usize,
+    /// Rows of images not yet complete, `[rows, d]`.
+    pending: Option<Tensor<2>>,
+    /// One combined row `[images, d]` per completed group of images.
+    combined: Vec<Tensor<2>>,
+    /// The shape of one row and whether rows are attributions (else maps).
+    row_shape: Option<(Vec<usize>, bool)>,
+}
+
+impl SampleCombiner {
+    fn new(kind: NoiseKind, samples: usize) -> Self {
+        Self {
+            kind,
+            samples,
+            pending: None,
+            combined: vec![],
+            row_shape: None,
         }
-        let all = Tensor::cat(maps, 0);
-        let [_, mh, mw] = all.dims();
-        let combined = combine(self.kind, all.reshape([rows, mh * mw]), b, n).reshape([b, mh, mw]);
-        Ok(Explanation::new(Heatmaps::new(combined).normalize()))
+    }
+
+    fn push(&mut self, part: Sampled) -> Result<()> {
+        let (flat, shape, attributions) = part.flatten();
+        match &self.row_shape {
+            None => self.row_shape = Some((shape, attributions)),
+            Some(known) if *known == (shape.clone(), attributions) => {}
+            Some(known) => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "the noise tunnel's inner method gave rows of shape {shape:?} after {:?}",
+                    known.0
+                )));
+            }
+        }
+        let all = match self.pending.take() {
+            Some(pending) => Tensor::cat(vec![pending, flat], 0),
+            None => flat,
+        };
+        let [rows, _] = all.dims();
+        let complete = rows / self.samples;
+        if complete == 0 {
+            self.pending = Some(all);
+            return Ok(());
+        }
+        let done = complete * self.samples;
+        self.combined.push(combine(
+            self.kind,
+            all.clone().narrow(0, 0, done),
+            complete,
+            self.samples,
+        ));
+        if done < rows {
+            self.pending = Some(all.narrow(0, done, rows - done));
+        }
+        Ok(())
+    }
+
+    /// The combined rows of all `images` images.
+    fn finish(self, images: usize) -> Result<Sampled> {
+        let (Some((shape, attributions)), None) = (self.row_shape, self.pending) else {
+            return Err(LumenError::InvalidArgument(
+                "the noise tunnel's samples do not fill whole images".into(),
+            ));
+        };
+        let all = Tensor::cat(self.combined, 0);
+        Ok(match (attributions, shape.as_slice()) {
+            (true, &[c, h, w]) => Sampled::Attributions(all.reshape([images, c, h, w])),
+            (false, &[h, w]) => Sampled::Maps(all.reshape([images, h, w])),
+            _ => unreachable!("row shapes follow the kind of rows"),
+        })
     }
 }

@@ -208,6 +208,67 @@ fn noise_tunnel_and_masked_cams_run_in_batches() {
 }
 
 #[test]
+fn noise_tunnels_give_the_same_maps_however_their_rows_are_chunked() {
+    // The tunnel combines each image's samples as soon as they are all in: chunks that
+    // end inside an image (3 samples per image, chunks of 1, 2, 4, 7 rows) must give
+    // what one chunk of all rows gives, for attributions and for CAM maps.
+    let device = Device::flex();
+    let model = Counted::new(&device);
+    let input = batch(3, &device);
+    let inners: [(&str, fn() -> Box<dyn Method<Counted>>); 2] = [
+        ("saliency", || Box::new(Saliency)),
+        ("gradcam", || Box::new(Cam::new(&GradCam))),
+    ];
+    for kind in [
+        NoiseKind::SmoothGrad,
+        NoiseKind::SmoothGradSq,
+        NoiseKind::VarGrad,
+    ] {
+        for (inner_name, inner) in inners {
+            let tunnel = |batch_size| NoiseTunnel::<Counted> {
+                inner: inner(),
+                kind,
+                samples: 3,
+                noise: Noise::Relative(0.2),
+                seed: Some(11),
+                batch_size,
+            };
+            let whole = tunnel(Some(9))
+                .explain(&model, input.clone(), &targets(3))
+                .unwrap();
+            let whole_values = match &whole.attributions {
+                Some(a) => lumen_core::to_host(a.clone()),
+                None => whole.heatmaps.to_vec(),
+            };
+            let largest = whole_values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(largest > 0.0, "{kind:?} of {inner_name} is all zero");
+            for chunk in [1, 2, 4, 7] {
+                let chunked = tunnel(Some(chunk))
+                    .explain(&model, input.clone(), &targets(3))
+                    .unwrap();
+                assert_eq!(chunked.attributions.is_some(), whole.attributions.is_some());
+                let values = match &chunked.attributions {
+                    Some(a) => lumen_core::to_host(a.clone()),
+                    None => chunked.heatmaps.to_vec(),
+                };
+                assert_eq!(values.len(), whole_values.len());
+                let worst = values
+                    .iter()
+                    .zip(&whole_values)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                // Relative to the largest value: saliency of this tiny net is ~1e-4.
+                assert!(
+                    worst <= 1e-5 * largest,
+                    "{kind:?} of {inner_name} in chunks of {chunk}: {worst} of {largest}"
+                );
+                assert_eq!(chunked.heatmaps.dims(), whole.heatmaps.dims());
+            }
+        }
+    }
+}
+
+#[test]
 fn noise_is_reproducible_with_a_seed() {
     let device = Device::flex();
     let model = Counted::new(&device);
