@@ -11,6 +11,8 @@
 //! and its objectness sigmoid(centerness). Masks can be given (`DriseMasks`), so a
 //! fixture can pin them.
 
+use std::ops::Range;
+
 use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::module::interpolate;
@@ -77,6 +79,13 @@ pub fn drise_masks(
     size: [usize; 2],
     device: &lumen_core::Device,
 ) -> Result<Tensor<3>> {
+    let (cells, shifts) = drise_cells(config, size)?;
+    rise_masks(&cells, &shifts, config.grid, size, device)
+}
+
+/// The masks' seeded low-resolution cells (`N x grid x grid`) and shifts, on the host:
+/// a few bytes per mask, where the masks themselves are an image each.
+fn drise_cells(config: &DriseConfig, size: [usize; 2]) -> Result<(Vec<f32>, Vec<[usize; 2]>)> {
     config.validate()?;
     let g = config.grid;
     let (cell_h, cell_w) = (size[0].div_ceil(g), size[1].div_ceil(g));
@@ -99,7 +108,7 @@ pub fn drise_masks(
             ]
         })
         .collect();
-    rise_masks(&cells, &shifts, g, size, device)
+    Ok((cells, shifts))
 }
 
 /// RISE masks from their low-resolution cells (`N x grid x grid`, row-major) and
@@ -155,9 +164,7 @@ pub fn drise_with_masks<M: ExplainableModel<Output = DetectorOutput>>(
     masks: &Tensor<3>,
     config: &DriseConfig,
 ) -> Result<Heatmaps> {
-    config.validate()?;
-    model.check_input(input)?;
-    let [batch, c, h, w] = input.dims();
+    let [_, _, h, w] = input.dims();
     let [n, mh, mw] = masks.dims();
     if [mh, mw] != [h, w] {
         return Err(LumenError::shape(
@@ -166,34 +173,13 @@ pub fn drise_with_masks<M: ExplainableModel<Output = DetectorOutput>>(
             format!("{:?}", masks.dims()),
         ));
     }
-    if targets.len() != batch {
-        return Err(LumenError::shape(
-            "D-RISE targets",
-            format!("one box per image ({batch})"),
-            targets.len(),
-        ));
-    }
-    let mut maps = Vec::with_capacity(batch);
-    for (b, target) in targets.iter().enumerate() {
-        let image = input.clone().narrow(0, b, 1);
-        let mut weights = Vec::with_capacity(n);
-        for rows in row_chunks(n, config.batch_size) {
-            let chunk = masks.clone().narrow(0, rows.start, rows.len());
-            let masked = image.clone()
-                * chunk
-                    .clone()
-                    .reshape([rows.len(), 1, h, w])
-                    .expand([rows.len(), c, h, w]);
-            let output = model.forward(masked);
-            weights.extend(mask_weights(&output, target, &config.decode)?);
-        }
-        let weights = Tensor::<3>::from_data(TensorData::new(weights, [n, 1, 1]), &masks.device());
-        maps.push((masks.clone() * weights).sum_dim(0) / n as f32);
-    }
-    Ok(Heatmaps::new(Tensor::cat(maps, 0)))
+    drise_in_chunks(model, input, targets, n, config, |rows| {
+        Ok(masks.clone().narrow(0, rows.start, rows.len()))
+    })
 }
 
-/// D-RISE with masks generated from the config.
+/// D-RISE with masks generated from the config, one chunk of masks at a time: all of
+/// them at once would be `masks` images (1 GB for the default 1000 at 512 x 512).
 pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     model: &M,
     input: &Tensor<4>,
@@ -201,8 +187,70 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     config: &DriseConfig,
 ) -> Result<Heatmaps> {
     let [_, _, h, w] = input.dims();
-    let masks = drise_masks(config, [h, w], &input.device())?;
-    drise_with_masks(model, input, targets, &masks, config)
+    let (cells, shifts) = drise_cells(config, [h, w])?;
+    let per_mask = config.grid * config.grid;
+    let device = input.device();
+    drise_in_chunks(model, input, targets, shifts.len(), config, |rows| {
+        rise_masks(
+            &cells[rows.start * per_mask..rows.end * per_mask],
+            &shifts[rows],
+            config.grid,
+            [h, w],
+            &device,
+        )
+    })
+}
+
+/// D-RISE over `n` masks, made `config.batch_size` at a time by `masks_of(rows)`
+/// (`[rows, H, W]`): each chunk of masks serves every image before the next is made,
+/// and each image's weighted sum is accumulated, so memory is one chunk of masks and
+/// one map per image.
+fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
+    model: &M,
+    input: &Tensor<4>,
+    targets: &[BoxRequest],
+    n: usize,
+    config: &DriseConfig,
+    masks_of: impl Fn(Range<usize>) -> Result<Tensor<3>>,
+) -> Result<Heatmaps> {
+    config.validate()?;
+    model.check_input(input)?;
+    let [batch, c, h, w] = input.dims();
+    if targets.len() != batch {
+        return Err(LumenError::shape(
+            "D-RISE targets",
+            format!("one box per image ({batch})"),
+            targets.len(),
+        ));
+    }
+    if n == 0 {
+        return Err(LumenError::InvalidArgument(
+            "D-RISE needs at least 1 mask".into(),
+        ));
+    }
+    let device = input.device();
+    let mut sums: Vec<Option<Tensor<3>>> = vec![None; batch];
+    for rows in row_chunks(n, config.batch_size) {
+        let r = rows.len();
+        let chunk = masks_of(rows)?;
+        let spread = chunk.clone().reshape([r, 1, h, w]).expand([r, c, h, w]);
+        for (b, target) in targets.iter().enumerate() {
+            let masked = input.clone().narrow(0, b, 1) * spread.clone();
+            let output = model.forward(masked);
+            let weights = mask_weights(&output, target, &config.decode)?;
+            let weights = Tensor::<3>::from_data(TensorData::new(weights, [r, 1, 1]), &device);
+            let part = (chunk.clone() * weights).sum_dim(0);
+            sums[b] = Some(match sums[b].take() {
+                Some(sum) => sum + part,
+                None => part,
+            });
+        }
+    }
+    let maps: Vec<Tensor<3>> = sums
+        .into_iter()
+        .map(|sum| sum.expect("at least one chunk of masks") / n as f32)
+        .collect();
+    Ok(Heatmaps::new(Tensor::cat(maps, 0)))
 }
 
 /// Each masked image's best similarity to the target over its detections.

@@ -159,11 +159,11 @@ fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
 
 #[test]
 fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
-    use lumen::tasks::{DriseConfig, drise_with_masks, rise_masks};
+    use lumen::tasks::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
     let (model, inputs) = setup();
-    let drise = "det_fcos_drise.safetensors";
-    let (cells, shape) = read(models_fixture(drise), "drise_cells");
-    let bytes = std::fs::read(models_fixture(drise)).unwrap();
+    let fixture = "det_fcos_drise.safetensors";
+    let (cells, shape) = read(models_fixture(fixture), "drise_cells");
+    let bytes = std::fs::read(models_fixture(fixture)).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let shifts: Vec<[usize; 2]> = file
         .tensor("drise_shifts")
@@ -185,7 +185,7 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
     let masks = rise_masks(&cells, &shifts, shape[1], [256, 256], &model.device).unwrap();
     let targets: Vec<BoxRequest> = (0..2)
         .map(|b| {
-            let (v, _) = read(models_fixture(drise), &format!("drise_box_{b}"));
+            let (v, _) = read(models_fixture(fixture), &format!("drise_box_{b}"));
             BoxRequest {
                 bbox: [v[0], v[1], v[2], v[3]],
                 label: label(b),
@@ -200,7 +200,7 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
     let maps = drise_with_masks(&model.model, &inputs.tensor, &targets, &masks, &config).unwrap();
     let ours = maps.to_vec();
     for b in 0..2 {
-        let (expected, _) = read(models_fixture(drise), &format!("drise_{b}"));
+        let (expected, _) = read(models_fixture(fixture), &format!("drise_{b}"));
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = max_abs_diff(&ours[b * 256 * 256..(b + 1) * 256 * 256], &expected);
         assert!(
@@ -208,6 +208,27 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
             "image {b}: max diff {diff:e} (scale {scale})"
         );
     }
+    // Generated masks are made one chunk at a time: the same map as all of them made
+    // up front, also when the chunks do not divide the masks (40 in chunks of 16).
+    let generated = DriseConfig {
+        masks: 40,
+        seed: 3,
+        ..config
+    };
+    let upfront = drise_masks(&generated, [256, 256], &model.device).unwrap();
+    let whole = drise_with_masks(&model.model, &inputs.tensor, &targets, &upfront, &generated)
+        .unwrap()
+        .to_vec();
+    let chunked = drise(&model.model, &inputs.tensor, &targets, &generated)
+        .unwrap()
+        .to_vec();
+    let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "the generated masks' maps are all zero");
+    let diff = max_abs_diff(&chunked, &whole);
+    assert!(
+        diff <= 1e-6 * scale,
+        "chunked masks: {diff:e} (scale {scale})"
+    );
 }
 
 #[test]
