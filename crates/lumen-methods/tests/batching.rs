@@ -215,7 +215,8 @@ fn noise_tunnels_give_the_same_maps_however_their_rows_are_chunked() {
     let device = Device::flex();
     let model = Counted::new(&device);
     let input = batch(3, &device);
-    let inners: [(&str, fn() -> Box<dyn Method<Counted>>); 2] = [
+    type MakeInner = fn() -> Box<dyn Method<Counted>>;
+    let inners: [(&str, MakeInner); 2] = [
         ("saliency", || Box::new(Saliency)),
         ("gradcam", || Box::new(Cam::new(&GradCam))),
     ];
