@@ -642,24 +642,70 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         // at once would be `b * c` input-sized planes (13 GB for 32 images at
         // resnet50's layer4).
         let channels = pass.activations.clone().reshape([b * c, 1, lh, lw]);
-        let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
+        // A plane that is zero everywhere gives an all-zero mask, hence a zero input,
+        // whose score is the same for all of an image's such planes: it is computed
+        // once per image, not once per plane. After a ReLU that is often a quarter to
+        // a half of the planes of a trained network.
+        let zero = zero_planes(&channels);
+        let live: Vec<usize> = (0..b * c).filter(|&r| !zero[r]).collect();
+        let live_images: Vec<usize> = live.iter().map(|r| r / c).collect();
         let device = input.device();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
-        let scores = chunked_scores::<M>(b * c, chunk, &images, target, |rows| {
-            let index = index_tensor(&images[rows.clone()], &device);
-            let x = input.clone().select(0, index);
-            let m = score_cam_masks(
-                channels.clone().narrow(0, rows.start, rows.len()),
-                pass.input_size,
-            );
-            let _forward = lumen_core::profile::stage_on(FORWARD, &device);
-            Ok(model.forward(x * m))
-        })?;
+        let mut parts = vec![];
+        if !live.is_empty() {
+            parts.push(chunked_scores::<M>(
+                live.len(),
+                chunk,
+                &live_images,
+                target,
+                |range| {
+                    let x = input
+                        .clone()
+                        .select(0, index_tensor(&live_images[range.clone()], &device));
+                    let planes = channels
+                        .clone()
+                        .select(0, index_tensor(&live[range], &device));
+                    let m = score_cam_masks(planes, pass.input_size);
+                    let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+                    Ok(model.forward(x * m))
+                },
+            )?);
+        }
+        let mut zero_images: Vec<usize> = (0..b * c).filter(|&r| zero[r]).map(|r| r / c).collect();
+        zero_images.dedup();
+        if !zero_images.is_empty() {
+            let [_, ci, h, w] = input.dims();
+            let blank = Tensor::<4>::zeros([zero_images.len(), ci, h, w], &device);
+            let output = {
+                let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+                model.forward(blank)
+            };
+            let scores = target.for_images(&zero_images).score(&output)?;
+            parts.push(scores.detach().without_autodiff());
+        }
+        // Row r's score: its live score, or its image's zero-input score after them.
+        let order: Vec<usize> = (0..b * c)
+            .map(|r| match zero[r] {
+                false => live.partition_point(|&l| l < r),
+                true => live.len() + zero_images.partition_point(|&i| i < r / c),
+            })
+            .collect();
+        let scores = Tensor::cat(parts, 0).select(0, index_tensor(&order, &device));
         Ok(Explanation::new(weighted_cam(
             softmax(scores.reshape([b, c]), 1),
             &pass,
         )))
     }
+}
+
+/// Which planes `[n,1,h,w]` are zero everywhere (one read of `n` values).
+fn zero_planes(planes: &Tensor<4>) -> Vec<bool> {
+    let [n, _, h, w] = planes.dims();
+    let largest = planes.clone().abs().reshape([n, h * w]).max_dim(1);
+    lumen_core::to_host(largest)
+        .into_iter()
+        .map(|v| v == 0.0)
+        .collect()
 }
 
 /// Score-CAM's masks `[n,1,H,W]` of activation planes `[n,1,h,w]`: each plane
@@ -714,36 +760,64 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         let [_, _, h, w] = input.dims();
         let info = model.layer_at(&layer, [h, w])?;
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
-        let [b, c, _, _] = pass.activations.dims();
+        let [b, c, lh, lw] = pass.activations.dims();
         let device = input.device();
         let original = lumen_core::to_host(pass.scores.clone());
-        let images: Vec<usize> = (0..b * c).map(|r| r / c).collect();
         let channel_dim = match info.kind {
             LayerKind::Tokens { .. } => 2,
             _ => 1,
         };
+        // Ablating a channel of a feature map that is zero everywhere changes nothing:
+        // its weight is 0 without a forward pass. (Not so for tokens: the planes leave
+        // out the class token.)
+        let zero = match info.kind {
+            LayerKind::Tokens { .. } => vec![false; b * c],
+            _ => zero_planes(&pass.activations.clone().reshape([b * c, 1, lh, lw])),
+        };
+        let live: Vec<usize> = (0..b * c).filter(|&r| !zero[r]).collect();
+        let images: Vec<usize> = live.iter().map(|r| r / c).collect();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
-        let ablated = chunked_scores::<M>(b * c, chunk, &images, target, |rows| {
-            let n = rows.len();
-            let x = input
-                .clone()
-                .select(0, index_tensor(&images[rows.clone()], &device));
-            // keep[r, ch] = 0 for the ablated channel of row r.
-            let mut keep = vec![1.0f32; n * c];
-            for (i, row) in rows.clone().enumerate() {
-                keep[i * c + row % c] = 0.0;
-            }
-            let keep = Tensor::<2>::from_data(TensorData::new(keep, [n, c]), &device);
-            let tap = ReplaceTap::new(layer.clone(), move |t| match t {
-                TapTensor::Rank4(a) => TapTensor::Rank4(a * keep.clone().reshape([n, c, 1, 1])),
-                TapTensor::Rank3(a) if channel_dim == 2 => {
-                    TapTensor::Rank3(a * keep.clone().reshape([n, 1, c]))
-                }
-                other => other,
-            });
-            let _forward = lumen_core::profile::stage_on(FORWARD, &x.device());
-            Ok(model.forward_tapped(x, &tap))
-        })?;
+        let mut parts = vec![];
+        if !live.is_empty() {
+            parts.push(chunked_scores::<M>(
+                live.len(),
+                chunk,
+                &images,
+                target,
+                |range| {
+                    let n = range.len();
+                    let x = input
+                        .clone()
+                        .select(0, index_tensor(&images[range.clone()], &device));
+                    // keep[r, ch] = 0 for the ablated channel of row r.
+                    let mut keep = vec![1.0f32; n * c];
+                    for (i, &row) in live[range].iter().enumerate() {
+                        keep[i * c + row % c] = 0.0;
+                    }
+                    let keep = Tensor::<2>::from_data(TensorData::new(keep, [n, c]), &device);
+                    let tap = ReplaceTap::new(layer.clone(), move |t| match t {
+                        TapTensor::Rank4(a) => {
+                            TapTensor::Rank4(a * keep.clone().reshape([n, c, 1, 1]))
+                        }
+                        TapTensor::Rank3(a) if channel_dim == 2 => {
+                            TapTensor::Rank3(a * keep.clone().reshape([n, 1, c]))
+                        }
+                        other => other,
+                    });
+                    let _forward = lumen_core::profile::stage_on(FORWARD, &x.device());
+                    Ok(model.forward_tapped(x, &tap))
+                },
+            )?);
+        }
+        // A skipped row's ablated score is its image's own score (weight 0).
+        parts.push(pass.scores.clone());
+        let order: Vec<usize> = (0..b * c)
+            .map(|r| match zero[r] {
+                false => live.partition_point(|&l| l < r),
+                true => live.len() + r / c,
+            })
+            .collect();
+        let ablated = Tensor::cat(parts, 0).select(0, index_tensor(&order, &device));
         let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);
         let weights = (original.clone() - ablated.reshape([b, c])) / original;
         Ok(Explanation::new(weighted_cam(weights, &pass)))

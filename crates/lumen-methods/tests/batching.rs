@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -44,6 +44,21 @@ impl Counted {
             .valid(),
             forwards: Mutex::default(),
         }
+    }
+
+    /// The same net with these channels of "features" zero everywhere (their weights
+    /// zero, their bias negative, then a ReLU), as dead channels of a trained net.
+    fn with_dead_channels(device: &Device, dead: &[usize]) -> Self {
+        let mut counted = Self::new(device);
+        let keep: Vec<f32> = (0..16)
+            .map(|ch| if dead.contains(&ch) { 0.0 } else { 1.0 })
+            .collect();
+        let keep = Tensor::<1>::from_floats(keep.as_slice(), device);
+        let conv = &mut counted.net.conv2;
+        conv.weight = Param::from_tensor(conv.weight.val() * keep.clone().reshape([16, 1, 1, 1]));
+        let bias = conv.bias.take().expect("conv2 has a bias").val();
+        conv.bias = Some(Param::from_tensor(bias * keep.clone() + (keep - 1.0)));
+        counted
     }
 
     fn forward_batches(&self) -> Vec<usize> {
@@ -267,6 +282,31 @@ fn noise_tunnels_give_the_same_maps_however_their_rows_are_chunked() {
             }
         }
     }
+}
+
+#[test]
+fn masked_cams_skip_planes_that_are_zero_everywhere() {
+    // A plane that is zero everywhere masks the whole input (Score-CAM: one zero-input
+    // forward per image serves all such planes) or ablates nothing (Ablation-CAM:
+    // weight 0); 4 of 16 channels are dead here.
+    let device = Device::flex();
+    let model = Counted::with_dead_channels(&device, &[1, 4, 5, 9]);
+    let input = batch(2, &device);
+    let score = ScoreCam {
+        layer: None,
+        batch_size: Some(64),
+    };
+    let map = score.explain(&model, input.clone(), &targets(2)).unwrap();
+    // The layer pass, 2 x 12 live planes, one zero input per image.
+    assert_eq!(model.forward_batches(), vec![2, 24, 2]);
+    assert!(map.heatmaps.to_vec().iter().any(|&v| v > 0.0));
+    let ablation = AblationCam {
+        layer: None,
+        batch_size: Some(64),
+    };
+    let map = ablation.explain(&model, input, &targets(2)).unwrap();
+    assert_eq!(model.forward_batches(), vec![2, 24]);
+    assert!(map.heatmaps.to_vec().iter().all(|v| v.is_finite()));
 }
 
 #[test]
