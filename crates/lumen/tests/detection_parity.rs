@@ -209,9 +209,9 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
         );
     }
     // Generated masks are made one chunk at a time: the same map as all of them made
-    // up front, also when the chunks do not divide the masks (40 in chunks of 16).
+    // up front, also when the chunks do not divide the masks (20 in chunks of 16).
     let generated = DriseConfig {
-        masks: 40,
+        masks: 20,
         seed: 3,
         ..config
     };
