@@ -47,7 +47,8 @@ impl Counted {
     }
 
     /// The same net with these channels of "features" zero everywhere (their weights
-    /// zero, their bias negative, then a ReLU), as dead channels of a trained net.
+    /// zero, their bias negative, then a ReLU), as dead channels of a trained net, and
+    /// the others positive everywhere.
     fn with_dead_channels(device: &Device, dead: &[usize]) -> Self {
         let mut counted = Self::new(device);
         let keep: Vec<f32> = (0..16)
@@ -56,8 +57,9 @@ impl Counted {
         let keep = Tensor::<1>::from_floats(keep.as_slice(), device);
         let conv = &mut counted.net.conv2;
         conv.weight = Param::from_tensor(conv.weight.val() * keep.clone().reshape([16, 1, 1, 1]));
-        let bias = conv.bias.take().expect("conv2 has a bias").val();
-        conv.bias = Some(Param::from_tensor(bias * keep.clone() + (keep - 1.0)));
+        // Bias -1 on the dead channels; 100 on the others, so that none of those is
+        // zero everywhere by chance (the weights and inputs are random).
+        conv.bias = Some(Param::from_tensor(keep.clone() * 101.0 - 1.0));
         counted
     }
 
@@ -202,6 +204,9 @@ fn noise_tunnel_and_masked_cams_run_in_batches() {
         .unwrap();
     assert_eq!(model.forward_batches(), vec![8, 7]);
 
+    // No channel zero everywhere: such planes are skipped (tested below), which would
+    // change the counts.
+    let model = Counted::with_dead_channels(&device, &[]);
     let score = ScoreCam {
         layer: None,
         batch_size: Some(20),
