@@ -608,6 +608,45 @@ fn chunked_scores<M: ExplainableModel>(
     Ok(Tensor::cat(scores, 0))
 }
 
+/// One target score per row `(image, channel)` of `zero.len()` rows (`c` per image),
+/// on the device: the rows whose plane is not zero everywhere are run in chunks of
+/// `chunk` by `run(rows, their images)`; the others take their image's entry of
+/// `fill()` (`[B]`), which is called only when there are such rows.
+fn live_plane_scores<M: ExplainableModel>(
+    zero: &[bool],
+    c: usize,
+    chunk: usize,
+    target: &dyn Target<M::Output>,
+    device: &lumen_core::Device,
+    mut run: impl FnMut(&[usize], &[usize]) -> Result<M::Output>,
+    fill: impl FnOnce() -> Result<Tensor<1>>,
+) -> Result<Tensor<1>> {
+    let live: Vec<usize> = (0..zero.len()).filter(|&r| !zero[r]).collect();
+    let images: Vec<usize> = live.iter().map(|r| r / c).collect();
+    let mut parts = vec![];
+    if !live.is_empty() {
+        parts.push(chunked_scores::<M>(
+            live.len(),
+            chunk,
+            &images,
+            target,
+            |range| run(&live[range.clone()], &images[range]),
+        )?);
+    }
+    if live.len() == zero.len() {
+        return Ok(Tensor::cat(parts, 0));
+    }
+    parts.push(fill()?);
+    // Row r's score: its live score, or its image's fill after all live ones.
+    let order: Vec<usize> = (0..zero.len())
+        .map(|r| match zero[r] {
+            false => live.partition_point(|&l| l < r),
+            true => live.len() + r / c,
+        })
+        .collect();
+    Ok(Tensor::cat(parts, 0).select(0, index_tensor(&order, device)))
+}
+
 /// Score-CAM (Wang et al. 2020): channel weights are the softmax over channels of the
 /// target score when the input is masked by each upsampled, min-max normalised
 /// activation map. The masked forwards run in batches of `batch_size` (rows mix
@@ -647,50 +686,31 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         // once per image, not once per plane. After a ReLU that is often a quarter to
         // a half of the planes of a trained network.
         let zero = zero_planes(&channels);
-        let live: Vec<usize> = (0..b * c).filter(|&r| !zero[r]).collect();
-        let live_images: Vec<usize> = live.iter().map(|r| r / c).collect();
         let device = input.device();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
-        let mut parts = vec![];
-        if !live.is_empty() {
-            parts.push(chunked_scores::<M>(
-                live.len(),
-                chunk,
-                &live_images,
-                target,
-                |range| {
-                    let x = input
-                        .clone()
-                        .select(0, index_tensor(&live_images[range.clone()], &device));
-                    let planes = channels
-                        .clone()
-                        .select(0, index_tensor(&live[range], &device));
-                    let m = score_cam_masks(planes, pass.input_size);
-                    let _forward = lumen_core::profile::stage_on(FORWARD, &device);
-                    Ok(model.forward(x * m))
-                },
-            )?);
-        }
-        let mut zero_images: Vec<usize> = (0..b * c).filter(|&r| zero[r]).map(|r| r / c).collect();
-        zero_images.dedup();
-        if !zero_images.is_empty() {
-            let [_, ci, h, w] = input.dims();
-            let blank = Tensor::<4>::zeros([zero_images.len(), ci, h, w], &device);
-            let output = {
+        let scores = live_plane_scores::<M>(
+            &zero,
+            c,
+            chunk,
+            target,
+            &device,
+            |rows, images| {
+                let x = input.clone().select(0, index_tensor(images, &device));
+                let planes = channels.clone().select(0, index_tensor(rows, &device));
+                let m = score_cam_masks(planes, pass.input_size);
                 let _forward = lumen_core::profile::stage_on(FORWARD, &device);
-                model.forward(blank)
-            };
-            let scores = target.for_images(&zero_images).score(&output)?;
-            parts.push(scores.detach().without_autodiff());
-        }
-        // Row r's score: its live score, or its image's zero-input score after them.
-        let order: Vec<usize> = (0..b * c)
-            .map(|r| match zero[r] {
-                false => live.partition_point(|&l| l < r),
-                true => live.len() + zero_images.partition_point(|&i| i < r / c),
-            })
-            .collect();
-        let scores = Tensor::cat(parts, 0).select(0, index_tensor(&order, &device));
+                Ok(model.forward(x * m))
+            },
+            || {
+                let blank = input.zeros_like();
+                let output = {
+                    let _forward = lumen_core::profile::stage_on(FORWARD, &device);
+                    model.forward(blank)
+                };
+                // One row per image, as the target's own rows.
+                Ok(target.score(&output)?.detach().without_autodiff())
+            },
+        )?;
         Ok(Explanation::new(weighted_cam(
             softmax(scores.reshape([b, c]), 1),
             &pass,
@@ -774,50 +794,35 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             LayerKind::Tokens { .. } => vec![false; b * c],
             _ => zero_planes(&pass.activations.clone().reshape([b * c, 1, lh, lw])),
         };
-        let live: Vec<usize> = (0..b * c).filter(|&r| !zero[r]).collect();
-        let images: Vec<usize> = live.iter().map(|r| r / c).collect();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
-        let mut parts = vec![];
-        if !live.is_empty() {
-            parts.push(chunked_scores::<M>(
-                live.len(),
-                chunk,
-                &images,
-                target,
-                |range| {
-                    let n = range.len();
-                    let x = input
-                        .clone()
-                        .select(0, index_tensor(&images[range.clone()], &device));
-                    // keep[r, ch] = 0 for the ablated channel of row r.
-                    let mut keep = vec![1.0f32; n * c];
-                    for (i, &row) in live[range].iter().enumerate() {
-                        keep[i * c + row % c] = 0.0;
-                    }
-                    let keep = Tensor::<2>::from_data(TensorData::new(keep, [n, c]), &device);
-                    let tap = ReplaceTap::new(layer.clone(), move |t| match t {
-                        TapTensor::Rank4(a) => {
-                            TapTensor::Rank4(a * keep.clone().reshape([n, c, 1, 1]))
-                        }
-                        TapTensor::Rank3(a) if channel_dim == 2 => {
-                            TapTensor::Rank3(a * keep.clone().reshape([n, 1, c]))
-                        }
-                        other => other,
-                    });
-                    let _forward = lumen_core::profile::stage_on(FORWARD, &x.device());
-                    Ok(model.forward_tapped(x, &tap))
-                },
-            )?);
-        }
         // A skipped row's ablated score is its image's own score (weight 0).
-        parts.push(pass.scores.clone());
-        let order: Vec<usize> = (0..b * c)
-            .map(|r| match zero[r] {
-                false => live.partition_point(|&l| l < r),
-                true => live.len() + r / c,
-            })
-            .collect();
-        let ablated = Tensor::cat(parts, 0).select(0, index_tensor(&order, &device));
+        let ablated = live_plane_scores::<M>(
+            &zero,
+            c,
+            chunk,
+            target,
+            &device,
+            |rows, images| {
+                let n = rows.len();
+                let x = input.clone().select(0, index_tensor(images, &device));
+                // keep[r, ch] = 0 for the ablated channel of row r.
+                let mut keep = vec![1.0f32; n * c];
+                for (i, &row) in rows.iter().enumerate() {
+                    keep[i * c + row % c] = 0.0;
+                }
+                let keep = Tensor::<2>::from_data(TensorData::new(keep, [n, c]), &device);
+                let tap = ReplaceTap::new(layer.clone(), move |t| match t {
+                    TapTensor::Rank4(a) => TapTensor::Rank4(a * keep.clone().reshape([n, c, 1, 1])),
+                    TapTensor::Rank3(a) if channel_dim == 2 => {
+                        TapTensor::Rank3(a * keep.clone().reshape([n, 1, c]))
+                    }
+                    other => other,
+                });
+                let _forward = lumen_core::profile::stage_on(FORWARD, &x.device());
+                Ok(model.forward_tapped(x, &tap))
+            },
+            || Ok(pass.scores.clone()),
+        )?;
         let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);
         let weights = (original.clone() - ablated.reshape([b, c])) / original;
         Ok(Explanation::new(weighted_cam(weights, &pass)))
