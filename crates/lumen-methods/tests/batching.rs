@@ -309,9 +309,19 @@ fn masked_cams_skip_planes_that_are_zero_everywhere() {
         layer: None,
         batch_size: Some(64),
     };
-    let map = ablation.explain(&model, input, &targets(2)).unwrap();
+    let map = ablation
+        .explain(&model, input.clone(), &targets(2))
+        .unwrap();
     assert_eq!(model.forward_batches(), vec![2, 24]);
     assert!(map.heatmaps.to_vec().iter().all(|v| v.is_finite()));
+    // Every channel dead: no masked forward at all, and a zero map, not NaN.
+    let model = Counted::with_dead_channels(&device, &(0..16).collect::<Vec<_>>());
+    let map = score.explain(&model, input.clone(), &targets(2)).unwrap();
+    assert_eq!(model.forward_batches(), vec![2, 2]);
+    assert!(map.heatmaps.to_vec().iter().all(|&v| v == 0.0));
+    let map = ablation.explain(&model, input, &targets(2)).unwrap();
+    assert_eq!(model.forward_batches(), vec![2]);
+    assert!(map.heatmaps.to_vec().iter().all(|&v| v == 0.0));
 }
 
 #[test]
