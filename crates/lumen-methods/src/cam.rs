@@ -782,7 +782,6 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         let pass = LayerPass::run(model, input.clone(), target, &layer, false)?;
         let [b, c, lh, lw] = pass.activations.dims();
         let device = input.device();
-        let original = lumen_core::to_host(pass.scores.clone());
         let channel_dim = match info.kind {
             LayerKind::Tokens { .. } => 2,
             _ => 1,
@@ -823,7 +822,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             },
             || Ok(pass.scores.clone()),
         )?;
-        let original = Tensor::<2>::from_data(TensorData::new(original, [b, 1]), &device);
+        let original = pass.scores.clone().reshape([b, 1]);
         let weights = (original.clone() - ablated.reshape([b, c])) / original;
         Ok(Explanation::new(weighted_cam(weights, &pass)))
     }

@@ -231,16 +231,17 @@ enum Sampled {
 }
 
 impl Sampled {
-    /// Rows flattened `[rows, d]`, and the shape of one row.
-    fn flatten(self) -> (Tensor<2>, Vec<usize>, bool) {
+    /// Rows flattened `[rows, d]`, and the shape of one row (`[C,H,W]` for
+    /// attributions, `[h,w]` for maps).
+    fn flatten(self) -> (Tensor<2>, Vec<usize>) {
         match self {
             Sampled::Attributions(a) => {
                 let [rows, c, h, w] = a.dims();
-                (a.reshape([rows, c * h * w]), vec![c, h, w], true)
+                (a.reshape([rows, c * h * w]), vec![c, h, w])
             }
             Sampled::Maps(m) => {
                 let [rows, h, w] = m.dims();
-                (m.reshape([rows, h * w]), vec![h, w], false)
+                (m.reshape([rows, h * w]), vec![h, w])
             }
         }
     }
@@ -254,8 +255,8 @@ struct SampleCombiner {
     pending: Option<Tensor<2>>,
     /// One combined row `[images, d]` per completed group of images.
     combined: Vec<Tensor<2>>,
-    /// The shape of one row and whether rows are attributions (else maps).
-    row_shape: Option<(Vec<usize>, bool)>,
+    /// The shape of one row, which also says what the rows are.
+    row_shape: Option<Vec<usize>>,
 }
 
 impl SampleCombiner {
@@ -270,14 +271,13 @@ impl SampleCombiner {
     }
 
     fn push(&mut self, part: Sampled) -> Result<()> {
-        let (flat, shape, attributions) = part.flatten();
+        let (flat, shape) = part.flatten();
         match &self.row_shape {
-            None => self.row_shape = Some((shape, attributions)),
-            Some(known) if *known == (shape.clone(), attributions) => {}
+            None => self.row_shape = Some(shape),
+            Some(known) if *known == shape => {}
             Some(known) => {
                 return Err(LumenError::InvalidArgument(format!(
-                    "the noise tunnel's inner method gave rows of shape {shape:?} after {:?}",
-                    known.0
+                    "the noise tunnel's inner method gave rows of shape {shape:?} after {known:?}"
                 )));
             }
         }
@@ -306,16 +306,16 @@ impl SampleCombiner {
 
     /// The combined rows of all `images` images.
     fn finish(self, images: usize) -> Result<Sampled> {
-        let (Some((shape, attributions)), None) = (self.row_shape, self.pending) else {
+        let (Some(shape), None) = (self.row_shape, self.pending) else {
             return Err(LumenError::InvalidArgument(
                 "the noise tunnel's samples do not fill whole images".into(),
             ));
         };
         let all = Tensor::cat(self.combined, 0);
-        Ok(match (attributions, shape.as_slice()) {
-            (true, &[c, h, w]) => Sampled::Attributions(all.reshape([images, c, h, w])),
-            (false, &[h, w]) => Sampled::Maps(all.reshape([images, h, w])),
-            _ => unreachable!("row shapes follow the kind of rows"),
+        Ok(match *shape.as_slice() {
+            [c, h, w] => Sampled::Attributions(all.reshape([images, c, h, w])),
+            [h, w] => Sampled::Maps(all.reshape([images, h, w])),
+            _ => unreachable!("`flatten` gives 3 or 2 sides"),
         })
     }
 }

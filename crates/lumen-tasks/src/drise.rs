@@ -229,7 +229,7 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
         ));
     }
     let device = input.device();
-    let mut sums: Vec<Option<Tensor<3>>> = vec![None; batch];
+    let mut sums = vec![Tensor::<3>::zeros([1, h, w], &device); batch];
     for rows in row_chunks(n, config.batch_size) {
         let r = rows.len();
         let chunk = masks_of(rows)?;
@@ -239,18 +239,10 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
             let output = model.forward(masked);
             let weights = mask_weights(&output, target, &config.decode)?;
             let weights = Tensor::<3>::from_data(TensorData::new(weights, [r, 1, 1]), &device);
-            let part = (chunk.clone() * weights).sum_dim(0);
-            sums[b] = Some(match sums[b].take() {
-                Some(sum) => sum + part,
-                None => part,
-            });
+            sums[b] = sums[b].clone() + (chunk.clone() * weights).sum_dim(0);
         }
     }
-    let maps: Vec<Tensor<3>> = sums
-        .into_iter()
-        .map(|sum| sum.expect("at least one chunk of masks") / n as f32)
-        .collect();
-    Ok(Heatmaps::new(Tensor::cat(maps, 0)))
+    Ok(Heatmaps::new(Tensor::cat(sums, 0) / n as f32))
 }
 
 /// Each masked image's best similarity to the target over its detections.
