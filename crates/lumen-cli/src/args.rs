@@ -224,6 +224,10 @@ fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
     }
 }
 
+/// The largest side `--size` or `--no-resize` may ask for: a ResNet-50 activation at
+/// 8192 px is already gigabytes per image.
+const MAX_INPUT_SIDE: usize = 8192;
+
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "webp", "tif", "tiff", "gif"];
 
 impl InputArgs {
@@ -321,6 +325,20 @@ impl InputArgs {
             },
             (None, false) => return Ok(config),
         };
+        if size.iter().any(|&side| side > MAX_INPUT_SIDE) {
+            return Err(LumenError::InvalidArgument(format!(
+                "input size {}x{} is over {MAX_INPUT_SIDE} pixels a side, the most Lumen \
+                 takes: the activations of a larger input take tens of gigabytes per \
+                 image; give a smaller --size{}",
+                size[0],
+                size[1],
+                if self.no_resize {
+                    " instead of --no-resize"
+                } else {
+                    ""
+                }
+            )));
+        }
         config.input_size = [config.input_size[0], size[0], size[1]];
         Ok(config)
     }

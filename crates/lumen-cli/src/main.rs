@@ -73,6 +73,7 @@ fn exit_code(error: &LumenError) -> u8 {
     match error {
         LumenError::UnknownDevice { .. }
         | LumenError::BackendNotCompiled { .. }
+        | LumenError::DeviceUnavailable { .. }
         | LumenError::UnknownLayer { .. }
         | LumenError::WrongLayerKind { .. }
         | LumenError::UnknownModel { .. }

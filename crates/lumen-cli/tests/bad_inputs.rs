@@ -409,6 +409,12 @@ fn numeric_options_are_validated_before_any_work() {
             &["--precision", "f8"],
             "unknown precision `f8`: use f32, f16 or bf16",
         ),
+        // Was an abort on a failed 37 GB allocation.
+        (
+            &["--size", "100000"],
+            "input size 100000x100000 is over 8192 pixels a side",
+        ),
+        (&["--size", "128,8193"], "128x8193 is over 8192"),
     ];
     for (extra, message) in cases {
         let mut args = vec!["explain", "--model", "shapes-cnn", "--image", &image];

@@ -43,7 +43,10 @@ impl DeviceSpec {
         compiled_features().contains(&self.feature())
     }
 
-    /// Create the device (without autodiff). Fails when the backend is not compiled in.
+    /// Create the device (without autodiff). Fails when the backend is not compiled in,
+    /// or when this machine lacks the device (a GPU index past the last one, no
+    /// driver), so that a bad `--device` is an error here instead of a panic inside
+    /// the backend at the first tensor.
     pub fn device(&self) -> Result<Device> {
         if !self.is_compiled() {
             return Err(LumenError::BackendNotCompiled {
@@ -51,26 +54,48 @@ impl DeviceSpec {
                 feature: self.feature(),
             });
         }
-        Ok(self.create())
+        self.create()
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> LumenError {
+        LumenError::DeviceUnavailable {
+            spec: self.to_string(),
+            reason: reason.into(),
+        }
     }
 
     #[allow(unreachable_code, unused_variables)]
-    fn create(&self) -> Device {
-        match self {
+    fn create(&self) -> Result<Device> {
+        Ok(match self {
             #[cfg(feature = "flex")]
             Self::Flex => Device::flex(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu(index) => {
-                use burn::tensor::DeviceKind;
-                Device::wgpu(match index {
-                    Some(i) => DeviceKind::DiscreteGpu(*i),
-                    None => DeviceKind::DefaultDevice,
-                })
-            }
+            Self::Wgpu(index) => return self.wgpu(*index),
+            // Burn 0.22 deprecates burn-tch; it is still the fast GPU path
+            // (docs/performance.md).
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             Self::TchCpu => Device::libtorch(),
             #[cfg(feature = "tch")]
-            Self::TchCuda(index) => Device::libtorch_cuda(*index),
+            Self::TchCuda(index) => {
+                // libtorch answers 0 (not an error) without a driver or in a CPU-only
+                // build; Burn would panic at the first tensor instead.
+                let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+                if *index >= count {
+                    return Err(self.unavailable(match count {
+                        0 => "libtorch finds no CUDA device (no NVIDIA driver, or a CPU-only \
+                              libtorch); use tch:cpu or cpu"
+                            .to_string(),
+                        1 => "libtorch finds one CUDA device: tch:cuda:0".to_string(),
+                        n => format!(
+                            "libtorch finds {n} CUDA devices: tch:cuda:0 to tch:cuda:{}",
+                            n - 1
+                        ),
+                    }));
+                }
+                #[allow(deprecated)]
+                Device::libtorch_cuda(*index)
+            }
             #[cfg(feature = "cuda")]
             Self::Cuda(index) => Device::cuda(*index),
             #[cfg(feature = "ndarray")]
@@ -79,6 +104,44 @@ impl DeviceSpec {
             Self::NdArray => Device::ndarray(),
             #[allow(unreachable_patterns)]
             _ => unreachable!("device() checks is_compiled() first"),
+        })
+    }
+
+    /// A wgpu device, acquired now: Burn acquires it lazily, at the first tensor, and
+    /// panics there when no adapter fits (`wgpu:3` on a one-GPU machine, no Vulkan
+    /// driver). Acquiring through Burn's fallible initialisation turns that into an
+    /// error; a device already acquired in this process (by an earlier call, or by
+    /// Burn itself) is reused as it is.
+    #[cfg(feature = "wgpu")]
+    fn wgpu(&self, index: Option<usize>) -> Result<Device> {
+        use std::sync::Mutex;
+
+        use burn::tensor::DeviceKind;
+        use burn::tensor::wgpu::WgpuInitError;
+
+        static ACQUIRED: Mutex<Vec<Option<usize>>> = Mutex::new(Vec::new());
+        let kind = match index {
+            Some(i) => DeviceKind::DiscreteGpu(i),
+            None => DeviceKind::DefaultDevice,
+        };
+        // Held through the acquisition, so that two threads asking for the same new
+        // device do not both acquire it.
+        let mut acquired = ACQUIRED.lock().unwrap_or_else(|e| e.into_inner());
+        if acquired.contains(&index) {
+            return Ok(Device::wgpu(kind));
+        }
+        match Device::wgpu_options().device_kind(kind.clone()).init() {
+            // Registration fails when the runtime of this selector exists already.
+            Ok(_) | Err(WgpuInitError::Registration { .. }) => {
+                acquired.push(index);
+                Ok(Device::wgpu(kind))
+            }
+            Err(e) => Err(self.unavailable(match index {
+                Some(_) => format!(
+                    "{e} (`wgpu:N` counts discrete GPUs from 0; `wgpu` takes the default adapter)"
+                ),
+                None => e.to_string(),
+            })),
         }
     }
 }

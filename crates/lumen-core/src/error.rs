@@ -18,6 +18,11 @@ pub enum LumenError {
     )]
     BackendNotCompiled { spec: String, feature: &'static str },
 
+    /// A device whose backend is compiled in but which this machine does not have
+    /// (no such GPU, no driver).
+    #[error("device `{spec}` is not available on this machine: {reason}")]
+    DeviceUnavailable { spec: String, reason: String },
+
     /// A layer name the model does not expose.
     #[error("unknown layer `{name}`; valid layers: {}", valid.join(", "))]
     UnknownLayer { name: String, valid: Vec<String> },

@@ -237,3 +237,27 @@ fn zero_classes_is_rejected() {
         .to_string();
     assert!(err.contains("number of classes"), "{err}");
 }
+
+/// A device the machine lacks is an error that names it, not a panic inside the backend
+/// at the first tensor (both were panics: libtorch's "Found no NVIDIA driver", CubeCL's
+/// "Unable to acquire wgpu device"). No machine has a GPU number 4096.
+#[cfg(any(feature = "tch", feature = "wgpu"))]
+#[test]
+fn a_device_the_machine_lacks_is_an_error() {
+    let specs = [
+        #[cfg(feature = "tch")]
+        "tch:cuda:4096",
+        #[cfg(feature = "wgpu")]
+        "wgpu:4096",
+    ];
+    for spec in specs {
+        let err = match lumen_core::device_from_str(spec) {
+            Ok(_) => panic!("{spec} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("device `{spec}` is not available on this machine")),
+            "{err}"
+        );
+    }
+}
