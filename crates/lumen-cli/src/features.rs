@@ -48,12 +48,12 @@ pub struct FeaturesArgs {
     /// --channels, the K images that excite it most.
     #[arg(long, default_value_t = 0)]
     top_images: usize,
-    /// Channels for --top-images: `0-7`, `3`, `1,4,9`.
-    #[arg(long, default_value = "0-7", value_parser = crate::maximize::channels)]
-    channels: crate::maximize::Channels,
-    /// Images per forward pass when scanning.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    /// Channels for --top-images: `0-7`, `3`, `1,4,9` [default: 0-7].
+    #[arg(long, value_parser = crate::maximize::channels)]
+    channels: Option<crate::maximize::Channels>,
+    /// Images per forward pass when scanning (--top-images) [default: 16].
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[command(flatten)]
     figure: FigureArgs,
     /// With --top-images: each file's channel means are kept (keyed by the weights,
@@ -103,6 +103,13 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     if args.top_images > 0 {
         return top_images(&args, &model, &layer);
     }
+    warn_ignored(
+        &[
+            ("--channels", args.channels.is_some()),
+            ("--batch-size", args.batch_size.is_some()),
+        ],
+        "only --top-images reads",
+    );
     let inputs = args.input.load(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model);
     let channels =
@@ -252,24 +259,24 @@ pub struct ReceptiveFieldArgs {
     /// Layer (see `lumen layers`); the model's default when omitted.
     #[arg(long)]
     layer: Option<String>,
-    /// Channel of the activation.
-    #[arg(long, default_value_t = 0)]
-    channel: usize,
+    /// Channel of the activation [default: 0].
+    #[arg(long)]
+    channel: Option<usize>,
     /// Position Y,X in the layer's map (the centre when omitted).
     #[arg(long, value_parser = position)]
     at: Option<[usize; 2]>,
     /// theoretical (no image needed), gradient, occlusion.
     #[arg(long, default_value = "gradient", value_parser = choice::<FieldMode>)]
     mode: FieldMode,
-    /// Occlusion: patch side in pixels.
-    #[arg(long, default_value_t = 16)]
-    patch: usize,
-    /// Occlusion: distance between patches in pixels.
-    #[arg(long, default_value_t = 8)]
-    stride: usize,
-    /// Occlusion: occluded copies per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Occlusion: patch side in pixels [default: 16].
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Occlusion: distance between patches in pixels [default: 8].
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Occlusion: occluded copies per forward pass [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
@@ -279,6 +286,39 @@ pub struct ReceptiveFieldArgs {
 }
 
 pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
+    if args.mode != FieldMode::Occlusion {
+        warn_ignored(
+            &[
+                ("--patch", args.patch.is_some()),
+                ("--stride", args.stride.is_some()),
+                ("--batch-size", args.batch_size.is_some()),
+            ],
+            "only --mode occlusion reads",
+        );
+    }
+    if args.mode == FieldMode::Theoretical {
+        let input = &args.input;
+        warn_ignored(
+            &[
+                (
+                    "the input images",
+                    !input.images.is_empty()
+                        || !input.positional.is_empty()
+                        || input.input_npy.is_some(),
+                ),
+                ("--channel", args.channel.is_some()),
+                ("--at", args.at.is_some()),
+            ],
+            "the theoretical field depends on the layer alone; --mode gradient or occlusion reads",
+        );
+    }
+    let channel = args.channel.unwrap_or(0);
+    let defaults = Occlusion::default();
+    let occlusion = Occlusion {
+        patch: args.patch.unwrap_or(defaults.patch),
+        stride: args.stride.unwrap_or(defaults.stride),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+    };
     // The theoretical field depends on the architecture alone.
     let model = if args.mode == FieldMode::Theoretical {
         args.model.architecture()?
@@ -316,7 +356,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if args.patch == 0 || args.stride == 0 || args.batch_size == 0 {
+    if occlusion.patch == 0 || occlusion.stride == 0 || occlusion.batch_size == 0 {
         return Err(LumenError::InvalidArgument(
             "--patch, --stride and --batch-size must be at least 1".into(),
         ));
@@ -326,19 +366,9 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     let visualizer = FeatureVisualizer::new(&model.model);
     let field = |images: &lumen::core::Tensor<4>| match args.mode {
         FieldMode::Gradient => {
-            visualizer.receptive_field_gradient(images, &layer, args.channel, args.at)
+            visualizer.receptive_field_gradient(images, &layer, channel, args.at)
         }
-        _ => visualizer.receptive_field_occlusion(
-            images,
-            &layer,
-            args.channel,
-            args.at,
-            Occlusion {
-                patch: args.patch,
-                stride: args.stride,
-                batch_size: args.batch_size,
-            },
-        ),
+        _ => visualizer.receptive_field_occlusion(images, &layer, channel, args.at, occlusion),
     };
     // Each image's field depends on that image alone: cached per image, the missing
     // ones computed together. The occlusion batch size changes no value.
@@ -346,12 +376,14 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         None => field(&inputs.tensor)?,
         Some(cache) => {
             let geometry = match args.mode {
-                FieldMode::Occlusion => format!("patch {} stride {}", args.patch, args.stride),
+                FieldMode::Occlusion => {
+                    format!("patch {} stride {}", occlusion.patch, occlusion.stride)
+                }
                 _ => String::new(),
             };
             let settings = format!(
                 "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
-                args.mode, args.channel, args.at, model.data_config
+                args.mode, channel, args.at, model.data_config
             );
             let keys = cache.image_keys(&settings, &inputs.tensor);
             let mut maps: Vec<Option<ReceptiveMap>> = keys
@@ -445,7 +477,8 @@ struct ChannelTopImages {
 /// `--top-images`: scan every input in batches and keep, per channel, the K images of
 /// highest channel mean; one grid figure (a row per channel).
 fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> Result<()> {
-    if args.batch_size == 0 {
+    let batch_size = args.batch_size.unwrap_or(16);
+    if batch_size == 0 {
         return Err(LumenError::InvalidArgument(
             "--batch-size must be at least 1".into(),
         ));
@@ -453,7 +486,8 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     args.input
         .require_model_size("lumen features --top-images")?;
     let files = args.input.files()?;
-    let channels = &args.channels.0;
+    let default_channels: Vec<usize> = (0..8).collect();
+    let channels = args.channels.as_ref().map_or(&default_channels, |c| &c.0);
     let visualizer = FeatureVisualizer::new(&model.model);
     let cache = args.cache.open(&args.model)?;
     let settings = format!(
@@ -462,7 +496,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     );
     let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
     let bar = crate::args::progress(files.len() as u64, "scanning", args.print.quiet);
-    for (chunk_index, chunk) in files.chunks(args.batch_size).enumerate() {
+    for (chunk_index, chunk) in files.chunks(batch_size).enumerate() {
         let keys: Vec<Option<String>> = chunk
             .iter()
             .map(|path| Some(cache.as_ref()?.key(&settings, &std::fs::read(path).ok()?)))
@@ -495,7 +529,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         }
         let kept: Vec<usize> = (0..chunk.len())
             .filter(|&i| chunk_means[i].is_some())
-            .map(|i| chunk_index * args.batch_size + i)
+            .map(|i| chunk_index * batch_size + i)
             .collect();
         let means: Vec<Vec<f64>> = chunk_means.into_iter().flatten().collect();
         if means.is_empty() {
@@ -580,4 +614,21 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         }
     }
     Ok(())
+}
+
+/// One warning for the options a run was given but does not read: `flags` pairs each
+/// option with whether it was given, `reason` says what would read them.
+fn warn_ignored(flags: &[(&str, bool)], reason: &str) {
+    let given: Vec<&str> = flags
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| *flag)
+        .collect();
+    if !given.is_empty() {
+        eprintln!(
+            "warning: {} ignored: {reason} {}",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        );
+    }
 }

@@ -479,6 +479,53 @@ fn ignored_options_are_warned_about() {
         "2",
     ]);
     assert!(!tunnel.contains("warning"), "{tunnel}");
+
+    // Options of another mode of `features` and `receptive-field`.
+    let run_other = |args: &[&str]| {
+        let out = lumen(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let model = ["--model", "shapes-cnn", "--layer", "layer2", "--no-figures"];
+    let features = run_other(&[&["features", &image][..], &model, &["--channels", "3"]].concat());
+    assert!(
+        features.contains("warning: --channels ignored: only --top-images reads it"),
+        "{features}"
+    );
+    let field = |extra: &[&str]| run_other(&[&["receptive-field"][..], &model, extra].concat());
+    let gradient = field(&[&image, "--patch", "4", "--stride", "2"]);
+    assert!(
+        gradient.contains("--patch, --stride ignored: only --mode occlusion reads them"),
+        "{gradient}"
+    );
+    let theoretical = field(&[&image, "--mode", "theoretical", "--channel", "2"]);
+    assert!(
+        theoretical.contains("the input images, --channel ignored"),
+        "{theoretical}"
+    );
+    // Read by the mode: no warning.
+    for quiet in [
+        field(&[
+            &image,
+            "--mode",
+            "occlusion",
+            "--patch",
+            "32",
+            "--stride",
+            "32",
+        ]),
+        field(&["--mode", "theoretical"]),
+        run_other(
+            &[
+                &["features", &image][..],
+                &model,
+                &["--top-images", "1", "--channels", "3"],
+            ]
+            .concat(),
+        ),
+    ] {
+        assert!(!quiet.contains("warning"), "{quiet}");
+    }
 }
 
 #[test]

@@ -57,6 +57,7 @@ impl DeviceSpec {
         self.create()
     }
 
+    #[cfg(any(feature = "wgpu", feature = "tch"))]
     fn unavailable(&self, reason: impl Into<String>) -> LumenError {
         LumenError::DeviceUnavailable {
             spec: self.to_string(),
