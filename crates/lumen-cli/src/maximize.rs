@@ -12,22 +12,33 @@ use crate::args::{CacheArgs, FigureArgs, JsonOutput, ModelArgs, PrintArgs, progr
 #[derive(Clone, Debug)]
 pub struct Channels(pub Vec<usize>);
 
+/// No layer has this many channels (timm's widest logits, ImageNet-21k's, have 21843):
+/// a larger index is a typo, refused before a list of that length is built.
+const MAX_CHANNEL: usize = 1 << 20;
+
 /// `0-15`, `3`, `1,4,9` or a mix: channel indices in order.
 pub(crate) fn channels(s: &str) -> std::result::Result<Channels, String> {
     let mut out = vec![];
+    let cap = |c: usize| {
+        if c >= MAX_CHANNEL {
+            Err(format!("channel {c} is past any layer's channels"))
+        } else {
+            Ok(c)
+        }
+    };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (
-                    a.parse().map_err(|e| format!("`{a}`: {e}"))?,
-                    b.parse().map_err(|e| format!("`{b}`: {e}"))?,
+                    cap(a.parse().map_err(|e| format!("`{a}`: {e}"))?)?,
+                    cap(b.parse().map_err(|e| format!("`{b}`: {e}"))?)?,
                 );
                 if a > b {
                     return Err(format!("range `{part}` runs backwards"));
                 }
                 out.extend(a..=b);
             }
-            None => out.push(part.parse().map_err(|e| format!("`{part}`: {e}"))?),
+            None => out.push(cap(part.parse().map_err(|e| format!("`{part}`: {e}"))?)?),
         }
     }
     if out.is_empty() {
@@ -64,6 +75,10 @@ pub struct MaximizeArgs {
     /// Largest random rotation in degrees per step (>= 0).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     rotation: f32,
+    /// Images optimised together per forward and backward (the memory knob; default:
+    /// 32 at 224x224, more on smaller inputs). It changes no image.
+    #[arg(long)]
+    internal_batch_size: Option<usize>,
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
@@ -105,14 +120,20 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         rotation: args.rotation,
         mean: model.data_config.mean,
         std: model.data_config.std,
+        batch_size: args.internal_batch_size,
         ..MaximizeOptions::default()
     };
     // The images of one call depend on all its objectives (one seeded batch): the whole
     // call is one entry.
     let cache = args.cache.open(&args.model)?;
-    let key = cache
-        .as_ref()
-        .map(|c| c.key(&format!("maximize\n{objectives:?}\n{options:?}"), b""));
+    let key = cache.as_ref().map(|c| {
+        // The internal batch size changes no image: not part of the key.
+        let settings = MaximizeOptions {
+            batch_size: None,
+            ..options.clone()
+        };
+        c.key(&format!("maximize\n{objectives:?}\n{settings:?}"), b"")
+    });
     let cached = match (&cache, &key) {
         (Some(cache), Some(key)) => cache
             .get_record(key)
@@ -122,7 +143,10 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     let images = match cached {
         Some(images) => images,
         None => {
-            let bar = progress(args.steps as u64, "maximize", args.print.quiet);
+            let batches = objectives.len().div_ceil(
+                options.rows_per_batch(lumen::ExplainableModel::input_shape(&model.model)),
+            );
+            let bar = progress((args.steps * batches) as u64, "maximize", args.print.quiet);
             let images = FeatureVisualizer::new(&model.model).maximize(
                 &objectives,
                 &options,
@@ -148,10 +172,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     let names: Vec<String> = channels.iter().map(|c| format!("channel{c}")).collect();
     let inputs = Inputs::from_images(pictures.clone(), names, &model.data_config, &model.device)?;
     let task = model.task();
-    let predictions = task.predict(&lumen::ExplainableModel::forward(
-        &model.model,
-        inputs.tensor,
-    ))?;
+    // In internal batches too: the images may be many.
+    let rows = options.rows_per_batch(lumen::ExplainableModel::input_shape(&model.model));
+    let mut predictions = Vec::with_capacity(images.len());
+    for range in lumen::core::row_chunks(images.len(), rows) {
+        let batch = inputs.tensor.clone().narrow(0, range.start, range.len());
+        predictions.extend(task.predict(&lumen::ExplainableModel::forward(&model.model, batch))?);
+    }
     let mut files = vec![];
     if !args.figure.no_figures {
         let tiles: Vec<(String, image::RgbImage)> = images
@@ -210,6 +237,21 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         for f in &files {
             println!("wrote {}", f.display());
         }
+    }
+    // A channel at exactly zero under a ReLU passes no gradient: its image never moves
+    // from the grey start, which looks like a bug when it is the layer's nature.
+    let stuck: Vec<&str> = images
+        .iter()
+        .filter(|m| m.value == 0.0 && m.trajectory.iter().all(|&v| v == 0.0))
+        .map(|m| m.objective.as_str())
+        .collect();
+    if !stuck.is_empty() {
+        eprintln!(
+            "warning: {} stayed at 0 from the first step: the near-grey start image does \
+             not excite them, and at 0 their ReLU passes no gradient, so the optimisation \
+             cannot start (their images are the start image)",
+            stuck.join(", ")
+        );
     }
     if images.iter().any(|m| !m.value.is_finite()) {
         return Err(LumenError::InvalidArgument(

@@ -436,6 +436,53 @@ fn numeric_options_are_validated_before_any_work() {
         "0",
     ]);
     assert_fails(&out, 2, &["at least 1"]);
+    // Was an abort: a list of 10^8 channels, then an image per channel.
+    let out = lumen(&[
+        "maximize",
+        "--model",
+        "shapes-cnn",
+        "--layer",
+        "layer2",
+        "--channels",
+        "0-100000000",
+    ]);
+    assert_fails(&out, 2, &["channel 100000000 is past any layer's channels"]);
+    let out = lumen(&[
+        "maximize",
+        "--model",
+        "shapes-cnn",
+        "--layer",
+        "layer2",
+        "--channels",
+        "0-40",
+        "--steps",
+        "1",
+    ]);
+    assert_fails(
+        &out,
+        2,
+        &["channel 32 is out of range: layer `layer2` has 32 channels"],
+    );
+    // Channels a grey image leaves at 0 never move: said, not left to look like a bug
+    // (on the bundled weights, layer2's channel 2 responds and 0 does not).
+    let out = lumen(&[
+        "maximize",
+        "--model",
+        "shapes-cnn",
+        "--layer",
+        "layer2",
+        "--channels",
+        "0,2",
+        "--steps",
+        "3",
+        "--no-figures",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: layer2 #0 stayed at 0 from the first step"),
+        "{err}"
+    );
 }
 
 #[test]

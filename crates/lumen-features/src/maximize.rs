@@ -9,14 +9,18 @@
 //! - Robustness (lucid's `standard_transforms`): each step the image is jittered
 //!   (shift), scaled and rotated by a seeded random draw, in one nearest-neighbour
 //!   resampling.
-//! - Optimiser: Adam on the coefficients; objectives of a batch are optimised
-//!   together (one image per objective, one forward and backward per step).
+//! - Optimiser: Adam on the coefficients; objectives are optimised together in
+//!   internal batches (one image per objective, one forward and backward per step),
+//!   at most [`MaximizeOptions::batch_size`] at a time so that memory stays bounded.
+//!   Every batch replays the same seeded transformations and draws its initial
+//!   coefficients from one seeded stream in objective order, so an image does not
+//!   depend on the batch size.
 
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::{Int, TensorData};
 use lumen_core::{
-    Device, ExplainableModel, LayerKind, LumenError, Recorder, Result, TapTensor, Tensor,
-    as_feature_map, to_host,
+    Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Recorder, Result, TapTensor,
+    Tensor, as_feature_map, default_chunk_rows, row_chunks, to_host,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -62,6 +66,57 @@ impl Objective {
         }
     }
 
+    /// Refuse an objective that does not fit a layer of `channels` channels and an
+    /// `[h, w]` map.
+    fn check(&self, layer: &str, channels: usize, [h, w]: [usize; 2]) -> Result<()> {
+        let channel = match self {
+            Self::Channel { channel, .. } | Self::Neuron { channel, .. } => *channel,
+            Self::Direction { weights, .. } => {
+                if weights.len() != channels {
+                    return Err(LumenError::shape(
+                        "direction",
+                        format!("{channels} weights (the layer's channels)"),
+                        weights.len(),
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        if channel >= channels {
+            return Err(LumenError::InvalidArgument(format!(
+                "channel {channel} is out of range: layer `{layer}` has {channels} channels (0..{channels})"
+            )));
+        }
+        if let Self::Neuron { at, .. } = self
+            && (at[0] >= h || at[1] >= w)
+        {
+            return Err(LumenError::InvalidArgument(format!(
+                "position {at:?} is outside layer `{layer}`'s {h}x{w} map"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The objective's value `[1]` on one image's layer map `[1, C, h, w]` (checked).
+    fn value(&self, map: Tensor<4>) -> Tensor<1> {
+        match self {
+            Self::Channel { channel, .. } => map.narrow(1, *channel, 1).mean().reshape([1]),
+            Self::Neuron { channel, at, .. } => map
+                .narrow(1, *channel, 1)
+                .narrow(2, at[0], 1)
+                .narrow(3, at[1], 1)
+                .reshape([1]),
+            Self::Direction { weights, .. } => {
+                let c = weights.len();
+                let direction = Tensor::<4>::from_data(
+                    TensorData::new(weights.clone(), [1, c, 1, 1]),
+                    &map.device(),
+                );
+                (map * direction).sum_dim(1).mean().reshape([1])
+            }
+        }
+    }
+
     /// A short description for titles.
     pub fn describe(&self) -> String {
         match self {
@@ -91,6 +146,9 @@ pub struct MaximizeOptions {
     pub mean: [f32; 3],
     /// The model's input normalisation.
     pub std: [f32; 3],
+    /// Objectives optimised together per internal batch (the memory knob); `None`:
+    /// [`default_chunk_rows`] of the input size (32 at 224x224). It changes no image.
+    pub batch_size: Option<usize>,
 }
 
 impl Default for MaximizeOptions {
@@ -104,6 +162,7 @@ impl Default for MaximizeOptions {
             rotation: 10.0,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
+            batch_size: None,
         }
     }
 }
@@ -127,7 +186,17 @@ impl MaximizeOptions {
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad("the normalisation's standard deviations must be > 0");
         }
+        if self.batch_size == Some(0) {
+            return bad("the internal batch size must be at least 1");
+        }
         Ok(())
+    }
+
+    /// Objectives per internal batch for a model input of `[channels, height, width]`.
+    pub fn rows_per_batch(&self, input_shape: [usize; 3]) -> usize {
+        self.batch_size
+            .unwrap_or_else(|| default_chunk_rows(input_shape))
+            .max(1)
     }
 }
 
@@ -218,8 +287,9 @@ fn transform_indices(h: usize, w: usize, rng: &mut StdRng, options: &MaximizeOpt
 }
 
 impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
-    /// Optimise one image per objective (all together, batched) and return them with
-    /// their trajectories. `progress` is called with the steps done.
+    /// Optimise one image per objective (in internal batches of
+    /// [`MaximizeOptions::rows_per_batch`]) and return them with their trajectories.
+    /// `progress` is called with the steps done over all batches (`steps` per batch).
     pub fn maximize(
         &self,
         objectives: &[Objective],
@@ -240,12 +310,85 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             ));
         }
         let info = self.model.layer(&layer)?;
-        let [channels, h, w] = self.model.input_shape();
+        let input_shape = self.model.input_shape();
+        let [channels, h, w] = input_shape;
         if channels != 3 {
             return Err(LumenError::InvalidArgument(format!(
                 "activation maximization draws RGB images; the model takes {channels} channels"
             )));
         }
+        // Every objective is checked against the layer before any batch runs, so a bad
+        // one late in the list fails at once, not after the batches before it.
+        let probe = Tensor::<4>::zeros([1, 3, h, w], device);
+        let map = self.layer_map(probe, &info, options)?;
+        let [_, c, mh, mw] = map.dims();
+        for objective in objectives {
+            objective.check(&layer, c, [mh, mw])?;
+        }
+        // One seeded stream of initial coefficients, drawn in objective order.
+        let mut initial_rng = StdRng::seed_from_u64(options.seed);
+        let rows = options.rows_per_batch(input_shape);
+        let mut images = Vec::with_capacity(objectives.len());
+        for (batch, range) in row_chunks(objectives.len(), rows).enumerate() {
+            let initial: Vec<f32> = (0..range.len() * 3 * h * w)
+                .map(|_| {
+                    let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
+                    0.01 * v
+                })
+                .collect();
+            images.extend(self.maximize_batch(
+                &objectives[range],
+                &info,
+                initial,
+                options,
+                device,
+                |step| progress(batch * options.steps + step),
+            )?);
+        }
+        Ok(images)
+    }
+
+    /// The layer's activation of `image` (pixels in `[0, 1]`) as `[B, C, h, w]` (a
+    /// vector layer as `[B, D, 1, 1]`).
+    fn layer_map(
+        &self,
+        image: Tensor<4>,
+        info: &LayerInfo,
+        options: &MaximizeOptions,
+    ) -> Result<Tensor<4>> {
+        let device = image.device();
+        let mean = Tensor::<4>::from_data(
+            TensorData::new(options.mean.to_vec(), [1, 3, 1, 1]),
+            &device,
+        );
+        let std =
+            Tensor::<4>::from_data(TensorData::new(options.std.to_vec(), [1, 3, 1, 1]), &device);
+        let recorder = Recorder::new([info.name.as_str()]);
+        self.model.forward_tapped((image - mean) / std, &recorder);
+        let recorded = recorder.get(&info.name).ok_or_else(|| {
+            LumenError::InvalidArgument(format!("layer `{}` was never visited", info.name))
+        })?;
+        match (&info.kind, &recorded) {
+            (LayerKind::Vector, TapTensor::Rank2(v)) => {
+                let [n, d] = v.dims();
+                Ok(v.clone().reshape([n, d, 1, 1]))
+            }
+            (kind, t) => as_feature_map(t.clone(), kind, &info.name),
+        }
+    }
+
+    /// One internal batch of [`maximize`](Self::maximize), from its initial
+    /// coefficients `[B, 3, H, W]` (flat); `progress` gets this batch's steps done.
+    fn maximize_batch(
+        &self,
+        objectives: &[Objective],
+        info: &LayerInfo,
+        initial: Vec<f32>,
+        options: &MaximizeOptions,
+        device: &Device,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<MaximizedImage>> {
+        let [_, h, w] = self.model.input_shape();
         let b = objectives.len();
         let device = device.clone();
         let host = |values: Vec<f32>, shape: [usize; 4]| {
@@ -270,8 +413,6 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             .map(|v| v / max_norm)
             .collect();
         let color = Tensor::<2>::from_data(TensorData::new(color, [3, 3]), &device);
-        let mean = host(options.mean.to_vec(), [1, 3, 1, 1]);
-        let std = host(options.std.to_vec(), [1, 3, 1, 1]);
         let to_image = |p: Tensor<4>| {
             // [B,3,H,W] coefficients -> pixels in [0, 1].
             let spatial = dct_h
@@ -285,80 +426,17 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             let mixed = flat.matmul(color.clone().transpose().unsqueeze::<3>().expand([b, 3, 3]));
             sigmoid(mixed.swap_dims(1, 2).reshape([b, 3, h, w]))
         };
-        let objective = |output: &TapTensor| -> Result<Tensor<1>> {
-            let map = match (&info.kind, output) {
-                (LayerKind::Vector, TapTensor::Rank2(v)) => {
-                    let [n, d] = v.dims();
-                    v.clone().reshape([n, d, 1, 1])
-                }
-                (kind, t) => as_feature_map(t.clone(), kind, &layer)?,
-            };
-            let [_, c, mh, mw] = map.dims();
+        let forward = |image: Tensor<4>| -> Result<Tensor<1>> {
+            let map = self.layer_map(image, info, options)?;
             let values = objectives
                 .iter()
                 .enumerate()
-                .map(|(i, o)| {
-                    let row = map.clone().narrow(0, i, 1);
-                    let check = |channel: usize| {
-                        if channel >= c {
-                            Err(LumenError::InvalidArgument(format!(
-                                "channel {channel} is out of range: layer `{layer}` has {c} channels (0..{c})"
-                            )))
-                        } else {
-                            Ok(())
-                        }
-                    };
-                    Ok(match o {
-                        Objective::Channel { channel, .. } => {
-                            check(*channel)?;
-                            row.narrow(1, *channel, 1).mean().reshape([1])
-                        }
-                        Objective::Neuron { channel, at, .. } => {
-                            check(*channel)?;
-                            if at[0] >= mh || at[1] >= mw {
-                                return Err(LumenError::InvalidArgument(format!(
-                                    "position {at:?} is outside layer `{layer}`'s {mh}x{mw} map"
-                                )));
-                            }
-                            row.narrow(1, *channel, 1)
-                                .narrow(2, at[0], 1)
-                                .narrow(3, at[1], 1)
-                                .reshape([1])
-                        }
-                        Objective::Direction { weights, .. } => {
-                            if weights.len() != c {
-                                return Err(LumenError::shape(
-                                    "direction",
-                                    format!("{c} weights (the layer's channels)"),
-                                    weights.len(),
-                                ));
-                            }
-                            let direction = Tensor::<4>::from_data(
-                                TensorData::new(weights.clone(), [1, c, 1, 1]),
-                                &row.device(),
-                            );
-                            (row * direction).sum_dim(1).mean().reshape([1])
-                        }
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+                .map(|(i, o)| o.value(map.clone().narrow(0, i, 1)))
+                .collect();
             Ok(Tensor::cat(values, 0))
-        };
-        let forward = |image: Tensor<4>| -> Result<Tensor<1>> {
-            let recorder = Recorder::new([layer.as_str()]);
-            self.model
-                .forward_tapped((image - mean.clone()) / std.clone(), &recorder);
-            let recorded = recorder.get(&layer).ok_or_else(|| {
-                LumenError::InvalidArgument(format!("layer `{layer}` was never visited"))
-            })?;
-            objective(&recorded)
         };
 
         let mut rng = StdRng::seed_from_u64(options.seed);
-        let initial: Vec<f32> = lumen_core::random::normal_values(b * 3 * h * w, options.seed)
-            .into_iter()
-            .map(|v| 0.01 * v)
-            .collect();
         let mut params = host(initial, [b, 3, h, w]);
         let (mut m, mut v) = (params.zeros_like(), params.zeros_like());
         let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);

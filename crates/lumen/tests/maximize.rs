@@ -115,3 +115,88 @@ fn a_channel_objective_rises_and_bad_requests_are_errors() {
         .to_string();
     assert!(err.contains("unknown layer"), "{err}");
 }
+
+/// Objectives run in internal batches (memory stays bounded however many channels are
+/// asked for), and the batch size changes no image: every batch replays the same
+/// seeded transformations and takes its initial coefficients from one stream in
+/// objective order. A bad objective late in the list fails before any batch runs.
+#[test]
+fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
+    let Some(model) = bundled() else { return };
+    let visualizer = FeatureVisualizer::new(&model.model);
+    let objectives: Vec<Objective> = [3, 7, 11]
+        .into_iter()
+        .map(|channel| Objective::Channel {
+            layer: "layer2".into(),
+            channel,
+        })
+        .collect();
+    let options = |batch_size| MaximizeOptions {
+        steps: 6,
+        seed: 5,
+        mean: model.data_config.mean,
+        std: model.data_config.std,
+        batch_size,
+        ..MaximizeOptions::default()
+    };
+    let mut progress = vec![];
+    let one_by_one = visualizer
+        .maximize(&objectives, &options(Some(1)), &model.device, |s| {
+            progress.push(s)
+        })
+        .unwrap();
+    // Three batches of six steps, counted over all of them.
+    assert_eq!(progress, (1..=18).collect::<Vec<_>>());
+    let together = visualizer
+        .maximize(&objectives, &options(None), &model.device, |_| {})
+        .unwrap();
+    assert_eq!(one_by_one.len(), 3);
+    for (a, b) in one_by_one.iter().zip(&together) {
+        assert_eq!(a.objective, b.objective);
+        let largest = a
+            .pixels
+            .iter()
+            .zip(&b.pixels)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            largest < 1e-5,
+            "{}: pixels differ by {largest}",
+            a.objective
+        );
+        assert!(
+            a.trajectory
+                .iter()
+                .zip(&b.trajectory)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * y.abs().max(1.0)),
+            "{}: {:?} against {:?}",
+            a.objective,
+            a.trajectory,
+            b.trajectory
+        );
+    }
+    // The images differ from one another (the check above could not pass on one
+    // image copied three times).
+    assert!(one_by_one[0].pixels != one_by_one[1].pixels);
+
+    let mut late = objectives.clone();
+    late.push(Objective::Channel {
+        layer: "layer2".into(),
+        channel: 999,
+    });
+    let mut steps = 0;
+    let err = visualizer
+        .maximize(&late, &options(Some(1)), &model.device, |s| steps = s)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channel 999 is out of range"), "{err}");
+    assert_eq!(steps, 0, "batches ran before the bad objective was refused");
+    let err = visualizer
+        .maximize(&objectives, &options(Some(0)), &model.device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("internal batch size must be at least 1"),
+        "{err}"
+    );
+}
