@@ -22,9 +22,32 @@ pub fn normal_values(count: usize, seed: u64) -> Vec<f32> {
 
 /// `count` values uniform in `[low, high)` from the host generator seeded with `seed`.
 pub fn uniform_values(count: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dist = rand_distr::Uniform::new(low, high.max(low + f32::EPSILON)).expect("low < high");
-    (0..count).map(|_| dist.sample(&mut rng)).collect()
+    UniformStream::new(low, high, seed).take(count)
+}
+
+/// The stream of [`uniform_values`], drawn a part at a time: `take(a)` then `take(b)`
+/// gives what `uniform_values(a + b, ..)` gives, so work done in chunks can draw each
+/// chunk's values when it needs them instead of all of them up front.
+pub struct UniformStream {
+    rng: StdRng,
+    dist: rand_distr::Uniform<f32>,
+}
+
+impl UniformStream {
+    /// The stream of values uniform in `[low, high)` seeded with `seed`.
+    pub fn new(low: f32, high: f32, seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            dist: rand_distr::Uniform::new(low, high.max(low + f32::EPSILON)).expect("low < high"),
+        }
+    }
+
+    /// The next `count` values.
+    pub fn take(&mut self, count: usize) -> Vec<f32> {
+        (0..count)
+            .map(|_| self.dist.sample(&mut self.rng))
+            .collect()
+    }
 }
 
 /// Standard normal values `N(0, 1)` of `shape`.
@@ -118,6 +141,17 @@ pub fn uniform(
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uniform_stream_drawn_in_parts_is_the_whole_stream() {
+        let whole = uniform_values(10, 0.0, 1.0, 4);
+        let mut stream = UniformStream::new(0.0, 1.0, 4);
+        let mut parts = stream.take(3);
+        parts.extend(stream.take(7));
+        assert_eq!(parts, whole);
+        // Not a constant: another seed gives other values.
+        assert_ne!(uniform_values(10, 0.0, 1.0, 5), whole);
+    }
 
     #[test]
     fn keyed_rows_do_not_depend_on_their_place() {

@@ -17,7 +17,7 @@ use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::module::interpolate;
 use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use lumen_core::random::uniform_values;
+use lumen_core::random::UniformStream;
 use lumen_core::{
     DetectorOutput, ExplainableModel, Heatmaps, LumenError, Result, Tensor, row_chunks, to_host,
 };
@@ -79,36 +79,57 @@ pub fn drise_masks(
     size: [usize; 2],
     device: &lumen_core::Device,
 ) -> Result<Tensor<3>> {
-    let (cells, shifts) = drise_cells(config, size)?;
+    let (cells, shifts) = MaskCells::new(config, size)?.next(config.masks);
     rise_masks(&cells, &shifts, config.grid, size, device)
 }
 
-/// The masks' seeded low-resolution cells (`N x grid x grid`) and shifts, on the host:
-/// a few bytes per mask, where the masks themselves are an image each.
-fn drise_cells(config: &DriseConfig, size: [usize; 2]) -> Result<(Vec<f32>, Vec<[usize; 2]>)> {
-    config.validate()?;
-    let g = config.grid;
-    let (cell_h, cell_w) = (size[0].div_ceil(g), size[1].div_ceil(g));
-    let cells: Vec<f32> = uniform_values(config.masks * g * g, 0.0, 1.0, config.seed)
-        .into_iter()
-        .map(|u| {
-            if u < config.keep_probability {
-                1.0
-            } else {
-                0.0
-            }
+/// The masks' seeded low-resolution cells (`grid x grid` per mask) and shifts, on the
+/// host, drawn a chunk of masks at a time: a kilobyte per mask at the default grid,
+/// which for a large `masks` is too much to hold at once.
+struct MaskCells {
+    grid: usize,
+    keep_probability: f32,
+    cell_size: [usize; 2],
+    cells: UniformStream,
+    shifts: UniformStream,
+}
+
+impl MaskCells {
+    fn new(config: &DriseConfig, size: [usize; 2]) -> Result<Self> {
+        config.validate()?;
+        let g = config.grid;
+        Ok(Self {
+            grid: g,
+            keep_probability: config.keep_probability,
+            cell_size: [size[0].div_ceil(g), size[1].div_ceil(g)],
+            cells: UniformStream::new(0.0, 1.0, config.seed),
+            shifts: UniformStream::new(0.0, 1.0, config.seed ^ 0x5EED),
         })
-        .collect();
-    let shifts: Vec<[usize; 2]> = uniform_values(config.masks * 2, 0.0, 1.0, config.seed ^ 0x5EED)
-        .chunks(2)
-        .map(|s| {
-            [
-                (s[0] * cell_h as f32) as usize,
-                (s[1] * cell_w as f32) as usize,
-            ]
-        })
-        .collect();
-    Ok((cells, shifts))
+    }
+
+    /// The next `count` masks' cells (`count x grid x grid`, row-major) and shifts.
+    fn next(&mut self, count: usize) -> (Vec<f32>, Vec<[usize; 2]>) {
+        let keep = self.keep_probability;
+        let cells = self
+            .cells
+            .take(count * self.grid * self.grid)
+            .into_iter()
+            .map(|u| if u < keep { 1.0 } else { 0.0 })
+            .collect();
+        let [cell_h, cell_w] = self.cell_size;
+        let shifts = self
+            .shifts
+            .take(count * 2)
+            .chunks(2)
+            .map(|s| {
+                [
+                    (s[0] * cell_h as f32) as usize,
+                    (s[1] * cell_w as f32) as usize,
+                ]
+            })
+            .collect();
+        (cells, shifts)
+    }
 }
 
 /// RISE masks from their low-resolution cells (`N x grid x grid`, row-major) and
@@ -187,22 +208,19 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     config: &DriseConfig,
 ) -> Result<Heatmaps> {
     let [_, _, h, w] = input.dims();
-    let (cells, shifts) = drise_cells(config, [h, w])?;
-    let per_mask = config.grid * config.grid;
+    let mut stream = MaskCells::new(config, [h, w])?;
     let device = input.device();
-    drise_in_chunks(model, input, targets, shifts.len(), config, |rows| {
-        rise_masks(
-            &cells[rows.start * per_mask..rows.end * per_mask],
-            &shifts[rows],
-            config.grid,
-            [h, w],
-            &device,
-        )
+    // Chunks come in order, so each takes the next part of the seeded streams: the
+    // masks are those of `drise_masks`, drawn as they are needed.
+    drise_in_chunks(model, input, targets, config.masks, config, |rows| {
+        let (cells, shifts) = stream.next(rows.len());
+        rise_masks(&cells, &shifts, config.grid, [h, w], &device)
     })
 }
 
 /// D-RISE over `n` masks, made `config.batch_size` at a time by `masks_of(rows)`
-/// (`[rows, H, W]`): each chunk of masks serves every image before the next is made,
+/// (`[rows, H, W]`, called for the chunks in order): each chunk of masks serves every
+/// image before the next is made,
 /// and each image's weighted sum is accumulated, so memory is one chunk of masks and
 /// one map per image.
 fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
@@ -211,7 +229,7 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
     targets: &[BoxRequest],
     n: usize,
     config: &DriseConfig,
-    masks_of: impl Fn(Range<usize>) -> Result<Tensor<3>>,
+    mut masks_of: impl FnMut(Range<usize>) -> Result<Tensor<3>>,
 ) -> Result<Heatmaps> {
     config.validate()?;
     model.check_input(input)?;
