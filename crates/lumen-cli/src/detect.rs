@@ -101,6 +101,20 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     })?;
     let boxes: usize = out.images.iter().map(|i| i.explained.len()).sum();
     crate::args::report_cache(options.explain.cache.as_deref(), boxes);
+    let found: usize = out.images.iter().map(|i| i.detections.len()).sum();
+    if boxes == 0 && found > 0 {
+        // Not an error (a folder may have images without objects), but say why.
+        let best = out
+            .images
+            .iter()
+            .flat_map(|i| i.detections.iter().map(|d| d.score))
+            .fold(0f32, f32::max);
+        eprintln!(
+            "warning: no detection scored at least --score-threshold {} (the best scored \
+             {best:.3}): nothing was explained; lower the threshold or pick boxes with --box",
+            options.score_threshold
+        );
+    }
     let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         match &out.explanation {

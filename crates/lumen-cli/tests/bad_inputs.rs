@@ -702,3 +702,46 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
     ]);
     assert_fails(&out, 2, &["for `shapes-cnn`, not for `shapes-vit`"]);
 }
+
+/// A detector run that finds no box above the threshold explains nothing, and says so;
+/// it still refuses a method or layer that could not have explained the model (both
+/// passed silently when no box was left).
+#[test]
+fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
+    let dir = scratch("no-boxes");
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    let image = path_str(&image);
+    let detect = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--model",
+            "shapes-det",
+            "--image",
+            &image,
+            "--no-figures",
+            "--score-threshold",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+    assert_fails(
+        &detect(&["--method", "rollout"]),
+        2,
+        &["attention methods need a model with attention layers"],
+    );
+    assert_fails(
+        &detect(&["--method", "gradcam", "--layer", "layer9"]),
+        2,
+        &["unknown layer `layer9`", "backbone.layer4"],
+    );
+    let out = detect(&["--method", "gradcam"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: no detection scored at least --score-threshold 1"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 explained"));
+}

@@ -56,6 +56,14 @@ fn attention_layers<M: ExplainableModel>(
     input: &Tensor<4>,
 ) -> Result<(Vec<String>, [usize; 2], usize)> {
     let [_, _, h, w] = input.dims();
+    attention_layers_at(model, [h, w])
+}
+
+/// [`attention_layers`] for an input of `[h, w]`.
+fn attention_layers_at<M: ExplainableModel>(
+    model: &M,
+    [h, w]: [usize; 2],
+) -> Result<(Vec<String>, [usize; 2], usize)> {
     let mut names = vec![];
     let mut layout = None;
     for layer in model.layers_at([h, w]) {
@@ -176,6 +184,11 @@ impl<M: ExplainableModel> Method<M> for AttentionRollout {
         "rollout".into()
     }
 
+    fn check(&self, model: &M) -> Result<()> {
+        let [_, h, w] = model.input_shape();
+        attention_layers_at(model, [h, w]).map(|_| ())
+    }
+
     fn explain(
         &self,
         model: &M,
@@ -211,6 +224,11 @@ pub struct GradRollout {
 impl<M: ExplainableModel> Method<M> for GradRollout {
     fn name(&self) -> String {
         "grad-rollout".into()
+    }
+
+    fn check(&self, model: &M) -> Result<()> {
+        let [_, h, w] = model.input_shape();
+        attention_layers_at(model, [h, w]).map(|_| ())
     }
 
     fn scores_the_input_itself(&self) -> bool {
@@ -271,6 +289,11 @@ pub struct AttentionFlow {
 impl<M: ExplainableModel> Method<M> for AttentionFlow {
     fn name(&self) -> String {
         "attention-flow".into()
+    }
+
+    fn check(&self, model: &M) -> Result<()> {
+        let [_, h, w] = model.input_shape();
+        attention_layers_at(model, [h, w]).map(|_| ())
     }
 
     fn explain(

@@ -51,6 +51,17 @@ pub trait Method<M: ExplainableModel> {
         None
     }
 
+    /// Check, without a pass, that this method can explain `model`: its layer exists,
+    /// the model has what the method reads. `explain` fails the same way; this is for
+    /// callers that may end up with nothing to explain (a detector that finds no box)
+    /// and must still refuse a method that could not have explained it.
+    fn check(&self, model: &M) -> Result<()> {
+        match self.layer(model) {
+            Some(layer) => model.check_layers(&layer).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Whether every call of the target scores the output of the input batch itself
     /// (one or more clean passes, never perturbed, masked or interpolated copies, and
     /// no `for_images` before the first score). A caller may then give a target that

@@ -170,6 +170,10 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         self.kind.name().to_string()
     }
 
+    fn check(&self, model: &M) -> Result<()> {
+        self.inner.check(model)
+    }
+
     fn explain(
         &self,
         model: &M,

@@ -213,6 +213,11 @@ where
         .as_ref()
         .map_or_else(|| DRISE.to_string(), |m| m.name());
     let layer = method.as_ref().and_then(|m| m.layer(model.model()));
+    // Before the early return: no box to explain must not let a method that could
+    // not explain this model (an attention method on a CNN, an unknown layer) pass.
+    if let Some(method) = &method {
+        method.check(model.model())?;
+    }
     if rows.is_empty() {
         return Ok(DetectionExplanation {
             maps: None,
@@ -231,9 +236,6 @@ where
         &inputs.tensor.device(),
     );
     let repeated = inputs.tensor.clone().select(0, index);
-    if let Some(layer) = &layer {
-        model.model().check_layers(layer)?;
-    }
     // The rows' explanations: one box of one image each, independent of the others.
     let explain_rows = |repeated: Tensor<4>, requests: Vec<Vec<BoxRequest>>| match &method {
         Some(method) => {
