@@ -436,6 +436,18 @@ fn numeric_options_are_validated_before_any_work() {
         "0",
     ]);
     assert_fails(&out, 2, &["at least 1"]);
+    // Was an abort: the figure queue was allocated for two batches of 10^8 images.
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &image,
+        "--batch-size",
+        "100000000",
+        "--out",
+        &path_str(&dir.join("huge-batch")),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Was an abort: a list of 10^8 channels, then an image per channel.
     let out = lumen(&[
         "maximize",

@@ -2,8 +2,10 @@
 //! moves a little? Max- and avg-sensitivity over perturbations drawn uniformly from an
 //! L-infinity ball, every perturbed copy explained in batches.
 
+use std::ops::Range;
+
 use burn::tensor::{Tensor, TensorData};
-use lumen_core::random::uniform_values;
+use lumen_core::random::UniformStream;
 use lumen_core::{ExplainableModel, LumenError, Result, Target};
 use lumen_methods::Method;
 use serde::Serialize;
@@ -56,26 +58,10 @@ impl Sensitivity {
     }
 }
 
-/// Uniform perturbations in `[-radius, radius]`, one `[B,C,H,W]` tensor per sample.
-pub fn uniform_perturbations(
-    dims: [usize; 4],
-    config: &SensitivityConfig,
-    device: &burn::tensor::Device,
-) -> Vec<Tensor<4>> {
-    (0..config.samples)
-        .map(|s| {
-            let values = uniform_values(
-                dims.iter().product(),
-                -config.radius,
-                config.radius,
-                config.seed.wrapping_add(s as u64),
-            );
-            Tensor::from_data(TensorData::new(values, dims), device)
-        })
-        .collect()
-}
-
-/// Max- and avg-sensitivity of `method` with random perturbations from `config`.
+/// Max- and avg-sensitivity of `method` with random perturbations from `config`:
+/// uniform in `[-radius, radius]`, sample `s` being the stream seeded with `seed + s`
+/// over the whole batch `[B,C,H,W]`. Each internal batch draws its own rows, so memory
+/// is one batch of perturbed images however many samples are asked for.
 pub fn sensitivity<M: ExplainableModel>(
     model: &M,
     method: &dyn Method<M>,
@@ -83,8 +69,39 @@ pub fn sensitivity<M: ExplainableModel>(
     target: &dyn Target<M::Output>,
     config: &SensitivityConfig,
 ) -> Result<Sensitivity> {
-    let noise = uniform_perturbations(input.dims(), config, &input.device());
-    sensitivity_with(model, method, input, target, &noise, config.batch_size)
+    let [b, c, h, w] = input.dims();
+    let device = input.device();
+    let per_image = c * h * w;
+    // Rows come in order, sample-major: one sample's stream serves its images in turn.
+    let mut stream: Option<(usize, UniformStream)> = None;
+    sensitivity_rows(
+        model,
+        method,
+        input,
+        target,
+        config.samples,
+        config.batch_size,
+        |rows| {
+            let mut values = Vec::with_capacity(rows.len() * per_image);
+            for row in rows.clone() {
+                let sample = row / b.max(1);
+                if stream.as_ref().map(|(s, _)| *s) != Some(sample) {
+                    let seed = config.seed.wrapping_add(sample as u64);
+                    stream = Some((
+                        sample,
+                        UniformStream::new(-config.radius, config.radius, seed),
+                    ));
+                }
+                if let Some((_, stream)) = stream.as_mut() {
+                    values.extend(stream.take(per_image));
+                }
+            }
+            Ok(Tensor::from_data(
+                TensorData::new(values, [rows.len(), c, h, w]),
+                &device,
+            ))
+        },
+    )
 }
 
 /// Max- and avg-sensitivity for given perturbations (one `[B,C,H,W]` tensor per
@@ -99,12 +116,6 @@ pub fn sensitivity_with<M: ExplainableModel>(
     batch_size: usize,
 ) -> Result<Sensitivity> {
     let dims = input.dims();
-    let [b, c, h, w] = dims;
-    if perturbations.is_empty() {
-        return Err(LumenError::InvalidArgument(
-            "sensitivity needs at least one perturbation".into(),
-        ));
-    }
     if let Some(p) = perturbations.iter().find(|p| p.dims() != dims) {
         return Err(LumenError::shape(
             "perturbation",
@@ -112,22 +123,46 @@ pub fn sensitivity_with<M: ExplainableModel>(
             format!("{:?}", p.dims()),
         ));
     }
+    let b = dims[0].max(1);
     let samples = perturbations.len();
+    sensitivity_rows(model, method, input, target, samples, batch_size, |rows| {
+        let parts = rows
+            .map(|row| perturbations[row / b].clone().narrow(0, row % b, 1))
+            .collect();
+        Ok(Tensor::cat(parts, 0))
+    })
+}
+
+/// The sensitivity loop over `B * samples` perturbed copies, sample-major (row
+/// `sample * B + image`), `batch_size` rows per explanation call; `noise_of(rows)`
+/// gives those rows' perturbations `[rows, C, H, W]`, called for the rows in order.
+fn sensitivity_rows<M: ExplainableModel>(
+    model: &M,
+    method: &dyn Method<M>,
+    input: &Tensor<4>,
+    target: &dyn Target<M::Output>,
+    samples: usize,
+    batch_size: usize,
+    mut noise_of: impl FnMut(Range<usize>) -> Result<Tensor<4>>,
+) -> Result<Sensitivity> {
+    if samples == 0 {
+        return Err(LumenError::InvalidArgument(
+            "sensitivity needs at least one perturbation".into(),
+        ));
+    }
+    let [b, ..] = input.dims();
     let device = input.device();
     let original = method.explain(model, input.clone(), target)?.heatmaps;
     let original: Vec<Vec<f32>> = host_maps(&original, input)?
         .into_iter()
         .map(normalise_by_max)
         .collect();
-    // Rows image-major: row = image * samples + sample.
-    let noise = Tensor::stack::<5>(perturbations.to_vec(), 1).reshape([b * samples, c, h, w]);
-    let mut changes = vec![0f32; b * samples];
-    let rows = b * samples;
-    for rows in lumen_core::row_chunks(rows, batch_size) {
-        let range: Vec<usize> = rows.collect();
-        let images: Vec<usize> = range.iter().map(|r| r / samples).collect();
-        let perturbed = input.clone().select(0, index_tensor(&images, &device))
-            + noise.clone().select(0, index_tensor(&range, &device));
+    // Running largest and summed change per image: nothing per sample is kept.
+    let (mut max, mut sum) = (vec![0f32; b], vec![0f64; b]);
+    for rows in lumen_core::row_chunks(b * samples, batch_size) {
+        let images: Vec<usize> = rows.clone().map(|r| r % b).collect();
+        let noise = noise_of(rows.clone())?;
+        let perturbed = input.clone().select(0, index_tensor(&images, &device)) + noise;
         let explained = method
             .explain(
                 model,
@@ -137,7 +172,8 @@ pub fn sensitivity_with<M: ExplainableModel>(
             .heatmaps;
         for (k, map) in host_maps(&explained, &perturbed)?.into_iter().enumerate() {
             let map = normalise_by_max(map);
-            let reference = &original[images[k]];
+            let image = images[k];
+            let reference = &original[image];
             let diff: f64 = map
                 .iter()
                 .zip(reference)
@@ -149,21 +185,20 @@ pub fn sensitivity_with<M: ExplainableModel>(
                 .map(|v| (*v as f64).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            changes[range[k]] = if norm > 0.0 {
+            let change = if norm > 0.0 {
                 (diff / norm) as f32
             } else {
                 diff as f32
             };
+            max[image] = max[image].max(change);
+            sum[image] += change as f64;
         }
     }
-    let per_image = changes.chunks(samples);
     Ok(Sensitivity {
-        max: per_image
-            .clone()
-            .map(|s| s.iter().copied().fold(0.0, f32::max))
-            .collect(),
-        average: per_image
-            .map(|s| s.iter().sum::<f32>() / samples as f32)
+        max,
+        average: sum
+            .into_iter()
+            .map(|s| (s / samples as f64) as f32)
             .collect(),
     })
 }

@@ -981,7 +981,12 @@ where
     let thumbnails = std::thread::scope(|scope| -> Result<Vec<(usize, Panel)>> {
         let workers = style
             .clone()
-            .map(|style| FigureWorkers::start(scope, style, figure_threads(), 2 * run.batch_size));
+            // Two batches of figures queued at most; a batch is never more images than
+            // the run has (the queue's slots are allocated up front).
+            .map(|style| {
+                let batch = run.batch_size.min(range.len()).max(1);
+                FigureWorkers::start(scope, style, figure_threads(), 2 * batch)
+            });
         // An image's figures (and its grid panel while the grid has room) to the workers.
         let mut draw = |position: usize,
                         result: &mut ResultOf<T>,

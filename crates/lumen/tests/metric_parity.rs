@@ -26,10 +26,10 @@ use lumen::core::input::{IMAGENET_MEAN, IMAGENET_STD};
 use lumen::core::{ClassLogit, ClassProbability, Heatmaps};
 use lumen::methods::{Baseline, Cam, GradCam};
 use lumen::metrics::{
-    CurveConfig, CurveKind, RandomizationConfig, Region, RoadConfig, RoadOrder, complexity,
-    confidence_change, gini,
+    CurveConfig, CurveKind, RandomizationConfig, Region, RoadConfig, RoadOrder, SensitivityConfig,
+    complexity, confidence_change, gini,
     localization::{energy_pointing_game, iou, pointing_game, relevance_mass, relevance_rank},
-    model_randomization, perturbation_curve, road, sensitivity_with, spearman, ssim,
+    model_randomization, perturbation_curve, road, sensitivity, sensitivity_with, spearman, ssim,
 };
 
 fn fixture(key: &str) -> Vec<f32> {
@@ -299,6 +299,28 @@ fn sensitivity_matches_quantus_given_the_same_noise() {
         &fixture("avg_sensitivity"),
         1e-3,
     );
+
+    // Generated perturbations are drawn a batch of rows at a time (4 rows: batches
+    // cross the samples): the same result as sample `s`'s whole stream (seed + s)
+    // made up front.
+    let config = SensitivityConfig {
+        radius: 0.1,
+        samples: 3,
+        seed: 11,
+        batch_size: 4,
+    };
+    let upfront: Vec<Tensor<4>> = (0..3)
+        .map(|s| {
+            let values = lumen::core::random::uniform_values(per_sample, -0.1, 0.1, 11 + s);
+            Tensor::from_data(TensorData::new(values, [2, 3, SIZE, SIZE]), &device)
+        })
+        .collect();
+    let target = ClassLogit(CLASSES.to_vec());
+    let whole = sensitivity_with(&model, &gradcam, &input, &target, &upfront, 6).unwrap();
+    let drawn = sensitivity(&model, &gradcam, &input, &target, &config).unwrap();
+    assert!(whole.max.iter().all(|&m| m > 0.0), "{:?}", whole.max);
+    assert_close("generated max", &drawn.max, &whole.max, 1e-4);
+    assert_close("generated average", &drawn.average, &whole.average, 1e-4);
 }
 
 #[test]
