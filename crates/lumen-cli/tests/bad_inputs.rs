@@ -31,6 +31,15 @@ fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// A fresh scratch folder with one 128x128 picture `x.png` in it: the folder and the
+/// picture's path.
+fn scratch_picture(name: &str) -> (PathBuf, String) {
+    let dir = scratch(name);
+    let image = dir.join("x.png");
+    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
+    (dir, path_str(&image))
+}
+
 /// `lumen explain --model shapes-cnn --method gradcam` with `extra`.
 fn explain_shapes(extra: &[&str]) -> Output {
     let mut args = vec!["explain", "--model", "shapes-cnn", "--method", "gradcam"];
@@ -374,10 +383,7 @@ fn a_batch_goes_past_bad_files_names_outputs_uniquely_and_recurses_on_request() 
 
 #[test]
 fn numeric_options_are_validated_before_any_work() {
-    let dir = scratch("numbers");
-    let image = dir.join("x.png");
-    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
-    let image = path_str(&image);
+    let (dir, image) = scratch_picture("numbers");
     let cases: &[(&[&str], &str)] = &[
         (
             &["--method", "smoothgrad", "--noise=-1"],
@@ -449,27 +455,14 @@ fn numeric_options_are_validated_before_any_work() {
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Was an abort: a list of 10^8 channels, then an image per channel.
-    let out = lumen(&[
-        "maximize",
-        "--model",
-        "shapes-cnn",
-        "--layer",
-        "layer2",
-        "--channels",
-        "0-100000000",
-    ]);
+    let maximize = |extra: &[&str]| {
+        let mut args = vec!["maximize", "--model", "shapes-cnn", "--layer", "layer2"];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+    let out = maximize(&["--channels", "0-100000000"]);
     assert_fails(&out, 2, &["channel 100000000 is past any layer's channels"]);
-    let out = lumen(&[
-        "maximize",
-        "--model",
-        "shapes-cnn",
-        "--layer",
-        "layer2",
-        "--channels",
-        "0-40",
-        "--steps",
-        "1",
-    ]);
+    let out = maximize(&["--channels", "0-40", "--steps", "1"]);
     assert_fails(
         &out,
         2,
@@ -477,18 +470,7 @@ fn numeric_options_are_validated_before_any_work() {
     );
     // Channels a grey image leaves at 0 never move: said, not left to look like a bug
     // (on the bundled weights, layer2's channel 2 responds and 0 does not).
-    let out = lumen(&[
-        "maximize",
-        "--model",
-        "shapes-cnn",
-        "--layer",
-        "layer2",
-        "--channels",
-        "0,2",
-        "--steps",
-        "3",
-        "--no-figures",
-    ]);
+    let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -499,10 +481,7 @@ fn numeric_options_are_validated_before_any_work() {
 
 #[test]
 fn ignored_options_are_warned_about() {
-    let dir = scratch("ignored");
-    let image = dir.join("x.png");
-    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
-    let image = path_str(&image);
+    let (_, image) = scratch_picture("ignored");
     let run = |extra: &[&str]| {
         let mut args = vec![
             "explain",
@@ -589,10 +568,7 @@ fn ignored_options_are_warned_about() {
 
 #[test]
 fn models_weights_and_outputs_are_checked_with_a_way_out() {
-    let dir = scratch("models");
-    let image = dir.join("x.png");
-    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
-    let image = path_str(&image);
+    let (dir, image) = scratch_picture("models");
 
     // An unknown model is unknown, whatever else is missing.
     let out = lumen(&[
@@ -658,10 +634,7 @@ fn models_weights_and_outputs_are_checked_with_a_way_out() {
 
 #[test]
 fn verdicts_are_written_under_the_figures_of_their_model_only() {
-    let dir = scratch("verdicts");
-    let image = dir.join("x.png");
-    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
-    let image = path_str(&image);
+    let (dir, image) = scratch_picture("verdicts");
     let verdicts = dir.join("evaluation.json");
     std::fs::write(
         &verdicts,
@@ -720,10 +693,7 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
 /// passed silently when no box was left).
 #[test]
 fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
-    let dir = scratch("no-boxes");
-    let image = dir.join("x.png");
-    write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
-    let image = path_str(&image);
+    let (_, image) = scratch_picture("no-boxes");
     let detect = |extra: &[&str]| {
         let mut args = vec![
             "explain",
