@@ -319,8 +319,13 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         }
         // Every objective is checked against the layer before any batch runs, so a bad
         // one late in the list fails at once, not after the batches before it.
+        // The normalisation, made on the device once: not two uploads per step.
+        let host = |values: [f32; 3]| {
+            Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), device)
+        };
+        let normalize = [host(options.mean), host(options.std)];
         let probe = Tensor::<4>::zeros([1, 3, h, w], device);
-        let map = self.layer_map(probe, &info, options)?;
+        let map = self.layer_map(probe, &info, &normalize)?;
         let [_, c, mh, mw] = map.dims();
         for objective in objectives {
             objective.check(&layer, c, [mh, mw])?;
@@ -339,32 +344,27 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             images.extend(self.maximize_batch(
                 &objectives[range],
                 &info,
+                &normalize,
                 initial,
                 options,
-                device,
                 |step| progress(batch * options.steps + step),
             )?);
         }
         Ok(images)
     }
 
-    /// The layer's activation of `image` (pixels in `[0, 1]`) as `[B, C, h, w]` (a
-    /// vector layer as `[B, D, 1, 1]`).
+    /// The layer's activation of `image` (pixels in `[0, 1]`, normalised by `[mean,
+    /// std]` of shape `[1, 3, 1, 1]`) as `[B, C, h, w]` (a vector layer as
+    /// `[B, D, 1, 1]`).
     fn layer_map(
         &self,
         image: Tensor<4>,
         info: &LayerInfo,
-        options: &MaximizeOptions,
+        [mean, std]: &[Tensor<4>; 2],
     ) -> Result<Tensor<4>> {
-        let device = image.device();
-        let mean = Tensor::<4>::from_data(
-            TensorData::new(options.mean.to_vec(), [1, 3, 1, 1]),
-            &device,
-        );
-        let std =
-            Tensor::<4>::from_data(TensorData::new(options.std.to_vec(), [1, 3, 1, 1]), &device);
         let recorder = Recorder::new([info.name.as_str()]);
-        self.model.forward_tapped((image - mean) / std, &recorder);
+        self.model
+            .forward_tapped((image - mean.clone()) / std.clone(), &recorder);
         let recorded = recorder.get(&info.name).ok_or_else(|| {
             LumenError::InvalidArgument(format!("layer `{}` was never visited", info.name))
         })?;
@@ -383,14 +383,15 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         &self,
         objectives: &[Objective],
         info: &LayerInfo,
+        normalize: &[Tensor<4>; 2],
         initial: Vec<f32>,
         options: &MaximizeOptions,
-        device: &Device,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<MaximizedImage>> {
         let [_, h, w] = self.model.input_shape();
         let b = objectives.len();
-        let device = device.clone();
+        // The device the normalisation was made on.
+        let device = normalize[0].device();
         let host = |values: Vec<f32>, shape: [usize; 4]| {
             Tensor::<4>::from_data(TensorData::new(values, shape), &device)
         };
@@ -427,7 +428,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             sigmoid(mixed.swap_dims(1, 2).reshape([b, 3, h, w]))
         };
         let forward = |image: Tensor<4>| -> Result<Tensor<1>> {
-            let map = self.layer_map(image, info, options)?;
+            let map = self.layer_map(image, info, normalize)?;
             let values = objectives
                 .iter()
                 .enumerate()
