@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::Distribution as _;
 
-use crate::Device;
+use crate::{Device, LumenError, Result};
 
 /// `count` standard normal values from the host generator seeded with `seed`.
 pub fn normal_values(count: usize, seed: u64) -> Vec<f32> {
@@ -20,9 +20,15 @@ pub fn normal_values(count: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// `count` values uniform in `[low, high)` from the host generator seeded with `seed`.
-pub fn uniform_values(count: usize, low: f32, high: f32, seed: u64) -> Vec<f32> {
-    UniformStream::new(low, high, seed).take(count)
+/// `count` values uniform in `[low, high)` from the host generator seeded with `seed`
+/// (see [`UniformStream::new`] for the bounds it takes).
+pub fn uniform_values(count: usize, low: f32, high: f32, seed: u64) -> Result<Vec<f32>> {
+    Ok(UniformStream::new(low, high, seed)?.take(count))
+}
+
+/// `count` values uniform in `[0, 1)` from the host generator seeded with `seed`.
+pub fn unit_values(count: usize, seed: u64) -> Vec<f32> {
+    UniformStream::unit(seed).take(count)
 }
 
 /// The stream of [`uniform_values`], drawn a part at a time: `take(a)` then `take(b)`
@@ -34,11 +40,39 @@ pub struct UniformStream {
 }
 
 impl UniformStream {
-    /// The stream of values uniform in `[low, high)` seeded with `seed`.
-    pub fn new(low: f32, high: f32, seed: u64) -> Self {
+    /// The stream of values uniform in `[low, high)` seeded with `seed`. The bounds
+    /// must be finite with `low <= high` (`low == high`: that one value; a range
+    /// narrower than `f32::EPSILON` is widened to it, as it always was), and their
+    /// distance finite.
+    pub fn new(low: f32, high: f32, seed: u64) -> Result<Self> {
+        if !(low.is_finite() && high.is_finite() && low <= high) {
+            return Err(LumenError::InvalidArgument(format!(
+                "a uniform range needs finite bounds low <= high, got [{low}, {high})"
+            )));
+        }
+        let widened = high.max(low + f32::EPSILON);
+        // A bound so large that `low + EPSILON` rounds back to `low`: the one value.
+        let dist = if widened > low {
+            rand_distr::Uniform::new(low, widened)
+        } else {
+            rand_distr::Uniform::new_inclusive(low, low)
+        }
+        .map_err(|e| {
+            LumenError::InvalidArgument(format!(
+                "no uniform distribution over [{low}, {high}): {e}"
+            ))
+        })?;
+        Ok(Self {
+            rng: StdRng::seed_from_u64(seed),
+            dist,
+        })
+    }
+
+    /// The stream of values uniform in `[0, 1)` seeded with `seed`.
+    pub fn unit(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
-            dist: rand_distr::Uniform::new(low, high.max(low + f32::EPSILON)).expect("low < high"),
+            dist: rand_distr::Uniform::new(0.0, 1.0).expect("[0, 1) is a valid range"),
         }
     }
 
@@ -117,17 +151,21 @@ pub fn standard_normal_keyed(
     Tensor::from_data(TensorData::new(values, [rows.len(), c, h, w]), device)
 }
 
-/// Uniform values in `[low, high)` of `shape`.
+/// Uniform values in `[low, high)` of `shape` (the bounds as [`UniformStream::new`]
+/// takes them, seeded or not).
 pub fn uniform(
     shape: [usize; 4],
     low: f32,
     high: f32,
     seed: Option<u64>,
     device: &Device,
-) -> Tensor<4> {
-    match seed {
-        Some(seed) => {
-            let values = uniform_values(shape.iter().product(), low, high, seed);
+) -> Result<Tensor<4>> {
+    // Checked on both paths: unseeded, the device would draw from a NaN or infinite
+    // range without a word.
+    let mut stream = UniformStream::new(low, high, seed.unwrap_or(0))?;
+    Ok(match seed {
+        Some(_) => {
+            let values = stream.take(shape.iter().product());
             Tensor::from_data(TensorData::new(values, shape), device)
         }
         None => Tensor::random(
@@ -135,7 +173,7 @@ pub fn uniform(
             Distribution::Uniform(low as f64, high as f64),
             device,
         ),
-    }
+    })
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -144,13 +182,41 @@ mod tests {
 
     #[test]
     fn a_uniform_stream_drawn_in_parts_is_the_whole_stream() {
-        let whole = uniform_values(10, 0.0, 1.0, 4);
-        let mut stream = UniformStream::new(0.0, 1.0, 4);
+        let whole = uniform_values(10, 0.0, 1.0, 4).unwrap();
+        let mut stream = UniformStream::new(0.0, 1.0, 4).unwrap();
         let mut parts = stream.take(3);
         parts.extend(stream.take(7));
         assert_eq!(parts, whole);
         // Not a constant: another seed gives other values.
-        assert_ne!(uniform_values(10, 0.0, 1.0, 5), whole);
+        assert_ne!(uniform_values(10, 0.0, 1.0, 5).unwrap(), whole);
+        // The unit stream is the same stream.
+        assert_eq!(unit_values(10, 4), whole);
+    }
+
+    #[test]
+    fn bad_uniform_ranges_are_errors_and_a_point_range_is_its_value() {
+        for (low, high) in [
+            (f32::NAN, 1.0),
+            (0.0, f32::NAN),
+            (f32::NEG_INFINITY, 0.0),
+            (0.0, f32::INFINITY),
+            (1.0, 0.0),
+            (-3e38, 3e38),
+        ] {
+            let error = UniformStream::new(low, high, 1).err();
+            assert!(
+                matches!(error, Some(LumenError::InvalidArgument(_))),
+                "[{low}, {high}) gave {error:?}"
+            );
+        }
+        // At 3e7, low + EPSILON rounds back to low: the stream is that value.
+        assert_eq!(uniform_values(3, 3e7, 3e7, 1).unwrap(), vec![3e7; 3]);
+        let near = uniform_values(100, 2.0, 2.0, 1).unwrap();
+        assert!(
+            near.iter()
+                .all(|v| (2.0..=2.0 + 2.0 * f32::EPSILON).contains(v))
+        );
+        assert!(uniform([1, 1, 2, 2], f32::NAN, 1.0, None, &Device::flex()).is_err());
     }
 
     #[test]
@@ -194,7 +260,7 @@ mod tests {
         let mean = a.iter().sum::<f32>() / a.len() as f32;
         let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / a.len() as f32;
         assert!(mean.abs() < 0.1 && (var - 1.0).abs() < 0.1, "{mean} {var}");
-        let u = crate::to_host(uniform([1, 1, 10, 10], -2.0, 3.0, Some(1), &device));
+        let u = crate::to_host(uniform([1, 1, 10, 10], -2.0, 3.0, Some(1), &device).unwrap());
         assert!(u.iter().all(|v| (-2.0..3.0).contains(v)));
     }
 }

@@ -2,7 +2,7 @@
 //! (`FeatureVisualizer.get_feature_statistics`): computed over the whole tensor
 //! given (one image, or a batch), in f64 on the host.
 
-use lumen_core::{Tensor, to_host};
+use lumen_core::{LumenError, Result, Tensor, to_host};
 use serde::Serialize;
 
 /// How channels are chosen for display.
@@ -38,6 +38,26 @@ impl Default for StatisticsOptions {
             active_threshold: 0.01,
             zero_threshold: 1e-3,
         }
+    }
+}
+
+impl StatisticsOptions {
+    /// Check the thresholds: both finite, the near-zero one not negative (a NaN
+    /// threshold would count nothing, silently).
+    pub fn validate(&self) -> Result<()> {
+        if !self.active_threshold.is_finite() {
+            return Err(LumenError::InvalidArgument(format!(
+                "the active-channel threshold must be a finite number, got {}",
+                self.active_threshold
+            )));
+        }
+        if !(self.zero_threshold.is_finite() && self.zero_threshold >= 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the near-zero threshold must be a finite number >= 0, got {}",
+                self.zero_threshold
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -113,6 +113,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         layers: &[String],
         options: &StatisticsOptions,
     ) -> Result<Vec<LayerStatistics>> {
+        options.validate()?;
         let features = self.features_of(input, layers)?;
         Ok(layers
             .iter()
@@ -202,7 +203,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 let scores = channel_scores(image, plane, sort);
                 let channels = match sort {
                     SortBy::Random => {
-                        let keys = random::uniform_values(c, 0.0, 1.0, seed.wrapping_add(i as u64));
+                        let keys = random::unit_values(c, seed.wrapping_add(i as u64));
                         let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
                         top_k(&keys, count)
                     }

@@ -164,6 +164,7 @@ impl Baseline {
             Tensor::<4>::from_data(TensorData::new(values.to_vec(), [1, 3, 1, 1]), &device)
                 .expand([b, c, h, w])
         };
+        self.validate(c)?;
         Ok(match self {
             Self::Zeros => input.zeros_like(),
             Self::Black { mean, std } => per_channel(std::array::from_fn(|i| -mean[i] / std[i])),
@@ -175,6 +176,7 @@ impl Baseline {
                 let lo = input.clone().min().into_scalar::<f32>();
                 let hi = input.clone().max().into_scalar::<f32>();
                 lumen_core::random::uniform([b, c, h, w], lo, hi, None, &device)
+                    .map_err(uniform_range_error)?
             }
             // Seeded: each image's own range and its own stream (seeded from its values),
             // so that an image's baseline does not depend on the rest of the batch.
@@ -183,13 +185,15 @@ impl Baseline {
                 let per_image = c * h * w;
                 let seeds = lumen_core::random::image_seeds_of(&host, b, *seed);
                 let values: Vec<f32> = (0..b)
-                    .flat_map(|i| {
+                    .map(|i| {
                         let image = &host[i * per_image..(i + 1) * per_image];
                         let lo = image.iter().copied().fold(f32::INFINITY, f32::min);
                         let hi = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                         lumen_core::random::uniform_values(per_image, lo, hi, seeds[i])
+                            .map_err(uniform_range_error)
                     })
-                    .collect();
+                    .collect::<Result<Vec<Vec<f32>>>>()?
+                    .concat();
                 Tensor::from_data(TensorData::new(values, [b, c, h, w]), &device)
             }
             Self::Mean => input
@@ -216,19 +220,61 @@ impl Baseline {
     }
 }
 
+fn uniform_range_error(error: LumenError) -> LumenError {
+    LumenError::InvalidArgument(format!(
+        "the uniform baseline spans the input's values, which must be finite: {error}"
+    ))
+}
+
+impl Baseline {
+    /// Check the settings against an input of `channels` channels: a blur's sigma
+    /// finite and > 0, the normalisation of black and white finite with `std != 0`
+    /// and one value per channel.
+    pub fn validate(&self, channels: usize) -> Result<()> {
+        match self {
+            Self::Blur { sigma } if !(sigma.is_finite() && *sigma > 0.0) => {
+                Err(LumenError::InvalidArgument(format!(
+                    "the blur baseline's sigma must be a finite number > 0, got {sigma}"
+                )))
+            }
+            Self::Black { mean, std } | Self::White { mean, std } => {
+                if channels != 3 {
+                    return Err(LumenError::InvalidArgument(format!(
+                        "the black and white baselines carry 3 channels of normalisation; the input has {channels}"
+                    )));
+                }
+                if mean.iter().chain(std).any(|v| !v.is_finite()) || std.contains(&0.0) {
+                    return Err(LumenError::InvalidArgument(format!(
+                        "the black and white baselines need a finite normalisation with std != 0, got mean {mean:?} and std {std:?}"
+                    )));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Separable Gaussian blur with reflect-free zero padding, kernel radius `3 sigma`.
 fn gaussian_blur(x: Tensor<4>, sigma: f32) -> Tensor<4> {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
-    let radius = (3.0 * sigma).ceil().max(1.0) as usize;
-    let kernel: Vec<f32> = (0..2 * radius + 1)
+    // Taps farther than the image's longer side only ever meet the zero padding, in
+    // the blur and in its normaliser alike: leaving them out changes nothing, and a
+    // huge sigma does not become a huge kernel.
+    let [_, _, h, w] = x.dims();
+    let longest = h.max(w).saturating_sub(1).max(1) as f32;
+    let radius = (3.0 * sigma).ceil().clamp(1.0, longest) as usize;
+    // In f64: a tiny sigma's square would underflow to 0 in f32 (0 / 0 at the centre).
+    let sigma = f64::from(sigma);
+    let kernel: Vec<f64> = (0..2 * radius + 1)
         .map(|i| {
-            let d = i as f32 - radius as f32;
+            let d = i as f64 - radius as f64;
             (-d * d / (2.0 * sigma * sigma)).exp()
         })
         .collect();
-    let total: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let total: f64 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| (k / total) as f32).collect();
     let [_, c, _, _] = x.dims();
     let device = x.device();
     let k = kernel.len();

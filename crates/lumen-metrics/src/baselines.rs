@@ -2,7 +2,7 @@
 //! and one that only knows that objects tend to sit in the middle (`center`).
 
 use burn::tensor::{Tensor, TensorData};
-use lumen_core::random::uniform_values;
+use lumen_core::random::unit_values;
 use lumen_core::{ExplainableModel, Heatmaps, Result, Target, to_host};
 use lumen_methods::{Explanation, Method};
 
@@ -38,7 +38,7 @@ impl<M: ExplainableModel> Method<M> for RandomMap {
                     .fold(self.seed ^ 0xCBF2_9CE4_8422_2325, |acc, v| {
                         (acc ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01B3)
                     });
-                uniform_values(h * w, 0.0, 1.0, seed)
+                unit_values(h * w, seed)
             })
             .collect();
         Ok(Explanation::new(Heatmaps::new(Tensor::from_data(

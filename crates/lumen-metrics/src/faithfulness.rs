@@ -55,6 +55,27 @@ impl CurveConfig {
             batch_size: 64,
         }
     }
+
+    /// Check the counts: at least 1 step and 1 image per forward pass (the
+    /// baseline is checked against the input when it is built).
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(LumenError::InvalidArgument(
+                "a perturbation curve needs at least one step".into(),
+            ));
+        }
+        check_batch_size(self.batch_size)
+    }
+}
+
+/// Internal batches of at least one image.
+pub(crate) fn check_batch_size(batch_size: usize) -> Result<()> {
+    if batch_size == 0 {
+        return Err(LumenError::InvalidArgument(
+            "the internal batch size must be at least 1".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A deletion or insertion curve per image.
@@ -160,11 +181,7 @@ pub fn perturbation_curve<M: ExplainableModel>(
     config: &CurveConfig,
 ) -> Result<Curve> {
     model.check_input(input)?;
-    if config.steps == 0 {
-        return Err(LumenError::InvalidArgument(
-            "a perturbation curve needs at least one step".into(),
-        ));
-    }
+    config.validate()?;
     let [b, c, h, w] = input.dims();
     let device = input.device();
     let maps = host_maps(heatmaps, input)?;
@@ -313,6 +330,34 @@ impl Default for RoadConfig {
     }
 }
 
+impl RoadConfig {
+    /// Check the settings: at least one percentage, each in (0, 100); the noise
+    /// finite and not negative; at least 1 image per forward pass.
+    pub fn validate(&self) -> Result<()> {
+        if self.percentages.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "ROAD needs at least one percentage".into(),
+            ));
+        }
+        if let Some(p) = self
+            .percentages
+            .iter()
+            .find(|p| !(**p > 0.0 && **p < 100.0))
+        {
+            return Err(LumenError::InvalidArgument(format!(
+                "ROAD percentages must be in (0, 100), got {p}"
+            )));
+        }
+        if !(self.noise.is_finite() && self.noise >= 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "ROAD's imputation noise must be a finite number >= 0, got {}",
+                self.noise
+            )));
+        }
+        check_batch_size(self.batch_size)
+    }
+}
+
 /// ROAD results for a batch: per image and percentage.
 #[derive(Clone, Debug, Serialize)]
 pub struct Road {
@@ -364,15 +409,7 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
             classes.len(),
         ));
     }
-    if let Some(p) = config
-        .percentages
-        .iter()
-        .find(|p| !(**p > 0.0 && **p < 100.0))
-    {
-        return Err(LumenError::InvalidArgument(format!(
-            "ROAD percentages must be in (0, 100), got {p}"
-        )));
-    }
+    config.validate()?;
     let device = input.device();
     let maps = host_maps(heatmaps, input)?;
     let pixels_in = to_host(input.clone());

@@ -2,7 +2,7 @@
 //! `[h*w]` (row-major, at the ground truth's size) and a [`Region`].
 
 pub use lumen_core::Region;
-use lumen_core::Result;
+use lumen_core::{LumenError, Result};
 use serde::Serialize;
 
 /// The index of the first maximum (NumPy's `argmax`).
@@ -133,6 +133,24 @@ impl Default for LocalizationConfig {
 }
 
 impl LocalizationConfig {
+    /// Check the settings: the tolerance finite and not negative, the IoU threshold
+    /// in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the pointing-game tolerance must be a finite number >= 0, got {}",
+                self.tolerance
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.iou_threshold) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the IoU threshold must be in [0, 1], got {}",
+                self.iou_threshold
+            )));
+        }
+        Ok(())
+    }
+
     /// The tolerance in pixels of `region`'s image.
     pub fn scaled_tolerance(&self, region: &Region) -> f32 {
         self.tolerance * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE
@@ -160,6 +178,7 @@ pub fn localization(
     region: &Region,
     config: &LocalizationConfig,
 ) -> Result<Localization> {
+    config.validate()?;
     Ok(Localization {
         pointing_game: pointing_game(map, region, config.scaled_tolerance(region))?,
         energy_pointing_game: energy_pointing_game(map, region)?,

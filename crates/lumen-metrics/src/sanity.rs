@@ -297,6 +297,25 @@ impl Default for RandomizationConfig {
     }
 }
 
+impl RandomizationConfig {
+    /// Check the settings: the threshold in [0, 1] (it bounds an absolute
+    /// correlation) and, when groups are named, at least one.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the randomisation threshold must be in [0, 1] (it bounds an absolute Spearman correlation), got {}",
+                self.threshold
+            )));
+        }
+        if self.groups.as_ref().is_some_and(Vec::is_empty) {
+            return Err(LumenError::InvalidArgument(
+                "the randomisation test needs at least one parameter group".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The randomisation curve and its verdict.
 #[derive(Clone, Debug, Serialize)]
 pub struct RandomizationCurve {
@@ -329,6 +348,7 @@ pub fn model_randomization<M>(
 where
     M: ExplainableModel + Module + Clone,
 {
+    config.validate()?;
     let all = parameter_groups(model);
     let layers: Vec<String> = match &config.groups {
         Some(groups) => {

@@ -37,6 +37,29 @@ impl Default for SensitivityConfig {
     }
 }
 
+impl SensitivityConfig {
+    /// Check the settings: the radius finite and > 0, at least 1 sample and 1 image
+    /// per explanation call.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.radius.is_finite() && self.radius > 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the sensitivity radius must be a finite number > 0, got {}",
+                self.radius
+            )));
+        }
+        check_counts(self.samples, self.batch_size)
+    }
+}
+
+fn check_counts(samples: usize, batch_size: usize) -> Result<()> {
+    if samples == 0 {
+        return Err(LumenError::InvalidArgument(
+            "sensitivity needs at least one perturbation".into(),
+        ));
+    }
+    crate::faithfulness::check_batch_size(batch_size)
+}
+
 /// Sensitivity of each image's explanation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sensitivity {
@@ -69,6 +92,7 @@ pub fn sensitivity<M: ExplainableModel>(
     target: &dyn Target<M::Output>,
     config: &SensitivityConfig,
 ) -> Result<Sensitivity> {
+    config.validate()?;
     let [b, c, h, w] = input.dims();
     let device = input.device();
     let per_image = c * h * w;
@@ -89,7 +113,7 @@ pub fn sensitivity<M: ExplainableModel>(
                     let seed = config.seed.wrapping_add(sample as u64);
                     stream = Some((
                         sample,
-                        UniformStream::new(-config.radius, config.radius, seed),
+                        UniformStream::new(-config.radius, config.radius, seed)?,
                     ));
                 }
                 if let Some((_, stream)) = stream.as_mut() {
@@ -145,11 +169,7 @@ fn sensitivity_rows<M: ExplainableModel>(
     batch_size: usize,
     mut noise_of: impl FnMut(Range<usize>) -> Result<Tensor<4>>,
 ) -> Result<Sensitivity> {
-    if samples == 0 {
-        return Err(LumenError::InvalidArgument(
-            "sensitivity needs at least one perturbation".into(),
-        ));
-    }
+    check_counts(samples, batch_size)?;
     let [b, ..] = input.dims();
     let device = input.device();
     let original = method.explain(model, input.clone(), target)?.heatmaps;

@@ -102,8 +102,8 @@ impl MaskCells {
             grid: g,
             keep_probability: config.keep_probability,
             cell_size: [size[0].div_ceil(g), size[1].div_ceil(g)],
-            cells: UniformStream::new(0.0, 1.0, config.seed),
-            shifts: UniformStream::new(0.0, 1.0, config.seed ^ 0x5EED),
+            cells: UniformStream::unit(config.seed),
+            shifts: UniformStream::unit(config.seed ^ 0x5EED),
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use lumen_core::ExplainableModel;
 use lumen_core::burn::tensor::{Int, TensorData};
-use lumen_core::random::uniform_values;
+use lumen_core::random::unit_values;
 use lumen_core::{Heatmaps, LumenError, Region, Result, Tensor};
 use lumen_methods::{Method, MethodOptions};
 use lumen_metrics::localization::{pointing_game, relevance_mass, relevance_rank};
@@ -637,10 +637,8 @@ fn scene_inputs(
 /// A floor's map for one explained item (the random one seeded per item).
 fn floor_map(name: &str, size: [usize; 2], seed: u64, item: u64) -> Vec<f32> {
     match name {
-        "random" => uniform_values(
+        "random" => unit_values(
             size[0] * size[1],
-            0.0,
-            1.0,
             seed ^ item.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ),
         _ => CenterPrior::default().map(size),

@@ -311,7 +311,8 @@ fn sensitivity_matches_quantus_given_the_same_noise() {
     };
     let upfront: Vec<Tensor<4>> = (0..3)
         .map(|s| {
-            let values = lumen::core::random::uniform_values(per_sample, -0.1, 0.1, 11 + s);
+            let values =
+                lumen::core::random::uniform_values(per_sample, -0.1, 0.1, 11 + s).unwrap();
             Tensor::from_data(TensorData::new(values, [2, 3, SIZE, SIZE]), &device)
         })
         .collect();
