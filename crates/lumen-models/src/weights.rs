@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::module::{ModuleMapper, Param};
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::store::{
     ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
     PytorchStore, SafetensorsStore,
@@ -115,7 +115,56 @@ fn load_from_store<M: Module + ModuleSnapshot, S: ModuleStore>(
     // common): cast it to what its device computes in (float32 unless
     // `lumen_core::set_precision` chose another).
     *module = module.clone().map(&mut ToDeviceFloat);
+    check_finite(module, remaps)?;
     Ok(values)
+}
+
+/// Fails, naming the first parameter, when a weight is NaN or infinite: such a model
+/// explains nothing (every score and map NaN) and would otherwise draw blank figures.
+fn check_finite<M: Module>(module: &M, remaps: &[KeyRemap]) -> std::result::Result<(), String> {
+    let mut finder = NonFiniteParams::default();
+    module.visit(&mut finder);
+    if finder.flags.is_empty() {
+        return Ok(());
+    }
+    // One read for the whole model: a read per parameter would wait on the device
+    // hundreds of times.
+    let flags = Tensor::cat(finder.flags, 0).into_data();
+    let flags = flags.iter::<bool>().collect::<Vec<bool>>();
+    match flags.iter().position(|&bad| bad) {
+        None => Ok(()),
+        Some(first) => {
+            let count = flags.iter().filter(|&&bad| bad).count();
+            Err(format!(
+                "`{}` holds NaN or infinite values ({count} parameter tensor{} in all): the checkpoint is damaged or its training diverged",
+                file_key(&torch_param_name(&finder.names[first]), remaps),
+                if count == 1 { "" } else { "s" }
+            ))
+        }
+    }
+}
+
+/// Per float parameter, its module path and whether it holds a non-finite value.
+#[derive(Default)]
+struct NonFiniteParams {
+    path: Vec<String>,
+    names: Vec<String>,
+    flags: Vec<Tensor<1, burn::tensor::Bool>>,
+}
+
+impl ModuleVisitor for NonFiniteParams {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.names.push(self.path.join("."));
+        self.flags.push(param.val().is_finite().bool_not().any());
+    }
 }
 
 /// Load a PyTorch state dict stored as safetensors in memory (a bundled model trained

@@ -132,6 +132,35 @@ fn wrong_width_names_timm_keys_lists_a_few_and_suggests_no_class_count() {
     assert!(!err.contains("--num-classes"), "{err}");
 }
 
+#[test]
+fn non_finite_weights_are_named_as_stored() {
+    // A NaN in one convolution, an infinity in one BatchNorm scale: the model would
+    // load and give NaN scores and blank maps. The first is named as timm names it.
+    let path = edited_copy("test_resnet.safetensors", "nan", |t| {
+        let set = |t: &mut HashMap<String, (Vec<usize>, Vec<u8>)>, key: &str, value: f32| {
+            let (_, data) = t.get_mut(key).unwrap();
+            data[4..8].copy_from_slice(&value.to_le_bytes());
+        };
+        set(t, "layer2.0.conv1.weight", f32::NAN);
+        set(t, "layer3.0.bn2.weight", f32::INFINITY);
+    });
+    let err = load_error("test_resnet", 10, &path);
+    assert!(
+        err.contains(
+            "`layer2.0.conv1.weight` holds NaN or infinite values (2 parameter tensors in all)"
+        ),
+        "{err}"
+    );
+    // The untouched file loads: the check does not flag finite weights.
+    LoadedModel::load(
+        "test_resnet",
+        10,
+        fixture("test_resnet.safetensors"),
+        &test_device(),
+    )
+    .unwrap();
+}
+
 /// Logits of the test model loaded from `path`, on the fixture's input.
 fn test_resnet_logits(path: &std::path::Path) -> Vec<f32> {
     use lumen_core::{ExplainableModel, NoTap};
