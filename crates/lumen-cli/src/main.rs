@@ -6,7 +6,7 @@
 //!
 //! Exit codes: 0 success, 2 usage errors (unknown method, layer, model, device, bad
 //! option), 1 runtime errors (unreadable files, weights that do not fit), 3 when some
-//! inputs could not be read and were skipped (the others' results were written).
+//! inputs could not be read (or their explanation was NaN) and were skipped (the others' results were written).
 
 mod args;
 mod batch;
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "error: {} input(s) could not be read and were skipped: {}",
+                    "error: {} input(s) could not be read or explained and were skipped: {}",
                     failures.len(),
                     failures
                         .iter()

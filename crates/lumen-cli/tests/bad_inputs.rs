@@ -632,6 +632,118 @@ fn models_weights_and_outputs_are_checked_with_a_way_out() {
     assert_fails(&out, 2, &["--save-raw", "is a folder"]);
 }
 
+/// `test_resnet`'s weights with `edit` applied to the float32 tensor `key`, as a new
+/// file in `dir`.
+fn edited_weights(dir: &Path, key: &str, edit: impl Fn(f32) -> f32) -> String {
+    let bytes = std::fs::read(weights("test_resnet")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let (_, _, _, data) = tensors.iter_mut().find(|t| t.0 == key).unwrap();
+    for value in data.chunks_mut(4) {
+        let edited = edit(f32::from_le_bytes(value.try_into().unwrap()));
+        value.copy_from_slice(&edited.to_le_bytes());
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, dtype, shape, data)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.join(format!("{}.safetensors", key.replace('.', "_")));
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path_str(&path)
+}
+
+#[test]
+fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
+    let dir = scratch("non_finite");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (name, colour) in [
+        ("black", [0u8; 3]),
+        ("white", [255; 3]),
+        ("grey", [124, 116, 104]),
+    ] {
+        image::RgbImage::from_pixel(160, 160, image::Rgb(colour))
+            .save(images.join(format!("{name}.png")))
+            .unwrap();
+    }
+    let run = |command: &str, weights: &str, extra: &[&str]| {
+        let mut args = vec![
+            command,
+            "--model",
+            "test_resnet",
+            "--num-classes",
+            "10",
+            "--weights",
+            weights,
+            "--method",
+            "gradcam",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+
+    // A NaN in the weights: named at load, before any image.
+    let nan = edited_weights(&dir, "layer2.0.conv1.weight", |v| {
+        if v > 0.0 { f32::NAN } else { v }
+    });
+    let black = path_str(&images.join("black.png"));
+    let out = run("explain", &nan, &[&black]);
+    assert_fails(
+        &out,
+        1,
+        &["`layer2.0.conv1.weight` holds NaN or infinite values"],
+    );
+
+    // Finite weights that overflow on bright images: the stem's filters all 1e38, so a
+    // white image's first convolution is +inf (then inf - inf = NaN further on) and a
+    // dark one's is -inf, which the ReLU after it turns into 0. Before, the white image
+    // drew a blank heatmap titled "predicted 0 (NaN%)" and the run succeeded.
+    let fragile = edited_weights(&dir, "conv1.0.weight", |_| 1e38);
+    let white = path_str(&images.join("white.png"));
+    let one = path_str(&dir.join("one"));
+    let out = run("explain", &fragile, &[&white, "--out", &one]);
+    assert_fails(&out, 1, &["the explanation of white is NaN or infinite"]);
+    assert!(
+        !dir.join("one/white_gradcam.png").exists(),
+        "no figure is drawn"
+    );
+
+    // In a batch the overflowing image is skipped and named; the others are explained
+    // (the chunk is explained again without it).
+    let out_dir = dir.join("batch");
+    let (folder, out_path) = (path_str(&images), path_str(&out_dir));
+    let out = run(
+        "batch",
+        &fragile,
+        &[&folder, "--batch-size", "3", "--json", "--out", &out_path],
+    );
+    assert_fails(&out, 3, &["white.png", "NaN or infinite"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let explained: Vec<&str> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(explained, ["black", "grey"]);
+    for result in json["results"].as_array().unwrap() {
+        let confidence = result["prediction"]["confidence"].as_f64().unwrap();
+        assert!(confidence.is_finite() && confidence > 0.0, "{result}");
+    }
+    assert!(out_dir.join("black_gradcam.png").is_file());
+    assert!(!out_dir.join("white_gradcam.png").exists());
+}
+
 #[test]
 fn verdicts_are_written_under_the_figures_of_their_model_only() {
     let (dir, image) = scratch_picture("verdicts");

@@ -77,6 +77,14 @@ pub enum LumenError {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// The explanation of these images holds NaN or infinite values: the model's
+    /// output or its gradients overflowed, and a figure of it would be blank.
+    #[error(
+        "the explanation of {} is NaN or infinite (the model's output or its gradients overflowed): nothing was drawn for it",
+        images.join(", ")
+    )]
+    NonFinite { images: Vec<String> },
+
     /// Plain I/O failure on a named path.
     #[error("{}: {source}", path.display())]
     Io {

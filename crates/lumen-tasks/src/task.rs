@@ -77,4 +77,12 @@ pub trait Task {
     /// The ranked alternatives of a prediction with their scores (a report's top-k
     /// list).
     fn ranked(&self, prediction: &Self::Prediction) -> Vec<(String, f32)>;
+
+    /// Whether a prediction's scores are all finite (a model whose output overflowed
+    /// or holds NaN predicts nothing): by default, the scores of [`Task::ranked`].
+    fn is_finite(&self, prediction: &Self::Prediction) -> bool {
+        self.ranked(prediction)
+            .iter()
+            .all(|(_, score)| score.is_finite())
+    }
 }

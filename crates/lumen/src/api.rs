@@ -366,6 +366,31 @@ fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
         .collect()
 }
 
+/// Fails, naming the images, when a prediction's scores or a map hold NaN or infinite
+/// values; checked before any figure is drawn, since such an image draws as a blank,
+/// plausible figure (a ReLU in a CAM turns NaN into 0).
+fn check_finite<K: Task>(
+    task: &K,
+    predictions: &[K::Prediction],
+    maps: &[Map],
+    names: &[String],
+) -> Result<()> {
+    let non_finite: Vec<String> = maps
+        .iter()
+        .zip(predictions)
+        .zip(names)
+        .filter(|((map, prediction), _)| {
+            !task.is_finite(prediction) || map.values.iter().any(|v| !v.is_finite())
+        })
+        .map(|(_, name)| name.clone())
+        .collect();
+    if non_finite.is_empty() {
+        Ok(())
+    } else {
+        Err(LumenError::NonFinite { images: non_finite })
+    }
+}
+
 /// The raw (unnormalised) map of every image of `heatmaps`, on the host.
 pub(crate) fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
     let _stage = profile::stage(stages::POSTPROCESS);
@@ -504,8 +529,10 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
         };
     let name = method.name();
     let task = model.task();
+    let maps = host_maps(&explanation.heatmaps);
+    check_finite(&task, &prepared.predictions, &maps, &inputs.names)?;
     let mut explained = Vec::with_capacity(inputs.len());
-    for (i, map) in host_maps(&explanation.heatmaps).into_iter().enumerate() {
+    for (i, map) in maps.into_iter().enumerate() {
         let signed = match (options.polarity, &explanation.attributions) {
             (true, Some(attributions)) => Some(signed_map(attributions, i)),
             _ => None,
@@ -815,10 +842,14 @@ fn method_maps<T: TaskModel>(
             per_method[i] = Some(host_maps(&explanation.heatmaps));
         }
     }
-    Ok(per_method
+    let per_method: Vec<Vec<Map>> = per_method
         .into_iter()
         .map(|m| m.expect("every method ran"))
-        .collect())
+        .collect();
+    for maps in &per_method {
+        check_finite(&prepared.task, &prepared.predictions, maps, &inputs.names)?;
+    }
+    Ok(per_method)
 }
 
 /// Cautions written under a figure per method at most; the rest are counted.
@@ -1042,39 +1073,65 @@ where
                     js.iter().map(|&j| chunk_names[j].clone()).collect(),
                 )
             };
-            if !miss.is_empty() {
-                let (miss_paths, miss_names) = pick(&miss);
-                let read = Inputs::read_named(model, &miss_paths, &miss_names)?;
+            // Images whose explanation is not finite are reported like unreadable files
+            // and the rest of the chunk is explained again without them.
+            let mut todo = miss;
+            while !todo.is_empty() {
+                let (todo_paths, todo_names) = pick(&todo);
+                let read = Inputs::read_named(model, &todo_paths, &todo_names)?;
                 chunk_failures.extend(read.failures);
-                if let Some(inputs) = read.inputs {
-                    let (_, drawn) = explain_and_draw(model, &inputs, method.as_ref(), &quiet)?;
-                    for (d, original) in drawn.into_iter().zip(&inputs.originals) {
-                        let k = miss_names.iter().position(|n| *n == d.result.image).expect(
-                            "every explained image is one of the chunk's, by its unique name",
-                        );
-                        let j = miss[k];
-                        if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
-                            cache.put(
-                                key,
-                                &CachedExplanation {
-                                    prediction: d.result.prediction.clone(),
-                                    target: d.result.target.clone(),
-                                    layer: d.result.layer.clone(),
-                                    convergence_delta: d.result.convergence_delta,
-                                    title: d.title.clone(),
-                                    heatmap: d.result.heatmap.clone(),
-                                    signed: d.signed.clone(),
-                                    attributions: None,
-                                },
-                            )?;
+                let Some(inputs) = read.inputs else {
+                    break;
+                };
+                let drawn = match explain_and_draw(model, &inputs, method.as_ref(), &quiet) {
+                    Ok((_, drawn)) => drawn,
+                    Err(LumenError::NonFinite { images }) => {
+                        for name in &images {
+                            if let Some(k) = todo_names.iter().position(|n| n == name) {
+                                chunk_failures.push(InputFailure {
+                                    path: todo_paths[k].as_ref().to_path_buf(),
+                                    error: "its explanation is NaN or infinite (the model's \
+                                            output or its gradients overflowed)"
+                                        .into(),
+                                });
+                            }
                         }
-                        let mut result = d.result;
-                        let original =
-                            outlined(&task, &result.prediction, &result.target, original);
-                        draw(start + j, &mut result, d.title, original, d.signed)?;
-                        explained[j] = Some((result, false));
+                        // Unreadable files were reported above and are not read again.
+                        todo.retain(|&j| {
+                            inputs.names.contains(&chunk_names[j])
+                                && !images.contains(&chunk_names[j])
+                        });
+                        continue;
                     }
+                    Err(error) => return Err(error),
+                };
+                for (d, original) in drawn.into_iter().zip(&inputs.originals) {
+                    let k = todo_names
+                        .iter()
+                        .position(|n| *n == d.result.image)
+                        .expect("every explained image is one of the chunk's, by its unique name");
+                    let j = todo[k];
+                    if let (Some(cache), Some(key)) = (&run.cache, &keys[j]) {
+                        cache.put(
+                            key,
+                            &CachedExplanation {
+                                prediction: d.result.prediction.clone(),
+                                target: d.result.target.clone(),
+                                layer: d.result.layer.clone(),
+                                convergence_delta: d.result.convergence_delta,
+                                title: d.title.clone(),
+                                heatmap: d.result.heatmap.clone(),
+                                signed: d.signed.clone(),
+                                attributions: None,
+                            },
+                        )?;
+                    }
+                    let mut result = d.result;
+                    let original = outlined(&task, &result.prediction, &result.target, original);
+                    draw(start + j, &mut result, d.title, original, d.signed)?;
+                    explained[j] = Some((result, false));
                 }
+                break;
             }
             for &j in &hit {
                 let Some(entry) = cached[j].clone() else {

@@ -323,6 +323,19 @@ where
     };
     let host = explanation.heatmaps.clone().normalize().to_vec();
     let [_, mh, mw] = explanation.heatmaps.dims();
+    // Before any figure: a NaN map draws as a blank, plausible figure.
+    let non_finite: Vec<String> = images
+        .iter()
+        .filter(|image| {
+            host[image.rows.start * mh * mw..image.rows.end * mh * mw]
+                .iter()
+                .any(|v| !v.is_finite())
+        })
+        .map(|image| image.image.clone())
+        .collect();
+    if !non_finite.is_empty() {
+        return Err(LumenError::NonFinite { images: non_finite });
+    }
     let map_of = |row: usize| {
         lumen_report::Map::new(
             host[row * mh * mw..(row + 1) * mh * mw].to_vec(),
