@@ -282,7 +282,11 @@ where
         if [sh as usize, sw as usize] != [h, w] {
             return Err(LumenError::shape(
                 "evaluation images",
-                format!("the model's input size {h}x{w}"),
+                format!(
+                    "the model's input size {h}x{w} (the generated shapes are {sw}x{sh} with \
+                     4 classes: evaluate a model trained on them, such as the bundled \
+                     shapes-cnn and shapes-vit, or your own at that size)"
+                ),
                 format!("{sh}x{sw}"),
             ));
         }
