@@ -318,14 +318,23 @@ where
         let [_, h, w] = explanation.heatmaps.dims();
         let values = explanation.heatmaps.to_vec();
         for (i, image) in images.iter().enumerate() {
-            let map = Map::new(
-                values[i * h * w..(i + 1) * h * w].to_vec(),
-                w as u32,
-                h as u32,
-            )
-            .normalized();
+            let raw = &values[i * h * w..(i + 1) * h * w];
             let tag = format!("interpretation/sample_{i}");
-            sinks.image(&tag, at, &overlay(image, &map, self.colormap, self.alpha));
+            // A model that diverged (or overflowed on this sample) explains nothing: its
+            // overlay would be a blank, plausible picture. The confidence is still
+            // logged (NaN in TensorBoard shows the divergence) and the image skipped.
+            if raw.iter().all(|v| v.is_finite()) && explained.confidences[i].is_finite() {
+                let map = Map::new(raw.to_vec(), w as u32, h as u32).normalized();
+                sinks.image(&tag, at, &overlay(image, &map, self.colormap, self.alpha));
+            } else {
+                log::warn!(
+                    "{}: {tag} at epoch {} step {} is NaN or infinite (the model diverged or \
+                     overflowed): no overlay logged",
+                    Monitor::<M>::name(self),
+                    at.epoch,
+                    at.step
+                );
+            }
             sinks.scalar(&format!("{tag}/confidence"), at, explained.confidences[i]);
             if let Some(labels) = &self.labels {
                 let correct = (labels[i] == explained.classes[i]) as u8 as f64;
@@ -670,6 +679,31 @@ mod tests {
         let confidence: f64 = entries[1].1.parse().unwrap();
         assert!((0.0..=1.0).contains(&confidence) && confidence > 0.0);
         assert!(sinks.failures().is_empty());
+
+        // A diverged model (NaN weights): the confidences are logged as NaN, the
+        // overlays, which would be blank, are not.
+        let diverged = TinySegmentor {
+            conv: burn::nn::conv::Conv2d {
+                weight: model.conv.weight.clone().map(|w| w.mul_scalar(f32::NAN)),
+                ..model.conv.clone()
+            },
+        };
+        let recorded = Recorded::default();
+        let mut sinks = Sinks::new();
+        sinks.push(Box::new(recorded.clone()));
+        monitor.observe(&diverged, at, &mut sinks).unwrap();
+        let entries = recorded.0.lock().unwrap().clone();
+        let tags: Vec<&str> = entries.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            tags,
+            [
+                "interpretation/sample_0/confidence",
+                "interpretation/sample_0/correct",
+                "interpretation/sample_1/confidence",
+                "interpretation/sample_1/correct",
+            ]
+        );
+        assert_eq!(entries[0].1, "NaN");
     }
 
     #[test]
