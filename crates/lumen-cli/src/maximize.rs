@@ -69,10 +69,10 @@ pub struct MaximizeArgs {
     /// Seed of the initial image and the transformations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Largest random shift in pixels per step.
+    /// Largest random shift in pixels per step (smaller than the image side).
     #[arg(long, default_value_t = 8)]
     jitter: usize,
-    /// Largest random rotation in degrees per step (>= 0).
+    /// Largest random rotation in degrees per step, in [0, 360].
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     rotation: f32,
     /// Images optimised together per forward and backward (the memory knob; default:

@@ -468,6 +468,12 @@ fn numeric_options_are_validated_before_any_work() {
         2,
         &["channel 32 is out of range: layer `layer2` has 32 channels"],
     );
+    // Was a panic: a rotation range of +-3e38 degrees has no finite width to draw from.
+    let out = maximize(&["--channels", "0", "--rotation", "3e38"]);
+    assert_fails(&out, 2, &["rotation", "[0, 360]"]);
+    // Was accepted: every shift past the 128 px image only repeated its border.
+    let out = maximize(&["--channels", "0", "--jitter", "128"]);
+    assert_fails(&out, 2, &["jitter of 128 px", "128x128"]);
     // Channels a grey image leaves at 0 never move: said, not left to look like a bug
     // (on the bundled weights, layer2's channel 2 responds and 0 does not).
     let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);

@@ -180,8 +180,10 @@ impl MaximizeOptions {
         if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
             return bad("the scale range must be two numbers 0 < low <= high");
         }
-        if !(self.rotation.is_finite() && self.rotation >= 0.0) {
-            return bad("the rotation must be a finite number of degrees >= 0");
+        // Up to a full turn: beyond it no angle is new, and a huge range (3e38) left
+        // the random draw without a finite width (a panic).
+        if !(0.0..=360.0).contains(&self.rotation) {
+            return bad("the rotation must be a number of degrees in [0, 360]");
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad("the normalisation's standard deviations must be > 0");
@@ -315,6 +317,13 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         if channels != 3 {
             return Err(LumenError::InvalidArgument(format!(
                 "activation maximization draws RGB images; the model takes {channels} channels"
+            )));
+        }
+        if options.jitter >= h.min(w) {
+            return Err(LumenError::InvalidArgument(format!(
+                "a jitter of {} px is not smaller than the {h}x{w} image: most shifts would \
+                 only repeat its border",
+                options.jitter
             )));
         }
         // Every objective is checked against the layer before any batch runs, so a bad
@@ -538,6 +547,14 @@ mod tests {
             },
             MaximizeOptions {
                 rotation: -1.0,
+                ..Default::default()
+            },
+            MaximizeOptions {
+                rotation: 3e38,
+                ..Default::default()
+            },
+            MaximizeOptions {
+                rotation: f32::NAN,
                 ..Default::default()
             },
         ] {
