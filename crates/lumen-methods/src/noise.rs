@@ -190,6 +190,19 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let [b, c, h, w] = input.dims();
         let n = self.samples;
         let deviations = self.deviations(&input)?;
+        // A noise level times a value range can overflow (3e38 x 4 = inf): the noisy
+        // inputs would be infinite. Library callers can also set NaN directly.
+        if let Some((image, deviation)) = deviations
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, d)| !(d.is_finite() && **d >= 0.0))
+        {
+            return Err(LumenError::InvalidArgument(format!(
+                "the noise's standard deviation for image {image} is {deviation}: it must be a \
+                 finite number >= 0 (a relative level is multiplied by the image's value range)"
+            )));
+        }
         let streams = match (&self.noise, self.seed) {
             (Noise::Given(_), _) | (_, None) => None,
             (_, Some(seed)) => Some(image_seeds(&input, seed)),

@@ -5,7 +5,9 @@
 use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::{ClassLogit, Device, LumenError, to_host};
 use lumen::features::{FeatureVisualizer, StatisticsOptions};
-use lumen::methods::{Baseline, Cam, GradCam, IntegratedGradients, Method};
+use lumen::methods::{
+    Baseline, Cam, GradCam, IntegratedGradients, Method, Noise, NoiseKind, NoiseTunnel, Saliency,
+};
 use lumen::metrics::{
     CurveConfig, CurveKind, LocalizationConfig, RandomizationConfig, Region, RoadConfig, RoadOrder,
     SensitivityConfig, localization, model_randomization, perturbation_curve, road, sensitivity,
@@ -269,6 +271,22 @@ fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
         }),
         "finite normalisation",
     );
+    // Noise whose deviation overflows (a relative level of 3e38 times the value range)
+    // or is NaN would make the noisy inputs infinite: refused.
+    for noise in [Noise::Relative(3e38), Noise::Absolute(f32::NAN)] {
+        let tunnel = NoiseTunnel {
+            inner: Box::new(Saliency),
+            kind: NoiseKind::SmoothGrad,
+            samples: 2,
+            noise,
+            seed: Some(1),
+            batch_size: None,
+        };
+        assert_invalid(
+            tunnel.explain(&model, input.clone(), &target),
+            "standard deviation for image 0",
+        );
+    }
     // An input with an infinite value has no uniform range to draw from (this
     // panicked in the random stream).
     let mut values = to_host(input.clone());
