@@ -61,6 +61,16 @@ fn assert_fails(out: &Output, expected: i32, needles: &[&str]) {
     }
 }
 
+/// The `image` of every result of a `--json` output, in order.
+fn result_images(json: &serde_json::Value) -> Vec<&str> {
+    json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect()
+}
+
 fn write_png(path: &Path, image: image::DynamicImage) {
     image.save(path).unwrap();
 }
@@ -350,12 +360,7 @@ fn a_batch_goes_past_bad_files_names_outputs_uniquely_and_recurses_on_request() 
     let out = batch(&[&path_str(&images), "--out", &path_str(&out_dir)]);
     assert_fails(&out, 3, &["broken.png", "sub-folder", "--recursive"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let explained: Vec<&str> = json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["image"].as_str().unwrap())
-        .collect();
+    let explained = result_images(&json);
     // The file after the broken one (in its own chunk and the next) is still done.
     assert_eq!(explained, ["a_jpg", "a_png", "z_last"]);
     assert_eq!(json["failures"].as_array().unwrap().len(), 1);
@@ -735,12 +740,7 @@ fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
     );
     assert_fails(&out, 3, &["white.png", "NaN or infinite"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let explained: Vec<&str> = json["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["image"].as_str().unwrap())
-        .collect();
+    let explained = result_images(&json);
     assert_eq!(explained, ["black", "grey"]);
     for result in json["results"].as_array().unwrap() {
         let confidence = result["prediction"]["confidence"].as_f64().unwrap();
