@@ -715,6 +715,20 @@ fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
         &["`layer2.0.conv1.weight` holds NaN or infinite values"],
     );
 
+    // Finite weights past float16's range: infinite once cast for --precision f16.
+    let large = edited_weights(&dir, "layer2.0.conv2.weight", |v| v * 1e6);
+    let out = run("explain", &large, &[&black, "--precision", "f16"]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "`layer2.0.conv2.weight` holds NaN or infinite values",
+            "float16's range",
+        ],
+    );
+    let out = run("explain", &large, &[&black, "--no-figures"]);
+    assert_eq!(code(&out), 0, "float32 holds them: {}", stderr(&out));
+
     // Finite weights that overflow on bright images: the stem's filters all 1e38, so a
     // white image's first convolution is +inf (then inf - inf = NaN further on) and a
     // dark one's is -inf, which the ReLU after it turns into 0. Before, the white image

@@ -111,17 +111,43 @@ fn load_from_store<M: Module + ModuleSnapshot, S: ModuleStore>(
     let result = module.load_from(store).map_err(|e| e.to_string())?;
     let values = read_scalars(store, scalars)?;
     check_result(&result, remaps, scalars)?;
-    // A parameter keeps the file's dtype after loading (half-precision checkpoints are
-    // common): cast it to what its device computes in (float32 unless
-    // `lumen_core::set_precision` chose another).
-    *module = module.clone().map(&mut ToDeviceFloat);
-    check_finite(module, remaps)?;
+    check_finite(
+        module,
+        remaps,
+        "the checkpoint is damaged or its training diverged",
+    )?;
+    cast_to_device_float(module, remaps)?;
     Ok(values)
+}
+
+/// Cast every float parameter to what its device computes in (float32 unless
+/// `lumen_core::set_precision` chose another): a parameter keeps the file's dtype
+/// after loading (half-precision checkpoints are common). Weights past float16's
+/// range (65504) become infinite in float16: an error, not a model of infinities.
+fn cast_to_device_float<M: Module>(
+    module: &mut M,
+    remaps: &[KeyRemap],
+) -> std::result::Result<(), String> {
+    let mut cast = ToDeviceFloat::default();
+    *module = module.clone().map(&mut cast);
+    if cast.to_float16 {
+        check_finite(
+            module,
+            remaps,
+            "its values are past float16's range (65504): use --precision bf16 or f32",
+        )?;
+    }
+    Ok(())
 }
 
 /// Fails, naming the first parameter, when a weight is NaN or infinite: such a model
 /// explains nothing (every score and map NaN) and would otherwise draw blank figures.
-fn check_finite<M: Module>(module: &M, remaps: &[KeyRemap]) -> std::result::Result<(), String> {
+/// `why` ends the message.
+fn check_finite<M: Module>(
+    module: &M,
+    remaps: &[KeyRemap],
+    why: &str,
+) -> std::result::Result<(), String> {
     let mut finder = NonFiniteParams::default();
     module.visit(&mut finder);
     if finder.flags.is_empty() {
@@ -136,7 +162,7 @@ fn check_finite<M: Module>(module: &M, remaps: &[KeyRemap]) -> std::result::Resu
         Some(first) => {
             let count = flags.iter().filter(|&&bad| bad).count();
             Err(format!(
-                "`{}` holds NaN or infinite values ({count} parameter tensor{} in all): the checkpoint is damaged or its training diverged",
+                "`{}` holds NaN or infinite values ({count} parameter tensor{} in all): {why}",
                 file_key(&torch_param_name(&finder.names[first]), remaps),
                 if count == 1 { "" } else { "s" }
             ))
@@ -200,8 +226,12 @@ fn key_remapper(remaps: &[KeyRemap]) -> std::result::Result<KeyRemapper, String>
     Ok(remapper)
 }
 
-/// Casts every float parameter to its device's float type.
-struct ToDeviceFloat;
+/// Casts every float parameter to its device's float type, noting whether any was
+/// cast to float16 (whose range is far narrower than float32's).
+#[derive(Default)]
+struct ToDeviceFloat {
+    to_float16: bool,
+}
 
 impl ModuleMapper for ToDeviceFloat {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -210,6 +240,7 @@ impl ModuleMapper for ToDeviceFloat {
         if value.dtype() == wanted {
             param
         } else {
+            self.to_float16 |= wanted == DType::F16;
             param.map(|t| t.cast(wanted))
         }
     }
@@ -310,8 +341,10 @@ pub fn load_burn_bytes<M: Module + ModuleSnapshot>(
         path: path.to_path_buf(),
         message,
     })?;
-    *module = module.clone().map(&mut ToDeviceFloat);
-    Ok(())
+    cast_to_device_float(module, &[]).map_err(|message| LumenError::Weights {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 /// Save a module with Burn's own names (what [`load_burn_bytes`] reads).
