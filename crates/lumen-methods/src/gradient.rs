@@ -218,15 +218,7 @@ impl Baseline {
             }
         })
     }
-}
 
-fn uniform_range_error(error: LumenError) -> LumenError {
-    LumenError::InvalidArgument(format!(
-        "the uniform baseline spans the input's values, which must be finite: {error}"
-    ))
-}
-
-impl Baseline {
     /// Check the settings against an input of `channels` channels: a blur's sigma
     /// finite and > 0, the normalisation of black and white finite with `std != 0`
     /// and one value per channel.
@@ -253,6 +245,12 @@ impl Baseline {
             _ => Ok(()),
         }
     }
+}
+
+fn uniform_range_error(error: LumenError) -> LumenError {
+    LumenError::InvalidArgument(format!(
+        "the uniform baseline spans the input's values, which must be finite: {error}"
+    ))
 }
 
 /// Separable Gaussian blur with reflect-free zero padding, kernel radius `3 sigma`.
