@@ -859,3 +859,31 @@ fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 explained"));
 }
+
+/// Detectors and segmentors whose output overflows to NaN. The detector's NaN scores
+/// failed every threshold, so the run said "no detection" and succeeded; the
+/// segmentor's NaN pixels all read as class 0. Now the image is named as not finite.
+#[test]
+fn dense_models_that_overflow_are_named_not_read_as_a_plausible_answer() {
+    let dir = scratch("dense-overflow");
+    let huge = dir.join("huge.npy");
+    write_npy(
+        &huge,
+        ndarray::ArrayD::<f32>::from_elem(ndarray::IxDyn(&[1, 3, 128, 128]), 3e38),
+    );
+    for model in ["shapes-det", "shapes-seg"] {
+        let out = lumen(&[
+            "explain",
+            "--model",
+            model,
+            "--input-npy",
+            &path_str(&huge),
+            "--method",
+            "gradcam",
+            "--no-figures",
+            "-q",
+        ]);
+        assert_fails(&out, 1, &["NaN or infinite", "nothing was drawn"]);
+        assert!(!stderr(&out).contains("no detection scored"), "{model}");
+    }
+}

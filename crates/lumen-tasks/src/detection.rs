@@ -185,22 +185,31 @@ pub(crate) fn decode_host(
             let mut candidates: Vec<Detection> = (0..n)
                 .filter_map(|p| {
                     let row = &scores[(b * n + p) * classes..(b * n + p + 1) * classes];
-                    // The first maximum, as torch's `max(dim)`.
-                    let (label, score) = row.iter().copied().enumerate().fold(
-                        (0, f32::NEG_INFINITY),
-                        |best, (c, v)| {
-                            if v > best.1 { (c, v) } else { best }
-                        },
-                    );
-                    (score > config.score_threshold).then(|| {
-                        let at = (b * n + p) * 4;
-                        Detection {
-                            bbox: [boxes[at], boxes[at + 1], boxes[at + 2], boxes[at + 3]],
-                            label,
-                            name: names.and_then(|n| n.get(label).cloned()),
-                            score,
-                            location: p,
-                        }
+                    // The first maximum, as torch's `max(dim)`; a NaN is the maximum, as
+                    // in torch.
+                    let (label, score) = match row.iter().position(|v| v.is_nan()) {
+                        Some(c) => (c, f32::NAN),
+                        None => row.iter().copied().enumerate().fold(
+                            (0, f32::NEG_INFINITY),
+                            |best, (c, v)| {
+                                if v > best.1 { (c, v) } else { best }
+                            },
+                        ),
+                    };
+                    let at = (b * n + p) * 4;
+                    let bbox = [boxes[at], boxes[at + 1], boxes[at + 2], boxes[at + 3]];
+                    // A NaN score or a non-finite box means the model's output broke
+                    // (NaN weights, an overflow): kept, so that `ObjectDetection::is_finite`
+                    // reports it, rather than dropped under the threshold as "nothing
+                    // detected".
+                    let broken = score.is_nan()
+                        || (score > config.score_threshold && bbox.iter().any(|v| !v.is_finite()));
+                    (broken || score > config.score_threshold).then(|| Detection {
+                        bbox,
+                        label,
+                        name: names.and_then(|n| n.get(label).cloned()),
+                        score,
+                        location: p,
                     })
                 })
                 .collect();
@@ -477,6 +486,15 @@ impl Task for ObjectDetection {
             })
             .collect()
     }
+
+    /// Scores and boxes: a detector whose output broke keeps a NaN candidate (see
+    /// `decode_host`), and an infinite box draws nothing.
+    fn is_finite(&self, prediction: &DetectionPrediction) -> bool {
+        prediction
+            .detections
+            .iter()
+            .all(|d| d.score.is_finite() && d.bbox.iter().all(|v| v.is_finite()))
+    }
 }
 
 /// pytorch-grad-cam's `FasterRCNNBoxScoreTarget` on the decoded detections (after
@@ -641,6 +659,32 @@ mod tests {
             task.ranked(&prediction),
             [("square (1) at [4, 5, 20, 30]".to_string(), 0.734)]
         );
+    }
+
+    #[test]
+    fn a_broken_output_is_kept_and_reported_not_dropped_under_the_threshold() {
+        let task = ObjectDetection::new(2, None);
+        let config = DecodeConfig::default();
+        let finite = [0.0, 0.0, 10.0, 10.0];
+        // A NaN score, even beside a finite one, is a detection that is not finite.
+        let nan_score = decode_host(&finite, &[0.1, f32::NAN], [1, 1, 2], &config, None);
+        assert_eq!(nan_score[0].len(), 1);
+        assert_eq!(nan_score[0][0].label, 1);
+        assert!(nan_score[0][0].score.is_nan());
+        let prediction = |detections: Vec<Detection>| DetectionPrediction { detections };
+        assert!(!task.is_finite(&prediction(nan_score[0].clone())));
+        // An infinite box with a confident score is kept and not finite; under the
+        // threshold it is dropped like any unconfident candidate.
+        let infinite = [0.0, 0.0, f32::INFINITY, 10.0];
+        let confident = decode_host(&infinite, &[0.9, 0.0], [1, 1, 2], &config, None);
+        assert_eq!(confident[0].len(), 1);
+        assert!(!task.is_finite(&prediction(confident[0].clone())));
+        let unconfident = decode_host(&infinite, &[0.01, 0.0], [1, 1, 2], &config, None);
+        assert!(unconfident[0].is_empty());
+        assert!(task.is_finite(&prediction(unconfident[0].clone())));
+        // Finite outputs are finite predictions.
+        let fine = decode_host(&finite, &[0.9, 0.0], [1, 1, 2], &config, None);
+        assert!(task.is_finite(&prediction(fine[0].clone())));
     }
 
     #[test]

@@ -327,6 +327,13 @@ impl Task for Segmentation {
             .map(|s| (self.label(s.class), s.fraction))
             .collect()
     }
+
+    /// The classes' mean confidences: a pixel whose logits hold NaN has no most probable
+    /// class and drives its class's confidence to minus infinity, while the shares of
+    /// pixels (what [`Task::ranked`] scores) stay finite.
+    fn is_finite(&self, prediction: &SegmentationPrediction) -> bool {
+        prediction.shares.iter().all(|s| s.confidence.is_finite())
+    }
 }
 
 /// A per-pixel uncertainty of a segmentation.
@@ -434,6 +441,20 @@ mod tests {
             ),
             device,
         )
+    }
+
+    #[test]
+    fn a_pixel_with_nan_logits_makes_the_prediction_not_finite() {
+        let device = Device::default();
+        let task = Segmentation::new(3, None, [4, 16]);
+        assert!(task.is_finite(&task.predict(&logits(&device)).unwrap()[0]));
+        let mut values = to_host(logits(&device));
+        values[6] = f32::NAN; // class 1 at the third pixel
+        let broken = Tensor::<4>::from_data(TensorData::new(values, [1, 3, 1, 4]), &device);
+        let p = &task.predict(&broken).unwrap()[0];
+        // The shares alone (Task::ranked) look fine: every pixel has a class.
+        assert!(p.shares.iter().all(|s| s.fraction.is_finite()));
+        assert!(!task.is_finite(p));
     }
 
     #[test]

@@ -366,6 +366,27 @@ fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
         .collect()
 }
 
+/// Fails, naming the images, when a prediction is not finite ([`Task::is_finite`]):
+/// checked before anything is explained or counted, since a broken output reads as
+/// a plausible answer (a detector's NaN scores as "nothing detected").
+pub(crate) fn check_predictions_finite<K: Task>(
+    task: &K,
+    predictions: &[K::Prediction],
+    names: &[String],
+) -> Result<()> {
+    let non_finite: Vec<String> = predictions
+        .iter()
+        .zip(names)
+        .filter(|(prediction, _)| !task.is_finite(prediction))
+        .map(|(_, name)| name.clone())
+        .collect();
+    if non_finite.is_empty() {
+        Ok(())
+    } else {
+        Err(LumenError::NonFinite { images: non_finite })
+    }
+}
+
 /// Fails, naming the images, when a prediction's scores or a map hold NaN or infinite
 /// values; checked before any figure is drawn, since such an image draws as a blank,
 /// plausible figure (a ReLU in a CAM turns NaN into 0).

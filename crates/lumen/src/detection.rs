@@ -13,7 +13,7 @@ use lumen_tasks::{
     ObjectDetection, Task, drise, renormalize_in_boxes,
 };
 
-use crate::api::{ExplainOptions, Inputs, TaskModel, method_options};
+use crate::api::{ExplainOptions, Inputs, TaskModel, check_predictions_finite, method_options};
 use crate::output::save_png;
 
 impl TaskModel for LoadedDetector {
@@ -162,6 +162,9 @@ where
     model.model().check_input(&inputs.tensor)?;
     let task = model.task();
     let predictions = task.predict(&model.model().forward(inputs.tensor.clone()))?;
+    // A broken output would otherwise read as "nothing detected" (its NaN scores fail
+    // every threshold), or draw boxes at infinity.
+    check_predictions_finite(&task, &predictions, &inputs.names)?;
     let mut rows: Vec<usize> = vec![];
     let mut requests: Vec<Vec<BoxRequest>> = vec![];
     let mut images = Vec::with_capacity(inputs.len());

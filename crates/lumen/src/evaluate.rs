@@ -308,7 +308,7 @@ where
             .map(|s| s.image.clone())
             .collect();
         let input = data_config.to_tensor(&images, device)?;
-        let predicted = predicted_classes(&model.forward(input.clone()));
+        let predicted = finite_predictions(model.forward(input.clone()), "image", range.start)?;
         correct += predicted
             .iter()
             .zip(&samples[range.clone()])
@@ -321,7 +321,7 @@ where
     let detail_batch = if needs_detail {
         let images: Vec<_> = detail_samples.iter().map(|s| s.image.clone()).collect();
         let input = data_config.to_tensor(&images, device)?;
-        let classes = predicted_classes(&model.forward(input.clone()));
+        let classes = finite_predictions(model.forward(input.clone()), "detail image", 0)?;
         Some((input, classes))
     } else {
         None
@@ -807,4 +807,47 @@ pub fn bench_method_names() -> Vec<&'static str> {
     let mut names = method_names();
     names.extend(FLOOR_NAMES);
     names
+}
+
+/// The predicted class of every row of `logits`, or an error naming the generated
+/// images whose logits are NaN or infinite: a model that overflows on them would
+/// otherwise be scored on the argmax of NaN.
+fn finite_predictions(logits: Tensor<2>, kind: &str, first: usize) -> Result<Vec<usize>> {
+    let [batch, classes] = logits.dims();
+    let host = lumen_core::to_host(logits.clone());
+    let broken: Vec<String> = (0..batch)
+        .filter(|&row| {
+            host[row * classes..(row + 1) * classes]
+                .iter()
+                .any(|v| !v.is_finite())
+        })
+        .map(|row| format!("generated {kind} {}", first + row))
+        .collect();
+    if !broken.is_empty() {
+        return Err(LumenError::NonFinite { images: broken });
+    }
+    Ok(predicted_classes(&logits))
+}
+
+#[cfg(test)]
+mod tests {
+    use lumen_core::burn::tensor::TensorData;
+
+    use super::*;
+
+    #[test]
+    fn non_finite_logits_name_their_generated_images() {
+        let device = Device::default();
+        let logits =
+            |values: Vec<f32>| Tensor::<2>::from_data(TensorData::new(values, [3, 2]), &device);
+        let fine = logits(vec![0.0, 1.0, 2.0, -1.0, 0.5, 0.25]);
+        assert_eq!(finite_predictions(fine, "image", 10).unwrap(), [1, 0, 0]);
+        let broken = logits(vec![0.0, 1.0, f32::NAN, 0.0, 0.5, f32::INFINITY]);
+        match finite_predictions(broken, "image", 10) {
+            Err(LumenError::NonFinite { images }) => {
+                assert_eq!(images, ["generated image 11", "generated image 12"])
+            }
+            other => panic!("expected NonFinite, got {other:?}"),
+        }
+    }
 }

@@ -23,7 +23,7 @@ use lumen_report::{CurveChart, EvaluationView, MetricColumn};
 use lumen_tasks::{BoxRequest, SegmentationRequest, Task, box_iou};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{RequestOf, TaskModel};
+use crate::api::{RequestOf, TaskModel, check_predictions_finite};
 use crate::detection::{DetectionOptions, explain_detection};
 use crate::evaluate::{FLOOR_NAMES, Progress, check_same_runs};
 use crate::segmentation::class_maps_of;
@@ -812,7 +812,10 @@ pub fn evaluate_detector(
     let mut detections: Vec<Vec<ScoredBox>> = Vec::with_capacity(scenes.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-        for prediction in task.predict(&model.model.forward(inputs.tensor))? {
+        let predictions = task.predict(&model.model.forward(inputs.tensor))?;
+        // A NaN detection would rank first in the precision-recall curve.
+        check_predictions_finite(&task, &predictions, &inputs.names)?;
+        for prediction in predictions {
             detections.push(scored_boxes(&prediction.detections));
         }
     }
@@ -970,6 +973,7 @@ pub fn evaluate_segmentor(
         let [_, _, h, w] = inputs.tensor.dims();
         let logits = model.model.forward(inputs.tensor);
         let predictions = task.predict(&logits)?;
+        check_predictions_finite(&task, &predictions, &inputs.names)?;
         resolved.push(
             requests_of(start, batch.len())
                 .into_iter()
