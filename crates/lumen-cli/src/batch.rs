@@ -163,9 +163,10 @@ pub struct MergeArgs {
     /// default DIR/evaluation.json).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
+    /// `--json` prints the summary as JSON; `--quiet` leaves out the summary line on
+    /// stderr (accepted like every command's, so that scripts can pass it throughout).
+    #[command(flatten)]
+    print: crate::args::PrintArgs,
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
@@ -185,12 +186,12 @@ pub fn merge(args: MergeArgs) -> Result<()> {
         .unwrap_or_else(|| args.dir.join(lumen::scale::INDEX_FILE));
     crate::args::check_writable("--out", &out)?;
     let summary = lumen::merge_shards(&args.dir, &out)?;
-    if args.json {
+    if args.print.json {
         println!(
             "{}",
             serde_json::to_string(&summary).expect("the summary is plain data")
         );
-    } else {
+    } else if !args.print.quiet {
         eprintln!(
             "merged {} shards: {} inputs, {} explained, {} unreadable; index {}{}",
             summary.shards,
@@ -219,12 +220,12 @@ fn merge_evaluation(args: MergeArgs) -> Result<()> {
         EvaluationPart::Classification(e) => crate::evaluate::write_classification(&out, &e)?,
         EvaluationPart::Dense(e) => crate::evaluate::write_dense(&out, e)?,
     };
-    if args.json {
+    if args.print.json {
         println!(
             "{}",
             serde_json::json!({"shards": merged.shards, "images": merged.images, "evaluation": json, "page": html})
         );
-    } else {
+    } else if !args.print.quiet {
         eprintln!(
             "merged {} evaluation shards: {} images; wrote {} and {}",
             merged.shards,

@@ -717,8 +717,9 @@ fn evaluation_shards_merge_into_the_single_run() {
             !split.join("evaluation.json").exists(),
             "a shard writes only its part"
         );
-        let merged = lumen(&["merge", &split.display().to_string()]);
+        let merged = lumen(&["merge", &split.display().to_string(), "-q"]);
         assert!(merged.status.success(), "{model}: {}", stderr(&merged));
+        assert_eq!(stderr(&merged), "", "{model}: --quiet prints nothing");
         let expected = read_json(&whole.join("evaluation.json"));
         let got = read_json(&split.join("evaluation.json"));
         assert_same_evaluation(&expected, &got, model);
