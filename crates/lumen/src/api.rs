@@ -374,17 +374,9 @@ pub(crate) fn check_predictions_finite<K: Task>(
     predictions: &[K::Prediction],
     names: &[String],
 ) -> Result<()> {
-    let non_finite: Vec<String> = predictions
-        .iter()
-        .zip(names)
-        .filter(|(prediction, _)| !task.is_finite(prediction))
-        .map(|(_, name)| name.clone())
-        .collect();
-    if non_finite.is_empty() {
-        Ok(())
-    } else {
-        Err(LumenError::NonFinite { images: non_finite })
-    }
+    name_non_finite(names, |i| {
+        predictions.get(i).is_some_and(|p| !task.is_finite(p))
+    })
 }
 
 /// Fails, naming the images, when a prediction's scores or a map hold NaN or infinite
@@ -396,19 +388,24 @@ fn check_finite<K: Task>(
     maps: &[Map],
     names: &[String],
 ) -> Result<()> {
-    let non_finite: Vec<String> = maps
-        .iter()
-        .zip(predictions)
-        .zip(names)
-        .filter(|((map, prediction), _)| {
-            !task.is_finite(prediction) || map.values.iter().any(|v| !v.is_finite())
-        })
-        .map(|(_, name)| name.clone())
+    name_non_finite(names, |i| {
+        predictions.get(i).is_some_and(|p| !task.is_finite(p))
+            || maps
+                .get(i)
+                .is_some_and(|m| m.values.iter().any(|v| !v.is_finite()))
+    })
+}
+
+/// [`LumenError::NonFinite`] naming the images `i` for which `broken(i)` holds, if any.
+fn name_non_finite(names: &[String], broken: impl Fn(usize) -> bool) -> Result<()> {
+    let images: Vec<String> = (0..names.len())
+        .filter(|&i| broken(i))
+        .map(|i| names[i].clone())
         .collect();
-    if non_finite.is_empty() {
+    if images.is_empty() {
         Ok(())
     } else {
-        Err(LumenError::NonFinite { images: non_finite })
+        Err(LumenError::NonFinite { images })
     }
 }
 
