@@ -329,8 +329,8 @@ impl Task for Segmentation {
     }
 
     /// The classes' mean confidences: a pixel whose logits hold NaN has no most probable
-    /// class and drives its class's confidence to minus infinity, while the shares of
-    /// pixels (what [`Task::ranked`] scores) stay finite.
+    /// class, so it is read as class 0 with a confidence of minus infinity, while the
+    /// shares of pixels (what [`Task::ranked`] scores) stay finite.
     fn is_finite(&self, prediction: &SegmentationPrediction) -> bool {
         prediction.shares.iter().all(|s| s.confidence.is_finite())
     }

@@ -397,7 +397,7 @@ fn check_finite<K: Task>(
 }
 
 /// [`LumenError::NonFinite`] naming the images `i` for which `broken(i)` holds, if any.
-fn name_non_finite(names: &[String], broken: impl Fn(usize) -> bool) -> Result<()> {
+pub(crate) fn name_non_finite(names: &[String], broken: impl Fn(usize) -> bool) -> Result<()> {
     let images: Vec<String> = (0..names.len())
         .filter(|&i| broken(i))
         .map(|i| names[i].clone())

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::api::name_non_finite;
 use lumen_core::burn::module::Module;
 use lumen_core::{
     Classifier, DataConfig, Device, LumenError, Region, Result, Tensor, predicted_classes,
@@ -815,17 +816,14 @@ pub fn bench_method_names() -> Vec<&'static str> {
 fn finite_predictions(logits: Tensor<2>, kind: &str, first: usize) -> Result<Vec<usize>> {
     let [batch, classes] = logits.dims();
     let host = lumen_core::to_host(logits.clone());
-    let broken: Vec<String> = (0..batch)
-        .filter(|&row| {
-            host[row * classes..(row + 1) * classes]
-                .iter()
-                .any(|v| !v.is_finite())
-        })
+    let names: Vec<String> = (0..batch)
         .map(|row| format!("generated {kind} {}", first + row))
         .collect();
-    if !broken.is_empty() {
-        return Err(LumenError::NonFinite { images: broken });
-    }
+    name_non_finite(&names, |row| {
+        host[row * classes..(row + 1) * classes]
+            .iter()
+            .any(|v| !v.is_finite())
+    })?;
     Ok(predicted_classes(&logits))
 }
 
