@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use common::*;
@@ -20,7 +20,7 @@ fn data(name: &str) -> String {
 }
 
 /// A fresh scratch folder for one test.
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> Scratch {
     let dir = tmp(&format!("bad-{name}"));
     std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,7 +33,7 @@ fn path_str(path: &Path) -> String {
 
 /// A fresh scratch folder with one 128x128 picture `x.png` in it: the folder and the
 /// picture's path.
-fn scratch_picture(name: &str) -> (PathBuf, String) {
+fn scratch_picture(name: &str) -> (Scratch, String) {
     let dir = scratch(name);
     let image = dir.join("x.png");
     write_png(&image, image::DynamicImage::ImageRgb8(picture(128, 128)));
@@ -492,7 +492,7 @@ fn numeric_options_are_validated_before_any_work() {
 
 #[test]
 fn ignored_options_are_warned_about() {
-    let (_, image) = scratch_picture("ignored");
+    let (_dir, image) = scratch_picture("ignored");
     let run = |extra: &[&str]| {
         let mut args = vec![
             "explain",
@@ -825,7 +825,7 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
 /// passed silently when no box was left).
 #[test]
 fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
-    let (_, image) = scratch_picture("no-boxes");
+    let (_dir, image) = scratch_picture("no-boxes");
     let detect = |extra: &[&str]| {
         let mut args = vec![
             "explain",

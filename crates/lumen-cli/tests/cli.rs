@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use ndarray::ArrayD;
 
-fn saved_shape(path: &PathBuf) -> Vec<usize> {
+fn saved_shape(path: &Path) -> Vec<usize> {
     let array: ArrayD<f32> = ndarray_npy::read_npy(path).unwrap();
     array.shape().to_vec()
 }

@@ -144,7 +144,7 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // The same shard as `--shard 1/3` wrote above.
-    let read = |dir: &PathBuf| {
+    let read = |dir: &Path| {
         std::fs::read_to_string(dir.join("index.shard-0001-of-0003.jsonl"))
             .unwrap()
             .replace(&dir.display().to_string(), "OUT")
@@ -168,7 +168,7 @@ fn shards_merge_into_the_single_run_and_a_cache_skips_the_model() {
         stderr(&out)
     );
     for dir in [images, whole, split, cache, k8s] {
-        std::fs::remove_dir_all::<PathBuf>(dir).ok();
+        std::fs::remove_dir_all(dir).ok();
     }
 }
 

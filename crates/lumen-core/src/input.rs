@@ -330,9 +330,13 @@ mod tests {
     fn unreadable_file_is_an_error_naming_it() {
         let err = load_image("/nonexistent/cat.png").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/cat.png"), "{err}");
-        let dir = std::env::temp_dir().join("lumen-core-not-an-image.png");
-        std::fs::write(&dir, b"not a png").unwrap();
-        let err = load_image(&dir).unwrap_err().to_string();
+        let path = std::env::temp_dir().join(format!(
+            "lumen-core-not-an-image-{}.png",
+            std::process::id()
+        ));
+        std::fs::write(&path, b"not a png").unwrap();
+        let err = load_image(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).ok();
         assert!(err.contains("not-an-image"), "{err}");
     }
 
@@ -372,6 +376,8 @@ mod tests {
         image::RgbaImage::from_pixel(2, 2, image::Rgba([9, 9, 9, 255]))
             .save(&path)
             .unwrap();
-        assert!(read_image(&path).unwrap().notes.is_empty());
+        let opaque = read_image(&path);
+        std::fs::remove_file(&path).ok();
+        assert!(opaque.unwrap().notes.is_empty());
     }
 }

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use common::*;
 use lumen_models::LoadedModel;
 use safetensors::tensor::TensorView;
+use tempfile::TempPath;
 
 /// Rewrite a fixture's tensors (by key) into a new float32 safetensors file.
 fn edited_copy(
     source: &str,
     name: &str,
     edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
-) -> std::path::PathBuf {
+) -> TempPath {
     edited_copy_as(source, name, safetensors::Dtype::F32, edit)
 }
 
@@ -34,13 +35,14 @@ fn encode(bytes: &[u8], dtype: safetensors::Dtype) -> Vec<u8> {
     }
 }
 
-/// [`edited_copy`] with the tensors stored as `dtype`.
+/// [`edited_copy`] with the tensors stored as `dtype`. The file is removed when the
+/// returned path is dropped.
 fn edited_copy_as(
     source: &str,
     name: &str,
     dtype: safetensors::Dtype,
     edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
-) -> std::path::PathBuf {
+) -> TempPath {
     let bytes = std::fs::read(fixture(source)).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: HashMap<String, (Vec<usize>, Vec<u8>)> = file
@@ -63,10 +65,19 @@ fn edited_copy_as(
             )
         })
         .collect();
-    let path =
-        std::env::temp_dir().join(format!("lumen-{}-{name}.safetensors", std::process::id()));
+    let path = temp_file(name);
     safetensors::serialize_to_file(&views, None, &path).unwrap();
     path
+}
+
+/// An empty file in the system's temporary folder, removed when dropped.
+fn temp_file(name: &str) -> TempPath {
+    tempfile::Builder::new()
+        .prefix(&format!("lumen-{name}-"))
+        .suffix(".safetensors")
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
 }
 
 fn load_error(arch: &str, classes: usize, path: impl AsRef<std::path::Path>) -> String {
@@ -244,7 +255,12 @@ fn missing_file_and_unknown_format_are_errors() {
         err.contains("/nonexistent/weights.safetensors") && err.contains("no such file"),
         "{err}"
     );
-    let odd = std::env::temp_dir().join("lumen-weights.onnx");
+    let odd = tempfile::Builder::new()
+        .prefix("lumen-weights-")
+        .suffix(".onnx")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(&odd, b"x").unwrap();
     let err = load_error("test_resnet", 10, &odd);
     assert!(err.contains("unsupported extension `.onnx`"), "{err}");
@@ -252,8 +268,7 @@ fn missing_file_and_unknown_format_are_errors() {
 
 #[test]
 fn corrupt_file_is_an_error_not_a_panic() {
-    let bad =
-        std::env::temp_dir().join(format!("lumen-{}-corrupt.safetensors", std::process::id()));
+    let bad = temp_file("corrupt");
     std::fs::write(&bad, b"this is not a safetensors file").unwrap();
     let err = load_error("test_resnet", 10, &bad);
     assert!(err.contains("cannot load weights"), "{err}");

@@ -110,6 +110,7 @@ mod tests {
         );
         std::fs::write(&path, "{}").unwrap();
         let err = read_cautions(&path, "shapes-vit").unwrap_err().to_string();
+        std::fs::remove_file(&path).ok();
         assert!(err.contains("not an evaluation.json"), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn root() -> PathBuf {
@@ -28,11 +30,13 @@ pub fn input() -> String {
 /// Run the binary from a scratch folder, so that default output folders
 /// (`lumen-out/`) never land in the source tree.
 pub fn lumen(args: &[&str]) -> Output {
-    let scratch = tmp("cwd");
-    std::fs::create_dir_all(&scratch).expect("scratch folder");
+    let scratch = tempfile::Builder::new()
+        .prefix("lumen-cli-cwd-")
+        .tempdir()
+        .expect("scratch folder");
     Command::new(env!("CARGO_BIN_EXE_lumen"))
         .args(args)
-        .current_dir(scratch)
+        .current_dir(scratch.path())
         .output()
         .expect("lumen runs")
 }
@@ -66,7 +70,7 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// A scratch folder `name` with `count` generated shape images `{prefix}{i}.png`.
-pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> PathBuf {
+pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> Scratch {
     image_folder(name, count, |i| {
         let image = lumen_models::shapes::shape_sample(seed, i).image;
         (format!("{prefix}{i}.png"), image)
@@ -74,7 +78,7 @@ pub fn shape_folder(name: &str, seed: u64, count: u64, prefix: &str) -> PathBuf 
 }
 
 /// A scratch folder `name` with `count` generated multi-object scenes `scene{i}.png`.
-pub fn scene_folder(name: &str, seed: u64, count: u64) -> PathBuf {
+pub fn scene_folder(name: &str, seed: u64, count: u64) -> Scratch {
     image_folder(name, count, |i| {
         let image = lumen_models::shapes::shape_scene(seed, i).image;
         (format!("scene{i}.png"), image)
@@ -85,7 +89,7 @@ fn image_folder(
     name: &str,
     count: u64,
     image: impl Fn(u64) -> (String, image::RgbImage),
-) -> PathBuf {
+) -> Scratch {
     let folder = tmp(name);
     std::fs::create_dir_all(&folder).unwrap();
     for i in 0..count {
@@ -95,6 +99,40 @@ fn image_folder(
     folder
 }
 
-pub fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id()))
+/// A path in the system's temporary folder, unique to this test process, for a file
+/// or folder that a test writes. Whatever is there is removed when it is dropped, so a
+/// test run leaves nothing behind; hold it until the test no longer reads the path.
+pub fn tmp(name: &str) -> Scratch {
+    Scratch(std::env::temp_dir().join(format!("lumen-cli-{}-{name}", std::process::id())))
+}
+
+pub struct Scratch(PathBuf);
+
+impl Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<OsStr> for Scratch {
+    fn as_ref(&self) -> &OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            std::fs::remove_dir_all(&self.0).ok();
+        } else {
+            std::fs::remove_file(&self.0).ok();
+        }
+    }
 }
