@@ -646,7 +646,13 @@ fn models_weights_and_outputs_are_checked_with_a_way_out() {
 /// `test_resnet`'s weights with `edit` applied to the float32 tensor `key`, as a new
 /// file in `dir`.
 fn edited_weights(dir: &Path, key: &str, edit: impl Fn(f32) -> f32) -> String {
-    let bytes = std::fs::read(weights("test_resnet")).unwrap();
+    edited_copy(Path::new(&weights("test_resnet")), dir, key, edit)
+}
+
+/// The weights file `source` with `edit` applied to the float32 tensor `key`, as a
+/// new file in `dir`.
+fn edited_copy(source: &Path, dir: &Path, key: &str, edit: impl Fn(f32) -> f32) -> String {
+    let bytes = std::fs::read(source).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = file
         .tensors()
@@ -886,4 +892,86 @@ fn dense_models_that_overflow_are_named_not_read_as_a_plausible_answer() {
         assert_fails(&out, 1, &["NaN or infinite", "nothing was drawn"]);
         assert!(!stderr(&out).contains("no detection scored"), "{model}");
     }
+}
+
+/// In a batch, a detector's or segmentor's image whose output overflows is skipped and
+/// named like an unreadable file. Before, the detector's NaN prediction became a
+/// default request with a NaN box, refused as a usage error (exit 2) that ended the
+/// whole batch without naming the image.
+#[test]
+fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
+    let dir = scratch("dense-batch-overflow");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (name, colour) in [
+        ("black", [0u8; 3]),
+        ("white", [255; 3]),
+        ("grey", [124, 116, 104]),
+    ] {
+        image::RgbImage::from_pixel(128, 128, image::Rgb(colour))
+            .save(images.join(format!("{name}.png")))
+            .unwrap();
+    }
+    let bundled =
+        |model: &str| root().join(format!("crates/lumen-models/weights/{model}.safetensors"));
+    let run = |model: &str, classes: &str, weights: &str| {
+        let out_dir = path_str(&dir.join(format!("out-{model}")));
+        lumen(&[
+            "batch",
+            "--model",
+            model,
+            "--num-classes",
+            classes,
+            "--weights",
+            weights,
+            &path_str(&images),
+            "--batch-size",
+            "3",
+            "--json",
+            "-q",
+            "--out",
+            &out_dir,
+        ])
+    };
+    // The detector's first filters all 1e34, and the BatchNorm after them made to
+    // keep signs (|gamma|): the white image overflows, the black one's -inf is zeroed
+    // by the ReLU, the grey one (near the normalisation's mean) stays finite. The run
+    // goes on with those two.
+    let large = edited_copy(
+        &bundled("shapes-det"),
+        &dir,
+        "backbone.conv1.0.weight",
+        |_| 1e34,
+    );
+    let fragile = edited_copy(Path::new(&large), &dir, "backbone.conv1.1.weight", f32::abs);
+    let out = run("shapes-det", "4", &fragile);
+    assert_fails(&out, 3, &["white.png", "NaN or infinite"]);
+    assert!(
+        !stderr(&out).contains("is not [x1, y1, x2, y2]"),
+        "{}",
+        stderr(&out)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result_images(&json), ["black", "grey"]);
+
+    // The segmentor's stem at 1e38 overflows on all three: nothing is explained, each
+    // image is named with why, and it is a run-time failure (exit 1) as for files
+    // that cannot be read.
+    let fragile = edited_copy(
+        &bundled("shapes-seg"),
+        &dir,
+        "backbone.stem.conv_a.weight",
+        |_| 1e38,
+    );
+    let out = run("shapes-seg", "5", &fragile);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "none of the 3 inputs could be used",
+            "black.png: its explanation is NaN or infinite",
+            "white.png",
+            "grey.png",
+        ],
+    );
 }

@@ -85,6 +85,11 @@ pub enum LumenError {
     )]
     NonFinite { images: Vec<String> },
 
+    /// No input of a run gave a result: each was unreadable or explained as NaN or
+    /// infinite. `reasons` names each with why.
+    #[error("none of the {count} inputs could be used: {reasons}")]
+    NoUsableInput { count: usize, reasons: String },
+
     /// Plain I/O failure on a named path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -236,17 +236,20 @@ impl<T: TaskModel> Prepared<T> {
             let _forward = profile::stage_on(stages::FORWARD, model.device());
             model.model().forward(inputs.tensor.clone())
         };
-        Self::from_output(model.task(), &output, requested)
+        Self::from_output(model.task(), &output, requested, &inputs.names)
     }
 
     /// Predictions from an output, and the requests: those given, else each
-    /// prediction's default.
+    /// prediction's default. Non-finite predictions fail first, naming their `names`:
+    /// a default request read from one is itself broken (a detector's NaN box).
     fn from_output(
         task: T::Task,
         output: &<T::Model as ExplainableModel>::Output,
         requested: &Option<Vec<RequestOf<T>>>,
+        names: &[String],
     ) -> Result<Self> {
         let predictions = task.predict(output)?;
+        check_predictions_finite(&task, &predictions, names)?;
         let requests = match requested {
             None => predictions
                 .iter()
@@ -295,6 +298,7 @@ impl<T: TaskModel> Prepared<T> {
 /// first. The prediction is read from the same forward, so it is the one a separate
 /// forward would give.
 struct PredictedTarget<T: TaskModel> {
+    names: Vec<String>,
     task: std::cell::RefCell<Option<T::Task>>,
     resolved: std::cell::RefCell<Option<Prepared<T>>>,
 }
@@ -302,8 +306,9 @@ struct PredictedTarget<T: TaskModel> {
 type OutputOf<T> = <<T as TaskModel>::Model as ExplainableModel>::Output;
 
 impl<T: TaskModel> PredictedTarget<T> {
-    fn new(model: &T) -> Self {
+    fn new(model: &T, names: &[String]) -> Self {
         Self {
+            names: names.to_vec(),
             task: std::cell::RefCell::new(Some(model.task())),
             resolved: std::cell::RefCell::new(None),
         }
@@ -318,7 +323,7 @@ impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<T> {
             let task = self.task.borrow_mut().take().ok_or_else(|| {
                 LumenError::InvalidArgument("the prediction failed at an earlier score".into())
             })?;
-            *resolved = Some(Prepared::from_output(task, output, &None)?);
+            *resolved = Some(Prepared::from_output(task, output, &None, &self.names)?);
         }
         let prepared = resolved.as_ref().expect("resolved above");
         prepared.target().score(output)
@@ -523,7 +528,7 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
     let (prepared, explanation) =
         if options.targets.is_none() && method.scores_the_input_itself() && !inputs.is_empty() {
             model.model().check_input(&inputs.tensor)?;
-            let target = PredictedTarget::new(model);
+            let target = PredictedTarget::new(model, &inputs.names);
             let explanation = {
                 let _stage = profile::stage_on(stages::METHOD, model.device());
                 method.explain(model.model(), inputs.tensor.clone(), &target)?

@@ -53,22 +53,23 @@ impl ReadInputs {
     }
 }
 
-/// The error for a run in which no input could be read.
+/// The error for a run in which no input gave a result (unreadable, or in a batch
+/// explained as NaN or infinite): a run-time failure, like one unreadable file, not a
+/// usage error.
 pub fn no_readable_input(failures: &[InputFailure]) -> LumenError {
     match failures {
         [one] => LumenError::Image {
             path: one.path.clone(),
             message: one.error.clone(),
         },
-        _ => LumenError::InvalidArgument(format!(
-            "none of the {} inputs could be read: {}",
-            failures.len(),
-            failures
+        _ => LumenError::NoUsableInput {
+            count: failures.len(),
+            reasons: failures
                 .iter()
                 .map(|f| format!("{}: {}", f.path.display(), f.error))
                 .collect::<Vec<_>>()
-                .join("; ")
-        )),
+                .join("; "),
+        },
     }
 }
 
