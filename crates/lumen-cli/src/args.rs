@@ -106,6 +106,19 @@ impl ModelArgs {
         lumen::check_model_name(&self.model)
     }
 
+    /// The error for a dense model loaded without its weights or class count: names
+    /// what is missing, and only that.
+    fn missing_weights_or_classes(&self, kind: &str) -> LumenError {
+        let weights = format!("--weights (an {kind} .ckpt, .safetensors or .pth)");
+        let classes = "--num-classes (the number of classes the weights were trained for)";
+        let missing = match (&self.weights, self.num_classes) {
+            (None, None) => format!("{weights} and {classes}"),
+            (None, Some(_)) => weights,
+            _ => classes.to_string(),
+        };
+        LumenError::InvalidArgument(format!("`{}` needs {missing}", self.model))
+    }
+
     /// Load a detector: an AutoTimm `ObjectDetector` (FCOS) state dict or Lightning
     /// checkpoint with `--num-classes`.
     pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
@@ -115,11 +128,7 @@ impl ModelArgs {
             return lumen::LoadedDetector::bundled(&self.model, &device);
         }
         let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
-            return Err(LumenError::InvalidArgument(format!(
-                "`{}` needs --weights (an AutoTimm ObjectDetector .ckpt, .safetensors or \
-                 .pth) and --num-classes",
-                self.model
-            )));
+            return Err(self.missing_weights_or_classes("AutoTimm ObjectDetector"));
         };
         lumen::LoadedDetector::load(&self.model, classes, weights, &device)
     }
@@ -133,11 +142,7 @@ impl ModelArgs {
             return lumen::LoadedSegmentor::bundled(&self.model, &device);
         }
         let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
-            return Err(LumenError::InvalidArgument(format!(
-                "`{}` needs --weights (an AutoTimm SemanticSegmentor .ckpt, .safetensors or \
-                 .pth) and --num-classes",
-                self.model
-            )));
+            return Err(self.missing_weights_or_classes("AutoTimm SemanticSegmentor"));
         };
         lumen::LoadedSegmentor::load(&self.model, classes, weights, &device)
     }

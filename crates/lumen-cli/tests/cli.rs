@@ -1229,6 +1229,29 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
         "{}",
         stderr(&out)
     );
+    // Own weights for a bundled model: only the class count is missing, and said.
+    let seg_weights = root()
+        .join("crates/lumen-models/weights/shapes-seg.safetensors")
+        .display()
+        .to_string();
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "shapes-seg",
+        "--weights",
+        &seg_weights,
+        "--method",
+        "gradcam",
+        "--input-npy",
+        &i,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`shapes-seg` needs --num-classes (the number of classes")
+            && !stderr(&out).contains("needs --weights"),
+        "{}",
+        stderr(&out)
+    );
     // Layers of a segmentor: the backbone's under `backbone.`, then the head's.
     let out = lumen(&["layers", "--model", "deeplabv3plus_test_resnet"]);
     assert!(out.status.success(), "{}", stderr(&out));
