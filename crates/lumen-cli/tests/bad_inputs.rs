@@ -678,9 +678,9 @@ fn edited_copy(source: &Path, dir: &Path, key: &str, edit: impl Fn(f32) -> f32) 
     path_str(&path)
 }
 
-#[test]
-fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
-    let dir = scratch("non_finite");
+/// `dir/images` with three plain `size`-pixel pictures: black, white, and a grey at
+/// about ImageNet's mean (about 0 once normalised).
+fn plain_colours(dir: &Path, size: u32) -> std::path::PathBuf {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     for (name, colour) in [
@@ -688,10 +688,17 @@ fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
         ("white", [255; 3]),
         ("grey", [124, 116, 104]),
     ] {
-        image::RgbImage::from_pixel(160, 160, image::Rgb(colour))
+        image::RgbImage::from_pixel(size, size, image::Rgb(colour))
             .save(images.join(format!("{name}.png")))
             .unwrap();
     }
+    images
+}
+
+#[test]
+fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
+    let dir = scratch("non_finite");
+    let images = plain_colours(&dir, 160);
     let run = |command: &str, weights: &str, extra: &[&str]| {
         let mut args = vec![
             command,
@@ -901,17 +908,7 @@ fn dense_models_that_overflow_are_named_not_read_as_a_plausible_answer() {
 #[test]
 fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
     let dir = scratch("dense-batch-overflow");
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    for (name, colour) in [
-        ("black", [0u8; 3]),
-        ("white", [255; 3]),
-        ("grey", [124, 116, 104]),
-    ] {
-        image::RgbImage::from_pixel(128, 128, image::Rgb(colour))
-            .save(images.join(format!("{name}.png")))
-            .unwrap();
-    }
+    let images = plain_colours(&dir, 128);
     let bundled =
         |model: &str| root().join(format!("crates/lumen-models/weights/{model}.safetensors"));
     let run = |model: &str, classes: &str, weights: &str| {
