@@ -609,9 +609,10 @@ pub fn open_cache(dir: Option<&Path>, model: &ModelArgs) -> Result<Option<Explan
     Ok(Some(ExplanationCache::open(dir, fingerprint)?))
 }
 
-/// What a cache gave back, on stderr: `cache DIR: R of N results reused, S stored`.
-pub fn report_cache(cache: Option<&ExplanationCache>, results: usize) {
-    if let Some(cache) = cache {
+/// What a cache gave back, on stderr: `cache DIR: R of N results reused, S stored`;
+/// nothing with `--quiet`.
+pub fn report_cache(cache: Option<&ExplanationCache>, results: usize, quiet: bool) {
+    if let Some(cache) = cache.filter(|_| !quiet) {
         eprintln!(
             "cache {}: {} of {results} results reused, {} stored",
             cache.dir().display(),

@@ -116,7 +116,7 @@ where
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
-    if let Some(cache) = &run.cache {
+    if let Some(cache) = run.cache.as_ref().filter(|_| !args.print.quiet) {
         eprintln!(
             "cache {}: {} of {} results reused, {} stored",
             cache.dir().display(),
@@ -140,7 +140,7 @@ where
             results: &results,
         }
         .print();
-    } else {
+    } else if !args.print.quiet {
         let scope = shard.map_or(String::new(), |s| {
             format!(" (shard {} of {}, from 0)", s.index, s.count)
         });

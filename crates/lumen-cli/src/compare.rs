@@ -62,7 +62,11 @@ where
         args.print.quiet,
         || compare_methods(model, &inputs, &args.methods, &options, layout),
     )?;
-    crate::args::report_cache(options.cache.as_deref(), inputs.len() * args.methods.len());
+    crate::args::report_cache(
+        options.cache.as_deref(),
+        inputs.len() * args.methods.len(),
+        args.print.quiet,
+    );
     if args.print.json {
         JsonOutput {
             command: "compare",

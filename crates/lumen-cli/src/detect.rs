@@ -100,7 +100,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         explain_detection(&model, &inputs, &options)
     })?;
     let boxes: usize = out.images.iter().map(|i| i.explained.len()).sum();
-    crate::args::report_cache(options.explain.cache.as_deref(), boxes);
+    crate::args::report_cache(options.explain.cache.as_deref(), boxes, args.print.quiet);
     let found: usize = out.images.iter().map(|i| i.detections.len()).sum();
     if boxes == 0 && found > 0 {
         // Not an error (a folder may have images without objects), but say why.

@@ -84,7 +84,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         args.print.quiet,
         || explain_prediction(&model, &inputs, &options),
     )?;
-    crate::args::report_cache(options.cache.as_deref(), inputs.len());
+    crate::args::report_cache(options.cache.as_deref(), inputs.len(), args.print.quiet);
     let [_, _, height, width] = inputs.tensor.dims();
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
 

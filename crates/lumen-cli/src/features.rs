@@ -410,7 +410,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             maps.into_iter().flatten().collect()
         }
     };
-    crate::args::report_cache(cache.as_deref(), maps.len());
+    crate::args::report_cache(cache.as_deref(), maps.len(), args.print.quiet);
     let mut files: Vec<PathBuf> = vec![];
     if !args.figure.no_figures {
         for (i, m) in maps.iter().enumerate() {
@@ -553,7 +553,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         return Err(lumen::no_readable_input(&crate::args::recorded_failures()));
     }
     bar.finish_and_clear();
-    crate::args::report_cache(cache.as_deref(), files.len());
+    crate::args::report_cache(cache.as_deref(), files.len(), args.print.quiet);
     let results: Vec<ChannelTopImages> = channels
         .iter()
         .zip(&best)

@@ -166,7 +166,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             images
         }
     };
-    crate::args::report_cache(cache.as_deref(), 1);
+    crate::args::report_cache(cache.as_deref(), 1, args.print.quiet);
     // What the model makes of each image.
     let pictures: Vec<image::RgbImage> = images.iter().map(to_rgb).collect();
     let names: Vec<String> = channels.iter().map(|c| format!("channel{c}")).collect();

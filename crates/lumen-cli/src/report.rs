@@ -78,7 +78,11 @@ where
         args.print.quiet,
         || write_report(model, &inputs, &args.methods, &options, path, &sections),
     )?;
-    crate::args::report_cache(options.cache.as_deref(), inputs.len() * args.methods.len());
+    crate::args::report_cache(
+        options.cache.as_deref(),
+        inputs.len() * args.methods.len(),
+        args.print.quiet,
+    );
     if args.print.json {
         JsonOutput {
             command: "report",

@@ -165,7 +165,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         args.print.quiet,
         || explain_segmentation(&model, &inputs, &options),
     )?;
-    crate::args::report_cache(options.explain.cache.as_deref(), inputs.len());
+    crate::args::report_cache(
+        options.explain.cache.as_deref(),
+        inputs.len(),
+        args.print.quiet,
+    );
     let mut files: Vec<PathBuf> = out.results.iter().flat_map(|r| r.paths.clone()).collect();
     if let Some(path) = &args.save_raw {
         save_raw(path, &out.explanation, [height, width], args.grid)?;

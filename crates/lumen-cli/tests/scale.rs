@@ -461,6 +461,28 @@ fn explain_compare_and_report_reuse_the_cache() {
         assert_eq!(again.stdout, first.stdout, "{method}");
         assert_eq!(std::fs::read(&raw_boxes).unwrap(), boxes, "{method}");
     }
+    // `--quiet` leaves stderr empty: no cache line, no summary.
+    let mut quiet = explain.to_vec();
+    quiet.push("-q");
+    let batch = [
+        "batch",
+        "--model",
+        "shapes-cnn",
+        &i,
+        "--cache",
+        &c,
+        "--out",
+        &o,
+        "-q",
+    ];
+    for args in [&quiet[..], &batch[..]] {
+        let out = lumen(args);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
     for dir in [images, scenes, cache, out_dir] {
         std::fs::remove_dir_all(dir).ok();
     }
