@@ -535,7 +535,7 @@ pub struct PrintArgs {
     /// Print the result as one JSON object on stdout (see docs/cli.md).
     #[arg(long)]
     pub json: bool,
-    /// No progress output on stderr.
+    /// Only warnings and errors on stderr: no progress, cache line or summary.
     #[arg(long, short)]
     pub quiet: bool,
 }

@@ -260,7 +260,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         for r in &result.recommendations {
             println!("{}: {} ({})", r.use_case, r.method, r.reason);
         }
-        eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+        if !args.print.quiet {
+            eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+        }
     }
     Ok(())
 }
@@ -406,7 +408,7 @@ fn write_shard(
             "{}",
             serde_json::json!({"command": "evaluate", "shard": shard.index, "shards": shard.count, "images": [split.images.start, split.images.end], "files": [path]})
         );
-    } else {
+    } else if !args.print.quiet {
         eprintln!(
             "shard {} of {} (from 0): images {}..{} of {}; wrote {} (join the shards with `lumen merge {}`)",
             shard.index,
@@ -570,7 +572,9 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
         }
         println!(" {:>9.1}", m.seconds_per_image * 1e3);
     }
-    eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+    if !args.print.quiet {
+        eprintln!("wrote {} and {}", json_path.display(), html_path.display());
+    }
     Ok(())
 }
 

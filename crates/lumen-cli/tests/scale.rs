@@ -630,6 +630,8 @@ fn evaluate(model: &str, out: &Path, options: &[&str], shard: Option<&str>) {
     }
     let run = lumen(&args);
     assert!(run.status.success(), "{model} {shard:?}: {}", stderr(&run));
+    // Quiet: no "wrote ..." or shard line either.
+    assert!(run.stderr.is_empty(), "{model} {shard:?}: {}", stderr(&run));
 }
 
 /// A preempted evaluation: one batch's entry is gone from the cache, so rerunning
