@@ -10,9 +10,10 @@ use crate::args::{JsonOutput, ModelArgs};
 pub struct LayersArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Print the result as one JSON object on stdout (see docs/cli.md).
-    #[arg(long)]
-    json: bool,
+    /// `--json` prints the layers as JSON; `--quiet` is accepted like every command's
+    /// (this one prints nothing else on stderr), so that scripts can pass it throughout.
+    #[command(flatten)]
+    print: crate::args::PrintArgs,
 }
 
 #[derive(Serialize)]
@@ -71,7 +72,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
         let loaded = args.model.architecture()?;
         (loaded.name.clone(), layer_rows(&loaded.model))
     };
-    if args.json {
+    if args.print.json {
         JsonOutput {
             command: "layers",
             model: &name,

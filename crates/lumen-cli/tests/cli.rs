@@ -338,7 +338,8 @@ fn runtime_errors_exit_1_naming_the_file() {
 
 #[test]
 fn layers_lists_names_and_kinds() {
-    let out = lumen(&["layers", "--model", "test_vit", "--num-classes", "10"]);
+    // `-q` is accepted here as by every command.
+    let out = lumen(&["layers", "--model", "test_vit", "--num-classes", "10", "-q"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
