@@ -137,6 +137,27 @@ fn non_finite_empty_and_odd_arrays_are_refused_or_converted() {
     std::fs::write(dir.join("short.npy"), &bytes[..bytes.len() / 2]).unwrap();
     let out = explain_shapes(&["--input-npy", &path_str(&dir.join("short.npy"))]);
     assert_fails(&out, 1, &["not a readable .npy array"]);
+    // A header declaring far more than the file holds (1.2 TB over 64 bytes), of floats
+    // or of another type: refused before anything is allocated for it. The reader
+    // allocated what the header declared, and the process aborted.
+    for (descr, message) in [
+        (
+            "<f4",
+            "declares shape [100000, 3, 1000, 1000] (1200000000000 bytes)",
+        ),
+        ("|u1", "the array's dtype is '|u1'"),
+    ] {
+        let header = format!(
+            "{{'descr': '{descr}', 'fortran_order': False, 'shape': (100000, 3, 1000, 1000), }}\n"
+        );
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend((header.len() as u16).to_le_bytes());
+        file.extend(header.bytes());
+        file.extend([0u8; 64]);
+        std::fs::write(dir.join("declares-too-much.npy"), file).unwrap();
+        let out = explain_shapes(&["--input-npy", &path_str(&dir.join("declares-too-much.npy"))]);
+        assert_fails(&out, 1, &[message]);
+    }
 
     // float64, big-endian and Fortran-order arrays are the same numbers: accepted, and
     // explained as the float32 original is.
