@@ -971,6 +971,29 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result_images(&json), ["black", "grey"]);
+    // Alone, the image was read: the run fails (exit 1) without saying it was not.
+    let white = path_str(&images.join("white.png"));
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-det",
+        "--num-classes",
+        "4",
+        "--weights",
+        &fragile,
+        &white,
+        "-q",
+        "--no-figures",
+    ]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "no input could be used (1 given)",
+            "white.png: its explanation is NaN",
+        ],
+    );
+    assert!(!stderr(&out).contains("cannot read"), "{}", stderr(&out));
 
     // The segmentor's stem at 1e38 overflows on all three: nothing is explained, each
     // image is named with why, and it is a run-time failure (exit 1) as for files
@@ -986,7 +1009,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
         &out,
         1,
         &[
-            "none of the 3 inputs could be used",
+            "no input could be used (3 given)",
             "black.png: its explanation is NaN or infinite",
             "white.png",
             "grey.png",

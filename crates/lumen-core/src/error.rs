@@ -87,7 +87,7 @@ pub enum LumenError {
 
     /// No input of a run gave a result: each was unreadable or explained as NaN or
     /// infinite. `reasons` names each with why.
-    #[error("none of the {count} inputs could be used: {reasons}")]
+    #[error("no input could be used ({count} given): {reasons}")]
     NoUsableInput { count: usize, reasons: String },
 
     /// Plain I/O failure on a named path.

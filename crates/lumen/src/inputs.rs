@@ -54,22 +54,17 @@ impl ReadInputs {
 }
 
 /// The error for a run in which no input gave a result (unreadable, or in a batch
-/// explained as NaN or infinite): a run-time failure, like one unreadable file, not a
-/// usage error.
+/// explained as NaN or infinite), naming each with why: a run-time failure (exit 1),
+/// not a usage error. Not "cannot read" even for one input: a batch's only image may
+/// have been read and then explained as NaN.
 pub fn no_readable_input(failures: &[InputFailure]) -> LumenError {
-    match failures {
-        [one] => LumenError::Image {
-            path: one.path.clone(),
-            message: one.error.clone(),
-        },
-        _ => LumenError::NoUsableInput {
-            count: failures.len(),
-            reasons: failures
-                .iter()
-                .map(|f| format!("{}: {}", f.path.display(), f.error))
-                .collect::<Vec<_>>()
-                .join("; "),
-        },
+    LumenError::NoUsableInput {
+        count: failures.len(),
+        reasons: failures
+            .iter()
+            .map(|f| format!("{}: {}", f.path.display(), f.error))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
