@@ -932,7 +932,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
     let images = plain_colours(&dir, 128);
     let bundled =
         |model: &str| root().join(format!("crates/lumen-models/weights/{model}.safetensors"));
-    let run = |model: &str, classes: &str, weights: &str| {
+    let run = |model: &str, classes: &str, weights: &str, inputs: &Path| {
         let out_dir = path_str(&dir.join(format!("out-{model}")));
         lumen(&[
             "batch",
@@ -942,7 +942,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
             classes,
             "--weights",
             weights,
-            &path_str(&images),
+            &path_str(inputs),
             "--batch-size",
             "3",
             "--json",
@@ -962,7 +962,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
         |_| 1e34,
     );
     let fragile = edited_copy(Path::new(&large), &dir, "backbone.conv1.1.weight", f32::abs);
-    let out = run("shapes-det", "4", &fragile);
+    let out = run("shapes-det", "4", &fragile, &images);
     assert_fails(&out, 3, &["white.png", "NaN or infinite"]);
     assert!(
         !stderr(&out).contains("is not [x1, y1, x2, y2]"),
@@ -972,19 +972,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result_images(&json), ["black", "grey"]);
     // Alone, the image was read: the run fails (exit 1) without saying it was not.
-    let white = path_str(&images.join("white.png"));
-    let out = lumen(&[
-        "batch",
-        "--model",
-        "shapes-det",
-        "--num-classes",
-        "4",
-        "--weights",
-        &fragile,
-        &white,
-        "-q",
-        "--no-figures",
-    ]);
+    let out = run("shapes-det", "4", &fragile, &images.join("white.png"));
     assert_fails(
         &out,
         1,
@@ -1004,7 +992,7 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
         "backbone.stem.conv_a.weight",
         |_| 1e38,
     );
-    let out = run("shapes-seg", "5", &fragile);
+    let out = run("shapes-seg", "5", &fragile, &images);
     assert_fails(
         &out,
         1,

@@ -65,16 +65,17 @@ fn edited_copy_as(
             )
         })
         .collect();
-    let path = temp_file(name);
+    let path = temp_file(name, ".safetensors");
     safetensors::serialize_to_file(&views, None, &path).unwrap();
     path
 }
 
-/// An empty file in the system's temporary folder, removed when dropped.
-fn temp_file(name: &str) -> TempPath {
+/// An empty file `lumen-{name}-*{suffix}` in the system's temporary folder, removed
+/// when dropped.
+fn temp_file(name: &str, suffix: &str) -> TempPath {
     tempfile::Builder::new()
         .prefix(&format!("lumen-{name}-"))
-        .suffix(".safetensors")
+        .suffix(suffix)
         .tempfile()
         .unwrap()
         .into_temp_path()
@@ -255,12 +256,7 @@ fn missing_file_and_unknown_format_are_errors() {
         err.contains("/nonexistent/weights.safetensors") && err.contains("no such file"),
         "{err}"
     );
-    let odd = tempfile::Builder::new()
-        .prefix("lumen-weights-")
-        .suffix(".onnx")
-        .tempfile()
-        .unwrap()
-        .into_temp_path();
+    let odd = temp_file("weights", ".onnx");
     std::fs::write(&odd, b"x").unwrap();
     let err = load_error("test_resnet", 10, &odd);
     assert!(err.contains("unsupported extension `.onnx`"), "{err}");
@@ -268,7 +264,7 @@ fn missing_file_and_unknown_format_are_errors() {
 
 #[test]
 fn corrupt_file_is_an_error_not_a_panic() {
-    let bad = temp_file("corrupt");
+    let bad = temp_file("corrupt", ".safetensors");
     std::fs::write(&bad, b"this is not a safetensors file").unwrap();
     let err = load_error("test_resnet", 10, &bad);
     assert!(err.contains("cannot load weights"), "{err}");

@@ -11,8 +11,8 @@ use common::{device, max_abs_diff, models_fixture, read, read_i64};
 use lumen::core::burn::tensor::TensorData;
 use lumen::core::{ExplainableModel, Tensor};
 use lumen::{
-    BoxRequest, ExplainOptions, Inputs, LoadedDetector, MethodOptions, Task, TaskModel,
-    explain_prediction,
+    BoxRequest, DetectionPrediction, ExplainOptions, Inputs, LoadedDetector, MethodOptions, Task,
+    TaskModel, explain_prediction,
 };
 
 const IO: &str = "det_fcos_io.safetensors";
@@ -35,13 +35,27 @@ fn setup() -> (LoadedDetector, Inputs) {
     (model, inputs)
 }
 
+/// The model's detections on the fixture input, one prediction per image.
+fn predict(model: &LoadedDetector, inputs: &Inputs) -> Vec<DetectionPrediction> {
+    model
+        .task()
+        .predict(&model.model().forward(inputs.tensor.clone()))
+        .unwrap()
+}
+
+/// A prediction's `rank`-th detection (by score) as a box to explain.
+fn box_at(prediction: &DetectionPrediction, rank: usize) -> BoxRequest {
+    let d = &prediction.detections[rank];
+    BoxRequest {
+        bbox: d.bbox,
+        label: d.label,
+    }
+}
+
 #[test]
 fn detections_match_autotimm_predict() {
     let (model, inputs) = setup();
-    let predictions = model
-        .task()
-        .predict(&model.model().forward(inputs.tensor.clone()))
-        .unwrap();
+    let predictions = predict(&model, &inputs);
     for (b, prediction) in predictions.iter().enumerate() {
         let (boxes, _) = read(models_fixture(IO), &format!("boxes_{b}"));
         let (scores, _) = read(models_fixture(IO), &format!("scores_{b}"));
@@ -72,21 +86,9 @@ fn detections_match_autotimm_predict() {
 #[test]
 fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
     let (model, inputs) = setup();
-    let task = model.task();
-    let predictions = task
-        .predict(&model.model().forward(inputs.tensor.clone()))
-        .unwrap();
+    let predictions = predict(&model, &inputs);
     let request = |rank: usize| -> Vec<Vec<BoxRequest>> {
-        predictions
-            .iter()
-            .map(|p| {
-                let d = &p.detections[rank];
-                vec![BoxRequest {
-                    bbox: d.bbox,
-                    label: d.label,
-                }]
-            })
-            .collect()
+        predictions.iter().map(|p| vec![box_at(p, rank)]).collect()
     };
     for (method, rank, key) in [
         ("gradcam", 0, "gradcam"),
@@ -214,21 +216,14 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
 fn drise_masks_made_chunk_by_chunk_equal_masks_made_up_front() {
     use lumen::tasks::{DriseConfig, drise, drise_masks, drise_with_masks};
     let (model, inputs) = setup();
-    let predictions = model
-        .task()
-        .predict(&model.model().forward(inputs.tensor.clone()))
-        .unwrap();
-    let targets: Vec<BoxRequest> = predictions
+    let targets: Vec<BoxRequest> = predict(&model, &inputs)
         .iter()
-        .map(|p| BoxRequest {
-            bbox: p.detections[0].bbox,
-            label: p.detections[0].label,
-        })
+        .map(|p| box_at(p, 0))
         .collect();
     // Generated masks are made one chunk at a time: the same map as all of them made
     // up front, also when the chunks do not divide the masks (6 in chunks of 4). Few
     // masks: this is the chunking's bookkeeping, and every masked image is a forward
-    // pass (on lavapipe, 20 masks in chunks of 16 took about 400 s).
+    // pass (on lavapipe, 20 masks in chunks of 16 took about 330 s).
     let generated = DriseConfig {
         masks: 6,
         batch_size: 4,
