@@ -16,7 +16,8 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub input: InputArgs,
-    #[arg(long = "method", alias = "methods", required = true, help = methods_help())]
+    // GradCAM when omitted, like `lumen batch` and AutoTimm's `explain_prediction`.
+    #[arg(long = "method", alias = "methods", default_value = "gradcam", help = methods_help())]
     pub method: String,
     /// Write the raw result as float32 .npy: [B,3,H,W] attributions for gradient
     /// methods, else [B,H,W] maps at input size.

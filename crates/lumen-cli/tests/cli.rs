@@ -167,14 +167,13 @@ fn explain_writes_one_figure_per_image() {
         &w,
         "--input-npy",
         &i,
-        "--method",
-        "gradcam",
         "--out",
         &d,
         "--colormap",
         "viridis",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Without --method, GradCAM (the figures are named after the method).
     for name in ["input0_gradcam.png", "input1_gradcam.png"] {
         let figure = image::open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         // Three 192-pixel panels (the 160-pixel input enlarged) side by side with titles.
@@ -262,9 +261,10 @@ fn usage_errors_exit_2_with_the_valid_choices() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown model `resnet19`"));
 
-    // A missing required flag is a clap usage error.
-    let out = lumen(&["explain", "--model", "test_resnet"]);
+    // No input is a usage error naming the ways to give one.
+    let out = lumen(&["explain", "--model", "shapes-cnn"]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no input: give --image FILE"));
 }
 
 #[test]
