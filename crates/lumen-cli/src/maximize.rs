@@ -44,6 +44,11 @@ pub(crate) fn channels(s: &str) -> std::result::Result<Channels, String> {
     if out.is_empty() {
         return Err("no channel given".into());
     }
+    // A repeated channel would be optimised (or scanned) twice and drawn twice: a typo.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(c) = out.iter().find(|&&c| !seen.insert(c)) {
+        return Err(format!("channel {c} is given twice"));
+    }
     Ok(Channels(out))
 }
 

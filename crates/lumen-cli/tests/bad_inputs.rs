@@ -488,6 +488,8 @@ fn numeric_options_are_validated_before_any_work() {
     };
     let out = maximize(&["--channels", "0-100000000"]);
     assert_fails(&out, 2, &["channel 100000000 is past any layer's channels"]);
+    let out = maximize(&["--channels", "0-3,2"]);
+    assert_fails(&out, 2, &["channel 2 is given twice"]);
     let out = maximize(&["--channels", "0-40", "--steps", "1"]);
     assert_fails(
         &out,
