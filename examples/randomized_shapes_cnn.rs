@@ -21,7 +21,7 @@ fn main() {
     };
     let groups: Vec<String> = parameter_groups(&*model).into_iter().rev().collect();
     for step in 0..groups.len() {
-        let randomized = randomize_groups(&*model, &groups[..=step], 0);
+        let randomized = randomize_groups(&*model, &groups[..=step], 0).expect("read the weights");
         let path = out.join(format!("{step}_{}.safetensors", groups[step]));
         save_burn(&randomized, &path).expect("write the weights");
     }

@@ -345,11 +345,11 @@ impl<M: ExplainableModel<Output = Tensor<2>> + Module + 'static> Monitor<M> for 
         let device = model.devices().into_iter().next().unwrap_or_default();
         let images: Vec<_> = self.samples.iter().map(|s| s.image.clone()).collect();
         let input = self.config.to_tensor(&images, &device)?;
-        let predicted = predicted_classes(&model.forward(input.clone()));
+        let predicted = predicted_classes(&model.forward(input.clone()))?;
         let method = lumen::methods::by_name::<M>("gradcam", &MethodOptions::default())?;
         let maps = method.explain(model, input, &ClassLogit(predicted))?;
         let [_, h, w] = maps.heatmaps.dims();
-        let values = maps.heatmaps.to_vec();
+        let values = maps.heatmaps.to_vec()?;
         let mut hits = 0;
         for (i, sample) in self.samples.iter().enumerate() {
             let region = Region::from_mask(h, w, sample.mask.clone())?;
@@ -379,7 +379,7 @@ fn accuracy<M: ExplainableModel<Output = Tensor<2>>>(
         let samples = shape_samples(seed, start, 64.min(count - start));
         let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
         let x = config.to_tensor(&images, device).expect("input size");
-        let predicted = predicted_classes(&model.forward(x));
+        let predicted = predicted_classes(&model.forward(x)).expect("read the predictions");
         correct += predicted
             .iter()
             .zip(&samples)
@@ -684,6 +684,7 @@ fn scene_miou(
         let n = 32.min(count - start);
         let (x, truth) = scene_batch(seed, start, n, config, device);
         let predicted: Vec<usize> = lumen::segmentation::class_maps(model, x)
+            .expect("read the class maps")
             .into_iter()
             .flatten()
             .collect();

@@ -29,7 +29,7 @@ fn metrics(c: &mut Criterion) {
         .map(|s| s.image)
         .collect();
     let input = loaded.data_config.to_tensor(&images, &device).unwrap();
-    let classes = predicted_classes(&model.forward(input.clone()));
+    let classes = predicted_classes(&model.forward(input.clone())).unwrap();
     let gradcam = Cam::new(&GradCam);
     let maps = gradcam
         .explain(model, input.clone(), &ClassLogit(classes.clone()))

@@ -125,7 +125,7 @@ fn main() -> lumen::Result<()> {
         let target = ClassLogit(classes);
         let run = || -> lumen::Result<()> {
             if work == "forward" {
-                let _ = to_host(model.forward(x.clone()));
+                to_host(model.forward(x.clone()))?;
             } else if work == "cams8" {
                 // The eight gradient and activation CAMs from one forward and backward
                 // (what `compare` does); KPCA-CAM's kernel PCA is another cost class.
@@ -135,11 +135,14 @@ fn main() -> lumen::Result<()> {
                     .filter(|kind| kind.name() != "kpcacam")
                     .collect();
                 for maps in cams_from_one_pass(model, x.clone(), &target, &args.layer, &kinds)? {
-                    let _ = maps.to_vec();
+                    maps.to_vec()?;
                 }
             } else {
                 let method = by_name::<ZooModel>(work, &options)?;
-                let _ = method.explain(model, x.clone(), &target)?.heatmaps.to_vec();
+                method
+                    .explain(model, x.clone(), &target)?
+                    .heatmaps
+                    .to_vec()?;
             }
             Ok(())
         };
@@ -171,11 +174,11 @@ fn main() -> lumen::Result<()> {
             let path = folder.join(format!("{work}.npy"));
             match &explanation.attributions {
                 Some(attributions) => {
-                    write_npy(&path, to_host(attributions.clone()), &attributions.dims())?
+                    write_npy(&path, to_host(attributions.clone())?, &attributions.dims())?
                 }
                 None => {
                     let maps = &explanation.heatmaps;
-                    write_npy(&path, maps.to_vec(), &maps.dims())?
+                    write_npy(&path, maps.to_vec()?, &maps.dims())?
                 }
             }
         }

@@ -250,7 +250,7 @@ fn segmentation_demo(
         &[],
     )?);
     let mut iou = lumen::metrics::IouAccumulator::new(SCENE_CLASSES.len());
-    let predicted = lumen::segmentation::class_maps(&model.model, inputs.tensor.clone());
+    let predicted = lumen::segmentation::class_maps(&model.model, inputs.tensor.clone())?;
     for (classes, scene) in predicted.iter().zip(&scenes) {
         let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
         iou.add(classes, &truth);

@@ -140,7 +140,7 @@ pub fn save_raw(
     grid: bool,
 ) -> Result<()> {
     match &explanation.attributions {
-        Some(attr) => lumen::write_npy(path, lumen::to_host(attr.clone()), &attr.dims()),
+        Some(attr) => lumen::write_npy(path, lumen::to_host(attr.clone())?, &attr.dims()),
         None => {
             let maps = explanation.heatmaps.clone();
             let [_, h, w] = maps.dims();
@@ -149,7 +149,7 @@ pub fn save_raw(
             } else {
                 maps.resize(size)
             };
-            lumen::write_npy(path, maps.to_vec(), &maps.dims())
+            lumen::write_npy(path, maps.to_vec()?, &maps.dims())
         }
     }
 }

@@ -385,7 +385,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
                 args.mode, channel, args.at, model.data_config
             );
-            let keys = cache.image_keys(&settings, &inputs.tensor);
+            let keys = cache.image_keys(&settings, &inputs.tensor)?;
             let mut maps: Vec<Option<ReceptiveMap>> = keys
                 .iter()
                 .map(|key| {

@@ -176,7 +176,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         files.push(path.clone());
     }
     if let (Some(path), Some(maps)) = (&args.segmentation.save_uncertainty, &out.uncertainty) {
-        lumen::write_npy(path, maps.to_vec(), &maps.dims())?;
+        lumen::write_npy(path, maps.to_vec()?, &maps.dims())?;
         files.push(path.clone());
     }
     if args.print.json {

@@ -90,6 +90,12 @@ pub enum LumenError {
     #[error("no input could be used ({count} given): {reasons}")]
     NoUsableInput { count: usize, reasons: String },
 
+    /// The device could not run the work or hand its result back: it ran out of
+    /// memory, refused a buffer this large, or was lost. `message` is the backend's
+    /// cause; `hint` says what to change where the cause is memory.
+    #[error("the device failed: {message}{hint}")]
+    Device { message: String, hint: &'static str },
+
     /// Plain I/O failure on a named path.
     #[error("{}: {source}", path.display())]
     Io {
@@ -112,6 +118,32 @@ impl LumenError {
         }
     }
 
+    /// A backend's execution error as [`LumenError::Device`]: its chain of causes on
+    /// one line (without the backtrace lines cubecl adds), and the memory knob when
+    /// the cause is an allocation.
+    pub fn device(cause: impl std::fmt::Display) -> Self {
+        let text = cause.to_string();
+        let message = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| {
+                !line.is_empty()
+                    && !line.starts_with("Caused by")
+                    && !line.starts_with("Asked at")
+                    && !line.to_ascii_lowercase().contains("backtrace")
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let lower = text.to_ascii_lowercase();
+        let hint = if lower.contains("alloc") || lower.contains("memory") {
+            ". Give fewer rows per internal batch (the methods' internal batch size; the \
+             CLI's --internal-batch-size) or fewer or smaller images"
+        } else {
+            ""
+        };
+        Self::Device { message, hint }
+    }
+
     /// Shorthand for a shape mismatch.
     pub fn shape(what: impl Into<String>, expected: impl ToString, found: impl ToString) -> Self {
         Self::Shape {
@@ -119,5 +151,33 @@ impl LumenError {
             expected: expected.to_string(),
             found: found.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_failure_is_one_line_with_the_memory_hint_when_it_is_memory() {
+        // The shape of cubecl's execution error on lavapipe (a 192 MiB buffer).
+        let cubecl = "Execution(An error happened during execution\nCaused by:\n  Several \
+                      failures at once\nCaused by:\n  An IO error happened\nCaused by:\n  \
+                      can't allocate buffer of size: 201326592\nNo backtrace available\nAsked \
+                      at:\nNo backtrace available)";
+        let message = LumenError::device(cubecl).to_string();
+        assert_eq!(
+            message.lines().count(),
+            1,
+            "one line, no backtrace: {message}"
+        );
+        assert!(
+            message.contains("can't allocate buffer of size: 201326592"),
+            "{message}"
+        );
+        assert!(!message.contains("backtrace"), "{message}");
+        assert!(message.contains("--internal-batch-size"), "{message}");
+        let lost = LumenError::device("the GPU was lost").to_string();
+        assert_eq!(lost, "the device failed: the GPU was lost");
     }
 }

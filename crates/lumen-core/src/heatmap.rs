@@ -93,12 +93,12 @@ impl Heatmaps {
     }
 
     /// All values, row-major `[B,h,w]`, copied to the host.
-    pub fn to_vec(&self) -> Vec<f32> {
+    pub fn to_vec(&self) -> crate::Result<Vec<f32>> {
         crate::to_host(self.maps.clone())
     }
 
     /// One image's map, row-major `[h,w]`, copied to the host.
-    pub fn image(&self, index: usize) -> Vec<f32> {
+    pub fn image(&self, index: usize) -> crate::Result<Vec<f32>> {
         let [_, h, w] = self.dims();
         crate::to_host(self.maps.clone().slice([index..index + 1, 0..h, 0..w]))
     }
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn normalize_is_per_image_min_max() {
         let h = maps(vec![1.0, 3.0, 2.0, 5.0, -4.0, -4.0, -4.0, -4.0], [2, 2, 2]).normalize();
-        let v = h.to_vec();
+        let v = h.to_vec().unwrap();
         let expected = [0.0, 0.5, 0.25, 1.0];
         for (a, e) in v[..4].iter().zip(expected) {
             assert!((a - e).abs() < 1e-6, "{v:?}");
@@ -133,7 +133,7 @@ mod tests {
         // torch.nn.functional.interpolate([[0, 1]], size=4, mode="bilinear",
         // align_corners=False) gives [0, 0.25, 0.75, 1] along the row.
         let h = maps(vec![0.0, 1.0], [1, 1, 2]).resize([1, 4]);
-        let v = h.to_vec();
+        let v = h.to_vec().unwrap();
         let expected = [0.0, 0.25, 0.75, 1.0];
         for (a, e) in v.iter().zip(expected) {
             assert!((a - e).abs() < 1e-6, "{v:?}");
@@ -144,13 +144,16 @@ mod tests {
     fn polarity_splits_signs() {
         let h = maps(vec![-2.0, 3.0], [1, 1, 2]);
         assert_eq!(
-            h.clone().polarity(Polarity::Positive).to_vec(),
+            h.clone().polarity(Polarity::Positive).to_vec().unwrap(),
             vec![0.0, 3.0]
         );
         assert_eq!(
-            h.clone().polarity(Polarity::Negative).to_vec(),
+            h.clone().polarity(Polarity::Negative).to_vec().unwrap(),
             vec![2.0, 0.0]
         );
-        assert_eq!(h.polarity(Polarity::Absolute).to_vec(), vec![2.0, 3.0]);
+        assert_eq!(
+            h.polarity(Polarity::Absolute).to_vec().unwrap(),
+            vec![2.0, 3.0]
+        );
     }
 }

@@ -138,11 +138,11 @@ impl DataConfig {
     }
 
     /// Undo the normalisation of a `[B,3,H,W]` batch, for display.
-    pub fn denormalize(&self, batch: &Tensor<4>) -> Vec<RgbImage> {
+    pub fn denormalize(&self, batch: &Tensor<4>) -> Result<Vec<RgbImage>> {
         let [b, c, h, w] = batch.dims();
         assert_eq!(c, 3, "denormalize expects RGB");
-        let values = crate::to_host(batch.clone());
-        (0..b)
+        let values = crate::to_host(batch.clone())?;
+        Ok((0..b)
             .map(|i| {
                 let base = i * 3 * h * w;
                 RgbImage::from_fn(w as u32, h as u32, |x, y| {
@@ -153,7 +153,7 @@ impl DataConfig {
                     }))
                 })
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -303,9 +303,9 @@ mod tests {
             .unwrap();
         assert_eq!(batch.dims(), [1, 3, 4, 4]);
         // Red channel of pixel (1, 0): (60/255 - 0.485) / 0.229.
-        let v = crate::to_host(batch.clone());
+        let v = crate::to_host(batch.clone()).unwrap();
         assert!((v[1] - (60.0 / 255.0 - 0.485) / 0.229).abs() < 1e-6);
-        assert_eq!(config.denormalize(&batch)[0], image);
+        assert_eq!(config.denormalize(&batch).unwrap()[0], image);
     }
 
     #[test]

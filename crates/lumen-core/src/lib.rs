@@ -22,12 +22,12 @@ pub use burn;
 
 /// Copy a float tensor's values to the host, row-major.
 ///
-/// # Panics
-/// If the device cannot read the tensor back (a lost GPU), which no input can cause.
-pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor
-        .try_into_vec_as::<f32>()
-        .expect("reading a tensor back from the device")
+/// Lazy backends (cubecl's wgpu and CUDA) run the queued work here, so this is where
+/// a device failure surfaces: out of memory, a buffer larger than the device allows
+/// (lavapipe's 128 MiB), a lost GPU. It is an error ([`LumenError::Device`]), not a
+/// panic: too large a batch is the caller's to change.
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor.try_into_vec_as::<f32>().map_err(LumenError::device)
 }
 pub use batching::{
     DEFAULT_BATCH_VALUES, default_chunk_rows, index_tensor, map_chunks, row_chunks,

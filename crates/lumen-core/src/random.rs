@@ -112,8 +112,12 @@ fn row_seed(seed: u64, row: usize) -> u64 {
 /// values: an image gets the same random draws wherever it sits in a batch, and alone,
 /// so that results do not depend on what else was explained with it (the cache and
 /// the shards rely on that).
-pub fn image_seeds<const D: usize>(images: &Tensor<D>, seed: u64) -> Vec<u64> {
-    image_seeds_of(&crate::to_host(images.clone()), images.dims()[0], seed)
+pub fn image_seeds<const D: usize>(images: &Tensor<D>, seed: u64) -> crate::Result<Vec<u64>> {
+    Ok(image_seeds_of(
+        &crate::to_host(images.clone())?,
+        images.dims()[0],
+        seed,
+    ))
 }
 
 /// [`image_seeds`] of `images` images already on the host, row-major.
@@ -223,23 +227,21 @@ mod tests {
     fn keyed_rows_do_not_depend_on_their_place() {
         let device = Device::flex();
         let keys: Vec<(u64, usize)> = (0..7).map(|r| (9, r)).collect();
-        let whole = crate::to_host(standard_normal_keyed(&keys, [3, 5, 4], &device));
+        let whole = crate::to_host(standard_normal_keyed(&keys, [3, 5, 4], &device)).unwrap();
         let mut chunked = vec![];
         for range in [0..2, 2..6, 6..7] {
-            chunked.extend(crate::to_host(standard_normal_keyed(
-                &keys[range],
-                [3, 5, 4],
-                &device,
-            )));
+            chunked.extend(
+                crate::to_host(standard_normal_keyed(&keys[range], [3, 5, 4], &device)).unwrap(),
+            );
         }
         assert_eq!(whole, chunked);
         // A row alone, or first, holds what it holds among the others.
-        let alone = crate::to_host(standard_normal_keyed(&[(9, 3)], [3, 5, 4], &device));
+        let alone = crate::to_host(standard_normal_keyed(&[(9, 3)], [3, 5, 4], &device)).unwrap();
         assert_eq!(alone, whole[180..240]);
         let other: Vec<(u64, usize)> = (0..7).map(|r| (10, r)).collect();
         assert_ne!(
             whole,
-            crate::to_host(standard_normal_keyed(&other, [3, 5, 4], &device))
+            crate::to_host(standard_normal_keyed(&other, [3, 5, 4], &device)).unwrap()
         );
         // Rows are not copies of each other, and the values are standard normal.
         assert_ne!(whole[..60], whole[60..120]);
@@ -252,15 +254,16 @@ mod tests {
     #[test]
     fn a_seed_gives_the_same_values_and_sensible_moments() {
         let device = Device::flex();
-        let a = crate::to_host(standard_normal([2, 3, 20, 20], Some(5), &device));
-        let b = crate::to_host(standard_normal([2, 3, 20, 20], Some(5), &device));
-        let c = crate::to_host(standard_normal([2, 3, 20, 20], Some(6), &device));
+        let a = crate::to_host(standard_normal([2, 3, 20, 20], Some(5), &device)).unwrap();
+        let b = crate::to_host(standard_normal([2, 3, 20, 20], Some(5), &device)).unwrap();
+        let c = crate::to_host(standard_normal([2, 3, 20, 20], Some(6), &device)).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         let mean = a.iter().sum::<f32>() / a.len() as f32;
         let var = a.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / a.len() as f32;
         assert!(mean.abs() < 0.1 && (var - 1.0).abs() < 0.1, "{mean} {var}");
-        let u = crate::to_host(uniform([1, 1, 10, 10], -2.0, 3.0, Some(1), &device).unwrap());
+        let u =
+            crate::to_host(uniform([1, 1, 10, 10], -2.0, 3.0, Some(1), &device).unwrap()).unwrap();
         assert!(u.iter().all(|v| (-2.0..3.0).contains(v)));
     }
 }

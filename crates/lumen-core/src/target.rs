@@ -67,17 +67,15 @@ impl Target<Tensor<2>> for ClassProbability {
 }
 
 /// The arg-max class of each row of logits `[B, classes]`.
-pub fn predicted_classes(logits: &Tensor<2>) -> Vec<usize> {
+pub fn predicted_classes(logits: &Tensor<2>) -> Result<Vec<usize>> {
     let [batch, _] = logits.dims();
-    logits
+    let classes = logits
         .clone()
         .argmax(1)
         .reshape([batch])
         .try_into_vec_as::<i64>()
-        .expect("reading argmax back from the device")
-        .into_iter()
-        .map(|c| c as usize)
-        .collect()
+        .map_err(LumenError::device)?;
+    Ok(classes.into_iter().map(|c| c as usize).collect())
 }
 
 /// pytorch-grad-cam's `SemanticSegmentationTarget` per image: the logits of one class

@@ -462,7 +462,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             let values = forward(transformed)?;
             for (t, value) in trajectories
                 .iter_mut()
-                .zip(to_host(values.clone().detach().without_autodiff()))
+                .zip(to_host(values.clone().detach().without_autodiff())?)
             {
                 t.push(value);
             }
@@ -477,8 +477,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             progress(step);
         }
         let image = to_image(params);
-        let finals = to_host(forward(image.clone())?);
-        let pixels = to_host(image);
+        let finals = to_host(forward(image.clone())?)?;
+        let pixels = to_host(image)?;
         Ok(objectives
             .iter()
             .enumerate()

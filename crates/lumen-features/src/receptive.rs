@@ -197,7 +197,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         let gradient = input
             .grad(&grads)
             .unwrap_or_else(|| input.zeros_like().without_autodiff());
-        let magnitude = to_host(gradient.abs().sum_dim(1).reshape([b, height * width]));
+        let magnitude = to_host(gradient.abs().sum_dim(1).reshape([b, height * width]))?;
         Ok(magnitude
             .chunks(height * width)
             .map(|values| ReceptiveMap {
@@ -245,7 +245,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                     .reshape([n]),
             )
         };
-        let baseline = unit(features);
+        let baseline = unit(features)?;
         let [b, c, height, width] = input.dims();
         let device = input.device();
         let ys = patch_starts(height, patch, stride);
@@ -277,7 +277,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                 .without_autodiff()
                 .select(0, lumen_core::index_tensor(&images, &device))
                 * keep.expand([n, c, height, width]);
-            let activation = unit(self.features(&occluded, layer)?);
+            let activation = unit(self.features(&occluded, layer)?)?;
             for (k, row) in range.enumerate() {
                 change[row] = baseline[row / patches.len()] - activation[k];
             }

@@ -86,8 +86,12 @@ pub struct FeatureStatistics {
 }
 
 /// Statistics of `features` `[B,C,H,W]` as a whole.
-pub fn statistics(features: &Tensor<4>, options: &StatisticsOptions) -> FeatureStatistics {
-    statistics_of_host(&to_host(features.clone()), features.dims(), options)
+pub fn statistics(features: &Tensor<4>, options: &StatisticsOptions) -> Result<FeatureStatistics> {
+    Ok(statistics_of_host(
+        &to_host(features.clone())?,
+        features.dims(),
+        options,
+    ))
 }
 
 /// [`statistics`] of values already on the host, row-major `[B,C,H,W]`.
@@ -172,7 +176,7 @@ mod tests {
             [[[[0.0, 0.0], [1.0, 3.0]], [[-1.0, 0.0], [0.0, 0.0]]]],
             &device,
         );
-        let s = statistics(&x, &StatisticsOptions::default());
+        let s = statistics(&x, &StatisticsOptions::default()).unwrap();
         assert!((s.mean - 3.0 / 8.0).abs() < 1e-12);
         // Unbiased: sum((x - 0.375)^2) / 7.
         let expected: f64 = [0.0, 0.0, 1.0, 3.0, -1.0, 0.0, 0.0, 0.0]

@@ -115,15 +115,15 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     ) -> Result<Vec<LayerStatistics>> {
         options.validate()?;
         let features = self.features_of(input, layers)?;
-        Ok(layers
+        layers
             .iter()
             .zip(features)
             .map(|(layer, f)| {
                 // One copy to the host per layer; images are slices of it.
                 let [b, c, h, w] = f.dims();
-                let values = to_host(f);
+                let values = to_host(f)?;
                 let per = c * h * w;
-                LayerStatistics {
+                Ok(LayerStatistics {
                     layer: layer.clone(),
                     per_image: (0..b)
                         .map(|i| {
@@ -132,9 +132,9 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                         })
                         .collect(),
                     batch: statistics_of_host(&values, [b, c, h, w], options),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Per image, every channel's mean activation over positions: what a scan over a
@@ -142,7 +142,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     pub fn channel_means(&self, input: &Tensor<4>, layer: &str) -> Result<Vec<Vec<f64>>> {
         let features = self.features(input, layer)?;
         let [b, c, h, w] = features.dims();
-        let values = to_host(features);
+        let values = to_host(features)?;
         let plane = h * w;
         Ok((0..b)
             .map(|i| {
@@ -195,7 +195,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         }
         let features = self.features(input, layer)?;
         let [b, c, h, w] = features.dims();
-        let values = to_host(features);
+        let values = to_host(features)?;
         let plane = h * w;
         Ok((0..b)
             .map(|i| {

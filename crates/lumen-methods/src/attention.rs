@@ -313,7 +313,7 @@ impl<M: ExplainableModel> Method<M> for AttentionFlow {
             let eye = Tensor::<2>::eye(n, &fused.device()).reshape([1, n, n]);
             let mixed = (fused + eye) / 2.0;
             let mixed = mixed.clone() / mixed.sum_dim(2);
-            per_layer.push(lumen_core::to_host(mixed));
+            per_layer.push(lumen_core::to_host(mixed)?);
         }
         let patches = grid[0] * grid[1];
         let mut maps = Vec::with_capacity(b * patches);

@@ -685,7 +685,7 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         // whose score is the same for all of an image's such planes: it is computed
         // once per image, not once per plane. After a ReLU many planes are (a third of
         // layer4's in the bundled, trained shapes-cnn).
-        let zero = zero_planes(&channels);
+        let zero = zero_planes(&channels)?;
         let device = input.device();
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
         let scores = live_plane_scores::<M>(
@@ -719,13 +719,13 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
 }
 
 /// Which planes `[n,1,h,w]` are zero everywhere (one read of `n` values).
-fn zero_planes(planes: &Tensor<4>) -> Vec<bool> {
+fn zero_planes(planes: &Tensor<4>) -> Result<Vec<bool>> {
     let [n, _, h, w] = planes.dims();
     let largest = planes.clone().abs().reshape([n, h * w]).max_dim(1);
-    lumen_core::to_host(largest)
+    Ok(lumen_core::to_host(largest)?
         .into_iter()
         .map(|v| v == 0.0)
-        .collect()
+        .collect())
 }
 
 /// Score-CAM's masks `[n,1,H,W]` of activation planes `[n,1,h,w]`: each plane
@@ -791,7 +791,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         // out the class token.)
         let zero = match info.kind {
             LayerKind::Tokens { .. } => vec![false; b * c],
-            _ => zero_planes(&pass.activations.clone().reshape([b * c, 1, lh, lw])),
+            _ => zero_planes(&pass.activations.clone().reshape([b * c, 1, lh, lw]))?,
         };
         let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
         // A skipped row's ablated score is its image's own score (weight 0).

@@ -173,15 +173,15 @@ impl Baseline {
             }
             Self::Blur { sigma } => gaussian_blur(input.clone(), *sigma),
             Self::Uniform { seed: None } => {
-                let lo = input.clone().min().into_scalar::<f32>();
-                let hi = input.clone().max().into_scalar::<f32>();
+                let lo = lumen_core::to_host(input.clone().min())?[0];
+                let hi = lumen_core::to_host(input.clone().max())?[0];
                 lumen_core::random::uniform([b, c, h, w], lo, hi, None, &device)
                     .map_err(uniform_range_error)?
             }
             // Seeded: each image's own range and its own stream (seeded from its values),
             // so that an image's baseline does not depend on the rest of the batch.
             Self::Uniform { seed: Some(seed) } => {
-                let host = lumen_core::to_host(input.clone());
+                let host = lumen_core::to_host(input.clone())?;
                 let per_image = c * h * w;
                 let seeds = lumen_core::random::image_seeds_of(&host, b, *seed);
                 let values: Vec<f32> = (0..b)
@@ -496,8 +496,8 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
             model.forward(Tensor::cat(vec![input, baseline], 0))
         };
         let ends_target = target.for_images(&(0..2 * b).map(|r| r % b).collect::<Vec<_>>());
-        let end_scores = lumen_core::to_host(ends_target.score(&ends)?);
-        let sums = lumen_core::to_host(attributions.clone().sum_dims(&[1, 2, 3]).reshape([b]));
+        let end_scores = lumen_core::to_host(ends_target.score(&ends)?)?;
+        let sums = lumen_core::to_host(attributions.clone().sum_dims(&[1, 2, 3]).reshape([b]))?;
         let convergence_delta = (0..b)
             .map(|i| sums[i] - (end_scores[i] - end_scores[b + i]))
             .collect();

@@ -89,7 +89,7 @@ impl<M: ExplainableModel> NoiseTunnel<M> {
                 let flat = input.clone().reshape([b, c * h * w]);
                 let range = flat.clone().max_dim(1) - flat.min_dim(1);
                 Some(
-                    lumen_core::to_host(range.reshape([b]))
+                    lumen_core::to_host(range.reshape([b]))?
                         .into_iter()
                         .map(|r| r * level)
                         .collect(),
@@ -205,7 +205,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         }
         let streams = match (&self.noise, self.seed) {
             (Noise::Given(_), _) | (_, None) => None,
-            (_, Some(seed)) => Some(image_seeds(&input, seed)),
+            (_, Some(seed)) => Some(image_seeds(&input, seed)?),
         };
         let rows = b * n;
         // Bounded by default: a fixed budget of input values per internal batch.

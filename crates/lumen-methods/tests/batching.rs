@@ -258,8 +258,8 @@ fn noise_tunnels_give_the_same_maps_however_their_rows_are_chunked() {
                 .explain(&model, input.clone(), &targets(3))
                 .unwrap();
             let whole_values = match &whole.attributions {
-                Some(a) => lumen_core::to_host(a.clone()),
-                None => whole.heatmaps.to_vec(),
+                Some(a) => lumen_core::to_host(a.clone()).unwrap(),
+                None => whole.heatmaps.to_vec().unwrap(),
             };
             let largest = whole_values.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(largest > 0.0, "{kind:?} of {inner_name} is all zero");
@@ -269,8 +269,8 @@ fn noise_tunnels_give_the_same_maps_however_their_rows_are_chunked() {
                     .unwrap();
                 assert_eq!(chunked.attributions.is_some(), whole.attributions.is_some());
                 let values = match &chunked.attributions {
-                    Some(a) => lumen_core::to_host(a.clone()),
-                    None => chunked.heatmaps.to_vec(),
+                    Some(a) => lumen_core::to_host(a.clone()).unwrap(),
+                    None => chunked.heatmaps.to_vec().unwrap(),
                 };
                 assert_eq!(values.len(), whole_values.len());
                 let worst = values
@@ -304,7 +304,7 @@ fn masked_cams_skip_planes_that_are_zero_everywhere() {
     let map = score.explain(&model, input.clone(), &targets(2)).unwrap();
     // The layer pass, 2 x 12 live planes, one zero input per image.
     assert_eq!(model.forward_batches(), vec![2, 24, 2]);
-    assert!(map.heatmaps.to_vec().iter().any(|&v| v > 0.0));
+    assert!(map.heatmaps.to_vec().unwrap().iter().any(|&v| v > 0.0));
     let ablation = AblationCam {
         layer: None,
         batch_size: Some(64),
@@ -313,15 +313,15 @@ fn masked_cams_skip_planes_that_are_zero_everywhere() {
         .explain(&model, input.clone(), &targets(2))
         .unwrap();
     assert_eq!(model.forward_batches(), vec![2, 24]);
-    assert!(map.heatmaps.to_vec().iter().all(|v| v.is_finite()));
+    assert!(map.heatmaps.to_vec().unwrap().iter().all(|v| v.is_finite()));
     // Every channel dead: no masked forward at all, and a zero map, not NaN.
     let model = Counted::with_dead_channels(&device, &(0..16).collect::<Vec<_>>());
     let map = score.explain(&model, input.clone(), &targets(2)).unwrap();
     assert_eq!(model.forward_batches(), vec![2, 2]);
-    assert!(map.heatmaps.to_vec().iter().all(|&v| v == 0.0));
+    assert!(map.heatmaps.to_vec().unwrap().iter().all(|&v| v == 0.0));
     let map = ablation.explain(&model, input, &targets(2)).unwrap();
     assert_eq!(model.forward_batches(), vec![2]);
-    assert!(map.heatmaps.to_vec().iter().all(|&v| v == 0.0));
+    assert!(map.heatmaps.to_vec().unwrap().iter().all(|&v| v == 0.0));
 }
 
 #[test]
@@ -339,12 +339,14 @@ fn noise_is_reproducible_with_a_seed() {
         .explain(&model, input.clone(), &targets(2))
         .unwrap()
         .heatmaps
-        .to_vec();
+        .to_vec()
+        .unwrap();
     let b = method
         .explain(&model, input, &targets(2))
         .unwrap()
         .heatmaps
-        .to_vec();
+        .to_vec()
+        .unwrap();
     assert_eq!(a, b);
 }
 

@@ -29,7 +29,7 @@ impl<M: ExplainableModel> Method<M> for RandomMap {
     ) -> Result<Explanation> {
         model.check_input(&input)?;
         let [b, c, h, w] = input.dims();
-        let pixels = to_host(input.clone());
+        let pixels = to_host(input.clone())?;
         let values: Vec<f32> = pixels
             .chunks(c * h * w)
             .flat_map(|image| {

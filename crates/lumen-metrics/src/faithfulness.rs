@@ -132,7 +132,7 @@ pub(crate) fn host_maps(heatmaps: &Heatmaps, input: &Tensor<4>) -> Result<Vec<Ve
             mb,
         ));
     }
-    let values = heatmaps.clone().resize([h, w]).to_vec();
+    let values = heatmaps.clone().resize([h, w]).to_vec()?;
     Ok(values.chunks(h * w).map(<[f32]>::to_vec).collect())
 }
 
@@ -161,7 +161,7 @@ pub(crate) fn score_rows<M: ExplainableModel>(
     for range in row_chunks(rows, batch_size) {
         let (input, images) = build(range)?;
         let output = model.forward(input);
-        scores.extend(to_host(target.for_images(&images).score(&output)?));
+        scores.extend(to_host(target.for_images(&images).score(&output)?)?);
     }
     Ok(scores)
 }
@@ -285,7 +285,7 @@ pub fn confidence_change<M: ExplainableModel>(
     let masked = input.clone() * normalized.clone() + base * (normalized.neg() + 1.0);
     let batch = Tensor::cat(vec![input.clone(), masked], 0);
     let images: Vec<usize> = (0..b).chain(0..b).collect();
-    let scores = to_host(target.for_images(&images).score(&model.forward(batch))?);
+    let scores = to_host(target.for_images(&images).score(&model.forward(batch))?)?;
     let (original, masked) = scores.split_at(b);
     Ok(ConfidenceChange {
         drop: original
@@ -412,7 +412,7 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
     config.validate()?;
     let device = input.device();
     let maps = host_maps(heatmaps, input)?;
-    let pixels_in = to_host(input.clone());
+    let pixels_in = to_host(input.clone())?;
     let size = c * h * w;
     let points = config.percentages.len();
     let orders: Vec<Vec<usize>> = maps
@@ -451,8 +451,8 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
         let batch =
             Tensor::<4>::from_data(TensorData::new(imputed.concat(), [n, c, h, w]), &device);
         let logits = model.forward(batch);
-        let predicted = lumen_core::predicted_classes(&logits);
-        let probs = to_host(burn::tensor::activation::softmax(logits, 1));
+        let predicted = lumen_core::predicted_classes(&logits)?;
+        let probs = to_host(burn::tensor::activation::softmax(logits, 1))?;
         let classes_of = probs.len() / n;
         for (i, &row) in rows.iter().enumerate() {
             let class = classes[row / points];

@@ -191,6 +191,9 @@ struct Randomizer<'a> {
     groups: &'a [String],
     seed: u64,
     count: u64,
+    /// The first parameter the device could not read back (a mapper cannot return
+    /// an error: the rest are kept as they are, and the caller gets this).
+    failure: Option<LumenError>,
 }
 
 impl ModuleMapper for Randomizer<'_> {
@@ -211,7 +214,7 @@ impl ModuleMapper for Randomizer<'_> {
             .path
             .last()
             .is_some_and(|(name, _)| RUNNING_STATS.contains(&name.as_str()));
-        if buffer || !self.groups.contains(&group_of(&self.path)) {
+        if buffer || !self.groups.contains(&group_of(&self.path)) || self.failure.is_some() {
             return param;
         }
         let seed = self
@@ -222,7 +225,13 @@ impl ModuleMapper for Randomizer<'_> {
             // Gaussian with the parameter's own mean and spread: the scale of each
             // layer is kept, its learnt structure is not. Constant parameters (fresh
             // norm scales and biases) are what a re-initialisation gives anyway.
-            let values = lumen_core::to_host(tensor.clone());
+            let values = match lumen_core::to_host(tensor.clone()) {
+                Ok(values) => values,
+                Err(error) => {
+                    self.failure = Some(error);
+                    return tensor;
+                }
+            };
             let n = values.len() as f64;
             let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
             let std = (values
@@ -247,17 +256,25 @@ impl ModuleMapper for Randomizer<'_> {
 /// A copy of `model` (without autodiff, as explaining needs) whose parameters in
 /// `groups` are replaced by Gaussian noise with each parameter's mean and standard
 /// deviation.
-pub fn randomize_groups<M: Module + Clone>(model: &M, groups: &[String], seed: u64) -> M {
+///
+/// # Errors
+/// [`LumenError::Device`] when the device cannot read a parameter back.
+pub fn randomize_groups<M: Module + Clone>(model: &M, groups: &[String], seed: u64) -> Result<M> {
     let mut randomizer = Randomizer {
         path: Vec::new(),
         groups,
         seed,
         count: 0,
+        failure: None,
     };
     // `valid()`, not `clone()`: Burn's running statistics live behind an `Arc` that
     // clones share, so any write through a clone would reach the caller's model;
     // `valid()` rebuilds them.
-    model.valid().map(&mut randomizer)
+    let randomized = model.valid().map(&mut randomizer);
+    match randomizer.failure {
+        Some(error) => Err(error),
+        None => Ok(randomized),
+    }
 }
 
 /// Cascading (from the top layer down, cumulative) or independent (one group at a
@@ -375,7 +392,7 @@ where
             RandomizationOrder::Cascading => &layers[..=step],
             RandomizationOrder::Independent => &layers[step..=step],
         };
-        let randomized = randomize_groups(model, groups, config.seed);
+        let randomized = randomize_groups(model, groups, config.seed)?;
         let maps = host_maps(
             &method.explain(&randomized, input.clone(), target)?.heatmaps,
             input,

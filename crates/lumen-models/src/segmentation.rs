@@ -426,13 +426,14 @@ mod resize_tests {
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 5, 7]), &device);
         for size in [[20, 28], [13, 9], [3, 4], [5, 7], [1, 1]] {
-            let ours = lumen_core::to_host(resize(x.clone(), size));
+            let ours = lumen_core::to_host(resize(x.clone(), size)).unwrap();
             let burn = lumen_core::to_host(interpolate(
                 x.clone(),
                 InterpolateOptions::new(InterpolateMode::Bilinear)
                     .with_align_corners(false)
                     .with_output_size(size),
-            ));
+            ))
+            .unwrap();
             let diff = ours
                 .iter()
                 .zip(&burn)
@@ -450,7 +451,7 @@ mod resize_tests {
         let grads = resize(leaf.clone(), [20, 28]).sum().backward();
         // Every input pixel feeds the outputs with total weight (20 x 28) / (5 x 7) = 16,
         // spread unevenly at the borders; the sum over all of them is exact.
-        let gradient = lumen_core::to_host(leaf.grad(&grads).unwrap());
+        let gradient = lumen_core::to_host(leaf.grad(&grads).unwrap()).unwrap();
         let total: f32 = gradient.iter().sum();
         assert!((total - 2.0 * 3.0 * 20.0 * 28.0).abs() < 1e-2, "{total}");
     }

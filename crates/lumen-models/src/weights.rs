@@ -150,6 +150,11 @@ fn check_finite<M: Module>(
 ) -> std::result::Result<(), String> {
     let mut finder = NonFiniteParams::default();
     module.visit(&mut finder);
+    if let Some(error) = finder.unreadable {
+        return Err(format!(
+            "the device could not read a parameter back: {error}"
+        ));
+    }
     match finder.bad.first() {
         None => Ok(()),
         Some(first) => {
@@ -173,6 +178,8 @@ fn check_finite<M: Module>(
 struct NonFiniteParams {
     path: Vec<String>,
     bad: Vec<String>,
+    /// The first read-back failure (a visitor cannot return an error).
+    unreadable: Option<LumenError>,
 }
 
 impl ModuleVisitor for NonFiniteParams {
@@ -185,8 +192,17 @@ impl ModuleVisitor for NonFiniteParams {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.unreadable.is_some() {
+            return;
+        }
         // Widened to float32 on the device (exact for half values) and read back.
-        let values = param.val().cast(DType::F32).into_data();
+        let values = match param.val().cast(DType::F32).try_into_data() {
+            Ok(values) => values,
+            Err(error) => {
+                self.unreadable = Some(LumenError::device(error));
+                return;
+            }
+        };
         let finite = match values.as_slice::<f32>() {
             Ok(values) => values.iter().all(|v| v.is_finite()),
             Err(_) => values.iter::<f32>().all(|v| v.is_finite()),

@@ -67,8 +67,8 @@ impl Task for Classification {
                 format!("[{batch},{classes}]"),
             ));
         }
-        let arg_max = predicted_classes(logits);
-        let probabilities = to_host(softmax(logits.clone(), 1));
+        let arg_max = predicted_classes(logits)?;
+        let probabilities = to_host(softmax(logits.clone(), 1))?;
         Ok(arg_max
             .into_iter()
             .enumerate()

@@ -243,8 +243,8 @@ pub fn decode_detections(
     let (boxes, scores) = dense_candidates(output)?;
     let dims = scores.dims();
     Ok(decode_host(
-        &to_host(boxes),
-        &to_host(scores),
+        &to_host(boxes)?,
+        &to_host(scores)?,
         dims,
         config,
         names,
@@ -553,8 +553,8 @@ impl Target<DetectorOutput> for BoxScore {
             ));
         }
         let detections = decode_host(
-            &to_host(boxes.clone()),
-            &to_host(scores.clone()),
+            &to_host(boxes.clone())?,
+            &to_host(scores.clone())?,
             dims,
             &self.decode,
             None,

@@ -288,9 +288,10 @@ fn mask_weights(
         .into_iter()
         .reduce(|a, b| Tensor::cat(vec![a, b], 1))
         .map(to_host)
+        .transpose()?
         .unwrap_or_default();
-    let boxes = to_host(boxes);
-    let scores = to_host(scores);
+    let boxes = to_host(boxes)?;
+    let scores = to_host(scores)?;
     let detections = decode_host(&boxes, &scores, [batch, locations, classes], decode, None);
     Ok(detections
         .iter()

@@ -182,7 +182,7 @@ impl Task for Segmentation {
                 format!("{:?}", logits.dims()),
             ));
         }
-        let probabilities = to_host(softmax(logits.clone(), 1));
+        let probabilities = to_host(softmax(logits.clone(), 1))?;
         let plane = h * w;
         Ok((0..batch)
             .map(|b| {
@@ -448,7 +448,7 @@ mod tests {
         let device = Device::default();
         let task = Segmentation::new(3, None, [4, 16]);
         assert!(task.is_finite(&task.predict(&logits(&device)).unwrap()[0]));
-        let mut values = to_host(logits(&device));
+        let mut values = to_host(logits(&device)).unwrap();
         values[6] = f32::NAN; // class 1 at the third pixel
         let broken = Tensor::<4>::from_data(TensorData::new(values, [1, 3, 1, 4]), &device);
         let p = &task.predict(&broken).unwrap()[0];
@@ -467,7 +467,7 @@ mod tests {
         assert_eq!(p.shares[0].class, 1);
         let request = task.resolve(task.default_request(p), p).unwrap();
         assert_eq!(request.mask.as_deref(), Some(&[0.0, 1.0, 1.0, 0.0][..]));
-        let score = to_host(task.target(&[request]).score(&logits(&device)).unwrap());
+        let score = to_host(task.target(&[request]).score(&logits(&device)).unwrap()).unwrap();
         assert_eq!(score, [7.0]);
         // A pixel on the input maps to its output cell; the whole image sums all.
         let pixel = SegmentationRequest::new(2, SegmentRegion::Pixel { x: 15, y: 0 });
@@ -478,7 +478,7 @@ mod tests {
             .resolve(SegmentationRequest::new(1, SegmentRegion::Whole), p)
             .unwrap();
         assert_eq!(
-            to_host(task.target(&[whole]).score(&logits(&device)).unwrap()),
+            to_host(task.target(&[whole]).score(&logits(&device)).unwrap()).unwrap(),
             [7.0]
         );
     }
@@ -510,15 +510,18 @@ mod tests {
     fn uncertainty_maps_follow_their_definitions() {
         let device = Device::default();
         let l = logits(&device);
-        let p: Vec<f32> = to_host(softmax(l.clone(), 1));
+        let p: Vec<f32> = to_host(softmax(l.clone(), 1)).unwrap();
         let col = |i: usize| [p[i], p[4 + i], p[8 + i]];
         let entropy =
-            to_host(uncertainty_map(&l, Uncertainty::Entropy, UncertaintyScale::Raw).unwrap());
+            to_host(uncertainty_map(&l, Uncertainty::Entropy, UncertaintyScale::Raw).unwrap())
+                .unwrap();
         let normalized = to_host(
             uncertainty_map(&l, Uncertainty::Entropy, UncertaintyScale::Normalized).unwrap(),
-        );
+        )
+        .unwrap();
         let margin =
-            to_host(uncertainty_map(&l, Uncertainty::Margin, UncertaintyScale::Raw).unwrap());
+            to_host(uncertainty_map(&l, Uncertainty::Margin, UncertaintyScale::Raw).unwrap())
+                .unwrap();
         for i in 0..4 {
             let q = col(i);
             let h: f32 = -q.iter().map(|v| v * v.ln()).sum::<f32>();
@@ -532,7 +535,8 @@ mod tests {
         assert!(margin.windows(2).all(|w| w[0] < w[1]), "{margin:?}");
         assert!(normalized.windows(2).all(|w| w[0] < w[1]), "{normalized:?}");
         let stretched =
-            to_host(uncertainty_map(&l, Uncertainty::Margin, UncertaintyScale::MinMax).unwrap());
+            to_host(uncertainty_map(&l, Uncertainty::Margin, UncertaintyScale::MinMax).unwrap())
+                .unwrap();
         assert!(
             stretched[0].abs() < 1e-6 && (stretched[3] - 1.0).abs() < 1e-5,
             "{stretched:?}"

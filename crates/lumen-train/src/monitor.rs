@@ -223,8 +223,8 @@ pub trait MonitoredOutput: Sized + 'static {
 
 impl MonitoredOutput for Tensor<2> {
     fn explained(&self) -> Result<Explained<Self>> {
-        let classes = predicted_classes(self);
-        let probabilities = to_host(softmax(self.clone(), 1));
+        let classes = predicted_classes(self)?;
+        let probabilities = to_host(softmax(self.clone(), 1))?;
         let width = probabilities.len() / classes.len().max(1);
         let confidences = classes
             .iter()
@@ -243,7 +243,7 @@ impl MonitoredOutput for Tensor<4> {
     fn explained(&self) -> Result<Explained<Self>> {
         let [batch, num_classes, h, w] = self.dims();
         let plane = h * w;
-        let probabilities = to_host(softmax(self.clone(), 1));
+        let probabilities = to_host(softmax(self.clone(), 1))?;
         let (mut classes, mut confidences, mut masks) = (vec![], vec![], vec![]);
         for b in 0..batch {
             let image = &probabilities[b * num_classes * plane..(b + 1) * num_classes * plane];
@@ -316,7 +316,7 @@ where
         let method = by_name::<M>(&self.method, &self.options)?;
         let explanation = method.explain(model, input, explained.target.as_ref())?;
         let [_, h, w] = explanation.heatmaps.dims();
-        let values = explanation.heatmaps.to_vec();
+        let values = explanation.heatmaps.to_vec()?;
         for (i, image) in images.iter().enumerate() {
             let raw = &values[i * h * w..(i + 1) * h * w];
             let tag = format!("interpretation/sample_{i}");
@@ -508,7 +508,7 @@ impl<M: ExplainableModel + Module> Monitor<M> for FeatureMonitor {
             let features = visualizer.features_of(batch, &self.layers)?;
             for (k, feature) in features.into_iter().enumerate() {
                 let dims = feature.dims();
-                let values = to_host(feature);
+                let values = to_host(feature)?;
                 let stats = statistics_of_host(&values, dims, &self.options);
                 let count = values.len() as f64;
                 totals[k] = Some(match totals[k].take() {
@@ -584,7 +584,7 @@ mod tests {
         for (got, want) in explained.confidences.iter().zip(expected) {
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
-        let scores = to_host(explained.target.score(&output).unwrap());
+        let scores = to_host(explained.target.score(&output).unwrap()).unwrap();
         assert_eq!(scores, [3.0, 6.0]);
         // Only background predicted: the background is explained.
         let background = logits(vec![1.0, 1.0, 0.0, 0.0], [1, 2, 1, 2]);

@@ -363,12 +363,12 @@ pub(crate) fn method_options<T: TaskModel>(model: &T, options: &MethodOptions) -
     }
 }
 
-fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+fn host_maps(heatmaps: &lumen_core::Heatmaps) -> Result<Vec<Map>> {
     let _stage = profile::stage(stages::POSTPROCESS);
-    split_maps(heatmaps)
+    Ok(split_maps(heatmaps)?
         .into_iter()
         .map(|m| m.normalized())
-        .collect()
+        .collect())
 }
 
 /// Fails, naming the images, when a prediction is not finite ([`Task::is_finite`]):
@@ -415,16 +415,16 @@ pub(crate) fn name_non_finite(names: &[String], broken: impl Fn(usize) -> bool) 
 }
 
 /// The raw (unnormalised) map of every image of `heatmaps`, on the host.
-pub(crate) fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+pub(crate) fn raw_maps(heatmaps: &lumen_core::Heatmaps) -> Result<Vec<Map>> {
     let _stage = profile::stage(stages::POSTPROCESS);
     split_maps(heatmaps)
 }
 
 /// One host map per image of `heatmaps`.
-fn split_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
+fn split_maps(heatmaps: &lumen_core::Heatmaps) -> Result<Vec<Map>> {
     let [b, h, w] = heatmaps.dims();
-    let values = heatmaps.to_vec();
-    (0..b)
+    let values = heatmaps.to_vec()?;
+    Ok((0..b)
         .map(|i| {
             Map::new(
                 values[i * h * w..(i + 1) * h * w].to_vec(),
@@ -432,18 +432,18 @@ fn split_maps(heatmaps: &lumen_core::Heatmaps) -> Vec<Map> {
                 h as u32,
             )
         })
-        .collect()
+        .collect())
 }
 
 /// Image `i` of a `[B,3,H,W]` attribution, summed over channels (signed).
-fn signed_map(attributions: &Tensor<4>, i: usize) -> Map {
+fn signed_map(attributions: &Tensor<4>, i: usize) -> Result<Map> {
     let [_, _, h, w] = attributions.dims();
     let summed = attributions
         .clone()
         .narrow(0, i, 1)
         .sum_dim(1)
         .reshape([h * w]);
-    Map::new(to_host(summed), w as u32, h as u32)
+    Ok(Map::new(to_host(summed)?, w as u32, h as u32))
 }
 
 /// A method name as a file-name part: `gradcam++` -> `gradcampp`.
@@ -552,12 +552,12 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
         };
     let name = method.name();
     let task = model.task();
-    let maps = host_maps(&explanation.heatmaps);
+    let maps = host_maps(&explanation.heatmaps)?;
     check_finite(&task, &prepared.predictions, &maps, &inputs.names)?;
     let mut explained = Vec::with_capacity(inputs.len());
     for (i, map) in maps.into_iter().enumerate() {
         let signed = match (options.polarity, &explanation.attributions) {
-            (true, Some(attributions)) => Some(signed_map(attributions, i)),
+            (true, Some(attributions)) => Some(signed_map(attributions, i)?),
             _ => None,
         };
         let mut result = ExplanationResult {
@@ -685,7 +685,7 @@ where
         Some(cache) => {
             model.model().check_input(&inputs.tensor)?;
             let requested = requested_keys(&options.targets, n)?;
-            let rows = input_rows(&inputs.tensor);
+            let rows = input_rows(&inputs.tensor)?;
             Some(
                 built
                     .iter()
@@ -855,14 +855,14 @@ fn method_maps<T: TaskModel>(
             &kinds,
         )?;
         for (c, heatmaps) in group.iter().zip(maps) {
-            per_method[c.0] = Some(host_maps(&heatmaps));
+            per_method[c.0] = Some(host_maps(&heatmaps)?);
         }
     }
     for (i, method) in methods.iter().enumerate() {
         if per_method[i].is_none() {
             let explanation =
                 method.explain(model.model(), inputs.tensor.clone(), target.as_ref())?;
-            per_method[i] = Some(host_maps(&explanation.heatmaps));
+            per_method[i] = Some(host_maps(&explanation.heatmaps)?);
         }
     }
     let per_method: Vec<Vec<Map>> = per_method

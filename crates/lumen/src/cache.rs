@@ -274,11 +274,15 @@ impl ExplanationCache {
     /// The key of each image of a batch `[B,C,H,W]` under `settings`: the image as
     /// the model sees it (its shape and normalised values), so that files, arrays and
     /// bundled images key alike.
-    pub fn image_keys(&self, settings: &str, images: &lumen_core::Tensor<4>) -> Vec<String> {
-        crate::cached::input_rows(images)
+    pub fn image_keys(
+        &self,
+        settings: &str,
+        images: &lumen_core::Tensor<4>,
+    ) -> lumen_core::Result<Vec<String>> {
+        Ok(crate::cached::input_rows(images)?
             .iter()
             .map(|row| self.key(settings, row))
-            .collect()
+            .collect())
     }
 
     fn path(&self, key: &str) -> PathBuf {

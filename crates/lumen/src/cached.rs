@@ -17,11 +17,11 @@ use crate::inputs::Inputs;
 
 /// Each image's part of a cache key: its shape and normalised values, the input as the
 /// model sees it (so that files, arrays and bundled images key alike).
-pub(crate) fn input_rows(tensor: &Tensor<4>) -> Vec<Vec<u8>> {
+pub(crate) fn input_rows(tensor: &Tensor<4>) -> Result<Vec<Vec<u8>>> {
     let [b, c, h, w] = tensor.dims();
-    let values = to_host(tensor.clone());
+    let values = to_host(tensor.clone())?;
     let per_image = c * h * w;
-    (0..b)
+    Ok((0..b)
         .map(|i| {
             let mut bytes = format!("[{c},{h},{w}]\n").into_bytes();
             bytes.extend(
@@ -31,7 +31,7 @@ pub(crate) fn input_rows(tensor: &Tensor<4>) -> Vec<Vec<u8>> {
             );
             bytes
         })
-        .collect()
+        .collect())
 }
 
 /// The requested targets as key parts, one per image: the request's record, or
@@ -87,13 +87,14 @@ struct Row {
 }
 
 /// An explanation's rows on the host.
-fn split_rows(explanation: &Explanation) -> Vec<Row> {
-    let maps = raw_maps(&explanation.heatmaps);
-    let attributions = explanation
-        .attributions
-        .as_ref()
-        .map(|a| (a.dims(), to_host(a.clone())));
-    maps.into_iter()
+fn split_rows(explanation: &Explanation) -> Result<Vec<Row>> {
+    let maps = raw_maps(&explanation.heatmaps)?;
+    let attributions = match &explanation.attributions {
+        Some(a) => Some((a.dims(), to_host(a.clone())?)),
+        None => None,
+    };
+    Ok(maps
+        .into_iter()
         .enumerate()
         .map(|(k, heatmap)| Row {
             heatmap,
@@ -106,7 +107,7 @@ fn split_rows(explanation: &Explanation) -> Vec<Row> {
             }),
             delta: explanation.convergence_delta.as_ref().map(|d| d[k]),
         })
-        .collect()
+        .collect())
 }
 
 /// Rows (fresh or from the cache) joined into one explanation on `device`: the
@@ -191,7 +192,7 @@ where
         model.data_config(),
         options.polarity
     );
-    let keys = image_target_keys(cache, &settings, &input_rows(&inputs.tensor), &requested);
+    let keys = image_target_keys(cache, &settings, &input_rows(&inputs.tensor)?, &requested);
     let mut entries: Vec<Option<CachedExplanation<PredictionOf<T>, RequestOf<T>>>> =
         keys.iter().map(|key| cache.get(key)).collect();
     let missing: Vec<usize> = (0..inputs.len())
@@ -208,7 +209,7 @@ where
         let (explanation, drawn) = explain_and_draw_uncached(model, &subset, method, &quiet)?;
         for ((d, row), &i) in drawn
             .into_iter()
-            .zip(split_rows(&explanation))
+            .zip(split_rows(&explanation)?)
             .zip(&missing)
         {
             let entry = CachedExplanation {
@@ -315,7 +316,7 @@ pub(crate) fn rows_through_cache(
     let missing: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].is_none()).collect();
     if !missing.is_empty() {
         let explanation = explain_missing(&missing)?;
-        for (row, &r) in split_rows(&explanation).into_iter().zip(&missing) {
+        for (row, &r) in split_rows(&explanation)?.into_iter().zip(&missing) {
             let header = serde_json::to_value(Header {
                 map: [row.heatmap.width, row.heatmap.height],
                 attribution: row.attribution.as_ref().map(|a| a.dims),
@@ -459,12 +460,17 @@ mod tests {
             );
             for (e, r) in [(&through, &results), (&again, &again_results)] {
                 assert!(
-                    max_diff(&e.heatmaps.to_vec(), &plain.heatmaps.to_vec()) < 1e-5,
+                    max_diff(
+                        &e.heatmaps.to_vec().unwrap(),
+                        &plain.heatmaps.to_vec().unwrap()
+                    ) < 1e-5,
                     "{name}: raw maps"
                 );
                 assert_eq!(e.attributions.is_some(), plain.attributions.is_some());
                 if let (Some(a), Some(b)) = (&e.attributions, &plain.attributions) {
-                    assert!(max_diff(&to_host(a.clone()), &to_host(b.clone())) < 1e-5);
+                    assert!(
+                        max_diff(&to_host(a.clone()).unwrap(), &to_host(b.clone()).unwrap()) < 1e-5
+                    );
                 }
                 assert_eq!(
                     e.convergence_delta.as_ref().map(Vec::len),
@@ -479,7 +485,10 @@ mod tests {
                 }
             }
             // The rerun gives back exactly what the first cached run gave.
-            assert_eq!(again.heatmaps.to_vec(), through.heatmaps.to_vec());
+            assert_eq!(
+                again.heatmaps.to_vec().unwrap(),
+                through.heatmaps.to_vec().unwrap()
+            );
         }
         std::fs::remove_dir_all(dir).ok();
     }
@@ -509,7 +518,7 @@ mod tests {
                 };
                 let (explanation, _) =
                     crate::api::explain_prediction(&model, inputs, &options).unwrap();
-                let values = explanation.heatmaps.to_vec();
+                let values = explanation.heatmaps.to_vec().unwrap();
                 let per_image = values.len() / inputs.len();
                 values[values.len() - per_image..].to_vec()
             };

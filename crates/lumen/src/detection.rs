@@ -269,7 +269,7 @@ where
                 is_drise.then_some(&options.drise),
                 model.data_config()
             );
-            let image_keys = cache.image_keys(&settings, &inputs.tensor);
+            let image_keys = cache.image_keys(&settings, &inputs.tensor)?;
             let keys: Vec<String> = rows
                 .iter()
                 .zip(&requests)
@@ -296,7 +296,7 @@ where
     };
     let explanation = if options.renormalize {
         let [n, h, w] = explanation.heatmaps.dims();
-        let values = explanation.heatmaps.to_vec();
+        let values = explanation.heatmaps.to_vec()?;
         let boxes: Vec<[f32; 4]> = images
             .iter()
             .flat_map(|image| image.explained.iter().map(|&k| image.detections[k].bbox))
@@ -324,7 +324,7 @@ where
     } else {
         explanation
     };
-    let host = explanation.heatmaps.clone().normalize().to_vec();
+    let host = explanation.heatmaps.clone().normalize().to_vec()?;
     let [_, mh, mw] = explanation.heatmaps.dims();
     // Before any figure: a NaN map draws as a blank, plausible figure.
     let non_finite: Vec<String> = images

@@ -349,7 +349,7 @@ where
                 &lumen_core::ClassLogit(classes.clone()),
             )?;
             let heatmaps = explanation.heatmaps.clone().resize([h, w]);
-            let maps = heatmaps.to_vec();
+            let maps = heatmaps.to_vec()?;
             seconds += started.elapsed().as_secs_f64();
             let batch = MetricInput {
                 model,
@@ -815,7 +815,7 @@ pub fn bench_method_names() -> Vec<&'static str> {
 /// otherwise be scored on the argmax of NaN.
 fn finite_predictions(logits: Tensor<2>, kind: &str, first: usize) -> Result<Vec<usize>> {
     let [batch, classes] = logits.dims();
-    let host = lumen_core::to_host(logits.clone());
+    let host = lumen_core::to_host(logits.clone())?;
     let names: Vec<String> = (0..batch)
         .map(|row| format!("generated {kind} {}", first + row))
         .collect();
@@ -824,7 +824,7 @@ fn finite_predictions(logits: Tensor<2>, kind: &str, first: usize) -> Result<Vec
             .iter()
             .any(|v| !v.is_finite())
     })?;
-    Ok(predicted_classes(&logits))
+    predicted_classes(&logits)
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ impl Inputs {
                 "the input array is empty (shape [{batch}, {channels}, {height}, {width}])"
             )));
         }
-        let values = to_host(tensor.clone());
+        let values = to_host(tensor.clone())?;
         if let Some(at) = values.iter().position(|v| !v.is_finite()) {
             let bad = values.iter().filter(|v| !v.is_finite()).count();
             let plane = height * width;
@@ -244,7 +244,7 @@ impl Inputs {
                 pixel % width
             )));
         }
-        let originals = config.denormalize(&tensor);
+        let originals = config.denormalize(&tensor)?;
         let names = (0..originals.len()).map(|i| format!("input{i}")).collect();
         Ok(Self {
             tensor,

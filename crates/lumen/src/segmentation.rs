@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, Result, Tensor};
+use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
 use lumen_methods::Explanation;
 use lumen_models::{LoadedSegmentor, Segmentor};
 use lumen_report::{Map, SegmentationView, segmentation_figure};
@@ -137,7 +137,7 @@ where
         None => None,
     };
     if let Some(dir) = &options.explain.save_dir {
-        let host = uncertainty.as_ref().map(|u| u.to_vec());
+        let host = uncertainty.as_ref().map(|u| u.to_vec()).transpose()?;
         for (i, result) in results.iter_mut().enumerate() {
             let prediction = &result.prediction;
             let legend = legend_of(&task, prediction);
@@ -191,13 +191,13 @@ where
 pub fn class_maps<M: ExplainableModel<Output = Tensor<4>>>(
     model: &M,
     input: Tensor<4>,
-) -> Vec<Vec<usize>> {
+) -> Result<Vec<Vec<usize>>> {
     let [_, _, h, w] = input.dims();
     class_maps_of(model.forward(input), [h, w])
 }
 
 /// [`class_maps`] from logits already computed, at `[h, w]` (the input's size).
-pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Vec<Vec<usize>> {
+pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Result<Vec<Vec<usize>>> {
     use lumen_core::burn::tensor::module::interpolate;
     use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
     let [b, _, _, _] = logits.dims();
@@ -210,9 +210,9 @@ pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Vec<Vec<usize>> {
     let classes = logits.argmax(1).reshape([b * h * w]);
     let classes = classes
         .try_into_vec_as::<i64>()
-        .expect("reading argmax back from the device");
-    classes
+        .map_err(LumenError::device)?;
+    Ok(classes
         .chunks(h * w)
         .map(|c| c.iter().map(|&v| v as usize).collect())
-        .collect()
+        .collect())
 }

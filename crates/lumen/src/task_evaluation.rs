@@ -892,7 +892,7 @@ pub fn evaluate_detector(
                             SHAPE_IMAGE_SIZE
                         )));
                     }
-                    let values = maps.to_vec();
+                    let values = maps.to_vec()?;
                     for (i, image) in result.images.iter().enumerate() {
                         let scene = start + i;
                         for (&k, row) in image.explained.iter().zip(image.rows.clone()) {
@@ -981,7 +981,7 @@ pub fn evaluate_segmentor(
                 .map(|(request, prediction)| task.resolve(request, prediction))
                 .collect::<Result<Vec<_>>>()?,
         );
-        for (predicted, scene) in class_maps_of(logits, [h, w]).iter().zip(batch) {
+        for (predicted, scene) in class_maps_of(logits, [h, w])?.iter().zip(batch) {
             let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
             iou.add(predicted, &truth);
         }

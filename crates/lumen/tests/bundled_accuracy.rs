@@ -23,7 +23,7 @@ fn test_accuracy(name: &str) -> f64 {
             &loaded.device,
         )
         .unwrap();
-        let predicted = predicted_classes(&loaded.model.forward(inputs.tensor));
+        let predicted = predicted_classes(&loaded.model.forward(inputs.tensor)).unwrap();
         correct += predicted
             .iter()
             .zip(&samples)

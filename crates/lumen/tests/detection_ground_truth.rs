@@ -142,7 +142,7 @@ fn every_method_explains_every_confident_detection() {
         assert!(rows >= 2, "{method}: {rows} detections explained");
         let maps = result.maps.unwrap();
         assert_eq!(maps.dims(), [rows, 128, 128], "{method}");
-        let values = maps.to_vec();
+        let values = maps.to_vec().unwrap();
         assert!(
             values.iter().all(|v| v.is_finite()),
             "{method}: non-finite map"

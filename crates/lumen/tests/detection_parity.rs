@@ -108,7 +108,7 @@ fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
         let (explanation, _) = explain_prediction(&model, &inputs, &options).unwrap();
         let (expected, shape) = read(models_fixture(IO), key);
         assert_eq!(explanation.heatmaps.dims().to_vec(), shape, "{key}");
-        let ours = explanation.heatmaps.to_vec();
+        let ours = explanation.heatmaps.to_vec().unwrap();
         let diff = max_abs_diff(&ours, &expected);
         assert!(diff <= 1e-3, "{key}: max diff {diff:e}");
     }
@@ -133,7 +133,7 @@ fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
     assert_eq!(out.images[0].explained, [0, 3]);
     // Row 0 is image 0's best detection: the same map as the box-score fixture.
     let (expected, _) = read(models_fixture(IO), "gradcam");
-    let ours = maps.to_vec();
+    let ours = maps.to_vec().unwrap();
     let diff = max_abs_diff(&ours[..256 * 256], &expected[..256 * 256]);
     assert!(diff <= 1e-3, "{diff:e}");
     // A threshold no detection reaches explains nothing, and says so with no maps.
@@ -200,7 +200,7 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
         ..DriseConfig::default()
     };
     let maps = drise_with_masks(&model.model, &inputs.tensor, &targets, &masks, &config).unwrap();
-    let ours = maps.to_vec();
+    let ours = maps.to_vec().unwrap();
     for b in 0..2 {
         let (expected, _) = read(models_fixture(fixture), &format!("drise_{b}"));
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -233,10 +233,12 @@ fn drise_masks_made_chunk_by_chunk_equal_masks_made_up_front() {
     let upfront = drise_masks(&generated, [256, 256], &model.device).unwrap();
     let whole = drise_with_masks(&model.model, &inputs.tensor, &targets, &upfront, &generated)
         .unwrap()
-        .to_vec();
+        .to_vec()
+        .unwrap();
     let chunked = drise(&model.model, &inputs.tensor, &targets, &generated)
         .unwrap()
-        .to_vec();
+        .to_vec()
+        .unwrap();
     let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0, "the generated masks' maps are all zero");
     let diff = max_abs_diff(&chunked, &whole);
@@ -280,7 +282,7 @@ fn class_logit_and_centerness_targets_match_pytorch_grad_cam() {
             ..DetectionOptions::default()
         };
         let out = explain_detection(&model, &inputs, &options).unwrap();
-        let ours = out.maps.unwrap().to_vec();
+        let ours = out.maps.unwrap().to_vec().unwrap();
         let (expected, _) = read(models_fixture(IO), key);
         let diff = max_abs_diff(&ours, &expected);
         assert!(diff <= 1e-3, "{key}: max diff {diff:e}");

@@ -170,6 +170,7 @@ fn run_child(precision: Precision) {
             .unwrap()
             .heatmaps
             .to_vec()
+            .unwrap()
     };
     let ZooModel::ResNet(resnet) = &model else {
         panic!("test_resnet is a ResNet")

@@ -289,7 +289,7 @@ fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
     }
     // An input with an infinite value has no uniform range to draw from (this
     // panicked in the random stream).
-    let mut values = to_host(input.clone());
+    let mut values = to_host(input.clone()).unwrap();
     values[0] = f32::INFINITY;
     let infinite = Tensor::<4>::from_data(TensorData::new(values, input.dims()), &input.device());
     assert_invalid(
@@ -319,7 +319,8 @@ fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
             }
             .build(&small)
             .unwrap(),
-        );
+        )
+        .unwrap();
         let weight = |d: usize, e: usize| {
             let d = d as f64 - e as f64;
             (-d * d / (2.0 * sigma * sigma)).exp()
@@ -344,6 +345,6 @@ fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
         }
     }
     // Not the identity: a wide blur moves the pixels toward the mean.
-    let wide = to_host(Baseline::Blur { sigma: 10.0 }.build(&small).unwrap());
+    let wide = to_host(Baseline::Blur { sigma: 10.0 }.build(&small).unwrap()).unwrap();
     assert!(wide.iter().zip(&image).any(|(a, b)| (a - b).abs() > 1.0));
 }

@@ -77,7 +77,10 @@ fn check_heatmap(case: &Case, method: &dyn Method<ZooModel>, key: &str, toleranc
     let explanation = method
         .explain(&case.model, case.input.clone(), &case.target)
         .unwrap();
-    let diff = max_abs_diff(&explanation.heatmaps.to_vec(), &expected(case.name, key));
+    let diff = max_abs_diff(
+        &explanation.heatmaps.to_vec().unwrap(),
+        &expected(case.name, key),
+    );
     eprintln!("{} {key}: max abs diff {diff:e}", case.name);
     assert!(
         diff <= tolerance,
@@ -195,7 +198,7 @@ fn eigencam_matches_the_librarys_output_where_its_sign_agrees() {
         let case = case(model);
         let maps = attributions(&case, named("eigencam").as_ref()).heatmaps;
         let [_, h, w] = maps.dims();
-        let ours = maps.to_vec();
+        let ours = maps.to_vec().unwrap();
         let library = expected(model, "eigencam_library");
         let agrees = expected(model, "eigencam_library_agrees");
         assert!(agrees.contains(&1.0), "{model}: nothing compared");
@@ -361,7 +364,12 @@ fn rollout_matches_the_paper_transcription() {
     let run = |method: &dyn Method<ZooModel>, key: &str| {
         let maps = attributions(&case, method).heatmaps;
         assert_eq!(maps.dims(), [2, 10, 10]);
-        check_relative(case.name, key, &maps.to_vec(), &expected(case.name, key));
+        check_relative(
+            case.name,
+            key,
+            &maps.to_vec().unwrap(),
+            &expected(case.name, key),
+        );
     };
     for (fusion, key) in [
         (HeadFusion::Mean, "rollout_mean"),
@@ -415,7 +423,7 @@ fn attention_flow_matches_networkx_max_flow() {
     check_relative(
         case.name,
         "attention_flow",
-        &maps.to_vec(),
+        &maps.to_vec().unwrap(),
         &expected(case.name, "attention_flow"),
     );
 }
@@ -450,7 +458,7 @@ fn integrated_gradients_and_smoothgrad_on_a_trained_cnn_match_captum() {
     check_relative(
         case.name,
         "ig_trapezoid",
-        &to_host(explanation.attributions.unwrap()),
+        &to_host(explanation.attributions.unwrap()).unwrap(),
         &methods("ig_trapezoid").0,
     );
     let delta = explanation.convergence_delta.unwrap();
@@ -477,7 +485,7 @@ fn integrated_gradients_and_smoothgrad_on_a_trained_cnn_match_captum() {
     check_relative(
         case.name,
         "smoothgrad",
-        &to_host(attr),
+        &to_host(attr).unwrap(),
         &methods("smoothgrad").0,
     );
 
@@ -493,7 +501,7 @@ fn integrated_gradients_and_smoothgrad_on_a_trained_cnn_match_captum() {
         seed: Some(7),
         batch_size: None,
     };
-    let ours = to_host(attributions(&case, &tunnel).attributions.unwrap());
+    let ours = to_host(attributions(&case, &tunnel).attributions.unwrap()).unwrap();
     let reference = methods("smoothgrad_captum").0;
     let self_distance = methods("smoothgrad_captum_self_distance").0;
     let per_image = reference.len() / 2;

@@ -403,7 +403,8 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
     let model = &loaded.model;
     assert_close(
         "shapes-cnn logits (timm)",
-        &lumen::core::to_host(lumen::core::ExplainableModel::forward(model, input.clone())),
+        &lumen::core::to_host(lumen::core::ExplainableModel::forward(model, input.clone()))
+            .unwrap(),
         &trained("logits"),
         1e-4,
     );
@@ -421,7 +422,7 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
     .heatmaps;
     assert_close(
         "shapes-cnn gradcam",
-        &ours.to_vec(),
+        &ours.to_vec().unwrap(),
         &trained("gradcam"),
         1e-3,
     );

@@ -33,7 +33,11 @@ fn bundled_segmentor_meets_its_accuracy_floor_on_held_out_scenes() {
             &model.device,
         )
         .unwrap();
-        for (predicted, scene) in class_maps(&model.model, inputs.tensor).iter().zip(&scenes) {
+        for (predicted, scene) in class_maps(&model.model, inputs.tensor)
+            .unwrap()
+            .iter()
+            .zip(&scenes)
+        {
             let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
             iou.add(predicted, &truth);
         }

@@ -76,7 +76,7 @@ fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key:
     let out = explain_segmentation(&case.model, &case.inputs, &options).unwrap();
     let (expected, shape) = read(models_fixture(&case.io), key);
     assert_eq!(out.explanation.heatmaps.dims().to_vec(), shape, "{key}");
-    let diff = max_abs_diff(&out.explanation.heatmaps.to_vec(), &expected);
+    let diff = max_abs_diff(&out.explanation.heatmaps.to_vec().unwrap(), &expected);
     assert!(
         diff <= CAM_TOLERANCE,
         "{} {key}: max diff {diff:e} > {CAM_TOLERANCE:e}",
@@ -184,7 +184,7 @@ fn raw_gradcam_matches_captum_on_its_segmentation_tutorial_wrapper() {
         );
         assert_eq!(raw.dims().to_vec(), shape, "{layer}");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = max_abs_diff(&lumen::to_host(raw), &expected);
+        let diff = max_abs_diff(&lumen::to_host(raw).unwrap(), &expected);
         eprintln!(
             "{layer}: max diff {:e} of the largest magnitude",
             diff / scale
@@ -230,7 +230,7 @@ fn uncertainty_maps_match_their_definitions() {
             ),
             (Uncertainty::Margin, UncertaintyScale::Raw, "margin"),
         ] {
-            let ours = lumen::to_host(uncertainty_map(&logits, kind, scale).unwrap());
+            let ours = lumen::to_host(uncertainty_map(&logits, kind, scale).unwrap()).unwrap();
             let (expected, _) = read(models_fixture(&case.io), key);
             let diff = max_abs_diff(&ours, &expected);
             assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
@@ -266,7 +266,7 @@ fn full_size_segmentors_match_autotimm() {
                 ndarray_npy::read_npy(dir.join(format!("{name}_logits.npy"))).unwrap();
             let logits = model.model.forward(input.clone());
             assert_eq!(logits.dims().as_slice(), expected.shape(), "{name}");
-            let ours = lumen::to_host(logits);
+            let ours = lumen::to_host(logits).unwrap();
             let expected: Vec<f32> = expected.iter().copied().collect();
             let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&ours, &expected);

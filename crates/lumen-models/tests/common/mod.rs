@@ -42,7 +42,7 @@ pub fn tensor4(values: Vec<f32>, shape: &[usize], device: &Device) -> Tensor<4> 
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    lumen_core::to_host(t)
+    lumen_core::to_host(t).unwrap()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
