@@ -165,6 +165,64 @@ fn combine(kind: NoiseKind, flat: Tensor<2>, b: usize, n: usize) -> Tensor<2> {
     }
 }
 
+/// Some of one image's samples, folded: their count, the mean of what the kind
+/// averages (the gradient, or its square for SmoothGrad-SQ) and, for VarGrad, the sum of
+/// squared deviations from that mean. Merged with Chan et al.'s pairwise update, which
+/// keeps VarGrad's two-pass accuracy (no E[g^2] - E[g]^2).
+struct Partial {
+    count: usize,
+    mean: Tensor<2>,
+    squared_deviations: Option<Tensor<2>>,
+}
+
+impl Partial {
+    /// The partial of `rows` `[k, d]` samples of one image.
+    fn of(kind: NoiseKind, rows: Tensor<2>) -> Self {
+        let [count, _] = rows.dims();
+        let values = match kind {
+            NoiseKind::SmoothGradSq => rows.powi_scalar(2),
+            NoiseKind::SmoothGrad | NoiseKind::VarGrad => rows,
+        };
+        let mean = values.clone().mean_dim(0);
+        let squared_deviations =
+            (kind == NoiseKind::VarGrad).then(|| (values - mean.clone()).powi_scalar(2).sum_dim(0));
+        Self {
+            count,
+            mean,
+            squared_deviations,
+        }
+    }
+
+    fn merge(self, other: Self) -> Self {
+        if other.count == 0 {
+            return self;
+        }
+        let count = self.count + other.count;
+        let delta = other.mean - self.mean.clone();
+        let weight = other.count as f32 / count as f32;
+        let squared_deviations = match (self.squared_deviations, other.squared_deviations) {
+            (Some(a), Some(b)) => {
+                let cross = (self.count * other.count) as f32 / count as f32;
+                Some(a + b + delta.clone().powi_scalar(2) * cross)
+            }
+            _ => None,
+        };
+        Self {
+            count,
+            mean: self.mean + delta * weight,
+            squared_deviations,
+        }
+    }
+
+    /// The image's combined row `[1, d]`, once all its samples are in.
+    fn finish(self, kind: NoiseKind) -> Tensor<2> {
+        match (kind, self.squared_deviations) {
+            (NoiseKind::VarGrad, Some(m2)) => m2 / self.count as f32,
+            _ => self.mean,
+        }
+    }
+}
+
 impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
     fn name(&self) -> String {
         self.kind.name().to_string()
@@ -265,11 +323,15 @@ impl Sampled {
 }
 
 /// Combines the image-major rows of a noise tunnel image by image as they arrive.
+/// Memory is one chunk and one row per image: the samples of an image that spans
+/// chunks are folded into a running [`Partial`], not kept (1024 samples of a 3x128x128
+/// image were 192 MiB, more than lavapipe's buffer limit).
 struct SampleCombiner {
     kind: NoiseKind,
     samples: usize,
-    /// Rows of images not yet complete, `[rows, d]`.
-    pending: Option<Tensor<2>>,
+    /// The image whose samples began in an earlier chunk and are not all in yet (rows
+    /// are image-major, so there is at most one).
+    open: Option<Partial>,
     /// One combined row `[images, d]` per completed group of images.
     combined: Vec<Tensor<2>>,
     /// The shape of one row, which also says what the rows are.
@@ -281,7 +343,7 @@ impl SampleCombiner {
         Self {
             kind,
             samples,
-            pending: None,
+            open: None,
             combined: vec![],
             row_shape: None,
         }
@@ -298,32 +360,37 @@ impl SampleCombiner {
                 )));
             }
         }
-        let all = match self.pending.take() {
-            Some(pending) => Tensor::cat(vec![pending, flat], 0),
-            None => flat,
-        };
-        let [rows, _] = all.dims();
-        let complete = rows / self.samples;
-        if complete == 0 {
-            self.pending = Some(all);
-            return Ok(());
+        let [rows, _] = flat.dims();
+        let n = self.samples;
+        let mut start = 0;
+        // The open image's remaining samples come first.
+        if let Some(open) = self.open.take() {
+            start = (n - open.count).min(rows);
+            let merged = open.merge(Partial::of(self.kind, flat.clone().narrow(0, 0, start)));
+            if merged.count < n {
+                self.open = Some(merged);
+                return Ok(());
+            }
+            self.combined.push(merged.finish(self.kind));
         }
-        let done = complete * self.samples;
-        self.combined.push(combine(
-            self.kind,
-            all.clone().narrow(0, 0, done),
-            complete,
-            self.samples,
-        ));
-        if done < rows {
-            self.pending = Some(all.narrow(0, done, rows - done));
+        // Then whole images, combined at once.
+        let whole = (rows - start) / n;
+        if whole > 0 {
+            let rows_of_whole = flat.clone().narrow(0, start, whole * n);
+            self.combined
+                .push(combine(self.kind, rows_of_whole, whole, n));
+            start += whole * n;
+        }
+        // The rest begins the next image.
+        if start < rows {
+            self.open = Some(Partial::of(self.kind, flat.narrow(0, start, rows - start)));
         }
         Ok(())
     }
 
     /// The combined rows of all `images` images.
     fn finish(self, images: usize) -> Result<Sampled> {
-        let (Some(shape), None) = (self.row_shape, self.pending) else {
+        let (Some(shape), None) = (self.row_shape, self.open) else {
             return Err(LumenError::InvalidArgument(
                 "the noise tunnel's samples do not fill whole images".into(),
             ));
