@@ -148,9 +148,9 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     let images = match cached {
         Some(images) => images,
         None => {
-            let batches = objectives.len().div_ceil(
-                options.rows_per_batch(lumen::ExplainableModel::input_shape(&model.model)),
-            );
+            let batches = objectives
+                .len()
+                .div_ceil(options.rows_per_batch(&model.model, &model.device));
             let bar = progress((args.steps * batches) as u64, "maximize", args.print.quiet);
             let images = FeatureVisualizer::new(&model.model).maximize(
                 &objectives,
@@ -178,7 +178,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     let inputs = Inputs::from_images(pictures.clone(), names, &model.data_config, &model.device)?;
     let task = model.task();
     // In internal batches too: the images may be many.
-    let rows = options.rows_per_batch(lumen::ExplainableModel::input_shape(&model.model));
+    let rows = options.rows_per_batch(&model.model, &model.device);
     let mut predictions = Vec::with_capacity(images.len());
     for range in lumen::core::row_chunks(images.len(), rows) {
         let batch = inputs.tensor.clone().narrow(0, range.start, range.len());

@@ -3,10 +3,13 @@
 //! memory stays bounded (captum's `_batched_operator` plays this role).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::model::ExplainableModel;
+use crate::tap::{Tap, TapTensor};
 
 /// Input values per internal batch when the caller sets no size: 32 rows of a
 /// 3x224x224 image. Rows scale inversely with the input's size, so memory stays about
@@ -17,6 +20,58 @@ pub const DEFAULT_BATCH_VALUES: usize = 32 * 3 * 224 * 224;
 /// gives none: [`DEFAULT_BATCH_VALUES`] worth of values, at least one row.
 pub fn default_chunk_rows([channels, height, width]: [usize; 3]) -> usize {
     (DEFAULT_BATCH_VALUES / (channels * height * width).max(1)).max(1)
+}
+
+/// Values of one layer's activations per internal batch when the caller sets no size:
+/// ResNet-18's stem (64x112x112) at 32 rows, about 100 MB in float32. A chunk's
+/// activations at a layer (and their gradient) are one device buffer each, and
+/// lavapipe's Vulkan refuses buffers over 128 MiB. Models whose layers are large next
+/// to their input hit this bound before [`DEFAULT_BATCH_VALUES`]: a 32-channel layer at
+/// the input's full resolution is 10.7x a 3-channel input (ResNet's stem: 5.3x).
+pub const DEFAULT_ACTIVATION_VALUES: usize = 32 * 64 * 112 * 112;
+
+/// Rows per internal batch for `model` on inputs shaped like `input` when the caller
+/// gives none: [`default_chunk_rows`] of the input size, and fewer where a layer's
+/// activations would exceed [`DEFAULT_ACTIVATION_VALUES`] ([`activation_rows`]).
+pub fn default_rows_for<M: ExplainableModel + ?Sized>(model: &M, input: &Tensor<4>) -> usize {
+    let [_, c, h, w] = input.dims();
+    default_chunk_rows([c, h, w]).min(activation_rows(model, input))
+}
+
+/// Rows whose activations at the model's largest tapped layer fit
+/// [`DEFAULT_ACTIVATION_VALUES`], at least one; measured from one forward pass of the
+/// first row of `input` (its shapes: a fraction of the chunked work). A model that taps
+/// no layer is not bounded here (`usize::MAX`).
+pub fn activation_rows<M: ExplainableModel + ?Sized>(model: &M, input: &Tensor<4>) -> usize {
+    let [b, _, _, _] = input.dims();
+    if b == 0 {
+        return usize::MAX;
+    }
+    let largest = LargestActivation::default();
+    let _ = model.forward_tapped(input.clone().narrow(0, 0, 1).detach(), &largest);
+    match largest.values.load(Ordering::Relaxed) {
+        0 => usize::MAX,
+        per_row => (DEFAULT_ACTIVATION_VALUES / per_row).max(1),
+    }
+}
+
+/// Records the largest activation per row over the layers a forward pass visits.
+#[derive(Default)]
+struct LargestActivation {
+    values: AtomicUsize,
+}
+
+impl Tap for LargestActivation {
+    fn visit_tensor(&self, _layer: &str, tensor: TapTensor) -> TapTensor {
+        let dims = match &tensor {
+            TapTensor::Rank4(t) => t.dims().to_vec(),
+            TapTensor::Rank3(t) => t.dims().to_vec(),
+            TapTensor::Rank2(t) => t.dims().to_vec(),
+        };
+        let per_row = dims[1..].iter().product::<usize>();
+        self.values.fetch_max(per_row, Ordering::Relaxed);
+        tensor
+    }
 }
 
 /// The row ranges `0..chunk, chunk..2*chunk, ...` covering `0..rows`; a `chunk` of 0
@@ -70,6 +125,72 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(seen, vec![0, 4]);
         assert_eq!(map_chunks(10, 4, |r| Ok(r.len())).unwrap(), vec![4, 4, 2]);
+    }
+
+    /// A model whose one tapped layer has `channels` channels at the input's size.
+    struct Wide {
+        channels: usize,
+    }
+
+    impl ExplainableModel for Wide {
+        type Output = Tensor<2>;
+
+        fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+            let [b, _, h, w] = input.dims();
+            let wide = input.mean_dim(1).expand([b, self.channels, h, w]);
+            let wide = tap.visit("wide", wide);
+            wide.mean_dims(&[2, 3]).reshape([b, self.channels])
+        }
+
+        fn layers(&self) -> Vec<crate::LayerInfo> {
+            vec![crate::LayerInfo::new("wide", crate::LayerKind::FeatureMap)]
+        }
+
+        fn default_layer(&self) -> String {
+            "wide".into()
+        }
+
+        fn input_shape(&self) -> [usize; 3] {
+            [3, 8, 8]
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn default_rows_shrink_when_a_layer_is_large_next_to_the_input() {
+        let device = Device::flex();
+        let input = Tensor::<4>::zeros([2, 3, 128, 128], &device);
+        // 32 channels at the full 128x128, 10.7x the input. The input alone allows 98
+        // rows; the layer 49 (25.7M / 524288), about 100 MB a buffer.
+        assert_eq!(default_chunk_rows([3, 128, 128]), 98);
+        let wide = Wide { channels: 32 };
+        assert_eq!(activation_rows(&wide, &input), 49);
+        assert_eq!(default_rows_for(&wide, &input), 49);
+        // A narrow layer leaves the input's bound in force.
+        let narrow = Wide { channels: 3 };
+        assert_eq!(default_rows_for(&narrow, &input), 98);
+        // No layer tapped: nothing to bound by.
+        struct Untapped;
+        impl ExplainableModel for Untapped {
+            type Output = Tensor<2>;
+            fn forward_tapped(&self, input: Tensor<4>, _: &dyn Tap) -> Tensor<2> {
+                input.mean_dims(&[2, 3]).reshape([-1, 3])
+            }
+            fn layers(&self) -> Vec<crate::LayerInfo> {
+                vec![]
+            }
+            fn default_layer(&self) -> String {
+                String::new()
+            }
+            fn input_shape(&self) -> [usize; 3] {
+                [3, 8, 8]
+            }
+        }
+        assert_eq!(activation_rows(&Untapped, &input), usize::MAX);
+        assert_eq!(default_rows_for(&Untapped, &input), 98);
+        // Each row of the layer alone above the budget: one row at a time.
+        let huge = Wide { channels: 2048 };
+        assert_eq!(activation_rows(&huge, &input), 1);
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     tensor.try_into_vec_as::<f32>().map_err(LumenError::device)
 }
 pub use batching::{
-    DEFAULT_BATCH_VALUES, default_chunk_rows, index_tensor, map_chunks, row_chunks,
+    DEFAULT_ACTIVATION_VALUES, DEFAULT_BATCH_VALUES, activation_rows, default_chunk_rows,
+    default_rows_for, index_tensor, map_chunks, row_chunks,
 };
 pub use burn::tensor::{Device, Tensor};
 pub use device::{

@@ -20,7 +20,7 @@ use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::{Int, TensorData};
 use lumen_core::{
     Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Recorder, Result, TapTensor,
-    Tensor, as_feature_map, default_chunk_rows, row_chunks, to_host,
+    Tensor, as_feature_map, default_rows_for, row_chunks, to_host,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -147,7 +147,8 @@ pub struct MaximizeOptions {
     /// The model's input normalisation.
     pub std: [f32; 3],
     /// Objectives optimised together per internal batch (the memory knob); `None`:
-    /// [`default_chunk_rows`] of the input size (32 at 224x224). It changes no image.
+    /// [`default_rows_for`] the model's input (32 at 224x224 on ResNets, fewer where a
+    /// layer is large next to the input). It changes no image.
     pub batch_size: Option<usize>,
 }
 
@@ -194,10 +195,15 @@ impl MaximizeOptions {
         Ok(())
     }
 
-    /// Objectives per internal batch for a model input of `[channels, height, width]`.
-    pub fn rows_per_batch(&self, input_shape: [usize; 3]) -> usize {
+    /// Objectives per internal batch for `model` on `device`: the given size, or
+    /// [`default_rows_for`] an input of the model's shape (which measures its layers
+    /// with one forward pass of one blank image).
+    pub fn rows_per_batch<M: ExplainableModel>(&self, model: &M, device: &Device) -> usize {
         self.batch_size
-            .unwrap_or_else(|| default_chunk_rows(input_shape))
+            .unwrap_or_else(|| {
+                let [c, h, w] = model.input_shape();
+                default_rows_for(model, &Tensor::<4>::zeros([1, c, h, w], device))
+            })
             .max(1)
     }
 }
@@ -341,7 +347,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         }
         // One seeded stream of initial coefficients, drawn in objective order.
         let mut initial_rng = StdRng::seed_from_u64(options.seed);
-        let rows = options.rows_per_batch(input_shape);
+        let rows = options.rows_per_batch(self.model, device);
         let mut images = Vec::with_capacity(objectives.len());
         for (batch, range) in row_chunks(objectives.len(), rows).enumerate() {
             let initial: Vec<f32> = (0..range.len() * 3 * h * w)

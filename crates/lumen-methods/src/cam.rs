@@ -584,10 +584,12 @@ impl<M: ExplainableModel> Method<M> for Cam {
 }
 
 /// Rows per forward-only batch when none is given: twice the gradient methods' budget
-/// (no activations are kept for a backward pass), 64 at 3x224x224, fewer on larger inputs.
-fn forward_rows(input: &Tensor<4>) -> usize {
+/// of input values (no activations are kept for a backward pass), 64 at 3x224x224,
+/// fewer on larger inputs; but the same bound on one layer's activations, which a
+/// forward-only pass still holds in one buffer.
+fn forward_rows<M: ExplainableModel>(model: &M, input: &Tensor<4>) -> usize {
     let [_, c, h, w] = input.dims();
-    2 * lumen_core::default_chunk_rows([c, h, w])
+    (2 * lumen_core::default_chunk_rows([c, h, w])).min(lumen_core::activation_rows(model, input))
 }
 
 /// Run `rows` derived forward passes in chunks of `batch_size` and collect one target
@@ -687,7 +689,9 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         // layer4's in the bundled, trained shapes-cnn).
         let zero = zero_planes(&channels)?;
         let device = input.device();
-        let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
+        let chunk = self
+            .batch_size
+            .unwrap_or_else(|| forward_rows(model, &input));
         let scores = live_plane_scores::<M>(
             &zero,
             c,
@@ -793,7 +797,9 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
             LayerKind::Tokens { .. } => vec![false; b * c],
             _ => zero_planes(&pass.activations.clone().reshape([b * c, 1, lh, lw]))?,
         };
-        let chunk = self.batch_size.unwrap_or_else(|| forward_rows(&input));
+        let chunk = self
+            .batch_size
+            .unwrap_or_else(|| forward_rows(model, &input));
         // A skipped row's ablated score is its image's own score (weight 0).
         let ablated = live_plane_scores::<M>(
             &zero,

@@ -424,8 +424,9 @@ pub struct IntegratedGradients {
     pub steps: usize,
     /// Placement of the points.
     pub rule: IntegrationRule,
-    /// Path points (over all images) per forward/backward: the memory knob. `None`
-    /// evaluates the whole batch of `B * steps` at once.
+    /// Path points (over all images) per forward/backward: the memory knob. `None`:
+    /// budgets of input and activation values (`lumen_core::default_rows_for`), so
+    /// memory stays bounded.
     pub internal_batch_size: Option<usize>,
     /// Use captum's trapezoid weights (see [`IntegrationRule::steps_with`]).
     pub captum_compat: bool,
@@ -461,7 +462,7 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
             ));
         }
         let input = input.without_autodiff();
-        let [b, c, h, w] = input.dims();
+        let [b, _, _, _] = input.dims();
         let device = input.device();
         let baseline = self.baseline.build(&input)?;
         let delta = input.clone() - baseline.clone();
@@ -469,10 +470,10 @@ impl<M: ExplainableModel> Method<M> for IntegratedGradients {
         let n = alphas.len();
         // Rows are ordered step-major (all images at alpha_0, then alpha_1, ...), as captum.
         let rows = n * b;
-        // Bounded by default: a fixed budget of input values per internal batch.
+        // Bounded by default: budgets of input and activation values per internal batch.
         let chunk = self
             .internal_batch_size
-            .unwrap_or_else(|| lumen_core::default_chunk_rows([c, h, w]));
+            .unwrap_or_else(|| lumen_core::default_rows_for(model, &input));
         let mut total_grad = input.zeros_like();
         for range in row_chunks(rows, chunk) {
             let n = range.len();

@@ -63,8 +63,8 @@ pub struct NoiseTunnel<M: ExplainableModel> {
     /// Each image's noise comes from a stream of its own, seeded from this seed and the
     /// image's values, so an image gets the same noise in any batch, at any place.
     pub seed: Option<u64>,
-    /// Noisy inputs per call of the wrapped method; `None`: a fixed budget of values
-    /// (`lumen_core::default_chunk_rows`), so memory stays bounded.
+    /// Noisy inputs per call of the wrapped method; `None`: budgets of input and
+    /// activation values (`lumen_core::default_rows_for`), so memory stays bounded.
     pub batch_size: Option<usize>,
 }
 
@@ -245,7 +245,7 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         }
         model.check_input(&input)?;
         let input = input.without_autodiff();
-        let [b, c, h, w] = input.dims();
+        let [b, _, _, _] = input.dims();
         let n = self.samples;
         let deviations = self.deviations(&input)?;
         // A noise level times a value range can overflow (3e38 x 4 = inf): the noisy
@@ -266,10 +266,10 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
             (_, Some(seed)) => Some(image_seeds(&input, seed)?),
         };
         let rows = b * n;
-        // Bounded by default: a fixed budget of input values per internal batch.
+        // Bounded by default: budgets of input and activation values per internal batch.
         let chunk = self
             .batch_size
-            .unwrap_or_else(|| lumen_core::default_chunk_rows([c, h, w]));
+            .unwrap_or_else(|| lumen_core::default_rows_for(model, &input));
         // Each image's samples are combined as soon as its last one is in, so that at
         // most one chunk and one image's samples are held, not all `b * n` results.
         let mut combiner = SampleCombiner::new(self.kind, n);

@@ -30,6 +30,11 @@ struct Counted {
 
 impl Counted {
     fn new(device: &Device) -> Self {
+        Self::with_features(device, 16)
+    }
+
+    /// The net with `features` channels in its last layer.
+    fn with_features(device: &Device, features: usize) -> Self {
         let conv = |i, o| {
             Conv2dConfig::new([i, o], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -38,8 +43,8 @@ impl Counted {
         Self {
             net: TinyNet {
                 conv1: conv(3, 8),
-                conv2: conv(8, 16),
-                fc: LinearConfig::new(16, 5).init(device),
+                conv2: conv(8, features),
+                fc: LinearConfig::new(features, 5).init(device),
             }
             .valid(),
             forwards: Mutex::default(),
@@ -76,7 +81,10 @@ impl ExplainableModel for Counted {
         self.forwards.lock().unwrap().push(b);
         let x = tap.visit("conv1", relu(self.net.conv1.forward(input)));
         let x = tap.visit("features", relu(self.net.conv2.forward(x)));
-        self.net.fc.forward(x.mean_dims(&[2, 3]).reshape([b, 16]))
+        let features = x.dims()[1];
+        self.net
+            .fc
+            .forward(x.mean_dims(&[2, 3]).reshape([b, features]))
     }
 
     fn layers(&self) -> Vec<LayerInfo> {
@@ -159,7 +167,8 @@ fn integrated_gradients_respects_the_internal_batch_size() {
 fn without_an_internal_batch_size_memory_is_still_bounded() {
     let device = Device::flex();
     let model = Counted::new(&device);
-    // 3x96x96 inputs: the default budget is 32 rows of 3x224x224, i.e. 174 rows here.
+    // 3x96x96 inputs: the default budget is 32 rows of 3x224x224, i.e. 174 rows here;
+    // the 16 channels at 96x96 allow as many (25.7M values / 147456 a row).
     let rows = lumen_core::default_chunk_rows([3, 96, 96]);
     assert_eq!(rows, 174);
     let large = |n| Tensor::random([n, 3, 96, 96], Distribution::Normal(0.0, 1.0), &device);
@@ -168,7 +177,8 @@ fn without_an_internal_batch_size_memory_is_still_bounded() {
         ..Default::default()
     };
     ig.explain(&model, large(2), &targets(2)).unwrap();
-    assert_eq!(model.forward_batches(), vec![rows, 200 - rows, 4]);
+    // One row measures the layers, then the chunks, then both path ends.
+    assert_eq!(model.forward_batches(), vec![1, rows, 200 - rows, 4]);
     let tunnel = NoiseTunnel::<Counted> {
         inner: Box::new(Saliency),
         kind: NoiseKind::SmoothGrad,
@@ -178,13 +188,33 @@ fn without_an_internal_batch_size_memory_is_still_bounded() {
         batch_size: None,
     };
     tunnel.explain(&model, large(2), &targets(2)).unwrap();
-    assert_eq!(model.forward_batches(), vec![rows, 200 - rows]);
+    assert_eq!(model.forward_batches(), vec![1, rows, 200 - rows]);
     // Forward-only masked CAMs take up to twice the rows.
     ScoreCam::default()
         .explain(&model, large(2), &targets(2))
         .unwrap();
     let batches = model.forward_batches();
     assert!(batches[1..].iter().all(|&b| b <= 2 * rows), "{batches:?}");
+
+    // 64 channels at 96x96 (21x the input, as a full-resolution stem): the layer's
+    // budget binds, 43 rows (25.7M / 589824), for gradients and masked forwards alike.
+    let wide = Counted::with_features(&device, 64);
+    let layer_rows = lumen_core::DEFAULT_ACTIVATION_VALUES / (64 * 96 * 96);
+    assert_eq!(layer_rows, 43);
+    ig.explain(&wide, large(2), &targets(2)).unwrap();
+    let batches = wide.forward_batches();
+    assert_eq!(batches[0], 1, "{batches:?}");
+    assert_eq!(&batches[1..5], [layer_rows; 4], "{batches:?}");
+    assert_eq!(batches[1..batches.len() - 1].iter().sum::<usize>(), 200);
+    tunnel.explain(&wide, large(2), &targets(2)).unwrap();
+    let batches = wide.forward_batches();
+    assert!(batches[1..].iter().all(|&b| b <= layer_rows), "{batches:?}");
+    ScoreCam::default()
+        .explain(&wide, large(2), &targets(2))
+        .unwrap();
+    let batches = wide.forward_batches();
+    assert!(batches[1..].iter().all(|&b| b <= layer_rows), "{batches:?}");
+    assert!(batches.contains(&layer_rows), "{batches:?}");
 }
 
 #[test]
