@@ -612,11 +612,26 @@ pub fn open_cache(dir: Option<&Path>, model: &ModelArgs) -> Result<Option<Explan
 /// What a cache gave back, on stderr: `cache DIR: R of N results reused, S stored`;
 /// nothing with `--quiet`.
 pub fn report_cache(cache: Option<&ExplanationCache>, results: usize, quiet: bool) {
+    report_cache_reuse(
+        cache,
+        cache.map_or(0, ExplanationCache::hits),
+        results,
+        quiet,
+    );
+}
+
+/// [`report_cache`] with the reused count given: a batch counts the results it took
+/// whole from the cache, not the cache's key lookups.
+pub fn report_cache_reuse(
+    cache: Option<&ExplanationCache>,
+    reused: usize,
+    results: usize,
+    quiet: bool,
+) {
     if let Some(cache) = cache.filter(|_| !quiet) {
         eprintln!(
-            "cache {}: {} of {results} results reused, {} stored",
+            "cache {}: {reused} of {results} results reused, {} stored",
             cache.dir().display(),
-            cache.hits(),
             cache.stored()
         );
     }

@@ -116,15 +116,7 @@ where
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
-    if let Some(cache) = run.cache.as_ref().filter(|_| !args.print.quiet) {
-        eprintln!(
-            "cache {}: {} of {} results reused, {} stored",
-            cache.dir().display(),
-            outcome.reused,
-            todo,
-            cache.stored()
-        );
-    }
+    crate::args::report_cache_reuse(run.cache.as_ref(), outcome.reused, todo, args.print.quiet);
     if outcome.results.is_empty() && todo > 0 {
         return Err(lumen::no_readable_input(&outcome.failures));
     }
