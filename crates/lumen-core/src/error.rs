@@ -123,7 +123,10 @@ impl LumenError {
     /// the cause is an allocation.
     pub fn device(cause: impl std::fmt::Display) -> Self {
         let text = cause.to_string();
-        let message = text
+        // burn wraps cubecl's chain as `Execution(...)`, whose closing parenthesis
+        // ends the backtrace line dropped below.
+        let chain = text.strip_prefix("Execution(").unwrap_or(&text);
+        let message = chain
             .lines()
             .map(str::trim)
             .filter(|line| {
@@ -176,6 +179,10 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("backtrace"), "{message}");
+        assert!(
+            message.starts_with("the device failed: An error happened during execution; "),
+            "{message}"
+        );
         assert!(message.contains("--internal-batch-size"), "{message}");
         let lost = LumenError::device("the GPU was lost").to_string();
         assert_eq!(lost, "the device failed: the GPU was lost");

@@ -270,8 +270,9 @@ impl<M: ExplainableModel> Method<M> for NoiseTunnel<M> {
         let chunk = self
             .batch_size
             .unwrap_or_else(|| lumen_core::default_rows_for(model, &input));
-        // Each image's samples are combined as soon as its last one is in, so that at
-        // most one chunk and one image's samples are held, not all `b * n` results.
+        // Each image's samples are combined chunk by chunk (an image split across
+        // chunks is folded as it goes), so that one chunk and one row per image are
+        // held, not all `b * n` results.
         let mut combiner = SampleCombiner::new(self.kind, n);
         for range in row_chunks(rows, chunk) {
             let images: Vec<usize> = range.clone().map(|r| r / n).collect();
