@@ -145,12 +145,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             .and_then(|(header, pixels)| images_from_record(header, pixels, objectives.len())),
         _ => None,
     };
+    // Objectives per internal batch (one probe of the model's layers), for the progress
+    // bar and the predictions below.
+    let rows = options.rows_per_batch(&model.model, &model.device);
     let images = match cached {
         Some(images) => images,
         None => {
-            let batches = objectives
-                .len()
-                .div_ceil(options.rows_per_batch(&model.model, &model.device));
+            let batches = objectives.len().div_ceil(rows);
             let bar = progress((args.steps * batches) as u64, "maximize", args.print.quiet);
             let images = FeatureVisualizer::new(&model.model).maximize(
                 &objectives,
@@ -178,7 +179,6 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     let inputs = Inputs::from_images(pictures.clone(), names, &model.data_config, &model.device)?;
     let task = model.task();
     // In internal batches too: the images may be many.
-    let rows = options.rows_per_batch(&model.model, &model.device);
     let mut predictions = Vec::with_capacity(images.len());
     for range in lumen::core::row_chunks(images.len(), rows) {
         let batch = inputs.tensor.clone().narrow(0, range.start, range.len());

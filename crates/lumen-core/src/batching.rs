@@ -63,12 +63,7 @@ struct LargestActivation {
 
 impl Tap for LargestActivation {
     fn visit_tensor(&self, _layer: &str, tensor: TapTensor) -> TapTensor {
-        let dims = match &tensor {
-            TapTensor::Rank4(t) => t.dims().to_vec(),
-            TapTensor::Rank3(t) => t.dims().to_vec(),
-            TapTensor::Rank2(t) => t.dims().to_vec(),
-        };
-        let per_row = dims[1..].iter().product::<usize>();
+        let per_row = tensor.dims()[1..].iter().product::<usize>();
         self.values.fetch_max(per_row, Ordering::Relaxed);
         tensor
     }

@@ -194,9 +194,6 @@ impl Partial {
     }
 
     fn merge(self, other: Self) -> Self {
-        if other.count == 0 {
-            return self;
-        }
         let count = self.count + other.count;
         let delta = other.mean - self.mean.clone();
         let weight = other.count as f32 / count as f32;
