@@ -41,7 +41,7 @@ fn metrics(c: &mut Criterion) {
         let config = CurveConfig {
             steps: 32,
             baseline: Baseline::Mean,
-            batch_size: 64,
+            batch_size: Some(64),
         };
         b.iter(|| {
             perturbation_curve(

@@ -434,7 +434,8 @@ pub struct MethodArgs {
     #[arg(long, default_value = "gausslegendre", value_parser = choice::<IntegrationRule>,
           help = one_of("Integrated Gradients integration rule", IntegrationRule::NAMES))]
     pub ig_method: IntegrationRule,
-    /// Rows per forward/backward for IG, noise tunnels, Score-CAM and Ablation-CAM (the memory knob).
+    /// Rows per forward/backward for IG, noise tunnels, Score-CAM, Ablation-CAM and D-RISE
+    /// (the memory knob) [default: sized to the input and model].
     #[arg(long)]
     pub internal_batch_size: Option<usize>,
     /// Noise tunnels: noisy copies per image.

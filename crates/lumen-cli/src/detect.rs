@@ -81,7 +81,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         drise: lumen::tasks::DriseConfig {
             masks: args.detection.masks,
             seed: args.method_args.seed.unwrap_or(0),
-            batch_size: args.method_args.internal_batch_size.unwrap_or(32),
+            batch_size: args.method_args.internal_batch_size,
             ..lumen::tasks::DriseConfig::default()
         },
     };

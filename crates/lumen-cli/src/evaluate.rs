@@ -176,7 +176,6 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     method_options.seed = Some(seed);
     method_options.mean = data.mean;
     method_options.std = data.std;
-    method_options.internal_batch_size = method_options.internal_batch_size.or(Some(64));
     let defaults = EvaluationConfig::default().settings;
     let config = EvaluationConfig {
         methods,
@@ -194,7 +193,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                 radius: args.sensitivity_radius,
                 samples: args.sensitivity_samples,
                 seed,
-                batch_size: 32,
+                batch_size: None,
             },
             randomization: RandomizationConfig {
                 seed,
@@ -477,7 +476,6 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
     let seed = args.method_args.seed.unwrap_or(0);
     let mut method_options = args.method_args.options(32);
     method_options.seed = Some(seed);
-    method_options.internal_batch_size = method_options.internal_batch_size.or(Some(64));
     let mut config = TaskEvaluationConfig {
         methods,
         method_options,

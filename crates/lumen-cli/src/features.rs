@@ -274,7 +274,8 @@ pub struct ReceptiveFieldArgs {
     /// Occlusion: distance between patches in pixels [default: 8].
     #[arg(long)]
     stride: Option<usize>,
-    /// Occlusion: occluded copies per forward pass [default: 32].
+    /// Occlusion: occluded copies per forward pass [default: sized to the input and
+    /// model, 64 at 224x224 on a ResNet].
     #[arg(long)]
     batch_size: Option<usize>,
     #[command(flatten)]
@@ -317,7 +318,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     let occlusion = Occlusion {
         patch: args.patch.unwrap_or(defaults.patch),
         stride: args.stride.unwrap_or(defaults.stride),
-        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        batch_size: args.batch_size.or(defaults.batch_size),
     };
     // The theoretical field depends on the architecture alone.
     let model = if args.mode == FieldMode::Theoretical {
@@ -356,7 +357,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if occlusion.patch == 0 || occlusion.stride == 0 || occlusion.batch_size == 0 {
+    if occlusion.patch == 0 || occlusion.stride == 0 || occlusion.batch_size == Some(0) {
         return Err(LumenError::InvalidArgument(
             "--patch, --stride and --batch-size must be at least 1".into(),
         ));

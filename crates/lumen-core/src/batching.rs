@@ -38,6 +38,19 @@ pub fn default_rows_for<M: ExplainableModel + ?Sized>(model: &M, input: &Tensor<
     default_chunk_rows([c, h, w]).min(activation_rows(model, input))
 }
 
+/// Rows per forward-only internal batch (masked, perturbed or occluded copies scored
+/// without a backward pass) when the caller gives none: twice [`default_chunk_rows`]
+/// of the input size (no activations are kept for a backward pass), 64 at 3x224x224,
+/// fewer on larger inputs; and the same bound on one layer's activations as
+/// [`default_rows_for`], which a forward-only pass still holds in one buffer.
+pub fn default_forward_rows_for<M: ExplainableModel + ?Sized>(
+    model: &M,
+    input: &Tensor<4>,
+) -> usize {
+    let [_, c, h, w] = input.dims();
+    (2 * default_chunk_rows([c, h, w])).min(activation_rows(model, input))
+}
+
 /// Rows whose activations at the model's largest tapped layer fit
 /// [`DEFAULT_ACTIVATION_VALUES`], at least one; measured from one forward pass of the
 /// first row of `input` (its shapes: a fraction of the chunked work). A model that taps
@@ -164,6 +177,9 @@ mod tests {
         // A narrow layer leaves the input's bound in force.
         let narrow = Wide { channels: 3 };
         assert_eq!(default_rows_for(&narrow, &input), 98);
+        // Forward-only work doubles the input's bound, not the layer's.
+        assert_eq!(default_forward_rows_for(&narrow, &input), 196);
+        assert_eq!(default_forward_rows_for(&wide, &input), 49);
         // No layer tapped: nothing to bound by.
         struct Untapped;
         impl ExplainableModel for Untapped {

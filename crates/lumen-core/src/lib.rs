@@ -31,7 +31,7 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
 }
 pub use batching::{
     DEFAULT_ACTIVATION_VALUES, DEFAULT_BATCH_VALUES, activation_rows, default_chunk_rows,
-    default_rows_for, index_tensor, map_chunks, row_chunks,
+    default_forward_rows_for, default_rows_for, index_tensor, map_chunks, row_chunks,
 };
 pub use burn::tensor::{Device, Tensor};
 pub use device::{

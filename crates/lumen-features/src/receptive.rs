@@ -129,17 +129,19 @@ pub struct Occlusion {
     pub patch: usize,
     /// Distance between squares, in pixels.
     pub stride: usize,
-    /// Occluded copies per forward pass.
-    pub batch_size: usize,
+    /// Occluded copies per forward pass; `None` sizes them to the input and model
+    /// (`lumen_core::default_forward_rows_for`: 64 at 3x224x224 on a ResNet, fewer on
+    /// larger inputs).
+    pub batch_size: Option<usize>,
 }
 
 impl Default for Occlusion {
-    /// AutoTimm's 16-pixel patches every 8 pixels, 32 copies per pass.
+    /// AutoTimm's 16-pixel patches every 8 pixels; copies per pass sized to the input.
     fn default() -> Self {
         Self {
             patch: 16,
             stride: 8,
-            batch_size: 32,
+            batch_size: None,
         }
     }
 }
@@ -230,9 +232,9 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             stride,
             batch_size,
         } = occlusion;
-        if patch == 0 || stride == 0 {
+        if patch == 0 || stride == 0 || batch_size == Some(0) {
             return Err(LumenError::InvalidArgument(
-                "occlusion patch size and stride must be at least 1".into(),
+                "occlusion patch size, stride and batch size must be at least 1".into(),
             ));
         }
         let (features, [y, x]) = self.locate(input, layer, channel, at)?;
@@ -257,7 +259,9 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         // Rows image-major: row = image * patches + patch.
         let rows = b * patches.len();
         let mut change = vec![0f32; rows];
-        for range in lumen_core::row_chunks(rows, batch_size) {
+        let chunk =
+            batch_size.unwrap_or_else(|| lumen_core::default_forward_rows_for(self.model, input));
+        for range in lumen_core::row_chunks(rows, chunk) {
             let n = range.len();
             let images: Vec<usize> = range.clone().map(|r| r / patches.len()).collect();
             let mut keep = vec![1f32; n * height * width];

@@ -103,7 +103,7 @@ fn gradient_support_equals_the_theoretical_field() {
             Occlusion {
                 patch: 4,
                 stride: 4,
-                batch_size: 16,
+                batch_size: Some(16),
             },
         )
         .unwrap();

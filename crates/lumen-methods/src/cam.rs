@@ -583,15 +583,6 @@ impl<M: ExplainableModel> Method<M> for Cam {
     }
 }
 
-/// Rows per forward-only batch when none is given: twice the gradient methods' budget
-/// of input values (no activations are kept for a backward pass), 64 at 3x224x224,
-/// fewer on larger inputs; but the same bound on one layer's activations, which a
-/// forward-only pass still holds in one buffer.
-fn forward_rows<M: ExplainableModel>(model: &M, input: &Tensor<4>) -> usize {
-    let [_, c, h, w] = input.dims();
-    (2 * lumen_core::default_chunk_rows([c, h, w])).min(lumen_core::activation_rows(model, input))
-}
-
 /// Run `rows` derived forward passes in chunks of `batch_size` and collect one target
 /// score per row `[rows]`, kept on the device: `run_chunk(range)` runs the forward of a
 /// chunk of rows, and `images[r]` is the original image of row `r`.
@@ -691,7 +682,7 @@ impl<M: ExplainableModel> Method<M> for ScoreCam {
         let device = input.device();
         let chunk = self
             .batch_size
-            .unwrap_or_else(|| forward_rows(model, &input));
+            .unwrap_or_else(|| lumen_core::default_forward_rows_for(model, &input));
         let scores = live_plane_scores::<M>(
             &zero,
             c,
@@ -799,7 +790,7 @@ impl<M: ExplainableModel> Method<M> for AblationCam {
         };
         let chunk = self
             .batch_size
-            .unwrap_or_else(|| forward_rows(model, &input));
+            .unwrap_or_else(|| lumen_core::default_forward_rows_for(model, &input));
         // A skipped row's ablated score is its image's own score (weight 0).
         let ablated = live_plane_scores::<M>(
             &zero,

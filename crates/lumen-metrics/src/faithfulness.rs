@@ -4,7 +4,8 @@
 
 use burn::tensor::{Bool, Tensor, TensorData};
 use lumen_core::{
-    ExplainableModel, Heatmaps, LumenError, Result, Target, index_tensor, row_chunks, to_host,
+    ExplainableModel, Heatmaps, LumenError, Result, Target, default_forward_rows_for, index_tensor,
+    row_chunks, to_host,
 };
 use lumen_methods::Baseline;
 use rayon::prelude::*;
@@ -33,8 +34,10 @@ pub struct CurveConfig {
     /// What removed pixels become: RISE uses black (zeros) for deletion and a blurred
     /// image for insertion; `Mean` is each image's mean colour.
     pub baseline: Baseline,
-    /// Perturbed images per forward pass.
-    pub batch_size: usize,
+    /// Perturbed images per forward pass; `None` sizes them to the input and model
+    /// ([`default_forward_rows_for`]: 64 at 3x224x224 on a ResNet, fewer on larger
+    /// inputs), so memory stays bounded.
+    pub batch_size: Option<usize>,
 }
 
 impl CurveConfig {
@@ -43,7 +46,7 @@ impl CurveConfig {
         Self {
             steps: 64,
             baseline: Baseline::Black { mean, std },
-            batch_size: 64,
+            batch_size: None,
         }
     }
 
@@ -52,7 +55,7 @@ impl CurveConfig {
         Self {
             steps: 64,
             baseline: Baseline::Blur { sigma: 5.0 },
-            batch_size: 64,
+            batch_size: None,
         }
     }
 
@@ -68,9 +71,9 @@ impl CurveConfig {
     }
 }
 
-/// Internal batches of at least one image.
-pub(crate) fn check_batch_size(batch_size: usize) -> Result<()> {
-    if batch_size == 0 {
+/// Internal batches of at least one image, when one is given.
+pub(crate) fn check_batch_size(batch_size: Option<usize>) -> Result<()> {
+    if batch_size == Some(0) {
         return Err(LumenError::InvalidArgument(
             "the internal batch size must be at least 1".into(),
         ));
@@ -192,7 +195,10 @@ pub fn perturbation_curve<M: ExplainableModel>(
     let points = pixels.div_ceil(per_step) + 1;
     let cuts: Vec<usize> = (0..points).map(|k| (k * per_step).min(pixels)).collect();
 
-    let scores = score_rows(model, target, b * points, config.batch_size, |range| {
+    let chunk = config
+        .batch_size
+        .unwrap_or_else(|| default_forward_rows_for(model, input));
+    let scores = score_rows(model, target, b * points, chunk, |range| {
         let images: Vec<usize> = range.clone().map(|r| r / points).collect();
         let thresholds: Vec<f32> = range.clone().map(|r| cuts[r % points] as f32).collect();
         let n = images.len();
@@ -315,8 +321,9 @@ pub struct RoadConfig {
     pub noise: f32,
     /// Seed of that noise.
     pub seed: u64,
-    /// Imputed images per forward pass.
-    pub batch_size: usize,
+    /// Imputed images per forward pass; `None` sizes them to the input and model
+    /// ([`default_forward_rows_for`]).
+    pub batch_size: Option<usize>,
 }
 
 impl Default for RoadConfig {
@@ -325,7 +332,7 @@ impl Default for RoadConfig {
             percentages: (1..10).map(|p| p as f32 * 10.0).collect(),
             noise: 0.01,
             seed: 0,
-            batch_size: 64,
+            batch_size: None,
         }
     }
 }
@@ -427,7 +434,10 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
         .collect();
     let mut probability = Vec::with_capacity(b * points);
     let mut kept = Vec::with_capacity(b * points);
-    for range in row_chunks(b * points, config.batch_size) {
+    let chunk = config
+        .batch_size
+        .unwrap_or_else(|| default_forward_rows_for(model, input));
+    for range in row_chunks(b * points, chunk) {
         let rows: Vec<usize> = range.collect();
         let imputed: Vec<Vec<f32>> = rows
             .par_iter()

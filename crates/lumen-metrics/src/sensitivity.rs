@@ -22,8 +22,10 @@ pub struct SensitivityConfig {
     pub samples: usize,
     /// Seed of the perturbations.
     pub seed: u64,
-    /// Perturbed images per explanation call.
-    pub batch_size: usize,
+    /// Perturbed images per explanation call; `None` sizes them to the input and model
+    /// like a gradient method's internal batch (`lumen_core::default_rows_for`: 32 at
+    /// 3x224x224 on a ResNet, fewer on larger inputs).
+    pub batch_size: Option<usize>,
 }
 
 impl Default for SensitivityConfig {
@@ -32,7 +34,7 @@ impl Default for SensitivityConfig {
             radius: 0.1,
             samples: 10,
             seed: 0,
-            batch_size: 32,
+            batch_size: None,
         }
     }
 }
@@ -51,7 +53,7 @@ impl SensitivityConfig {
     }
 }
 
-fn check_counts(samples: usize, batch_size: usize) -> Result<()> {
+fn check_counts(samples: usize, batch_size: Option<usize>) -> Result<()> {
     if samples == 0 {
         return Err(LumenError::InvalidArgument(
             "sensitivity needs at least one perturbation".into(),
@@ -137,7 +139,7 @@ pub fn sensitivity_with<M: ExplainableModel>(
     input: &Tensor<4>,
     target: &dyn Target<M::Output>,
     perturbations: &[Tensor<4>],
-    batch_size: usize,
+    batch_size: Option<usize>,
 ) -> Result<Sensitivity> {
     let dims = input.dims();
     if let Some(p) = perturbations.iter().find(|p| p.dims() != dims) {
@@ -158,7 +160,8 @@ pub fn sensitivity_with<M: ExplainableModel>(
 }
 
 /// The sensitivity loop over `B * samples` perturbed copies, sample-major (row
-/// `sample * B + image`), `batch_size` rows per explanation call; `noise_of(rows)`
+/// `sample * B + image`), `batch_size` rows per explanation call (`None`:
+/// `lumen_core::default_rows_for` the input); `noise_of(rows)`
 /// gives those rows' perturbations `[rows, C, H, W]`, called for the rows in order.
 fn sensitivity_rows<M: ExplainableModel>(
     model: &M,
@@ -166,7 +169,7 @@ fn sensitivity_rows<M: ExplainableModel>(
     input: &Tensor<4>,
     target: &dyn Target<M::Output>,
     samples: usize,
-    batch_size: usize,
+    batch_size: Option<usize>,
     mut noise_of: impl FnMut(Range<usize>) -> Result<Tensor<4>>,
 ) -> Result<Sensitivity> {
     check_counts(samples, batch_size)?;
@@ -179,7 +182,8 @@ fn sensitivity_rows<M: ExplainableModel>(
         .collect();
     // Running largest and summed change per image: nothing per sample is kept.
     let (mut max, mut sum) = (vec![0f32; b], vec![0f64; b]);
-    for rows in lumen_core::row_chunks(b * samples, batch_size) {
+    let chunk = batch_size.unwrap_or_else(|| lumen_core::default_rows_for(model, input));
+    for rows in lumen_core::row_chunks(b * samples, chunk) {
         let images: Vec<usize> = rows.clone().map(|r| r % b).collect();
         let noise = noise_of(rows.clone())?;
         let perturbed = input.clone().select(0, index_tensor(&images, &device)) + noise;

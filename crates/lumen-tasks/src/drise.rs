@@ -35,8 +35,10 @@ pub struct DriseConfig {
     pub keep_probability: f32,
     /// Seed of the masks and shifts.
     pub seed: u64,
-    /// Masked images per forward pass (the memory knob).
-    pub batch_size: usize,
+    /// Masked images per forward pass (the memory knob); `None` sizes them to the
+    /// input and model (`lumen_core::default_forward_rows_for`: fewer on larger
+    /// inputs and on models with large activations).
+    pub batch_size: Option<usize>,
     /// How masked images' outputs become detections (score threshold 0.05, NMS 0.5).
     pub decode: DecodeConfig,
 }
@@ -48,7 +50,7 @@ impl Default for DriseConfig {
             grid: 16,
             keep_probability: 0.5,
             seed: 0,
-            batch_size: 32,
+            batch_size: None,
             decode: DecodeConfig::default(),
         }
     }
@@ -57,7 +59,7 @@ impl Default for DriseConfig {
 impl DriseConfig {
     /// Check the numbers before any work.
     pub fn validate(&self) -> Result<()> {
-        if self.masks == 0 || self.grid == 0 || self.batch_size == 0 {
+        if self.masks == 0 || self.grid == 0 || self.batch_size == Some(0) {
             return Err(LumenError::InvalidArgument(
                 "D-RISE needs at least 1 mask, 1 grid cell and a batch of 1".into(),
             ));
@@ -218,7 +220,7 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     })
 }
 
-/// D-RISE over `n` masks, made `config.batch_size` at a time by `masks_of(rows)`
+/// D-RISE over `n` masks, made `config.batch_size` (or the default) at a time by `masks_of(rows)`
 /// (`[rows, H, W]`, called for the chunks in order): each chunk of masks serves every
 /// image before the next is made,
 /// and each image's weighted sum is accumulated, so memory is one chunk of masks and
@@ -248,7 +250,10 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
     }
     let device = input.device();
     let mut sums = vec![Tensor::<3>::zeros([1, h, w], &device); batch];
-    for rows in row_chunks(n, config.batch_size) {
+    let chunk = config
+        .batch_size
+        .unwrap_or_else(|| lumen_core::default_forward_rows_for(model, input));
+    for rows in row_chunks(n, chunk) {
         let r = rows.len();
         let chunk = masks_of(rows)?;
         let spread = chunk.clone().reshape([r, 1, h, w]).expand([r, c, h, w]);

@@ -91,12 +91,12 @@ impl Default for EvaluationConfig {
                 deletion: CurveConfig {
                     steps: 32,
                     baseline: DEFAULT_CURVE_BASELINE.with(mean_std.0, mean_std.1, None),
-                    batch_size: 64,
+                    batch_size: None,
                 },
                 insertion: CurveConfig {
                     steps: 32,
                     baseline: DEFAULT_CURVE_BASELINE.with(mean_std.0, mean_std.1, None),
-                    batch_size: 64,
+                    batch_size: None,
                 },
                 road: RoadConfig::default(),
                 localization: LocalizationConfig::default(),
@@ -791,7 +791,7 @@ pub fn curve(steps: usize, baseline: BaselineKind, data_config: &DataConfig) -> 
     CurveConfig {
         steps,
         baseline: baseline.with(data_config.mean, data_config.std, None),
-        batch_size: 64,
+        batch_size: None,
     }
 }
 

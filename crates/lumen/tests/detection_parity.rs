@@ -196,7 +196,7 @@ fn drise_matches_a_transcription_of_the_paper_with_the_same_masks() {
         .collect();
     let config = DriseConfig {
         masks: shifts.len(),
-        batch_size: 16,
+        batch_size: Some(16),
         ..DriseConfig::default()
     };
     let maps = drise_with_masks(&model.model, &inputs.tensor, &targets, &masks, &config).unwrap();
@@ -226,7 +226,7 @@ fn drise_masks_made_chunk_by_chunk_equal_masks_made_up_front() {
     // pass (on lavapipe, 20 masks in chunks of 16 took about 330 s).
     let generated = DriseConfig {
         masks: 6,
-        batch_size: 4,
+        batch_size: Some(4),
         seed: 3,
         ..DriseConfig::default()
     };

@@ -64,7 +64,7 @@ fn metric_settings_are_checked_before_any_work() {
     );
     assert_invalid(
         curve(CurveConfig {
-            batch_size: 0,
+            batch_size: Some(0),
             ..deletion.clone()
         }),
         "batch size",
@@ -125,7 +125,7 @@ fn metric_settings_are_checked_before_any_work() {
         ),
         (
             RoadConfig {
-                batch_size: 0,
+                batch_size: Some(0),
                 ..RoadConfig::default()
             },
             "batch size",
@@ -155,7 +155,7 @@ fn metric_settings_are_checked_before_any_work() {
     );
     assert_invalid(
         sensitivity_with(SensitivityConfig {
-            batch_size: 0,
+            batch_size: Some(0),
             ..SensitivityConfig::default()
         }),
         "batch size",

@@ -163,7 +163,7 @@ fn deletion_and_insertion_curves_match_rise() {
             steps: 16,
             baseline,
             // Not a divisor of the 34 rows: the last chunk is short.
-            batch_size: 12,
+            batch_size: Some(12),
         };
         let curve = perturbation_curve(&model, &input, &maps, &target, kind, &config).unwrap();
         assert_eq!(curve.fractions.len(), 17);
@@ -212,7 +212,7 @@ fn road_config() -> RoadConfig {
         percentages: vec![20.0, 50.0, 80.0],
         noise: 0.0,
         seed: 0,
-        batch_size: 4,
+        batch_size: Some(4),
     }
 }
 
@@ -284,7 +284,7 @@ fn sensitivity_matches_quantus_given_the_same_noise() {
         &input,
         &ClassLogit(CLASSES.to_vec()),
         &perturbations,
-        4,
+        Some(4),
     )
     .unwrap();
     assert_close(
@@ -307,7 +307,7 @@ fn sensitivity_matches_quantus_given_the_same_noise() {
         radius: 0.1,
         samples: 3,
         seed: 11,
-        batch_size: 4,
+        batch_size: Some(4),
     };
     let upfront: Vec<Tensor<4>> = (0..3)
         .map(|s| {
@@ -317,7 +317,7 @@ fn sensitivity_matches_quantus_given_the_same_noise() {
         })
         .collect();
     let target = ClassLogit(CLASSES.to_vec());
-    let whole = sensitivity_with(&model, &gradcam, &input, &target, &upfront, 6).unwrap();
+    let whole = sensitivity_with(&model, &gradcam, &input, &target, &upfront, Some(6)).unwrap();
     let drawn = sensitivity(&model, &gradcam, &input, &target, &config).unwrap();
     assert!(whole.max.iter().all(|&m| m > 0.0), "{:?}", whole.max);
     assert_close("generated max", &drawn.max, &whole.max, 1e-4);
@@ -471,7 +471,7 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
         let config = CurveConfig {
             steps: 16,
             baseline: Baseline::Mean,
-            batch_size: 12,
+            batch_size: Some(12),
         };
         let curve = perturbation_curve(
             model,

@@ -1,0 +1,203 @@
+//! Internal batches sized by default: every chunked metric and feature tool (deletion
+//! and insertion curves, ROAD, sensitivity, the occlusion receptive field, D-RISE)
+//! picks its rows from the input and the model when the caller sets none, as the
+//! methods do, instead of a fixed count that overflows memory on large inputs or wide
+//! layers. A model that counts the rows of each forward pass shows the chunks.
+
+use std::sync::Mutex;
+
+use lumen::core::burn::tensor::Distribution;
+use lumen::core::{
+    ClassProbability, Device, ExplainableModel, Heatmaps, LayerInfo, LayerKind, Tap, Tensor,
+    default_forward_rows_for, default_rows_for,
+};
+use lumen::device_from_str;
+use lumen::features::{FeatureVisualizer, Occlusion};
+use lumen::methods::Saliency;
+use lumen::metrics::{
+    CurveConfig, CurveKind, RoadConfig, RoadOrder, SensitivityConfig, perturbation_curve, road,
+    sensitivity,
+};
+use lumen::models::detector_config;
+use lumen::tasks::{BoxRequest, DriseConfig, drise};
+
+/// Wraps a model and records the rows of every forward pass.
+struct Counted<M> {
+    inner: M,
+    rows: Mutex<Vec<usize>>,
+}
+
+impl<M> Counted<M> {
+    fn new(inner: M) -> Self {
+        Self {
+            inner,
+            rows: Mutex::default(),
+        }
+    }
+
+    /// The largest forward pass since the last call.
+    fn largest(&self) -> usize {
+        let rows = std::mem::take(&mut *self.rows.lock().unwrap());
+        rows.into_iter().max().unwrap_or(0)
+    }
+}
+
+impl<M: ExplainableModel> ExplainableModel for Counted<M> {
+    type Output = M::Output;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> M::Output {
+        self.rows.lock().unwrap().push(input.dims()[0]);
+        self.inner.forward_tapped(input, tap)
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        self.inner.layers()
+    }
+
+    fn default_layer(&self) -> String {
+        self.inner.default_layer()
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        self.inner.input_shape()
+    }
+
+    fn min_input_side(&self) -> Option<usize> {
+        self.inner.min_input_side()
+    }
+}
+
+/// A classifier whose one layer has 512 channels at the input's full size: on a
+/// 3x64x64 input the input alone would allow 392 gradient rows (784 forward-only), the
+/// layer (2.1 M values a row) 12.
+struct Wide;
+
+const CHANNELS: usize = 512;
+
+impl ExplainableModel for Wide {
+    type Output = Tensor<2>;
+
+    fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Tensor<2> {
+        let [b, _, h, w] = input.dims();
+        let wide = tap.visit("wide", input.mean_dim(1).expand([b, CHANNELS, h, w]));
+        wide.mean_dims(&[2, 3]).reshape([b, CHANNELS])
+    }
+
+    fn layers(&self) -> Vec<LayerInfo> {
+        vec![LayerInfo::new("wide", LayerKind::FeatureMap)]
+    }
+
+    fn default_layer(&self) -> String {
+        "wide".into()
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        [3, 64, 64]
+    }
+}
+
+fn wide_case(images: usize) -> (Counted<Wide>, Tensor<4>, Heatmaps) {
+    let device = Device::flex();
+    let input = Tensor::<4>::random([images, 3, 64, 64], Distribution::Default, &device);
+    let maps = Tensor::<3>::random([images, 64, 64], Distribution::Default, &device);
+    let model = Counted::new(Wide);
+    // The bound every default below must meet: the layer's, not the input's.
+    assert_eq!(default_forward_rows_for(&model, &input), 12);
+    assert_eq!(default_rows_for(&model, &input), 12);
+    model.largest();
+    (model, input, Heatmaps::new(maps))
+}
+
+#[test]
+fn perturbation_curves_and_road_chunk_to_the_layer_bound_by_default() {
+    let (model, input, maps) = wide_case(2);
+    let config = CurveConfig::deletion([0.5; 3], [0.25; 3]);
+    assert_eq!(config.batch_size, None);
+    let target = ClassProbability(vec![0, 1]);
+    // 2 images x 65 points: 130 scored rows, 12 at a time (the old fixed 64 did not
+    // see the layer).
+    let curve =
+        perturbation_curve(&model, &input, &maps, &target, CurveKind::Deletion, &config).unwrap();
+    assert_eq!(curve.scores.len(), 2);
+    assert_eq!(model.largest(), 12);
+    // An explicit size still wins.
+    let explicit = CurveConfig {
+        batch_size: Some(40),
+        ..config
+    };
+    perturbation_curve(
+        &model,
+        &input,
+        &maps,
+        &target,
+        CurveKind::Deletion,
+        &explicit,
+    )
+    .unwrap();
+    assert_eq!(model.largest(), 40);
+
+    // ROAD: 2 images x 9 percentages = 18 imputed rows (the old fixed 64: one pass).
+    let config = RoadConfig::default();
+    assert_eq!(config.batch_size, None);
+    road(&model, &input, &maps, &[0, 1], RoadOrder::MoRF, &config).unwrap();
+    assert_eq!(model.largest(), 12);
+}
+
+#[test]
+fn sensitivity_explains_its_perturbed_copies_in_gradient_sized_chunks() {
+    let (model, input, _) = wide_case(2);
+    let config = SensitivityConfig::default();
+    assert_eq!(config.batch_size, None);
+    // 2 images x 10 samples = 20 rows (the old fixed 32: one call).
+    let target = lumen::core::ClassLogit(vec![0, 1]);
+    sensitivity(&model, &Saliency, &input, &target, &config).unwrap();
+    assert_eq!(model.largest(), 12);
+}
+
+#[test]
+fn the_occlusion_receptive_field_chunks_its_copies_by_default() {
+    let (model, input, _) = wide_case(1);
+    let occlusion = Occlusion::default();
+    assert_eq!(occlusion.batch_size, None);
+    // 7 x 7 patches of 16 px every 8 px on 64 px: 49 copies (the old fixed 32).
+    let fields = FeatureVisualizer::new(&model)
+        .receptive_field_occlusion(&input, "wide", 0, None, occlusion)
+        .unwrap();
+    assert_eq!(fields.len(), 1);
+    assert_eq!(model.largest(), 12);
+    let zero = Occlusion {
+        batch_size: Some(0),
+        ..occlusion
+    };
+    let error = FeatureVisualizer::new(&model)
+        .receptive_field_occlusion(&input, "wide", 0, None, zero)
+        .unwrap_err();
+    assert!(error.to_string().contains("batch size"), "{error}");
+}
+
+#[test]
+fn drise_shrinks_its_masked_batches_on_a_large_input() {
+    let device = device_from_str("cpu").unwrap();
+    // The bundled detector's architecture at 512 x 512, random weights: only the
+    // shapes of its passes matter here.
+    let (config, _) = detector_config("shapes-det", 3).unwrap();
+    let model = Counted::new(config.init(512, &device).unwrap());
+    // 512 x 512: 5.2x the values of a 224 x 224 input, so 12 forward-only rows instead
+    // of 64 (the old fixed 32 ignored the size).
+    let input = Tensor::<4>::random([1, 3, 512, 512], Distribution::Default, &device);
+    let rows = default_forward_rows_for(&model, &input);
+    assert_eq!(rows, 12);
+    model.largest();
+    let config = DriseConfig {
+        masks: 20,
+        ..DriseConfig::default()
+    };
+    assert_eq!(DriseConfig::default().batch_size, None);
+    let target = BoxRequest {
+        bbox: [100.0, 100.0, 200.0, 200.0],
+        label: 0,
+    };
+    let maps = drise(&model, &input, &[target], &config).unwrap();
+    assert_eq!(maps.dims(), [1, 512, 512]);
+    assert_eq!(model.largest(), rows);
+}
