@@ -275,7 +275,7 @@ pub struct ReceptiveFieldArgs {
     #[arg(long)]
     stride: Option<usize>,
     /// Occlusion: occluded copies per forward pass [default: sized to the input and
-    /// model, 64 at 224x224 on a ResNet].
+    /// model, 32 at 224x224 on a ResNet].
     #[arg(long)]
     batch_size: Option<usize>,
     #[command(flatten)]

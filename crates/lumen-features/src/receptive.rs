@@ -130,8 +130,8 @@ pub struct Occlusion {
     /// Distance between squares, in pixels.
     pub stride: usize,
     /// Occluded copies per forward pass; `None` sizes them to the input and model
-    /// (`lumen_core::default_forward_rows_for`: 64 at 3x224x224 on a ResNet, fewer on
-    /// larger inputs).
+    /// (`lumen_core::default_forward_rows_for`: 64 at 3x224x224, 32 on a ResNet whose
+    /// stem binds, fewer on larger inputs).
     pub batch_size: Option<usize>,
 }
 

@@ -35,8 +35,8 @@ pub struct CurveConfig {
     /// image for insertion; `Mean` is each image's mean colour.
     pub baseline: Baseline,
     /// Perturbed images per forward pass; `None` sizes them to the input and model
-    /// ([`default_forward_rows_for`]: 64 at 3x224x224 on a ResNet, fewer on larger
-    /// inputs), so memory stays bounded.
+    /// ([`default_forward_rows_for`]: 64 at 3x224x224, 32 on a ResNet whose stem
+    /// binds, fewer on larger inputs), so memory stays bounded.
     pub batch_size: Option<usize>,
 }
 
