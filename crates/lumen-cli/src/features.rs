@@ -51,7 +51,9 @@ pub struct FeaturesArgs {
     /// Channels for --top-images: `0-7`, `3`, `1,4,9` [default: 0-7].
     #[arg(long, value_parser = crate::maximize::channels)]
     channels: Option<crate::maximize::Channels>,
-    /// Images per forward pass when scanning (--top-images) [default: 16].
+    /// Images per forward pass (with --top-images, also the files read at a time)
+    /// [default: sized to the input and model, 32 at 224x224 on a ResNet; --top-images
+    /// reads 16 files at a time].
     #[arg(long)]
     batch_size: Option<usize>,
     #[command(flatten)]
@@ -75,10 +77,12 @@ struct FeatureResults {
 }
 
 pub fn features(args: FeaturesArgs) -> Result<()> {
-    if args.top == 0 {
-        return Err(LumenError::InvalidArgument(
-            "--top must be at least 1".into(),
-        ));
+    for (flag, value) in [("--top", Some(args.top)), ("--batch-size", args.batch_size)] {
+        if value == Some(0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "{flag} must be at least 1"
+            )));
+        }
     }
     for (flag, v) in [
         ("--active-threshold", args.active_threshold),
@@ -104,14 +108,11 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         return top_images(&args, &model, &layer);
     }
     warn_ignored(
-        &[
-            ("--channels", args.channels.is_some()),
-            ("--batch-size", args.batch_size.is_some()),
-        ],
+        &[("--channels", args.channels.is_some())],
         "only --top-images reads",
     );
     let inputs = args.input.load(&model)?;
-    let visualizer = FeatureVisualizer::new(&model.model);
+    let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
     let channels =
         visualizer.feature_maps(&inputs.tensor, &layer, args.top, args.sort, args.seed)?;
     // The drawn layer and --layers, in forward order.
@@ -478,18 +479,15 @@ struct ChannelTopImages {
 /// `--top-images`: scan every input in batches and keep, per channel, the K images of
 /// highest channel mean; one grid figure (a row per channel).
 fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> Result<()> {
+    // Files read (decoded at full size) at a time; each read chunk runs in forward
+    // batches of --batch-size or the visualizer's sized default.
     let batch_size = args.batch_size.unwrap_or(16);
-    if batch_size == 0 {
-        return Err(LumenError::InvalidArgument(
-            "--batch-size must be at least 1".into(),
-        ));
-    }
     args.input
         .require_model_size("lumen features --top-images")?;
     let files = args.input.files()?;
     let default_channels: Vec<usize> = (0..8).collect();
     let channels = args.channels.as_ref().map_or(&default_channels, |c| &c.0);
-    let visualizer = FeatureVisualizer::new(&model.model);
+    let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
     let cache = args.cache.open(&args.model)?;
     let settings = format!(
         "channel means\nlayer {layer}\npreprocessing {:?}",

@@ -468,6 +468,16 @@ fn numeric_options_are_validated_before_any_work() {
         "0",
     ]);
     assert_fails(&out, 2, &["at least 1"]);
+    // `features` runs its maps and statistics in batches of --batch-size too.
+    let out = lumen(&[
+        "features",
+        "--model",
+        "shapes-cnn",
+        &image,
+        "--batch-size",
+        "0",
+    ]);
+    assert_fails(&out, 2, &["--batch-size must be at least 1"]);
     // Was an abort: the figure queue was allocated for two batches of 10^8 images.
     let out = lumen(&[
         "batch",

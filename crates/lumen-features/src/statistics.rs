@@ -137,6 +137,33 @@ pub fn statistics_of_host(
     }
 }
 
+/// Two batches' statistics as one: counts weight the means, the variances combine
+/// with the spread of the means (Chan et al.), extremes and fractions combine exactly.
+pub fn combine(
+    a: &FeatureStatistics,
+    a_count: f64,
+    b: &FeatureStatistics,
+    b_count: f64,
+) -> FeatureStatistics {
+    let n = a_count + b_count;
+    let mean = (a.mean * a_count + b.mean * b_count) / n;
+    let squares = |s: &FeatureStatistics, count: f64| {
+        s.std * s.std * (count - 1.0).max(0.0) + count * (s.mean - mean).powi(2)
+    };
+    let std = ((squares(a, a_count) + squares(b, b_count)) / (n - 1.0).max(1.0)).sqrt();
+    FeatureStatistics {
+        mean,
+        std,
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+        sparsity: (a.sparsity * a_count + b.sparsity * b_count) / n,
+        near_zero: (a.near_zero * a_count + b.near_zero * b_count) / n,
+        active_channels: a.active_channels + b.active_channels,
+        num_channels: a.num_channels,
+        spatial_size: a.spatial_size,
+    }
+}
+
 /// Per channel of one image's `[C,H*W]` values: the score used to order channels
 /// (mean activation, or unbiased spatial variance).
 pub(crate) fn channel_scores(plane_values: &[f32], plane: usize, by: SortBy) -> Vec<f64> {
@@ -189,6 +216,38 @@ mod tests {
         assert_eq!(s.sparsity, 5.0 / 8.0);
         assert_eq!(s.active_channels, 1);
         assert_eq!((s.num_channels, s.spatial_size), (2, [2, 2]));
+    }
+
+    #[test]
+    fn combined_statistics_equal_those_of_the_concatenation() {
+        let a: Vec<f32> = (0..2 * 3 * 4 * 4)
+            .map(|i| ((i * 7) % 11) as f32 - 3.0)
+            .collect();
+        let b: Vec<f32> = (0..3 * 4 * 4)
+            .map(|i| ((i * 5) % 13) as f32 * 0.5)
+            .collect();
+        let o = StatisticsOptions::default();
+        let sa = statistics_of_host(&a, [2, 3, 4, 4], &o);
+        let sb = statistics_of_host(&b, [1, 3, 4, 4], &o);
+        let both: Vec<f32> = a.iter().chain(&b).copied().collect();
+        let whole = statistics_of_host(&both, [3, 3, 4, 4], &o);
+        let combined = combine(&sa, a.len() as f64, &sb, b.len() as f64);
+        for (x, y) in [
+            (combined.mean, whole.mean),
+            (combined.std, whole.std),
+            (combined.max, whole.max),
+            (combined.min, whole.min),
+            (combined.sparsity, whole.sparsity),
+        ] {
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+        assert_eq!(combined.active_channels, whole.active_channels);
+        // The spread of the two means matters: ignoring it would give a smaller std.
+        let pooled = ((sa.std.powi(2) * (a.len() - 1) as f64
+            + sb.std.powi(2) * (b.len() - 1) as f64)
+            / (both.len() - 1) as f64)
+            .sqrt();
+        assert!((pooled - whole.std).abs() > 1e-3);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! of any explainable model, recorded through taps.
 
 use lumen_core::{
-    ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map, random, to_host,
+    ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map,
+    default_forward_rows_for, map_chunks, random, to_host,
 };
 use serde::Serialize;
 
 use crate::statistics::{
-    FeatureStatistics, SortBy, StatisticsOptions, channel_scores, statistics_of_host, top_k,
+    FeatureStatistics, SortBy, StatisticsOptions, channel_scores, combine, statistics_of_host,
+    top_k,
 };
 
 /// One channel and its score (mean activation, or variance).
@@ -51,26 +53,75 @@ pub struct LayerStatistics {
 }
 
 /// Looks inside a model: what its named layers compute for a batch of inputs.
+///
+/// The scans that return per-image results ([`feature_maps`](Self::feature_maps),
+/// [`top_channels`](Self::top_channels), [`channel_means`](Self::channel_means),
+/// [`statistics`](Self::statistics), [`compare_layers`](Self::compare_layers)) run the
+/// batch through the model in internal batches, so a folder's worth of images does
+/// not hold every layer's activations at once; [`features_of`](Self::features_of)
+/// returns whole feature tensors and runs the batch in one pass.
 pub struct FeatureVisualizer<'a, M: ExplainableModel> {
     pub(crate) model: &'a M,
+    batch_size: Option<usize>,
 }
 
 impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     /// A visualizer over `model` (in evaluation mode).
     pub fn new(model: &'a M) -> Self {
-        Self { model }
+        Self {
+            model,
+            batch_size: None,
+        }
+    }
+
+    /// Images per forward pass of the scans. `None` (the default) sizes it to the input
+    /// and the model ([`default_forward_rows_for`]: 32 on a ResNet at 224 px, its stem
+    /// binds); `Some(0)` is refused when a scan runs.
+    pub fn with_batch_size(mut self, batch_size: Option<usize>) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// `work` on each internal batch of `input`'s rows, with the index of its first
+    /// row; results in row order.
+    fn per_batch<T>(
+        &self,
+        input: &Tensor<4>,
+        mut work: impl FnMut(Tensor<4>, usize) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let rows = input.dims()[0];
+        if rows == 0 {
+            return Err(LumenError::InvalidArgument(
+                "the input batch is empty".into(),
+            ));
+        }
+        self.model.check_input(input)?;
+        let chunk = match self.batch_size {
+            Some(0) => {
+                return Err(LumenError::InvalidArgument(
+                    "the batch size (images per forward pass) must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+            // One image cannot be split: no need for the sizing probe's forward pass.
+            None if rows == 1 => 1,
+            None => default_forward_rows_for(self.model, input),
+        };
+        if chunk >= rows {
+            return Ok(vec![work(input.clone(), 0)?]);
+        }
+        map_chunks(rows, chunk, |range| {
+            work(
+                input.clone().narrow(0, range.start, range.len()),
+                range.start,
+            )
+        })
     }
 
     /// The feature maps `[B,C,h,w]` of several layers from one forward pass (token
     /// layers laid on their patch grid, prefix tokens dropped).
     pub fn features_of(&self, input: &Tensor<4>, layers: &[String]) -> Result<Vec<Tensor<4>>> {
-        if layers.is_empty() {
-            return Err(LumenError::InvalidArgument("no layer given".into()));
-        }
-        let infos = layers
-            .iter()
-            .map(|l| self.model.layer(l))
-            .collect::<Result<Vec<_>>>()?;
+        let infos = self.check_layers(layers)?;
         self.model.check_input(input)?;
         let recorder = Recorder::new(layers.iter().cloned());
         self.model
@@ -87,6 +138,15 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 as_feature_map(recorded, &info.kind, &info.name)
             })
             .collect()
+    }
+
+    /// The model's descriptions of `layers`: an unknown name (or none) is an error that
+    /// lists the valid ones.
+    fn check_layers(&self, layers: &[String]) -> Result<Vec<lumen_core::LayerInfo>> {
+        if layers.is_empty() {
+            return Err(LumenError::InvalidArgument("no layer given".into()));
+        }
+        layers.iter().map(|l| self.model.layer(l)).collect()
     }
 
     /// The feature maps `[B,C,h,w]` of one layer.
@@ -114,45 +174,71 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         options: &StatisticsOptions,
     ) -> Result<Vec<LayerStatistics>> {
         options.validate()?;
-        let features = self.features_of(input, layers)?;
-        layers
-            .iter()
-            .zip(features)
-            .map(|(layer, f)| {
-                // One copy to the host per layer; images are slices of it.
-                let [b, c, h, w] = f.dims();
-                let values = to_host(f)?;
-                let per = c * h * w;
-                Ok(LayerStatistics {
-                    layer: layer.clone(),
-                    per_image: (0..b)
+        self.check_layers(layers)?;
+        // Per internal batch and layer: its images' statistics and the batch's own,
+        // with its value count; the batches' statistics combine exactly.
+        let batches = self.per_batch(input, |batch, _| {
+            self.features_of(&batch, layers)?
+                .into_iter()
+                .map(|f| {
+                    // One copy to the host per layer; images are slices of it.
+                    let [b, c, h, w] = f.dims();
+                    let values = to_host(f)?;
+                    let per = c * h * w;
+                    let per_image: Vec<FeatureStatistics> = (0..b)
                         .map(|i| {
                             let image = &values[i * per..(i + 1) * per];
                             statistics_of_host(image, [1, c, h, w], options)
                         })
-                        .collect(),
-                    batch: statistics_of_host(&values, [b, c, h, w], options),
+                        .collect();
+                    let whole = statistics_of_host(&values, [b, c, h, w], options);
+                    Ok((per_image, whole, values.len() as f64))
                 })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(layers
+            .iter()
+            .enumerate()
+            .map(|(k, layer)| {
+                let mut per_image = vec![];
+                let mut total: Option<(FeatureStatistics, f64)> = None;
+                for batch in &batches {
+                    let (images, whole, count) = &batch[k];
+                    per_image.extend(images.iter().cloned());
+                    total = Some(match total {
+                        None => (whole.clone(), *count),
+                        Some((t, n)) => (combine(&t, n, whole, *count), n + count),
+                    });
+                }
+                LayerStatistics {
+                    layer: layer.clone(),
+                    per_image,
+                    batch: total.expect("a non-empty input has one internal batch").0,
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Per image, every channel's mean activation over positions: what a scan over a
     /// folder ranks images by.
     pub fn channel_means(&self, input: &Tensor<4>, layer: &str) -> Result<Vec<Vec<f64>>> {
-        let features = self.features(input, layer)?;
-        let [b, c, h, w] = features.dims();
-        let values = to_host(features)?;
-        let plane = h * w;
-        Ok((0..b)
-            .map(|i| {
-                channel_scores(
-                    &values[i * c * plane..(i + 1) * c * plane],
-                    plane,
-                    SortBy::Activation,
-                )
-            })
-            .collect())
+        self.check_layers(&[layer.to_string()])?;
+        let batches = self.per_batch(input, |batch, _| {
+            let features = self.features(&batch, layer)?;
+            let [b, c, h, w] = features.dims();
+            let values = to_host(features)?;
+            let plane = h * w;
+            Ok((0..b)
+                .map(|i| {
+                    channel_scores(
+                        &values[i * c * plane..(i + 1) * c * plane],
+                        plane,
+                        SortBy::Activation,
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(batches.into_iter().flatten().collect())
     }
 
     /// Per image, the `k` channels of highest mean activation, best first (AutoTimm's
@@ -193,43 +279,49 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 "at least one channel must be shown".into(),
             ));
         }
-        let features = self.features(input, layer)?;
-        let [b, c, h, w] = features.dims();
-        let values = to_host(features)?;
-        let plane = h * w;
-        Ok((0..b)
-            .map(|i| {
-                let image = &values[i * c * plane..(i + 1) * c * plane];
-                let scores = channel_scores(image, plane, sort);
-                let channels = match sort {
-                    SortBy::Random => {
-                        let keys = random::unit_values(c, seed.wrapping_add(i as u64));
-                        let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
-                        top_k(&keys, count)
-                    }
-                    _ => top_k(&scores, count),
-                };
-                channels
-                    .into_iter()
-                    .map(|ch| {
-                        let map = image[ch * plane..(ch + 1) * plane].to_vec();
-                        let (min, max) = map
-                            .iter()
-                            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                                (lo.min(v), hi.max(v))
-                            });
-                        ChannelMap {
-                            channel: ch,
-                            score: scores[ch],
-                            min,
-                            max,
-                            height: h,
-                            width: w,
-                            values: map,
+        self.check_layers(&[layer.to_string()])?;
+        let batches = self.per_batch(input, |batch, first| {
+            let features = self.features(&batch, layer)?;
+            let [b, c, h, w] = features.dims();
+            let values = to_host(features)?;
+            let plane = h * w;
+            Ok((0..b)
+                .map(|i| {
+                    let image = &values[i * c * plane..(i + 1) * c * plane];
+                    let scores = channel_scores(image, plane, sort);
+                    let channels = match sort {
+                        SortBy::Random => {
+                            // Seeded per image of the whole input, whatever the batches.
+                            let keys =
+                                random::unit_values(c, seed.wrapping_add((first + i) as u64));
+                            let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
+                            top_k(&keys, count)
                         }
-                    })
-                    .collect()
-            })
-            .collect())
+                        _ => top_k(&scores, count),
+                    };
+                    channels
+                        .into_iter()
+                        .map(|ch| {
+                            let map = image[ch * plane..(ch + 1) * plane].to_vec();
+                            let (min, max) = map
+                                .iter()
+                                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                                    (lo.min(v), hi.max(v))
+                                });
+                            ChannelMap {
+                                channel: ch,
+                                score: scores[ch],
+                                min,
+                                max,
+                                height: h,
+                                width: w,
+                                values: map,
+                            }
+                        })
+                        .collect()
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(batches.into_iter().flatten().collect())
     }
 }

@@ -1,5 +1,6 @@
 //! Internal batches sized by default: every chunked metric and feature tool (deletion
-//! and insertion curves, ROAD, sensitivity, the occlusion receptive field, D-RISE)
+//! and insertion curves, ROAD, sensitivity, the occlusion receptive field, D-RISE, the
+//! feature visualizer's scans)
 //! picks its rows from the input and the model when the caller sets none, as the
 //! methods do, instead of a fixed count that overflows memory on large inputs or wide
 //! layers. A model that counts the rows of each forward pass shows the chunks.
@@ -12,7 +13,7 @@ use lumen::core::{
     default_forward_rows_for, default_rows_for,
 };
 use lumen::device_from_str;
-use lumen::features::{FeatureVisualizer, Occlusion};
+use lumen::features::{FeatureVisualizer, Occlusion, SortBy, StatisticsOptions};
 use lumen::methods::Saliency;
 use lumen::metrics::{
     CurveConfig, CurveKind, RoadConfig, RoadOrder, SensitivityConfig, perturbation_curve, road,
@@ -200,4 +201,73 @@ fn drise_shrinks_its_masked_batches_on_a_large_input() {
     let maps = drise(&model, &input, &[target], &config).unwrap();
     assert_eq!(maps.dims(), [1, 512, 512]);
     assert_eq!(model.largest(), rows);
+}
+
+#[test]
+fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
+    // 13 images: one internal batch of 12 and one of 1 by default.
+    let (model, input, _) = wide_case(13);
+    let layers = vec!["wide".to_string()];
+    let options = StatisticsOptions::default();
+    let chunked = FeatureVisualizer::new(&model);
+    let whole = FeatureVisualizer::new(&model).with_batch_size(Some(13));
+
+    let stats = chunked.compare_layers(&input, &layers, &options).unwrap();
+    assert_eq!(model.largest(), 12);
+    let one_pass = whole.compare_layers(&input, &layers, &options).unwrap();
+    assert_eq!(model.largest(), 13);
+    assert_eq!(stats[0].per_image, one_pass[0].per_image);
+    let (a, b) = (&stats[0].batch, &one_pass[0].batch);
+    for (name, x, y) in [
+        ("mean", a.mean, b.mean),
+        ("std", a.std, b.std),
+        ("sparsity", a.sparsity, b.sparsity),
+    ] {
+        assert!(
+            (x - y).abs() <= 1e-9 * y.abs().max(1e-12),
+            "{name}: {x} vs {y}"
+        );
+    }
+    assert_eq!((a.min, a.max), (b.min, b.max));
+    assert_eq!(a.active_channels, b.active_channels);
+
+    // The random pick is seeded per image of the whole input, not per internal batch:
+    // image 12 is the first of its batch and must not get image 0's channels.
+    let maps = chunked
+        .feature_maps(&input, "wide", 3, SortBy::Random, 7)
+        .unwrap();
+    assert_eq!(model.largest(), 12);
+    let maps_whole = whole
+        .feature_maps(&input, "wide", 3, SortBy::Random, 7)
+        .unwrap();
+    assert_eq!(model.largest(), 13);
+    let channels = |m: &Vec<Vec<lumen::features::ChannelMap>>| -> Vec<Vec<usize>> {
+        m.iter()
+            .map(|image| image.iter().map(|c| c.channel).collect())
+            .collect()
+    };
+    assert_eq!(channels(&maps), channels(&maps_whole));
+    assert_ne!(channels(&maps)[12], channels(&maps)[0]);
+
+    let means = chunked.channel_means(&input, "wide").unwrap();
+    assert_eq!(model.largest(), 12);
+    assert_eq!(means.len(), 13);
+    assert_eq!(means, whole.channel_means(&input, "wide").unwrap());
+    assert_eq!(model.largest(), 13);
+
+    // One image needs no sizing probe: a single forward pass.
+    chunked
+        .channel_means(&input.clone().narrow(0, 0, 1), "wide")
+        .unwrap();
+    assert_eq!(*model.rows.lock().unwrap(), vec![1]);
+    model.largest();
+
+    let zero = FeatureVisualizer::new(&model).with_batch_size(Some(0));
+    let error = zero.channel_means(&input, "wide").unwrap_err();
+    assert!(error.to_string().contains("batch size"), "{error}");
+    let empty = Tensor::<4>::zeros([0, 3, 64, 64], &input.device());
+    let error = chunked
+        .compare_layers(&empty, &layers, &options)
+        .unwrap_err();
+    assert!(error.to_string().contains("empty"), "{error}");
 }
