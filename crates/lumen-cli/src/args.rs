@@ -571,6 +571,8 @@ pub fn figure_options<R>(
         polarity: figure.polarity,
         cautions: Default::default(),
         cache: None,
+        // Sized to the input and model; `lumen batch` passes its --batch-size.
+        batch_size: None,
     }
 }
 

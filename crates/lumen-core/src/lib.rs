@@ -30,7 +30,8 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     tensor.try_into_vec_as::<f32>().map_err(LumenError::device)
 }
 pub use batching::{
-    DEFAULT_ACTIVATION_VALUES, DEFAULT_BATCH_VALUES, activation_rows, default_chunk_rows,
+    DEFAULT_ACTIVATION_VALUES, DEFAULT_BATCH_VALUES, UNPROBED_BATCH_ROWS, activation_rows,
+    default_batch_rows_for, default_chunk_rows, default_forward_batch_rows_for,
     default_forward_rows_for, default_rows_for, index_tensor, map_chunks, row_chunks,
 };
 pub use burn::tensor::{Device, Tensor};

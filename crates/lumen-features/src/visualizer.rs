@@ -3,7 +3,7 @@
 
 use lumen_core::{
     ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map,
-    default_forward_rows_for, map_chunks, random, to_host,
+    default_forward_batch_rows_for, map_chunks, random, to_host,
 };
 use serde::Serialize;
 
@@ -75,8 +75,8 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     }
 
     /// Images per forward pass of the scans. `None` (the default) sizes it to the input
-    /// and the model ([`default_forward_rows_for`]: 32 on a ResNet at 224 px, its stem
-    /// binds); `Some(0)` is refused when a scan runs.
+    /// and the model ([`default_forward_batch_rows_for`]: 32 on a ResNet at 224 px, its
+    /// stem binds; a batch of up to 8 goes whole); `Some(0)` is refused when a scan runs.
     pub fn with_batch_size(mut self, batch_size: Option<usize>) -> Self {
         self.batch_size = batch_size;
         self
@@ -103,9 +103,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 ));
             }
             Some(n) => n,
-            // One image cannot be split: no need for the sizing probe's forward pass.
-            None if rows == 1 => 1,
-            None => default_forward_rows_for(self.model, input),
+            None => default_forward_batch_rows_for(self.model, input),
         };
         if chunk >= rows {
             return Ok(vec![work(input.clone(), 0)?]);

@@ -1,6 +1,6 @@
 //! The [`Method`] trait every attribution method implements, and what it returns.
 
-use lumen_core::{ExplainableModel, Heatmaps, Result, Target, Tensor};
+use lumen_core::{ExplainableModel, Heatmaps, LumenError, Result, Target, Tensor};
 
 /// What a method returns for a batch.
 #[derive(Clone, Debug)]
@@ -36,6 +36,41 @@ impl Explanation {
     pub fn with_convergence_delta(mut self, delta: Vec<f32>) -> Self {
         self.convergence_delta = Some(delta);
         self
+    }
+
+    /// The explanations of consecutive chunks of a batch as one, in order: what a
+    /// caller that explains a large batch a chunk at a time returns. The parts must come
+    /// from the same method (all with attributions and deltas, or none).
+    pub fn concat(parts: Vec<Explanation>) -> Result<Explanation> {
+        if parts.is_empty() {
+            return Err(LumenError::InvalidArgument("no explanation to join".into()));
+        }
+        let mixed = |has: fn(&Explanation) -> bool| {
+            let with = parts.iter().filter(|p| has(p)).count();
+            with != 0 && with != parts.len()
+        };
+        if mixed(|p| p.attributions.is_some()) || mixed(|p| p.convergence_delta.is_some()) {
+            return Err(LumenError::InvalidArgument(
+                "the explanations to join differ in what they hold (attributions or \
+                 convergence deltas): they come from different methods"
+                    .into(),
+            ));
+        }
+        let mut maps = Vec::with_capacity(parts.len());
+        let mut attributions = vec![];
+        let mut deltas: Option<Vec<f32>> = None;
+        for part in parts {
+            maps.push(part.heatmaps.into_tensor());
+            attributions.extend(part.attributions);
+            if let Some(delta) = part.convergence_delta {
+                deltas.get_or_insert_with(Vec::new).extend(delta);
+            }
+        }
+        Ok(Explanation {
+            heatmaps: Heatmaps::new(Tensor::cat(maps, 0)),
+            attributions: (!attributions.is_empty()).then(|| Tensor::cat(attributions, 0)),
+            convergence_delta: deltas,
+        })
     }
 }
 

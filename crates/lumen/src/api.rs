@@ -162,6 +162,14 @@ pub struct ExplainOptions<R = usize> {
     /// requested target and the image as the model sees it (shape and normalised
     /// values): a user's own [`Method`] must change its name when its results change.
     pub cache: Option<Arc<ExplanationCache>>,
+    /// Images predicted and explained together. `None` (the default) sizes it to the
+    /// input and the model like the methods' internal batches (32 at 224 px on a
+    /// ResNet, fewer on larger inputs), so a large batch holds one pass's activations;
+    /// methods that run many rows per image (IG, the noise tunnels, Score-CAM) chunk
+    /// those on their own (`MethodOptions::internal_batch_size`).
+    /// [`explain_batch_with`] reads its files in [`BatchRun::batch_size`] and passes
+    /// each read batch whole.
+    pub batch_size: Option<usize>,
 }
 
 impl<R> Default for ExplainOptions<R> {
@@ -176,6 +184,7 @@ impl<R> Default for ExplainOptions<R> {
             polarity: false,
             cautions: BTreeMap::new(),
             cache: None,
+            batch_size: None,
         }
     }
 }
@@ -188,6 +197,11 @@ impl<R> ExplainOptions<R> {
                 "overlay opacity (alpha) must be in [0, 1], got {}",
                 self.alpha
             )));
+        }
+        if self.batch_size == Some(0) {
+            return Err(LumenError::InvalidArgument(
+                "the batch size (images per pass) must be at least 1".into(),
+            ));
         }
         self.method_options.validate()
     }
@@ -281,6 +295,19 @@ impl<T: TaskModel> Prepared<T> {
 
     fn target(&self) -> Box<dyn lumen_core::Target<<T::Model as ExplainableModel>::Output>> {
         self.task.target(&self.requests)
+    }
+
+    /// Consecutive chunks' predictions and requests as one batch's.
+    fn join(parts: Vec<Self>) -> Result<Self> {
+        let mut parts = parts.into_iter();
+        let mut all = parts
+            .next()
+            .ok_or_else(|| LumenError::InvalidArgument("no images to explain".into()))?;
+        for part in parts {
+            all.predictions.extend(part.predictions);
+            all.requests.extend(part.requests);
+        }
+        Ok(all)
     }
 
     fn title(&self, i: usize) -> String {
@@ -524,32 +551,7 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
     if let Some(layer) = &layer {
         model.model().check_layers(layer)?;
     }
-    // The method's passes are stages of their own: METHOD is the rest of its work.
-    let (prepared, explanation) =
-        if options.targets.is_none() && method.scores_the_input_itself() && !inputs.is_empty() {
-            model.model().check_input(&inputs.tensor)?;
-            let target = PredictedTarget::new(model, &inputs.names);
-            let explanation = {
-                let _stage = profile::stage_on(stages::METHOD, model.device());
-                method.explain(model.model(), inputs.tensor.clone(), &target)?
-            };
-            match target.resolved.into_inner() {
-                Some(prepared) => (prepared, explanation),
-                // The method never scored (it needs no target): predict on the side.
-                None => (Prepared::new(model, inputs, &None)?, explanation),
-            }
-        } else {
-            let prepared = Prepared::new(model, inputs, &options.targets)?;
-            let explanation = {
-                let _stage = profile::stage_on(stages::METHOD, model.device());
-                method.explain(
-                    model.model(),
-                    inputs.tensor.clone(),
-                    prepared.target().as_ref(),
-                )?
-            };
-            (prepared, explanation)
-        };
+    let (prepared, explanation) = predict_and_explain(model, inputs, method, options)?;
     let name = method.name();
     let task = model.task();
     let maps = host_maps(&explanation.heatmaps)?;
@@ -592,6 +594,110 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
         });
     }
     Ok((explanation, explained))
+}
+
+/// Images per pass through the model in the facade's calls (predicting and explaining
+/// a batch): the caller's choice, or sized to the input and the model like the
+/// methods' internal batches ([`lumen_core::default_batch_rows_for`]: 32 at 224 px on
+/// a ResNet; a batch of up to 8 goes whole). `input` must have passed `check_input`.
+pub(crate) fn images_per_pass<M: ExplainableModel>(
+    model: &M,
+    input: &Tensor<4>,
+    chosen: Option<usize>,
+) -> usize {
+    match chosen {
+        Some(n) => n.max(1),
+        None => lumen_core::default_batch_rows_for(model, input),
+    }
+}
+
+/// The predictions and the method's explanation of `inputs`, [`images_per_pass`]
+/// images at a time: a folder given to `explain` holds one pass's activations, not
+/// every image's. Seeded methods draw per image from its own values, so the chunks
+/// change no result.
+fn predict_and_explain<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    options: &ExplainOptions<RequestOf<T>>,
+) -> Result<(Prepared<T>, Explanation)> {
+    check_target_count(&options.targets, inputs.len())?;
+    let parts = per_pass(model, inputs, options.batch_size, |chunk, positions| {
+        let targets = targets_at(&options.targets, positions);
+        predict_and_explain_once(model, chunk, method, &targets)
+    })?;
+    let (prepared, explanations): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let explanation = match explanations.len() {
+        1 => explanations.into_iter().next().expect("one part"),
+        _ => Explanation::concat(explanations)?,
+    };
+    Ok((Prepared::join(prepared)?, explanation))
+}
+
+/// `work` on each chunk of [`images_per_pass`] images of `inputs` with their positions
+/// (the whole batch, not copied, when it fits one pass), after checking the input.
+fn per_pass<T: TaskModel, R>(
+    model: &T,
+    inputs: &Inputs,
+    batch_size: Option<usize>,
+    mut work: impl FnMut(&Inputs, &[usize]) -> Result<R>,
+) -> Result<Vec<R>> {
+    model.model().check_input(&inputs.tensor)?;
+    let rows = images_per_pass(model.model(), &inputs.tensor, batch_size);
+    if rows >= inputs.len() {
+        let all: Vec<usize> = (0..inputs.len()).collect();
+        return Ok(vec![work(inputs, &all)?]);
+    }
+    lumen_core::map_chunks(inputs.len(), rows, |range| {
+        let positions: Vec<usize> = range.collect();
+        work(&inputs.select(&positions)?, &positions)
+    })
+}
+
+/// One target per image when targets are given (before a chunk picks its share).
+fn check_target_count<R>(targets: &Option<Vec<R>>, images: usize) -> Result<()> {
+    match targets {
+        Some(targets) if targets.len() != images => Err(LumenError::InvalidArgument(format!(
+            "give one target per image (one class per image for a classifier): {} given for {images} images",
+            targets.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// [`predict_and_explain`] in one pass.
+fn predict_and_explain_once<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    method: &dyn Method<T::Model>,
+    targets: &Option<Vec<RequestOf<T>>>,
+) -> Result<(Prepared<T>, Explanation)> {
+    // The method's passes are stages of their own: METHOD is the rest of its work.
+    Ok(
+        if targets.is_none() && method.scores_the_input_itself() && !inputs.is_empty() {
+            let target = PredictedTarget::new(model, &inputs.names);
+            let explanation = {
+                let _stage = profile::stage_on(stages::METHOD, model.device());
+                method.explain(model.model(), inputs.tensor.clone(), &target)?
+            };
+            match target.resolved.into_inner() {
+                Some(prepared) => (prepared, explanation),
+                // The method never scored (it needs no target): predict on the side.
+                None => (Prepared::new(model, inputs, &None)?, explanation),
+            }
+        } else {
+            let prepared = Prepared::new(model, inputs, targets)?;
+            let explanation = {
+                let _stage = profile::stage_on(stages::METHOD, model.device());
+                method.explain(
+                    model.model(),
+                    inputs.tensor.clone(),
+                    prepared.target().as_ref(),
+                )?
+            };
+            (prepared, explanation)
+        },
+    )
 }
 
 /// One image's figures (with `save_dir`): original | heatmap | overlay, and the
@@ -680,6 +786,7 @@ where
         return Err(LumenError::InvalidArgument("no images to explain".into()));
     }
     let n = inputs.len();
+    check_target_count(&options.targets, n)?;
     // keys[m][i]: method m on image i (only with a cache).
     let keys: Option<Vec<Vec<String>>> = match options.cache.as_deref() {
         Some(cache) => {
@@ -726,14 +833,15 @@ where
             selected = inputs.select(&missing_images)?;
             &selected
         };
-        let prepared = Prepared::new(
+        let to_run: Vec<&dyn Method<T::Model>> =
+            missing_methods.iter().map(|&m| built[m].as_ref()).collect();
+        let (prepared, maps) = predict_and_map(
             model,
             subset,
             &targets_at(&options.targets, &missing_images),
+            &to_run,
+            options.batch_size,
         )?;
-        let to_run: Vec<&dyn Method<T::Model>> =
-            missing_methods.iter().map(|&m| built[m].as_ref()).collect();
-        let maps = method_maps(model, subset, &to_run, &prepared)?;
         for (k, &i) in missing_images.iter().enumerate() {
             described[i] = Some((
                 prepared.predictions[k].clone(),
@@ -822,6 +930,31 @@ where
         });
     }
     Ok(results)
+}
+
+/// The predictions of `inputs` and each method's maps, [`images_per_pass`] images at a
+/// time (the comparison's [`predict_and_explain`]).
+fn predict_and_map<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    targets: &Option<Vec<RequestOf<T>>>,
+    methods: &[&dyn Method<T::Model>],
+    batch_size: Option<usize>,
+) -> Result<(Prepared<T>, Vec<Vec<Map>>)> {
+    let parts = per_pass(model, inputs, batch_size, |chunk, positions| {
+        let prepared = Prepared::new(model, chunk, &targets_at(targets, positions))?;
+        let maps = method_maps(model, chunk, methods, &prepared)?;
+        Ok((prepared, maps))
+    })?;
+    let mut maps: Vec<Vec<Map>> = vec![vec![]; methods.len()];
+    let mut prepared = vec![];
+    for (part, part_maps) in parts {
+        for (all, chunk_maps) in maps.iter_mut().zip(part_maps) {
+            all.extend(chunk_maps);
+        }
+        prepared.push(part);
+    }
+    Ok((Prepared::join(prepared)?, maps))
 }
 
 /// The host maps of `methods` on `inputs` for the prepared targets, one list per
@@ -1023,8 +1156,10 @@ where
     // Figures are drawn by worker threads while this thread runs the model on the
     // next batch; the model's own pass draws none.
     let style = FigureStyle::of(options);
+    // Each read batch is predicted and explained whole: --batch-size is the pass.
     let quiet = ExplainOptions {
         save_dir: None,
+        batch_size: Some(run.batch_size),
         ..options.clone()
     };
     let mut lines: Vec<IndexLine> = vec![];

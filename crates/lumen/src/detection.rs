@@ -161,7 +161,16 @@ where
     }
     model.model().check_input(&inputs.tensor)?;
     let task = model.task();
-    let predictions = task.predict(&model.model().forward(inputs.tensor.clone()))?;
+    // Images (or explained boxes, one image copy each) per pass through the model.
+    let pass_rows =
+        crate::api::images_per_pass(model.model(), &inputs.tensor, options.explain.batch_size);
+    let predictions = lumen_core::map_chunks(inputs.len(), pass_rows, |range| {
+        let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
+        task.predict(&model.model().forward(chunk))
+    })?
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
     // A broken output would otherwise read as "nothing detected" (its NaN scores fail
     // every threshold), or draw boxes at infinity.
     check_predictions_finite(&task, &predictions, &inputs.names)?;
@@ -240,15 +249,28 @@ where
     );
     let repeated = inputs.tensor.clone().select(0, index);
     // The rows' explanations: one box of one image each, independent of the others.
+    // A method's rows go through the model a pass at a time; D-RISE bounds its own
+    // memory (a chunk of masks serves every row) and its masks are drawn once per call.
     let explain_rows = |repeated: Tensor<4>, requests: Vec<Vec<BoxRequest>>| match &method {
         Some(method) => {
-            let target = BoxScore {
-                boxes: requests,
-                match_threshold: task.match_threshold,
-                decode: task.decode,
-                kind: options.target,
-            };
-            method.explain(model.model(), repeated, &target)
+            let total = requests.len();
+            let parts = lumen_core::map_chunks(total, pass_rows, |range| {
+                let chunk = match range.len() == total {
+                    true => repeated.clone(),
+                    false => repeated.clone().narrow(0, range.start, range.len()),
+                };
+                let target = BoxScore {
+                    boxes: requests[range].to_vec(),
+                    match_threshold: task.match_threshold,
+                    decode: task.decode,
+                    kind: options.target,
+                };
+                method.explain(model.model(), chunk, &target)
+            })?;
+            match parts.len() {
+                1 => Ok(parts.into_iter().next().expect("one part")),
+                _ => lumen_methods::Explanation::concat(parts),
+            }
         }
         None => {
             let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();

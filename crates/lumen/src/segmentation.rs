@@ -121,8 +121,13 @@ where
         &options.explain.method,
         &crate::api::method_options(model, &options.explain.method_options),
     )?;
+    model.model().check_input(&inputs.tensor)?;
+    // Sized once for both the explanation and the uncertainty's forward passes.
+    let rows =
+        crate::api::images_per_pass(model.model(), &inputs.tensor, options.explain.batch_size);
     let quiet = ExplainOptions {
         save_dir: None,
+        batch_size: Some(rows),
         ..options.explain.clone()
     };
     let (explanation, mut results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
@@ -130,9 +135,12 @@ where
     let task = model.task();
     let uncertainty = match options.uncertainty {
         Some(kind) => {
-            let logits = model.model().forward(inputs.tensor.clone());
-            let maps = uncertainty_map(&logits, kind, options.scale)?;
-            Some(Heatmaps::new(maps).resize([height, width]))
+            // Per pixel, or per image (min-max): a chunk's maps are its own images'.
+            let maps = lumen_core::map_chunks(inputs.len(), rows, |range| {
+                let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
+                uncertainty_map(&model.model().forward(chunk), kind, options.scale)
+            })?;
+            Some(Heatmaps::new(Tensor::cat(maps, 0)).resize([height, width]))
         }
         None => None,
     };

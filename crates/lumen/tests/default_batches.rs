@@ -1,18 +1,18 @@
 //! Internal batches sized by default: every chunked metric and feature tool (deletion
 //! and insertion curves, ROAD, sensitivity, the occlusion receptive field, D-RISE, the
-//! feature visualizer's scans)
+//! feature visualizer's scans, the facade's explain and compare calls)
 //! picks its rows from the input and the model when the caller sets none, as the
 //! methods do, instead of a fixed count that overflows memory on large inputs or wide
 //! layers. A model that counts the rows of each forward pass shows the chunks.
 
 use std::sync::Mutex;
 
+use lumen::core::DataConfig;
 use lumen::core::burn::tensor::Distribution;
 use lumen::core::{
     ClassProbability, Device, ExplainableModel, Heatmaps, LayerInfo, LayerKind, Tap, Tensor,
     default_forward_rows_for, default_rows_for,
 };
-use lumen::device_from_str;
 use lumen::features::{FeatureVisualizer, Occlusion, SortBy, StatisticsOptions};
 use lumen::methods::Saliency;
 use lumen::metrics::{
@@ -20,7 +20,10 @@ use lumen::metrics::{
     sensitivity,
 };
 use lumen::models::detector_config;
+use lumen::report::Layout;
+use lumen::tasks::Classification;
 use lumen::tasks::{BoxRequest, DriseConfig, drise};
+use lumen::{ExplainOptions, Explained, Inputs, compare_methods, device_from_str, explain_with};
 
 /// Wraps a model and records the rows of every forward pass.
 struct Counted<M> {
@@ -255,12 +258,14 @@ fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
     assert_eq!(means, whole.channel_means(&input, "wide").unwrap());
     assert_eq!(model.largest(), 13);
 
-    // One image needs no sizing probe: a single forward pass.
-    chunked
-        .channel_means(&input.clone().narrow(0, 0, 1), "wide")
-        .unwrap();
-    assert_eq!(*model.rows.lock().unwrap(), vec![1]);
-    model.largest();
+    // Up to 8 images go whole, without the one-row sizing probe; 9 are probed first.
+    for (images, passes) in [(1, vec![1]), (8, vec![8]), (9, vec![1, 9])] {
+        chunked
+            .channel_means(&input.clone().narrow(0, 0, images), "wide")
+            .unwrap();
+        assert_eq!(*model.rows.lock().unwrap(), passes);
+        model.largest();
+    }
 
     let zero = FeatureVisualizer::new(&model).with_batch_size(Some(0));
     let error = zero.channel_means(&input, "wide").unwrap_err();
@@ -270,4 +275,120 @@ fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
         .compare_layers(&empty, &layers, &options)
         .unwrap_err();
     assert!(error.to_string().contains("empty"), "{error}");
+}
+
+#[test]
+fn the_facade_predicts_and_explains_a_large_batch_a_pass_at_a_time() {
+    // 13 images of the wide model: passes of 12 and 1 by default (the prediction and
+    // the method's forward and backward together), the same maps as one pass of 13.
+    let (model, input, _) = wide_case(13);
+    let config = DataConfig::imagenet(64);
+    let explained = Explained {
+        name: "wide".into(),
+        model,
+        task: Classification::new(CHANNELS, None),
+        data_config: config.clone(),
+        device: input.device(),
+    };
+    let inputs = Inputs::from_tensor(input, &config).unwrap();
+    assert_eq!(ExplainOptions::<usize>::default().batch_size, None);
+    let run = |method: &str, batch_size: Option<usize>, targets: Option<Vec<usize>>| {
+        let options = ExplainOptions {
+            method: method.into(),
+            batch_size,
+            targets,
+            ..ExplainOptions::default()
+        };
+        let built = lumen::methods::by_name(method, &options.method_options).unwrap();
+        let (explanation, results) =
+            explain_with(&explained, &inputs, built.as_ref(), &options).unwrap();
+        (explanation, results, explained.model.largest())
+    };
+    // IG's completeness check scores the images and their baselines in one pass: twice
+    // the images of a pass.
+    for (method, targets, rows_per_image) in [
+        // The one-pass methods read the prediction from their own pass.
+        ("gradcam", None, 1),
+        ("saliency", None, 1),
+        (
+            "ig",
+            Some((0..13).map(|i| i * 7 % CHANNELS).collect::<Vec<_>>()),
+            2,
+        ),
+    ] {
+        let (chunked, results, largest) = run(method, None, targets.clone());
+        assert_eq!(largest, 12 * rows_per_image, "{method}");
+        let (whole, whole_results, largest) = run(method, Some(13), targets);
+        assert_eq!(largest, 13 * rows_per_image, "{method}");
+        assert_eq!(results.len(), 13);
+        for (a, b) in results.iter().zip(&whole_results) {
+            assert_eq!((a.target, &a.prediction.top), (b.target, &b.prediction.top));
+        }
+        let (a, b) = (
+            chunked.heatmaps.to_vec().unwrap(),
+            whole.heatmaps.to_vec().unwrap(),
+        );
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-5, "{method}: maps differ by {diff}");
+        assert_eq!(
+            chunked.attributions.map(|t| t.dims()),
+            whole.attributions.map(|t| t.dims()),
+            "{method}"
+        );
+        assert_eq!(
+            chunked.convergence_delta.map(|d| d.len()),
+            whole.convergence_delta.map(|d| d.len()),
+            "{method}"
+        );
+    }
+
+    let methods = ["gradcam".to_string(), "saliency".to_string()];
+    let compare = |batch_size| {
+        let options = ExplainOptions {
+            batch_size,
+            ..ExplainOptions::default()
+        };
+        compare_methods(&explained, &inputs, &methods, &options, Layout::Horizontal).unwrap()
+    };
+    let chunked = compare(None);
+    assert_eq!(explained.model.largest(), 12);
+    let whole = compare(Some(13));
+    assert_eq!(explained.model.largest(), 13);
+    assert_eq!(chunked.len(), 13);
+    for (a, b) in chunked.iter().zip(&whole) {
+        assert_eq!(a.prediction.top, b.prediction.top);
+        for (x, y) in a.heatmaps.iter().zip(&b.heatmaps) {
+            let diff = x
+                .values
+                .iter()
+                .zip(&y.values)
+                .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(diff <= 1e-5, "compare maps differ by {diff}");
+        }
+    }
+
+    // A wrong number of targets is an error before any chunk picks its share.
+    let options = ExplainOptions {
+        targets: Some(vec![0, 1]),
+        ..ExplainOptions::default()
+    };
+    let error =
+        compare_methods(&explained, &inputs, &methods, &options, Layout::Horizontal).unwrap_err();
+    assert!(
+        error.to_string().contains("2 given for 13 images"),
+        "{error}"
+    );
+    let zero = ExplainOptions::<usize> {
+        batch_size: Some(0),
+        ..ExplainOptions::default()
+    };
+    assert!(
+        zero.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1")
+    );
 }

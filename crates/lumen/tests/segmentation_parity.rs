@@ -55,6 +55,21 @@ fn case(head: &str) -> Case {
 }
 
 fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key: &str) {
+    // The default pass (the whole batch) and one image per pass, the facade's chunked
+    // path, against the same reference.
+    for batch_size in [None, Some(1)] {
+        check_cam_in_passes(case, method, layer, region.clone(), key, batch_size);
+    }
+}
+
+fn check_cam_in_passes(
+    case: &Case,
+    method: &str,
+    layer: &str,
+    region: SegmentRegion,
+    key: &str,
+    batch_size: Option<usize>,
+) {
     let options = SegmentationOptions {
         explain: ExplainOptions {
             method: method.into(),
@@ -69,6 +84,7 @@ fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key:
                 layer: Some(layer.into()),
                 ..MethodOptions::default()
             },
+            batch_size,
             ..ExplainOptions::default()
         },
         ..SegmentationOptions::default()
@@ -79,7 +95,7 @@ fn check_cam(case: &Case, method: &str, layer: &str, region: SegmentRegion, key:
     let diff = max_abs_diff(&out.explanation.heatmaps.to_vec().unwrap(), &expected);
     assert!(
         diff <= CAM_TOLERANCE,
-        "{} {key}: max diff {diff:e} > {CAM_TOLERANCE:e}",
+        "{} {key} ({batch_size:?} per pass): max diff {diff:e} > {CAM_TOLERANCE:e}",
         case.io
     );
 }
@@ -234,6 +250,26 @@ fn uncertainty_maps_match_their_definitions() {
             let (expected, _) = read(models_fixture(&case.io), key);
             let diff = max_abs_diff(&ours, &expected);
             assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
+            // explain_segmentation's maps (resized to the input) do not depend on how
+            // many images go through the model at once.
+            let [whole, one] = [None, Some(1)].map(|batch_size| {
+                let options = SegmentationOptions {
+                    explain: ExplainOptions {
+                        batch_size,
+                        ..ExplainOptions::default()
+                    },
+                    uncertainty: Some(kind),
+                    scale,
+                };
+                let out = explain_segmentation(&case.model, &case.inputs, &options).unwrap();
+                out.uncertainty.unwrap().to_vec().unwrap()
+            });
+            assert!(case.inputs.len() > 1);
+            let diff = max_abs_diff(&whole, &one);
+            assert!(
+                diff <= 1e-6,
+                "{head} {key}: one image per pass differs by {diff:e}"
+            );
         }
     }
 }
