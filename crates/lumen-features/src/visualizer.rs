@@ -220,20 +220,28 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     /// Per image, every channel's mean activation over positions: what a scan over a
     /// folder ranks images by.
     pub fn channel_means(&self, input: &Tensor<4>, layer: &str) -> Result<Vec<Vec<f64>>> {
+        self.per_image_of_layer(input, layer, |image, [_, h, w], _| {
+            channel_scores(image, h * w, SortBy::Activation)
+        })
+    }
+
+    /// `work` on each image's values of `layer` (row-major `[C, h, w]`, with that shape
+    /// and the image's index in `input`), run in internal batches; results in image
+    /// order.
+    fn per_image_of_layer<T>(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        mut work: impl FnMut(&[f32], [usize; 3], usize) -> T,
+    ) -> Result<Vec<T>> {
         self.check_layers(&[layer.to_string()])?;
-        let batches = self.per_batch(input, |batch, _| {
+        let batches = self.per_batch(input, |batch, first| {
             let features = self.features(&batch, layer)?;
             let [b, c, h, w] = features.dims();
             let values = to_host(features)?;
-            let plane = h * w;
+            let per = c * h * w;
             Ok((0..b)
-                .map(|i| {
-                    channel_scores(
-                        &values[i * c * plane..(i + 1) * c * plane],
-                        plane,
-                        SortBy::Activation,
-                    )
-                })
+                .map(|i| work(&values[i * per..(i + 1) * per], [c, h, w], first + i))
                 .collect::<Vec<_>>())
         })?;
         Ok(batches.into_iter().flatten().collect())
@@ -277,49 +285,38 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 "at least one channel must be shown".into(),
             ));
         }
-        self.check_layers(&[layer.to_string()])?;
-        let batches = self.per_batch(input, |batch, first| {
-            let features = self.features(&batch, layer)?;
-            let [b, c, h, w] = features.dims();
-            let values = to_host(features)?;
+        self.per_image_of_layer(input, layer, |image, [c, h, w], index| {
             let plane = h * w;
-            Ok((0..b)
-                .map(|i| {
-                    let image = &values[i * c * plane..(i + 1) * c * plane];
-                    let scores = channel_scores(image, plane, sort);
-                    let channels = match sort {
-                        SortBy::Random => {
-                            // Seeded per image of the whole input, whatever the batches.
-                            let keys =
-                                random::unit_values(c, seed.wrapping_add((first + i) as u64));
-                            let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
-                            top_k(&keys, count)
-                        }
-                        _ => top_k(&scores, count),
-                    };
-                    channels
-                        .into_iter()
-                        .map(|ch| {
-                            let map = image[ch * plane..(ch + 1) * plane].to_vec();
-                            let (min, max) = map
-                                .iter()
-                                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                                    (lo.min(v), hi.max(v))
-                                });
-                            ChannelMap {
-                                channel: ch,
-                                score: scores[ch],
-                                min,
-                                max,
-                                height: h,
-                                width: w,
-                                values: map,
-                            }
-                        })
-                        .collect()
+            let scores = channel_scores(image, plane, sort);
+            let channels = match sort {
+                SortBy::Random => {
+                    // Seeded per image of the whole input, whatever the batches.
+                    let keys = random::unit_values(c, seed.wrapping_add(index as u64));
+                    let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
+                    top_k(&keys, count)
+                }
+                _ => top_k(&scores, count),
+            };
+            channels
+                .into_iter()
+                .map(|ch| {
+                    let map = image[ch * plane..(ch + 1) * plane].to_vec();
+                    let (min, max) = map
+                        .iter()
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                            (lo.min(v), hi.max(v))
+                        });
+                    ChannelMap {
+                        channel: ch,
+                        score: scores[ch],
+                        min,
+                        max,
+                        height: h,
+                        width: w,
+                        values: map,
+                    }
                 })
-                .collect::<Vec<_>>())
-        })?;
-        Ok(batches.into_iter().flatten().collect())
+                .collect()
+        })
     }
 }
