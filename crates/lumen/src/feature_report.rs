@@ -7,27 +7,40 @@ use lumen_report::layer_comparison_section;
 use crate::Result;
 use crate::api::{Inputs, TaskModel};
 
+const ACTIVE_CHANNELS: &str = "active channels";
+
 /// The statistics shown in tables and charts, by name.
 pub fn shown_statistics(s: &FeatureStatistics) -> Vec<(String, f64)> {
     vec![
         ("mean".into(), s.mean),
         ("std".into(), s.std),
         ("sparsity".into(), s.sparsity),
-        ("active channels".into(), s.active_channels as f64),
+        (ACTIVE_CHANNELS.into(), s.active_channels as f64),
     ]
 }
 
 /// `(statistic, [(layer, value)])` of the batch statistics: the layer comparison
-/// figure's bars.
+/// figure's bars. Mean, std and sparsity are pooled over the images' values; the active
+/// channels (counted over `(image, channel)` pairs in the batch statistics, as
+/// AutoTimm's) are shown per image, so that a bar reads against the layer's channels
+/// whatever the number of images (one image: AutoTimm's figure).
 pub fn comparison_bars(layers: &[LayerStatistics]) -> Vec<(String, Vec<(String, f64)>)> {
-    let names: Vec<String> = layers
-        .first()
+    let per_layer: Vec<Vec<(String, f64)>> = layers
+        .iter()
         .map(|l| {
+            let images = l.per_image.len().max(1) as f64;
             shown_statistics(&l.batch)
                 .into_iter()
-                .map(|(k, _)| k)
+                .map(|(name, value)| match name.as_str() {
+                    ACTIVE_CHANNELS => (format!("{name} per image"), value / images),
+                    _ => (name, value),
+                })
                 .collect()
         })
+        .collect();
+    let names: Vec<String> = per_layer
+        .first()
+        .map(|l| l.iter().map(|(k, _)| k.clone()).collect())
         .unwrap_or_default();
     names
         .iter()
@@ -37,7 +50,8 @@ pub fn comparison_bars(layers: &[LayerStatistics]) -> Vec<(String, Vec<(String, 
                 name.clone(),
                 layers
                     .iter()
-                    .map(|l| (l.layer.clone(), shown_statistics(&l.batch)[k].1))
+                    .zip(&per_layer)
+                    .map(|(l, values)| (l.layer.clone(), values[k].1))
                     .collect(),
             )
         })
@@ -71,4 +85,41 @@ pub fn feature_section<T: TaskModel>(
         })
         .collect();
     Ok(layer_comparison_section(&images))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(active_channels: usize) -> FeatureStatistics {
+        FeatureStatistics {
+            mean: 0.5,
+            std: 1.0,
+            min: 0.0,
+            max: 2.0,
+            sparsity: 0.25,
+            near_zero: 0.25,
+            active_channels,
+            num_channels: 8,
+            spatial_size: [4, 4],
+        }
+    }
+
+    #[test]
+    fn the_comparison_shows_active_channels_per_image() {
+        let layer = |name: &str, per_image: &[usize]| LayerStatistics {
+            layer: name.into(),
+            per_image: per_image.iter().map(|&a| stats(a)).collect(),
+            batch: stats(per_image.iter().sum()),
+        };
+        let bars = comparison_bars(&[layer("a", &[6, 8]), layer("b", &[3, 3])]);
+        let names: Vec<&str> = bars.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["mean", "std", "sparsity", "active channels per image"]
+        );
+        // The batch counts (image, channel) pairs: 14 over 2 images is 7 per image.
+        assert_eq!(bars[3].1, vec![("a".into(), 7.0), ("b".into(), 3.0)]);
+        assert_eq!(bars[0].1, vec![("a".into(), 0.5), ("b".into(), 0.5)]);
+    }
 }
