@@ -251,7 +251,8 @@ fn uncertainty_maps_match_their_definitions() {
             let diff = max_abs_diff(&ours, &expected);
             assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
             // explain_segmentation's maps (resized to the input) do not depend on how
-            // many images go through the model at once.
+            // many images go through the model at once (to float rounding: libtorch's
+            // convolutions differ by about 1e-5 between batch sizes).
             let [whole, one] = [None, Some(1)].map(|batch_size| {
                 let options = SegmentationOptions {
                     explain: ExplainOptions {
@@ -267,7 +268,7 @@ fn uncertainty_maps_match_their_definitions() {
             assert!(case.inputs.len() > 1);
             let diff = max_abs_diff(&whole, &one);
             assert!(
-                diff <= 1e-6,
+                diff <= UNCERTAINTY_TOLERANCE,
                 "{head} {key}: one image per pass differs by {diff:e}"
             );
         }
