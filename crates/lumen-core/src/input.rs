@@ -283,8 +283,13 @@ pub fn load_batch<P: AsRef<Path>>(
     config: &DataConfig,
     device: &Device,
 ) -> Result<Tensor<4>> {
-    let images = paths.iter().map(load_image).collect::<Result<Vec<_>>>()?;
-    config.preprocess(&images, device)
+    // Each image is brought to the input size as it is decoded: one full-size image
+    // in memory at a time.
+    let prepared = paths
+        .iter()
+        .map(|path| Ok(config.resize_and_crop(&load_image(path)?)))
+        .collect::<Result<Vec<_>>>()?;
+    config.to_tensor(&prepared, device)
 }
 
 #[cfg(all(test, feature = "flex"))]
