@@ -248,13 +248,20 @@ where
         &inputs.tensor.device(),
     );
     let repeated = inputs.tensor.clone().select(0, index);
+    // Box rows per pass: the images' pass when it bounded them (chunked, or a size
+    // given); else sized from the box rows themselves, which can outnumber the images
+    // several times (a batch of up to 8 images is not a bound on its boxes).
+    let box_rows = match pass_rows < inputs.len() {
+        true => pass_rows,
+        false => crate::api::images_per_pass(model.model(), &repeated, options.explain.batch_size),
+    };
     // The rows' explanations: one box of one image each, independent of the others.
     // A method's rows go through the model a pass at a time; D-RISE bounds its own
     // memory (a chunk of masks serves every row) and its masks are drawn once per call.
     let explain_rows = |repeated: Tensor<4>, requests: Vec<Vec<BoxRequest>>| match &method {
         Some(method) => {
             let total = requests.len();
-            let parts = lumen_core::map_chunks(total, pass_rows, |range| {
+            let parts = lumen_core::map_chunks(total, box_rows, |range| {
                 let chunk = match range.len() == total {
                     true => repeated.clone(),
                     false => repeated.clone().narrow(0, range.start, range.len()),

@@ -21,9 +21,12 @@ use lumen::metrics::{
 };
 use lumen::models::detector_config;
 use lumen::report::Layout;
-use lumen::tasks::Classification;
 use lumen::tasks::{BoxRequest, DriseConfig, drise};
-use lumen::{ExplainOptions, Explained, Inputs, compare_methods, device_from_str, explain_with};
+use lumen::tasks::{Classification, ObjectDetection};
+use lumen::{
+    DetectionOptions, ExplainOptions, Explained, Inputs, compare_methods, device_from_str,
+    explain_detection, explain_with,
+};
 
 /// Wraps a model and records the rows of every forward pass.
 struct Counted<M> {
@@ -391,4 +394,37 @@ fn the_facade_predicts_and_explains_a_large_batch_a_pass_at_a_time() {
             .to_string()
             .contains("at least 1")
     );
+}
+
+#[test]
+fn detection_explains_its_box_rows_in_sized_passes() {
+    // The bundled detector's architecture at 512 x 512, random weights: 6 rows a pass with
+    // gradients (5.2x a 224 px input's values). Two images need no probe, but their
+    // boxes (up to 10 each) are rows of their own.
+    let device = device_from_str("cpu").unwrap();
+    let (architecture, data_config) = detector_config("shapes-det", 3).unwrap();
+    let config = DataConfig {
+        input_size: [3, 512, 512],
+        ..data_config
+    };
+    let detector = Explained {
+        name: "shapes-det".into(),
+        model: Counted::new(architecture.init(512, &device).unwrap()),
+        task: ObjectDetection::new(3, None),
+        data_config: config.clone(),
+        device: device.clone(),
+    };
+    let input = Tensor::<4>::random([2, 3, 512, 512], Distribution::Default, &device);
+    assert_eq!(default_rows_for(&detector.model, &input), 6);
+    detector.model.largest();
+    let inputs = Inputs::from_tensor(input, &config).unwrap();
+    let options = DetectionOptions {
+        score_threshold: 0.0,
+        max_boxes: 10,
+        ..DetectionOptions::default()
+    };
+    let result = explain_detection(&detector, &inputs, &options).unwrap();
+    let rows: usize = result.images.iter().map(|i| i.explained.len()).sum();
+    assert!(rows > 6, "{rows} box rows: too few to need two passes");
+    assert_eq!(detector.model.largest(), 6);
 }
