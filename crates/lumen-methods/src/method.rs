@@ -56,6 +56,22 @@ impl Explanation {
                     .into(),
             ));
         }
+        // Chunks of one batch share their sizes; other parts would not stack.
+        let sizes = |p: &Explanation| {
+            let [_, h, w] = p.heatmaps.dims();
+            (
+                [h, w],
+                p.attributions.as_ref().map(|a| a.dims()[1..].to_vec()),
+            )
+        };
+        if let Some(odd) = parts.iter().find(|p| sizes(p) != sizes(&parts[0])) {
+            return Err(LumenError::InvalidArgument(format!(
+                "the explanations to join differ in size ({:?} and {:?}): they are not \
+                 chunks of one batch",
+                sizes(&parts[0]),
+                sizes(odd)
+            )));
+        }
         let mut maps = Vec::with_capacity(parts.len());
         let mut attributions = vec![];
         let mut deltas: Option<Vec<f32>> = None;
@@ -113,4 +129,44 @@ pub trait Method<M: ExplainableModel> {
         input: Tensor<4>,
         target: &dyn Target<M::Output>,
     ) -> Result<Explanation>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lumen_core::Device;
+
+    fn part(images: usize, side: usize, value: f32, with_delta: bool) -> Explanation {
+        let device = Device::default();
+        let maps = Tensor::<3>::full([images, side, side], value, &device);
+        let explanation = Explanation::new(Heatmaps::new(maps));
+        match with_delta {
+            true => explanation.with_convergence_delta(vec![value; images]),
+            false => explanation,
+        }
+    }
+
+    #[test]
+    fn chunks_join_in_order_and_mismatched_parts_are_refused() {
+        let joined =
+            Explanation::concat(vec![part(2, 4, 1.0, true), part(1, 4, 2.0, true)]).unwrap();
+        assert_eq!(joined.heatmaps.dims(), [3, 4, 4]);
+        assert_eq!(joined.convergence_delta, Some(vec![1.0, 1.0, 2.0]));
+        let values = joined.heatmaps.to_vec().unwrap();
+        assert_eq!((values[0], values[2 * 16]), (1.0, 2.0));
+        for (parts, needle) in [
+            (vec![], "no explanation"),
+            (
+                vec![part(1, 4, 1.0, true), part(1, 4, 1.0, false)],
+                "differ in what",
+            ),
+            (
+                vec![part(1, 4, 1.0, false), part(1, 5, 1.0, false)],
+                "differ in size",
+            ),
+        ] {
+            let error = Explanation::concat(parts).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
 }
