@@ -69,16 +69,12 @@ pub fn default_batch_rows_for<M: ExplainableModel + ?Sized>(model: &M, input: &T
     }
 }
 
-/// [`default_batch_rows_for`] for forward-only passes (feature scans):
-/// [`default_forward_rows_for`] above the small-batch size.
-pub fn default_forward_batch_rows_for<M: ExplainableModel + ?Sized>(
-    model: &M,
-    input: &Tensor<4>,
-) -> usize {
-    match unprobed(input, |shape| 2 * default_chunk_rows(shape)) {
-        Some(rows) => rows,
-        None => default_forward_rows_for(model, input),
-    }
+/// For forward-only passes (feature scans): the whole batch's rows when it is small
+/// enough to skip the probe ([`UNPROBED_BATCH_ROWS`], within twice
+/// [`default_chunk_rows`]); `None` when [`default_forward_rows_for`] must size it. A
+/// caller that scans many batches of one shape probes once and keeps the result.
+pub fn unprobed_forward_rows(input: &Tensor<4>) -> Option<usize> {
+    unprobed(input, |shape| 2 * default_chunk_rows(shape))
 }
 
 /// The whole batch's rows when it is small enough to skip the probe.

@@ -31,8 +31,8 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
 }
 pub use batching::{
     DEFAULT_ACTIVATION_VALUES, DEFAULT_BATCH_VALUES, UNPROBED_BATCH_ROWS, activation_rows,
-    default_batch_rows_for, default_chunk_rows, default_forward_batch_rows_for,
-    default_forward_rows_for, default_rows_for, index_tensor, map_chunks, row_chunks,
+    default_batch_rows_for, default_chunk_rows, default_forward_rows_for, default_rows_for,
+    index_tensor, map_chunks, row_chunks, unprobed_forward_rows,
 };
 pub use burn::tensor::{Device, Tensor};
 pub use device::{

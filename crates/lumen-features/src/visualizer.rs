@@ -3,9 +3,10 @@
 
 use lumen_core::{
     ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map,
-    default_forward_batch_rows_for, map_chunks, random, to_host,
+    default_forward_rows_for, map_chunks, random, to_host, unprobed_forward_rows,
 };
 use serde::Serialize;
+use std::sync::Mutex;
 
 use crate::statistics::{
     FeatureStatistics, SortBy, StatisticsOptions, channel_scores, combine, statistics_of_host,
@@ -63,6 +64,9 @@ pub struct LayerStatistics {
 pub struct FeatureVisualizer<'a, M: ExplainableModel> {
     pub(crate) model: &'a M,
     batch_size: Option<usize>,
+    /// The probed pass size of the last input shape: a scan over a folder calls the
+    /// visualizer once per read batch, all of one shape, and probes once.
+    probed: Mutex<Option<([usize; 3], usize)>>,
 }
 
 impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
@@ -71,15 +75,34 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         Self {
             model,
             batch_size: None,
+            probed: Mutex::new(None),
         }
     }
 
     /// Images per forward pass of the scans. `None` (the default) sizes it to the input
-    /// and the model ([`default_forward_batch_rows_for`]: 32 on a ResNet at 224 px, its
-    /// stem binds; a batch of up to 8 goes whole); `Some(0)` is refused when a scan runs.
+    /// and the model ([`default_forward_rows_for`]: 32 on a ResNet at 224 px, its stem
+    /// binds; a batch of up to 8 goes whole, [`unprobed_forward_rows`]); `Some(0)` is
+    /// refused when a scan runs.
     pub fn with_batch_size(mut self, batch_size: Option<usize>) -> Self {
         self.batch_size = batch_size;
         self
+    }
+
+    /// [`default_forward_rows_for`] `input`'s shape, probed once per shape in a row.
+    fn probed_rows(&self, input: &Tensor<4>) -> usize {
+        let [_, c, h, w] = input.dims();
+        let mut probed = self
+            .probed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match *probed {
+            Some((shape, rows)) if shape == [c, h, w] => rows,
+            _ => {
+                let rows = default_forward_rows_for(self.model, input);
+                *probed = Some(([c, h, w], rows));
+                rows
+            }
+        }
     }
 
     /// `work` on each internal batch of `input`'s rows, with the index of its first
@@ -103,7 +126,10 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 ));
             }
             Some(n) => n,
-            None => default_forward_batch_rows_for(self.model, input),
+            None => match unprobed_forward_rows(input) {
+                Some(rows) => rows,
+                None => self.probed_rows(input),
+            },
         };
         if chunk >= rows {
             return Ok(vec![work(input.clone(), 0)?]);

@@ -261,9 +261,11 @@ fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
     assert_eq!(means, whole.channel_means(&input, "wide").unwrap());
     assert_eq!(model.largest(), 13);
 
-    // Up to 8 images go whole, without the one-row sizing probe; 9 are probed first.
-    for (images, passes) in [(1, vec![1]), (8, vec![8]), (9, vec![1, 9])] {
-        chunked
+    // Up to 8 images go whole, without the one-row sizing probe; 9 are probed first,
+    // and a later scan of the same shape (a folder's next read batch) keeps the probe.
+    let fresh = FeatureVisualizer::new(&model);
+    for (images, passes) in [(1, vec![1]), (8, vec![8]), (9, vec![1, 9]), (9, vec![9])] {
+        fresh
             .channel_means(&input.clone().narrow(0, 0, images), "wide")
             .unwrap();
         assert_eq!(*model.rows.lock().unwrap(), passes);
