@@ -25,7 +25,9 @@ use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
 
 use crate::cache::{CacheRecord, CachedExplanation, ExplanationCache};
-use crate::cached::{image_target_keys, input_rows, requested_keys, targets_at};
+use crate::cached::{
+    check_target_count, image_target_keys, input_rows, requested_keys, targets_at,
+};
 use crate::figures::{FigureJob, FigureStyle, FigureWorkers, figure_threads};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
@@ -269,13 +271,9 @@ impl<T: TaskModel> Prepared<T> {
                 .iter()
                 .map(|p| task.default_request(p))
                 .collect(),
-            Some(r) if r.len() == predictions.len() => r.clone(),
             Some(r) => {
-                return Err(LumenError::InvalidArgument(format!(
-                    "give one target per image (one class per image for a classifier): {} given for {} images",
-                    r.len(),
-                    predictions.len()
-                )));
+                check_target_count(requested, predictions.len())?;
+                r.clone()
             }
         };
         for request in &requests {
@@ -652,17 +650,6 @@ fn per_pass<T: TaskModel, R>(
         let positions: Vec<usize> = range.collect();
         work(&inputs.select(&positions)?, &positions)
     })
-}
-
-/// One target per image when targets are given (before a chunk picks its share).
-fn check_target_count<R>(targets: &Option<Vec<R>>, images: usize) -> Result<()> {
-    match targets {
-        Some(targets) if targets.len() != images => Err(LumenError::InvalidArgument(format!(
-            "give one target per image (one class per image for a classifier): {} given for {images} images",
-            targets.len()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// [`predict_and_explain`] in one pass.

@@ -41,14 +41,22 @@ pub(crate) fn requested_keys<R: CacheRecord>(
     targets: &Option<Vec<R>>,
     images: usize,
 ) -> Result<Vec<String>> {
+    check_target_count(targets, images)?;
+    Ok(match targets {
+        None => vec!["predicted".to_string(); images],
+        Some(t) => t.iter().map(|r| r.to_record().to_string()).collect(),
+    })
+}
+
+/// One target per image when targets are given (before a chunk or a key picks its
+/// share).
+pub(crate) fn check_target_count<R>(targets: &Option<Vec<R>>, images: usize) -> Result<()> {
     match targets {
-        None => Ok(vec!["predicted".to_string(); images]),
-        Some(t) if t.len() == images => Ok(t.iter().map(|r| r.to_record().to_string()).collect()),
-        Some(t) => Err(LumenError::InvalidArgument(format!(
-            "give one target per image (one class per image for a classifier): {} given for {} images",
-            t.len(),
-            images
+        Some(targets) if targets.len() != images => Err(LumenError::InvalidArgument(format!(
+            "give one target per image (one class per image for a classifier): {} given for {images} images",
+            targets.len()
         ))),
+        _ => Ok(()),
     }
 }
 
