@@ -45,6 +45,10 @@ impl Explanation {
         if parts.is_empty() {
             return Err(LumenError::InvalidArgument("no explanation to join".into()));
         }
+        if parts.len() == 1 {
+            // One pass: nothing to join, nothing to copy.
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
         let mixed = |has: fn(&Explanation) -> bool| {
             let with = parts.iter().filter(|p| has(p)).count();
             with != 0 && with != parts.len()

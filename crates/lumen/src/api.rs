@@ -625,11 +625,10 @@ fn predict_and_explain<T: TaskModel>(
         predict_and_explain_once(model, chunk, method, &targets)
     })?;
     let (prepared, explanations): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    let explanation = match explanations.len() {
-        1 => explanations.into_iter().next().expect("one part"),
-        _ => Explanation::concat(explanations)?,
-    };
-    Ok((Prepared::join(prepared)?, explanation))
+    Ok((
+        Prepared::join(prepared)?,
+        Explanation::concat(explanations)?,
+    ))
 }
 
 /// `work` on each chunk of [`images_per_pass`] images of `inputs` with their positions

@@ -274,10 +274,7 @@ where
                 };
                 method.explain(model.model(), chunk, &target)
             })?;
-            match parts.len() {
-                1 => Ok(parts.into_iter().next().expect("one part")),
-                _ => lumen_methods::Explanation::concat(parts),
-            }
+            lumen_methods::Explanation::concat(parts)
         }
         None => {
             let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();
