@@ -1,12 +1,15 @@
 //! Activation maximization does what it says: the objective rises, and an image
 //! optimised for a class logit of the bundled shapes CNN is classified as that class
-//! with high confidence.
+//! with high confidence. On the device of `LUMEN_TEST_DEVICE` (CI runs it on tch:cpu
+//! and wgpu: the optimisation differentiates to the input on every backend).
+
+mod common;
 
 use lumen::features::{FeatureVisualizer, MaximizeOptions, Objective};
-use lumen::{Device, ExplainableModel, Inputs, LoadedModel, Task, TaskModel};
+use lumen::{ExplainableModel, Inputs, LoadedModel, Task, TaskModel};
 
 fn bundled() -> Option<LoadedModel> {
-    match LoadedModel::bundled("shapes-cnn", &Device::default()) {
+    match LoadedModel::bundled("shapes-cnn", &common::device()) {
         Ok(model) => Some(model),
         Err(e) if e.to_string().contains("no weights") => None,
         Err(e) => panic!("{e}"),
