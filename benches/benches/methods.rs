@@ -1,7 +1,7 @@
 //! Method cost on realistic models with random weights (speed does not depend on the
 //! weights): GradCAM and a CAM comparison on resnet18 and resnet50 (batch 8, 224x224),
 //! Integrated Gradients (50 steps, internal batch 32) on resnet18, attention rollout
-//! and flow on vit_tiny_patch16_224.
+//! (plain and with a 0.9 discard) and flow on vit_tiny_patch16_224.
 //!
 //! `cargo bench -p lumen-benches` (CPU); `LUMEN_BENCH_DEVICE=tch:cuda:0 cargo bench -p
 //! lumen-benches --features tch` on a GPU.
@@ -111,6 +111,18 @@ fn attention(c: &mut Criterion) {
             let e = AttentionRollout::default()
                 .explain(&model, input.clone(), &target)
                 .unwrap();
+            sync(&device, e.heatmaps.into_tensor());
+        })
+    });
+    // The discard sorts each layer's fused attention (197² entries on vit_tiny).
+    group.bench_function("rollout-discard0.9/vit_tiny/batch1", |b| {
+        b.iter(|| {
+            let e = AttentionRollout {
+                discard_ratio: 0.9,
+                ..Default::default()
+            }
+            .explain(&model, input.clone(), &target)
+            .unwrap();
             sync(&device, e.heatmaps.into_tensor());
         })
     });
