@@ -119,7 +119,7 @@ fn discard_lowest(fused: Tensor<3>, ratio: f32, keep_first: bool) -> Tensor<3> {
     let flat = fused.reshape([b, n * n]);
     // A sort, not `topk`: cubecl's top-k unrolls a kernel over k at compile time, and
     // k is most of the n² entries here (a 0.9 discard on a ViT's 101 tokens compiled
-    // for more than 10 minutes on wgpu); its sort runs on the host in milliseconds.
+    // for more than 10 minutes on wgpu); CubeCL sorts on the host, in milliseconds.
     let indices = flat.clone().argsort(1).narrow(1, 0, k);
     let mut mask = flat.zeros_like().scatter(
         1,

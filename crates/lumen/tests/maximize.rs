@@ -8,12 +8,10 @@ mod common;
 use lumen::features::{FeatureVisualizer, MaximizeOptions, Objective};
 use lumen::{ExplainableModel, Inputs, LoadedModel, Task, TaskModel};
 
-fn bundled() -> Option<LoadedModel> {
-    match LoadedModel::bundled("shapes-cnn", &common::device()) {
-        Ok(model) => Some(model),
-        Err(e) if e.to_string().contains("no weights") => None,
-        Err(e) => panic!("{e}"),
-    }
+/// The bundled weights are in the repository: a build without them fails here rather
+/// than passing untested.
+fn bundled() -> LoadedModel {
+    LoadedModel::bundled("shapes-cnn", &common::device()).unwrap()
 }
 
 fn rgb(pixels: &[f32], h: usize, w: usize) -> image::RgbImage {
@@ -27,7 +25,7 @@ fn rgb(pixels: &[f32], h: usize, w: usize) -> image::RgbImage {
 
 #[test]
 fn class_logits_are_maximised_into_images_of_the_class() {
-    let Some(model) = bundled() else { return };
+    let model = bundled();
     let objectives: Vec<Objective> = (0..4)
         .map(|channel| Objective::Channel {
             layer: "fc".into(),
@@ -69,7 +67,7 @@ fn class_logits_are_maximised_into_images_of_the_class() {
 
 #[test]
 fn a_channel_objective_rises_and_bad_requests_are_errors() {
-    let Some(model) = bundled() else { return };
+    let model = bundled();
     let visualizer = FeatureVisualizer::new(&model.model);
     let options = MaximizeOptions {
         steps: 16,
@@ -125,7 +123,7 @@ fn a_channel_objective_rises_and_bad_requests_are_errors() {
 /// objective order. A bad objective late in the list fails before any batch runs.
 #[test]
 fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
-    let Some(model) = bundled() else { return };
+    let model = bundled();
     let visualizer = FeatureVisualizer::new(&model.model);
     let objectives: Vec<Objective> = [3, 7, 11]
         .into_iter()
