@@ -41,8 +41,9 @@ pub fn default_rows_for<M: ExplainableModel + ?Sized>(model: &M, input: &Tensor<
 /// Rows per forward-only internal batch (masked, perturbed or occluded copies scored
 /// without a backward pass) when the caller gives none: twice [`default_chunk_rows`]
 /// of the input size (no activations are kept for a backward pass), 64 at 3x224x224,
-/// fewer on larger inputs; and the same bound (32 rows of a ResNet's 64x112x112 stem) on one layer's activations as
-/// [`default_rows_for`], which a forward-only pass still holds in one buffer.
+/// fewer on larger inputs; and the same bound on one layer's activations as
+/// [`default_rows_for`] (32 rows of a ResNet's 64x112x112 stem), which a forward-only
+/// pass still holds in one buffer.
 pub fn default_forward_rows_for<M: ExplainableModel + ?Sized>(
     model: &M,
     input: &Tensor<4>,

@@ -220,11 +220,10 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     })
 }
 
-/// D-RISE over `n` masks, made `config.batch_size` (or the default) at a time by `masks_of(rows)`
-/// (`[rows, H, W]`, called for the chunks in order): each chunk of masks serves every
-/// image before the next is made,
-/// and each image's weighted sum is accumulated, so memory is one chunk of masks and
-/// one map per image.
+/// D-RISE over `n` masks, made `config.batch_size` (or the sized default) at a time by
+/// `masks_of(rows)` (`[rows, H, W]`, called for the chunks in order): each chunk of
+/// masks serves every image before the next is made, and each image's weighted sum
+/// is accumulated, so memory is one chunk of masks and one map per image.
 fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
     model: &M,
     input: &Tensor<4>,
