@@ -429,6 +429,10 @@ fn numeric_options_are_validated_before_any_work() {
             &["--method", "ig", "--internal-batch-size", "0"],
             "at least 1",
         ),
+        (
+            &["--batch-size", "0"],
+            "images per pass) must be at least 1",
+        ),
         (&["--alpha", "2"], "must be in [0, 1], got 2"),
         (&["--alpha=-0.1"], "must be in [0, 1]"),
         (&["--alpha", "inf"], "must be in [0, 1]"),
@@ -512,6 +516,27 @@ fn numeric_options_are_validated_before_any_work() {
     // Was accepted: every shift past the 128 px image only repeated its border.
     let out = maximize(&["--channels", "0", "--jitter", "128"]);
     assert_fails(&out, 2, &["jitter of 128 px", "128x128"]);
+    // Were accepted: one patch over the whole image drew a uniform map, and a stride
+    // past the patch left unoccluded pixels drawn as "no effect".
+    let occlusion = |extra: &[&str]| {
+        let mut args = vec![
+            "receptive-field",
+            "--model",
+            "shapes-cnn",
+            &image,
+            "--layer",
+            "layer2",
+            "--mode",
+            "occlusion",
+            "--no-figures",
+        ];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+    let out = occlusion(&["--patch", "128"]);
+    assert_fails(&out, 2, &["patch of 128 px covers the whole 128x128 input"]);
+    let out = occlusion(&["--patch", "8", "--stride", "12"]);
+    assert_fails(&out, 2, &["stride of 12 px is longer than the 8 px patch"]);
     // Channels a grey image leaves at 0 never move: said, not left to look like a bug
     // (on the bundled weights, layer2's channel 2 responds and 0 does not).
     let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);

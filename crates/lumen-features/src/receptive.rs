@@ -122,6 +122,29 @@ fn patch_starts(len: usize, patch: usize, stride: usize) -> Vec<usize> {
     starts
 }
 
+/// Refuse patch geometries whose map would look like a result but is not one: a patch
+/// covering the whole image (one occlusion, a uniform map), or a stride longer than the
+/// patch (pixels between patches never occluded, drawn as "no effect").
+fn check_occlusion_geometry(
+    patch: usize,
+    stride: usize,
+    [height, width]: [usize; 2],
+) -> Result<()> {
+    if patch >= height && patch >= width {
+        return Err(LumenError::InvalidArgument(format!(
+            "an occlusion patch of {patch} px covers the whole {height}x{width} input: \
+             one occlusion gives a uniform map; use a patch smaller than the image"
+        )));
+    }
+    if stride > patch {
+        return Err(LumenError::InvalidArgument(format!(
+            "an occlusion stride of {stride} px is longer than the {patch} px patch: the \
+             pixels between patches would never be occluded; use a stride of at most {patch}"
+        )));
+    }
+    Ok(())
+}
+
 /// Settings of the occlusion receptive field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Occlusion {
@@ -237,6 +260,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                 "occlusion patch size, stride and batch size must be at least 1".into(),
             ));
         }
+        let [b, c, height, width] = input.dims();
+        check_occlusion_geometry(patch, stride, [height, width])?;
         let (features, [y, x]) = self.locate(input, layer, channel, at)?;
         let unit = |f: Tensor<4>| {
             let [n, _, _, _] = f.dims();
@@ -248,7 +273,6 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             )
         };
         let baseline = unit(features)?;
-        let [b, c, height, width] = input.dims();
         let device = input.device();
         let ys = patch_starts(height, patch, stride);
         let xs = patch_starts(width, patch, stride);
@@ -331,6 +355,25 @@ mod tests {
         assert_eq!(patch_starts(32, 16, 8), vec![0, 8, 16]);
         assert_eq!(patch_starts(30, 16, 8), vec![0, 8, 14]);
         assert_eq!(patch_starts(8, 16, 8), vec![0]);
+    }
+
+    #[test]
+    fn occlusion_geometry_that_would_draw_a_false_map_is_refused() {
+        assert!(check_occlusion_geometry(16, 8, [224, 224]).is_ok());
+        assert!(check_occlusion_geometry(16, 16, [224, 224]).is_ok());
+        // Taller than the image but narrower: still a map along the width.
+        assert!(check_occlusion_geometry(300, 8, [224, 448]).is_ok());
+        let whole = check_occlusion_geometry(224, 8, [224, 224]).unwrap_err();
+        assert!(
+            whole.to_string().contains("covers the whole 224x224 input"),
+            "{whole}"
+        );
+        let gaps = check_occlusion_geometry(8, 16, [224, 224]).unwrap_err();
+        assert!(
+            gaps.to_string()
+                .contains("stride of 16 px is longer than the 8 px patch"),
+            "{gaps}"
+        );
     }
 
     #[test]
