@@ -542,15 +542,17 @@ pub struct PrintArgs {
 }
 
 /// The facade's options from the argument groups: the one place they are assembled.
+/// `batch_size` is images per pass (`None`: sized to the input and model).
 pub fn explain_options(
     method: &str,
     method_args: &MethodArgs,
     figure: &FigureArgs,
+    batch_size: Option<usize>,
     default_steps: usize,
 ) -> ExplainOptions {
     ExplainOptions {
         targets: method_args.targets(),
-        ..figure_options(method, method_args, figure, default_steps)
+        ..figure_options(method, method_args, figure, batch_size, default_steps)
     }
 }
 
@@ -559,6 +561,7 @@ pub fn figure_options<R>(
     method: &str,
     method_args: &MethodArgs,
     figure: &FigureArgs,
+    batch_size: Option<usize>,
     default_steps: usize,
 ) -> ExplainOptions<R> {
     ExplainOptions {
@@ -571,9 +574,18 @@ pub fn figure_options<R>(
         polarity: figure.polarity,
         cautions: Default::default(),
         cache: None,
-        // Sized to the input and model; `lumen batch` passes its --batch-size.
-        batch_size: None,
+        batch_size,
     }
+}
+
+/// `--batch-size` of the commands that explain the images given (explain, compare,
+/// report); `lumen batch` has its own, which also sets how many files it reads at once.
+#[derive(Args, Debug, Clone)]
+pub struct PassArgs {
+    /// Images per forward/backward pass: the memory knob for many or large images
+    /// [default: sized to the input and model, 32 at 224 px on a ResNet].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
 }
 
 /// `--cache DIR` of the commands that explain given images (explain, compare, report).

@@ -45,7 +45,7 @@ pub struct BatchArgs {
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
-    let options = explain_options(&args.method, &args.method_args, &args.figure, 50);
+    let options = explain_options(&args.method, &args.method_args, &args.figure, None, 50);
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,
@@ -101,8 +101,9 @@ where
     PredictionOf<T>: CacheRecord + serde::Serialize,
     RequestOf<T>: CacheRecord,
 {
+    // No pass size: each read batch of --batch-size files goes through the model whole.
     let mut options =
-        figure_options::<RequestOf<T>>(&args.method, &args.method_args, &args.figure, 50);
+        figure_options::<RequestOf<T>>(&args.method, &args.method_args, &args.figure, None, 50);
     options.cautions = args.figure.cautions(&args.model.model)?;
     let run = BatchRun {
         batch_size: args.batch_size,

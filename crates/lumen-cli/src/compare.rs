@@ -5,7 +5,7 @@ use lumen::api::{PredictionOf, RequestOf, TaskModel};
 use lumen::{Layout, LumenError, Result, Task, compare_methods};
 
 use crate::args::{
-    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
     RequestFromClasses, check_methods, figure_options, methods_help, with_any_model,
 };
 
@@ -26,13 +26,21 @@ pub struct CompareArgs {
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
+    pass: PassArgs,
+    #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
     print: PrintArgs,
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let options = figure_options::<()>("", &args.method_args, &args.figure, 50);
+    let options = figure_options::<()>(
+        "",
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
@@ -52,7 +60,13 @@ where
     PredictionOf<T>: serde::Serialize,
 {
     let inputs = args.input.load(model)?;
-    let mut options = figure_options("", &args.method_args, &args.figure, 50);
+    let mut options = figure_options(
+        "",
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;

@@ -52,7 +52,13 @@ impl DetectArgs {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
+    let mut explain = figure_options(
+        &args.method,
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     explain.polarity = false;
     let is_drise = args.method == lumen::detection::DRISE;
     if !is_drise {

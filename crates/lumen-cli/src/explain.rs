@@ -6,8 +6,8 @@ use clap::Args;
 use lumen::{Result, explain_prediction};
 
 use crate::args::{
-    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
-    check_writable, explain_options, methods_help,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
+    check_methods, check_writable, explain_options, methods_help,
 };
 
 #[derive(Args, Debug)]
@@ -35,6 +35,8 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub figure: FigureArgs,
     #[command(flatten)]
+    pub pass: PassArgs,
+    #[command(flatten)]
     pub cache: CacheArgs,
     #[command(flatten)]
     pub print: PrintArgs,
@@ -51,7 +53,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     args.segmentation.require_unused()?;
     args.detection.require_unused("classification")?;
-    let mut options = explain_options(&args.method, &args.method_args, &args.figure, 50);
+    let mut options = explain_options(
+        &args.method,
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,

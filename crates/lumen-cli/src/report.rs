@@ -5,7 +5,7 @@ use lumen::api::{PredictionOf, RequestOf, TaskModel};
 use lumen::{Result, write_report};
 
 use crate::args::{
-    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs,
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
     RequestFromClasses, check_methods, check_writable, figure_options, methods_help,
     with_any_model,
 };
@@ -30,13 +30,21 @@ pub struct ReportArgs {
     #[command(flatten)]
     figure: FigureArgs,
     #[command(flatten)]
+    pass: PassArgs,
+    #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
     print: PrintArgs,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let options = figure_options::<()>("", &args.method_args, &args.figure, 50);
+    let options = figure_options::<()>(
+        "",
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
@@ -55,7 +63,13 @@ where
     RequestOf<T>: RequestFromClasses + lumen::CacheRecord,
 {
     let inputs = args.input.load(model)?;
-    let mut options = figure_options("", &args.method_args, &args.figure, 50);
+    let mut options = figure_options(
+        "",
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;

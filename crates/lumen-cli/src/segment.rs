@@ -105,7 +105,13 @@ fn mask_region(path: &Path, [height, width]: [usize; 2]) -> Result<Region> {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    let mut explain = figure_options(&args.method, &args.method_args, &args.figure, 50);
+    let mut explain = figure_options(
+        &args.method,
+        &args.method_args,
+        &args.figure,
+        args.pass.batch_size,
+        50,
+    );
     explain.polarity = false;
     check_methods(
         std::slice::from_ref(&args.method),

@@ -433,6 +433,7 @@ fn numeric_options_are_validated_before_any_work() {
             &["--batch-size", "0"],
             "images per pass) must be at least 1",
         ),
+        (&["--batch-size", "0"], "images per pass) must be at least 1"),
         (&["--alpha", "2"], "must be in [0, 1], got 2"),
         (&["--alpha=-0.1"], "must be in [0, 1]"),
         (&["--alpha", "inf"], "must be in [0, 1]"),

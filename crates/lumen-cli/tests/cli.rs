@@ -1379,3 +1379,71 @@ fn explain_on_a_detector_writes_one_map_per_box() {
         );
     }
 }
+
+/// `--batch-size` of explain and compare sets the images per pass (counted by
+/// `--profile`'s forward calls) and changes no map.
+#[test]
+fn explain_and_compare_run_their_passes_in_batch_size() {
+    let images = shape_folder("pass-images", 31, 3, "p");
+    let i = images.display().to_string();
+    let forwards = |out: &std::process::Output| -> usize {
+        assert!(out.status.success(), "{}", stderr(out));
+        let text = stderr(out);
+        let table = text.split("profile:").nth(1).expect("a profile table");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("forward"))
+            .unwrap_or_else(|| panic!("no forward row in\n{table}"));
+        row["forward".len()..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let explain_run = |extra: &[&str], raw: &Path| {
+        let r = raw.display().to_string();
+        let mut args = vec![
+            "--profile",
+            "explain",
+            "--model",
+            "shapes-cnn",
+            &i,
+            "--method",
+            "gradcam",
+            "--no-figures",
+            "--save-raw",
+            &r,
+        ];
+        args.extend_from_slice(extra);
+        let out = lumen(&args);
+        let maps: ArrayD<f32> = ndarray_npy::read_npy(raw).unwrap();
+        (forwards(&out), maps)
+    };
+    let (raw_whole, raw_single) = (tmp("pass-whole.npy"), tmp("pass-single.npy"));
+    let (whole_passes, whole) = explain_run(&[], &raw_whole);
+    let (single_passes, single) = explain_run(&["--batch-size", "1"], &raw_single);
+    assert_eq!((whole_passes, single_passes), (1, 3));
+    assert_eq!(whole.shape(), &[3, 128, 128]);
+    let diff = whole
+        .iter()
+        .zip(single.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-5, "maps differ by {diff} between pass sizes");
+
+    let compare_run = |extra: &[&str]| {
+        let mut args = vec![
+            "--profile",
+            "compare",
+            "--model",
+            "shapes-cnn",
+            &i,
+            "--methods",
+            "gradcam,layercam",
+            "--no-figures",
+        ];
+        args.extend_from_slice(extra);
+        forwards(&lumen(&args))
+    };
+    assert_eq!(compare_run(&["--batch-size", "2"]), 2 * compare_run(&[]));
+}
