@@ -106,6 +106,16 @@ impl ModelArgs {
         lumen::check_model_name(&self.model)
     }
 
+    /// `--num-classes`, else a bundled model's own class count; `None` when neither. A
+    /// count a bundled model does not have is an error (it was ignored).
+    pub fn classes(&self) -> Result<Option<usize>> {
+        if let Some(n) = self.num_classes {
+            lumen::models::check_bundled_classes(&self.model, n)?;
+            return Ok(Some(n));
+        }
+        Ok(lumen::models::bundled_classes(&self.model).map(<[_]>::len))
+    }
+
     /// The error for a dense model loaded without its weights or class count: names
     /// what is missing, and only that.
     fn missing_weights_or_classes(&self, kind: &str) -> LumenError {
@@ -124,10 +134,11 @@ impl ModelArgs {
     pub fn load_detector(&self) -> Result<lumen::LoadedDetector> {
         self.check_name()?;
         let device = self.device()?;
+        let classes = self.classes()?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return lumen::LoadedDetector::bundled(&self.model, &device);
         }
-        let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
+        let (Some(weights), Some(classes)) = (&self.weights, classes) else {
             return Err(self.missing_weights_or_classes("AutoTimm ObjectDetector"));
         };
         lumen::LoadedDetector::load(&self.model, classes, weights, &device)
@@ -138,10 +149,11 @@ impl ModelArgs {
     pub fn load_segmentor(&self) -> Result<lumen::LoadedSegmentor> {
         self.check_name()?;
         let device = self.device()?;
+        let classes = self.classes()?;
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return lumen::LoadedSegmentor::bundled(&self.model, &device);
         }
-        let (Some(weights), Some(classes)) = (&self.weights, self.num_classes) else {
+        let (Some(weights), Some(classes)) = (&self.weights, classes) else {
             return Err(self.missing_weights_or_classes("AutoTimm SemanticSegmentor"));
         };
         lumen::LoadedSegmentor::load(&self.model, classes, weights, &device)
@@ -152,6 +164,7 @@ impl ModelArgs {
         self.check_name()?;
         self.require_classifier()?;
         let device = self.device()?;
+        let classes = self.classes()?.unwrap_or(1000);
         if lumen::BUNDLED.contains(&self.model.as_str()) && self.weights.is_none() {
             return LoadedModel::bundled(&self.model, &device);
         }
@@ -163,12 +176,7 @@ impl ModelArgs {
                 lumen::BUNDLED.join(", ")
             ))
         })?;
-        LoadedModel::load(
-            &self.model,
-            self.num_classes.unwrap_or(1000),
-            weights,
-            &device,
-        )
+        LoadedModel::load(&self.model, classes, weights, &device)
     }
 }
 
@@ -181,7 +189,7 @@ impl ModelArgs {
             Some(_) => self.load(),
             None => LoadedModel::init(
                 &self.model,
-                self.num_classes.unwrap_or(1000),
+                self.classes()?.unwrap_or(1000),
                 &self.device()?,
             ),
         }

@@ -53,7 +53,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
             Some(_) => args.model.load_segmentor()?,
             None => lumen::LoadedSegmentor::init(
                 &args.model.model,
-                args.model.num_classes.unwrap_or(2),
+                args.model.classes()?.unwrap_or(2),
                 &args.model.device()?,
             )?,
         };
@@ -63,7 +63,7 @@ pub fn run(args: LayersArgs) -> Result<()> {
             Some(_) => args.model.load_detector()?,
             None => lumen::LoadedDetector::init(
                 &args.model.model,
-                args.model.num_classes.unwrap_or(1),
+                args.model.classes()?.unwrap_or(1),
                 &args.model.device()?,
             )?,
         };

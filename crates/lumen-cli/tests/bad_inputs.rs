@@ -433,7 +433,10 @@ fn numeric_options_are_validated_before_any_work() {
             &["--batch-size", "0"],
             "images per pass) must be at least 1",
         ),
-        (&["--batch-size", "0"], "images per pass) must be at least 1"),
+        (
+            &["--batch-size", "0"],
+            "images per pass) must be at least 1",
+        ),
         (&["--alpha", "2"], "must be in [0, 1], got 2"),
         (&["--alpha=-0.1"], "must be in [0, 1]"),
         (&["--alpha", "inf"], "must be in [0, 1]"),
@@ -442,6 +445,8 @@ fn numeric_options_are_validated_before_any_work() {
             "discard ratio must be in [0, 1)",
         ),
         (&["--target-class", "9"], "class index 9 is out of range"),
+        // Was ignored: the bundled model's classes are fixed.
+        (&["--num-classes", "7"], "`shapes-cnn` has 4 classes"),
         (
             &["--precision", "f8"],
             "unknown precision `f8`: use f32, f16 or bf16",

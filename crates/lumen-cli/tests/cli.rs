@@ -1230,26 +1230,32 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
         "{}",
         stderr(&out)
     );
-    // Own weights for a bundled model: only the class count is missing, and said.
+    // Own weights for a bundled model: read in its bundled format with its own 5
+    // classes (the run goes on to the input, the same error as the bundled weights
+    // give); another class count is refused, naming the model's.
     let seg_weights = root()
         .join("crates/lumen-models/weights/shapes-seg.safetensors")
         .display()
         .to_string();
-    let out = lumen(&[
-        "explain",
-        "--model",
-        "shapes-seg",
-        "--weights",
-        &seg_weights,
-        "--method",
-        "gradcam",
-        "--input-npy",
-        &i,
-    ]);
+    let seg = |extra: &[&str]| {
+        let mut args = vec!["explain", "--model", "shapes-seg", "--method", "gradcam"];
+        args.extend_from_slice(extra);
+        args.extend(["--input-npy", &i]);
+        lumen(&args)
+    };
+    let bundled = seg(&[]);
+    let own = seg(&["--weights", &seg_weights]);
+    assert_eq!(own.status.code(), Some(1));
+    assert!(
+        stderr(&own).contains("expected [B,3,128,128], found [2, 3, 160, 160]")
+            && stderr(&own) == stderr(&bundled),
+        "{}",
+        stderr(&own)
+    );
+    let out = seg(&["--weights", &seg_weights, "--num-classes", "4"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("`shapes-seg` needs --num-classes (the number of classes")
-            && !stderr(&out).contains("needs --weights"),
+        stderr(&out).contains("`shapes-seg` has 5 classes (background, circle"),
         "{}",
         stderr(&out)
     );

@@ -68,6 +68,29 @@ fn class_names(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// The classes of a bundled model (`shapes-*`), which its weights were trained for:
+/// the embedded ones, or a retrained file (`train_shapes --out FILE`, then `--weights`).
+pub fn bundled_classes(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        "shapes-cnn" | "shapes-vit" | "shapes-det" => Some(&shapes::SHAPE_CLASSES),
+        "shapes-seg" => Some(&shapes::SCENE_CLASSES),
+        _ => None,
+    }
+}
+
+/// A class count given for a bundled model must be the one it is built for.
+pub fn check_bundled_classes(name: &str, num_classes: usize) -> Result<()> {
+    match bundled_classes(name) {
+        Some(classes) if classes.len() != num_classes => Err(LumenError::InvalidArgument(format!(
+            "`{name}` has {} classes ({}), not {num_classes}: its weights, bundled or \
+                 retrained on the shapes data, are built for these",
+            classes.len(),
+            classes.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// How to make missing bundled weights.
 fn no_bundled_weights(name: &str) -> LumenError {
     LumenError::InvalidArgument(format!(
@@ -280,28 +303,46 @@ impl LoadedModel {
             }
         }
         .ok_or_else(|| no_bundled_weights(name))?;
-        let mut loaded = Self::init(name, shapes::SHAPE_CLASSES.len(), device)?;
         let path = std::path::PathBuf::from(format!("<bundled {name}>"));
-        match &mut loaded.model {
-            ZooModel::ResNet(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path)?,
-            ZooModel::Vit(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path)?,
-        }
+        Self::shapes_model(name, device, |model| match model {
+            ZooModel::ResNet(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path),
+            ZooModel::Vit(model) => weights::load_burn_bytes(model.as_mut(), bytes, &path),
+        })
+    }
+
+    /// A shapes classifier with its classes, its weights put in by `load`.
+    fn shapes_model(
+        name: &str,
+        device: &Device,
+        load: impl FnOnce(&mut ZooModel) -> Result<()>,
+    ) -> Result<Self> {
+        let mut loaded = Self::init(name, shapes::SHAPE_CLASSES.len(), device)?;
+        load(&mut loaded.model)?;
         loaded.model = loaded.model.valid();
         loaded.class_names = Some(class_names(&shapes::SHAPE_CLASSES));
         Ok(loaded)
     }
 
     /// Build an architecture and load a timm state dict (`.safetensors`, `.pth`, `.pt`),
-    /// then switch to evaluation mode.
+    /// then switch to evaluation mode. A bundled architecture (`shapes-cnn`,
+    /// `shapes-vit`) reads the format of its bundled weights instead (Burn's names,
+    /// what `train_shapes --out FILE` writes), with its own class count.
     pub fn load(
         name: &str,
         num_classes: usize,
         weights: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self> {
+        let path = weights.as_ref();
+        if matches!(name, "shapes-cnn" | "shapes-vit") {
+            check_bundled_classes(name, num_classes)?;
+            return Self::shapes_model(name, device, |model| match model {
+                ZooModel::ResNet(model) => weights::load_burn_file(model.as_mut(), path),
+                ZooModel::Vit(model) => weights::load_burn_file(model.as_mut(), path),
+            });
+        }
         let (arch, _) = Architecture::from_name(name, num_classes)?;
         let mut loaded = Self::init(name, num_classes, device)?;
-        let path = weights.as_ref();
         match (&mut loaded.model, arch) {
             (ZooModel::ResNet(model), Architecture::ResNet(config)) => {
                 load_state_dict(model.as_mut(), path, &config.key_remaps())?
@@ -512,6 +553,9 @@ impl LoadedSegmentor {
     /// Build an architecture and load an AutoTimm `SemanticSegmentor` state dict
     /// (`.safetensors`, `.pth`, `.pt`, or a Lightning `.ckpt`; compiled or not), then
     /// switch to evaluation mode.
+    ///
+    /// `shapes-seg` reads the format of its bundled weights instead (Burn's names, what
+    /// `train_shapes seg --out FILE` writes), with its own class count.
     pub fn load(
         name: &str,
         num_classes: usize,
@@ -519,6 +563,13 @@ impl LoadedSegmentor {
         device: &Device,
     ) -> Result<Self> {
         use burn::module::Module;
+        if name == "shapes-seg" {
+            check_bundled_classes(name, num_classes)?;
+            let path = weights.as_ref();
+            return Self::shapes_segmentor(name, device, |model| {
+                weights::load_burn_file(model, path)
+            });
+        }
         let (config, _) = segmentor_config(name, num_classes)?;
         let mut loaded = Self::init(name, num_classes, device)?;
         load_state_dict(&mut loaded.model, weights.as_ref(), &config.key_remaps())?;
@@ -534,16 +585,27 @@ impl LoadedSegmentor {
     /// The bundled `shapes-seg` with its trained weights (background and the four
     /// shapes), in evaluation mode.
     pub fn bundled(name: &str, device: &Device) -> Result<Self> {
-        use burn::module::Module;
         if name != "shapes-seg" {
             return Err(LumenError::InvalidArgument(format!(
                 "`{name}` has no bundled weights (bundled segmentor: shapes-seg); load it with its weights file"
             )));
         }
         let bytes = SHAPES_SEG_WEIGHTS.ok_or_else(|| no_bundled_weights(name))?;
-        let mut loaded = Self::init(name, shapes::SCENE_CLASSES.len(), device)?;
         let path = std::path::PathBuf::from(format!("<bundled {name}>"));
-        weights::load_burn_bytes(&mut loaded.model, bytes, &path)?;
+        Self::shapes_segmentor(name, device, |model| {
+            weights::load_burn_bytes(model, bytes, &path)
+        })
+    }
+
+    /// `shapes-seg` with its classes, its weights put in by `load`.
+    fn shapes_segmentor(
+        name: &str,
+        device: &Device,
+        load: impl FnOnce(&mut Segmentor) -> Result<()>,
+    ) -> Result<Self> {
+        use burn::module::Module;
+        let mut loaded = Self::init(name, shapes::SCENE_CLASSES.len(), device)?;
+        load(&mut loaded.model)?;
         loaded.model = loaded.model.valid();
         loaded.class_names = Some(class_names(&shapes::SCENE_CLASSES));
         Ok(loaded)
@@ -659,8 +721,11 @@ impl LoadedDetector {
         device: &Device,
     ) -> Result<Self> {
         use burn::module::Module;
+        // shapes-det's bundled weights are a state dict like any detector's.
+        check_bundled_classes(name, num_classes)?;
         let (config, _) = detector_config(name, num_classes)?;
         let mut loaded = Self::init(name, num_classes, device)?;
+        loaded.class_names = bundled_classes(name).map(class_names);
         let path = weights.as_ref();
         let scales = weights::load_state_dict_with_scalars(
             &mut loaded.model,

@@ -53,15 +53,7 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
         path: path.to_path_buf(),
         message,
     };
-    if path.is_dir() {
-        return Err(fail(
-            "this is a folder: give the weights file inside it (.safetensors, .pth, .pt or .ckpt)"
-                .into(),
-        ));
-    }
-    if !path.is_file() {
-        return Err(fail("no such file".into()));
-    }
+    check_weights_path(path).map_err(fail)?;
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -98,6 +90,40 @@ pub fn load_state_dict_with_scalars<M: Module + ModuleSnapshot>(
             "unsupported extension `.{other}`: expected .safetensors, .pth, .pt or a Lightning .ckpt"
         ))),
     }
+}
+
+/// A weights path names a file: a folder or a missing path is said as such.
+fn check_weights_path(path: &Path) -> std::result::Result<(), String> {
+    if path.is_dir() {
+        return Err(
+            "this is a folder: give the weights file inside it (.safetensors, .pth, .pt or .ckpt)"
+                .into(),
+        );
+    }
+    if !path.is_file() {
+        return Err("no such file".into());
+    }
+    Ok(())
+}
+
+/// Load a file written by [`save_burn`] (Burn's own names, as the bundled weights and
+/// `train_shapes --out` have them) into `module`.
+pub fn load_burn_file<M: Module + ModuleSnapshot>(module: &mut M, path: &Path) -> Result<()> {
+    let fail = |message: String| LumenError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
+    check_weights_path(path).map_err(fail)?;
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        return Err(fail(
+            "expected a .safetensors file in Burn's names (what train_shapes --out writes)".into(),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read it ({e})")))?;
+    load_burn_bytes(module, &bytes, path)
 }
 
 /// Apply a configured store to `module`: every parameter present and of the right

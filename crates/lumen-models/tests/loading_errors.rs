@@ -3,9 +3,11 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use common::*;
-use lumen_models::LoadedModel;
+use lumen_core::burn::tensor::Tensor;
+use lumen_models::{LoadedDetector, LoadedModel, LoadedSegmentor};
 use safetensors::tensor::TensorView;
 use tempfile::TempPath;
 
@@ -300,4 +302,69 @@ fn a_device_the_machine_lacks_is_an_error() {
             "{err}"
         );
     }
+}
+
+/// A retrained shapes classifier (`train_shapes --out FILE`, Burn's names like the
+/// bundled weights) loads with `--weights` and its own class count; this was read as a
+/// timm state dict of 1000 classes and refused.
+#[test]
+fn a_shapes_weights_file_loads_like_the_bundled_model() {
+    use lumen_core::{ExplainableModel, NoTap};
+    let device = test_device();
+    let weights = |name: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("weights/{name}.safetensors"))
+    };
+    let input = || Tensor::<4>::ones([2, 3, 128, 128], &device) * 0.3;
+    for name in ["shapes-cnn", "shapes-vit"] {
+        let bundled = LoadedModel::bundled(name, &device).unwrap();
+        let loaded = LoadedModel::load(name, 4, weights(name), &device).unwrap();
+        assert_eq!(loaded.class_names, bundled.class_names, "{name}");
+        let expected = to_vec(bundled.model.forward_tapped(input(), &NoTap));
+        let logits = to_vec(loaded.model.forward_tapped(input(), &NoTap));
+        assert_eq!(logits.len(), 8, "{name}");
+        assert_eq!(max_abs_diff(&logits, &expected), 0.0, "{name}");
+
+        let err = load_error(name, 1000, weights(name));
+        assert!(
+            err.contains(&format!(
+                "`{name}` has 4 classes (circle, square, triangle, cross), not 1000"
+            )),
+            "{err}"
+        );
+        let err = load_error(name, 4, fixture("test_resnet.safetensors"));
+        assert!(err.contains("cannot load weights"), "{err}");
+        let odd = temp_file("shapes", ".pth");
+        std::fs::write(&odd, b"x").unwrap();
+        let err = load_error(name, 4, &odd);
+        assert!(
+            err.contains("expected a .safetensors file in Burn's names"),
+            "{err}"
+        );
+    }
+    // shapes-seg (Burn's names too) and shapes-det (a state dict) by the same rule.
+    let bundled = LoadedSegmentor::bundled("shapes-seg", &device).unwrap();
+    let loaded = LoadedSegmentor::load("shapes-seg", 5, weights("shapes-seg"), &device).unwrap();
+    assert_eq!(loaded.class_names, bundled.class_names);
+    let expected = to_vec(bundled.model.forward_tapped(input(), &NoTap));
+    let maps = to_vec(loaded.model.forward_tapped(input(), &NoTap));
+    assert_eq!(max_abs_diff(&maps, &expected), 0.0);
+    let err = LoadedSegmentor::load("shapes-seg", 4, weights("shapes-seg"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`shapes-seg` has 5 classes (background, circle"),
+        "{err}"
+    );
+    let detector = LoadedDetector::load("shapes-det", 4, weights("shapes-det"), &device).unwrap();
+    assert_eq!(
+        detector.class_names,
+        bundled.class_names.map(|c| c[1..].to_vec())
+    );
+    let err = LoadedDetector::load("shapes-det", 3, weights("shapes-det"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`shapes-det` has 4 classes"), "{err}");
+    // The other shapes classifier's file: its keys are named, not read as a fit.
+    let err = load_error("shapes-vit", 4, weights("shapes-cnn"));
+    assert!(err.contains("missing keys"), "{err}");
 }
