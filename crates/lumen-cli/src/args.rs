@@ -671,8 +671,13 @@ pub fn check_methods<R>(
         return Err(LumenError::InvalidArgument("no method given".into()));
     }
     let mut families = vec![];
-    for name in methods {
+    for (i, name) in methods.iter().enumerate() {
         families.push(lumen::method_info(name)?.family);
+        if methods[..i].contains(name) {
+            return Err(LumenError::InvalidArgument(format!(
+                "method `{name}` is given twice: each method is one panel of the same maps"
+            )));
+        }
     }
     let base = lumen::method_info(&options.method_options.noise_base)?.family;
     options.validate()?;

@@ -49,6 +49,14 @@ pub fn run(args: ReportArgs) -> Result<()> {
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }
+    // A name, not a path: `../x.html` would leave --out, and an empty one names --out.
+    let name = std::path::Path::new(&args.name);
+    if name.file_name() != Some(name.as_os_str()) {
+        return Err(lumen::LumenError::InvalidArgument(format!(
+            "--name `{}` is not a file name: give the report's name (report.html), and its folder with --out",
+            args.name
+        )));
+    }
     let path = args.figure.out.join(&args.name);
     check_writable("--out", &path)?;
     with_any_model!(args.model.load_any()?, |model| report_on(

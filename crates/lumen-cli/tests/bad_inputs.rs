@@ -1047,3 +1047,29 @@ fn dense_models_that_overflow_in_a_batch_are_skipped_and_named() {
         ],
     );
 }
+
+/// Were accepted: a method twice drew the same panel twice, and a report `--name` with
+/// a folder in it was written outside `--out` (an empty one was refused as "--out is a
+/// folder").
+#[test]
+fn repeated_methods_and_report_names_with_folders_are_refused() {
+    let (dir, image) = scratch_picture("names");
+    let out_dir = path_str(&dir.join("out"));
+    let run = |command: &str, extra: &[&str]| {
+        let mut args = vec![command, "--model", "shapes-cnn", &image, "--out", &out_dir];
+        args.extend_from_slice(extra);
+        lumen(&args)
+    };
+    for command in ["compare", "report"] {
+        let out = run(command, &["--methods", "gradcam,layercam,gradcam"]);
+        assert_fails(&out, 2, &["method `gradcam` is given twice"]);
+    }
+    for name in ["../escaped.html", "", "sub/report.html"] {
+        let out = run("report", &["--methods", "gradcam", "--name", name]);
+        assert_fails(&out, 2, &[&format!("--name `{name}` is not a file name")]);
+    }
+    assert!(!dir.join("escaped.html").exists());
+    let out = run("report", &["--methods", "gradcam", "--name", "mine.html"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(dir.join("out/mine.html").is_file());
+}
