@@ -596,6 +596,17 @@ pub struct PassArgs {
     pub batch_size: Option<usize>,
 }
 
+impl PassArgs {
+    /// The options of a command that runs several methods (the method named later).
+    pub fn several_methods_options<R>(
+        &self,
+        method_args: &MethodArgs,
+        figure: &FigureArgs,
+    ) -> ExplainOptions<R> {
+        figure_options("", method_args, figure, self.batch_size, 50)
+    }
+}
+
 /// `--cache DIR` of the commands that explain given images (explain, compare, report).
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {

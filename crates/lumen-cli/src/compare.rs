@@ -6,7 +6,7 @@ use lumen::{Layout, LumenError, Result, Task, compare_methods};
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
-    RequestFromClasses, check_methods, figure_options, methods_help, with_any_model,
+    RequestFromClasses, check_methods, methods_help, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -34,13 +34,9 @@ pub struct CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let options = figure_options::<()>(
-        "",
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let options = args
+        .pass
+        .several_methods_options::<()>(&args.method_args, &args.figure);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
@@ -60,13 +56,9 @@ where
     PredictionOf<T>: serde::Serialize,
 {
     let inputs = args.input.load(model)?;
-    let mut options = figure_options(
-        "",
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let mut options = args
+        .pass
+        .several_methods_options(&args.method_args, &args.figure);
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use lumen::{DetectionOptions, DetectionScoreKind, LumenError, Result, explain_detection};
 
-use crate::args::{JsonOutput, check_methods, check_writable, choice, figure_options};
+use crate::args::{JsonOutput, check_methods, check_writable, choice};
 use crate::explain::{ExplainArgs, save_raw};
 
 /// Options of detection models (an error on other models).
@@ -52,13 +52,7 @@ impl DetectArgs {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    let mut explain = figure_options(
-        &args.method,
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let mut explain = args.options();
     explain.polarity = false;
     let is_drise = args.method == lumen::detection::DRISE;
     if !is_drise {

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lumen::{Result, explain_prediction};
+use lumen::{ExplainOptions, Result, explain_prediction};
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
-    check_methods, check_writable, explain_options, methods_help,
+    check_methods, check_writable, figure_options, methods_help,
 };
 
 #[derive(Args, Debug)]
@@ -42,6 +42,19 @@ pub struct ExplainArgs {
     pub print: PrintArgs,
 }
 
+impl ExplainArgs {
+    /// The facade's options for any task, without targets.
+    pub fn options<R>(&self) -> ExplainOptions<R> {
+        figure_options(
+            &self.method,
+            &self.method_args,
+            &self.figure,
+            self.pass.batch_size,
+            50,
+        )
+    }
+}
+
 pub fn run(args: ExplainArgs) -> Result<()> {
     if args.model.is_segmentation() {
         args.detection.require_unused("segmentation")?;
@@ -53,13 +66,10 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     args.segmentation.require_unused()?;
     args.detection.require_unused("classification")?;
-    let mut options = explain_options(
-        &args.method,
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let mut options = ExplainOptions {
+        targets: args.method_args.targets(),
+        ..args.options()
+    };
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,

@@ -6,8 +6,7 @@ use lumen::{Result, write_report};
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
-    RequestFromClasses, check_methods, check_writable, figure_options, methods_help,
-    with_any_model,
+    RequestFromClasses, check_methods, check_writable, methods_help, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -38,13 +37,9 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let options = figure_options::<()>(
-        "",
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let options = args
+        .pass
+        .several_methods_options::<()>(&args.method_args, &args.figure);
     check_methods(&args.methods, &args.method_args, &options)?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
@@ -71,13 +66,9 @@ where
     RequestOf<T>: RequestFromClasses + lumen::CacheRecord,
 {
     let inputs = args.input.load(model)?;
-    let mut options = figure_options(
-        "",
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let mut options = args
+        .pass
+        .several_methods_options(&args.method_args, &args.figure);
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
     options.cautions = args.figure.cautions(&args.model.model)?;

@@ -10,7 +10,7 @@ use lumen::{
     UncertaintyScale, explain_segmentation,
 };
 
-use crate::args::{JsonOutput, check_methods, check_writable, choice, figure_options};
+use crate::args::{JsonOutput, check_methods, check_writable, choice};
 use crate::explain::{ExplainArgs, save_raw};
 
 /// Options of segmentation models (ignored by nothing: an error on a classifier).
@@ -105,13 +105,7 @@ fn mask_region(path: &Path, [height, width]: [usize; 2]) -> Result<Region> {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
-    let mut explain = figure_options(
-        &args.method,
-        &args.method_args,
-        &args.figure,
-        args.pass.batch_size,
-        50,
-    );
+    let mut explain = args.options();
     explain.polarity = false;
     check_methods(
         std::slice::from_ref(&args.method),
