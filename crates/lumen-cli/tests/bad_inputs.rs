@@ -425,6 +425,11 @@ fn numeric_options_are_validated_before_any_work() {
             &["--method", "ig", "--steps", "0"],
             "steps must be at least 1",
         ),
+        // Was an abort: 4e9 path steps listed 32 GB of step sizes.
+        (
+            &["--method", "ig", "--steps", "4000000000"],
+            "steps must be at most 10000",
+        ),
         (
             &["--method", "ig", "--internal-batch-size", "0"],
             "at least 1",
@@ -508,6 +513,9 @@ fn numeric_options_are_validated_before_any_work() {
     };
     let out = maximize(&["--channels", "0-100000000"]);
     assert_fails(&out, 2, &["channel 100000000 is past any layer's channels"]);
+    // Was an abort: 1e10 steps' trajectory asked for 40 GB.
+    let out = maximize(&["--channels", "0", "--steps", "10000000000"]);
+    assert_fails(&out, 2, &["at most 10000 steps, got 10000000000"]);
     let out = maximize(&["--channels", "0-3,2"]);
     assert_fails(&out, 2, &["channel 2 is given twice"]);
     let out = maximize(&["--channels", "0-40", "--steps", "1"]);

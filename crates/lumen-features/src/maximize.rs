@@ -168,11 +168,22 @@ impl Default for MaximizeOptions {
     }
 }
 
+/// The most optimisation steps of [`MaximizeOptions::steps`].
+pub const MAX_STEPS: usize = 10_000;
+
 impl MaximizeOptions {
     fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(LumenError::InvalidArgument(what.into()));
         if self.steps == 0 {
             return bad("activation maximization needs at least 1 step");
+        }
+        // Each step's objective is kept per image (the trajectory): 1e10 steps asked
+        // for 40 GB and aborted. lucid's default is 512.
+        if self.steps > MAX_STEPS {
+            return Err(LumenError::InvalidArgument(format!(
+                "activation maximization takes at most {MAX_STEPS} steps, got {}",
+                self.steps
+            )));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return bad("the learning rate must be a finite number > 0");

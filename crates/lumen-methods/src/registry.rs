@@ -210,11 +210,20 @@ fn invalid(message: String) -> LumenError {
 }
 
 impl MethodOptions {
-    /// Check every numeric option: counts at least 1, noise finite and not negative,
+    /// Check every numeric option: counts at least 1 (steps at most
+    /// [`crate::gradient::MAX_PATH_STEPS`]), noise finite and not negative,
     /// discard ratio in `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
             return Err(invalid("steps must be at least 1".into()));
+        }
+        if self.steps > crate::gradient::MAX_PATH_STEPS {
+            return Err(invalid(format!(
+                "steps must be at most {} (Integrated Gradients converges within a few \
+                 hundred path points), got {}",
+                crate::gradient::MAX_PATH_STEPS,
+                self.steps
+            )));
         }
         if self.noise_samples == 0 {
             return Err(invalid("noise samples must be at least 1".into()));
@@ -378,6 +387,13 @@ mod tests {
                     ..Default::default()
                 },
                 "steps",
+            ),
+            (
+                MethodOptions {
+                    steps: crate::gradient::MAX_PATH_STEPS + 1,
+                    ..Default::default()
+                },
+                "steps must be at most 10000",
             ),
             (
                 MethodOptions {

@@ -251,6 +251,24 @@ fn localization_and_feature_thresholds_are_checked() {
     }
 }
 
+/// Path steps past the limit were an abort: 4e9 steps listed 32 GB of step sizes.
+#[test]
+fn integrated_gradients_refuses_path_steps_it_cannot_list() {
+    let (model, input) = shapes_cnn();
+    let target = ClassLogit(vec![0, 1]);
+    let limit = lumen::methods::gradient::MAX_PATH_STEPS;
+    for steps in [0, limit + 1, 4_000_000_000] {
+        let ig = IntegratedGradients {
+            steps,
+            ..IntegratedGradients::default()
+        };
+        assert_invalid(
+            ig.explain(&model, input.clone(), &target),
+            &format!("takes 1 to {limit} path steps, got {steps}"),
+        );
+    }
+}
+
 #[test]
 fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
     let (model, input) = shapes_cnn();
