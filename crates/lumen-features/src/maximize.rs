@@ -308,10 +308,36 @@ fn transform_indices(h: usize, w: usize, rng: &mut StdRng, options: &MaximizeOpt
 impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// Optimise one image per objective (in internal batches of
     /// [`MaximizeOptions::rows_per_batch`]) and return them with their trajectories.
+    /// The initial coefficients are small seeded normal draws (`0.01 x N(0, 1)`, one
+    /// stream in objective order, as lucid's `fft_image` starts).
     /// `progress` is called with the steps done over all batches (`steps` per batch).
     pub fn maximize(
         &self,
         objectives: &[Objective],
+        options: &MaximizeOptions,
+        device: &Device,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<MaximizedImage>> {
+        options.validate()?;
+        let [channels, h, w] = self.model.input_shape();
+        let mut initial_rng = StdRng::seed_from_u64(options.seed);
+        let initial: Vec<f32> = (0..objectives.len() * channels * h * w)
+            .map(|_| {
+                let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
+                0.01 * v
+            })
+            .collect();
+        self.maximize_from(objectives, &initial, options, device, progress)
+    }
+
+    /// [`maximize`](Self::maximize) from given initial coefficients: per objective, the
+    /// `[3, H, W]` scaled DCT coefficients of each colour channel (before the
+    /// decorrelation and the sigmoid), row-major, objectives one after another. To
+    /// resume an optimisation, or to start where another implementation starts.
+    pub fn maximize_from(
+        &self,
+        objectives: &[Objective],
+        initial: &[f32],
         options: &MaximizeOptions,
         device: &Device,
         mut progress: impl FnMut(usize),
@@ -336,6 +362,19 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                 "activation maximization draws RGB images; the model takes {channels} channels"
             )));
         }
+        let per_image = 3 * h * w;
+        if initial.len() != objectives.len() * per_image {
+            return Err(LumenError::shape(
+                "initial coefficients",
+                format!("{} x 3 x {h} x {w}", objectives.len()),
+                initial.len(),
+            ));
+        }
+        if initial.iter().any(|v| !v.is_finite()) {
+            return Err(LumenError::InvalidArgument(
+                "the initial coefficients must be finite numbers".into(),
+            ));
+        }
         if options.jitter >= h.min(w) {
             return Err(LumenError::InvalidArgument(format!(
                 "a jitter of {} px is not smaller than the {h}x{w} image: most shifts would \
@@ -356,22 +395,16 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         for objective in objectives {
             objective.check(&layer, c, [mh, mw])?;
         }
-        // One seeded stream of initial coefficients, drawn in objective order.
-        let mut initial_rng = StdRng::seed_from_u64(options.seed);
         let rows = options.rows_per_batch(self.model, device);
         let mut images = Vec::with_capacity(objectives.len());
         for (batch, range) in row_chunks(objectives.len(), rows).enumerate() {
-            let initial: Vec<f32> = (0..range.len() * 3 * h * w)
-                .map(|_| {
-                    let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
-                    0.01 * v
-                })
-                .collect();
+            let start = range.start * per_image;
+            let end = range.end * per_image;
             images.extend(self.maximize_batch(
                 &objectives[range],
                 &info,
                 &normalize,
-                initial,
+                initial[start..end].to_vec(),
                 options,
                 |step| progress(batch * options.steps + step),
             )?);
