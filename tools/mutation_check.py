@@ -25,6 +25,11 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 METHOD_PARITY = ["cargo", "test", "--workspace", "--test", "method_parity"]
 
+
+def facade_test(name):
+    """One integration test binary of the facade."""
+    return ["cargo", "test", "-p", "lumen", "--test", name]
+
 # (name, file, original snippet, mutated snippet, test command)
 MUTATIONS = [
     (
@@ -106,6 +111,127 @@ MUTATIONS = [
         "self.tolerance * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE",
         "self.tolerance + 0.0 * region.height.min(region.width) as f32 / TOLERANCE_REFERENCE_SIDE",
         ["cargo", "test", "-p", "lumen-metrics", "--lib"],
+    ),
+    (
+        "detection-score-without-centerness",
+        "crates/lumen-tasks/src/detection.rs",
+        "scores.push(class * center);",
+        "scores.push(class + center * 0.0);",
+        facade_test("detection_parity"),
+    ),
+    (
+        "detection-nms-across-classes",
+        "crates/lumen-tasks/src/detection.rs",
+        "k.label == candidate.label\n                        && box_iou",
+        "(k.label == candidate.label || k.label != candidate.label)\n                        && box_iou",
+        # The parity fixture's detections of different labels never overlap past 0.5;
+        # the unit test's do.
+        ["cargo", "test", "-p", "lumen-tasks", "--lib"],
+    ),
+    (
+        "box-score-target-without-iou",
+        "crates/lumen-tasks/src/detection.rs",
+        "iou_tensor(candidate, &reference.bbox) + score",
+        "iou_tensor(candidate, &reference.bbox) * 0.0 + score",
+        facade_test("detection_parity"),
+    ),
+    (
+        "drise-weight-without-objectness",
+        "crates/lumen-tasks/src/drise.rs",
+        "box_iou(&target.bbox, &d.bbox) * objectness[m * locations + d.location] * cosine",
+        "box_iou(&target.bbox, &d.bbox) * cosine",
+        facade_test("detection_parity"),
+    ),
+    (
+        "segmentation-target-ignores-its-mask",
+        "crates/lumen-core/src/target.rs",
+        "Some(mask) => row.copy_from_slice(mask),",
+        "Some(_) => row.fill(1.0),",
+        facade_test("segmentation_parity"),
+    ),
+    (
+        "segmentation-region-rounded-up",
+        "crates/lumen-tasks/src/segmentation.rs",
+        ".map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })",
+        ".map(|(s, c)| if *c > 0.0 { (s / c).ceil() } else { 0.0 })",
+        ["cargo", "test", "-p", "lumen-tasks", "--lib"],
+    ),
+    (
+        "entropy-normalised-by-class-count",
+        "crates/lumen-tasks/src/segmentation.rs",
+        "entropy / (c as f32).ln()",
+        "entropy / (c as f32)",
+        facade_test("segmentation_parity"),
+    ),
+    (
+        "feature-std-biased",
+        "crates/lumen-features/src/statistics.rs",
+        "        / (n - 1.0).max(1.0);",
+        "        / n;",
+        facade_test("feature_parity"),
+    ),
+    (
+        "gradient-receptive-field-signed",
+        "crates/lumen-features/src/receptive.rs",
+        "gradient.abs().sum_dim(1)",
+        "gradient.sum_dim(1)",
+        facade_test("feature_parity"),
+    ),
+    (
+        "maximize-without-spectrum-scaling",
+        "crates/lumen-features/src/maximize.rs",
+        ".matmul(p * scale.clone())",
+        ".matmul(p + scale.clone() * 0.0)",
+        facade_test("maximize"),
+    ),
+    (
+        "maximize-adam-without-bias-correction",
+        "crates/lumen-features/src/maximize.rs",
+        "let m_hat = m.clone() / (1.0 - beta1.powi(step as i32));",
+        "let m_hat = m.clone() + 0.0 * (1.0 - beta1.powi(step as i32));",
+        facade_test("maximize"),
+    ),
+    (
+        "maximize-colour-matrix-unscaled",
+        "crates/lumen-features/src/maximize.rs",
+        ".map(|v| v / max_norm)",
+        ".map(|v| v / (max_norm * 0.0 + 1.0))",
+        facade_test("maximize"),
+    ),
+    (
+        "deletion-auc-as-plain-mean",
+        "crates/lumen-metrics/src/faithfulness.rs",
+        "(sum - values[0] / 2.0 - values[n - 1] / 2.0) / (n - 1) as f32",
+        "sum / n as f32",
+        facade_test("metric_parity"),
+    ),
+    (
+        "average-drop-unclamped",
+        "crates/lumen-metrics/src/faithfulness.rs",
+        "(y - o).max(0.0) / y * 100.0",
+        "(y - o) / y * 100.0",
+        facade_test("metric_parity"),
+    ),
+    (
+        "sensitivity-not-relative",
+        "crates/lumen-metrics/src/sensitivity.rs",
+        "(diff / norm) as f32",
+        "(diff + 0.0 * norm) as f32",
+        facade_test("metric_parity"),
+    ),
+    (
+        "complexity-in-bits",
+        "crates/lumen-metrics/src/complexity.rs",
+        "p * (p + 1e-12).ln()",
+        "p * (p + 1e-12).log2()",
+        facade_test("metric_parity"),
+    ),
+    (
+        "monitor-step-schedule-off-by-one",
+        "crates/lumen-train/src/monitor.rs",
+        "self.every_n_steps.is_some_and(|n| step % n == 0)",
+        "self.every_n_steps.is_some_and(|n| (step + 1) % n == 0)",
+        ["cargo", "test", "-p", "lumen-train"],
     ),
 ]
 

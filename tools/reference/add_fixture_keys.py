@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Add keys to the existing method fixtures without regenerating the others:
 
-    python tools/reference/add_fixture_keys.py kpcacam complexity gradcam_layer3_layer4
+    python tools/reference/add_fixture_keys.py kpcacam complexity curve_auc gradcam_layer3_layer4
 
 Runs the same generator functions as method_fixtures.py (so a full regeneration gives
 the same values) and rewrites crates/lumen/tests/fixtures/NAME_methods.safetensors with
@@ -24,22 +24,36 @@ LAYERS = {
 }
 
 
+METRIC_KEYS = ["complexity", "curve_auc"]
+
+
 def add_metric_keys(keys):
     import metric_fixtures as metrics
-    out = load_file(metrics.OUT)
     for key in keys:
-        if key != "complexity":
+        # complexity goes to the random-weight fixture, the curves' areas to the
+        # trained shapes-cnn's (whose curves are not flat).
+        path = metrics.TRAINED_OUT if key == "curve_auc" else metrics.OUT
+        out = load_file(path)
+        added = {}
+        if key == "complexity":
+            metrics.complexity(out["gradcam"].numpy(), "gradcam_", added)
+            metrics.complexity(out["noise_map"].numpy(), "noise_", added)
+        elif key == "curve_auc":
+            for curve in ["deletion_mean", "insertion_mean"]:
+                metrics.rise_auc(out[curve].numpy(), added, curve)
+        else:
             raise SystemExit(f"no metric generator for `{key}`")
-        metrics.complexity(out["gradcam"].numpy(), "gradcam_", out)
-        metrics.complexity(out["noise_map"].numpy(), "noise_", out)
-    save_file({k: torch.as_tensor(np.asarray(v)).contiguous().float() for k, v in out.items()},
-              metrics.OUT)
-    print("metrics fixture now holds", sorted(out))
+        # The new keys as float32; the old ones keep their dtypes (uint8 images and
+        # masks, float16 noise).
+        out.update({k: torch.as_tensor(np.asarray(v)).contiguous().float()
+                    for k, v in added.items()})
+        save_file(out, path)
+        print(os.path.basename(path), "now holds", sorted(out))
 
 
 def main(keys):
-    metric_keys = [k for k in keys if k == "complexity"]
-    keys = [k for k in keys if k != "complexity"]
+    metric_keys = [k for k in keys if k in METRIC_KEYS]
+    keys = [k for k in keys if k not in METRIC_KEYS]
     if metric_keys:
         add_metric_keys(metric_keys)
     for name, (layer, reshape) in LAYERS.items():

@@ -9,6 +9,7 @@ those of the defaults), 3 classes, GroupNorm affine parameters, conv biases and 
 per-level scales randomised so that none of them is the identity.
 
     python tools/reference/detection_fixtures.py
+    python tools/reference/detection_fixtures.py shifted_box   # only add those keys
 
 Writes to crates/lumen-models/tests/fixtures/:
   det_fcos_drise.safetensors  D-RISE masks as their 8x8 cells [48,8,8] and shifts [48,2]
@@ -30,7 +31,10 @@ Writes to crates/lumen-models/tests/fixtures/:
                            `FasterRCNNBoxScoreTarget` on each image's best detection
                            (`gradcam`, `gradcampp`, `eigencam`) and on its second
                            (`gradcam_second`); GradCAM of the best detection's class logit
-                           and centerness logit (`gradcam_class_logit`, `gradcam_centerness`)
+                           and centerness logit (`gradcam_class_logit`, `gradcam_centerness`);
+                           GradCAM with the box-score target on the best box moved by 6%
+                           of its size (`shifted_box_{b}`, `gradcam_shifted_box`), where
+                           the IoU term has a gradient
 """
 
 import os
@@ -38,6 +42,7 @@ import sys
 
 import numpy as np
 import torch
+import torchvision
 from autotimm.core.backbone import FeatureBackboneConfig
 from autotimm.tasks._fcos_targets import decode_fcos_detections
 from autotimm.tasks.object_detection import ObjectDetector
@@ -56,9 +61,8 @@ LEVELS = ["p3", "p4", "p5", "p6", "p7"]
 CAM_KEYS = ["gradcam", "gradcampp", "eigencam", "gradcam_second", "gradcam_class_logit", "gradcam_centerness"]
 
 
-def main():
-    torch.manual_seed(11)
-    model = ObjectDetector(
+def build_model():
+    return ObjectDetector(
         backbone=FeatureBackboneConfig(model_name="test_resnet", pretrained=False),
         num_classes=3,
         detection_arch="fcos",
@@ -69,6 +73,85 @@ def main():
         seed=None,
         deterministic=False,
     ).eval()
+
+
+class Decoded(torch.nn.Module):
+    """The detector with `predict`'s decoding, gradients kept: what the box-score
+    target reads (pytorch-grad-cam's Faster R-CNN tutorial wraps the same way)."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images):
+        cls, reg, ctr = self.detector(images)
+        d = self.detector
+        return decode_fcos_detections(
+            cls, reg, ctr, d.strides, d.num_classes, tuple(images.shape[-2:]),
+            d.score_thresh, d.nms_thresh, d.max_detections_per_image,
+        )
+
+
+class ScoreOnly(FasterRCNNBoxScoreTarget):
+    """FasterRCNNBoxScoreTarget without its IoU term: the matched detection's score."""
+
+    def __call__(self, model_outputs):
+        output = torch.zeros(1)
+        for box, label in zip(self.bounding_boxes, self.labels):
+            ious = torchvision.ops.box_iou(torch.tensor(box[None, :]), model_outputs["boxes"])
+            index = ious.argmax()
+            if ious[0, index] > self.iou_threshold and model_outputs["labels"][index] == label:
+                output = output + model_outputs["scores"][index]
+        return output
+
+
+def shifted_box_gradcam(model, x, detections, tensors):
+    """GradCAM with the box-score target on a box that is not a detection's own: each
+    image's best box moved right and down by 6% of its size (IoU still above the 0.5
+    match threshold). On a detection's own box every side ties and the IoU has no
+    gradient (torchvision's `box_iou` under torch.max/min's tie rule), so the other
+    keys cannot tell the target from its score alone; this one must."""
+    shifted = []
+    for d in detections:
+        x1, y1, x2, y2 = d["boxes"][0].detach().tolist()
+        dx, dy = 0.06 * (x2 - x1), 0.06 * (y2 - y1)
+        shifted.append(np.array([x1 + dx, y1 + dy, x2 + dx, y2 + dy], np.float32))
+    layer = [model.backbone.layer4]
+    maps = {}
+    for key, target in [("gradcam_shifted_box", FasterRCNNBoxScoreTarget), ("score_only", ScoreOnly)]:
+        targets = [target(labels=[int(d["labels"][0])], bounding_boxes=[box])
+                   for d, box in zip(detections, shifted)]
+        with GradCAM(model=Decoded(model), target_layers=layer) as cam:
+            maps[key] = cam(input_tensor=x, targets=targets)
+    gap = float(np.abs(maps["gradcam_shifted_box"] - maps["score_only"]).max())
+    assert gap > 0.05, f"the shifted box's IoU term changes the map by {gap} only"
+    print(f"shifted box: the IoU term changes GradCAM by {gap:.3f}")
+    for b, box in enumerate(shifted):
+        tensors[f"shifted_box_{b}"] = torch.from_numpy(box)
+    tensors["gradcam_shifted_box"] = torch.from_numpy(maps["gradcam_shifted_box"]).contiguous().half()
+
+
+def add_shifted_box():
+    """Add the shifted-box keys to det_fcos_io.safetensors, the other keys as they are,
+    from the committed checkpoint's weights."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(OUT, "det_fcos_io.safetensors")
+    tensors = load_file(path)
+    model = build_model()
+    model.load_state_dict(checkpoint_weights())
+    x = tensors["input"]
+    detections = model.predict(x)
+    for b, d in enumerate(detections):
+        assert torch.equal(d["boxes"].detach(), tensors[f"boxes_{b}"]), "the detections moved"
+    shifted_box_gradcam(model, x, detections, tensors)
+    save_file(tensors, path)
+    print("det_fcos_io now holds", sorted(tensors))
+
+
+def main():
+    torch.manual_seed(11)
+    model = build_model()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -110,22 +193,6 @@ def main():
         tensors[f"scores_{b}"] = d["scores"].detach().contiguous()
         tensors[f"labels_{b}"] = d["labels"].to(torch.int64).contiguous()
     print("detections per image:", [len(d["boxes"]) for d in detections])
-
-    class Decoded(torch.nn.Module):
-        """The detector with `predict`'s decoding, gradients kept: what the box-score
-        target reads (pytorch-grad-cam's Faster R-CNN tutorial wraps the same way)."""
-
-        def __init__(self, detector):
-            super().__init__()
-            self.detector = detector
-
-        def forward(self, images):
-            cls, reg, ctr = self.detector(images)
-            d = self.detector
-            return decode_fcos_detections(
-                cls, reg, ctr, d.strides, d.num_classes, tuple(images.shape[-2:]),
-                d.score_thresh, d.nms_thresh, d.max_detections_per_image,
-            )
 
     wrapped = Decoded(model)
 
@@ -206,6 +273,7 @@ def main():
     # 2.4e-4, half the size.
     for key in CAM_KEYS:
         tensors[key] = tensors[key].half()
+    shifted_box_gradcam(model, x, detections, tensors)
     save_file(tensors, os.path.join(OUT, "det_fcos_io.safetensors"))
     print({k: tuple(v.shape) for k, v in tensors.items()})
     print("scale keys:", [k for k in state if "scales" in k][:2], state["head.scales.0.scale"].shape)
@@ -371,6 +439,9 @@ def write_checkpoint(model):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["shifted_box"]:
+        add_shifted_box()
+        sys.exit()
     write_checkpoint(main())
     write_drise()
     write_renormalize()

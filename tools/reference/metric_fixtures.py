@@ -219,6 +219,17 @@ def rise_curve(model, x, maps, baseline, mode):
     return curves
 
 
+def rise_auc(curves, out, key):
+    """RISE's `auc` (evaluation.py: `(arr.sum() - arr[0] / 2 - arr[-1] / 2) /
+    (arr.shape[0] - 1)`) of each image's curve, stored as `KEY_auc`; asserted to differ
+    from the curve's plain mean by more than ten times the Rust tolerance (1e-4)."""
+    auc = np.array([(a.sum() - a[0] / 2 - a[-1] / 2) / (a.shape[0] - 1) for a in curves],
+                   np.float32)
+    gap = np.abs(auc - curves.mean(1)).min()
+    assert gap > 1e-3, f"{key}: the area is within {gap} of the plain mean"
+    out[f"{key}_auc"] = auc
+
+
 NEIGHBOURS = [((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
               ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6)]
 
@@ -480,6 +491,8 @@ def trained_fixtures():
     mean = x.mean((2, 3), keepdim=True).expand_as(x)
     out["deletion_mean"] = rise_curve(model, x, maps, mean, "deletion")
     out["insertion_mean"] = rise_curve(model, x, maps, mean, "insertion")
+    for key in ["deletion_mean", "insertion_mean"]:
+        rise_auc(out[key], out, key)  # the random-weight model's curves are too flat
     # What the random-weight fixture could not show, asserted here.
     kept = out["road_morf_kept"]
     assert 0 < kept.mean() < 1, f"ROAD MoRF kept flags are constant: {kept}"

@@ -114,6 +114,40 @@ fn cams_with_the_box_score_target_match_pytorch_grad_cam() {
     }
 }
 
+/// A box that is not a detection's own (each image's best box moved by 6% of its
+/// size): the matched detection's IoU with it has a gradient, which on a detection's
+/// own box it has not (every side ties), so only this case checks the IoU term of the
+/// box-score target. The generator asserts that the score alone gives a map 1.0 away.
+#[test]
+fn the_box_score_target_on_a_moved_box_matches_pytorch_grad_cam() {
+    let (model, inputs) = setup();
+    let predictions = predict(&model, &inputs);
+    let targets = predictions
+        .iter()
+        .enumerate()
+        .map(|(b, p)| {
+            let (bbox, _) = read(models_fixture(IO), &format!("shifted_box_{b}"));
+            vec![BoxRequest {
+                bbox: [bbox[0], bbox[1], bbox[2], bbox[3]],
+                label: p.detections[0].label,
+            }]
+        })
+        .collect();
+    let options = ExplainOptions {
+        method: "gradcam".into(),
+        targets: Some(targets),
+        method_options: MethodOptions {
+            layer: Some("backbone.layer4".into()),
+            ..MethodOptions::default()
+        },
+        ..ExplainOptions::default()
+    };
+    let (explanation, _) = explain_prediction(&model, &inputs, &options).unwrap();
+    let (expected, _) = read(models_fixture(IO), "gradcam_shifted_box");
+    let diff = max_abs_diff(&explanation.heatmaps.to_vec().unwrap(), &expected);
+    assert!(diff <= 1e-3, "gradcam_shifted_box: max diff {diff:e}");
+}
+
 #[test]
 fn explain_detection_gives_one_map_per_chosen_box_in_score_order() {
     use lumen::{DetectionOptions, explain_detection};

@@ -488,5 +488,13 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
             &trained(key),
             1e-4,
         );
+        // The area reports show: RISE's `auc` (the generator asserts it is more than
+        // 1e-3 from the plain mean of the curve).
+        assert_close(
+            &format!("trained {key} area"),
+            &curve.auc,
+            &trained(&format!("{key}_auc")),
+            1e-4,
+        );
     }
 }
