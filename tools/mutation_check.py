@@ -92,6 +92,13 @@ MUTATIONS = [
         METHOD_PARITY,
     ),
     (
+        "vargrad-chunk-merge-without-cross-term",
+        "crates/lumen-methods/src/noise.rs",
+        "Some(a + b + delta.clone().powi_scalar(2) * cross)",
+        "Some(a + b + delta.clone().powi_scalar(2) * (cross * 0.0))",
+        METHOD_PARITY,
+    ),
+    (
         "smoothgrad-noise-doubled",
         "crates/lumen-methods/src/noise.rs",
         "                standard * column\n",

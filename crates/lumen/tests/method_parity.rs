@@ -340,21 +340,25 @@ fn noise_tunnels_match_numpy_given_the_same_noise() {
         TensorData::new(hashed_normal(shape, 0, 0.3), shape),
         &device(),
     );
-    for (kind, key) in [
-        (NoiseKind::SmoothGrad, "smoothgrad"),
-        (NoiseKind::SmoothGradSq, "smoothgrad-sq"),
-        (NoiseKind::VarGrad, "vargrad"),
-    ] {
-        let tunnel = NoiseTunnel::<ZooModel> {
-            inner: Box::new(Saliency),
-            kind,
-            samples: 4,
-            noise: Noise::Given(Box::new(noise.clone())),
-            seed: None,
-            batch_size: Some(3),
-        };
-        let attr = attributions(&case, &tunnel).attributions.unwrap();
-        check_attributions(case.name, key, attr);
+    // Chunks of 3 rows split both images' samples (merged partial sums); one chunk of
+    // all 8 combines whole images at once. Two code paths: each must match.
+    for batch_size in [Some(3), Some(8)] {
+        for (kind, key) in [
+            (NoiseKind::SmoothGrad, "smoothgrad"),
+            (NoiseKind::SmoothGradSq, "smoothgrad-sq"),
+            (NoiseKind::VarGrad, "vargrad"),
+        ] {
+            let tunnel = NoiseTunnel::<ZooModel> {
+                inner: Box::new(Saliency),
+                kind,
+                samples: 4,
+                noise: Noise::Given(Box::new(noise.clone())),
+                seed: None,
+                batch_size,
+            };
+            let attr = attributions(&case, &tunnel).attributions.unwrap();
+            check_attributions(case.name, key, attr);
+        }
     }
 }
 
