@@ -18,8 +18,9 @@ Reference: a PyTorch transcription of Lumen's documented parameterization
 
 The random transformations are off (jitter 0, scale 1, no rotation): their draws come
 from Lumen's own seeded generator, which Python cannot replay. The initial
-coefficients are drawn here (NumPy, seeded; 0.1 x N(0, 1) rather than Lumen's default
-0.01, see INITIAL_SCALE) and given to Lumen's `maximize_from`.
+coefficients (0.1 x N(0, 1) rather than Lumen's default 0.01, see INITIAL_SCALE) are
+method_fixtures.py's `hashed_normal` of a seed, which the Rust test draws again and
+gives to Lumen's `maximize_from`; the fixture stores the seeds.
 
 Activation maximization amplifies rounding (see STEPS), so the objectives are picked:
 each candidate (a layer3 channel, neuron and direction) is kept only when the
@@ -35,12 +36,17 @@ than SEPARATION x PIXEL_TOLERANCE.
 """
 
 import copy
+import itertools
 import os
+import sys
 
 import numpy as np
 import timm
 import torch
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from method_fixtures import hashed_normal  # noqa: E402  (drawn again by the Rust test)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODELS = os.path.join(ROOT, "crates/lumen-models/tests/fixtures")
@@ -204,12 +210,20 @@ def describe(objective):
         f"{kind} {arg}" if kind == "channel" else kind)
 
 
-def pick(models, layer, steps, candidates, rng):
-    """The first candidate objective (with its initial coefficients, drawn in turn) that
-    rises and whose optimisation float rounding does not decide (see STEPS): an image
-    that rounding moves cannot be a fixture for any backend."""
+def initial_coefficients(seed):
+    """One image's initial coefficients [1, 3, SIZE, SIZE], which the Rust test draws
+    again from the seed (`hashed_normal`), so the fixture stores the seed only."""
+    return hashed_normal((1, 3, SIZE, SIZE), seed, INITIAL_SCALE)
+
+
+def pick(models, layer, steps, candidates, seeds):
+    """The first candidate objective (with the initial coefficients of the next seed)
+    that rises and whose optimisation float rounding does not decide (see STEPS): an
+    image that rounding moves cannot be a fixture for any backend. Returns the
+    objective and its seed."""
     for objective in candidates:
-        initial = (INITIAL_SCALE * rng.standard_normal((1, 3, SIZE, SIZE))).astype(np.float32)
+        seed = next(seeds)
+        initial = initial_coefficients(seed)
         trajectory, final, _ = optimise(models[0], layer, [objective], initial, steps=steps)
         if not final[0] > trajectory[0, 0]:
             print(f"{layer} {describe(objective)}: skipped, it does not rise ({trajectory[0, 0]} -> {final[0]})")
@@ -217,7 +231,7 @@ def pick(models, layer, steps, candidates, rng):
         spread = rounding_spread(models, layer, objective, initial, steps)
         if spread <= PIXEL_TOLERANCE / SEPARATION:
             print(f"{layer} {describe(objective)}: rounding moves pixels by {spread:.1e}; kept")
-            return objective, initial
+            return objective, seed
         print(f"{layer} {describe(objective)}: skipped, rounding moves pixels by {spread:.1e}")
     raise AssertionError(f"{layer}: no candidate is well conditioned")
 
@@ -242,9 +256,10 @@ def main():
         [("direction", rng.standard_normal(channels).astype(np.float32)) for _ in range(8)],
     ]
     out = {}
-    chosen = [pick(models, layer, steps, candidates, rng) for candidates in candidate_lists]
+    seeds = itertools.count(1)
+    chosen = [pick(models, layer, steps, candidates, seeds) for candidates in candidate_lists]
     objectives = [objective for objective, _ in chosen]
-    initial = np.concatenate([initial for _, initial in chosen])
+    initial = np.concatenate([initial_coefficients(seed) for _, seed in chosen])
     trajectory, final, pixels = optimise(model, layer, objectives, initial, steps=steps)
     variant = lambda **changes: optimise(model, layer, objectives, initial,
                                          **{"steps": steps, **changes})
@@ -265,7 +280,7 @@ def main():
             out["neuron_channel"] = np.array([arg[0]], np.float32)
         else:
             out["direction"] = arg
-    out[f"{layer}_initial"] = initial
+    out[f"{layer}_seeds"] = np.array([seed for _, seed in chosen], np.float32)
     out[f"{layer}_trajectory"] = trajectory
     out[f"{layer}_value"] = final
     out[f"{layer}_pixels"] = pixels
@@ -276,8 +291,8 @@ def main():
     # here, and one that passed all four moved them by 6e-2 on libtorch (Lumen's
     # tch:cpu); after 3 steps all 10, from 5 draws each, by 8e-4 to 9e-2. So only a logit's value on the
     # initial image is a fixture: the objective on a vector layer, not its ascent.
-    logit = 0
-    initial = (INITIAL_SCALE * rng.standard_normal((1, 3, SIZE, SIZE))).astype(np.float32)
+    logit, seed = 0, next(seeds)
+    initial = initial_coefficients(seed)
     value = lambda **changes: optimise(model, "fc", [("channel", logit)], initial, steps=1,
                                        **changes)[0][0, 0]
     expected = value()
@@ -287,7 +302,7 @@ def main():
         assert gap > SEPARATION * VALUE_TOLERANCE * max(abs(expected), 1), f"fc: {name}: {gap}"
         print(f"fc: {name} differs by {gap:.3f}")
     out["fc_channel"] = np.array([logit], np.float32)
-    out["fc_initial"] = initial
+    out["fc_seed"] = np.array([seed], np.float32)
     out["fc_value_at_initial"] = np.array([expected], np.float32)
     print(f"fc: logit {logit} on the initial image: {expected}")
     save_file({k: torch.tensor(np.ascontiguousarray(v)) for k, v in out.items()}, OUT)

@@ -113,28 +113,6 @@ fn check_attributions(name: &str, key: &str, attributions: Tensor<4>) {
     );
 }
 
-/// The generator's `hashed_normal`: N(0, stdev) from SplitMix64 of (seed, index) and
-/// Box-Muller, so the fixture need not store the noise.
-fn hashed_normal(shape: [usize; 4], seed: u64, stdev: f64) -> Vec<f32> {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let count: usize = shape.iter().product();
-    (0..count as u64)
-        .map(|i| {
-            let a = mix(seed ^ mix(2 * i));
-            let b = mix(seed ^ mix(2 * i + 1));
-            let u1 = ((a >> 11) as f64 + 0.5) / 2f64.powi(53);
-            let u2 = (b >> 11) as f64 / 2f64.powi(53);
-            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-            (z * stdev) as f32
-        })
-        .collect()
-}
-
 fn named(name: &str) -> Box<dyn Method<ZooModel>> {
     by_name::<ZooModel>(name, &MethodOptions::default()).unwrap()
 }
@@ -337,7 +315,7 @@ fn noise_tunnels_match_numpy_given_the_same_noise() {
     // 4 samples of each of the 2 images, as the generator drew them.
     let shape = [8, 3, 160, 160];
     let noise = Tensor::<4>::from_data(
-        TensorData::new(hashed_normal(shape, 0, 0.3), shape),
+        TensorData::new(common::hashed_normal(shape, 0, 0.3), shape),
         &device(),
     );
     // Chunks of 3 rows split both images' samples (merged partial sums); one chunk of

@@ -138,3 +138,26 @@ pub fn every_other_pixel(attributions: lumen::core::Tensor<4>) -> Vec<f32> {
     }
     kept
 }
+
+/// The generators' `hashed_normal` (tools/reference/method_fixtures.py): N(0, stdev)
+/// from SplitMix64 of (seed, index) and Box-Muller, so a fixture need not store it.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn hashed_normal(shape: [usize; 4], seed: u64, stdev: f64) -> Vec<f32> {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let count: usize = shape.iter().product();
+    (0..count as u64)
+        .map(|i| {
+            let a = mix(seed ^ mix(2 * i));
+            let b = mix(seed ^ mix(2 * i + 1));
+            let u1 = ((a >> 11) as f64 + 0.5) / 2f64.powi(53);
+            let u2 = (b >> 11) as f64 / 2f64.powi(53);
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            (z * stdev) as f32
+        })
+        .collect()
+}
