@@ -240,6 +240,55 @@ MUTATIONS = [
         "self.every_n_steps.is_some_and(|n| (step + 1) % n == 0)",
         ["cargo", "test", "-p", "lumen-train"],
     ),
+    (
+        "rise-masks-upsampled-with-aligned-corners",
+        "crates/lumen-tasks/src/drise.rs",
+        ".with_align_corners(false)",
+        ".with_align_corners(true)",
+        facade_test("detection_parity"),
+    ),
+    (
+        "drise-class-similarity-not-a-cosine",
+        "crates/lumen-tasks/src/drise.rs",
+        "row[target.label] / norm",
+        "row[target.label] + 0.0 * norm",
+        facade_test("detection_parity"),
+    ),
+    (
+        "margin-uncertainty-not-complemented",
+        "crates/lumen-tasks/src/segmentation.rs",
+        "(p1 - p2).neg() + 1.0",
+        "(p1 - p2).neg() + 0.0",
+        facade_test("segmentation_parity"),
+    ),
+    (
+        "road-imputation-weights-swapped",
+        "crates/lumen-metrics/src/imputation.rs",
+        "    (1, 1, 1.0 / 12.0),\n    (0, 1, 1.0 / 6.0),",
+        "    (1, 1, 1.0 / 6.0),\n    (0, 1, 1.0 / 12.0),",
+        facade_test("metric_parity"),
+    ),
+    (
+        "relevance-mass-counts-negative-relevance",
+        "crates/lumen-metrics/src/localization.rs",
+        "        let v = v.max(0.0) as f64;\n        total += v;",
+        "        let v = v.abs() as f64;\n        total += v;",
+        facade_test("metric_parity"),
+    ),
+    (
+        "theoretical-receptive-field-jump-not-accumulated",
+        "crates/lumen-features/src/receptive.rs",
+        "                jump *= op.stride;",
+        "                jump = op.stride;",
+        facade_test("feature_parity"),
+    ),
+    (
+        "colormap-lookup-rounded",
+        "crates/lumen-report/src/colormap.rs",
+        "let index = ((t * 256.0) as usize).min(255);",
+        "let index = ((t * 255.0).round() as usize).min(255);",
+        ["cargo", "test", "-p", "lumen-report", "--lib"],
+    ),
 ]
 
 

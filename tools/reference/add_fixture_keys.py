@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Add keys to the existing method fixtures without regenerating the others:
 
-    python tools/reference/add_fixture_keys.py kpcacam complexity curve_auc gradcam_layer3_layer4
+    python tools/reference/add_fixture_keys.py kpcacam complexity curve_auc signed_localization gradcam_layer3_layer4
 
 Runs the same generator functions as method_fixtures.py (so a full regeneration gives
 the same values) and rewrites crates/lumen/tests/fixtures/NAME_methods.safetensors with
@@ -24,7 +24,7 @@ LAYERS = {
 }
 
 
-METRIC_KEYS = ["complexity", "curve_auc"]
+METRIC_KEYS = ["complexity", "curve_auc", "signed_localization"]
 
 
 def add_metric_keys(keys):
@@ -41,6 +41,10 @@ def add_metric_keys(keys):
         elif key == "curve_auc":
             for curve in ["deletion_mean", "insertion_mean"]:
                 metrics.rise_auc(out[curve].numpy(), added, curve)
+        elif key == "signed_localization":
+            masks = out["masks"].numpy().astype(bool)
+            boxes = out["boxes"].numpy().astype(np.int64)
+            metrics.signed_localization(masks, boxes, added)
         else:
             raise SystemExit(f"no metric generator for `{key}`")
         # The new keys as float32; the old ones keep their dtypes (uint8 images and

@@ -157,6 +157,36 @@ def localization(maps, masks, boxes, prefix, out):
     complexity(maps, prefix, out)
 
 
+def signed_localization(masks, boxes, out):
+    """Relevance mass and the energy pointing game on a signed map. Both count positive
+    relevance only (Arras et al. 2022; Wang et al. 2020); the GradCAM and noise maps are
+    never negative, so only this map tells positive-only sums from the raw sums (Quantus'
+    RelevanceMassAccuracy with abs=False) and from magnitudes (abs=True). Mostly
+    positive inside the mask, mostly negative outside; asserted to separate all three."""
+    rng = np.random.default_rng(2)
+    signed = np.where(masks, rng.uniform(-0.2, 1.0, masks.shape),
+                      rng.uniform(-1.0, 0.3, masks.shape)).astype(np.float32)
+    out["signed_map"] = signed
+    a4, s4 = signed[:, None], masks[:, None].astype(np.float32)
+    positive = np.maximum(signed, 0).astype(np.float64)
+    mass = np.array([p[m].sum() / p.sum() for p, m in zip(positive, masks)], np.float32)
+    common = dict(model=None, x_batch=np.zeros_like(a4), y_batch=np.array(CLASSES), s_batch=s4)
+    for abs_ in [False, True]:
+        library = np.array(quantus.RelevanceMassAccuracy(disable_warnings=True, normalise=False, abs=abs_)(
+            a_batch=a4.copy(), **common), np.float32)
+        gap = np.abs(library - mass).min()
+        assert gap > 1e-3, f"relevance mass: Quantus with abs={abs_} is within {gap} of positive-only"
+        print(f"signed map: relevance mass {mass.tolist()}, Quantus abs={abs_} {library.tolist()}")
+    out["signed_relevance_mass"] = mass
+    energy = np.array([energy_pointing(a, b) for a, b in zip(signed, boxes)], np.float32)
+    for name, variant in [("raw", lambda a: a), ("abs", np.abs)]:
+        other = np.array([variant(a.astype(np.float64))[box_mask(a.shape, b)].sum() / variant(a.astype(np.float64)).sum()
+                          for a, b in zip(signed, boxes)])
+        gap = np.abs(other - energy).min()
+        assert gap > 1e-3, f"energy pointing: the {name} share is within {gap} of positive-only"
+    out["signed_energy_pointing_game"] = energy
+
+
 def complexity(maps, prefix, out):
     """Quantus' Complexity (Bhatt et al. 2020) with its defaults (abs, normalise_by_max).
     Asserted to differ from its nearest wrong variants: base-2 logarithm, no abs."""
@@ -528,6 +558,7 @@ def main():
     out["boxes"] = boxes.astype(np.float32)
     localization(maps, masks, boxes, "gradcam_", out)
     localization(noise_map, masks, boxes, "noise_", out)
+    signed_localization(masks, boxes, out)
 
     black = torch.from_numpy(((0 - MEAN) / STD).astype(np.float32)).view(1, 3, 1, 1).expand_as(x)
     blur = gaussian_blur(x, 5.0)

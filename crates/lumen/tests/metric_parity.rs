@@ -135,6 +135,29 @@ fn localization_matches_quantus_and_the_papers() {
             1e-5,
         );
     }
+    // A signed map: the mass metrics count positive relevance only (the maps above are
+    // never negative). The generator asserts that the raw sums (Quantus, abs=False) and
+    // the magnitudes (abs=True) give values more than 1e-3 away.
+    let signed = fixture("signed_map");
+    let per_image = |f: fn(&[f32], &Region) -> lumen::core::Result<f32>| -> Vec<f32> {
+        signed
+            .chunks(PIXELS)
+            .zip(&regions)
+            .map(|(m, r)| f(m, r).unwrap())
+            .collect()
+    };
+    assert_close(
+        "signed_relevance_mass",
+        &per_image(relevance_mass),
+        &fixture("signed_relevance_mass"),
+        1e-6,
+    );
+    assert_close(
+        "signed_energy_pointing_game",
+        &per_image(energy_pointing_game),
+        &fixture("signed_energy_pointing_game"),
+        1e-6,
+    );
 }
 
 #[test]
