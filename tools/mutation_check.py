@@ -289,6 +289,41 @@ MUTATIONS = [
         "let index = ((t * 255.0).round() as usize).min(255);",
         ["cargo", "test", "-p", "lumen-report", "--lib"],
     ),
+    (
+        "gradcam-plus-plus-without-the-factor-two",
+        "crates/lumen-methods/src/cam.rs",
+        "(g2.mul_scalar(2.0) + sum_a * g3 + 1e-6)",
+        "(g2.mul_scalar(1.0) + sum_a * g3 + 1e-6)",
+        METHOD_PARITY,
+    ),
+    (
+        "scorecam-weights-without-softmax",
+        "crates/lumen-methods/src/cam.rs",
+        "            softmax(scores.reshape([b, c]), 1),",
+        "            scores.reshape([b, c]),",
+        METHOD_PARITY,
+    ),
+    (
+        "ssim-constants-swapped",
+        "crates/lumen-metrics/src/sanity.rs",
+        "    let c1 = (0.01 * data_range as f64).powi(2);",
+        "    let c1 = (0.03 * data_range as f64).powi(2);",
+        facade_test("metric_parity"),
+    ),
+    (
+        "spearman-ties-ranked-in-order",
+        "crates/lumen-metrics/src/sanity.rs",
+        "        let rank = (start + 1 + end) as f64 / 2.0;\n        for &i in &order[start..end] {\n            ranks[i] = rank;\n        }",
+        "        for (k, &i) in order[start..end].iter().enumerate() {\n            ranks[i] = (start + 1 + k) as f64;\n        }",
+        facade_test("metric_parity"),
+    ),
+    (
+        "gini-without-abs",
+        "crates/lumen-metrics/src/axioms.rs",
+        "map.iter().map(|v| v.abs() as f64 + 1e-7).collect();",
+        "map.iter().map(|v| *v as f64 + 1e-7).collect();",
+        facade_test("metric_parity"),
+    ),
 ]
 
 

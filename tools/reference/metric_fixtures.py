@@ -158,11 +158,12 @@ def localization(maps, masks, boxes, prefix, out):
 
 
 def signed_localization(masks, boxes, out):
-    """Relevance mass and the energy pointing game on a signed map. Both count positive
+    """Relevance mass, the energy pointing game and Gini on a signed map. The first two count positive
     relevance only (Arras et al. 2022; Wang et al. 2020); the GradCAM and noise maps are
     never negative, so only this map tells positive-only sums from the raw sums (Quantus'
-    RelevanceMassAccuracy with abs=False) and from magnitudes (abs=True). Mostly
-    positive inside the mask, mostly negative outside; asserted to separate all three."""
+    RelevanceMassAccuracy with abs=False) and from magnitudes (abs=True); Gini takes
+    magnitudes. Mostly positive inside the mask, mostly negative outside; asserted to
+    separate each from its variants."""
     rng = np.random.default_rng(2)
     signed = np.where(masks, rng.uniform(-0.2, 1.0, masks.shape),
                       rng.uniform(-1.0, 0.3, masks.shape)).astype(np.float32)
@@ -185,6 +186,17 @@ def signed_localization(masks, boxes, out):
         gap = np.abs(other - energy).min()
         assert gap > 1e-3, f"energy pointing: the {name} share is within {gap} of positive-only"
     out["signed_energy_pointing_game"] = energy
+    # Sparseness (Gini) takes magnitudes (Quantus' abs=True, as for the maps above).
+    gini = np.array(quantus.Sparseness(disable_warnings=True, normalise=False, abs=True)(
+        model=None, x_batch=np.zeros_like(a4), y_batch=np.array(CLASSES), a_batch=a4.copy()), np.float32)
+    signed_gini = []
+    for a in signed:
+        v = np.sort(a.reshape(-1).astype(np.float64)) + 1e-7
+        n = v.size
+        signed_gini.append(((2 * np.arange(1, n + 1) - n - 1) * v).sum() / (n * v.sum()))
+    gap = np.abs(np.array(signed_gini) - gini).min()
+    assert gap > 1e-3, f"Gini: the signed values give a value within {gap} of the magnitudes'"
+    out["signed_gini"] = gini
 
 
 def complexity(maps, prefix, out):

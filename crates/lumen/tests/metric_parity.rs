@@ -136,7 +136,7 @@ fn localization_matches_quantus_and_the_papers() {
         );
     }
     // A signed map: the mass metrics count positive relevance only (the maps above are
-    // never negative). The generator asserts that the raw sums (Quantus, abs=False) and
+    // never negative, so they could not show it). The generator asserts that the raw sums (Quantus, abs=False) and
     // the magnitudes (abs=True) give values more than 1e-3 away.
     let signed = fixture("signed_map");
     let per_image = |f: fn(&[f32], &Region) -> lumen::core::Result<f32>| -> Vec<f32> {
@@ -158,6 +158,10 @@ fn localization_matches_quantus_and_the_papers() {
         &fixture("signed_energy_pointing_game"),
         1e-6,
     );
+    // Gini (Quantus' Sparseness) takes magnitudes: signed values give a value more
+    // than 1e-3 away (asserted in the generator).
+    let signed_gini: Vec<f32> = signed.chunks(PIXELS).map(gini).collect();
+    assert_close("signed_gini", &signed_gini, &fixture("signed_gini"), 1e-6);
 }
 
 #[test]
