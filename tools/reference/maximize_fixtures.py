@@ -46,6 +46,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from feature_fixtures import layer_output  # noqa: E402
 from method_fixtures import hashed_normal  # noqa: E402  (drawn again by the Rust test)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -92,15 +93,6 @@ def spectrum_scale(h, w):
     kx = np.arange(w)[None, :] / (2 * w)
     frequency = np.maximum(np.sqrt(ky ** 2 + kx ** 2), 1.0 / max(h, w))
     return torch.tensor(1.0 / frequency)
-
-
-def layer_output(model, layer, x):
-    store = {}
-    handle = dict(model.named_modules())[layer].register_forward_hook(
-        lambda _, __, out: store.__setitem__("a", out))
-    model(x)
-    handle.remove()
-    return store["a"]
 
 
 def objective_values(model, layer, image, objectives):
