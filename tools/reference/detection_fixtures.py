@@ -32,9 +32,9 @@ Writes to crates/lumen-models/tests/fixtures/:
                            (`gradcam`, `gradcampp`, `eigencam`) and on its second
                            (`gradcam_second`); GradCAM of the best detection's class logit
                            and centerness logit (`gradcam_class_logit`, `gradcam_centerness`);
-                           GradCAM with the box-score target on the best box moved by 6%
-                           of its size (`shifted_box_{b}`, `gradcam_shifted_box`), where
-                           the IoU term has a gradient
+                           GradCAM with the box-score target on a box moved by 6% of its
+                           size (`shifted_box_{b}`, `shifted_labels`,
+                           `gradcam_shifted_box`), where the IoU term has a gradient
 """
 
 import os
@@ -106,21 +106,27 @@ class ScoreOnly(FasterRCNNBoxScoreTarget):
 
 
 def shifted_box_gradcam(model, x, detections, tensors):
-    """GradCAM with the box-score target on a box that is not a detection's own: each
-    image's best box moved right and down by 6% of its size (IoU still above the 0.5
-    match threshold). On a detection's own box every side ties and the IoU has no
-    gradient (torchvision's `box_iou` under torch.max/min's tie rule), so the other
-    keys cannot tell the target from its score alone; this one must."""
-    shifted = []
+    """GradCAM with the box-score target on a box that is not a detection's own: per
+    image, the largest of the 20 best detections' boxes, moved right and down by 6% of
+    its size (IoU still above the 0.5 match threshold). On a detection's own box every
+    side ties and the IoU has no gradient (torchvision's `box_iou` under torch.max/min's
+    tie rule), so the other keys cannot tell the target from its score alone; this one
+    must. The random detector's boxes are all under a pixel, and the IoU's gradient
+    grows as a side shrinks: the best box of image 1 is 0.009 px wide, where float
+    rounding alone moved the map by 8e-4; the largest (0.25 and 0.38 px^2) do not."""
+    shifted, labels = [], []
     for d in detections:
-        x1, y1, x2, y2 = d["boxes"][0].detach().tolist()
+        boxes = d["boxes"].detach()[:20]
+        k = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).argmax())
+        x1, y1, x2, y2 = boxes[k].tolist()
         dx, dy = 0.06 * (x2 - x1), 0.06 * (y2 - y1)
         shifted.append(np.array([x1 + dx, y1 + dy, x2 + dx, y2 + dy], np.float32))
+        labels.append(int(d["labels"][k]))
     layer = [model.backbone.layer4]
     maps = {}
     for key, target in [("gradcam_shifted_box", FasterRCNNBoxScoreTarget), ("score_only", ScoreOnly)]:
-        targets = [target(labels=[int(d["labels"][0])], bounding_boxes=[box])
-                   for d, box in zip(detections, shifted)]
+        targets = [target(labels=[label], bounding_boxes=[box])
+                   for label, box in zip(labels, shifted)]
         with GradCAM(model=Decoded(model), target_layers=layer) as cam:
             maps[key] = cam(input_tensor=x, targets=targets)
     gap = float(np.abs(maps["gradcam_shifted_box"] - maps["score_only"]).max())
@@ -128,6 +134,7 @@ def shifted_box_gradcam(model, x, detections, tensors):
     print(f"shifted box: the IoU term changes GradCAM by {gap:.3f}")
     for b, box in enumerate(shifted):
         tensors[f"shifted_box_{b}"] = torch.from_numpy(box)
+    tensors["shifted_labels"] = torch.tensor(labels, dtype=torch.int64)
     tensors["gradcam_shifted_box"] = torch.from_numpy(maps["gradcam_shifted_box"]).contiguous().half()
 
 
