@@ -309,8 +309,9 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// Optimise one image per objective (in internal batches of
     /// [`MaximizeOptions::rows_per_batch`]) and return them with their trajectories.
     /// The initial coefficients are small seeded normal draws (`0.01 x N(0, 1)`, one
-    /// stream in objective order, as lucid's `fft_image` starts).
-    /// `progress` is called with the steps done over all batches (`steps` per batch).
+    /// stream in objective order, as lucid's `fft_image` starts), drawn a batch at a
+    /// time. `progress` is called with the steps done over all batches (`steps` per
+    /// batch).
     pub fn maximize(
         &self,
         objectives: &[Objective],
@@ -318,16 +319,15 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         device: &Device,
         progress: impl FnMut(usize),
     ) -> Result<Vec<MaximizedImage>> {
-        options.validate()?;
-        let [channels, h, w] = self.model.input_shape();
         let mut initial_rng = StdRng::seed_from_u64(options.seed);
-        let initial: Vec<f32> = (0..objectives.len() * channels * h * w)
-            .map(|_| {
-                let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
-                0.01 * v
-            })
-            .collect();
-        self.maximize_from(objectives, &initial, options, device, progress)
+        self.maximize_with(objectives, options, device, progress, |values| {
+            (0..values)
+                .map(|_| {
+                    let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
+                    0.01 * v
+                })
+                .collect()
+        })
     }
 
     /// [`maximize`](Self::maximize) from given initial coefficients: per objective, the
@@ -340,7 +340,37 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         initial: &[f32],
         options: &MaximizeOptions,
         device: &Device,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<MaximizedImage>> {
+        let [_, h, w] = self.model.input_shape();
+        if initial.len() != objectives.len() * 3 * h * w {
+            return Err(LumenError::shape(
+                "initial coefficients",
+                format!("{} x 3 x {h} x {w}", objectives.len()),
+                initial.len(),
+            ));
+        }
+        if initial.iter().any(|v| !v.is_finite()) {
+            return Err(LumenError::InvalidArgument(
+                "the initial coefficients must be finite numbers".into(),
+            ));
+        }
+        let mut taken = 0;
+        self.maximize_with(objectives, options, device, progress, |values| {
+            taken += values;
+            initial[taken - values..taken].to_vec()
+        })
+    }
+
+    /// Both entry points: `next_initial(n)` gives the next `n` initial coefficients in
+    /// objective order, called once per internal batch after every check has passed.
+    fn maximize_with(
+        &self,
+        objectives: &[Objective],
+        options: &MaximizeOptions,
+        device: &Device,
         mut progress: impl FnMut(usize),
+        mut next_initial: impl FnMut(usize) -> Vec<f32>,
     ) -> Result<Vec<MaximizedImage>> {
         options.validate()?;
         if objectives.is_empty() {
@@ -361,19 +391,6 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             return Err(LumenError::InvalidArgument(format!(
                 "activation maximization draws RGB images; the model takes {channels} channels"
             )));
-        }
-        let per_image = 3 * h * w;
-        if initial.len() != objectives.len() * per_image {
-            return Err(LumenError::shape(
-                "initial coefficients",
-                format!("{} x 3 x {h} x {w}", objectives.len()),
-                initial.len(),
-            ));
-        }
-        if initial.iter().any(|v| !v.is_finite()) {
-            return Err(LumenError::InvalidArgument(
-                "the initial coefficients must be finite numbers".into(),
-            ));
         }
         if options.jitter >= h.min(w) {
             return Err(LumenError::InvalidArgument(format!(
@@ -398,13 +415,12 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         let rows = options.rows_per_batch(self.model, device);
         let mut images = Vec::with_capacity(objectives.len());
         for (batch, range) in row_chunks(objectives.len(), rows).enumerate() {
-            let start = range.start * per_image;
-            let end = range.end * per_image;
+            let initial = next_initial(range.len() * 3 * h * w);
             images.extend(self.maximize_batch(
                 &objectives[range],
                 &info,
                 &normalize,
-                initial[start..end].to_vec(),
+                initial,
                 options,
                 |step| progress(batch * options.steps + step),
             )?);

@@ -192,6 +192,16 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
         .to_string();
     assert!(err.contains("channel 999 is out of range"), "{err}");
     assert_eq!(steps, 0, "batches ran before the bad objective was refused");
+    // The initial coefficients are drawn a batch at a time, after the checks: a million
+    // objectives would be 197 GB of them at once (this aborted when they were drawn up
+    // front), and the bad one at the end is refused first.
+    let mut million = vec![objectives[0].clone(); 1_000_000];
+    million.push(late[3].clone());
+    let err = visualizer
+        .maximize(&million, &options(Some(1)), &model.device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channel 999 is out of range"), "{err}");
     let err = visualizer
         .maximize(&objectives, &options(Some(0)), &model.device, |_| {})
         .unwrap_err()
