@@ -136,8 +136,9 @@ fn localization_matches_quantus_and_the_papers() {
         );
     }
     // A signed map: the mass metrics count positive relevance only (the maps above are
-    // never negative, so they could not show it). The generator asserts that the raw sums (Quantus, abs=False) and
-    // the magnitudes (abs=True) give values more than 1e-3 away.
+    // never negative, so they could not show it). The generator asserts that the raw
+    // sums (Quantus, abs=False) and the magnitudes (abs=True) give values more than
+    // 1e-3 away.
     let signed = fixture("signed_map");
     let per_image = |f: fn(&[f32], &Region) -> lumen::core::Result<f32>| -> Vec<f32> {
         signed
@@ -515,8 +516,8 @@ fn metrics_on_the_trained_shapes_cnn_match_the_references() {
             &trained(key),
             1e-4,
         );
-        // The area reports show: RISE's `auc` (the generator asserts it is more than
-        // 1e-3 from the plain mean of the curve).
+        // The area, which the reported normalised area is made from: RISE's `auc` (the
+        // generator asserts it is more than 1e-3 from the plain mean of the curve).
         assert_close(
             &format!("trained {key} area"),
             &curve.auc,
