@@ -220,11 +220,11 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
 /// and a direction of `layer3`; for a logit only its value on the initial image (its
 /// ascent turns on float rounding from the first step, measured in the generator).
 /// Tolerances: pixels (in [0, 1]) within 5e-4, objective values within 1e-4 of
-/// max(|v|, 1) (measured: at most 2.7e-6 and 5.4e-7 on flex, tch:cpu and wgpu). The generator keeps only objectives
-/// whose float32, float64, BatchNorm-folded and weight-perturbed (1e-6) runs agree
-/// within 5e-5, and asserts that the same run without the spectrum scaling, without
-/// the decorrelation or without Adam's bias correction, and the initial image, are all
-/// more than 5e-3 away.
+/// max(|v|, 1) (measured: at most 2.7e-6 and 5.4e-7 on flex, tch:cpu and wgpu).
+/// The generator keeps only objectives whose float32, float64, BatchNorm-folded and
+/// weight-perturbed (1e-6) runs agree within 5e-5, and asserts that the same run
+/// without the spectrum scaling, without the decorrelation or without Adam's bias
+/// correction, and the initial image, are all more than 5e-3 away.
 #[test]
 fn maximize_matches_a_torch_transcription_with_adam() {
     let fixture = |key: &str| {
