@@ -48,6 +48,17 @@ fn colormap(s: &str) -> std::result::Result<Colormap, String> {
     s.parse()
 }
 
+/// An overlay opacity in [0, 1], checked at parsing so that every command that draws
+/// (features, receptive-field and maximize as well as the explaining ones) refuses a
+/// NaN, which would otherwise blend every pixel to black.
+fn opacity(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("the opacity must be in [0, 1], got {v}")),
+        Err(e) => Err(format!("`{s}` is not a number: {e}")),
+    }
+}
+
 /// Which model to load, and where.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -514,7 +525,7 @@ pub struct FigureArgs {
           help = one_of("Colormap", &Colormap::NAMES))]
     pub colormap: Colormap,
     /// Overlay opacity in [0, 1].
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = opacity)]
     pub alpha: f32,
     /// Also write the polarity view (signed, positive, negative, absolute) of gradient methods.
     #[arg(long)]
@@ -528,6 +539,23 @@ pub struct FigureArgs {
 }
 
 impl FigureArgs {
+    /// Warn about the drawing options given that a command does not read: `reads` names
+    /// those it does (of `--colormap`, `--alpha`, `--polarity`, `--verdicts`), `reason`
+    /// is the [`warn_ignored`] reason.
+    pub fn warn_unread(&self, reads: &[&str], reason: &str) {
+        let given = [
+            ("--colormap", self.colormap != Colormap::Jet),
+            ("--alpha", self.alpha != 0.5),
+            ("--polarity", self.polarity),
+            ("--verdicts", self.verdicts.is_some()),
+        ];
+        let unread: Vec<(&str, bool)> = given
+            .into_iter()
+            .filter(|(flag, _)| !reads.contains(flag))
+            .collect();
+        warn_ignored(&unread, reason);
+    }
+
     /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
     /// model (shapes-cnn, shapes-vit), else none.
     pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
@@ -671,6 +699,24 @@ pub fn report_cache_reuse(
     }
 }
 
+/// One warning for the options a run was given but does not read: `flags` pairs each
+/// option with whether it was given, `reason` says what would read them ("only
+/// --top-images reads"; " it" or " them" is added).
+pub fn warn_ignored(flags: &[(&str, bool)], reason: &str) {
+    let given: Vec<&str> = flags
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| *flag)
+        .collect();
+    if !given.is_empty() {
+        eprintln!(
+            "warning: {} ignored: {reason} {}",
+            given.join(", "),
+            if given.len() == 1 { "it" } else { "them" }
+        );
+    }
+}
+
 /// Check method names and options before loading anything, and warn about options
 /// that none of the methods reads.
 pub fn check_methods<R>(
@@ -690,12 +736,25 @@ pub fn check_methods<R>(
             )));
         }
     }
-    let base = lumen::method_info(&options.method_options.noise_base)?.family;
     options.validate()?;
     if let Some(dir) = &options.save_dir {
         check_folder_writable("--out", dir)?;
     }
-    for warning in method_args.unused(&families, base) {
+    warn_unused_method_options(methods, method_args)
+}
+
+/// Warn about the method options that none of `methods` reads (and refuse an unknown
+/// `--noise-base`, read or not). Names outside the registry are black boxes: D-RISE
+/// reads only `--seed` and `--internal-batch-size` (masks per pass), the evaluation
+/// floors (random, center) only `--seed`.
+pub fn warn_unused_method_options(methods: &[String], method_args: &MethodArgs) -> Result<()> {
+    let base = lumen::method_info(&method_args.noise_base)?.family;
+    let families: Vec<Family> = methods
+        .iter()
+        .filter_map(|m| lumen::method_info(m).ok().map(|info| info.family))
+        .collect();
+    let drise = methods.iter().any(|m| m == lumen::detection::DRISE);
+    for warning in method_args.unused(&families, base, drise) {
         eprintln!("warning: {warning}");
     }
     Ok(())
@@ -703,8 +762,9 @@ pub fn check_methods<R>(
 
 impl MethodArgs {
     /// The options given (different from their defaults) that no method of `families`
-    /// reads; `base` is the noise tunnels' wrapped method.
-    fn unused(&self, families: &[Family], base: Family) -> Vec<String> {
+    /// reads; `base` is the noise tunnels' wrapped method, `drise` whether D-RISE runs
+    /// too (it reads `--internal-batch-size`).
+    fn unused(&self, families: &[Family], base: Family, drise: bool) -> Vec<String> {
         let tunnel = families.contains(&Family::NoiseTunnel);
         let uses = |wanted: &dyn Fn(Family) -> bool| {
             families.iter().any(|f| wanted(*f)) || (tunnel && wanted(base))
@@ -747,13 +807,14 @@ impl MethodArgs {
         check(
             self.internal_batch_size.is_some(),
             "--internal-batch-size",
-            "ig, the noise tunnels, scorecam and ablationcam",
-            uses(&|f| {
-                matches!(
-                    f,
-                    Family::Path | Family::NoiseTunnel | Family::PerturbationCam
-                )
-            }),
+            "ig, the noise tunnels, scorecam, ablationcam and drise",
+            drise
+                || uses(&|f| {
+                    matches!(
+                        f,
+                        Family::Path | Family::NoiseTunnel | Family::PerturbationCam
+                    )
+                }),
         );
         unused
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use lumen::{DetectionOptions, DetectionScoreKind, LumenError, Result, explain_detection};
 
-use crate::args::{JsonOutput, check_methods, check_writable, choice};
+use crate::args::{JsonOutput, check_methods, check_writable, choice, warn_unused_method_options};
 use crate::explain::{ExplainArgs, save_raw};
 
 /// Options of detection models (an error on other models).
@@ -54,8 +54,15 @@ impl DetectArgs {
 pub fn run(args: ExplainArgs) -> Result<()> {
     let mut explain = args.options();
     explain.polarity = false;
+    // Dense evaluations (`lumen evaluate` on a detection model) hold no cautions yet.
+    args.figure.warn_unread(
+        &["--colormap", "--alpha"],
+        "detection maps have no polarity view, and no verdicts (their evaluations carry no cautions yet); nothing reads",
+    );
     let is_drise = args.method == lumen::detection::DRISE;
-    if !is_drise {
+    if is_drise {
+        warn_unused_method_options(std::slice::from_ref(&args.method), &args.method_args)?;
+    } else {
         check_methods(
             std::slice::from_ref(&args.method),
             &args.method_args,

@@ -158,6 +158,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             valid: known.iter().map(|s| s.to_string()).collect(),
         });
     }
+    crate::args::warn_unused_method_options(&methods, &args.method_args)?;
     let names = metric_names();
     if let Some(bad) = args
         .metrics
@@ -472,6 +473,7 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
             valid: known.iter().map(|s| s.to_string()).collect(),
         });
     }
+    crate::args::warn_unused_method_options(&methods, &args.method_args)?;
     crate::args::check_folder_writable("--out", &args.out)?;
     let seed = args.method_args.seed.unwrap_or(0);
     let mut method_options = args.method_args.options(32);

@@ -11,7 +11,9 @@ use lumen::features::{
 use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
 use serde::Serialize;
 
-use crate::args::{CacheArgs, FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice};
+use crate::args::{
+    CacheArgs, FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice, warn_ignored,
+};
 
 #[derive(Args, Debug)]
 pub struct FeaturesArgs {
@@ -105,11 +107,31 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
     if args.top_images > 0 {
+        warn_ignored(
+            &[
+                ("--layers", !args.layers.is_empty()),
+                ("--top", args.top != 16),
+                ("--sort", args.sort != SortBy::default()),
+                ("--seed", args.seed != 0),
+                ("--shared-scale", args.shared_scale),
+                ("--active-threshold", args.active_threshold != 0.01),
+                ("--zero-threshold", args.zero_threshold != 1e-3),
+            ],
+            "--top-images draws the images themselves, without feature maps or statistics; nothing reads",
+        );
+        args.figure.warn_unread(
+            &[],
+            "--top-images draws the images themselves, with no map; nothing reads",
+        );
         return top_images(&args, &model, &layer);
     }
     warn_ignored(
         &[("--channels", args.channels.is_some())],
         "only --top-images reads",
+    );
+    args.figure.warn_unread(
+        &["--colormap"],
+        "feature maps are drawn alone, with no overlay, polarity view or verdicts; nothing reads",
     );
     let inputs = args.input.load(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
@@ -313,6 +335,15 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             ],
             "the theoretical field depends on the layer alone; --mode gradient or occlusion reads",
         );
+        args.figure.warn_unread(
+            &[],
+            "the theoretical field is printed, not drawn; nothing reads",
+        );
+    } else {
+        args.figure.warn_unread(
+            &["--colormap", "--alpha"],
+            "a receptive field is drawn as one overlay, with no polarity view or verdicts; nothing reads",
+        );
     }
     let channel = args.channel.unwrap_or(0);
     let defaults = Occlusion::default();
@@ -485,6 +516,9 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     args.input
         .require_model_size("lumen features --top-images")?;
     let files = args.input.files()?;
+    // More images per channel than there are inputs would only pad the grid with empty
+    // tiles (10^5 of them exhausted memory): each channel shows at most every input.
+    let per_channel = args.top_images.min(files.len());
     let default_channels: Vec<usize> = (0..8).collect();
     let channels = args.channels.as_ref().map_or(&default_channels, |c| &c.0);
     let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
@@ -545,7 +579,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
                 best[k].push((image[channel], file));
             }
             best[k].sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            best[k].truncate(args.top_images);
+            best[k].truncate(per_channel);
         }
     }
     if best.iter().all(Vec::is_empty) {
@@ -575,17 +609,17 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
                 tiles.push((format!("#{} {stem} {value:.2}", row.channel), original));
             }
             // Short rows (fewer images than K) are padded so each channel keeps its row.
-            for _ in row.images.len()..args.top_images {
+            for _ in row.images.len()..per_channel {
                 tiles.push((String::new(), image::RgbImage::new(1, 1)));
             }
         }
         let title = format!(
             "{}: the {} images of {} that excite each channel of {layer} most",
             model.name,
-            args.top_images,
+            per_channel,
             files.len()
         );
-        let figure = lumen::image_grid(&title, &tiles, 112, args.top_images);
+        let figure = lumen::image_grid(&title, &tiles, 112, per_channel);
         let name = format!("{}_top_images.png", layer.replace('.', "-"));
         written.push(save_png(&figure, &args.figure.out, &name)?);
     }
@@ -613,21 +647,4 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         }
     }
     Ok(())
-}
-
-/// One warning for the options a run was given but does not read: `flags` pairs each
-/// option with whether it was given, `reason` says what would read them.
-fn warn_ignored(flags: &[(&str, bool)], reason: &str) {
-    let given: Vec<&str> = flags
-        .iter()
-        .filter(|(_, given)| *given)
-        .map(|(flag, _)| *flag)
-        .collect();
-    if !given.is_empty() {
-        eprintln!(
-            "warning: {} ignored: {reason} {}",
-            given.join(", "),
-            if given.len() == 1 { "it" } else { "them" }
-        );
-    }
 }

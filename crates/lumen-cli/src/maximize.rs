@@ -101,6 +101,10 @@ struct Maximized<'a, P: Serialize> {
 }
 
 pub fn run(args: MaximizeArgs) -> Result<()> {
+    args.figure.warn_unread(
+        &[],
+        "the optimised images are drawn as they are, with no map; nothing reads",
+    );
     let channels = args.channels.0.clone();
     let model = args.model.load()?;
     let objectives: Vec<Objective> = channels

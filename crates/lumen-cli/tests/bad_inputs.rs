@@ -445,6 +445,7 @@ fn numeric_options_are_validated_before_any_work() {
         (&["--alpha", "2"], "must be in [0, 1], got 2"),
         (&["--alpha=-0.1"], "must be in [0, 1]"),
         (&["--alpha", "inf"], "must be in [0, 1]"),
+        (&["--alpha", "NaN"], "must be in [0, 1], got NaN"),
         (
             &["--method", "rollout", "--discard-ratio", "1.5"],
             "discard ratio must be in [0, 1)",
@@ -530,6 +531,31 @@ fn numeric_options_are_validated_before_any_work() {
     // Was accepted: every shift past the 128 px image only repeated its border.
     let out = maximize(&["--channels", "0", "--jitter", "128"]);
     assert_fails(&out, 2, &["jitter of 128 px", "128x128"]);
+    // Was accepted: a NaN opacity blended every pixel of an overlay to black.
+    for command in ["features", "receptive-field"] {
+        let out = lumen(&[command, "--model", "shapes-cnn", &image, "--alpha", "nan"]);
+        assert_fails(&out, 2, &["the opacity must be in [0, 1], got NaN"]);
+    }
+    let out = maximize(&["--channels", "0", "--alpha=-1"]);
+    assert_fails(&out, 2, &["the opacity must be in [0, 1], got -1"]);
+    // Was out of memory: 10^5 images per channel padded the grid with empty tiles.
+    let folder = path_str(&dir.join("top-images"));
+    let out = lumen(&[
+        "features",
+        "--model",
+        "shapes-cnn",
+        &image,
+        "--top-images",
+        "100000",
+        "--channels",
+        "0-1",
+        "--out",
+        &folder,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let grid = image::open(dir.join("top-images/layer4_top_images.png")).unwrap();
+    // One input, so one column (112 px tiles) of two channel rows.
+    assert!(grid.width() < 2 * 112, "{}x{}", grid.width(), grid.height());
     // Were accepted: one patch over the whole image drew a uniform map, and a stride
     // past the patch left unoccluded pixels drawn as "no effect".
     let occlusion = |extra: &[&str]| {
@@ -647,6 +673,112 @@ fn ignored_options_are_warned_about() {
     ] {
         assert!(!quiet.contains("warning"), "{quiet}");
     }
+
+    // Drawing options of commands that draw no overlay, and the options of another
+    // mode of `features`; each was silently ignored.
+    let shapes = ["--model", "shapes-cnn"];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["features", &image, "--alpha", "0.3", "--polarity"],
+            "--alpha, --polarity ignored: feature maps are drawn alone",
+        ),
+        (
+            &[
+                "features",
+                &image,
+                "--top-images",
+                "1",
+                "--layers",
+                "layer1",
+                "--top",
+                "4",
+            ],
+            "--layers, --top ignored: --top-images draws the images themselves",
+        ),
+        (
+            &[
+                "features",
+                &image,
+                "--top-images",
+                "1",
+                "--colormap",
+                "gray",
+            ],
+            "--colormap ignored: --top-images draws the images themselves",
+        ),
+        (
+            &[
+                "maximize",
+                "--layer",
+                "fc",
+                "--channels",
+                "0",
+                "--steps",
+                "1",
+                "--colormap",
+                "gray",
+            ],
+            "--colormap ignored: the optimised images are drawn as they are",
+        ),
+        (
+            &["receptive-field", &image, "--polarity"],
+            "--polarity ignored: a receptive field is drawn as one overlay",
+        ),
+        (
+            &["receptive-field", "--mode", "theoretical", "--alpha", "0.2"],
+            "--alpha ignored: the theoretical field is printed",
+        ),
+        // The evaluation bench runs the methods with the same options.
+        (
+            &[
+                "evaluate",
+                "--images",
+                "1",
+                "--methods",
+                "gradcam",
+                "--metrics",
+                "pointing_game",
+                "--noise-samples",
+                "3",
+            ],
+            "--noise-samples/--noise/--noise-stdev/--noise-base ignored",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec![extra[0]];
+        args.extend_from_slice(&shapes);
+        args.extend_from_slice(&extra[1..]);
+        if extra[0] != "evaluate" {
+            args.push("--no-figures");
+        }
+        let out = run_other(&args);
+        assert!(out.contains(message), "{args:?}: {out}");
+    }
+    let detector = |extra: &[&str]| {
+        let mut args = vec!["explain", "--model", "shapes-det", &image, "--no-figures"];
+        args.extend_from_slice(extra);
+        run_other(&args)
+    };
+    // D-RISE is a black box: it reads --internal-batch-size (masks per pass), nothing
+    // else of the methods' options.
+    let drise = detector(&[
+        "--method",
+        "drise",
+        "--masks",
+        "4",
+        "--layer",
+        "fpn.p3",
+        "--internal-batch-size",
+        "2",
+    ]);
+    assert!(drise.contains("warning: --layer ignored"), "{drise}");
+    assert!(!drise.contains("--internal-batch-size"), "{drise}");
+    let verdicts = detector(&["--verdicts", "evaluation.json"]);
+    assert!(
+        verdicts
+            .contains("--verdicts ignored: detection maps have no polarity view, and no verdicts"),
+        "{verdicts}"
+    );
 }
 
 #[test]

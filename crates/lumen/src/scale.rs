@@ -400,6 +400,14 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
             }
         }
     }
+    // Every run has at least one input (one line each, read or not), so shards
+    // without a line between them are emptied files, not an empty run.
+    if lines.is_empty() {
+        return Err(LumenError::InvalidArgument(format!(
+            "the {count} shard indexes under {} hold no line between them: a run writes one per input, so these files were emptied; run the shards again",
+            dir.display()
+        )));
+    }
     lines.sort_by_key(|(l, _)| l.position);
     let total = lines.first().map_or(0, |(l, _)| l.total);
     let complete = lines.len() == total
@@ -705,6 +713,12 @@ mod tests {
             .map(|(l, _)| l)
             .collect();
         assert_eq!(merged, vec![line(0), line(1), line(2)]);
+        // Was a merge of "0 inputs": both files emptied (a shard of no batch writes an
+        // empty index, but some shard always has the run's inputs).
+        write_index(&dir, Some(first), &[], vec![]).unwrap();
+        write_index(&dir, Some(second), &[], vec![]).unwrap();
+        let error = merge_shards(&dir, &out).unwrap_err().to_string();
+        assert!(error.contains("hold no line between them"), "{error}");
         write_index(&dir, Some(Shard::new(0, 3).unwrap()), &[line(0)], vec![]).unwrap();
         let error = merge_shards(&dir, &out).unwrap_err().to_string();
         assert!(error.contains("one split at a time"), "{error}");
