@@ -53,4 +53,7 @@ pub use tap::{
     CountingTap, GradientTap, NoTap, Prefixed, Recorder, ReplaceTap, Tap, TapChain, TapTensor,
     Tappable, backward_if_tracked,
 };
-pub use target::{ClassLogit, ClassProbability, ClassRegionScore, Target, predicted_classes};
+pub use target::{
+    ClassLogit, ClassProbability, ClassRegionScore, MissingImages, Target, pick_rows,
+    predicted_classes, target_for_rows,
+};

@@ -166,34 +166,59 @@ pub trait ExplainableModel {
             .collect()
     }
 
-    /// Check that a batch has the shape this model takes; the error says which sizes
-    /// those are.
+    /// Check that a batch has the shape this model takes (the error says which sizes
+    /// those are), holds at least one image, and only finite values: a NaN or an
+    /// infinity gives NaN maps, or, behind a ReLU, plausible-looking zero gradients.
     fn check_input(&self, input: &Tensor<4>) -> Result<()> {
-        let [_, c, h, w] = input.dims();
-        let expected = self.input_shape();
-        if let Some(side) = self.min_input_side() {
-            if c != expected[0] || h < side || w < side {
-                return Err(LumenError::shape(
-                    "model input",
-                    format!(
-                        "[B,{},H,W] with H and W at least {side} (the network's stride; \
-                         any size above it works)",
-                        expected[0]
-                    ),
-                    format!("{:?}", input.dims()),
-                ));
-            }
-            return Ok(());
+        let [b, c, h, w] = input.dims();
+        if b == 0 {
+            return Err(LumenError::InvalidArgument(format!(
+                "the batch is empty (shape [0, {c}, {h}, {w}]): there is no image to explain"
+            )));
         }
-        if [c, h, w] != expected {
-            return Err(LumenError::shape(
-                "model input",
-                format!("[B,{},{},{}]", expected[0], expected[1], expected[2]),
-                format!("{:?}", input.dims()),
-            ));
+        check_shape(self, input)?;
+        let finite = input
+            .clone()
+            .is_finite()
+            .all()
+            .try_into_scalar::<bool>()
+            .map_err(LumenError::device)?;
+        if !finite {
+            return Err(LumenError::InvalidArgument(format!(
+                "the input batch {:?} holds NaN or infinite values: inputs must be finite",
+                input.dims()
+            )));
         }
         Ok(())
     }
+}
+
+/// [`ExplainableModel::check_input`]'s shape rules.
+fn check_shape<M: ExplainableModel + ?Sized>(model: &M, input: &Tensor<4>) -> Result<()> {
+    let [_, c, h, w] = input.dims();
+    let expected = model.input_shape();
+    if let Some(side) = model.min_input_side() {
+        if c != expected[0] || h < side || w < side {
+            return Err(LumenError::shape(
+                "model input",
+                format!(
+                    "[B,{},H,W] with H and W at least {side} (the network's stride; \
+                     any size above it works)",
+                    expected[0]
+                ),
+                format!("{:?}", input.dims()),
+            ));
+        }
+        return Ok(());
+    }
+    if [c, h, w] != expected {
+        return Err(LumenError::shape(
+            "model input",
+            format!("[B,{},{},{}]", expected[0], expected[1], expected[2]),
+            format!("{:?}", input.dims()),
+        ));
+    }
+    Ok(())
 }
 
 /// The raw outputs of a dense detector (FCOS), one tensor per pyramid level: what

@@ -42,8 +42,63 @@ fn gather_classes(values: Tensor<2>, classes: &[usize]) -> Result<Tensor<1>> {
     Ok(values.gather(1, index).reshape([batch]))
 }
 
-fn pick(classes: &[usize], images: &[usize]) -> Vec<usize> {
-    images.iter().map(|&i| classes[i]).collect()
+/// The entries of `per_image` for the rows of a derived batch (row `r` from image
+/// `images[r]`), or the first image it has no entry for.
+pub fn pick_rows<T: Clone>(
+    per_image: &[T],
+    images: &[usize],
+) -> std::result::Result<Vec<T>, usize> {
+    images
+        .iter()
+        .map(|&i| per_image.get(i).cloned().ok_or(i))
+        .collect()
+}
+
+/// What `for_images` hands out when a row comes from an image the target has no entry
+/// for (a target with fewer entries than the batch): the error the batch itself would
+/// have met, at the first score, instead of an index panic.
+#[derive(Clone, Debug)]
+pub struct MissingImages {
+    /// What the entries are ("target classes").
+    pub what: &'static str,
+    /// Entries the target has.
+    pub entries: usize,
+    /// The first image without one.
+    pub image: usize,
+}
+
+impl<O> Target<O> for MissingImages {
+    fn score(&self, _: &O) -> Result<Tensor<1>> {
+        Err(LumenError::shape(
+            self.what,
+            format!("one per image (at least {})", self.image + 1),
+            self.entries,
+        ))
+    }
+
+    fn for_images(&self, _: &[usize]) -> Box<dyn Target<O>> {
+        Box::new(self.clone())
+    }
+}
+
+/// `build(entries)` for the rows of a derived batch, or [`MissingImages`].
+pub fn target_for_rows<O, T: Clone>(
+    what: &'static str,
+    per_image: &[T],
+    images: &[usize],
+    build: impl FnOnce(Vec<T>) -> Box<dyn Target<O>>,
+) -> Box<dyn Target<O>>
+where
+    O: 'static,
+{
+    match pick_rows(per_image, images) {
+        Ok(rows) => build(rows),
+        Err(image) => Box::new(MissingImages {
+            what,
+            entries: per_image.len(),
+            image,
+        }),
+    }
 }
 
 impl Target<Tensor<2>> for ClassLogit {
@@ -52,7 +107,7 @@ impl Target<Tensor<2>> for ClassLogit {
     }
 
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<2>>> {
-        Box::new(Self(pick(&self.0, images)))
+        target_for_rows("target classes", &self.0, images, |c| Box::new(Self(c)))
     }
 }
 
@@ -62,7 +117,7 @@ impl Target<Tensor<2>> for ClassProbability {
     }
 
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<2>>> {
-        Box::new(Self(pick(&self.0, images)))
+        target_for_rows("target classes", &self.0, images, |c| Box::new(Self(c)))
     }
 }
 
@@ -132,9 +187,15 @@ impl Target<Tensor<4>> for ClassRegionScore {
     }
 
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<4>>> {
-        Box::new(Self {
-            classes: images.iter().map(|&i| self.classes[i]).collect(),
-            masks: images.iter().map(|&i| self.masks[i].clone()).collect(),
+        let pairs: Vec<(usize, Option<Vec<f32>>)> = self
+            .classes
+            .iter()
+            .copied()
+            .zip(self.masks.iter().cloned())
+            .collect();
+        target_for_rows("segmentation targets", &pairs, images, |rows| {
+            let (classes, masks) = rows.into_iter().unzip();
+            Box::new(Self { classes, masks })
         })
     }
 }

@@ -610,9 +610,11 @@ impl Target<DetectorOutput> for BoxScore {
     }
 
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<DetectorOutput>> {
-        Box::new(Self {
-            boxes: images.iter().map(|&i| self.boxes[i].clone()).collect(),
-            ..self.clone()
+        lumen_core::target_for_rows("detection targets", &self.boxes, images, |boxes| {
+            Box::new(Self {
+                boxes,
+                ..self.clone()
+            })
         })
     }
 }

@@ -6,13 +6,14 @@ use lumen::core::burn::tensor::{Tensor, TensorData};
 use lumen::core::{ClassLogit, Device, LumenError, to_host};
 use lumen::features::{FeatureVisualizer, StatisticsOptions};
 use lumen::methods::{
-    Baseline, Cam, GradCam, IntegratedGradients, Method, Noise, NoiseKind, NoiseTunnel, Saliency,
+    Baseline, Cam, Family, GradCam, IntegratedGradients, Method, MethodOptions, Noise, NoiseKind,
+    NoiseTunnel, Saliency, by_name, method_info, method_names,
 };
 use lumen::metrics::{
     CurveConfig, CurveKind, LocalizationConfig, RandomizationConfig, Region, RoadConfig, RoadOrder,
     SensitivityConfig, localization, model_randomization, perturbation_curve, road, sensitivity,
 };
-use lumen::models::ResNet;
+use lumen::models::{ResNet, VisionTransformer};
 use lumen::{LoadedModel, ZooModel};
 
 fn shapes_cnn() -> (ResNet, Tensor<4>) {
@@ -365,4 +366,72 @@ fn baselines_refuse_what_would_be_nan_and_a_wide_blur_stays_exact() {
     // Not the identity: a wide blur moves the pixels toward the mean.
     let wide = to_host(Baseline::Blur { sigma: 10.0 }.build(&small).unwrap()).unwrap();
     assert!(wide.iter().zip(&image).any(|(a, b)| (a - b).abs() > 1.0));
+}
+
+/// Every method of the registry, called directly as a user of `lumen-methods` would,
+/// on an empty batch, a NaN or infinite input, and fewer target classes than images:
+/// each was a panic (an empty batch in the eigen and perturbation CAMs and, on a ViT,
+/// every CAM and gradient method; a short target in IG and the noise tunnels, which
+/// index it per derived row) or, for NaN inputs, a NaN map or a plausible all-zero
+/// saliency. Each is now the error the batch deserves.
+#[test]
+fn every_method_refuses_empty_non_finite_batches_and_short_targets() {
+    let device = Device::flex();
+    let options = MethodOptions {
+        noise_samples: 2,
+        steps: 3,
+        internal_batch_size: Some(2),
+        ..MethodOptions::default()
+    };
+    let zeros = |shape: [usize; 4]| Tensor::<4>::zeros(shape, &device);
+    let cases: Vec<(&str, Tensor<4>, Vec<usize>, &str)> = vec![
+        (
+            "empty",
+            zeros([0, 3, 128, 128]),
+            vec![],
+            "the batch is empty",
+        ),
+        (
+            "NaN",
+            Tensor::full([1, 3, 128, 128], f32::NAN, &device),
+            vec![0],
+            "NaN or infinite",
+        ),
+        (
+            "infinite",
+            zeros([1, 3, 128, 128]).slice_fill([0..1, 1..2, 5..6, 7..8], f32::NEG_INFINITY),
+            vec![0],
+            "NaN or infinite",
+        ),
+        ("short target", zeros([2, 3, 128, 128]), vec![0], "found 1"),
+    ];
+    for model_name in ["shapes-cnn", "shapes-vit"] {
+        let loaded = LoadedModel::bundled(model_name, &device).unwrap();
+        for name in method_names() {
+            let attention = method_info(name).unwrap().family == Family::Attention;
+            if attention && model_name == "shapes-cnn" {
+                continue;
+            }
+            for (case, input, classes, needle) in &cases {
+                // Rollout and attention flow explain no class: a short target is fine.
+                if *case == "short target" && matches!(name, "rollout" | "attention-flow") {
+                    continue;
+                }
+                let target = ClassLogit(classes.clone());
+                let explained = match &loaded.model {
+                    ZooModel::ResNet(m) => by_name::<ResNet>(name, &options)
+                        .and_then(|method| method.explain(m, input.clone(), &target)),
+                    ZooModel::Vit(m) => by_name::<VisionTransformer>(name, &options)
+                        .and_then(|method| method.explain(m, input.clone(), &target)),
+                };
+                match explained {
+                    Err(error) => assert!(
+                        error.to_string().contains(needle),
+                        "{model_name} {name} on a {case} batch: `{error}` does not say `{needle}`"
+                    ),
+                    Ok(_) => panic!("{model_name} {name} explained a {case} batch"),
+                }
+            }
+        }
+    }
 }
