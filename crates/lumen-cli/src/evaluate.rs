@@ -127,6 +127,17 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             )));
         }
     }
+    let most = lumen::metrics::MAX_METRIC_COUNT;
+    for (flag, value) in [
+        ("--curve-steps", args.curve_steps),
+        ("--sensitivity-samples", args.sensitivity_samples),
+    ] {
+        if value > most {
+            return Err(LumenError::InvalidArgument(format!(
+                "{flag} must be at most {most} (each is a forward per image), got {value}"
+            )));
+        }
+    }
     if !(args.sensitivity_radius.is_finite() && args.sensitivity_radius > 0.0) {
         return Err(LumenError::InvalidArgument(format!(
             "--sensitivity-radius must be a finite number > 0, got {}",

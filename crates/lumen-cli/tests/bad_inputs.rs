@@ -525,6 +525,20 @@ fn numeric_options_are_validated_before_any_work() {
         2,
         &["channel 32 is out of range: layer `layer2` has 32 channels"],
     );
+    // Were days of work in bounded memory: a typo's 4294967297 curve steps or
+    // sensitivity perturbations, each a forward per image.
+    for flag in ["--curve-steps", "--sensitivity-samples"] {
+        let out = lumen(&["evaluate", "--model", "shapes-cnn", flag, "4294967297"]);
+        assert_fails(&out, 2, &[flag, "must be at most 10000", "got 4294967297"]);
+    }
+    let out = lumen(&[
+        "evaluate",
+        "--model",
+        "shapes-seg",
+        "--curve-steps",
+        "20000",
+    ]);
+    assert_fails(&out, 2, &["--curve-steps must be at most 10000"]);
     // Was a panic: a rotation range of +-3e38 degrees has no finite width to draw from.
     let out = maximize(&["--channels", "0", "--rotation", "3e38"]);
     assert_fails(&out, 2, &["rotation", "[0, 360]"]);

@@ -67,8 +67,24 @@ impl CurveConfig {
                 "a perturbation curve needs at least one step".into(),
             ));
         }
+        check_at_most("a perturbation curve's steps", self.steps)?;
         check_batch_size(self.batch_size)
     }
+}
+
+/// The most curve steps or sensitivity perturbations a metric takes: each is a forward
+/// (or an explanation) per image, so 4294967297 (a typo) ran for days in bounded memory.
+/// RISE draws its curves in 224 steps; Quantus perturbs 200 times.
+pub const MAX_METRIC_COUNT: usize = 10_000;
+
+/// `count` is at most [`MAX_METRIC_COUNT`].
+pub(crate) fn check_at_most(what: &str, count: usize) -> Result<()> {
+    if count > MAX_METRIC_COUNT {
+        return Err(LumenError::InvalidArgument(format!(
+            "{what} must be at most {MAX_METRIC_COUNT}, got {count}"
+        )));
+    }
+    Ok(())
 }
 
 /// Internal batches of at least one image, when one is given.

@@ -41,7 +41,7 @@ pub use detection::{
     AveragePrecision, BoxLocalization, ScoredBox, TruthBox, average_precision, box_localization,
 };
 pub use faithfulness::{
-    ConfidenceChange, Curve, CurveConfig, CurveKind, Road, RoadConfig, RoadOrder,
+    ConfidenceChange, Curve, CurveConfig, CurveKind, MAX_METRIC_COUNT, Road, RoadConfig, RoadOrder,
     confidence_change, mean_rows, perturbation_curve, road, trapezoid_auc,
 };
 pub use imputation::noisy_linear_imputation;

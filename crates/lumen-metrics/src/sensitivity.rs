@@ -59,6 +59,7 @@ fn check_counts(samples: usize, batch_size: Option<usize>) -> Result<()> {
             "sensitivity needs at least one perturbation".into(),
         ));
     }
+    crate::faithfulness::check_at_most("the sensitivity's perturbations", samples)?;
     crate::faithfulness::check_batch_size(batch_size)
 }
 
