@@ -1366,6 +1366,8 @@ fn explain_on_a_detector_writes_one_map_per_box() {
     assert_eq!(saved_shape(&maps), [2, 256, 256]);
     for (extra, message) in [
         (&["--box", "999"][..], "does not exist"),
+        // Was explained and drawn twice.
+        (&["--box", "1,0,1"], "box 1 is given twice"),
         (&["--target-class", "1"], "--target-class does not apply"),
         (&["--score-threshold", "1.5"], "score threshold"),
         (

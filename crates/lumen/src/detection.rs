@@ -159,6 +159,20 @@ where
             "at least 1 box per image must be explained".into(),
         ));
     }
+    if let Some(boxes) = &options.boxes {
+        if boxes.is_empty() {
+            return Err(LumenError::InvalidArgument(
+                "no box given: name detections by index, or leave the boxes unset to pick them by score".into(),
+            ));
+        }
+        // A repeated index would be explained and drawn twice: a typo.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(box_index) = boxes.iter().find(|&&b| !seen.insert(b)) {
+            return Err(LumenError::InvalidArgument(format!(
+                "box {box_index} is given twice"
+            )));
+        }
+    }
     model.model().check_input(&inputs.tensor)?;
     let task = model.task();
     // Images (or explained boxes, one image copy each) per pass through the model.
