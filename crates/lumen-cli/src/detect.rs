@@ -54,11 +54,11 @@ impl DetectArgs {
 pub fn run(args: ExplainArgs) -> Result<()> {
     let mut explain = args.options();
     explain.polarity = false;
-    // Dense evaluations (`lumen evaluate` on a detection model) hold no cautions yet.
     args.figure.warn_unread(
-        &["--colormap", "--alpha"],
-        "detection maps have no polarity view, and no verdicts (their evaluations carry no cautions yet); nothing reads",
+        &["--colormap", "--alpha", "--verdicts"],
+        "detection maps have no polarity view; nothing reads",
     );
+    explain.cautions = args.figure.cautions(&args.model.model)?;
     let is_drise = args.method == lumen::detection::DRISE;
     if is_drise {
         warn_unused_method_options(std::slice::from_ref(&args.method), &args.method_args)?;

@@ -599,12 +599,13 @@ pub fn write_classification(
 }
 
 /// The same for a detector or segmentor, without the raw counts a shard keeps for
-/// the merge.
+/// the merge, with the cautions of the whole run (what `--verdicts` reads).
 pub fn write_dense(
     json_path: &std::path::Path,
     mut result: TaskEvaluation,
 ) -> Result<(PathBuf, PathBuf)> {
     result.accuracy_counts = None;
+    result.recommendations = result.cautions();
     write_evaluation(json_path, &result, &result.html_page())
 }
 

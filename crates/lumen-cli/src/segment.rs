@@ -107,11 +107,11 @@ fn mask_region(path: &Path, [height, width]: [usize; 2]) -> Result<Region> {
 pub fn run(args: ExplainArgs) -> Result<()> {
     let mut explain = args.options();
     explain.polarity = false;
-    // Dense evaluations (`lumen evaluate` on a segmentation model) hold no cautions yet.
     args.figure.warn_unread(
-        &["--colormap", "--alpha"],
-        "segmentation maps have no polarity view, and no verdicts (their evaluations carry no cautions yet); nothing reads",
+        &["--colormap", "--alpha", "--verdicts"],
+        "segmentation maps have no polarity view; nothing reads",
     );
+    explain.cautions = args.figure.cautions(&args.model.model)?;
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,

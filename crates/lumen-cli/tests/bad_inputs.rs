@@ -787,11 +787,10 @@ fn ignored_options_are_warned_about() {
     ]);
     assert!(drise.contains("warning: --layer ignored"), "{drise}");
     assert!(!drise.contains("--internal-batch-size"), "{drise}");
-    let verdicts = detector(&["--verdicts", "evaluation.json"]);
+    let polarity = detector(&["--polarity"]);
     assert!(
-        verdicts
-            .contains("--verdicts ignored: detection maps have no polarity view, and no verdicts"),
-        "{verdicts}"
+        polarity.contains("--polarity ignored: detection maps have no polarity view"),
+        "{polarity}"
     );
 }
 
@@ -1049,6 +1048,43 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
         &path_str(&verdicts),
     ]);
     assert_fails(&out, 2, &["for `shapes-cnn`, not for `shapes-vit`"]);
+
+    // Detection and segmentation figures carry their evaluations' cautions too (their
+    // `--verdicts` was ignored: the dense bench wrote none).
+    for (model, extra, figure) in [
+        ("shapes-det", &["--box", "0"][..], "x_gradcam.png"),
+        ("shapes-seg", &[][..], "x_gradcam.png"),
+    ] {
+        let dense = dir.join(format!("{model}.json"));
+        std::fs::write(
+            &dense,
+            format!(
+                r#"{{"model": "{model}", "recommendations": [
+                {{"use_case": "caution", "method": "gradcam", "reason": "pointing_game 0.1 does not beat the `center` floor"}}]}}"#
+            ),
+        )
+        .unwrap();
+        let height = |verdicts: Option<&Path>, out: &str| {
+            let out_dir = path_str(&dir.join(out));
+            let mut args = vec!["explain", "--model", model, &image, "--out", &out_dir];
+            args.extend_from_slice(extra);
+            let verdicts = verdicts.map(path_str);
+            if let Some(path) = &verdicts {
+                args.extend(["--verdicts", path]);
+            }
+            let run = lumen(&args);
+            assert!(run.status.success(), "{model}: {}", stderr(&run));
+            assert!(!stderr(&run).contains("ignored"), "{}", stderr(&run));
+            image::open(dir.join(out).join(figure)).unwrap().height()
+        };
+        let plain = height(None, &format!("{model}-plain"));
+        let noted = height(Some(&dense), &format!("{model}-noted"));
+        // One caution line (18 px) and a margin.
+        assert!(
+            noted > plain + 15 && noted < plain + 40,
+            "{model}: {plain} -> {noted}"
+        );
+    }
 }
 
 /// A detector run that finds no box above the threshold explains nothing, and says so;

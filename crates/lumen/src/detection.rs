@@ -424,13 +424,16 @@ where
                 }),
                 image.explained.len()
             );
-            let figure = detection_figure(
-                &inputs.originals[i],
-                &shown,
-                &reindexed,
-                options.explain.colormap,
-                options.explain.alpha,
-                &title,
+            let figure = lumen_report::with_notes(
+                &detection_figure(
+                    &inputs.originals[i],
+                    &shown,
+                    &reindexed,
+                    options.explain.colormap,
+                    options.explain.alpha,
+                    &title,
+                ),
+                &crate::api::caution_lines(&options.explain.cautions, &[method_name.to_string()]),
             );
             let stem = format!("{}_{}", image.image, method_name.replace('+', "p"));
             image

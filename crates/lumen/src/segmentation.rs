@@ -173,13 +173,19 @@ where
                 task.describe_prediction(prediction),
                 task.describe_request(&result.target)
             );
-            let figure = segmentation_figure(
-                &inputs.originals[i],
-                &view,
-                &result.heatmap,
-                options.explain.colormap,
-                options.explain.alpha,
-                &title,
+            let figure = lumen_report::with_notes(
+                &segmentation_figure(
+                    &inputs.originals[i],
+                    &view,
+                    &result.heatmap,
+                    options.explain.colormap,
+                    options.explain.alpha,
+                    &title,
+                ),
+                &crate::api::caution_lines(
+                    &options.explain.cautions,
+                    std::slice::from_ref(&result.method),
+                ),
             );
             let stem = format!("{}_{}", inputs.names[i], result.method.replace('+', "p"));
             let path: PathBuf = save_png(&figure, dir, &format!("{stem}.png"))?;

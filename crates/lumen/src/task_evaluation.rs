@@ -14,8 +14,8 @@ use lumen_core::{Heatmaps, LumenError, Region, Result, Tensor};
 use lumen_methods::{Method, MethodOptions};
 use lumen_metrics::localization::{pointing_game, relevance_mass, relevance_rank};
 use lumen_metrics::{
-    CenterPrior, CurveConfig, CurveKind, IouAccumulator, RandomMap, ScoredBox, TruthBox,
-    average_precision, box_localization, perturbation_curve,
+    CenterPrior, CurveConfig, CurveKind, IouAccumulator, RandomMap, Recommendation, ScoredBox,
+    TruthBox, average_precision, box_localization, perturbation_curve,
 };
 use lumen_models::shapes::{SCENE_CLASSES, SHAPE_CLASSES, SHAPE_IMAGE_SIZE, ShapeScene};
 use lumen_models::{LoadedDetector, LoadedSegmentor, Segmentor};
@@ -153,6 +153,10 @@ pub struct TaskEvaluation {
     /// run's parts keep it; `lumen evaluate` leaves it out of a whole run's file).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub accuracy_counts: Option<AccuracyCounts>,
+    /// A whole run's cautions ([`TaskEvaluation::cautions`]), which `--verdicts`
+    /// writes under each method's maps; a split run's parts leave them to the merge.
+    #[serde(default)]
+    pub recommendations: Vec<Recommendation>,
 }
 
 /// The raw material of a dense model's accuracy: mAP needs every detection, mIoU the
@@ -178,6 +182,50 @@ impl TaskEvaluation {
             "detection" => DETECTION_METRICS.to_vec(),
             _ => SEGMENTATION_METRICS.to_vec(),
         }
+    }
+
+    /// A caution for every number of a method that does not beat a floor (in the
+    /// metric's direction), as the classification bench words them: `pointing_game
+    /// 0.210 does not beat the `center` floor (0.300; higher is better)`. A metric on
+    /// which every row scores the same says nothing about any method and gives none.
+    pub fn cautions(&self) -> Vec<Recommendation> {
+        let floor = |name: &str| FLOOR_NAMES.contains(&name);
+        let mut out = vec![];
+        for key in self.metric_names() {
+            let values: Vec<f64> = self
+                .methods
+                .iter()
+                .filter_map(|m| m.scores.get(key).copied())
+                .collect();
+            let informative = values.iter().any(|v| (v - values[0]).abs() > 1e-12);
+            if !informative {
+                continue;
+            }
+            let lower = dense_metric(key).1;
+            for m in self.methods.iter().filter(|m| !floor(&m.method)) {
+                let Some(&v) = m.scores.get(key) else {
+                    continue;
+                };
+                for f in self.methods.iter().filter(|f| floor(&f.method)) {
+                    let Some(&fv) = f.scores.get(key) else {
+                        continue;
+                    };
+                    let beaten = if lower { v < fv } else { v > fv };
+                    if !beaten {
+                        out.push(Recommendation {
+                            use_case: "caution".into(),
+                            method: m.method.clone(),
+                            reason: format!(
+                                "{key} {v:.3} does not beat the `{}` floor ({fv:.3}; {} is better)",
+                                f.method,
+                                if lower { "lower" } else { "higher" }
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The data of the page's section: the model's accuracy and what was explained,
@@ -249,6 +297,11 @@ impl TaskEvaluation {
                 };
                 Some((use_case.to_string(), method.to_string(), reason))
             })
+            .chain(
+                self.cautions()
+                    .into_iter()
+                    .map(|r| (r.use_case, r.method, r.reason)),
+            )
             .collect();
         let chart = |curve: &str, done: &str, title: &str| CurveChart {
             title: title.into(),
@@ -592,6 +645,7 @@ pub fn merge_task_evaluations(parts: &[TaskEvaluation]) -> Result<TaskEvaluation
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(TaskEvaluation {
+        recommendations: vec![],
         model: first.model.clone(),
         task: first.task.clone(),
         images,
@@ -920,6 +974,7 @@ pub fn evaluate_detector(
     });
     let accuracy = detection_accuracy(&detections, &truths)?;
     Ok(TaskEvaluation {
+        recommendations: vec![],
         model: model.name.clone(),
         task: "detection".into(),
         images: scenes.len(),
@@ -1058,6 +1113,7 @@ pub fn evaluate_segmentor(
         total,
     });
     Ok(TaskEvaluation {
+        recommendations: vec![],
         model: model.name.clone(),
         task: "segmentation".into(),
         images: scenes.len(),
@@ -1066,4 +1122,91 @@ pub fn evaluate_segmentor(
         methods: rows,
         accuracy_counts: Some(AccuracyCounts::Segmentation(iou)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, scores: &[(&str, f64)]) -> TaskMethodRow {
+        TaskMethodRow {
+            method: method.into(),
+            layer: None,
+            scores: scores.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            curves: BTreeMap::new(),
+            seconds_per_image: 0.01,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// A caution per number that does not beat a floor, in the metric's direction (a
+    /// tie does not beat it), none for the floors themselves, and none from a metric
+    /// on which every row scores the same.
+    #[test]
+    fn cautions_name_each_number_a_floor_matches_or_beats() {
+        let evaluation = TaskEvaluation {
+            model: "shapes-det".into(),
+            task: "detection".into(),
+            images: 4,
+            accuracy: BTreeMap::new(),
+            explained: BTreeMap::new(),
+            methods: vec![
+                row(
+                    "gradcam",
+                    &[
+                        ("pointing_game", 0.5),
+                        ("deletion_auc", 0.3),
+                        ("energy_in_box", 0.2),
+                    ],
+                ),
+                row(
+                    "eigencam",
+                    &[
+                        ("pointing_game", 0.9),
+                        ("deletion_auc", 0.1),
+                        ("energy_in_box", 0.2),
+                    ],
+                ),
+                row(
+                    "random",
+                    &[
+                        ("pointing_game", 0.2),
+                        ("deletion_auc", 0.2),
+                        ("energy_in_box", 0.2),
+                    ],
+                ),
+                row(
+                    "center",
+                    &[
+                        ("pointing_game", 0.5),
+                        ("deletion_auc", 0.4),
+                        ("energy_in_box", 0.2),
+                    ],
+                ),
+            ],
+            accuracy_counts: None,
+            recommendations: vec![],
+        };
+        let cautions: Vec<(String, String)> = evaluation
+            .cautions()
+            .into_iter()
+            .inspect(|r| assert_eq!(r.use_case, "caution"))
+            .map(|r| (r.method, r.reason))
+            .collect();
+        let expected = [
+            (
+                "gradcam",
+                "pointing_game 0.500 does not beat the `center` floor (0.500; higher is better)",
+            ),
+            (
+                "gradcam",
+                "deletion_auc 0.300 does not beat the `random` floor (0.200; lower is better)",
+            ),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(m, r)| (m.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(cautions, expected);
+    }
 }
