@@ -532,8 +532,8 @@ pub struct FigureArgs {
     pub polarity: bool,
     /// An evaluation.json of `lumen evaluate` for this model: its cautions (methods
     /// below a floor, failed sanity checks) are written under the methods' figures
-    /// (the bundled shapes-cnn's and shapes-vit's shipped verdicts are used without
-    /// it; a file with no cautions silences them).
+    /// (the bundled models' shipped verdicts are used without it; a file with no
+    /// cautions silences them).
     #[arg(long)]
     pub verdicts: Option<PathBuf>,
 }
@@ -557,7 +557,7 @@ impl FigureArgs {
     }
 
     /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
-    /// model (shapes-cnn, shapes-vit), else none.
+    /// model (shapes-cnn, shapes-vit, shapes-det, shapes-seg), else none.
     pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         match &self.verdicts {
             Some(path) => lumen::verdicts::read_cautions(path, model),
@@ -748,7 +748,9 @@ pub fn check_methods<R>(
 /// reads only `--seed` and `--internal-batch-size` (masks per pass), the evaluation
 /// floors (random, center) only `--seed`.
 pub fn warn_unused_method_options(methods: &[String], method_args: &MethodArgs) -> Result<()> {
-    let base = lumen::method_info(&method_args.noise_base)?.family;
+    let base = lumen::method_info(&method_args.noise_base)
+        .map_err(|e| LumenError::InvalidArgument(format!("--noise-base: {e}")))?
+        .family;
     let families: Vec<Family> = methods
         .iter()
         .filter_map(|m| lumen::method_info(m).ok().map(|info| info.family))

@@ -228,6 +228,7 @@ fn segmentation_demo(
                 seed: Some(0),
                 ..MethodOptions::default()
             },
+            cautions: lumen::verdicts::bundled_cautions("shapes-seg").unwrap_or_default(),
             ..ExplainOptions::default()
         },
         uncertainty: Some(Uncertainty::Entropy),
@@ -293,6 +294,7 @@ fn detection_demo(
             // every object alike (docs/tasks.md has the measurement).
             method: "hirescam".into(),
             save_dir: Some(args.out.join("shapes-det")),
+            cautions: lumen::verdicts::bundled_cautions("shapes-det").unwrap_or_default(),
             ..ExplainOptions::default()
         },
         ..DetectionOptions::default()

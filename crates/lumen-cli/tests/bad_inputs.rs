@@ -451,6 +451,11 @@ fn numeric_options_are_validated_before_any_work() {
             "discard ratio must be in [0, 1)",
         ),
         (&["--target-class", "9"], "class index 9 is out of range"),
+        // Was refused without naming the flag (and accepted by evaluate and drise).
+        (
+            &["--noise-base", "gradcan"],
+            "--noise-base: unknown method `gradcan`",
+        ),
         // Was ignored: the bundled model's classes are fixed.
         (&["--num-classes", "7"], "`shapes-cnn` has 4 classes"),
         (

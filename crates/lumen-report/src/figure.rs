@@ -298,22 +298,46 @@ fn signed_colorbar(width: u32, scale: f32) -> RgbImage {
     bar
 }
 
-/// `figure` with `notes` written under it, one line each (cut to the width), in a
-/// warning colour; unchanged without notes.
+/// `figure` with `notes` written under it in a warning colour, each wrapped at spaces
+/// to the width (a narrow figure, a detection's two panels say, would otherwise cut
+/// the numbers off); unchanged without notes.
 pub fn with_notes(figure: &RgbImage, notes: &[String]) -> RgbImage {
     if notes.is_empty() {
         return figure.clone();
     }
     let (size, line) = (13.0, 18u32);
-    let height = figure.height() + MARGIN + line * notes.len() as u32;
+    let width = figure.width().saturating_sub(2 * MARGIN) as f32;
+    let lines: Vec<String> = notes.iter().flat_map(|n| wrap(n, width, size)).collect();
+    let height = figure.height() + MARGIN + line * lines.len() as u32;
     let mut canvas = RgbImage::from_pixel(figure.width(), height, BACKGROUND);
     image::imageops::replace(&mut canvas, figure, 0, 0);
-    for (k, note) in notes.iter().enumerate() {
-        let text = fit(note, (figure.width() - 2 * MARGIN) as f32, size);
+    for (k, text) in lines.iter().enumerate() {
         let y = figure.height() + k as u32 * line;
-        draw_text(&mut canvas, &text, MARGIN as f32, y as f32, size, CAUTION);
+        draw_text(&mut canvas, text, MARGIN as f32, y as f32, size, CAUTION);
     }
     canvas
+}
+
+/// `text` in lines of at most `width` pixels, broken at spaces (continuation lines
+/// indented); a word wider than a line is cut with an ellipsis.
+fn wrap(text: &str, width: f32, size: f32) -> Vec<String> {
+    let mut lines: Vec<String> = vec![];
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let candidate = match current.is_empty() {
+            true if lines.is_empty() => word.to_string(),
+            true => format!("  {word}"),
+            false => format!("{current} {word}"),
+        };
+        if text_width(&candidate, size) <= width || current.is_empty() {
+            current = candidate;
+        } else {
+            lines.push(std::mem::take(&mut current));
+            current = format!("  {word}");
+        }
+    }
+    lines.push(current);
+    lines.into_iter().map(|l| fit(&l, width, size)).collect()
 }
 
 /// Colour of caution notes under figures.
@@ -536,5 +560,24 @@ mod tests {
         let x0 = MARGIN + 200 + MARGIN;
         assert_eq!(figure.get_pixel(x0, bar_y).0, Colormap::Jet.rgb(0.0));
         assert_eq!(figure.get_pixel(x0 + 199, bar_y).0, Colormap::Jet.rgb(1.0));
+    }
+    #[test]
+    fn notes_wrap_at_spaces_to_the_figure_width() {
+        let note = "caution, eigencam: beats_other_boxes 0.238 does not beat the `center` floor (0.317; higher is better)".to_string();
+        let wide = RgbImage::from_pixel(1200, 10, Rgb(BACKGROUND.0));
+        let narrow = RgbImage::from_pixel(300, 10, Rgb(BACKGROUND.0));
+        let one = with_notes(&wide, std::slice::from_ref(&note));
+        let wrapped = with_notes(&narrow, std::slice::from_ref(&note));
+        // One line (18 px) on the wide figure, several on the narrow one.
+        assert_eq!(one.height(), 10 + MARGIN + 18);
+        assert!(
+            wrapped.height() >= 10 + MARGIN + 3 * 18,
+            "{}",
+            wrapped.height()
+        );
+        let lines = wrap(&note, 300.0 - 2.0 * MARGIN as f32, 13.0);
+        assert!(lines.iter().all(|l| !l.contains('…')), "{lines:?}");
+        let rejoined: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        assert_eq!(rejoined.join(" "), note);
     }
 }

@@ -2,8 +2,8 @@
 //! `evaluation.json` lists a caution for every number that does not beat a floor and
 //! every failed sanity check. Figures and reports write them under the method's maps.
 //!
-//! The bundled classifiers ship their verdicts (`crates/lumen/verdicts/`, written by
-//! the command in each file), so the demo's figures carry them too.
+//! The bundled models ship their verdicts (`crates/lumen/verdicts/`, written by the
+//! command in each file), so the demo's figures carry them too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,6 +37,8 @@ pub fn read_cautions(path: &Path, model: &str) -> Result<BTreeMap<String, Vec<St
 const BUNDLED_VERDICTS: &[(&str, &str)] = &[
     ("shapes-cnn", include_str!("../verdicts/shapes-cnn.json")),
     ("shapes-vit", include_str!("../verdicts/shapes-vit.json")),
+    ("shapes-det", include_str!("../verdicts/shapes-det.json")),
+    ("shapes-seg", include_str!("../verdicts/shapes-seg.json")),
 ];
 
 /// The shipped cautions of a bundled model, if it has any.
@@ -84,7 +86,7 @@ mod tests {
             }
             assert_eq!(bundled_cautions(model), Some(cautions));
         }
-        assert_eq!(bundled_cautions("shapes-seg"), None);
+        assert_eq!(bundled_cautions("resnet18"), None);
     }
 
     #[test]
