@@ -324,6 +324,22 @@ MUTATIONS = [
         "map.iter().map(|v| *v as f64 + 1e-7).collect();",
         facade_test("metric_parity"),
     ),
+    # Bad input (the sweep of 2026-12-01): a NaN batch explained as NaN or zero maps.
+    (
+        "check-input-lets-non-finite-through",
+        "crates/lumen-core/src/model.rs",
+        "        if !finite {",
+        "        if !finite && false {",
+        facade_test("library_inputs"),
+    ),
+    # A dense verdict that lets a tie with a floor pass as beating it.
+    (
+        "dense-caution-ties-beat-the-floor",
+        "crates/lumen/src/task_evaluation.rs",
+        "let beaten = if lower { v < fv } else { v > fv };",
+        "let beaten = if lower { v <= fv } else { v >= fv };",
+        ["cargo", "test", "-p", "lumen", "--lib", "task_evaluation"],
+    ),
 ]
 
 
