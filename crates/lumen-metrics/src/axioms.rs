@@ -2,7 +2,12 @@
 
 /// Gini index of a map's magnitudes (Chalasani et al., 2020; Quantus' `Sparseness`):
 /// 0 when every pixel carries the same weight, towards 1 when one pixel carries all.
+/// An empty map has no distribution: 0, as [`complexity`](crate::complexity) gives a
+/// map without mass (0/0 would poison a mean).
 pub fn gini(map: &[f32]) -> f32 {
+    if map.is_empty() {
+        return 0.0;
+    }
     let mut values: Vec<f64> = map.iter().map(|v| v.abs() as f64 + 1e-7).collect();
     values.sort_by(f64::total_cmp);
     let n = values.len() as f64;
@@ -36,5 +41,7 @@ mod tests {
         let mut one = vec![0.0; 100];
         one[3] = 5.0;
         assert!((gini(&one) - 0.99).abs() < 1e-3, "{}", gini(&one));
+        // Was NaN (0/0).
+        assert_eq!(gini(&[]), 0.0);
     }
 }

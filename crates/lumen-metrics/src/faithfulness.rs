@@ -120,9 +120,17 @@ impl Curve {
 }
 
 /// The mean over rows of equally long rows (per-image curves to one curve).
+///
+/// # Panics
+///
+/// When the rows differ in length (curves of different step counts do not average).
 pub fn mean_rows(rows: &[Vec<f32>]) -> Vec<f32> {
     let n = rows.len().max(1) as f32;
     let width = rows.first().map_or(0, Vec::len);
+    assert!(
+        rows.iter().all(|r| r.len() == width),
+        "mean_rows needs rows of one length"
+    );
     (0..width)
         .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / n)
         .collect()

@@ -19,6 +19,10 @@ use crate::faithfulness::host_maps;
 
 /// Spearman rank correlation (ties get their average rank, as SciPy's `spearmanr`).
 /// A constant input has no ranking: the correlation is reported as 0.
+///
+/// # Panics
+///
+/// When `a` and `b` differ in length.
 pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "spearman needs equal lengths");
     pearson(&average_ranks(a), &average_ranks(b))
@@ -63,6 +67,10 @@ fn pearson(a: &[f64], b: &[f64]) -> f32 {
 /// Structural similarity of two `[h,w]` maps with scikit-image's defaults: a 7x7
 /// uniform window, `K1 = 0.01`, `K2 = 0.03`, sample covariance, averaged over the
 /// pixels whose window lies inside the image.
+///
+/// # Panics
+///
+/// When a map is not `h * w` values or is smaller than the 7x7 window.
 pub fn ssim(a: &[f32], b: &[f32], [h, w]: [usize; 2], data_range: f32) -> f32 {
     const WIN: usize = 7;
     assert!(
