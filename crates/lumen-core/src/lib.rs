@@ -54,6 +54,5 @@ pub use tap::{
     Tappable, backward_if_tracked,
 };
 pub use target::{
-    ClassLogit, ClassProbability, ClassRegionScore, MissingImages, Target, pick_rows,
-    predicted_classes, target_for_rows,
+    ClassLogit, ClassProbability, ClassRegionScore, Target, predicted_classes, target_for_rows,
 };

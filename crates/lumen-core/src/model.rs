@@ -166,17 +166,25 @@ pub trait ExplainableModel {
             .collect()
     }
 
-    /// Check that a batch has the shape this model takes (the error says which sizes
-    /// those are), holds at least one image, and only finite values: a NaN or an
-    /// infinity gives NaN maps, or, behind a ReLU, plausible-looking zero gradients.
-    fn check_input(&self, input: &Tensor<4>) -> Result<()> {
+    /// [`check_input`](Self::check_input) without the values: at least one image, of a
+    /// size this model takes. For callers whose inputs are finite where they enter (the
+    /// facade's `Inputs`) and whose methods check the values again: it reads nothing
+    /// back from the device.
+    fn check_input_shape(&self, input: &Tensor<4>) -> Result<()> {
         let [b, c, h, w] = input.dims();
         if b == 0 {
             return Err(LumenError::InvalidArgument(format!(
                 "the batch is empty (shape [0, {c}, {h}, {w}]): there is no image to explain"
             )));
         }
-        check_shape(self, input)?;
+        check_shape(self, input)
+    }
+
+    /// Check that a batch has the shape this model takes (the error says which sizes
+    /// those are), holds at least one image, and only finite values: a NaN or an
+    /// infinity gives NaN maps, or, behind a ReLU, plausible-looking zero gradients.
+    fn check_input(&self, input: &Tensor<4>) -> Result<()> {
+        self.check_input_shape(input)?;
         let finite = input
             .clone()
             .is_finite()

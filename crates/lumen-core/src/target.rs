@@ -44,10 +44,7 @@ fn gather_classes(values: Tensor<2>, classes: &[usize]) -> Result<Tensor<1>> {
 
 /// The entries of `per_image` for the rows of a derived batch (row `r` from image
 /// `images[r]`), or the first image it has no entry for.
-pub fn pick_rows<T: Clone>(
-    per_image: &[T],
-    images: &[usize],
-) -> std::result::Result<Vec<T>, usize> {
+fn pick_rows<T: Clone>(per_image: &[T], images: &[usize]) -> std::result::Result<Vec<T>, usize> {
     images
         .iter()
         .map(|&i| per_image.get(i).cloned().ok_or(i))
@@ -58,13 +55,13 @@ pub fn pick_rows<T: Clone>(
 /// for (a target with fewer entries than the batch): the error the batch itself would
 /// have met, at the first score, instead of an index panic.
 #[derive(Clone, Debug)]
-pub struct MissingImages {
+struct MissingImages {
     /// What the entries are ("target classes").
-    pub what: &'static str,
+    what: &'static str,
     /// Entries the target has.
-    pub entries: usize,
+    entries: usize,
     /// The first image without one.
-    pub image: usize,
+    image: usize,
 }
 
 impl<O> Target<O> for MissingImages {
@@ -81,7 +78,8 @@ impl<O> Target<O> for MissingImages {
     }
 }
 
-/// `build(entries)` for the rows of a derived batch, or [`MissingImages`].
+/// `build(entries)` for the rows of a derived batch, or, when a row's image has no
+/// entry, a target whose every score fails with the batch's own shape error.
 pub fn target_for_rows<O, T: Clone>(
     what: &'static str,
     per_image: &[T],

@@ -247,7 +247,7 @@ impl<T: TaskModel> Prepared<T> {
         if inputs.is_empty() {
             return Err(LumenError::InvalidArgument("no images to explain".into()));
         }
-        model.model().check_input(&inputs.tensor)?;
+        model.model().check_input_shape(&inputs.tensor)?;
         let output = {
             let _forward = profile::stage_on(stages::FORWARD, model.device());
             model.model().forward(inputs.tensor.clone())
@@ -597,7 +597,7 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
 /// Images per pass through the model in the facade's calls (predicting and explaining
 /// a batch): the caller's choice, or sized to the input and the model like the
 /// methods' internal batches ([`lumen_core::default_batch_rows_for`]: 32 at 224 px on
-/// a ResNet; a batch of up to 8 goes whole). `input` must have passed `check_input`.
+/// a ResNet; a batch of up to 8 goes whole). `input` must have passed `check_input_shape`.
 pub(crate) fn images_per_pass<M: ExplainableModel>(
     model: &M,
     input: &Tensor<4>,
@@ -639,7 +639,7 @@ fn per_pass<T: TaskModel, R>(
     batch_size: Option<usize>,
     mut work: impl FnMut(&Inputs, &[usize]) -> Result<R>,
 ) -> Result<Vec<R>> {
-    model.model().check_input(&inputs.tensor)?;
+    model.model().check_input_shape(&inputs.tensor)?;
     let rows = images_per_pass(model.model(), &inputs.tensor, batch_size);
     if rows >= inputs.len() {
         let all: Vec<usize> = (0..inputs.len()).collect();
@@ -776,7 +776,7 @@ where
     // keys[m][i]: method m on image i (only with a cache).
     let keys: Option<Vec<Vec<String>>> = match options.cache.as_deref() {
         Some(cache) => {
-            model.model().check_input(&inputs.tensor)?;
+            model.model().check_input_shape(&inputs.tensor)?;
             let requested = requested_keys(&options.targets, n)?;
             let rows = input_rows(&inputs.tensor)?;
             Some(

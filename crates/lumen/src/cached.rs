@@ -187,7 +187,7 @@ where
     if inputs.is_empty() {
         return Err(LumenError::InvalidArgument("no images to explain".into()));
     }
-    model.model().check_input(&inputs.tensor)?;
+    model.model().check_input_shape(&inputs.tensor)?;
     let layer = method.layer(model.model());
     if let Some(layer) = &layer {
         model.model().check_layers(layer)?;

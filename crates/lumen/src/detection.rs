@@ -173,7 +173,7 @@ where
             )));
         }
     }
-    model.model().check_input(&inputs.tensor)?;
+    model.model().check_input_shape(&inputs.tensor)?;
     let task = model.task();
     // Images (or explained boxes, one image copy each) per pass through the model.
     let pass_rows =

@@ -121,7 +121,7 @@ where
         &options.explain.method,
         &crate::api::method_options(model, &options.explain.method_options),
     )?;
-    model.model().check_input(&inputs.tensor)?;
+    model.model().check_input_shape(&inputs.tensor)?;
     // Sized once for both the explanation and the uncertainty's forward passes.
     let rows =
         crate::api::images_per_pass(model.model(), &inputs.tensor, options.explain.batch_size);
