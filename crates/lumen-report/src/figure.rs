@@ -163,16 +163,60 @@ fn fit(text: &str, width: f32, size: f32) -> String {
     String::new()
 }
 
-/// A figure with a title strip above `body`.
+/// Most lines of a figure title; a longer title's last line ends in an ellipsis.
+const TITLE_LINES: usize = 3;
+
+/// A figure with a title strip above `body`: 28 px for a title that fits one line; a
+/// longer one is wrapped at spaces (up to [`TITLE_LINES`] centred lines, 20 px each
+/// more) rather than cut, since its end says what is explained (a segmentation's
+/// region, a detection's boxes).
 pub fn title_bar(title: &str, body: &RgbImage) -> RgbImage {
-    let size = 16.0;
-    let strip = 28;
+    let (size, line) = (16.0, 20u32);
+    let width = body.width() as f32 - 2.0 * MARGIN as f32;
+    let mut lines = wrap(title, width, size, "");
+    if lines.len() > TITLE_LINES {
+        let rest = lines.split_off(TITLE_LINES - 1).join(" ");
+        // Force the ellipsis: the rest fits only when cut.
+        lines.push(fit(&(rest + " …"), width, size));
+    }
+    let strip = 28 + line * (lines.len() as u32 - 1);
     let mut canvas = RgbImage::from_pixel(body.width(), body.height() + strip, BACKGROUND);
-    let title = fit(title, body.width() as f32 - 2.0 * MARGIN as f32, size);
-    let x = (body.width() as f32 - text_width(&title, size)).max(0.0) / 2.0;
-    draw_text(&mut canvas, &title, x, 6.0, size, INK);
+    for (k, text) in lines.iter().enumerate() {
+        let x = (body.width() as f32 - text_width(text, size)).max(0.0) / 2.0;
+        draw_text(
+            &mut canvas,
+            text,
+            x,
+            6.0 + (k as u32 * line) as f32,
+            size,
+            INK,
+        );
+    }
     image::imageops::replace(&mut canvas, body, 0, strip as i64);
     canvas
+}
+
+/// `text` in lines of at most `width` pixels, broken at spaces, continuation lines
+/// starting with `indent`; a word wider than a line is cut with an ellipsis. Always at
+/// least one line.
+fn wrap(text: &str, width: f32, size: f32, indent: &str) -> Vec<String> {
+    let mut lines: Vec<String> = vec![];
+    let mut current = String::new();
+    for word in text.split(' ') {
+        let candidate = match current.is_empty() {
+            true if lines.is_empty() => word.to_string(),
+            true => format!("{indent}{word}"),
+            false => format!("{current} {word}"),
+        };
+        if text_width(&candidate, size) <= width || current.is_empty() {
+            current = candidate;
+        } else {
+            lines.push(std::mem::take(&mut current));
+            current = format!("{indent}{word}");
+        }
+    }
+    lines.push(current);
+    lines.into_iter().map(|l| fit(&l, width, size)).collect()
 }
 
 /// Scale a small picture up (nearest neighbour keeps pixels crisp) to at least `min_side`.
@@ -307,7 +351,10 @@ pub fn with_notes(figure: &RgbImage, notes: &[String]) -> RgbImage {
     }
     let (size, line) = (13.0, 18u32);
     let width = figure.width().saturating_sub(2 * MARGIN) as f32;
-    let lines: Vec<String> = notes.iter().flat_map(|n| wrap(n, width, size)).collect();
+    let lines: Vec<String> = notes
+        .iter()
+        .flat_map(|n| wrap(n, width, size, "  "))
+        .collect();
     let height = figure.height() + MARGIN + line * lines.len() as u32;
     let mut canvas = RgbImage::from_pixel(figure.width(), height, BACKGROUND);
     image::imageops::replace(&mut canvas, figure, 0, 0);
@@ -316,28 +363,6 @@ pub fn with_notes(figure: &RgbImage, notes: &[String]) -> RgbImage {
         draw_text(&mut canvas, text, MARGIN as f32, y as f32, size, CAUTION);
     }
     canvas
-}
-
-/// `text` in lines of at most `width` pixels, broken at spaces (continuation lines
-/// indented); a word wider than a line is cut with an ellipsis.
-fn wrap(text: &str, width: f32, size: f32) -> Vec<String> {
-    let mut lines: Vec<String> = vec![];
-    let mut current = String::new();
-    for word in text.split(' ') {
-        let candidate = match current.is_empty() {
-            true if lines.is_empty() => word.to_string(),
-            true => format!("  {word}"),
-            false => format!("{current} {word}"),
-        };
-        if text_width(&candidate, size) <= width || current.is_empty() {
-            current = candidate;
-        } else {
-            lines.push(std::mem::take(&mut current));
-            current = format!("  {word}");
-        }
-    }
-    lines.push(current);
-    lines.into_iter().map(|l| fit(&l, width, size)).collect()
 }
 
 /// Colour of caution notes under figures.
@@ -575,9 +600,36 @@ mod tests {
             "{}",
             wrapped.height()
         );
-        let lines = wrap(&note, 300.0 - 2.0 * MARGIN as f32, 13.0);
+        let lines = wrap(&note, 300.0 - 2.0 * MARGIN as f32, 13.0, "  ");
         assert!(lines.iter().all(|l| !l.contains('…')), "{lines:?}");
         let rejoined: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
         assert_eq!(rejoined.join(" "), note);
+    }
+
+    #[test]
+    fn long_titles_wrap_to_at_most_three_lines_instead_of_losing_their_end() {
+        let body = RgbImage::from_pixel(400, 10, Rgb(BACKGROUND.0));
+        let inked_rows = |figure: &RgbImage| {
+            (0..figure.height() - 10)
+                .filter(|&y| (0..figure.width()).any(|x| figure.get_pixel(x, y).0[0] < 128))
+                .collect::<Vec<u32>>()
+        };
+        let short = title_bar("class 3", &body);
+        assert_eq!(short.height(), 10 + 28);
+        let title =
+            "scene1: segmented background (0) 93%, triangle (3) 3% | explaining triangle (3)";
+        let lines = wrap(title, 400.0 - 2.0 * MARGIN as f32, 16.0, "");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.join(" "), title);
+        let two = title_bar(title, &body);
+        assert_eq!(two.height(), 10 + 28 + 20);
+        // Ink on the second line's band, not only the first.
+        assert!(
+            inked_rows(&two).iter().any(|&y| y >= 28),
+            "{:?}",
+            inked_rows(&two)
+        );
+        let long = title_bar(&title.repeat(4), &body);
+        assert_eq!(long.height(), 10 + 28 + 2 * 20);
     }
 }
