@@ -449,8 +449,8 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         for (i, m) in maps.iter().enumerate() {
             let map = Map::new(m.values.clone(), m.width as u32, m.height as u32).normalized();
             let title = format!(
-                "{} {layer} channel {} at {:?}: {} receptive field",
-                inputs.names[i], m.channel, m.position, args.mode
+                "{} {layer} channel {} at {:?} (activation {:.3}): {} receptive field",
+                inputs.names[i], m.channel, m.position, m.activation, args.mode
             );
             let figure = explanation_figure(
                 &inputs.originals[i],
@@ -459,6 +459,10 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 args.figure.alpha,
                 &title,
             );
+            let notes: Vec<String> = empty_field_reason(m, args.mode, &layer)
+                .into_iter()
+                .collect();
+            let figure = lumen::report::with_notes(&figure, &notes);
             let name = format!(
                 "{}_{}_c{}_{}.png",
                 inputs.names[i],
@@ -486,10 +490,11 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 .map(|[x0, y0, x1, y1]| {
                     format!("{}x{} px at x {x0}..{x1}, y {y0}..{y1}", x1 - x0, y1 - y0)
                 })
-                .unwrap_or_else(|| "empty".into());
+                .or_else(|| empty_field_reason(m, args.mode, &layer))
+                .unwrap_or_default();
             println!(
-                "{}: {} field of {layer}[{}, {:?}]: {extent}",
-                inputs.names[i], args.mode, m.channel, m.position
+                "{}: {} field of {layer}[{}, {:?}] (activation {:.3}): {extent}",
+                inputs.names[i], args.mode, m.channel, m.position, m.activation
             );
         }
         for f in &files {
@@ -497,6 +502,24 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why a receptive field is empty (all zero), for the printout and under the figure;
+/// `None` when it is not. The common cause is a unit at 0 after its ReLU: no gradient
+/// reaches the input, and no occlusion lowers it.
+fn empty_field_reason(map: &ReceptiveMap, mode: FieldMode, layer: &str) -> Option<String> {
+    if map.support.is_some() {
+        return None;
+    }
+    let why = match mode {
+        FieldMode::Occlusion => "no occluding patch changed the activation",
+        _ if map.activation <= 0.0 => "a unit at or below 0 after its ReLU passes no gradient",
+        _ => "no input pixel changes the activation locally",
+    };
+    Some(format!(
+        "empty: {why}; pick a channel active here (`lumen features --layer {layer}` lists \
+         the most active ones) or another --at"
+    ))
 }
 
 /// The images of a scan that excite one channel most.
@@ -647,4 +670,37 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(activation: f32, support: Option<[usize; 4]>) -> ReceptiveMap {
+        ReceptiveMap {
+            layer: "layer3".into(),
+            channel: 0,
+            position: [4, 4],
+            activation,
+            height: 8,
+            width: 8,
+            support,
+            values: vec![0.0; 64],
+        }
+    }
+
+    #[test]
+    fn an_empty_field_says_why_and_a_drawn_one_says_nothing() {
+        assert_eq!(
+            empty_field_reason(&field(0.5, Some([0, 0, 2, 2])), FieldMode::Gradient, "l"),
+            None
+        );
+        let dead = empty_field_reason(&field(0.0, None), FieldMode::Gradient, "layer3").unwrap();
+        assert!(dead.contains("at or below 0 after its ReLU"), "{dead}");
+        assert!(dead.contains("lumen features --layer layer3"), "{dead}");
+        let live = empty_field_reason(&field(2.0, None), FieldMode::Gradient, "l").unwrap();
+        assert!(live.contains("no input pixel changes"), "{live}");
+        let occluded = empty_field_reason(&field(0.0, None), FieldMode::Occlusion, "l").unwrap();
+        assert!(occluded.contains("no occluding patch"), "{occluded}");
+    }
 }

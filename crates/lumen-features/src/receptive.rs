@@ -64,6 +64,9 @@ pub struct ReceptiveMap {
     pub channel: usize,
     /// `[y, x]` of the activation in the layer's map.
     pub position: [usize; 2],
+    /// The activation's value on the unoccluded image. At 0 after a ReLU it passes no
+    /// gradient, and its gradient field is empty.
+    pub activation: f32,
     /// Input height.
     pub height: usize,
     /// Input width.
@@ -213,22 +216,21 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         let [y, x] = unit_position(layer, map.dims(), channel, at)?;
         // Images do not interact in eval mode: one backward of the sum gives each
         // image's own gradient.
-        let unit = map
-            .narrow(1, channel, 1)
-            .narrow(2, y, 1)
-            .narrow(3, x, 1)
-            .sum();
-        let grads = unit.backward();
+        let units = map.narrow(1, channel, 1).narrow(2, y, 1).narrow(3, x, 1);
+        let activations = to_host(units.clone().detach().reshape([b]))?;
+        let grads = units.sum().backward();
         let gradient = input
             .grad(&grads)
             .unwrap_or_else(|| input.zeros_like().without_autodiff());
         let magnitude = to_host(gradient.abs().sum_dim(1).reshape([b, height * width]))?;
         Ok(magnitude
             .chunks(height * width)
-            .map(|values| ReceptiveMap {
+            .zip(activations)
+            .map(|(values, activation)| ReceptiveMap {
                 layer: layer.to_string(),
                 channel,
                 position: [y, x],
+                activation,
                 height,
                 width,
                 support: support(values, width),
@@ -336,6 +338,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                     layer: layer.to_string(),
                     channel,
                     position: [y, x],
+                    activation: baseline[i],
                     height,
                     width,
                     support: support(&values, width),

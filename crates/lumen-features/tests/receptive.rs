@@ -113,6 +113,23 @@ fn gradient_support_equals_the_theoretical_field() {
         .unwrap();
     let [g0, _, g1, _] = gradient[0].support.unwrap();
     assert!(x0 <= g0 && x1 >= g1 && x1 - x0 <= g1 - g0 + 2 * 4);
+    // Both modes report the unit's own value on each unoccluded image.
+    let features = visualizer.features(&input, "c").unwrap();
+    let [_, _, h, w] = features.dims();
+    let values: Vec<f32> = features.into_data().try_to_vec().unwrap();
+    let plane = h * w;
+    for maps in [&occlusion, &gradient] {
+        for (image, map) in maps.iter().enumerate() {
+            let [y, x] = map.position;
+            let expected = values[(image * 3 + 1) * plane + y * w + x];
+            assert!(expected.abs() > 1e-3, "a unit of a random input is not 0");
+            assert!(
+                (map.activation - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "{} vs {expected}",
+                map.activation
+            );
+        }
+    }
 }
 
 #[test]
