@@ -340,6 +340,14 @@ MUTATIONS = [
         "let beaten = if lower { v <= fv } else { v >= fv };",
         ["cargo", "test", "-p", "lumen", "--lib", "task_evaluation"],
     ),
+    # Restarts of stuck maximisations that restart from the same start (still stuck).
+    (
+        "maximize-restart-without-more-noise",
+        "crates/lumen-features/src/maximize.rs",
+        "                scale *= RESTART_FACTOR;",
+        "                scale *= 1.0;",
+        facade_test("maximize"),
+    ),
 ]
 
 

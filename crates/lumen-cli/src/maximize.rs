@@ -2,7 +2,9 @@
 //! logits are a layer), with the model's prediction on each optimised image.
 
 use clap::Args;
-use lumen::features::{FeatureVisualizer, MaximizeOptions, MaximizedImage, Objective};
+use lumen::features::{
+    FeatureVisualizer, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR,
+};
 use lumen::{Inputs, LumenError, Result, Task, TaskModel, image_grid, save_png};
 use serde::Serialize;
 
@@ -80,6 +82,10 @@ pub struct MaximizeArgs {
     /// Largest random rotation in degrees per step, in [0, 360].
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     rotation: f32,
+    /// Channels that stay at exactly 0 from the near-grey start (a ReLU passes them no
+    /// gradient) run again from a start 10x noisier, up to this many times (0 to 4).
+    #[arg(long, default_value_t = 2)]
+    restarts: usize,
     /// Images optimised together per forward and backward (the memory knob; default:
     /// 32 at 224x224, more on smaller inputs). It changes no image.
     #[arg(long)]
@@ -130,6 +136,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         mean: model.data_config.mean,
         std: model.data_config.std,
         batch_size: args.internal_batch_size,
+        restarts: args.restarts,
         ..MaximizeOptions::default()
     };
     // The images of one call depend on all its objectives (one seeded batch): the whole
@@ -161,7 +168,14 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
                 &objectives,
                 &options,
                 &model.device,
-                |step| bar.set_position(step as u64),
+                |step| {
+                    // Restarts add `steps` per re-run batch beyond the first estimate.
+                    let step = step as u64;
+                    if bar.length().is_some_and(|length| step > length) {
+                        bar.set_length(step.div_ceil(args.steps as u64) * args.steps as u64);
+                    }
+                    bar.set_position(step)
+                },
             )?;
             bar.finish_and_clear();
             if let (Some(cache), Some(key)) = (&cache, &key) {
@@ -197,10 +211,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             .map(|((m, p), prediction)| {
                 (
                     format!(
-                        "{} = {:.1} -> {}",
+                        "{} = {:.1} -> {}{}",
                         m.objective,
                         m.value,
-                        task.describe_request(&task.default_request(prediction))
+                        task.describe_request(&task.default_request(prediction)),
+                        restart_factor(m)
+                            .map(|f| format!(" (start x{f})"))
+                            .unwrap_or_default()
                     ),
                     p.clone(),
                 )
@@ -210,7 +227,12 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             "{}: activation maximization of {}, {} steps, seed {}",
             model.name, args.layer, args.steps, args.seed
         );
-        let figure = image_grid(&title, &tiles, 256, 0);
+        let figure = lumen::report::with_notes(
+            &image_grid(&title, &tiles, 256, 0),
+            &stuck_note(&images, args.restarts)
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
         let name = format!(
             "{}_{}_maximized.png",
             model.name,
@@ -236,10 +258,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     } else {
         for (m, p) in images.iter().zip(&predictions) {
             println!(
-                "{}: {:.3} (first step {:.3}); the model: {}",
+                "{}: {:.3} (first step {:.3}){}; the model: {}",
                 m.objective,
                 m.value,
                 m.trajectory.first().copied().unwrap_or(f32::NAN),
+                restart_factor(m)
+                    .map(|f| format!(", from a start {f}x noisier"))
+                    .unwrap_or_default(),
                 task.describe_prediction(p)
             );
         }
@@ -247,20 +272,8 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             println!("wrote {}", f.display());
         }
     }
-    // A channel at exactly zero under a ReLU passes no gradient: its image never moves
-    // from the grey start, which looks like a bug when it is the layer's nature.
-    let stuck: Vec<&str> = images
-        .iter()
-        .filter(|m| m.value == 0.0 && m.trajectory.iter().all(|&v| v == 0.0))
-        .map(|m| m.objective.as_str())
-        .collect();
-    if !stuck.is_empty() {
-        eprintln!(
-            "warning: {} stayed at 0 from the first step: the near-grey start image does \
-             not excite them, and at 0 their ReLU passes no gradient, so the optimisation \
-             cannot start (their images are the start image)",
-            stuck.join(", ")
-        );
+    if let Some(note) = stuck_note(&images, args.restarts) {
+        eprintln!("warning: {note}");
     }
     if images.iter().any(|m| !m.value.is_finite()) {
         return Err(LumenError::InvalidArgument(
@@ -268,6 +281,42 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// How much noisier than the first the start of an image that needed restarts (and
+/// then moved) was: 10, 100...
+fn restart_factor(image: &MaximizedImage) -> Option<f32> {
+    (image.restarts > 0 && !image.stayed_at_zero())
+        .then(|| RESTART_FACTOR.powi(image.restarts as i32))
+}
+
+/// What to tell about the objectives still at 0 after every start: a channel at exactly
+/// zero under a ReLU passes no gradient, so its image is the grey start, which looks
+/// like a bug when it is the layer's nature (or that start's).
+fn stuck_note(images: &[MaximizedImage], restarts: usize) -> Option<String> {
+    let stuck: Vec<&str> = images
+        .iter()
+        .filter(|m| m.stayed_at_zero())
+        .map(|m| m.objective.as_str())
+        .collect();
+    if stuck.is_empty() {
+        return None;
+    }
+    let starts = match restarts {
+        0 => "the near-grey start image does not excite them (--restarts retries from \
+              noisier starts)"
+            .to_string(),
+        n => format!(
+            "neither the near-grey start nor {n} noisier one{} (up to {}x) excite them",
+            if n == 1 { "" } else { "s" },
+            RESTART_FACTOR.powi(n as i32)
+        ),
+    };
+    Some(format!(
+        "{} stayed at 0 from the first step: {starts}, and at 0 their ReLU passes no \
+         gradient, so the optimisation cannot start (their images are the start image)",
+        stuck.join(", ")
+    ))
 }
 
 /// The images of a cache record: the header's fields and each image's pixels in

@@ -597,14 +597,34 @@ fn numeric_options_are_validated_before_any_work() {
     let out = occlusion(&["--patch", "8", "--stride", "12"]);
     assert_fails(&out, 2, &["stride of 12 px is longer than the 8 px patch"]);
     // Channels a grey image leaves at 0 never move: said, not left to look like a bug
-    // (on the bundled weights, layer2's channel 2 responds and 0 does not).
-    let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);
+    // (on the bundled weights, layer2's channel 2 responds and 0 does not)...
+    let out = maximize(&[
+        "--channels",
+        "0,2",
+        "--steps",
+        "3",
+        "--no-figures",
+        "--restarts",
+        "0",
+    ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("warning: layer2 #0 stayed at 0 from the first step"),
+        err.contains("warning: layer2 #0 stayed at 0 from the first step")
+            && err.contains("--restarts retries from noisier starts"),
         "{err}"
     );
+    // ...and by default restarted from a noisier start, which excites it.
+    let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("stayed at 0"), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("layer2 #0: ") && printed.contains("x noisier"),
+        "{printed}"
+    );
+    let out = maximize(&["--channels", "0", "--restarts", "5"]);
+    assert_fails(&out, 2, &["at most 4 restarts", "got 5"]);
 }
 
 #[test]

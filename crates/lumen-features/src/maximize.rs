@@ -15,6 +15,12 @@
 //!   Every batch replays the same seeded transformations and draws its initial
 //!   coefficients from one seeded stream in objective order, so an image does not
 //!   depend on the batch size.
+//! - Restarts: lucid's near-grey start (`0.01 x N(0, 1)`) leaves many ReLU channels at
+//!   exactly 0, where no gradient flows and the image never moves (on shapes-cnn's
+//!   `layer4`, 6 of channels 0-7, although every one of them fires on real images).
+//!   Such objectives are run again from the same draw scaled 10x, up to
+//!   [`MaximizeOptions::restarts`] times (lucid would need a model edit instead: its
+//!   ReLU gradient override).
 
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::{Int, TensorData};
@@ -150,7 +156,19 @@ pub struct MaximizeOptions {
     /// [`default_rows_for`] the model's input (32 at 224x224 on ResNets, fewer where a
     /// layer is large next to the input). It changes no image.
     pub batch_size: Option<usize>,
+    /// How many times an objective that stayed at exactly 0 through every step (its
+    /// image never moved from the start) is run again from a start [`RESTART_FACTOR`]
+    /// times noisier; at most [`MAX_RESTARTS`]. [`maximize`](FeatureVisualizer::maximize)
+    /// only: `maximize_from` keeps the start it is given.
+    pub restarts: usize,
 }
+
+/// How much noisier each restart's start is than the previous one.
+pub const RESTART_FACTOR: f32 = 10.0;
+
+/// The most restarts of [`MaximizeOptions::restarts`]: the fourth starts at
+/// `100 x N(0, 1)`, which the sigmoid turns into saturated noise.
+pub const MAX_RESTARTS: usize = 4;
 
 impl Default for MaximizeOptions {
     fn default() -> Self {
@@ -164,6 +182,7 @@ impl Default for MaximizeOptions {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             batch_size: None,
+            restarts: 2,
         }
     }
 }
@@ -200,6 +219,17 @@ impl MaximizeOptions {
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad("the normalisation's standard deviations must be > 0");
         }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return bad("the normalisation's means must be finite numbers");
+        }
+        if self.restarts > MAX_RESTARTS {
+            return Err(LumenError::InvalidArgument(format!(
+                "at most {MAX_RESTARTS} restarts (the last starts {}x noisier than the \
+                 first), got {}",
+                RESTART_FACTOR.powi(MAX_RESTARTS as i32),
+                self.restarts
+            )));
+        }
         if self.batch_size == Some(0) {
             return bad("the internal batch size must be at least 1");
         }
@@ -232,9 +262,20 @@ pub struct MaximizedImage {
     pub height: usize,
     /// Width.
     pub width: usize,
+    /// How many noisier starts were tried after the first stayed at 0 (0: the first
+    /// start moved). An image still at 0 after every restart is the first start's.
+    pub restarts: usize,
     /// RGB in `[0, 1]`, row-major `[3, H, W]`.
     #[serde(skip)]
     pub pixels: Vec<f32>,
+}
+
+impl MaximizedImage {
+    /// The objective was exactly 0 at every step and at the end: no gradient reached
+    /// the image, which is still its start.
+    pub fn stayed_at_zero(&self) -> bool {
+        self.value == 0.0 && self.trajectory.iter().all(|&v| v == 0.0)
+    }
 }
 
 /// lucid's colour correlation (square root of the ImageNet colour covariance).
@@ -310,8 +351,9 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// [`MaximizeOptions::rows_per_batch`]) and return them with their trajectories.
     /// The initial coefficients are small seeded normal draws (`0.01 x N(0, 1)`, one
     /// stream in objective order, as lucid's `fft_image` starts), drawn a batch at a
-    /// time. `progress` is called with the steps done over all batches (`steps` per
-    /// batch).
+    /// time. Objectives that stay at 0 are restarted ([`MaximizeOptions::restarts`]).
+    /// `progress` is called with the steps done over all batches (`steps` per batch and
+    /// per restart).
     pub fn maximize(
         &self,
         objectives: &[Objective],
@@ -320,7 +362,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         progress: impl FnMut(usize),
     ) -> Result<Vec<MaximizedImage>> {
         let mut initial_rng = StdRng::seed_from_u64(options.seed);
-        self.maximize_with(objectives, options, device, progress, |values| {
+        let restarts = options.restarts;
+        self.maximize_with(objectives, options, restarts, device, progress, |values| {
             (0..values)
                 .map(|_| {
                     let v: f32 = rand_distr::StandardNormal.sample(&mut initial_rng);
@@ -333,7 +376,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
     /// [`maximize`](Self::maximize) from given initial coefficients: per objective, the
     /// `[3, H, W]` scaled DCT coefficients of each colour channel (before the
     /// decorrelation and the sigmoid), row-major, objectives one after another. To
-    /// resume an optimisation, or to start where another implementation starts.
+    /// resume an optimisation, or to start where another implementation starts. The
+    /// start is kept as given: no restarts.
     pub fn maximize_from(
         &self,
         objectives: &[Objective],
@@ -356,7 +400,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             ));
         }
         let mut taken = 0;
-        self.maximize_with(objectives, options, device, progress, |values| {
+        self.maximize_with(objectives, options, 0, device, progress, |values| {
             taken += values;
             initial[taken - values..taken].to_vec()
         })
@@ -364,10 +408,13 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
 
     /// Both entry points: `next_initial(n)` gives the next `n` initial coefficients in
     /// objective order, called once per internal batch after every check has passed.
+    /// `restarts` is how often an objective stuck at 0 runs again from its start
+    /// scaled by [`RESTART_FACTOR`], right after its batch (memory stays one batch).
     fn maximize_with(
         &self,
         objectives: &[Objective],
         options: &MaximizeOptions,
+        restarts: usize,
         device: &Device,
         mut progress: impl FnMut(usize),
         mut next_initial: impl FnMut(usize) -> Vec<f32>,
@@ -413,17 +460,49 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             objective.check(&layer, c, [mh, mw])?;
         }
         let rows = options.rows_per_batch(self.model, device);
+        let per_image = 3 * h * w;
         let mut images = Vec::with_capacity(objectives.len());
-        for (batch, range) in row_chunks(objectives.len(), rows).enumerate() {
-            let initial = next_initial(range.len() * 3 * h * w);
-            images.extend(self.maximize_batch(
-                &objectives[range],
-                &info,
-                &normalize,
-                initial,
-                options,
-                |step| progress(batch * options.steps + step),
-            )?);
+        let mut done = 0;
+        for range in row_chunks(objectives.len(), rows) {
+            let initial = next_initial(range.len() * per_image);
+            let batch = &objectives[range];
+            let mut run = |objectives: &[Objective], start: Vec<f32>| {
+                let result =
+                    self.maximize_batch(objectives, &info, &normalize, start, options, |step| {
+                        progress(done + step)
+                    });
+                done += options.steps;
+                result
+            };
+            let mut batch_images = run(batch, initial.clone())?;
+            let mut scale = 1.0f32;
+            for restart in 1..=restarts {
+                let stuck: Vec<usize> = (0..batch.len())
+                    .filter(|&i| batch_images[i].stayed_at_zero())
+                    .collect();
+                if stuck.is_empty() {
+                    break;
+                }
+                scale *= RESTART_FACTOR;
+                let start: Vec<f32> = stuck
+                    .iter()
+                    .flat_map(|&i| initial[i * per_image..(i + 1) * per_image].iter())
+                    .map(|v| v * scale)
+                    .collect();
+                let again: Vec<Objective> = stuck.iter().map(|&i| batch[i].clone()).collect();
+                for (&i, image) in stuck.iter().zip(run(&again, start)?) {
+                    batch_images[i].restarts = restart;
+                    // Still at 0: keep the first start's (near-grey) image, not noise
+                    // that would look like a pattern.
+                    if !image.stayed_at_zero() {
+                        batch_images[i] = MaximizedImage {
+                            restarts: restart,
+                            ..image
+                        };
+                    }
+                }
+            }
+            images.extend(batch_images);
         }
         Ok(images)
     }
@@ -554,6 +633,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
                 value: finals[i],
                 height: h,
                 width: w,
+                restarts: 0,
                 pixels: pixels[i * 3 * h * w..(i + 1) * 3 * h * w].to_vec(),
             })
             .collect())
@@ -621,6 +701,14 @@ mod tests {
             },
             MaximizeOptions {
                 rotation: f32::NAN,
+                ..Default::default()
+            },
+            MaximizeOptions {
+                mean: [0.5, f32::NAN, 0.5],
+                ..Default::default()
+            },
+            MaximizeOptions {
+                restarts: MAX_RESTARTS + 1,
                 ..Default::default()
             },
         ] {

@@ -138,6 +138,8 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
         mean: model.data_config.mean,
         std: model.data_config.std,
         batch_size,
+        // Restarts (tested below) would add a re-run to the step count.
+        restarts: 0,
         ..MaximizeOptions::default()
     };
     let mut progress = vec![];
@@ -210,6 +212,82 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
         err.contains("internal batch size must be at least 1"),
         "{err}"
     );
+}
+
+/// Channels the near-grey start leaves at exactly 0 get no gradient; restarts run them
+/// again from the same draw scaled 10x and 100x. Objectives that moved the first time
+/// keep their images, restarted ones move, and the internal batch size still changes
+/// no image.
+#[test]
+fn channels_stuck_at_zero_restart_from_noisier_starts() {
+    let model = bundled();
+    let visualizer = FeatureVisualizer::new(&model.model);
+    // On the bundled weights channels 0, 2 and 3 of layer4 stay at 0 from this start
+    // and 1 moves (the CLI's `maximize --layer layer4 --restarts 0` shows the same).
+    let objectives: Vec<Objective> = (0..4)
+        .map(|channel| Objective::Channel {
+            layer: "layer4".into(),
+            channel,
+        })
+        .collect();
+    let options = |restarts, batch_size| MaximizeOptions {
+        steps: 24,
+        mean: model.data_config.mean,
+        std: model.data_config.std,
+        restarts,
+        batch_size,
+        ..MaximizeOptions::default()
+    };
+    let mut first_steps = 0;
+    let plain = visualizer
+        .maximize(&objectives, &options(0, None), &model.device, |s| {
+            first_steps = s
+        })
+        .unwrap();
+    assert_eq!(first_steps, 24);
+    let stuck: Vec<usize> = (0..4).filter(|&i| plain[i].stayed_at_zero()).collect();
+    assert!(
+        stuck.len() >= 2 && stuck.len() < 4,
+        "the fixture needs stuck and moving channels: {stuck:?}"
+    );
+    let mut steps = vec![];
+    let restarted = visualizer
+        .maximize(&objectives, &options(2, None), &model.device, |s| {
+            steps.push(s)
+        })
+        .unwrap();
+    // Counted on over the re-runs: 24 steps, then 24 per restart that had work.
+    assert_eq!(steps.len() % 24, 0);
+    assert_eq!(steps, (1..=steps.len()).collect::<Vec<_>>());
+    assert!(steps.len() > 24);
+    for (i, (a, b)) in plain.iter().zip(&restarted).enumerate() {
+        if stuck.contains(&i) {
+            assert!(b.restarts >= 1, "{}: {}", b.objective, b.restarts);
+            assert!(!b.stayed_at_zero(), "{} still at 0", b.objective);
+            assert!(b.value > 0.0 && a.pixels != b.pixels, "{}", b.objective);
+        } else {
+            assert_eq!(b.restarts, 0);
+            assert_eq!(a.pixels, b.pixels, "{} moved the first time", a.objective);
+        }
+    }
+    // One objective per batch: the same images.
+    let one_by_one = visualizer
+        .maximize(&objectives, &options(2, Some(1)), &model.device, |_| {})
+        .unwrap();
+    for (a, b) in one_by_one.iter().zip(&restarted) {
+        assert_eq!(a.restarts, b.restarts, "{}", a.objective);
+        let largest = a
+            .pixels
+            .iter()
+            .zip(&b.pixels)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            largest < 1e-4,
+            "{}: pixels differ by {largest}",
+            a.objective
+        );
+    }
 }
 
 /// The parameterization (scaled DCT coefficients, lucid's colour decorrelation, a
