@@ -54,6 +54,9 @@ pub struct SegmentorConfig {
     /// Width of the head: ASPP and decoder channels for DeepLabV3+ (AutoTimm: 256),
     /// the hidden 3x3 block for FCN (AutoTimm: 512).
     pub head_channels: usize,
+    /// The layer CAMs use when none is named: the backbone's last stage, what the
+    /// references' segmentation tutorials use.
+    pub default_layer: String,
 }
 
 const ASPP_RATES: [usize; 3] = [6, 12, 18];
@@ -71,6 +74,7 @@ impl SegmentorConfig {
             head,
             num_classes,
             head_channels,
+            default_layer: "backbone.layer4".into(),
         }
     }
 
@@ -177,6 +181,7 @@ impl SegmentorConfig {
             backbone,
             head,
             num_classes: self.num_classes,
+            default_layer: self.default_layer.clone(),
         })
     }
 }
@@ -267,6 +272,7 @@ pub struct Segmentor {
     backbone: ResNet,
     head: Head,
     num_classes: usize,
+    default_layer: String,
 }
 
 /// Bilinear resize with `align_corners = false`, as `F.interpolate` in AutoTimm, as two
@@ -397,7 +403,7 @@ impl ExplainableModel for Segmentor {
     /// Stage 4 of the backbone: the semantic layer the references' segmentation
     /// tutorials explain.
     fn default_layer(&self) -> String {
-        "backbone.layer4".into()
+        self.default_layer.clone()
     }
 
     fn input_shape(&self) -> [usize; 3] {

@@ -80,7 +80,13 @@ mod tests {
     fn the_shipped_verdicts_parse_and_name_known_methods() {
         for (model, text) in BUNDLED_VERDICTS {
             let cautions = parse_cautions(text, model, "shipped").unwrap();
-            assert!(!cautions.is_empty(), "{model}: no cautions shipped");
+            // shapes-seg's evaluation at its decoder found nothing to caution about
+            // (its file says so); the others' files must not have lost theirs.
+            assert_eq!(
+                cautions.is_empty(),
+                *model == "shapes-seg",
+                "{model}: {cautions:?}"
+            );
             for method in cautions.keys() {
                 lumen_methods::method_info(method).unwrap();
             }

@@ -104,10 +104,12 @@ fn explanations_of_a_class_concentrate_in_its_true_pixels() {
     };
     let random = mass_in_class(&model, &RandomMap { seed: 0 }, None);
     let center = mass_in_class(&model, &CenterPrior::default(), None);
+    let mut masses = vec![];
     for (name, layer) in [
         ("gradcam", Some("head.decoder")),
         ("hirescam", Some("backbone.layer3")),
         ("gradcam", Some("backbone.layer4")),
+        ("gradcam", None),
     ] {
         let mass = mass_in_class(&model, by_name(name, layer).as_ref(), layer);
         println!("{name} at {layer:?}: {mass:.3} (random {random:.3}, center {center:.3})");
@@ -115,5 +117,18 @@ fn explanations_of_a_class_concentrate_in_its_true_pixels() {
             mass > 2.0 * random.max(center),
             "{name} at {layer:?}: mass in class {mass:.3} vs random {random:.3}, center {center:.3}"
         );
+        masses.push(mass);
     }
+    // The bundled model's default layer is the one that localises: the decoder, not
+    // the backbone's last stage (a 4x4 grid on 128-pixel scenes) the references use.
+    assert_eq!(
+        masses[3], masses[0],
+        "the default layer is not head.decoder"
+    );
+    assert!(
+        masses[3] > 3.0 * masses[2],
+        "default {:.3} vs backbone.layer4 {:.3}",
+        masses[3],
+        masses[2]
+    );
 }
