@@ -23,6 +23,13 @@ fn rgb(pixels: &[f32], h: usize, w: usize) -> image::RgbImage {
     })
 }
 
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn class_logits_are_maximised_into_images_of_the_class() {
     let model = bundled();
@@ -156,12 +163,7 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
     assert_eq!(one_by_one.len(), 3);
     for (a, b) in one_by_one.iter().zip(&together) {
         assert_eq!(a.objective, b.objective);
-        let largest = a
-            .pixels
-            .iter()
-            .zip(&b.pixels)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let largest = largest_difference(&a.pixels, &b.pixels);
         assert!(
             largest < 1e-5,
             "{}: pixels differ by {largest}",
@@ -276,12 +278,7 @@ fn channels_stuck_at_zero_restart_from_noisier_starts() {
         .unwrap();
     for (a, b) in one_by_one.iter().zip(&restarted) {
         assert_eq!(a.restarts, b.restarts, "{}", a.objective);
-        let largest = a
-            .pixels
-            .iter()
-            .zip(&b.pixels)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let largest = largest_difference(&a.pixels, &b.pixels);
         assert!(
             largest < 1e-4,
             "{}: pixels differ by {largest}",
