@@ -212,7 +212,10 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
                 (
                     format!(
                         "{} = {:.1} -> {}{}",
-                        m.objective,
+                        // The layer is in the figure's title: tiles keep the room.
+                        m.objective
+                            .strip_prefix(&format!("{} ", args.layer))
+                            .unwrap_or(&m.objective),
                         m.value,
                         task.describe_request(&task.default_request(prediction)),
                         restart_factor(m)
