@@ -557,12 +557,31 @@ impl FigureArgs {
     }
 
     /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
-    /// model (shapes-cnn, shapes-vit, shapes-det, shapes-seg), else none.
-    pub fn cautions(&self, model: &str) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-        match &self.verdicts {
-            Some(path) => lumen::verdicts::read_cautions(path, model),
-            None => Ok(lumen::verdicts::bundled_cautions(model).unwrap_or_default()),
+    /// model (shapes-cnn, shapes-vit, shapes-det, shapes-seg), else none; for a run
+    /// whose CAMs use `layer` (`--layer`; `None` for the default): a CAM measured at
+    /// another layer keeps its cautions off the figures, and a warning says so when
+    /// the run draws that method (`methods`, comma-separated).
+    pub fn cautions(
+        &self,
+        model: &str,
+        layer: Option<&str>,
+        methods: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let verdicts = match &self.verdicts {
+            Some(path) => lumen::verdicts::read_verdicts(path, model)?,
+            None => lumen::verdicts::bundled_verdicts(model).unwrap_or_default(),
+        };
+        let (cautions, dropped) = verdicts.at_layer(layer);
+        let drawn =
+            |method: &str| !self.no_figures && methods.split(',').any(|m| m.trim() == method);
+        for (method, measured) in dropped.into_iter().filter(|(m, _)| drawn(m)) {
+            eprintln!(
+                "warning: the verdicts on {method} were measured at layer `{measured}`, not \
+                 `{}`: its cautions are not drawn",
+                layer.unwrap_or_default()
+            );
         }
+        Ok(cautions)
     }
 }
 

@@ -104,7 +104,11 @@ where
     // No pass size: each read batch of --batch-size files goes through the model whole.
     let mut options =
         figure_options::<RequestOf<T>>(&args.method, &args.method_args, &args.figure, None, 50);
-    options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.method,
+    )?;
     let run = BatchRun {
         batch_size: args.batch_size,
         shard,

@@ -61,7 +61,11 @@ where
         .several_methods_options(&args.method_args, &args.figure);
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
-    options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.methods.join(","),
+    )?;
     options.cache = args.cache.open(&args.model)?;
     let results = crate::args::with_spinner(
         &format!("{} methods on {} images", args.methods.len(), inputs.len()),

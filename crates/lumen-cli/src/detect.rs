@@ -58,7 +58,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &["--colormap", "--alpha", "--verdicts"],
         "detection maps have no polarity view; nothing reads",
     );
-    explain.cautions = args.figure.cautions(&args.model.model)?;
+    explain.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.method,
+    )?;
     let is_drise = args.method == lumen::detection::DRISE;
     if is_drise {
         warn_unused_method_options(std::slice::from_ref(&args.method), &args.method_args)?;

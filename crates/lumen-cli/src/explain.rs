@@ -94,7 +94,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }
-    options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.method,
+    )?;
     options.cache = args.cache.open(&args.model)?;
     let model = args.model.load()?;
     let inputs = args.input.load(&model)?;

@@ -71,7 +71,11 @@ where
         .several_methods_options(&args.method_args, &args.figure);
     options.targets =
         RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
-    options.cautions = args.figure.cautions(&args.model.model)?;
+    options.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.methods.join(","),
+    )?;
     options.cache = args.cache.open(&args.model)?;
     let sections = if args.features.is_empty() {
         vec![]

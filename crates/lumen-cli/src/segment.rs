@@ -111,7 +111,11 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &["--colormap", "--alpha", "--verdicts"],
         "segmentation maps have no polarity view; nothing reads",
     );
-    explain.cautions = args.figure.cautions(&args.model.model)?;
+    explain.cautions = args.figure.cautions(
+        &args.model.model,
+        args.method_args.layer.as_deref(),
+        &args.method,
+    )?;
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,

@@ -1060,6 +1060,24 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
         noted > plain + 30 && noted < plain + 60,
         "{plain} -> {noted}"
     );
+    // The shipped GradCAM verdicts were measured at layer4: at layer3 they do not
+    // hold, are not drawn, and a warning says why; at layer4 named, they are drawn.
+    let out_dir = path_str(&dir.join("layer3"));
+    let run = explain_shapes(&["--image", &image, "--out", &out_dir, "--layer", "layer3"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("verdicts on gradcam were measured at layer `layer4`, not `layer3`"),
+        "{}",
+        stderr(&run)
+    );
+    let at_layer3 = image::open(dir.join("layer3").join("x_gradcam.png"))
+        .unwrap()
+        .height();
+    assert!(
+        at_layer3 < shipped,
+        "layer3 {at_layer3} vs shipped {shipped}"
+    );
+    assert_eq!(height(&["--layer", "layer4"], "layer4"), shipped);
     // Verdicts measured on another model are refused, before any work.
     let out = lumen(&[
         "explain",

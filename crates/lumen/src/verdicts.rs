@@ -4,6 +4,12 @@
 //!
 //! The bundled models ship their verdicts (`crates/lumen/verdicts/`, written by the
 //! command in each file), so the demo's figures carry them too.
+//!
+//! A CAM's verdict holds at the layer it was measured at: a file that records it
+//! (`methods[].layer`, as a detector's or segmentor's evaluation and the shipped
+//! files do) has that method's cautions dropped from a run at another layer
+//! ([`Verdicts::at_layer`]). A classifier's evaluation does not record its layer; its
+//! cautions are drawn at any layer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +21,44 @@ use serde::Deserialize;
 struct Evaluation {
     model: String,
     recommendations: Vec<Recommendation>,
+    /// Per method: a detector's or segmentor's evaluation names it `method` and gives
+    /// its `layer`; a classifier's names it `name`, without a layer. Read leniently.
+    #[serde(default)]
+    methods: Vec<serde_json::Value>,
+}
+
+/// Cautions per method.
+pub type Cautions = BTreeMap<String, Vec<String>>;
+
+/// The cautions of a verdict file, per method, and the layer each CAM was measured at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdicts {
+    /// Cautions per method.
+    pub cautions: Cautions,
+    /// The layer each method was measured at, where the file records it.
+    pub layers: BTreeMap<String, String>,
+}
+
+impl Verdicts {
+    /// The cautions that hold for a run whose CAMs use `layer` (`None`: the model's
+    /// default, which the shipped files and an evaluation without `--layer` measured):
+    /// a method measured at another named layer is left out, and returned as
+    /// `(method, measured layer)` so that the caller can say so.
+    pub fn at_layer(&self, layer: Option<&str>) -> (Cautions, Vec<(String, String)>) {
+        let mut kept = BTreeMap::new();
+        let mut dropped = vec![];
+        for (method, reasons) in &self.cautions {
+            match (layer, self.layers.get(method)) {
+                (Some(run), Some(measured)) if run != measured => {
+                    dropped.push((method.clone(), measured.clone()));
+                }
+                _ => {
+                    kept.insert(method.clone(), reasons.clone());
+                }
+            }
+        }
+        (kept, dropped)
+    }
 }
 
 #[derive(Deserialize)]
@@ -25,12 +69,18 @@ struct Recommendation {
 }
 
 /// The cautions of an `evaluation.json` written by `lumen evaluate` for `model`, per
-/// method. Fails, naming the file, when it cannot be read or is for another model.
+/// method (at any layer). Fails, naming the file, when it cannot be read or is for
+/// another model.
 pub fn read_cautions(path: &Path, model: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    Ok(read_verdicts(path, model)?.cautions)
+}
+
+/// [`read_cautions`] with the layers the file records.
+pub fn read_verdicts(path: &Path, model: &str) -> Result<Verdicts> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         LumenError::InvalidArgument(format!("{}: cannot read it ({e})", path.display()))
     })?;
-    parse_cautions(&text, model, &path.display().to_string())
+    parse_verdicts(&text, model, &path.display().to_string())
 }
 
 /// Verdicts shipped with the bundled models, measured by the command each file names.
@@ -41,14 +91,20 @@ const BUNDLED_VERDICTS: &[(&str, &str)] = &[
     ("shapes-seg", include_str!("../verdicts/shapes-seg.json")),
 ];
 
-/// The shipped cautions of a bundled model, if it has any.
+/// The shipped cautions of a bundled model (measured at its default layers), if it
+/// has any.
 pub fn bundled_cautions(model: &str) -> Option<BTreeMap<String, Vec<String>>> {
-    let (_, text) = BUNDLED_VERDICTS.iter().find(|(name, _)| *name == model)?;
-    parse_cautions(text, model, "bundled verdicts").ok()
+    Some(bundled_verdicts(model)?.cautions)
 }
 
-/// [`read_cautions`] of a text; `source` names it in errors.
-fn parse_cautions(text: &str, model: &str, source: &str) -> Result<BTreeMap<String, Vec<String>>> {
+/// [`bundled_cautions`] with the layers they were measured at.
+pub fn bundled_verdicts(model: &str) -> Option<Verdicts> {
+    let (_, text) = BUNDLED_VERDICTS.iter().find(|(name, _)| *name == model)?;
+    parse_verdicts(text, model, "bundled verdicts").ok()
+}
+
+/// [`read_verdicts`] of a text; `source` names it in errors.
+fn parse_verdicts(text: &str, model: &str, source: &str) -> Result<Verdicts> {
     let bad = |message: String| LumenError::InvalidArgument(format!("{source}: {message}"));
     let evaluation: Evaluation = serde_json::from_str(text).map_err(|e| {
         bad(format!(
@@ -69,7 +125,16 @@ fn parse_cautions(text: &str, model: &str, source: &str) -> Result<BTreeMap<Stri
     {
         cautions.entry(r.method).or_default().push(r.reason);
     }
-    Ok(cautions)
+    let layers = evaluation
+        .methods
+        .iter()
+        .filter_map(|m| {
+            let name = m.get("method").or_else(|| m.get("name"))?.as_str()?;
+            let layer = m.get("layer")?.as_str()?;
+            Some((name.to_string(), layer.to_string()))
+        })
+        .collect();
+    Ok(Verdicts { cautions, layers })
 }
 
 #[cfg(test)]
@@ -79,7 +144,18 @@ mod tests {
     #[test]
     fn the_shipped_verdicts_parse_and_name_known_methods() {
         for (model, text) in BUNDLED_VERDICTS {
-            let cautions = parse_cautions(text, model, "shipped").unwrap();
+            let verdicts = parse_verdicts(text, model, "shipped").unwrap();
+            let cautions = verdicts.cautions.clone();
+            // Every cautioned CAM of a shipped file says where it was measured.
+            for method in cautions.keys() {
+                let family = lumen_methods::method_info(method).unwrap().family;
+                if matches!(
+                    family,
+                    lumen_methods::Family::OnePassCam | lumen_methods::Family::PerturbationCam
+                ) {
+                    assert!(verdicts.layers.contains_key(method), "{model}: {method}");
+                }
+            }
             // shapes-seg's evaluation at its decoder found nothing to caution about
             // (its file says so); the others' files must not have lost theirs.
             assert_eq!(
@@ -93,6 +169,30 @@ mod tests {
             assert_eq!(bundled_cautions(model), Some(cautions));
         }
         assert_eq!(bundled_cautions("resnet18"), None);
+    }
+
+    /// A CAM measured at one layer says nothing about another; a method without a
+    /// recorded layer (a classifier's evaluation, a gradient method) holds anywhere.
+    #[test]
+    fn cautions_measured_at_another_layer_are_left_out() {
+        let text = r#"{"model": "m", "recommendations": [
+            {"use_case": "caution", "method": "gradcam", "reason": "a"},
+            {"use_case": "caution", "method": "eigencam", "reason": "b"},
+            {"use_case": "caution", "method": "saliency", "reason": "c"}],
+            "methods": [{"method": "gradcam", "layer": "layer4"},
+                        {"name": "eigencam", "layer": "layer3"},
+                        {"method": "saliency", "layer": null}]}"#;
+        let verdicts = parse_verdicts(text, "m", "test").unwrap();
+        assert_eq!(verdicts.layers.len(), 2);
+        let (all, dropped) = verdicts.at_layer(None);
+        assert_eq!(all, verdicts.cautions);
+        assert!(dropped.is_empty());
+        let (kept, dropped) = verdicts.at_layer(Some("layer4"));
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["gradcam", "saliency"]);
+        assert_eq!(dropped, [("eigencam".to_string(), "layer3".to_string())]);
+        let (kept, dropped) = verdicts.at_layer(Some("layer2"));
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["saliency"]);
+        assert_eq!(dropped.len(), 2);
     }
 
     #[test]
