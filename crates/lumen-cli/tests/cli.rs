@@ -575,6 +575,22 @@ fn evaluate_prints_the_summary_object_and_writes_json_and_html() {
     let curve = &full["methods"][0]["curves"]["deletion_auc"];
     assert_eq!(curve["x"].as_array().unwrap().len(), 5);
     assert_eq!(curve["rows"][0].as_array().unwrap().len(), 5);
+    // Each CAM row says the layer its verdicts hold for (the model's default here);
+    // the floors have none.
+    let layers: Vec<(&str, Option<&str>)> = full["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["layer"].as_str()))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("gradcam", Some("layer4")),
+            ("random", None),
+            ("center", None)
+        ]
+    );
     let html = std::fs::read_to_string(out_dir.join("evaluation.html")).unwrap();
     assert!(html.contains("Recommendations") && html.contains("deletion_auc"));
     assert!(!html.contains("src=\"http"), "self-contained");

@@ -596,6 +596,9 @@ pub struct MethodRow {
     pub floor: bool,
     /// Whether its map is the same whatever the input (the `center` floor).
     pub ignores_input: bool,
+    /// The layer its maps come from (CAMs), what its verdicts hold for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
     /// Metric values, averaged over images.
     pub scores: BTreeMap<String, Score>,
     /// Explanation time per image, seconds.
@@ -762,6 +765,7 @@ mod tests {
             name: name.into(),
             floor,
             ignores_input: name == "center",
+            layer: None,
             scores: scores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             seconds_per_image: seconds,
             curves: BTreeMap::new(),

@@ -5,11 +5,10 @@
 //! The bundled models ship their verdicts (`crates/lumen/verdicts/`, written by the
 //! command in each file), so the demo's figures carry them too.
 //!
-//! A CAM's verdict holds at the layer it was measured at: a file that records it
-//! (`methods[].layer`, as a detector's or segmentor's evaluation and the shipped
-//! files do) has that method's cautions dropped from a run at another layer
-//! ([`Verdicts::at_layer`]). A classifier's evaluation does not record its layer; its
-//! cautions are drawn at any layer.
+//! A CAM's verdict holds at the layer it was measured at: `evaluation.json` records
+//! it (`methods[].layer`; the shipped files give their CAMs' default layers), and a
+//! run at another layer leaves that method's cautions out ([`Verdicts::at_layer`]).
+//! A file without layers (written before they were recorded) holds at any layer.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,8 +20,8 @@ use serde::Deserialize;
 struct Evaluation {
     model: String,
     recommendations: Vec<Recommendation>,
-    /// Per method: a detector's or segmentor's evaluation names it `method` and gives
-    /// its `layer`; a classifier's names it `name`, without a layer. Read leniently.
+    /// Per method, with its `layer` (CAMs): a detector's or segmentor's evaluation
+    /// names it `method`, a classifier's `name`. Read leniently.
     #[serde(default)]
     methods: Vec<serde_json::Value>,
 }
