@@ -1,7 +1,8 @@
 //! Method cost on realistic models with random weights (speed does not depend on the
 //! weights): GradCAM and a CAM comparison on resnet18 and resnet50 (batch 8, 224x224),
 //! Integrated Gradients (50 steps, internal batch 32) on resnet18, attention rollout
-//! (plain and with a 0.9 discard) and flow on vit_tiny_patch16_224.
+//! (plain and with a 0.9 discard) and flow on vit_tiny_patch16_224; the input check
+//! every method makes, beside a forward.
 //!
 //! `cargo bench -p lumen-benches` (CPU); `LUMEN_BENCH_DEVICE=tch:cuda:0 cargo bench -p
 //! lumen-benches --features tch` on a GPU.
@@ -137,5 +138,23 @@ fn attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cams, gradients, attention);
+/// What the input check every method makes costs beside the forward it guards: the
+/// shape, and one finiteness reduction read back as a bool (a device synchronisation).
+fn input_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("input-check");
+    group.sample_size(10);
+    let (model, input, _, device) = setup("resnet18", 8);
+    group.bench_function("check_input/resnet18/batch8", |b| {
+        b.iter(|| model.check_input(&input).unwrap())
+    });
+    group.bench_function("forward/resnet18/batch8", |b| {
+        b.iter(|| {
+            let _ = model.forward(input.clone()).into_data();
+            device.sync().ok();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cams, gradients, attention, input_check);
 criterion_main!(benches);
