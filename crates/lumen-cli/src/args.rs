@@ -556,32 +556,38 @@ impl FigureArgs {
         warn_ignored(&unread, reason);
     }
 
-    /// The cautions of `--verdicts` for `model`, else those shipped with a bundled
-    /// model (shapes-cnn, shapes-vit, shapes-det, shapes-seg), else none; for a run
-    /// whose CAMs use `layer` (`--layer`; `None` for the default): a CAM measured at
-    /// another layer keeps its cautions off the figures, and a warning says so when
-    /// the run draws that method (`methods`, comma-separated).
-    pub fn cautions(
+    /// The verdicts of `--verdicts` for `model`, else those shipped with a bundled
+    /// model (shapes-cnn, shapes-vit, shapes-det, shapes-seg), else none. Read before
+    /// the model loads, so that a bad file fails first.
+    pub fn verdicts(&self, model: &str) -> Result<lumen::verdicts::Verdicts> {
+        match &self.verdicts {
+            Some(path) => lumen::verdicts::read_verdicts(path, model),
+            None => Ok(lumen::verdicts::bundled_verdicts(model).unwrap_or_default()),
+        }
+    }
+
+    /// The cautions of `verdicts` for a run whose CAMs use `layer` (`--layer`, else the
+    /// model's `default_layer`): a CAM measured at another layer keeps its cautions off
+    /// the figures, and a warning says so when the run draws that method (`methods`,
+    /// comma-separated).
+    pub fn cautions_at(
         &self,
-        model: &str,
+        verdicts: &lumen::verdicts::Verdicts,
         layer: Option<&str>,
+        default_layer: &str,
         methods: &str,
-    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-        let verdicts = match &self.verdicts {
-            Some(path) => lumen::verdicts::read_verdicts(path, model)?,
-            None => lumen::verdicts::bundled_verdicts(model).unwrap_or_default(),
-        };
-        let (cautions, dropped) = verdicts.at_layer(layer);
+    ) -> lumen::verdicts::Cautions {
+        let layer = layer.unwrap_or(default_layer);
+        let (cautions, dropped) = verdicts.at_layer(Some(layer));
         let drawn =
             |method: &str| !self.no_figures && methods.split(',').any(|m| m.trim() == method);
         for (method, measured) in dropped.into_iter().filter(|(m, _)| drawn(m)) {
             eprintln!(
                 "warning: the verdicts on {method} were measured at layer `{measured}`, not \
-                 `{}`: its cautions are not drawn",
-                layer.unwrap_or_default()
+                 `{layer}`: its cautions are not drawn"
             );
         }
-        Ok(cautions)
+        cautions
     }
 }
 

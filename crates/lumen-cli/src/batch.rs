@@ -104,11 +104,12 @@ where
     // No pass size: each read batch of --batch-size files goes through the model whole.
     let mut options =
         figure_options::<RequestOf<T>>(&args.method, &args.method_args, &args.figure, None, 50);
-    options.cautions = args.figure.cautions(
-        &args.model.model,
+    options.cautions = args.figure.cautions_at(
+        &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),
+        &lumen::ExplainableModel::default_layer(model.model()),
         &args.method,
-    )?;
+    );
     let run = BatchRun {
         batch_size: args.batch_size,
         shard,

@@ -58,11 +58,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &["--colormap", "--alpha", "--verdicts"],
         "detection maps have no polarity view; nothing reads",
     );
-    explain.cautions = args.figure.cautions(
-        &args.model.model,
-        args.method_args.layer.as_deref(),
-        &args.method,
-    )?;
+    let verdicts = args.figure.verdicts(&args.model.model)?;
     let is_drise = args.method == lumen::detection::DRISE;
     if is_drise {
         warn_unused_method_options(std::slice::from_ref(&args.method), &args.method_args)?;
@@ -82,7 +78,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         check_writable("--save-raw", path)?;
     }
     explain.cache = args.cache.open(&args.model)?;
-    let options = DetectionOptions {
+    let mut options = DetectionOptions {
         explain,
         score_threshold: args.detection.score_threshold,
         boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
@@ -100,6 +96,12 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         options.drise.validate()?;
     }
     let model = args.model.load_detector()?;
+    options.explain.cautions = args.figure.cautions_at(
+        &verdicts,
+        args.method_args.layer.as_deref(),
+        &lumen::ExplainableModel::default_layer(&model.model),
+        &args.method,
+    );
     let inputs = args.input.load(&model)?;
     let [_, _, height, width] = inputs.tensor.dims();
     // D-RISE runs one detector pass per mask and box: show that work is going on.

@@ -94,13 +94,15 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     if let Some(path) = &args.save_raw {
         check_writable("--save-raw", path)?;
     }
-    options.cautions = args.figure.cautions(
-        &args.model.model,
-        args.method_args.layer.as_deref(),
-        &args.method,
-    )?;
+    let verdicts = args.figure.verdicts(&args.model.model)?;
     options.cache = args.cache.open(&args.model)?;
     let model = args.model.load()?;
+    options.cautions = args.figure.cautions_at(
+        &verdicts,
+        args.method_args.layer.as_deref(),
+        &lumen::ExplainableModel::default_layer(&model.model),
+        &args.method,
+    );
     let inputs = args.input.load(&model)?;
     let (explanation, results) = crate::args::with_spinner(
         &format!("{} on {} images", args.method, inputs.len()),

@@ -111,11 +111,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &["--colormap", "--alpha", "--verdicts"],
         "segmentation maps have no polarity view; nothing reads",
     );
-    explain.cautions = args.figure.cautions(
-        &args.model.model,
-        args.method_args.layer.as_deref(),
-        &args.method,
-    )?;
+    let verdicts = args.figure.verdicts(&args.model.model)?;
     check_methods(
         std::slice::from_ref(&args.method),
         &args.method_args,
@@ -136,6 +132,12 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     explain.cache = args.cache.open(&args.model)?;
     let model = args.model.load_segmentor()?;
+    explain.cautions = args.figure.cautions_at(
+        &verdicts,
+        args.method_args.layer.as_deref(),
+        &lumen::ExplainableModel::default_layer(&model.model),
+        &args.method,
+    );
     let inputs = args.input.load(&model)?;
     let [_, _, height, width] = inputs.tensor.dims();
     let region = args.segmentation.region([height, width])?;

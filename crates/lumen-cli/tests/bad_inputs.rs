@@ -1078,6 +1078,35 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
         "layer3 {at_layer3} vs shipped {shipped}"
     );
     assert_eq!(height(&["--layer", "layer4"], "layer4"), shipped);
+    // Verdicts measured at layer3 say nothing about a run at the default layer4.
+    let at3 = dir.join("at-layer3.json");
+    std::fs::write(
+        &at3,
+        r#"{"model": "shapes-cnn", "samples": 8, "recommendations": [
+            {"use_case": "caution", "method": "gradcam", "reason": "fails the check"}],
+            "methods": [{"name": "gradcam", "layer": "layer3"}]}"#,
+    )
+    .unwrap();
+    let out_dir = path_str(&dir.join("default-vs-layer3"));
+    let run = explain_shapes(&[
+        "--image",
+        &image,
+        "--out",
+        &out_dir,
+        "--verdicts",
+        &path_str(&at3),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("measured at layer `layer3`, not `layer4`"),
+        "{}",
+        stderr(&run)
+    );
+    let drawn = image::open(dir.join("default-vs-layer3").join("x_gradcam.png"))
+        .unwrap()
+        .height();
+    assert_eq!(drawn, plain, "no caution drawn");
+    assert!(height(&["--verdicts", &path_str(&at3), "--layer", "layer3"], "at3") > plain);
     // Verdicts measured on another model are refused, before any work.
     let out = lumen(&[
         "explain",
