@@ -1031,16 +1031,17 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
             {"use_case": "localized", "method": "gradcam", "reason": "highest pointing game"}]}"#,
     )
     .unwrap();
-    let height = |extra: &[&str], out: &str| {
+    // The figure's height and stderr of a GradCAM run with `extra` into `out`.
+    let run = |extra: &[&str], out: &str| {
         let out_dir = path_str(&dir.join(out));
         let mut args = vec!["--image", &image, "--out", &out_dir];
         args.extend_from_slice(extra);
         let run = explain_shapes(&args);
         assert!(run.status.success(), "{}", stderr(&run));
-        image::open(dir.join(out).join("x_gradcam.png"))
-            .unwrap()
-            .height()
+        let figure = image::open(dir.join(out).join("x_gradcam.png")).unwrap();
+        (figure.height(), stderr(&run))
     };
+    let height = |extra: &[&str], out: &str| run(extra, out).0;
     // The baseline: a file with no cautions replaces the shipped ones.
     let none = dir.join("none.json");
     std::fs::write(
@@ -1062,21 +1063,12 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
     );
     // The shipped GradCAM verdicts were measured at layer4: at layer3 they do not
     // hold, are not drawn, and a warning says why; at layer4 named, they are drawn.
-    let out_dir = path_str(&dir.join("layer3"));
-    let run = explain_shapes(&["--image", &image, "--out", &out_dir, "--layer", "layer3"]);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let (at_layer3, err) = run(&["--layer", "layer3"], "layer3");
     assert!(
-        stderr(&run).contains("verdicts on gradcam were measured at layer `layer4`, not `layer3`"),
-        "{}",
-        stderr(&run)
+        err.contains("verdicts on gradcam were measured at layer `layer4`, not `layer3`"),
+        "{err}"
     );
-    let at_layer3 = image::open(dir.join("layer3").join("x_gradcam.png"))
-        .unwrap()
-        .height();
-    assert!(
-        at_layer3 < shipped,
-        "layer3 {at_layer3} vs shipped {shipped}"
-    );
+    assert_eq!(at_layer3, plain, "layer3 draws no caution");
     assert_eq!(height(&["--layer", "layer4"], "layer4"), shipped);
     // Verdicts measured at layer3 say nothing about a run at the default layer4.
     let at3 = dir.join("at-layer3.json");
@@ -1087,26 +1079,14 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
             "methods": [{"name": "gradcam", "layer": "layer3"}]}"#,
     )
     .unwrap();
-    let out_dir = path_str(&dir.join("default-vs-layer3"));
-    let run = explain_shapes(&[
-        "--image",
-        &image,
-        "--out",
-        &out_dir,
-        "--verdicts",
-        &path_str(&at3),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
+    let at3 = path_str(&at3);
+    let (drawn, err) = run(&["--verdicts", &at3], "default-vs-layer3");
     assert!(
-        stderr(&run).contains("measured at layer `layer3`, not `layer4`"),
-        "{}",
-        stderr(&run)
+        err.contains("measured at layer `layer3`, not `layer4`"),
+        "{err}"
     );
-    let drawn = image::open(dir.join("default-vs-layer3").join("x_gradcam.png"))
-        .unwrap()
-        .height();
     assert_eq!(drawn, plain, "no caution drawn");
-    assert!(height(&["--verdicts", &path_str(&at3), "--layer", "layer3"], "at3") > plain);
+    assert!(height(&["--verdicts", &at3, "--layer", "layer3"], "at3") > plain);
     // Verdicts measured on another model are refused, before any work.
     let out = lumen(&[
         "explain",
