@@ -185,15 +185,13 @@ impl Target<Tensor<4>> for ClassRegionScore {
     }
 
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<Tensor<4>>> {
-        let pairs: Vec<(usize, Option<Vec<f32>>)> = self
-            .classes
-            .iter()
-            .copied()
-            .zip(self.masks.iter().cloned())
-            .collect();
-        target_for_rows("segmentation targets", &pairs, images, |rows| {
-            let (classes, masks) = rows.into_iter().unzip();
-            Box::new(Self { classes, masks })
+        // Picked by index: only the rows' masks are copied, not every image's.
+        let entries: Vec<usize> = (0..self.classes.len().min(self.masks.len())).collect();
+        target_for_rows("segmentation targets", &entries, images, |rows| {
+            Box::new(Self {
+                classes: rows.iter().map(|&i| self.classes[i]).collect(),
+                masks: rows.iter().map(|&i| self.masks[i].clone()).collect(),
+            })
         })
     }
 }
