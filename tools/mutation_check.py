@@ -157,6 +157,13 @@ MUTATIONS = [
         facade_test("segmentation_parity"),
     ),
     (
+        "pixel-classes-resized-with-aligned-corners",
+        "crates/lumen-tasks/src/segmentation.rs",
+        ".with_align_corners(false)\n            .with_output_size([h, w]),",
+        ".with_align_corners(true)\n            .with_output_size([h, w]),",
+        facade_test("segmentation_parity"),
+    ),
+    (
         "segmentation-region-rounded-up",
         "crates/lumen-tasks/src/segmentation.rs",
         ".map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })",

@@ -10,6 +10,7 @@ definitions without its min-max normalisation.
     python tools/reference/segmentation_fixtures.py
     python tools/reference/segmentation_fixtures.py --full-size DIR   # default widths, not committed
     python tools/reference/segmentation_fixtures.py --captum-only     # only the captum fixture
+    python tools/reference/segmentation_fixtures.py --pixel-classes-only  # add `pixel_classes`
 
 Models: AutoTimm segmentors on timm's `test_resnet` backbone (random init, 5 classes).
 The heads are AutoTimm's own classes at a reduced width (DeepLabV3+ ASPP/decoder 32
@@ -23,7 +24,10 @@ Writes to crates/lumen-models/tests/fixtures/:
   seg_deeplabv3plus.ckpt                  a real PyTorch Lightning checkpoint of the same
                                           model after one plain-SGD optimizer step with
                                           `torch.compile`'s key names (`backbone._orig_mod.*`)
-  seg_{deeplabv3plus,fcn}_io.safetensors  input [2,3,160,160], logits, and the reference maps
+  seg_{deeplabv3plus,fcn}_io.safetensors  input [2,3,160,160], logits, the reference maps,
+                                          and `pixel_classes` [2,160,160]: the class of
+                                          every input pixel as AutoTimm scores its mIoU
+                                          (`_match_mask_size`, then arg-max)
   seg_deeplabv3plus_ckpt_io.safetensors   input and logits of the checkpoint's model
   seg_deeplabv3plus_captum.safetensors    captum 0.9.0's `LayerGradCam` on the
                                           predicted-class-aggregate wrapper of its
@@ -122,6 +126,39 @@ def cams(model, x, logits, layer, method=GradCAM):
     return classes, masks, out
 
 
+def pixel_classes(logits):
+    """AutoTimm's per-pixel prediction, as its validation mIoU computes it: the logits
+    resized to the mask's size (bilinear, align_corners=False), then arg-max. Asserted
+    apart from its neighbours (the output grid enlarged nearest-neighbour, as Lumen's
+    figures drew it before; align_corners=True, Burn's default), and every arg-max
+    decided by a margin float32 rounding cannot flip."""
+    import torch.nn.functional as F
+
+    b = logits.shape[0]
+    resized = SemanticSegmentor._match_mask_size(logits, torch.zeros(b, SIZE, SIZE))
+    classes = resized.argmax(1)
+    top = resized.topk(2, dim=1).values
+    margin = float((top[:, 0] - top[:, 1]).min())
+    assert margin > 1e-5, f"an arg-max decided by {margin}: rounding could flip it"
+    blocks = F.interpolate(logits.argmax(1, keepdim=True).float(), size=(SIZE, SIZE), mode="nearest")[:, 0].long()
+    corners = F.interpolate(logits, size=(SIZE, SIZE), mode="bilinear", align_corners=True).argmax(1)
+    for name, other in [("the grid enlarged nearest-neighbour", blocks), ("align_corners=True", corners)]:
+        share = float((other != classes).float().mean())
+        print(f"  pixel classes vs {name}: {share:.4f} of pixels differ")
+        assert share > 1e-3, f"pixel classes vs {name}: only {share} of pixels differ"
+    return classes
+
+
+def add_pixel_classes(head_type):
+    from safetensors.torch import load_file
+
+    path = os.path.join(OUT, f"seg_{head_type}_io.safetensors")
+    tensors = load_file(path)
+    print(head_type)
+    tensors["pixel_classes"] = pixel_classes(tensors["logits"])
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
 def separated(a, b, what):
     gap = float(np.abs(a - b).max())
     assert gap > 0.05, f"{what}: fixture cannot tell the variants apart (max gap {gap})"
@@ -142,6 +179,7 @@ def write_model(head_type, x):
         "entropy_normalized": torch.from_numpy(entropy_norm),
         "margin": torch.from_numpy(margin),
         "default_class": torch.tensor(default_class(logits), dtype=torch.int64),
+        "pixel_classes": pixel_classes(logits),
     }
     layers = {"backbone.layer4": model.backbone.layer4}
     if head_type == "deeplabv3plus":
@@ -287,6 +325,10 @@ def write_full_size(out):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
         write_full_size(sys.argv[2])
+        return
+    if len(sys.argv) == 2 and sys.argv[1] == "--pixel-classes-only":
+        for head_type in ["deeplabv3plus", "fcn"]:
+            add_pixel_classes(head_type)
         return
     if len(sys.argv) == 2 and sys.argv[1] == "--captum-only":
         write_captum(torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))

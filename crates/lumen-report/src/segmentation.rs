@@ -17,7 +17,8 @@ pub fn class_color(class: usize) -> [u8; 3] {
 }
 
 /// A class map on a `grid` (row-major) drawn over `image` with opacity `alpha`, each
-/// cell as a block (nearest neighbour: class boundaries stay where the model put them).
+/// cell as a block (nearest neighbour: no class is invented between two cells). A map at
+/// the input size is drawn pixel for pixel, enlarged as the image is.
 pub fn class_overlay(
     image: &RgbImage,
     classes: &[usize],
@@ -84,9 +85,10 @@ pub fn class_legend(entries: &[(usize, String)], width: u32) -> RgbImage {
 
 /// What a segmentation figure shows besides the explanation.
 pub struct SegmentationView<'a> {
-    /// Predicted class per output cell, row-major.
+    /// Predicted class per cell of `grid`, row-major.
     pub classes: &'a [usize],
-    /// The output grid `[h, w]`.
+    /// The grid `[h, w]` the classes are on: the input size for per-pixel classes
+    /// (`SegmentationPrediction::pixel_classes`), or the model's output grid.
     pub grid: [usize; 2],
     /// The classes present with their labels, for the legend.
     pub legend: &'a [(usize, String)],

@@ -39,6 +39,6 @@ pub use drise::{DriseConfig, drise, drise_masks, drise_with_masks, rise_masks};
 pub use lumen_core::ClassRegionScore;
 pub use segmentation::{
     ClassShare, SegmentRegion, Segmentation, SegmentationPrediction, SegmentationRequest,
-    Uncertainty, UncertaintyScale, uncertainty_map,
+    Uncertainty, UncertaintyScale, class_maps_of, uncertainty_map,
 };
 pub use task::{Outline, Task};

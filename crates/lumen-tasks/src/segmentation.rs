@@ -70,9 +70,16 @@ pub struct ClassShare {
 pub struct SegmentationPrediction {
     /// The output grid `[h, w]` (the input size over the model's stride).
     pub grid: [usize; 2],
-    /// Predicted class per output pixel, row-major `[h*w]`.
+    /// Predicted class per output pixel, row-major `[h*w]`: what a predicted-region
+    /// target sums over.
     #[serde(skip)]
     pub classes: Vec<usize>,
+    /// Predicted class per input pixel, row-major `[H*W]` at the task's input size:
+    /// the logits resized bilinearly (`align_corners = false`) before the arg-max, as
+    /// torchvision's and AutoTimm's segmentors upsample them. What figures draw and mIoU
+    /// scores; equal to `classes` when the model predicts at the input size.
+    #[serde(skip)]
+    pub pixel_classes: Vec<usize>,
     /// The predicted classes, most frequent first.
     pub shares: Vec<ClassShare>,
     /// The most frequent non-background class (the background when nothing else is
@@ -164,6 +171,29 @@ fn region_to_grid(region: &Region, grid: [usize; 2]) -> Vec<f32> {
         .collect()
 }
 
+/// The class of every pixel at `[h, w]`: logits resized bilinearly (`align_corners =
+/// false`) from the output grid, then arg-max; one row-major map per image.
+pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Result<Vec<Vec<usize>>> {
+    use lumen_core::burn::tensor::module::interpolate;
+    use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [b, _, _, _] = logits.dims();
+    let logits = interpolate(
+        logits,
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([h, w]),
+    );
+    let classes = logits
+        .argmax(1)
+        .reshape([b * h * w])
+        .try_into_vec_as::<i64>()
+        .map_err(LumenError::device)?;
+    Ok(classes
+        .chunks(h * w)
+        .map(|c| c.iter().map(|&v| v as usize).collect())
+        .collect())
+}
+
 impl Task for Segmentation {
     type Output = Tensor<4>;
     type Prediction = SegmentationPrediction;
@@ -183,9 +213,21 @@ impl Task for Segmentation {
             ));
         }
         let probabilities = to_host(softmax(logits.clone(), 1))?;
+        // One image at a time: the resized logits of a chunk at 512 px and 150 classes
+        // would be gigabytes.
+        let pixel_classes = (0..batch)
+            .map(|b| {
+                if [h, w] == self.input_size {
+                    return Ok(None);
+                }
+                let image = logits.clone().detach().narrow(0, b, 1);
+                Ok(class_maps_of(image, self.input_size)?.pop())
+            })
+            .collect::<Result<Vec<_>>>()?;
         let plane = h * w;
         Ok((0..batch)
-            .map(|b| {
+            .zip(pixel_classes)
+            .map(|(b, pixel_classes)| {
                 let image = &probabilities[b * classes * plane..(b + 1) * classes * plane];
                 let mut predicted = vec![0usize; plane];
                 let mut best = vec![f32::NEG_INFINITY; plane];
@@ -225,6 +267,7 @@ impl Task for Segmentation {
                     .unwrap_or_else(|| self.background.unwrap_or(0));
                 SegmentationPrediction {
                     grid: [h, w],
+                    pixel_classes: pixel_classes.unwrap_or_else(|| predicted.clone()),
                     classes: predicted,
                     shares,
                     dominant,

@@ -156,14 +156,21 @@ impl CacheRecord for DetectionPrediction {
 
 impl CacheRecord for SegmentationPrediction {
     fn to_record(&self) -> Value {
-        json!({"prediction": self, "classes": self.classes})
+        json!({
+            "prediction": self,
+            "classes": self.classes,
+            "pixel_classes": self.pixel_classes,
+        })
     }
 
     fn from_record(record: Value) -> Option<Self> {
         let field = |name: &str| record.get("prediction")?.get(name).cloned();
         let grid: [usize; 2] = serde_json::from_value(field("grid")?).ok()?;
         let classes: Vec<usize> = serde_json::from_value(record.get("classes")?.clone()).ok()?;
-        if classes.len() != grid[0] * grid[1] {
+        // An entry written before the per-pixel classes were kept is a miss.
+        let pixel_classes: Vec<usize> =
+            serde_json::from_value(record.get("pixel_classes")?.clone()).ok()?;
+        if classes.len() != grid[0] * grid[1] || pixel_classes.len() < classes.len() {
             return None;
         }
         let shares = field("shares")?
@@ -181,6 +188,7 @@ impl CacheRecord for SegmentationPrediction {
         Some(Self {
             grid,
             classes,
+            pixel_classes,
             shares,
             dominant: serde_json::from_value(field("dominant")?).ok()?,
         })
@@ -561,6 +569,7 @@ mod tests {
         let segmentation = SegmentationPrediction {
             grid: [2, 3],
             classes: vec![0, 1, 1, 2, 0, 1],
+            pixel_classes: (0..24).map(|p| (p / 4) % 3).collect(),
             shares: vec![lumen_tasks::ClassShare {
                 class: 1,
                 name: None,
@@ -577,6 +586,10 @@ mod tests {
         let mut damaged = segmentation.to_record();
         damaged["classes"] = json!([0, 1]);
         assert_eq!(SegmentationPrediction::from_record(damaged), None);
+        // An entry from before the per-pixel classes were kept would draw nothing: a miss.
+        let mut old = segmentation.to_record();
+        old.as_object_mut().unwrap().remove("pixel_classes");
+        assert_eq!(SegmentationPrediction::from_record(old), None);
         for region in [
             SegmentRegion::Predicted,
             SegmentRegion::Whole,

@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 
-use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
+use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, Result, Tensor};
 use lumen_methods::Explanation;
 use lumen_models::{LoadedSegmentor, Segmentor};
 use lumen_report::{Map, SegmentationView, segmentation_figure};
+pub use lumen_tasks::class_maps_of;
 use lumen_tasks::{
     Segmentation, SegmentationPrediction, SegmentationRequest, Task, Uncertainty, UncertaintyScale,
     uncertainty_map,
@@ -46,8 +47,8 @@ impl TaskModel for LoadedSegmentor {
     ) -> Option<image::RgbImage> {
         Some(lumen_report::class_map_picture(
             original,
-            &prediction.classes,
-            prediction.grid,
+            &prediction.pixel_classes,
+            self.task().input_size,
             &legend_of(&self.task(), prediction),
         ))
     }
@@ -162,8 +163,8 @@ where
                 .map(|k| options.scale.range(k, task.num_classes))
                 .unwrap_or([0.0, 1.0]);
             let view = SegmentationView {
-                classes: &prediction.classes,
-                grid: prediction.grid,
+                classes: &prediction.pixel_classes,
+                grid: task.input_size,
                 legend: &legend,
                 uncertainty: uncertainty_map.as_ref().map(|m| (kind, m, range)),
             };
@@ -208,25 +209,4 @@ pub fn class_maps<M: ExplainableModel<Output = Tensor<4>>>(
 ) -> Result<Vec<Vec<usize>>> {
     let [_, _, h, w] = input.dims();
     class_maps_of(model.forward(input), [h, w])
-}
-
-/// [`class_maps`] from logits already computed, at `[h, w]` (the input's size).
-pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Result<Vec<Vec<usize>>> {
-    use lumen_core::burn::tensor::module::interpolate;
-    use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-    let [b, _, _, _] = logits.dims();
-    let logits = interpolate(
-        logits,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size([h, w]),
-    );
-    let classes = logits.argmax(1).reshape([b * h * w]);
-    let classes = classes
-        .try_into_vec_as::<i64>()
-        .map_err(LumenError::device)?;
-    Ok(classes
-        .chunks(h * w)
-        .map(|c| c.iter().map(|&v| v as usize).collect())
-        .collect())
 }

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use crate::api::{RequestOf, TaskModel, check_predictions_finite};
 use crate::detection::{DetectionOptions, explain_detection};
 use crate::evaluate::{FLOOR_NAMES, Progress, check_same_runs};
-use crate::segmentation::class_maps_of;
 use crate::{ExplainOptions, Inputs, explain_with};
 
 /// A detection explains an object when it overlaps it at least this much (and has
@@ -1025,9 +1024,7 @@ pub fn evaluate_segmentor(
     let mut resolved: Vec<Vec<SegmentationRequest>> = Vec::with_capacity(batches.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-        let [_, _, h, w] = inputs.tensor.dims();
-        let logits = model.model.forward(inputs.tensor);
-        let predictions = task.predict(&logits)?;
+        let predictions = task.predict(&model.model.forward(inputs.tensor))?;
         check_predictions_finite(&task, &predictions, &inputs.names)?;
         resolved.push(
             requests_of(start, batch.len())
@@ -1036,9 +1033,9 @@ pub fn evaluate_segmentor(
                 .map(|(request, prediction)| task.resolve(request, prediction))
                 .collect::<Result<Vec<_>>>()?,
         );
-        for (predicted, scene) in class_maps_of(logits, [h, w])?.iter().zip(batch) {
+        for (prediction, scene) in predictions.iter().zip(batch) {
             let truth: Vec<usize> = scene.classes.iter().map(|&c| c as usize).collect();
-            iou.add(predicted, &truth);
+            iou.add(&prediction.pixel_classes, &truth);
         }
     }
     let mut rows = vec![];
