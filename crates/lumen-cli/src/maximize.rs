@@ -3,7 +3,7 @@
 
 use clap::Args;
 use lumen::features::{
-    FeatureVisualizer, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR,
+    FeatureVisualizer, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR, SATURATED_SHARE,
 };
 use lumen::{Inputs, LumenError, Result, Task, TaskModel, image_grid, save_png};
 use serde::Serialize;
@@ -232,9 +232,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         );
         let figure = lumen::report::with_notes(
             &image_grid(&title, &tiles, 256, 0),
-            &stuck_note(&images, args.restarts)
-                .into_iter()
-                .collect::<Vec<_>>(),
+            &notes(&images, args.restarts, args.learning_rate),
         );
         let name = format!(
             "{}_{}_maximized.png",
@@ -275,7 +273,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             println!("wrote {}", f.display());
         }
     }
-    if let Some(note) = stuck_note(&images, args.restarts) {
+    for note in notes(&images, args.restarts, args.learning_rate) {
         eprintln!("warning: {note}");
     }
     if images.iter().any(|m| !m.value.is_finite()) {
@@ -296,6 +294,57 @@ fn restart_factor(image: &MaximizedImage) -> Option<f32> {
 /// What to tell about the objectives still at 0 after every start: a channel at exactly
 /// zero under a ReLU passes no gradient, so its image is the grey start, which looks
 /// like a bug when it is the layer's nature (or that start's).
+/// What a reader of the figure must know: objectives stuck at 0, images mostly
+/// clipped. Written under the figure and as warnings.
+fn notes(images: &[MaximizedImage], restarts: usize, learning_rate: f32) -> Vec<String> {
+    stuck_note(images, restarts)
+        .into_iter()
+        .chain(saturation_note(images, learning_rate))
+        .collect()
+}
+
+/// The images whose pixels are mostly clipped by the sigmoid ([`SATURATED_SHARE`]):
+/// a learning rate far above lucid's moves every coefficient that far per step.
+fn saturation_note(images: &[MaximizedImage], learning_rate: f32) -> Option<String> {
+    let saturated: Vec<(&str, f32)> = images
+        .iter()
+        .map(|m| (m.objective.as_str(), 100.0 * m.saturation()))
+        .filter(|&(_, share)| share > 100.0 * SATURATED_SHARE)
+        .collect();
+    let (least, most) = saturated
+        .iter()
+        .fold((f32::INFINITY, 0f32), |(lo, hi), &(_, s)| {
+            (lo.min(s), hi.max(s))
+        });
+    let which = match saturated.len() {
+        0 => return None,
+        // Sixteen names would fill the figure's notes.
+        n if n == images.len() && n > 3 => format!("all {n} images ({least:.0}-{most:.0}%) are"),
+        1 => format!("{} ({most:.0}%) is", saturated[0].0),
+        _ => format!(
+            "{} are",
+            saturated
+                .iter()
+                .map(|(name, share)| format!("{name} ({share:.0}%)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let cause = if learning_rate > MaximizeOptions::default().learning_rate {
+        format!(
+            "Adam moves every coefficient by about the learning rate per step, and at \
+             {learning_rate} the sigmoid clips; lower --learning-rate (lucid uses {})",
+            MaximizeOptions::default().learning_rate
+        )
+    } else {
+        "the objective drove them to the sigmoid's limits".to_string()
+    };
+    Some(format!(
+        "{which} mostly black, white or pure colours (pixel values drawn at 0 or 255): \
+         the picture shows clipping, not what the objective likes; {cause}"
+    ))
+}
+
 fn stuck_note(images: &[MaximizedImage], restarts: usize) -> Option<String> {
     let stuck: Vec<&str> = images
         .iter()
@@ -350,4 +399,49 @@ fn to_rgb(m: &MaximizedImage) -> image::RgbImage {
             (m.pixels[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(objective: &str, value: f32) -> MaximizedImage {
+        MaximizedImage {
+            objective: objective.into(),
+            trajectory: vec![value],
+            value,
+            height: 1,
+            width: 2,
+            restarts: 0,
+            pixels: vec![value; 6],
+        }
+    }
+
+    #[test]
+    fn clipped_images_are_named_with_their_share_and_the_cause() {
+        let grey = image("layer4 #0", 0.5);
+        let white = image("layer4 #1", 1.0);
+        assert_eq!(saturation_note(&[grey.clone(), grey.clone()], 10.0), None);
+        let one = saturation_note(&[grey.clone(), white.clone()], 10.0).unwrap();
+        assert!(one.starts_with("layer4 #1 (100%) is mostly black"), "{one}");
+        assert!(one.contains("at 10 the sigmoid clips; lower --learning-rate (lucid uses 0.05)"));
+        // At the default rate the learning rate is not blamed.
+        let default = saturation_note(std::slice::from_ref(&white), 0.05).unwrap();
+        assert!(!default.contains("--learning-rate"), "{default}");
+        let all = saturation_note(&vec![white; 5], 1.0).unwrap();
+        assert!(
+            all.starts_with("all 5 images (100-100%) are mostly"),
+            "{all}"
+        );
+        // Under the figure, after the stuck note.
+        // A stuck image is its grey start.
+        let stuck = MaximizedImage {
+            pixels: vec![0.5; 6],
+            ..image("layer4 #2", 0.0)
+        };
+        let notes = notes(&[stuck, image("layer4 #3", 1.0)], 2, 1.0);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].starts_with("layer4 #2 stayed at 0"), "{notes:?}");
+        assert!(notes[1].starts_with("layer4 #3 (100%)"), "{notes:?}");
+    }
 }

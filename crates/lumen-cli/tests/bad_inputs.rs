@@ -618,6 +618,7 @@ fn numeric_options_are_validated_before_any_work() {
     let out = maximize(&["--channels", "0,2", "--steps", "3", "--no-figures"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stderr(&out).contains("stayed at 0"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("mostly black"), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         printed.contains("layer2 #0: ") && printed.contains("x noisier"),
@@ -625,6 +626,25 @@ fn numeric_options_are_validated_before_any_work() {
     );
     let out = maximize(&["--channels", "0", "--restarts", "5"]);
     assert_fails(&out, 2, &["at most 4 restarts", "got 5"]);
+    // A learning rate 200x lucid's clips the image within a few steps: a picture of
+    // the sigmoid's limits, said rather than drawn as a feature.
+    let out = maximize(&[
+        "--channels",
+        "2",
+        "--steps",
+        "3",
+        "--no-figures",
+        "--learning-rate",
+        "10",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: layer2 #2 (")
+            && err.contains("mostly black, white or pure colours")
+            && err.contains("at 10 the sigmoid clips; lower --learning-rate"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@ pub mod receptive;
 pub mod statistics;
 mod visualizer;
 
-pub use maximize::{MAX_RESTARTS, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR};
+pub use maximize::{
+    MAX_RESTARTS, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR, SATURATED_SHARE,
+};
 pub use receptive::{Occlusion, ReceptiveField, ReceptiveMap, theoretical_receptive_fields};
 pub use statistics::{
     FeatureStatistics, SortBy, StatisticsOptions, statistics, statistics_of_host,

@@ -276,7 +276,28 @@ impl MaximizedImage {
     pub fn stayed_at_zero(&self) -> bool {
         self.value == 0.0 && self.trajectory.iter().all(|&v| v == 0.0)
     }
+
+    /// The share of pixel values an 8-bit picture draws at 0 or 255: where the sigmoid
+    /// has clipped. Above [`SATURATED_SHARE`] the image is black, white and pure
+    /// colours, and shows the clipping rather than what the objective likes.
+    pub fn saturation(&self) -> f32 {
+        if self.pixels.is_empty() {
+            return 0.0;
+        }
+        let (low, high) = (0.5 / 255.0, 254.5 / 255.0);
+        let clipped = self
+            .pixels
+            .iter()
+            .filter(|&&v| v < low || v >= high)
+            .count();
+        clipped as f32 / self.pixels.len() as f32
+    }
 }
+
+/// The [`MaximizedImage::saturation`] above which an image is mostly clipped. Measured
+/// on shapes-cnn `layer4`, channels 0-3, 32 steps: 0.01-0.26 at the default learning
+/// rate (the 0.2s from 100x noisier restarts), 0.90-0.92 at 1, 0.99 at 10.
+pub const SATURATED_SHARE: f32 = 0.75;
 
 /// lucid's colour correlation (square root of the ImageNet colour covariance).
 const COLOR_CORRELATION: [[f32; 3]; 3] =
@@ -643,6 +664,25 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saturation_counts_the_values_drawn_at_0_or_255() {
+        let image = |pixels: Vec<f32>| MaximizedImage {
+            objective: "c".into(),
+            trajectory: vec![],
+            value: 0.0,
+            height: 1,
+            width: pixels.len() / 3,
+            restarts: 0,
+            pixels,
+        };
+        // 0, 0.001 and 0.999 are drawn 0, 0 and 255; 0.003 and 0.997 are drawn 1 and 254.
+        let values = vec![0.0, 0.001, 0.003, 0.5, 0.997, 0.999];
+        assert_eq!(image(values).saturation(), 0.5);
+        assert_eq!(image(vec![1.0; 6]).saturation(), 1.0);
+        assert_eq!(image(vec![0.5; 6]).saturation(), 0.0);
+        assert_eq!(image(vec![]).saturation(), 0.0);
+    }
 
     #[test]
     fn the_dct_basis_is_orthonormal() {
