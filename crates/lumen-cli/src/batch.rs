@@ -115,6 +115,7 @@ where
         shard,
         cache,
         save_raw: args.save_raw,
+        keep_maps: false,
     };
     let todo = shard.map_or(files.len(), |s| s.range(files.len(), args.batch_size).len());
     let bar = progress(todo as u64, "explaining", args.print.quiet);

@@ -276,6 +276,12 @@ impl Task for Segmentation {
             .collect())
     }
 
+    /// The per-pixel classes (eight bytes a pixel, twice): the shares stay.
+    fn release_maps(&self, prediction: &mut SegmentationPrediction) {
+        prediction.classes = Vec::new();
+        prediction.pixel_classes = Vec::new();
+    }
+
     fn default_request(&self, prediction: &SegmentationPrediction) -> SegmentationRequest {
         SegmentationRequest::predicted(prediction.dominant)
     }

@@ -85,4 +85,11 @@ pub trait Task {
             .iter()
             .all(|(_, score)| score.is_finite())
     }
+
+    /// Drop what a prediction holds per pixel, keeping its summary (what is serialised):
+    /// what a long batch keeps of each image once its figures and index line are
+    /// written. Nothing by default.
+    fn release_maps(&self, prediction: &mut Self::Prediction) {
+        let _ = prediction;
+    }
 }

@@ -32,7 +32,7 @@ use crate::figures::{FigureJob, FigureStyle, FigureWorkers, figure_threads};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
 use crate::output::{save_png, write_atomically, write_npy};
-use crate::scale::{GRID_FILE, IndexLine, Shard, batch_grid, write_index};
+use crate::scale::{GRID_FILE, IndexLine, IndexWriter, Shard, batch_grid};
 
 /// A model with what the high-level calls need around it: its task, preprocessing
 /// and device.
@@ -228,6 +228,7 @@ pub struct ExplanationResult<P = ClassPrediction, R = usize> {
     /// Figures written.
     pub paths: Vec<PathBuf>,
     /// The heatmap on the host (input size, or patch grid for attention methods).
+    /// Empty (0x0) in a batch's outcome unless `BatchRun::keep_maps`.
     #[serde(skip)]
     pub heatmap: Map,
 }
@@ -1068,6 +1069,11 @@ pub struct BatchRun {
     pub cache: Option<ExplanationCache>,
     /// Write each image's map (scaled to [0, 1], as drawn) as `{image}_{method}.npy`.
     pub save_raw: bool,
+    /// Keep each result's heatmap (and a segmentation's per-pixel classes) in the
+    /// outcome. Off by default: over a large folder they would grow memory by a map per
+    /// image (about 70 KB at 128 px, 200 KB at 224), while the figures, the index and
+    /// the `.npy` maps of `save_raw` already hold them.
+    pub keep_maps: bool,
 }
 
 impl Default for BatchRun {
@@ -1077,6 +1083,7 @@ impl Default for BatchRun {
             shard: None,
             cache: None,
             save_raw: false,
+            keep_maps: false,
         }
     }
 }
@@ -1148,7 +1155,14 @@ where
         batch_size: Some(run.batch_size),
         ..options.clone()
     };
-    let mut lines: Vec<IndexLine> = vec![];
+    // The index is written as images finish and the results kept lean (see
+    // `BatchRun::keep_maps`): memory stays flat however many files the run has.
+    let mut index = options
+        .save_dir
+        .as_ref()
+        .map(|dir| IndexWriter::create(dir, run.shard))
+        .transpose()?;
+    let mut reused = 0;
     let mut results = Vec::with_capacity(range.len());
     let mut failures = vec![];
     let mut grid_slots = 0;
@@ -1330,7 +1344,7 @@ where
                     cached: false,
                 };
                 match slot {
-                    Some((result, cached)) => {
+                    Some((mut result, cached)) => {
                         if let (true, Some(dir)) = (run.save_raw, &options.save_dir) {
                             let raw = dir.join(format!(
                                 "{}.npy",
@@ -1348,6 +1362,12 @@ where
                             LumenError::InvalidArgument(format!("result as JSON: {e}"))
                         })?);
                         line.cached = cached;
+                        reused += usize::from(cached);
+                        if !run.keep_maps {
+                            // The figure workers hold their own copy of the map.
+                            result.heatmap = Map::new(vec![], 0, 0);
+                            task.release_maps(&mut result.prediction);
+                        }
                         results.push(result);
                     }
                     None => {
@@ -1363,7 +1383,9 @@ where
                         failures.extend(failure);
                     }
                 }
-                lines.push(line);
+                if let Some(index) = &mut index {
+                    index.push(&line)?;
+                }
             }
             done += chunk.len();
             progress(done);
@@ -1372,7 +1394,7 @@ where
     })?;
     let mut thumbnails = thumbnails;
     thumbnails.sort_by_key(|(position, _)| *position);
-    if let Some(dir) = &options.save_dir {
+    if let (Some(dir), Some(index)) = (&options.save_dir, index) {
         match run.shard {
             None if !thumbnails.is_empty() => {
                 let panels: Vec<Panel> = thumbnails.into_iter().map(|(_, p)| p).collect();
@@ -1381,17 +1403,17 @@ where
                     dir,
                     GRID_FILE,
                 )?;
-                write_index(dir, None, &lines, vec![])?;
+                index.finish(vec![])?;
             }
-            shard => {
-                write_index(dir, shard, &lines, thumbnails)?;
+            _ => {
+                index.finish(thumbnails)?;
             }
         }
     }
     Ok(BatchOutcome {
         results,
         failures,
-        reused: lines.iter().filter(|l| l.cached).count(),
+        reused,
     })
 }
 

@@ -15,7 +15,7 @@ fn io_error(path: &Path, source: std::io::Error) -> LumenError {
 }
 
 /// A temporary name beside `path`, unique to this process and call.
-fn temporary_beside(path: &Path) -> PathBuf {
+pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let name = path
@@ -30,7 +30,7 @@ fn temporary_beside(path: &Path) -> PathBuf {
     path.with_file_name(unique)
 }
 
-fn create_parent(path: &Path) -> Result<()> {
+pub(crate) fn create_parent(path: &Path) -> Result<()> {
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(dir) => std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e)),
         None => Ok(()),

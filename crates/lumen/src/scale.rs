@@ -219,17 +219,98 @@ fn json_lines<T: Serialize>(lines: &[T]) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Write a run's index (and, for a shard, its grid thumbnails; a whole run draws its
-/// grid itself). `thumbnails` are the first explained images' (position, panel).
+/// A run's index, written line by line as its images finish so that memory stays flat
+/// over a large folder, to a temporary file that [`IndexWriter::finish`] renames into
+/// place: an interrupted run leaves no partial index (and its temporary is removed).
+pub(crate) struct IndexWriter {
+    path: PathBuf,
+    temporary: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    shard: Option<Shard>,
+}
+
+impl IndexWriter {
+    /// Start the index of `dir` (the shard's, with `shard`).
+    pub(crate) fn create(dir: &Path, shard: Option<Shard>) -> Result<Self> {
+        let file = shard.map_or(INDEX_FILE.to_string(), |s| s.index_file());
+        let path = dir.join(file);
+        crate::output::create_parent(&path)?;
+        let temporary = crate::output::temporary_beside(&path);
+        let out = std::fs::File::create(&temporary).map_err(|e| LumenError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(Self {
+            path,
+            temporary,
+            out: Some(std::io::BufWriter::new(out)),
+            shard,
+        })
+    }
+
+    /// Append one line.
+    pub(crate) fn push(&mut self, line: &IndexLine) -> Result<()> {
+        let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
+        let bytes = json_lines(std::slice::from_ref(line))?;
+        let out = self
+            .out
+            .as_mut()
+            .expect("an index is not written after it is finished");
+        std::io::Write::write_all(out, &bytes).map_err(|e| LumenError::Io {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    /// Put the index in place (and, for a shard, its grid thumbnails; a whole run draws
+    /// its grid itself). `thumbnails` are the first explained images' (position, panel).
+    pub(crate) fn finish(mut self, thumbnails: Vec<(usize, Panel)>) -> Result<PathBuf> {
+        let io = |path: &Path, e: std::io::Error| LumenError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let out = self.out.take().expect("an index is finished once");
+        out.into_inner()
+            .map_err(|e| io(&self.path, e.into_error()))?
+            .sync_all()
+            .map_err(|e| io(&self.path, e))?;
+        std::fs::rename(&self.temporary, &self.path).map_err(|e| io(&self.path, e))?;
+        write_grid_lines(&self.path, self.shard, thumbnails)?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for IndexWriter {
+    fn drop(&mut self) {
+        // Not finished (an error or a panic on the way): no stray temporary.
+        if self.out.take().is_some() {
+            std::fs::remove_file(&self.temporary).ok();
+        }
+    }
+}
+
+/// Write a run's index at once (and, for a shard, its grid thumbnails).
+#[cfg(test)]
 pub(crate) fn write_index(
     dir: &Path,
     shard: Option<Shard>,
     lines: &[IndexLine],
     thumbnails: Vec<(usize, Panel)>,
 ) -> Result<PathBuf> {
-    let file = shard.map_or(INDEX_FILE.to_string(), |s| s.index_file());
-    let path = dir.join(file);
-    write_atomically(&path, &json_lines(lines)?)?;
+    let mut index = IndexWriter::create(dir, shard)?;
+    for line in lines {
+        index.push(line)?;
+    }
+    index.finish(thumbnails)
+}
+
+/// A shard's grid thumbnails and their lines, beside its index at `index`.
+fn write_grid_lines(
+    index: &Path,
+    shard: Option<Shard>,
+    thumbnails: Vec<(usize, Panel)>,
+) -> Result<()> {
+    let dir = index.parent().unwrap_or(Path::new("."));
     if let Some(shard) = shard {
         let mut grid_lines = vec![];
         for (position, panel) in thumbnails {
@@ -243,7 +324,7 @@ pub(crate) fn write_index(
         }
         write_atomically(&dir.join(shard.grid_file()), &json_lines(&grid_lines)?)?;
     }
-    Ok(path)
+    Ok(())
 }
 
 /// What [`merge_shards`] joined.
