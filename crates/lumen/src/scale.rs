@@ -233,7 +233,11 @@ impl IndexWriter {
     /// Start the index of `dir` (the shard's, with `shard`).
     pub(crate) fn create(dir: &Path, shard: Option<Shard>) -> Result<Self> {
         let file = shard.map_or(INDEX_FILE.to_string(), |s| s.index_file());
-        let path = dir.join(file);
+        Self::at(dir.join(file), shard)
+    }
+
+    /// Start an index at `path`.
+    fn at(path: PathBuf, shard: Option<Shard>) -> Result<Self> {
         crate::output::create_parent(&path)?;
         let temporary = crate::output::temporary_beside(&path);
         let out = std::fs::File::create(&temporary).map_err(|e| LumenError::Io {
@@ -250,13 +254,21 @@ impl IndexWriter {
 
     /// Append one line.
     pub(crate) fn push(&mut self, line: &IndexLine) -> Result<()> {
+        self.push_bytes(&json_lines(std::slice::from_ref(line))?)
+    }
+
+    /// Append a line as it was written (no newline in `text`).
+    fn push_text(&mut self, text: &str) -> Result<()> {
+        self.push_bytes(format!("{text}\n").as_bytes())
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
-        let bytes = json_lines(std::slice::from_ref(line))?;
         let out = self
             .out
             .as_mut()
             .expect("an index is not written after it is finished");
-        std::io::Write::write_all(out, &bytes).map_err(|e| LumenError::Io {
+        std::io::Write::write_all(out, bytes).map_err(|e| LumenError::Io {
             path: self.path.clone(),
             source: e,
         })
@@ -342,6 +354,34 @@ pub struct MergeSummary {
     pub index: PathBuf,
     /// The grid drawn, when any input was explained.
     pub grid: Option<PathBuf>,
+}
+
+/// Each line of a JSON lines file, parsed, with its text, one at a time.
+fn for_each_line<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    mut visit: impl FnMut(T, &str) -> Result<()>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let io = |e| LumenError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    for (number, line) in file.lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str(&line).map_err(|e| {
+            LumenError::InvalidArgument(format!(
+                "{} line {}: not an index line ({e})",
+                path.display(),
+                number + 1
+            ))
+        })?;
+        visit(parsed, &line)?;
+    }
+    Ok(())
 }
 
 /// The lines of a JSON lines file, parsed, each with its text.
@@ -466,12 +506,22 @@ fn complete_split(dir: &Path, kind: ShardKind) -> Result<(Vec<(Shard, PathBuf)>,
 /// input once; otherwise the error names what is missing.
 pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
     let (found, count) = complete_split(dir, ShardKind::BatchIndex)?;
-    // Lines are copied as written: parsing and printing floats again could change
-    // their last digit.
-    let mut lines: Vec<(IndexLine, String)> = vec![];
+    // A shard is a contiguous run of inputs written in order: the shards, taken by
+    // their first position, are the merged index line after line, streamed so that a
+    // run of a million inputs merges in flat memory. Lines are copied as written:
+    // parsing and printing floats again could change their last digit.
+    let mut order: Vec<(usize, &PathBuf)> = vec![];
     let mut thumbnails: Vec<(GridLine, PathBuf)> = vec![];
     for (shard, path) in &found {
-        lines.extend(read_lines::<IndexLine>(path)?);
+        let mut first = None;
+        for_each_line::<IndexLine>(path, |line, _| {
+            first.get_or_insert(line.position);
+            Ok(())
+        })?;
+        // A shard of no input (more shards than inputs) adds nothing.
+        if let Some(first) = first {
+            order.push((first, path));
+        }
         let folder = path.parent().unwrap_or(Path::new("."));
         let grid_path = folder.join(shard.grid_file());
         if grid_path.exists() {
@@ -483,41 +533,52 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
     }
     // Every run has at least one input (one line each, read or not), so shards
     // without a line between them are emptied files, not an empty run.
-    if lines.is_empty() {
+    if order.is_empty() {
         return Err(LumenError::InvalidArgument(format!(
             "the {count} shard indexes under {} hold no line between them: a run writes one per input, so these files were emptied; run the shards again",
             dir.display()
         )));
     }
-    lines.sort_by_key(|(l, _)| l.position);
-    let total = lines.first().map_or(0, |(l, _)| l.total);
-    let complete = lines.len() == total
-        && lines
-            .iter()
-            .enumerate()
-            .all(|(i, (l, _))| l.position == i && l.total == total);
-    if !complete {
+    order.sort();
+    let mut index = IndexWriter::at(out.to_path_buf(), None)?;
+    let (mut lines, mut explained, mut in_order) = (0usize, 0usize, true);
+    let mut total = None;
+    let mut method: Option<String> = None;
+    for (_, path) in &order {
+        for_each_line::<IndexLine>(path, |line, text| {
+            let total = *total.get_or_insert(line.total);
+            // Past the first gap or overlap nothing more is written (the temporary is
+            // removed); the lines are still counted for the message.
+            in_order &= line.position == lines && line.total == total;
+            lines += 1;
+            if let Some(result) = &line.result {
+                explained += 1;
+                if method.is_none() {
+                    method = result
+                        .get("method")
+                        .and_then(|m| m.as_str())
+                        .map(String::from);
+                }
+            }
+            if in_order {
+                index.push_text(text)?;
+            }
+            Ok(())
+        })?;
+    }
+    let total = total.unwrap_or(0);
+    if !in_order || lines != total {
         return Err(LumenError::InvalidArgument(format!(
-            "the shards under {} do not cover their {total} inputs exactly once ({} lines): were they run on the same inputs?",
+            "the shards under {} do not cover their {total} inputs exactly once ({lines} lines): were they run on the same inputs?",
             dir.display(),
-            lines.len()
         )));
     }
-    let text: String = lines.iter().map(|(_, text)| format!("{text}\n")).collect();
-    write_atomically(out, text.as_bytes())?;
-    let explained: Vec<&IndexLine> = lines
-        .iter()
-        .map(|(l, _)| l)
-        .filter(|l| l.result.is_some())
-        .collect();
+    index.finish(vec![])?;
     thumbnails.sort_by_key(|(line, _)| line.position);
     thumbnails.truncate(crate::api::BATCH_GRID_LIMIT);
     let mut grid = None;
     if !thumbnails.is_empty() {
-        let method = explained
-            .first()
-            .and_then(|l| l.result.as_ref()?.get("method")?.as_str())
-            .unwrap_or("method");
+        let method = method.as_deref().unwrap_or("method");
         let panels = thumbnails
             .into_iter()
             .map(|(line, file)| {
@@ -532,7 +593,7 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
             .collect::<Result<Vec<_>>>()?;
         let folder = out.parent().unwrap_or(Path::new("."));
         grid = Some(save_png(
-            &batch_grid(method, explained.len(), &panels),
+            &batch_grid(method, explained, &panels),
             folder,
             GRID_FILE,
         )?);
@@ -540,8 +601,8 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
     Ok(MergeSummary {
         shards: count,
         inputs: total,
-        explained: explained.len(),
-        failed: total - explained.len(),
+        explained,
+        failed: total - explained,
         index: out.to_path_buf(),
         grid,
     })
@@ -785,6 +846,27 @@ mod tests {
         write_index(&dir, Some(second), &[line(1)], vec![]).unwrap();
         let error = merge_shards(&dir, &out).unwrap_err().to_string();
         assert!(error.contains("exactly once"), "{error}");
+        // Overlapping shards, and a gap at the start of one, stop the streamed merge
+        // with no index and no temporary left.
+        let temporaries = || {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".tmp")
+                })
+                .count()
+        };
+        for lines in [[line(0), line(1), line(2)], [line(2), line(1), line(0)]] {
+            write_index(&dir, Some(second), &lines, vec![]).unwrap();
+            let error = merge_shards(&dir, &out).unwrap_err().to_string();
+            assert!(error.contains("3 inputs exactly once (4 lines)"), "{error}");
+            assert!(!out.exists());
+            assert_eq!(temporaries(), 0);
+        }
         write_index(&dir, Some(second), &[line(1), line(2)], vec![]).unwrap();
         let summary = merge_shards(&dir, &out).unwrap();
         assert_eq!((summary.shards, summary.inputs, summary.failed), (2, 3, 3));
