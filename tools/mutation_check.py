@@ -157,6 +157,13 @@ MUTATIONS = [
         facade_test("segmentation_parity"),
     ),
     (
+        "batch-keeps-every-map",
+        "crates/lumen/src/api.rs",
+        "if !run.keep_maps {",
+        "if false {",
+        facade_test("batch_outcome"),
+    ),
+    (
         "pixel-classes-resized-with-aligned-corners",
         "crates/lumen-tasks/src/segmentation.rs",
         ".with_align_corners(false)\n            .with_output_size([h, w]),",
