@@ -171,6 +171,9 @@ fn region_to_grid(region: &Region, grid: [usize; 2]) -> Vec<f32> {
         .collect()
 }
 
+/// The most bytes of resized logits [`Segmentation::predict`] makes at once.
+const RESIZED_LOGITS_BYTES: usize = 64 << 20;
+
 /// The class of every pixel at `[h, w]`: logits resized bilinearly (`align_corners =
 /// false`) from the output grid, then arg-max; one row-major map per image.
 pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Result<Vec<Vec<usize>>> {
@@ -194,6 +197,28 @@ pub fn class_maps_of(logits: Tensor<4>, [h, w]: [usize; 2]) -> Result<Vec<Vec<us
         .collect())
 }
 
+/// [`class_maps_of`] a group of images at a time, each group's resized logits at most
+/// `max_bytes` (one image at 512 px and 150 classes is 157 MB; a whole chunk of them
+/// would be gigabytes), each group read back once.
+fn resized_classes(
+    logits: &Tensor<4>,
+    size: [usize; 2],
+    max_bytes: usize,
+) -> Result<Vec<Vec<usize>>> {
+    let [batch, classes, _, _] = logits.dims();
+    let per_image = classes * size[0] * size[1] * std::mem::size_of::<f32>();
+    let group = (max_bytes / per_image.max(1)).clamp(1, batch.max(1));
+    let mut maps = Vec::with_capacity(batch);
+    for start in (0..batch).step_by(group) {
+        let images = logits
+            .clone()
+            .detach()
+            .narrow(0, start, group.min(batch - start));
+        maps.extend(class_maps_of(images, size)?);
+    }
+    Ok(maps)
+}
+
 impl Task for Segmentation {
     type Output = Tensor<4>;
     type Prediction = SegmentationPrediction;
@@ -213,17 +238,14 @@ impl Task for Segmentation {
             ));
         }
         let probabilities = to_host(softmax(logits.clone(), 1))?;
-        // One image at a time: the resized logits of a chunk at 512 px and 150 classes
-        // would be gigabytes.
-        let pixel_classes = (0..batch)
-            .map(|b| {
-                if [h, w] == self.input_size {
-                    return Ok(None);
-                }
-                let image = logits.clone().detach().narrow(0, b, 1);
-                Ok(class_maps_of(image, self.input_size)?.pop())
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let pixel_classes: Vec<Option<Vec<usize>>> = if [h, w] == self.input_size {
+            vec![None; batch]
+        } else {
+            resized_classes(logits, self.input_size, RESIZED_LOGITS_BYTES)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
         let plane = h * w;
         Ok((0..batch)
             .zip(pixel_classes)
@@ -490,6 +512,27 @@ mod tests {
             ),
             device,
         )
+    }
+
+    #[test]
+    fn pixel_classes_resized_in_groups_equal_one_resize() {
+        let device = Device::flex();
+        // 5 images, 3 classes on a 3x3 grid, resized to 8x8.
+        let values: Vec<f32> = (0..5 * 3 * 9).map(|i| ((i * 37) % 11) as f32).collect();
+        let logits = Tensor::<4>::from_data(TensorData::new(values, [5, 3, 3, 3]), &device);
+        let whole = class_maps_of(logits.clone(), [8, 8]).unwrap();
+        assert_eq!(whole.len(), 5);
+        // 768 bytes per image: groups of 1, 2 (the last one short) and all 5.
+        for max_bytes in [1, 2 * 768, 1 << 20] {
+            assert_eq!(resized_classes(&logits, [8, 8], max_bytes).unwrap(), whole);
+        }
+        // The prediction carries them, one map per image at the task's input size.
+        let task = Segmentation::new(3, None, [8, 8]);
+        let predictions = task.predict(&logits).unwrap();
+        let carried: Vec<Vec<usize>> = predictions.into_iter().map(|p| p.pixel_classes).collect();
+        assert_eq!(carried, whole);
+        // More than one class among the pixels, or the comparison proves little.
+        assert!(whole.iter().flatten().any(|&c| c != whole[0][0]));
     }
 
     #[test]
