@@ -154,7 +154,10 @@ pub struct ExplainOptions<R = usize> {
     pub polarity: bool,
     /// Known weaknesses per method on this model (`lumen evaluate`'s cautions, see
     /// [`crate::verdicts`]): written under the method's figures and report panels, so
-    /// that a map from a method that fails a check is not read as a good one.
+    /// that a map from a method that fails a check is not read as a good one. They are
+    /// drawn as given: fill them with [`crate::verdicts::Verdicts::at_layer`] of the
+    /// run's layer, so that a CAM measured at one layer does not caution a map made at
+    /// another (the CLI does, and warns about the ones it leaves out).
     pub cautions: BTreeMap<String, Vec<String>>,
     /// Take each image's explanation from this cache where it holds one, and store the
     /// new ones there ([`explain_prediction`], [`explain_with`], [`compare_methods`],
