@@ -19,6 +19,10 @@ pub fn class_color(class: usize) -> [u8; 3] {
 /// A class map on a `grid` (row-major) drawn over `image` with opacity `alpha`, each
 /// cell as a block (nearest neighbour: no class is invented between two cells). A map at
 /// the input size is drawn pixel for pixel, enlarged as the image is.
+///
+/// The class colours are blended over the image's luminance, not its colours: a red
+/// class over a cyan shape would otherwise come out grey, a colour the legend does not
+/// have. The picture's structure stays, its hue is the class's.
 pub fn class_overlay(
     image: &RgbImage,
     classes: &[usize],
@@ -32,8 +36,11 @@ pub fn class_overlay(
         let gy = (y as usize * gh / h as usize).min(gh - 1);
         let gx = (x as usize * gw / w as usize).min(gw - 1);
         let color = class_color(classes[gy * gw + gx]);
+        let [r, g, b] = pixel.0.map(f32::from);
+        // ITU-R BT.601 luma, what `image`'s grayscale conversion uses.
+        let luma = 0.299 * r + 0.587 * g + 0.114 * b;
         for (p, c) in pixel.0.iter_mut().zip(color) {
-            *p = (*p as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
+            *p = (luma * (1.0 - alpha) + c as f32 * alpha).round() as u8;
         }
     }
     out
@@ -157,4 +164,29 @@ pub fn segmentation_figure(
         ));
     }
     title_bar(title, &grid(&panels, Layout::Horizontal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_colours_keep_their_hue_over_any_picture() {
+        // A cyan picture under a class drawn red (Tableau's third colour): blending
+        // with the colours gives a grey-cyan, with the luminance a red.
+        let cyan = RgbImage::from_pixel(4, 2, Rgb([0, 230, 230]));
+        let drawn = class_overlay(&cyan, &[0, 3], [1, 2], 0.55);
+        let [r, g, b] = drawn.get_pixel(3, 0).0.map(i32::from);
+        let [cr, cg, cb] = class_color(3).map(i32::from);
+        assert!(cr > cg && cr > cb, "class 3 is red: {:?}", class_color(3));
+        assert!(r > g + 40 && r > b + 40, "{:?}", [r, g, b]);
+        // The background (dark grey) over cyan stays grey: no hue of its own.
+        let [r, g, b] = drawn.get_pixel(0, 0).0.map(i32::from);
+        assert!(r == g && g == b, "{:?}", [r, g, b]);
+        // The picture's structure stays: a brighter pixel stays brighter.
+        let mut two = RgbImage::from_pixel(2, 1, Rgb([40, 40, 40]));
+        two.put_pixel(1, 0, Rgb([220, 220, 220]));
+        let drawn = class_overlay(&two, &[1, 1], [1, 2], 0.55);
+        assert!(drawn.get_pixel(1, 0).0[0] > drawn.get_pixel(0, 0).0[0] + 50);
+    }
 }
