@@ -28,7 +28,11 @@ pub(crate) fn channels(s: &str) -> std::result::Result<Channels, String> {
             Ok(c)
         }
     };
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in s.split(',').map(str::trim) {
+        // `1,,2` is a typo for something (as in --target-class and --methods).
+        if part.is_empty() {
+            return Err(format!("`{s}` has an empty entry between its commas"));
+        }
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (usize, usize) = (
