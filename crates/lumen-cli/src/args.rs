@@ -819,8 +819,9 @@ pub fn warn_unused_method_options(methods: &[String], method_args: &MethodArgs) 
 
 impl MethodArgs {
     /// The options given (different from their defaults) that no method of `families`
-    /// reads; `base` is the noise tunnels' wrapped method, `drise` whether D-RISE runs
-    /// too (it reads `--internal-batch-size`).
+    /// reads, and a noise level that drowns the image; `base` is the noise tunnels'
+    /// wrapped method, `drise` whether D-RISE runs too (it reads
+    /// `--internal-batch-size`).
     fn unused(&self, families: &[Family], base: Family, drise: bool) -> Vec<String> {
         let tunnel = families.contains(&Family::NoiseTunnel);
         let uses = |wanted: &dyn Fn(Family) -> bool| {
@@ -873,6 +874,14 @@ impl MethodArgs {
                     )
                 }),
         );
+        if tunnel && self.noise_stdev.is_none() && self.noise > 1.0 {
+            unused.push(format!(
+                "--noise {}: the noise's standard deviation is {}x each image's whole value \
+                 range, so the noisy copies are mostly noise and the map says little about \
+                 the image (SmoothGrad's paper uses 0.1-0.2; the default is {DEFAULT_NOISE})",
+                self.noise, self.noise
+            ));
+        }
         unused
     }
 }

@@ -522,6 +522,8 @@ fn numeric_options_are_validated_before_any_work() {
     // Was an abort: 1e10 steps' trajectory asked for 40 GB.
     let out = maximize(&["--channels", "0", "--steps", "10000000000"]);
     assert_fails(&out, 2, &["at most 10000 steps, got 10000000000"]);
+    let out = maximize(&["--channels", "1,,2"]);
+    assert_fails(&out, 2, &["`1,,2` has an empty entry between its commas"]);
     let out = maximize(&["--channels", "0-3,2"]);
     assert_fails(&out, 2, &["channel 2 is given twice"]);
     let out = maximize(&["--channels", "0-40", "--steps", "1"]);
@@ -685,6 +687,20 @@ fn ignored_options_are_warned_about() {
         "2",
     ]);
     assert!(!tunnel.contains("warning"), "{tunnel}");
+    // A noise level above the image's whole range is read, but drowns the image.
+    let drowned = run(&[
+        "--method",
+        "smoothgrad",
+        "--noise",
+        "2",
+        "--noise-samples",
+        "2",
+    ]);
+    assert!(
+        drowned.contains("warning: --noise 2: the noise's standard deviation is 2x")
+            && drowned.contains("SmoothGrad's paper uses 0.1-0.2"),
+        "{drowned}"
+    );
 
     // Options of another mode of `features` and `receptive-field`.
     let run_other = |args: &[&str]| {
