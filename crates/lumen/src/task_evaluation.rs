@@ -123,7 +123,8 @@ pub struct TaskMethodRow {
     /// when curves were measured.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub curves: BTreeMap<String, MeanCurve>,
-    /// Wall time per scene.
+    /// Wall time per scene of the explanations alone (the metrics and the scenes'
+    /// generation not included), as the classification evaluation times it.
     pub seconds_per_image: f64,
     /// Per score and curve, the number of items behind its mean (what a merge of a
     /// split run weighs it by).
@@ -887,7 +888,8 @@ pub fn evaluate_detector(
     let crowded = matched.keys().filter(|(s, _)| truths[*s].len() > 1).count();
     let mut rows = vec![];
     for (m, name) in names.iter().enumerate() {
-        let started = Instant::now();
+        // The explanations' time alone, as the classification evaluation times it.
+        let mut seconds = 0.0;
         let mut means = Means::default();
         let mut layer = None;
         let floor = FLOOR_NAMES.contains(&name.as_str());
@@ -919,7 +921,9 @@ pub fn evaluate_detector(
                     if in_batch.contains(&scene) {
                         // Seeded by the detection's place in the whole split.
                         let item = ((config.first_scene + scene) as u64) << 16 | k as u64;
+                        let started = Instant::now();
                         let map = floor_map(name, size, config.seed, item);
+                        seconds += started.elapsed().as_secs_f64();
                         add_box_metrics(&mut means, &map, size, own, &truths[scene])?;
                         keep(scene, k, &map);
                     }
@@ -935,9 +939,12 @@ pub fn evaluate_detector(
                     max_boxes: usize::MAX,
                     ..DetectionOptions::default()
                 };
+                let started = Instant::now();
                 let result = explain_detection(model, &inputs, &options)?;
+                let values = result.maps.as_ref().map(|maps| maps.to_vec()).transpose()?;
+                seconds += started.elapsed().as_secs_f64();
                 layer = result.layer.clone();
-                if let Some(maps) = &result.maps {
+                if let (Some(maps), Some(values)) = (&result.maps, values) {
                     let [_, h, w] = maps.dims();
                     if [h, w] != [SHAPE_IMAGE_SIZE as usize; 2] {
                         return Err(LumenError::InvalidArgument(format!(
@@ -945,7 +952,6 @@ pub fn evaluate_detector(
                             SHAPE_IMAGE_SIZE
                         )));
                     }
-                    let values = maps.to_vec()?;
                     for (i, image) in result.images.iter().enumerate() {
                         let scene = start + i;
                         for (&k, row) in image.explained.iter().zip(image.rows.clone()) {
@@ -963,8 +969,7 @@ pub fn evaluate_detector(
                 add_curves(&mut means, model, input, curve_maps, &requests, curves)?;
             }
         }
-        let seconds_per_image = started.elapsed().as_secs_f64() / scenes.len() as f64;
-        rows.push(means.into_row(name, layer, seconds_per_image));
+        rows.push(means.into_row(name, layer, seconds / scenes.len() as f64));
     }
     on_progress(Progress {
         method: String::new(),
@@ -1040,7 +1045,8 @@ pub fn evaluate_segmentor(
     }
     let mut rows = vec![];
     for (m, name) in names.iter().enumerate() {
-        let started = Instant::now();
+        // The explanations' time alone, as the classification evaluation times it.
+        let mut seconds = 0.0;
         let mut means = Means::default();
         let method: Box<dyn Method<Segmentor>> = match name.as_str() {
             "random" => Box::new(RandomMap { seed: config.seed }),
@@ -1064,7 +1070,9 @@ pub fn evaluate_segmentor(
                 method_options: config.method_options.clone(),
                 ..ExplainOptions::default()
             };
+            let started = Instant::now();
             let (_, results) = explain_with(model, &inputs, method.as_ref(), &options)?;
+            seconds += started.elapsed().as_secs_f64();
             for ((result, scene), &class) in results.iter().zip(batch).zip(&classes[start..]) {
                 let map = &result.heatmap.values;
                 let (h, w) = (
@@ -1101,8 +1109,7 @@ pub fn evaluate_segmentor(
                 )?;
             }
         }
-        let seconds_per_image = started.elapsed().as_secs_f64() / scenes.len() as f64;
-        rows.push(means.into_row(name, layer, seconds_per_image));
+        rows.push(means.into_row(name, layer, seconds / scenes.len() as f64));
     }
     on_progress(Progress {
         method: String::new(),
