@@ -356,10 +356,11 @@ pub struct MergeSummary {
     pub grid: Option<PathBuf>,
 }
 
-/// Each line of a JSON lines file, parsed, with its text, one at a time.
+/// Each line of a JSON lines file, parsed, with its text, one at a time, until `visit`
+/// returns false.
 fn for_each_line<T: for<'de> Deserialize<'de>>(
     path: &Path,
-    mut visit: impl FnMut(T, &str) -> Result<()>,
+    mut visit: impl FnMut(T, &str) -> Result<bool>,
 ) -> Result<()> {
     use std::io::BufRead;
     let io = |e| LumenError::Io {
@@ -379,7 +380,9 @@ fn for_each_line<T: for<'de> Deserialize<'de>>(
                 number + 1
             ))
         })?;
-        visit(parsed, &line)?;
+        if !visit(parsed, &line)? {
+            break;
+        }
     }
     Ok(())
 }
@@ -513,10 +516,11 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
     let mut order: Vec<(usize, &PathBuf)> = vec![];
     let mut thumbnails: Vec<(GridLine, PathBuf)> = vec![];
     for (shard, path) in &found {
+        // Only the first line: the merge below reads each shard once more, in order.
         let mut first = None;
         for_each_line::<IndexLine>(path, |line, _| {
-            first.get_or_insert(line.position);
-            Ok(())
+            first = Some(line.position);
+            Ok(false)
         })?;
         // A shard of no input (more shards than inputs) adds nothing.
         if let Some(first) = first {
@@ -563,7 +567,7 @@ pub fn merge_shards(dir: &Path, out: &Path) -> Result<MergeSummary> {
             if in_order {
                 index.push_text(text)?;
             }
-            Ok(())
+            Ok(true)
         })?;
     }
     let total = total.unwrap_or(0);
