@@ -24,6 +24,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 METHOD_PARITY = ["cargo", "test", "--workspace", "--test", "method_parity"]
+CLI_CHUNKS = ["cargo", "test", "-p", "lumen-cli", "--test", "scale", "chunks"]
 
 
 def facade_test(name):
@@ -361,6 +362,21 @@ MUTATIONS = [
         "                scale *= RESTART_FACTOR;",
         "                scale *= 1.0;",
         facade_test("maximize"),
+    ),
+    # A folder explained in chunks: each chunk's targets and box rows are its own.
+    (
+        "chunk-targets-from-the-chunk-start",
+        "crates/lumen-cli/src/explain.rs",
+        "targets: crate::args::targets_at(&targets, &chunk.positions),",
+        "targets: crate::args::targets_at(&targets, &(0..chunk.positions.len()).collect::<Vec<_>>()),",
+        CLI_CHUNKS,
+    ),
+    (
+        "chunk-box-rows-restart-at-zero",
+        "crates/lumen-cli/src/detect.rs",
+        "image.rows = image.rows.start + before..image.rows.end + before;",
+        "let _ = before;",
+        CLI_CHUNKS,
     ),
 ]
 

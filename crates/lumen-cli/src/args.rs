@@ -301,19 +301,17 @@ impl InputArgs {
     /// reported (a warning now, a failure in `--json` and exit code 3 at the end) and
     /// the others go on; adjustments made while reading are warned about.
     pub fn load(&self, model: &impl TaskModel) -> Result<Inputs> {
-        let inputs = match &self.input_npy {
-            Some(path) => Inputs::from_tensor(
-                lumen::read_npy_batch(path, model.device())?,
-                model.data_config(),
-            )?,
-            None => {
-                let files = self.files()?;
-                let config = self.data_config(model, &files)?;
+        let inputs = match self.plan(model)? {
+            InputPlan::Array(inputs) => *inputs,
+            InputPlan::Files {
+                files,
+                names,
+                config,
+            } => {
                 let [_, height, width] = config.input_size;
                 if let Some(warning) = held_in_memory_warning(files.len(), [height, width]) {
                     eprintln!("warning: {warning}");
                 }
-                let names = lumen::unique_names(&files);
                 let read = Inputs::read_with(&config, model.device(), &files, &names)?;
                 record_failures(&read.failures);
                 read.into_inputs()?
@@ -322,19 +320,210 @@ impl InputArgs {
         warn_notes(&inputs);
         Ok(inputs)
     }
+
+    /// The inputs for `model`, to be read a chunk at a time
+    /// ([`InputPlan::for_each_chunk`]): the array read, the files listed and named.
+    pub fn plan(&self, model: &impl TaskModel) -> Result<InputPlan> {
+        Ok(match &self.input_npy {
+            Some(path) => InputPlan::Array(Box::new(Inputs::from_tensor(
+                lumen::read_npy_batch(path, model.device())?,
+                model.data_config(),
+            )?)),
+            None => {
+                let files = self.files()?;
+                let config = self.data_config(model, &files)?;
+                let names = lumen::unique_names(&files);
+                InputPlan::Files {
+                    files,
+                    names,
+                    config,
+                }
+            }
+        })
+    }
 }
 
-/// What `explain`, `compare`, `report` and `features` keep per input pixel: they hold
-/// their inputs, maps and figures at once (the passes are chunked, the data is not).
-/// Measured with `/usr/bin/time -f %M lumen explain --model shapes-cnn --size 224` on
-/// 250 and 1000 images: 28 bytes for GradCAM, 49 for saliency (its attributions).
+/// What a command keeps per input pixel of the images it holds (inputs, maps,
+/// figures): `report` and `features` hold all of theirs, `explain` and `compare` a
+/// chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f %M lumen explain
+/// --model shapes-cnn --size 224` on 250 and 1000 images, before `explain` read in
+/// chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
 const HELD_BYTES_PER_PIXEL: usize = 28;
+
+/// About what `explain` and `compare` hold of a folder at once, in MiB: they read,
+/// explain and draw it in chunks of this much worth of images (at
+/// [`HELD_BYTES_PER_PIXEL`]), so memory stays flat however many files are given;
+/// `LUMEN_READ_CHUNK_MB` changes it. A chunk is passed to the model in its own
+/// internal batches; 256 MiB is 191 images at 224x224, several passes, so chunking
+/// costs no speed.
+pub const DEFAULT_READ_CHUNK_MB: usize = 256;
+
+/// The chunk's size in bytes: `LUMEN_READ_CHUNK_MB`, else the default.
+fn read_chunk_bytes() -> Result<usize> {
+    match std::env::var("LUMEN_READ_CHUNK_MB") {
+        Err(_) => Ok(DEFAULT_READ_CHUNK_MB << 20),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(mb) if mb > 0 && mb <= usize::MAX >> 20 => Ok(mb << 20),
+            _ => Err(LumenError::InvalidArgument(format!(
+                "LUMEN_READ_CHUNK_MB must be a whole number of MiB above 0, got `{text}`"
+            ))),
+        },
+    }
+}
+
+/// Images per chunk of `bytes` at `[height, width]` (at least one).
+fn images_per_chunk(bytes: usize, [height, width]: [usize; 2]) -> usize {
+    let per_image = height
+        .saturating_mul(width)
+        .saturating_mul(HELD_BYTES_PER_PIXEL)
+        .max(1);
+    (bytes / per_image).max(1)
+}
+
+/// The inputs of a command that explains them a chunk at a time: the files (or the
+/// array's rows) known and counted, nothing read yet.
+pub enum InputPlan {
+    /// `--input-npy`: one array, already read (the user's own; it is one chunk).
+    Array(Box<Inputs>),
+    /// Image files, read a chunk at a time at `config`'s size.
+    Files {
+        files: Vec<PathBuf>,
+        names: Vec<String>,
+        config: lumen::core::DataConfig,
+    },
+}
+
+/// One chunk of [`InputPlan::for_each_chunk`]: its readable images and their positions
+/// among all inputs (for per-image targets), and how many inputs it covered.
+pub struct InputChunk {
+    pub inputs: Inputs,
+    pub positions: Vec<usize>,
+    pub covered: usize,
+}
+
+impl InputPlan {
+    /// The inputs given (files, or the array's rows), readable or not.
+    pub fn len(&self) -> usize {
+        match self {
+            InputPlan::Array(inputs) => inputs.len(),
+            InputPlan::Files { files, .. } => files.len(),
+        }
+    }
+
+    /// `[height, width]` the images are read at.
+    pub fn input_size(&self) -> [usize; 2] {
+        match self {
+            InputPlan::Array(inputs) => {
+                let [_, _, height, width] = inputs.tensor.dims();
+                [height, width]
+            }
+            InputPlan::Files { config, .. } => [config.input_size[1], config.input_size[2]],
+        }
+    }
+
+    /// Read the inputs a chunk at a time ([`DEFAULT_READ_CHUNK_MB`]) and give each chunk
+    /// with a readable image to `work`, in order. A file that cannot be read is reported
+    /// (as [`InputArgs::load`] does) and the others go on; when none can be, the error
+    /// names them all.
+    pub fn for_each_chunk(
+        self,
+        device: &lumen::core::Device,
+        work: impl FnMut(InputChunk) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_chunk_of(read_chunk_bytes()?, device, work)
+    }
+
+    /// [`InputPlan::for_each_chunk`] in chunks of `bytes` worth of images.
+    fn for_each_chunk_of(
+        self,
+        bytes: usize,
+        device: &lumen::core::Device,
+        mut work: impl FnMut(InputChunk) -> Result<()>,
+    ) -> Result<()> {
+        let (files, names, config) = match self {
+            InputPlan::Array(inputs) => {
+                warn_notes(&inputs);
+                let positions = (0..inputs.len()).collect();
+                let covered = inputs.len();
+                return work(InputChunk {
+                    inputs: *inputs,
+                    positions,
+                    covered,
+                });
+            }
+            InputPlan::Files {
+                files,
+                names,
+                config,
+            } => (files, names, config),
+        };
+        let per_chunk = images_per_chunk(bytes, [config.input_size[1], config.input_size[2]]);
+        let mut failures = vec![];
+        let mut any_read = false;
+        for start in (0..files.len()).step_by(per_chunk) {
+            let end = (start + per_chunk).min(files.len());
+            let read = Inputs::read_with(&config, device, &files[start..end], &names[start..end])?;
+            record_failures(&read.failures);
+            failures.extend(read.failures);
+            let Some(inputs) = read.inputs else {
+                continue;
+            };
+            warn_notes(&inputs);
+            any_read = true;
+            let positions = positions_of(&names, start..end, &inputs.names);
+            work(InputChunk {
+                inputs,
+                positions,
+                covered: end - start,
+            })?;
+        }
+        match any_read {
+            true => Ok(()),
+            false => Err(lumen::no_readable_input(&failures)),
+        }
+    }
+}
+
+/// The positions in `range` of `names` whose images were read (`kept`, in order: the
+/// names are unique).
+fn positions_of(names: &[String], range: std::ops::Range<usize>, kept: &[String]) -> Vec<usize> {
+    let mut kept = kept.iter().peekable();
+    range
+        .filter(|&i| {
+            let found = kept.peek().is_some_and(|k| **k == names[i]);
+            if found {
+                kept.next();
+            }
+            found
+        })
+        .collect()
+}
+
+/// One target for every input, or one per input (checked before anything is read):
+/// each input's own.
+pub fn per_input<R: Clone>(given: Vec<R>, inputs: usize, flag: &str) -> Result<Vec<R>> {
+    match given.len() {
+        1 => Ok(vec![given[0].clone(); inputs]),
+        n if n == inputs => Ok(given),
+        n => Err(LumenError::InvalidArgument(format!(
+            "{flag}: give one for every image or one per image ({n} given for {inputs} images)"
+        ))),
+    }
+}
+
+/// The targets at `positions` of per-input `targets`.
+pub fn targets_at<R: Clone>(targets: &Option<Vec<R>>, positions: &[usize]) -> Option<Vec<R>> {
+    targets
+        .as_ref()
+        .map(|all| positions.iter().map(|&i| all[i].clone()).collect())
+}
 
 /// Above this estimate, a command that holds its inputs says so.
 const HELD_WARNING_BYTES: usize = 1 << 30;
 
 /// A warning when `files` inputs at `[height, width]` would hold more than
-/// [`HELD_WARNING_BYTES`], pointing to `lumen batch`, whose memory stays flat.
+/// [`HELD_WARNING_BYTES`] (`report`, `features`), pointing to the commands whose memory
+/// stays flat.
 fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<String> {
     let bytes = files
         .saturating_mul(height)
@@ -343,8 +532,8 @@ fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<S
     (bytes > HELD_WARNING_BYTES).then(|| {
         format!(
             "the {files} images are held in memory at once with their maps (at least {:.1} GB \
-             at {height}x{width}); for a folder, `lumen batch` keeps memory flat (figures, \
-             index.jsonl, --save-raw per image)",
+             at {height}x{width}); `lumen explain`, `compare` and `batch` read a folder in \
+             chunks and keep memory flat",
             bytes as f64 / 1e9
         )
     })
@@ -903,6 +1092,14 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// A [`progress`] bar over the inputs of a chunked run (finish it with
+/// `finish_and_clear`, on errors too); its elapsed time ticks while a chunk is worked on.
+pub fn chunk_progress(inputs: usize, what: &str, quiet: bool) -> ProgressBar {
+    let bar = progress(inputs as u64, what, quiet);
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    bar
+}
+
 /// A spinner with the elapsed time for one long call whose steps cannot be counted
 /// (finish it with `finish_and_clear`); like [`progress`] off a terminal and quiet.
 pub fn spinner(what: &str, quiet: bool) -> ProgressBar {
@@ -1082,25 +1279,20 @@ pub trait RequestFromClasses: Sized {
 }
 
 impl RequestFromClasses for usize {
-    fn from_classes(classes: &[usize], _images: usize) -> Result<Option<Vec<Self>>> {
-        Ok((!classes.is_empty()).then(|| classes.to_vec()))
+    fn from_classes(classes: &[usize], images: usize) -> Result<Option<Vec<Self>>> {
+        (!classes.is_empty())
+            .then(|| per_input(classes.to_vec(), images, "--target-class"))
+            .transpose()
     }
 }
 
 impl RequestFromClasses for lumen::SegmentationRequest {
     fn from_classes(classes: &[usize], images: usize) -> Result<Option<Vec<Self>>> {
-        let per_image: Vec<usize> = match classes.len() {
-            0 => return Ok(None),
-            1 => vec![classes[0]; images],
-            n if n == images => classes.to_vec(),
-            n => {
-                return Err(LumenError::InvalidArgument(format!(
-                    "--target-class: {n} classes for {images} images (give one, or one per image)"
-                )));
-            }
-        };
+        if classes.is_empty() {
+            return Ok(None);
+        }
         Ok(Some(
-            per_image
+            per_input(classes.to_vec(), images, "--target-class")?
                 .into_iter()
                 .map(lumen::SegmentationRequest::predicted)
                 .collect(),
@@ -1131,12 +1323,87 @@ mod tests {
         assert!(
             warning.starts_with("the 1000 images are held in memory at once")
                 && warning.contains("at least 1.4 GB at 224x224")
-                && warning.contains("`lumen batch` keeps memory flat"),
+                && warning.contains("read a folder in chunks and keep memory flat"),
             "{warning}"
         );
         // 250 of them, or a thousand small ones, are not worth a word.
         assert_eq!(held_in_memory_warning(250, [224, 224]), None);
         assert_eq!(held_in_memory_warning(1000, [128, 128]), None);
         assert!(held_in_memory_warning(usize::MAX, [8192, 8192]).is_some());
+    }
+
+    #[test]
+    fn chunks_hold_a_bounded_share_of_a_folder() {
+        let default = DEFAULT_READ_CHUNK_MB << 20;
+        assert_eq!(images_per_chunk(default, [224, 224]), 191);
+        assert_eq!(images_per_chunk(default, [8192, 8192]), 1);
+        assert!(images_per_chunk(default, [1, 1]) > 1_000_000);
+        // What the CLI tests set (LUMEN_READ_CHUNK_MB=1 at 128 px): two images a chunk.
+        assert_eq!(images_per_chunk(1 << 20, [128, 128]), 2);
+    }
+
+    #[test]
+    fn a_folder_is_read_in_chunks_that_skip_unreadable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = vec![];
+        for name in ["a", "b", "c", "d", "e", "f"] {
+            let path = dir.path().join(format!("{name}.png"));
+            match name {
+                "d" => std::fs::write(&path, b"not a png").unwrap(),
+                _ => image::RgbImage::new(8, 8).save(&path).unwrap(),
+            }
+            files.push(path);
+        }
+        let plan = |files: Vec<PathBuf>| InputPlan::Files {
+            names: lumen::unique_names(&files),
+            files,
+            config: lumen::core::DataConfig::imagenet(128),
+        };
+        let device = lumen::core::default_device().unwrap();
+        let mut chunks = vec![];
+        // 1 MiB at 128 px: two images a chunk.
+        plan(files.clone())
+            .for_each_chunk_of(1 << 20, &device, |chunk| {
+                assert_eq!(chunk.inputs.len(), chunk.positions.len());
+                chunks.push((chunk.positions, chunk.covered));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            chunks,
+            [(vec![0, 1], 2), (vec![2], 2), (vec![4, 5], 2)],
+            "positions and files covered of each chunk"
+        );
+        // Nothing readable: the error names the file.
+        let error = plan(vec![files[3].clone()])
+            .for_each_chunk_of(1 << 20, &device, |_| panic!("no chunk has an image"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("d.png"), "{error}");
+    }
+
+    #[test]
+    fn a_chunk_knows_which_inputs_it_read() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let kept: Vec<String> = ["b", "d"].map(String::from).to_vec();
+        assert_eq!(positions_of(&names, 1..5, &kept), vec![1, 3]);
+        assert_eq!(positions_of(&names, 0..2, &[]), Vec::<usize>::new());
+        assert_eq!(positions_of(&names, 2..5, &names[2..]), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn one_target_serves_every_input_and_a_list_must_match() {
+        assert_eq!(per_input(vec![3], 4, "--target-class").unwrap(), vec![3; 4]);
+        assert_eq!(
+            per_input(vec![1, 2], 2, "--target-class").unwrap(),
+            vec![1, 2]
+        );
+        let error = per_input(vec![1, 2], 3, "--target-class")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("2 given for 3 images"), "{error}");
+        let all = Some(vec![10, 11, 12, 13]);
+        assert_eq!(targets_at(&all, &[1, 3]), Some(vec![11, 13]));
+        assert_eq!(targets_at::<usize>(&None, &[0]), None);
     }
 }

@@ -55,12 +55,11 @@ where
     RequestOf<T>: RequestFromClasses + lumen::CacheRecord + serde::Serialize,
     PredictionOf<T>: serde::Serialize,
 {
-    let inputs = args.input.load(model)?;
+    let plan = args.input.plan(model)?;
     let mut options = args
         .pass
         .several_methods_options(&args.method_args, &args.figure);
-    options.targets =
-        RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
+    let targets = RequestFromClasses::from_classes(&args.method_args.target_class, plan.len())?;
     options.cautions = args.figure.cautions_at(
         &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),
@@ -68,14 +67,27 @@ where
         &args.methods.join(","),
     );
     options.cache = args.cache.open(&args.model)?;
-    let results = crate::args::with_spinner(
-        &format!("{} methods on {} images", args.methods.len(), inputs.len()),
-        args.print.quiet,
-        || compare_methods(model, &inputs, &args.methods, &options, layout),
-    )?;
+    let what = format!("{} methods", args.methods.len());
+    let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
+    let task = model.task();
+    let mut results = vec![];
+    let done = plan.for_each_chunk(model.device(), |chunk| {
+        options.targets = crate::args::targets_at(&targets, &chunk.positions);
+        let chunk_results = compare_methods(model, &chunk.inputs, &args.methods, &options, layout)?;
+        // The figures are written: keep what is printed.
+        results.extend(chunk_results.into_iter().map(|mut r| {
+            r.heatmaps = vec![];
+            task.release_maps(&mut r.prediction);
+            r
+        }));
+        bar.inc(chunk.covered as u64);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    done?;
     crate::args::report_cache(
         options.cache.as_deref(),
-        inputs.len() * args.methods.len(),
+        results.len() * args.methods.len(),
         args.print.quiet,
     );
     if args.print.json {
@@ -89,7 +101,6 @@ where
         }
         .print();
     } else {
-        let task = model.task();
         for r in &results {
             let written = r
                 .path

@@ -6,7 +6,7 @@ use clap::Args;
 use lumen::{DetectionOptions, DetectionScoreKind, LumenError, Result, explain_detection};
 
 use crate::args::{JsonOutput, check_methods, check_writable, choice, warn_unused_method_options};
-use crate::explain::{ExplainArgs, save_raw};
+use crate::explain::{ExplainArgs, RawWriter};
 
 /// Options of detection models (an error on other models).
 #[derive(Args, Debug, Clone)]
@@ -102,23 +102,40 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &lumen::ExplainableModel::default_layer(&model.model),
         &args.method,
     );
-    let inputs = args.input.load(&model)?;
-    let [_, _, height, width] = inputs.tensor.dims();
-    // D-RISE runs one detector pass per mask and box: show that work is going on.
+    let plan = args.input.plan(&model)?;
+    let size = plan.input_size();
+    // D-RISE runs one detector pass per mask and box: the bar's clock shows work going on.
     let what = match is_drise {
-        true => format!("D-RISE: {} masks per box", args.detection.masks),
-        false => format!("{} on {} images", args.method, inputs.len()),
+        true => format!("D-RISE, {} masks per box", args.detection.masks),
+        false => args.method.clone(),
     };
-    let out = crate::args::with_spinner(&what, args.print.quiet, || {
-        explain_detection(&model, &inputs, &options)
-    })?;
-    let boxes: usize = out.images.iter().map(|i| i.explained.len()).sum();
+    let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;
+    let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
+    let mut images: Vec<lumen::ExplainedDetections> = vec![];
+    let mut method = args.method.clone();
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+        let out = explain_detection(&model, &chunk.inputs, &options)?;
+        if let Some(explanation) = &out.explanation {
+            raw.append(explanation)?;
+        }
+        // Rows count on from the chunks before: they index the one --save-raw array.
+        let before = images.last().map_or(0, |i| i.rows.end);
+        images.extend(out.images.into_iter().map(|mut image| {
+            image.rows = image.rows.start + before..image.rows.end + before;
+            image
+        }));
+        method = out.method;
+        bar.inc(chunk.covered as u64);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    done?;
+    let boxes: usize = images.iter().map(|i| i.explained.len()).sum();
     crate::args::report_cache(options.explain.cache.as_deref(), boxes, args.print.quiet);
-    let found: usize = out.images.iter().map(|i| i.detections.len()).sum();
+    let found: usize = images.iter().map(|i| i.detections.len()).sum();
     if boxes == 0 && found > 0 {
         // Not an error (a folder may have images without objects), but say why.
-        let best = out
-            .images
+        let best = images
             .iter()
             .flat_map(|i| i.detections.iter().map(|d| d.score))
             .fold(0f32, f32::max);
@@ -128,34 +145,28 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             options.score_threshold
         );
     }
-    let mut files: Vec<PathBuf> = out.images.iter().flat_map(|r| r.paths.clone()).collect();
-    if let Some(path) = &args.save_raw {
-        match &out.explanation {
-            Some(explanation) => save_raw(path, explanation, [height, width], args.grid)?,
-            // Nothing detected: an empty [0, H, W] array, so scripts need no special case.
-            None => lumen::write_npy(path, vec![], &[0, height, width])?,
-        }
-        files.push(path.clone());
-    }
+    let mut files: Vec<PathBuf> = images.iter().flat_map(|r| r.paths.clone()).collect();
+    // Nothing detected: an empty [0, H, W] array, so scripts need no special case.
+    files.extend(raw.finish()?);
     if args.print.json {
         JsonOutput {
             command: "explain",
             model: &model.name,
             device: &args.model.device,
             precision: args.model.precision.name(),
-            results: &out.images,
+            results: &images,
             files,
         }
         .print();
     } else {
-        for image in &out.images {
+        for image in &images {
             let d = &image.detections;
             println!(
                 "{}: {} detections, {} explained with {} (rows {}..{} of the maps)",
                 image.image,
                 d.len(),
                 image.explained.len(),
-                out.method,
+                method,
                 image.rows.start,
                 image.rows.end
             );

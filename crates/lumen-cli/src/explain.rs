@@ -103,20 +103,35 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &lumen::ExplainableModel::default_layer(&model.model),
         &args.method,
     );
-    let inputs = args.input.load(&model)?;
-    let (explanation, results) = crate::args::with_spinner(
-        &format!("{} on {} images", args.method, inputs.len()),
-        args.print.quiet,
-        || explain_prediction(&model, &inputs, &options),
-    )?;
-    crate::args::report_cache(options.cache.as_deref(), inputs.len(), args.print.quiet);
-    let [_, _, height, width] = inputs.tensor.dims();
+    let plan = args.input.plan(&model)?;
+    let targets = args
+        .method_args
+        .targets()
+        .map(|classes| crate::args::per_input(classes, plan.len(), "--target-class"))
+        .transpose()?;
+    let size = plan.input_size();
+    let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;
+    let bar = crate::args::chunk_progress(plan.len(), &args.method, args.print.quiet);
+    let task = lumen::TaskModel::task(&model);
+    let mut results = vec![];
+    let mut explained = 0;
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+        let options = ExplainOptions {
+            targets: crate::args::targets_at(&targets, &chunk.positions),
+            ..options.clone()
+        };
+        let (explanation, chunk_results) = explain_prediction(&model, &chunk.inputs, &options)?;
+        raw.append(&explanation)?;
+        results.extend(chunk_results.into_iter().map(|r| lean(&task, r)));
+        explained += chunk.inputs.len();
+        bar.inc(chunk.covered as u64);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    done?;
+    crate::args::report_cache(options.cache.as_deref(), explained, args.print.quiet);
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
-
-    if let Some(path) = &args.save_raw {
-        save_raw(path, &explanation, [height, width], args.grid)?;
-        files.push(path.clone());
-    }
+    files.extend(raw.finish()?);
 
     if args.print.json {
         JsonOutput {
@@ -155,25 +170,57 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--save-raw`: `[B,3,H,W]` attributions for gradient methods, else `[B,H,W]` maps at
-/// input size (on the patch grid with `grid`).
-pub fn save_raw(
-    path: &std::path::Path,
-    explanation: &lumen::methods::Explanation,
+/// A result kept to the end of a chunked run: its figures are written, so its maps go
+/// (what is printed and serialised stays).
+pub fn lean<P, R, T: lumen::Task<Prediction = P>>(
+    task: &T,
+    mut result: lumen::ExplanationResult<P, R>,
+) -> lumen::ExplanationResult<P, R> {
+    result.heatmap = lumen::Map::new(vec![], 0, 0);
+    task.release_maps(&mut result.prediction);
+    result
+}
+
+/// `--save-raw` written chunk by chunk: `[B,3,H,W]` attributions for gradient methods,
+/// else `[B,H,W]` maps at input size (on the patch grid with `grid`).
+pub struct RawWriter {
+    out: Option<lumen::NpyRowWriter>,
     size: [usize; 2],
     grid: bool,
-) -> Result<()> {
-    match &explanation.attributions {
-        Some(attr) => lumen::write_npy(path, lumen::to_host(attr.clone())?, &attr.dims()),
-        None => {
-            let maps = explanation.heatmaps.clone();
-            let [_, h, w] = maps.dims();
-            let maps = if grid || [h, w] == size {
-                maps
-            } else {
-                maps.resize(size)
-            };
-            lumen::write_npy(path, maps.to_vec()?, &maps.dims())
+}
+
+impl RawWriter {
+    /// A writer to `path` (nothing without one) of maps at `size` `[height, width]`.
+    pub fn create(path: Option<&std::path::Path>, size: [usize; 2], grid: bool) -> Result<Self> {
+        Ok(Self {
+            out: path.map(lumen::NpyRowWriter::create).transpose()?,
+            size,
+            grid,
+        })
+    }
+
+    /// Append a chunk's rows.
+    pub fn append(&mut self, explanation: &lumen::methods::Explanation) -> Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        match &explanation.attributions {
+            Some(attr) => out.append(&lumen::to_host(attr.clone())?, &attr.dims()),
+            None => {
+                let maps = explanation.heatmaps.clone();
+                let [_, h, w] = maps.dims();
+                let maps = if self.grid || [h, w] == self.size {
+                    maps
+                } else {
+                    maps.resize(self.size)
+                };
+                out.append(&maps.to_vec()?, &maps.dims())
+            }
         }
+    }
+
+    /// Put the array in place (an empty `[0, H, W]` when no row came); its path.
+    pub fn finish(self) -> Result<Option<PathBuf>> {
+        self.out.map(|out| out.finish(&self.size)).transpose()
     }
 }

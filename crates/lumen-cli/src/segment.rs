@@ -11,7 +11,7 @@ use lumen::{
 };
 
 use crate::args::{JsonOutput, check_methods, check_writable, choice};
-use crate::explain::{ExplainArgs, save_raw};
+use crate::explain::{ExplainArgs, RawWriter, lean};
 
 /// Options of segmentation models (ignored by nothing: an error on a classifier).
 #[derive(Args, Debug, Clone, Default)]
@@ -138,57 +138,61 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &lumen::ExplainableModel::default_layer(&model.model),
         &args.method,
     );
-    let inputs = args.input.load(&model)?;
-    let [_, _, height, width] = inputs.tensor.dims();
-    let region = args.segmentation.region([height, width])?;
+    let plan = args.input.plan(&model)?;
+    let size = plan.input_size();
+    let region = args.segmentation.region(size)?;
     let classes = &args.method_args.target_class;
-    explain.targets = match (classes.len(), &region) {
+    let targets = match (classes.len(), &region) {
         (0, SegmentRegion::Predicted) => None,
         (0, _) => {
             return Err(LumenError::InvalidArgument(
                 "--region other than `predicted` needs --target-class".into(),
             ));
         }
-        (1, _) => Some(vec![
-            SegmentationRequest::new(classes[0], region);
-            inputs.len()
-        ]),
-        (n, _) if n == inputs.len() => Some(
-            classes
-                .iter()
-                .map(|&c| SegmentationRequest::new(c, region.clone()))
-                .collect(),
+        _ => Some(
+            crate::args::per_input(classes.clone(), plan.len(), "--target-class")?
+                .into_iter()
+                .map(|c| SegmentationRequest::new(c, region.clone()))
+                .collect::<Vec<_>>(),
         ),
-        (n, _) => {
-            return Err(LumenError::InvalidArgument(format!(
-                "--target-class: give one class for every image or one per image ({n} given for {} images)",
-                inputs.len()
-            )));
-        }
     };
-    let options = SegmentationOptions {
+    let mut options = SegmentationOptions {
         explain,
         uncertainty: args.segmentation.uncertainty,
         scale: args.segmentation.uncertainty_scale,
     };
-    let out = crate::args::with_spinner(
-        &format!("{} on {} images", args.method, inputs.len()),
-        args.print.quiet,
-        || explain_segmentation(&model, &inputs, &options),
-    )?;
+    let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;
+    let mut uncertainty = args
+        .segmentation
+        .save_uncertainty
+        .as_deref()
+        .map(lumen::NpyRowWriter::create)
+        .transpose()?;
+    let bar = crate::args::chunk_progress(plan.len(), &args.method, args.print.quiet);
+    let task = lumen::TaskModel::task(&model);
+    let mut results = vec![];
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+        options.explain.targets = crate::args::targets_at(&targets, &chunk.positions);
+        let out = explain_segmentation(&model, &chunk.inputs, &options)?;
+        raw.append(&out.explanation)?;
+        if let (Some(writer), Some(maps)) = (&mut uncertainty, &out.uncertainty) {
+            writer.append(&maps.to_vec()?, &maps.dims())?;
+        }
+        results.extend(out.results.into_iter().map(|r| lean(&task, r)));
+        bar.inc(chunk.covered as u64);
+        Ok(())
+    });
+    bar.finish_and_clear();
+    done?;
     crate::args::report_cache(
         options.explain.cache.as_deref(),
-        inputs.len(),
+        results.len(),
         args.print.quiet,
     );
-    let mut files: Vec<PathBuf> = out.results.iter().flat_map(|r| r.paths.clone()).collect();
-    if let Some(path) = &args.save_raw {
-        save_raw(path, &out.explanation, [height, width], args.grid)?;
-        files.push(path.clone());
-    }
-    if let (Some(path), Some(maps)) = (&args.segmentation.save_uncertainty, &out.uncertainty) {
-        lumen::write_npy(path, maps.to_vec()?, &maps.dims())?;
-        files.push(path.clone());
+    let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
+    files.extend(raw.finish()?);
+    if let Some(writer) = uncertainty {
+        files.push(writer.finish(&size)?);
     }
     if args.print.json {
         JsonOutput {
@@ -196,14 +200,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
             model: &model.name,
             device: &args.model.device,
             precision: args.model.precision.name(),
-            results: &out.results,
+            results: &results,
             files,
         }
         .print();
     } else {
         use lumen::Task;
-        let task = lumen::TaskModel::task(&model);
-        for r in &out.results {
+        for r in &results {
             println!(
                 "{}: {}, explained {} with {}",
                 r.image,

@@ -228,12 +228,32 @@ fn usage_errors_exit_2_with_the_valid_choices() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("class index 12 is out of range"));
 
+    // One class serves every image (as on a segmentor); a list must have one per image.
     let out = explain(
         "test_resnet",
         &["--method", "gradcam", "--target-class", "3"],
     );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("explained class 3 with gradcam")
+            .count(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = explain(
+        "test_resnet",
+        &["--method", "gradcam", "--target-class", "3,1,2"],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("one class per image"));
+    assert!(
+        stderr(&out).contains(
+            "--target-class: give one for every image or one per image (3 given for 2 images)"
+        ),
+        "{}",
+        stderr(&out)
+    );
 
     let out = lumen(&[
         "explain",
@@ -835,7 +855,7 @@ fn compare_and_report_take_segmentors_and_detectors() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("3 classes for 2 images"),
+        stderr(&out).contains("3 given for 2 images"),
         "{}",
         stderr(&out)
     );
@@ -1208,7 +1228,10 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
         (&["--region", "whole"][..], "needs --target-class"),
         (&["--region", "3,x", "--target-class", "1"], "X,Y"),
         (&["--target-class", "5"], "out of range"),
-        (&["--target-class", "1,2,3"], "one class for every image"),
+        (
+            &["--target-class", "1,2,3"],
+            "one for every image or one per image",
+        ),
         (&["--save-uncertainty", "u.npy"], "needs --uncertainty"),
     ] {
         let mut args = base.to_vec();

@@ -800,3 +800,189 @@ fn evaluation_shards_merge_into_the_single_run() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("at most 2 shard"), "{}", stderr(&out));
 }
+
+/// `lumen ARGS` from a scratch folder, with `LUMEN_READ_CHUNK_MB` when given.
+fn lumen_with_chunk(args: &[&str], chunk_mb: Option<&str>) -> std::process::Output {
+    let scratch = tmp(&format!("chunk-cwd-{}", chunk_mb.unwrap_or("default")));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lumen"));
+    command.args(args).current_dir(&scratch);
+    match chunk_mb {
+        Some(mb) => command.env("LUMEN_READ_CHUNK_MB", mb),
+        None => command.env_remove("LUMEN_READ_CHUNK_MB"),
+    };
+    command.output().expect("lumen runs")
+}
+
+/// Run `args` (with `--out` and `--json` added) once whole and once in chunks of two
+/// images; both must print the same results, write the same `raw` arrays (file names
+/// in the output folder) and the same figures. The results and the arrays' shapes.
+fn assert_chunks_change_nothing(
+    name: &str,
+    args: &[&str],
+    raw: &[&str],
+) -> (serde_json::Value, Vec<Vec<usize>>) {
+    let mut printed = vec![];
+    let outs = [
+        tmp(&format!("{name}-whole")),
+        tmp(&format!("{name}-chunks")),
+    ];
+    for (out, chunk) in outs.iter().zip([None, Some("1")]) {
+        let o = out.display().to_string();
+        let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for file in raw {
+            // Each array flag is followed by a placeholder file name in `args`.
+            let at = full.iter().position(|a| a == file).unwrap();
+            full[at] = out.join(file).display().to_string();
+        }
+        full.extend(["--out".into(), o.clone(), "--json".into()]);
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let run = lumen_with_chunk(&full, chunk);
+        // The unreadable file is reported (exit 3); the others are explained.
+        assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+        assert!(stderr(&run).contains("skipped"), "{}", stderr(&run));
+        let text = String::from_utf8_lossy(&run.stdout).replace(&o, "OUT");
+        printed.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+    }
+    assert_eq!(printed[0], printed[1], "{name}: results differ in chunks");
+    let mut shapes = vec![];
+    for file in raw {
+        let whole = std::fs::read(outs[0].join(file)).unwrap();
+        assert_eq!(
+            whole,
+            std::fs::read(outs[1].join(file)).unwrap(),
+            "{name}: {file}"
+        );
+        let array: ndarray::ArrayD<f32> =
+            ndarray_npy::ReadNpyExt::read_npy(whole.as_slice()).unwrap();
+        shapes.push(array.shape().to_vec());
+    }
+    let figures: Vec<PathBuf> = std::fs::read_dir(&outs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert!(!figures.is_empty(), "{name}: no figures");
+    for figure in figures {
+        let other = outs[1].join(figure.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&figure).unwrap(),
+            std::fs::read(&other).unwrap()
+        );
+    }
+    (printed.swap_remove(0), shapes)
+}
+
+#[test]
+fn explain_and_compare_read_a_folder_in_chunks_with_the_same_results() {
+    // Five images and an unreadable file between them: chunks of two at 128 px (the
+    // 1 MiB chunk) are [s0 s1] [s2 s2x] [s3 s4], the middle one with one image.
+    let shapes = shape_folder("chunk-shapes", 4, 5, "s");
+    std::fs::write(shapes.join("s2x.png"), b"not a png").unwrap();
+    let folder = shapes.display().to_string();
+
+    // Classification, a class per file (the unreadable one's is dropped with it).
+    let (json, shapes) = assert_chunks_change_nothing(
+        "cnn",
+        &[
+            "explain",
+            "--model",
+            "shapes-cnn",
+            &folder,
+            "--size",
+            "128",
+            "--method",
+            "saliency",
+            "--target-class",
+            "0,1,2,0,1,2",
+            "--save-raw",
+            "raw.npy",
+        ],
+        &["raw.npy"],
+    );
+    let targets: Vec<u64> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_u64().unwrap())
+        .collect();
+    assert_eq!(targets, [0, 1, 2, 1, 2]);
+    for bad in ["0", "abc", "-1"] {
+        let run = lumen_with_chunk(&["explain", "--model", "shapes-cnn", &folder], Some(bad));
+        assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+        assert!(
+            stderr(&run).contains(&format!(
+                "LUMEN_READ_CHUNK_MB must be a whole number of MiB above 0, got `{bad}`"
+            )),
+            "{}",
+            stderr(&run)
+        );
+    }
+    // A gradient method's raw result is its attributions, one row per read image.
+    assert_eq!(shapes, [[5, 3, 128, 128]]);
+
+    // Compare: one figure per image, the same in chunks.
+    assert_chunks_change_nothing(
+        "compare",
+        &[
+            "compare",
+            "--model",
+            "shapes-cnn",
+            &folder,
+            "--size",
+            "128",
+            "--methods",
+            "gradcam,layercam",
+        ],
+        &[],
+    );
+
+    let scenes = scene_folder("chunk-scenes", 6, 5);
+    std::fs::write(scenes.join("scene2x.png"), b"not a png").unwrap();
+    let scenes = scenes.display().to_string();
+    // Segmentation with its uncertainty maps.
+    let (_, shapes) = assert_chunks_change_nothing(
+        "seg",
+        &[
+            "explain",
+            "--model",
+            "shapes-seg",
+            &scenes,
+            "--size",
+            "128",
+            "--uncertainty",
+            "entropy",
+            "--save-raw",
+            "raw.npy",
+            "--save-uncertainty",
+            "unc.npy",
+        ],
+        &["raw.npy", "unc.npy"],
+    );
+    assert_eq!(shapes, [[5, 128, 128], [5, 128, 128]]);
+
+    // Detection: a row per explained box, numbered on across the chunks.
+    let (json, shapes) = assert_chunks_change_nothing(
+        "det",
+        &[
+            "explain",
+            "--model",
+            "shapes-det",
+            &scenes,
+            "--size",
+            "128",
+            "--save-raw",
+            "raw.npy",
+        ],
+        &["raw.npy"],
+    );
+    let images = json["results"].as_array().unwrap();
+    let mut next = 0;
+    for image in images {
+        let rows = &image["rows"];
+        assert_eq!(rows["start"].as_u64().unwrap(), next, "{image}");
+        next = rows["end"].as_u64().unwrap();
+    }
+    assert!(next > 0, "no box explained: {json}");
+    assert_eq!(shapes[0][0] as u64, next);
+}

@@ -81,7 +81,7 @@ pub use lumen_tasks::{
     DetectionScoreKind, ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Task, Uncertainty, UncertaintyScale,
 };
-pub use output::{read_npy_batch, save_png, write_atomically, write_npy};
+pub use output::{NpyRowWriter, read_npy_batch, save_png, write_atomically, write_npy};
 pub use scale::{MergeSummary, Shard, merge_shards};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};
 

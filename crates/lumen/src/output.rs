@@ -176,6 +176,152 @@ pub fn write_npy(path: &Path, values: Vec<f32>, shape: &[usize]) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
+/// A float32 `.npy` array written block by block along its first axis, whose length is
+/// known only at the end: a folder explained in chunks, where unreadable files are
+/// skipped as they come. ndarray-npy and npyz take the whole shape before the data
+/// (npyz's growing writer is one-dimensional), so the header is written here: room is
+/// kept for the longest first axis, and the header is rewritten at the end, padded
+/// with spaces as NumPy's format allows. Written to a temporary file beside the path and
+/// renamed by [`NpyRowWriter::finish`]; dropped unfinished, it leaves nothing.
+pub struct NpyRowWriter {
+    path: PathBuf,
+    temporary: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    /// The shape after the first axis, fixed by the first block.
+    row_shape: Option<Vec<usize>>,
+    rows: usize,
+    /// The header's length in the file: data starts there.
+    header_len: usize,
+}
+
+impl NpyRowWriter {
+    /// Start the array at `path` (its folder created; the temporary file opened now, so
+    /// an unwritable place fails before any work).
+    pub fn create(path: &Path) -> Result<Self> {
+        create_parent(path)?;
+        let temporary = temporary_beside(path);
+        let file = std::fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temporary,
+            out: Some(std::io::BufWriter::new(file)),
+            row_shape: None,
+            rows: 0,
+            header_len: 0,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Append a block of `shape` (`[rows, ...]`, row-major values); every block has the
+    /// first one's shape after its first axis.
+    pub fn append(&mut self, values: &[f32], shape: &[usize]) -> Result<()> {
+        let Some((&rows, row_shape)) = shape.split_first() else {
+            return Err(LumenError::InvalidArgument(
+                "an array block needs a first axis".into(),
+            ));
+        };
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(LumenError::InvalidArgument(format!(
+                "{} values do not fill a block of shape {shape:?}",
+                values.len()
+            )));
+        }
+        match &self.row_shape {
+            Some(expected) if expected != row_shape => {
+                return Err(LumenError::InvalidArgument(format!(
+                    "{}: a block of rows {row_shape:?} after rows {expected:?}: the array's \
+                     rows must keep one shape",
+                    self.path.display()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                // Room for the longest first axis; the real one is written at the end.
+                let reserved = npy_header(&[&[usize::MAX][..], row_shape].concat(), None);
+                self.header_len = reserved.len();
+                self.write(&reserved)?;
+                self.row_shape = Some(row_shape.to_vec());
+            }
+        }
+        // In blocks: a chunk of attributions is hundreds of megabytes.
+        let mut bytes = Vec::with_capacity(4 * values.len().min(1 << 16));
+        for block in values.chunks(1 << 16) {
+            bytes.clear();
+            for v in block {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            self.write(&bytes)?;
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
+        let out = self.out.as_mut().expect("no block after finish");
+        std::io::Write::write_all(out, bytes).map_err(|e| io_error(&self.path, e))
+    }
+
+    /// Write the header with the rows written and put the array in place. With no
+    /// block written, the array is empty with rows of `empty_row_shape`.
+    pub fn finish(mut self, empty_row_shape: &[usize]) -> Result<PathBuf> {
+        use std::io::{Seek, Write};
+        if self.row_shape.is_none() {
+            let header = npy_header(&[&[0][..], empty_row_shape].concat(), None);
+            self.header_len = header.len();
+            self.write(&header)?;
+            self.row_shape = Some(empty_row_shape.to_vec());
+        }
+        let row_shape = self.row_shape.clone().unwrap_or_default();
+        let header = npy_header(
+            &[&[self.rows][..], &row_shape].concat(),
+            Some(self.header_len),
+        );
+        let path = self.path.clone();
+        let io = |e: std::io::Error| io_error(&path, e);
+        let out = self.out.take().expect("an array is finished once");
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header).map_err(io)?;
+        drop(file);
+        std::fs::rename(&self.temporary, &self.path).map_err(io)?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for NpyRowWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            std::fs::remove_file(&self.temporary).ok();
+        }
+    }
+}
+
+/// A version 1.0 `.npy` header for little-endian float32 of `shape`, C order, padded
+/// with spaces to a multiple of 64 bytes (or to `length`, which must hold it).
+fn npy_header(shape: &[usize], length: Option<usize>) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let dims = match dims.as_slice() {
+        [one] => format!("{one},"),
+        _ => dims.join(", "),
+    };
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    // Magic (6), version (2), header length (2), the dict, padding, a newline.
+    let unpadded = 10 + dict.len() + 1;
+    let total = length.unwrap_or(unpadded.div_ceil(64) * 64);
+    assert!(total >= unpadded, "the npy header outgrew its room");
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header.resize(total - 1, b' ');
+    header.push(b'\n');
+    header
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +342,65 @@ mod tests {
         let png = save_png(&RgbImage::new(2, 3), &dir, "x.png").unwrap();
         assert_eq!(image::open(png).unwrap().height(), 3);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn row_blocks_make_one_array_numpy_reads() {
+        let dir = std::env::temp_dir().join(format!("lumen-npy-rows-{}", std::process::id()));
+        let path = dir.join("rows.npy");
+        let mut writer = NpyRowWriter::create(&path).unwrap();
+        let first: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let second: Vec<f32> = (12..18).map(|v| v as f32 * -0.5).collect();
+        writer.append(&first, &[2, 2, 3]).unwrap();
+        writer.append(&second, &[1, 2, 3]).unwrap();
+        // A block whose rows differ is refused, and the file is still whole after it.
+        assert!(writer.append(&[0.0; 4], &[1, 4, 1]).is_err());
+        assert!(writer.append(&[0.0; 5], &[1, 2, 3]).is_err());
+        assert_eq!(writer.rows(), 3);
+        writer.finish(&[2, 3]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let array: ndarray::ArrayD<f32> =
+            ndarray_npy::ReadNpyExt::read_npy(bytes.as_slice()).unwrap();
+        assert_eq!(array.shape(), &[3, 2, 3]);
+        let expected: Vec<f32> = first.iter().chain(&second).copied().collect();
+        assert_eq!(array.iter().copied().collect::<Vec<_>>(), expected);
+        assert_eq!(check_npy_length(&bytes), Ok(()));
+
+        // No block: an empty array with the given rows, readable like the others.
+        let empty = dir.join("empty.npy");
+        NpyRowWriter::create(&empty)
+            .unwrap()
+            .finish(&[4, 5])
+            .unwrap();
+        let array: ndarray::ArrayD<f32> =
+            ndarray_npy::ReadNpyExt::read_npy(std::fs::read(&empty).unwrap().as_slice()).unwrap();
+        assert_eq!(array.shape(), &[0, 4, 5]);
+
+        // Dropped unfinished (an error mid-run): nothing is left, not even the temporary.
+        let dropped = dir.join("dropped.npy");
+        let mut writer = NpyRowWriter::create(&dropped).unwrap();
+        writer.append(&first, &[2, 6]).unwrap();
+        drop(writer);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.contains("dropped")),
+            "left behind: {names:?}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn npy_headers_are_aligned_and_keep_their_room() {
+        let short = npy_header(&[3, 224, 224], None);
+        assert_eq!(short.len() % 64, 0);
+        let room = npy_header(&[usize::MAX, 224, 224], None);
+        let rewritten = npy_header(&[3, 224, 224], Some(room.len()));
+        assert_eq!(rewritten.len(), room.len());
+        assert_eq!(rewritten.last(), Some(&b'\n'));
+        let one = String::from_utf8(npy_header(&[7], None)[10..].to_vec()).unwrap();
+        assert!(one.contains("'shape': (7,)"), "{one}");
     }
 }
