@@ -425,18 +425,23 @@ impl InputPlan {
     /// with a readable image to `work`, in order. A file that cannot be read is reported
     /// (as [`InputArgs::load`] does) and the others go on; when none can be, the error
     /// names them all.
+    /// A chunk has at most `most_images` images ([`images_per_call`]).
     pub fn for_each_chunk(
         self,
         device: &lumen::core::Device,
+        most_images: usize,
         work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
-        self.for_each_chunk_of(read_chunk_bytes()?, device, work)
+        let bytes = read_chunk_bytes()?;
+        self.for_each_chunk_of(bytes, most_images, device, work)
     }
 
-    /// [`InputPlan::for_each_chunk`] in chunks of `bytes` worth of images.
+    /// [`InputPlan::for_each_chunk`] in chunks of `bytes` worth of images, at most
+    /// `most_images`.
     fn for_each_chunk_of(
         self,
         bytes: usize,
+        most_images: usize,
         device: &lumen::core::Device,
         mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
@@ -457,7 +462,8 @@ impl InputPlan {
                 config,
             } => (files, names, config),
         };
-        let per_chunk = images_per_chunk(bytes, [config.input_size[1], config.input_size[2]]);
+        let per_chunk = images_per_chunk(bytes, [config.input_size[1], config.input_size[2]])
+            .min(most_images.max(1));
         let mut failures = vec![];
         let mut any_read = false;
         for start in (0..files.len()).step_by(per_chunk) {
@@ -481,6 +487,31 @@ impl InputPlan {
             true => Ok(()),
             false => Err(lumen::no_readable_input(&failures)),
         }
+    }
+}
+
+/// Images per chunk for methods that run many rows per image (Integrated Gradients,
+/// the noise tunnels, Score-CAM and Ablation-CAM, D-RISE): each image costs seconds
+/// on a CPU and fills the internal batches on its own, so more images per call gain
+/// nothing, and a small chunk keeps the progress bar moving.
+const MANY_ROWS_CHUNK_IMAGES: usize = 8;
+
+/// The most images a chunk of `methods` holds: [`MANY_ROWS_CHUNK_IMAGES`] when one of
+/// them runs many rows per image, else no limit beyond the chunk's bytes.
+pub fn images_per_call<S: AsRef<str>>(methods: &[S]) -> usize {
+    let many_rows = methods.iter().any(|name| {
+        let name = name.as_ref();
+        name == lumen::detection::DRISE
+            || lumen::method_info(name).is_ok_and(|info| {
+                matches!(
+                    info.family,
+                    Family::Path | Family::NoiseTunnel | Family::PerturbationCam
+                )
+            })
+    });
+    match many_rows {
+        true => MANY_ROWS_CHUNK_IMAGES,
+        false => usize::MAX,
     }
 }
 
@@ -1363,7 +1394,7 @@ mod tests {
         let mut chunks = vec![];
         // 1 MiB at 128 px: two images a chunk.
         plan(files.clone())
-            .for_each_chunk_of(1 << 20, &device, |chunk| {
+            .for_each_chunk_of(1 << 20, usize::MAX, &device, |chunk| {
                 assert_eq!(chunk.inputs.len(), chunk.positions.len());
                 chunks.push((chunk.positions, chunk.covered));
                 Ok(())
@@ -1374,9 +1405,24 @@ mod tests {
             [(vec![0, 1], 2), (vec![2], 2), (vec![4, 5], 2)],
             "positions and files covered of each chunk"
         );
+        // Fewer images a chunk for the methods that run many rows per image.
+        let mut sizes = vec![];
+        plan(files.clone())
+            .for_each_chunk_of(1 << 30, 2, &device, |chunk| {
+                sizes.push(chunk.covered);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(sizes, [2, 2, 2]);
+        assert_eq!(images_per_call(&["gradcam", "saliency"]), usize::MAX);
+        for heavy in ["ig", "smoothgrad", "scorecam", "drise"] {
+            assert_eq!(images_per_call(&["gradcam", heavy]), MANY_ROWS_CHUNK_IMAGES);
+        }
         // Nothing readable: the error names the file.
         let error = plan(vec![files[3].clone()])
-            .for_each_chunk_of(1 << 20, &device, |_| panic!("no chunk has an image"))
+            .for_each_chunk_of(1 << 20, usize::MAX, &device, |_| {
+                panic!("no chunk has an image")
+            })
             .unwrap_err()
             .to_string();
         assert!(error.contains("d.png"), "{error}");

@@ -71,7 +71,8 @@ where
     let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
     let task = model.task();
     let mut results = vec![];
-    let done = plan.for_each_chunk(model.device(), |chunk| {
+    let per_call = crate::args::images_per_call(&args.methods);
+    let done = plan.for_each_chunk(model.device(), per_call, |chunk| {
         options.targets = crate::args::targets_at(&targets, &chunk.positions);
         let chunk_results = compare_methods(model, &chunk.inputs, &args.methods, &options, layout)?;
         // The figures are written: keep what is printed.

@@ -113,7 +113,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
     let mut images: Vec<lumen::ExplainedDetections> = vec![];
     let mut method = args.method.clone();
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
         let out = explain_detection(&model, &chunk.inputs, &options)?;
         if let Some(explanation) = &out.explanation {
             raw.append(explanation)?;

@@ -115,7 +115,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let task = lumen::TaskModel::task(&model);
     let mut results = vec![];
     let mut explained = 0;
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
         let options = ExplainOptions {
             targets: crate::args::targets_at(&targets, &chunk.positions),
             ..options.clone()

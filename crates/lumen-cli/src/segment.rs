@@ -171,7 +171,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let bar = crate::args::chunk_progress(plan.len(), &args.method, args.print.quiet);
     let task = lumen::TaskModel::task(&model);
     let mut results = vec![];
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), |chunk| {
+    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
+    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
         options.explain.targets = crate::args::targets_at(&targets, &chunk.positions);
         let out = explain_segmentation(&model, &chunk.inputs, &options)?;
         raw.append(&out.explanation)?;
