@@ -378,6 +378,14 @@ MUTATIONS = [
         "let _ = before;",
         CLI_CHUNKS,
     ),
+    # The receptive field's default unit: always channel 0 (often silent there).
+    (
+        "receptive-field-default-channel-zero",
+        "crates/lumen-features/src/receptive.rs",
+        ".fold((0, f32::NEG_INFINITY), |best, (k, &v)| {",
+        ".fold((0, f32::INFINITY), |best, (k, &v)| {",
+        ["cargo", "test", "-p", "lumen-features", "--test", "receptive"],
+    ),
 ]
 
 

@@ -282,7 +282,7 @@ pub struct ReceptiveFieldArgs {
     /// Layer (see `lumen layers`); the model's default when omitted.
     #[arg(long)]
     layer: Option<String>,
-    /// Channel of the activation [default: 0].
+    /// Channel of the activation [default: per image, the most active one at --at].
     #[arg(long)]
     channel: Option<usize>,
     /// Position Y,X in the layer's map (the centre when omitted).
@@ -345,7 +345,6 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             "a receptive field is drawn as one overlay, with no polarity view or verdicts; nothing reads",
         );
     }
-    let channel = args.channel.unwrap_or(0);
     let defaults = Occlusion::default();
     let occlusion = Occlusion {
         patch: args.patch.unwrap_or(defaults.patch),
@@ -397,16 +396,42 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     let cache = args.cache.open(&args.model)?;
     let inputs = args.input.load(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model);
-    let field = |images: &lumen::core::Tensor<4>| match args.mode {
+    let field_of_channel = |images: &lumen::core::Tensor<4>, channel: usize| match args.mode {
         FieldMode::Gradient => {
             visualizer.receptive_field_gradient(images, &layer, channel, args.at)
         }
         _ => visualizer.receptive_field_occlusion(images, &layer, channel, args.at, occlusion),
     };
+    // Without --channel, each image's most active unit at the position: channel 0 is
+    // often silent there (an empty field), and which one fires differs by image.
+    let field = |inputs: &lumen::Inputs| -> Result<Vec<ReceptiveMap>> {
+        let channels = match args.channel {
+            Some(channel) => vec![channel; inputs.len()],
+            None => visualizer.most_active_channels(&inputs.tensor, &layer, args.at)?,
+        };
+        // One pass per distinct channel, over the images that chose it.
+        let mut distinct = channels.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut maps: Vec<Option<ReceptiveMap>> = vec![None; inputs.len()];
+        for channel in distinct {
+            let positions: Vec<usize> = (0..channels.len())
+                .filter(|&i| channels[i] == channel)
+                .collect();
+            let computed = match positions.len() == inputs.len() {
+                true => field_of_channel(&inputs.tensor, channel)?,
+                false => field_of_channel(&inputs.select(&positions)?.tensor, channel)?,
+            };
+            for (map, i) in computed.into_iter().zip(positions) {
+                maps[i] = Some(map);
+            }
+        }
+        Ok(maps.into_iter().flatten().collect())
+    };
     // Each image's field depends on that image alone: cached per image, the missing
     // ones computed together. The occlusion batch size changes no value.
     let maps: Vec<ReceptiveMap> = match cache.as_deref() {
-        None => field(&inputs.tensor)?,
+        None => field(&inputs)?,
         Some(cache) => {
             let geometry = match args.mode {
                 FieldMode::Occlusion => {
@@ -416,7 +441,11 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
             };
             let settings = format!(
                 "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
-                args.mode, channel, args.at, model.data_config
+                args.mode,
+                args.channel
+                    .map_or("most active".to_string(), |c| c.to_string()),
+                args.at,
+                model.data_config
             );
             let keys = cache.image_keys(&settings, &inputs.tensor)?;
             let mut maps: Vec<Option<ReceptiveMap>> = keys
@@ -432,7 +461,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 .collect();
             let missing: Vec<usize> = (0..maps.len()).filter(|&i| maps[i].is_none()).collect();
             if !missing.is_empty() {
-                let computed = field(&inputs.select(&missing)?.tensor)?;
+                let computed = field(&inputs.select(&missing)?)?;
                 for (map, &i) in computed.into_iter().zip(&missing) {
                     let header = serde_json::to_value(&map)
                         .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;

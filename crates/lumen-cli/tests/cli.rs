@@ -1013,6 +1013,39 @@ fn features_and_receptive_fields_write_figures_and_json() {
     let support = json["results"][0]["support"].as_array().unwrap();
     assert_eq!(support.len(), 4);
     assert!(out_dir.join("input0_layer2_c5_gradient.png").is_file());
+    // Without --channel, each image's most active channel at the centre (the arg-max
+    // itself is tested in lumen-features): the first image's unit is active, no less
+    // than the first eight channels, and the same as asking for that channel.
+    let field = |extra: &[&str]| {
+        let out = on_fixture_input(
+            "test_resnet",
+            "receptive-field",
+            &[&["--layer", "layer2", "--no-figures", "--json"][..], extra].concat(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["results"].as_array().unwrap().clone()
+    };
+    let chosen = field(&[]);
+    let first = &chosen[0];
+    let best = first["activation"].as_f64().unwrap();
+    let channel = first["channel"].as_u64().unwrap();
+    let all: Vec<f64> = (0..8)
+        .map(|c| {
+            field(&["--channel", &c.to_string()])[0]["activation"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        all.iter().all(|&a| a <= best),
+        "{channel}: {best} against {all:?}"
+    );
+    assert!(best > 0.0, "the most active unit is active");
+    let asked = field(&["--channel", &channel.to_string()]);
+    assert_eq!(asked[0]["activation"], first["activation"]);
+    assert_eq!(asked[0]["support"], first["support"]);
+    assert_eq!(asked[0]["channel"], first["channel"]);
 
     let out = lumen(&[
         "receptive-field",

@@ -187,6 +187,31 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         Ok((features, position))
     }
 
+    /// Per image, the channel of `layer` with the largest activation at `at` (the map's
+    /// centre when `None`; ties to the lower index): the unit whose receptive field
+    /// says most about that spot when no channel is chosen. One forward pass.
+    pub fn most_active_channels(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        at: Option<[usize; 2]>,
+    ) -> Result<Vec<usize>> {
+        let (features, [y, x]) = self.locate(input, layer, 0, at)?;
+        let [b, c, _, _] = features.dims();
+        let values = to_host(features.narrow(2, y, 1).narrow(3, x, 1).reshape([b, c]))?;
+        Ok(values
+            .chunks(c)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (k, &v)| {
+                        if v > best.1 { (k, v) } else { best }
+                    })
+                    .0
+            })
+            .collect())
+    }
+
     /// The effective receptive field of activation `[channel, y, x]` of `layer` (the
     /// map's centre when `at` is `None`) for every image: the absolute input gradient
     /// summed over input channels. One forward and one backward for the batch.

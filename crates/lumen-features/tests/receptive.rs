@@ -151,3 +151,43 @@ fn bad_channels_and_positions_are_errors() {
     let err = visualizer.features(&input, "d").unwrap_err().to_string();
     assert!(err.contains("unknown layer `d`"), "{err}");
 }
+
+#[test]
+fn the_most_active_channel_is_the_arg_max_at_the_position() {
+    let device = Device::default();
+    let model = LinearStack::new(&device);
+    // Fixed pseudo-random images, so that the choice below is the same on every run.
+    let values: Vec<f32> = (0..4 * 3 * 48 * 48)
+        .map(|i| ((i as f32 * 12.9898).sin() * 43758.547).fract())
+        .collect();
+    let input = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(values, [4, 3, 48, 48]),
+        &device,
+    );
+    let visualizer = FeatureVisualizer::new(&model);
+    let features = visualizer.features(&input, "b").unwrap();
+    let [b, c, h, w] = features.dims();
+    let values = features.into_data().try_to_vec::<f32>().unwrap();
+    for at in [None, Some([3, 17])] {
+        let [y, x] = at.unwrap_or([h / 2, w / 2]);
+        let expected: Vec<usize> = (0..b)
+            .map(|i| {
+                let at_spot = |k: usize| values[((i * c + k) * h + y) * w + x];
+                (0..c).fold(
+                    0,
+                    |best, k| if at_spot(k) > at_spot(best) { k } else { best },
+                )
+            })
+            .collect();
+        // The images pick different channels: the choice is per image, and not the
+        // old default of channel 0.
+        assert!(expected.iter().any(|&k| k != expected[0]), "{expected:?}");
+        let channels = visualizer.most_active_channels(&input, "b", at).unwrap();
+        assert_eq!(channels, expected, "at {at:?}");
+    }
+    let err = visualizer
+        .most_active_channels(&input, "b", Some([40, 0]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside"), "{err}");
+}

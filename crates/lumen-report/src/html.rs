@@ -531,14 +531,18 @@ mod tests {
         for (at, _) in waiting {
             let before = html[..at].trim_end();
             assert!(
-                before.ends_with("class=\"plotly-graph-div\" style=\"height:100%; width:100%;\"></div>"),
+                before.ends_with(
+                    "class=\"plotly-graph-div\" style=\"height:100%; width:100%;\"></div>"
+                ),
                 "a deferred plot not right after its div: {}",
                 &before[before.len().saturating_sub(120)..]
             );
             assert!(html[at..].contains("Plotly.newPlot("));
         }
         // The loader comes after every plot, and draws them all before printing.
-        let loader = html.find(DRAW_PLOTS_IN_VIEW).expect("the loader is on the page");
+        let loader = html
+            .find(DRAW_PLOTS_IN_VIEW)
+            .expect("the loader is on the page");
         assert!(html.rfind("class=lumen-plot").unwrap() < loader);
         assert!(DRAW_PLOTS_IN_VIEW.contains("beforeprint"));
         // The shared picture is still defined at once, for the plots that use it.
