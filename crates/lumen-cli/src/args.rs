@@ -301,24 +301,7 @@ impl InputArgs {
     /// reported (a warning now, a failure in `--json` and exit code 3 at the end) and
     /// the others go on; adjustments made while reading are warned about.
     pub fn load(&self, model: &impl TaskModel) -> Result<Inputs> {
-        let inputs = match self.plan(model)? {
-            InputPlan::Array(inputs) => *inputs,
-            InputPlan::Files {
-                files,
-                names,
-                config,
-            } => {
-                let [_, height, width] = config.input_size;
-                if let Some(warning) = held_in_memory_warning(files.len(), [height, width]) {
-                    eprintln!("warning: {warning}");
-                }
-                let read = Inputs::read_with(&config, model.device(), &files, &names)?;
-                record_failures(&read.failures);
-                read.into_inputs()?
-            }
-        };
-        warn_notes(&inputs);
-        Ok(inputs)
+        Ok(self.plan(model)?.read_all(model.device())?.inputs)
     }
 
     /// The inputs for `model`, to be read a chunk at a time
@@ -419,6 +402,42 @@ impl InputPlan {
             }
             InputPlan::Files { config, .. } => [config.input_size[1], config.input_size[2]],
         }
+    }
+
+    /// Every readable input at once ([`InputArgs::load`]), with their positions among
+    /// the inputs given (for per-file targets); a warning first when that would hold
+    /// more than about a gigabyte.
+    pub fn read_all(self, device: &lumen::core::Device) -> Result<InputChunk> {
+        let chunk = match self {
+            InputPlan::Array(inputs) => {
+                let covered = inputs.len();
+                InputChunk {
+                    positions: (0..covered).collect(),
+                    inputs: *inputs,
+                    covered,
+                }
+            }
+            InputPlan::Files {
+                files,
+                names,
+                config,
+            } => {
+                let [_, height, width] = config.input_size;
+                if let Some(warning) = held_in_memory_warning(files.len(), [height, width]) {
+                    eprintln!("warning: {warning}");
+                }
+                let read = Inputs::read_with(&config, device, &files, &names)?;
+                record_failures(&read.failures);
+                let inputs = read.into_inputs()?;
+                InputChunk {
+                    positions: positions_of(&names, 0..files.len(), &inputs.names),
+                    inputs,
+                    covered: files.len(),
+                }
+            }
+        };
+        warn_notes(&chunk.inputs);
+        Ok(chunk)
     }
 
     /// Read the inputs a chunk at a time ([`DEFAULT_READ_CHUNK_MB`]) and give each chunk

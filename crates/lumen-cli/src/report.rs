@@ -65,12 +65,16 @@ where
     PredictionOf<T>: lumen::CacheRecord,
     RequestOf<T>: RequestFromClasses + lumen::CacheRecord,
 {
-    let inputs = args.input.load(model)?;
+    let plan = args.input.plan(model)?;
+    // Classes are given per input file: checked before reading, and an unreadable
+    // file's class goes with it.
+    let targets = RequestFromClasses::from_classes(&args.method_args.target_class, plan.len())?;
+    let read = plan.read_all(model.device())?;
+    let inputs = read.inputs;
     let mut options = args
         .pass
         .several_methods_options(&args.method_args, &args.figure);
-    options.targets =
-        RequestFromClasses::from_classes(&args.method_args.target_class, inputs.len())?;
+    options.targets = crate::args::targets_at(&targets, &read.positions);
     options.cautions = args.figure.cautions_at(
         &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),

@@ -907,6 +907,34 @@ fn explain_and_compare_read_a_folder_in_chunks_with_the_same_results() {
         .map(|r| r["target"].as_u64().unwrap())
         .collect();
     assert_eq!(targets, [0, 1, 2, 1, 2]);
+    // `report` reads the folder at once, with the same per-file classes.
+    let report = tmp("chunk-report");
+    let run = lumen_with_chunk(
+        &[
+            "report",
+            "--model",
+            "shapes-cnn",
+            &folder,
+            "--methods",
+            "gradcam",
+            "--target-class",
+            "0,1,2,0,1,2",
+            "--out",
+            &report.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    let explained: Vec<&str> = html
+        .split("<p>explaining <b>")
+        .skip(1)
+        .map(|rest| rest.split(" (").next().unwrap())
+        .collect();
+    assert_eq!(
+        explained,
+        ["circle", "square", "triangle", "square", "triangle"]
+    );
     for bad in ["0", "abc", "-1"] {
         let run = lumen_with_chunk(&["explain", "--model", "shapes-cnn", &folder], Some(bad));
         assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
