@@ -564,7 +564,7 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
             (true, Some(attributions)) => Some(signed_map(attributions, i)?),
             _ => None,
         };
-        let mut result = ExplanationResult {
+        let result = ExplanationResult {
             image: inputs.names[i].clone(),
             prediction: prepared.predictions[i].clone(),
             target: prepared.requests[i].clone(),
@@ -575,27 +575,50 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
             heatmap: map,
         };
         let title = prepared.title(i);
-        if options.save_dir.is_some() {
-            result.paths = write_figures(
-                &result,
-                &title,
-                &outlined(
-                    &task,
-                    &result.prediction,
-                    &result.target,
-                    &inputs.originals[i],
-                ),
-                signed.as_ref(),
-                options,
-            )?;
-        }
         explained.push(Drawn {
             result,
             title,
             signed,
         });
     }
+    draw_explained(&task, inputs, &mut explained, options)?;
     Ok((explanation, explained))
+}
+
+/// With `save_dir`, each explained image's figures, drawn in parallel; their paths go
+/// to the results.
+pub(crate) fn draw_explained<K: Task, Q>(
+    task: &K,
+    inputs: &Inputs,
+    explained: &mut [Drawn<ExplanationResult<K::Prediction, K::Request>>],
+    options: &ExplainOptions<Q>,
+) -> Result<()> {
+    let Some(style) = FigureStyle::of(options) else {
+        return Ok(());
+    };
+    // Outlines are drawn here (a task is not shared across threads), the figures on
+    // every core.
+    let jobs: Vec<_> = explained
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let r = &d.result;
+            let original = outlined(task, &r.prediction, &r.target, &inputs.originals[i]);
+            (
+                r.image.as_str(),
+                r.method.as_str(),
+                &r.heatmap,
+                d.title.as_str(),
+                original,
+                d.signed.as_ref(),
+            )
+        })
+        .collect();
+    let paths = crate::figures::draw_in_parallel(&style, jobs)?;
+    for (d, paths) in explained.iter_mut().zip(paths) {
+        d.result.paths = paths;
+    }
+    Ok(())
 }
 
 /// Images per pass through the model in the facade's calls (predicting and explaining
@@ -688,28 +711,6 @@ fn predict_and_explain_once<T: TaskModel>(
             (prepared, explanation)
         },
     )
-}
-
-/// One image's figures (with `save_dir`): original | heatmap | overlay, and the
-/// polarity view when its signed map is given.
-pub(crate) fn write_figures<P, R, Q>(
-    result: &ExplanationResult<P, R>,
-    title: &str,
-    original: &image::RgbImage,
-    signed: Option<&Map>,
-    options: &ExplainOptions<Q>,
-) -> Result<Vec<PathBuf>> {
-    match FigureStyle::of(options) {
-        Some(style) => style.draw(
-            &result.image,
-            &result.method,
-            &result.heatmap,
-            title,
-            original,
-            signed,
-        ),
-        None => Ok(vec![]),
-    }
 }
 
 /// The file stem of an image's figures and raw map: `cat_gradcampp`.

@@ -10,7 +10,7 @@ use lumen_report::Map;
 
 use crate::api::{
     Drawn, ExplainOptions, ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel,
-    explain_and_draw_uncached, method_options, outlined, raw_maps, write_figures,
+    explain_and_draw_uncached, method_options, raw_maps,
 };
 use crate::cache::{Attribution, CacheRecord, CachedExplanation, ExplanationCache};
 use crate::inputs::Inputs;
@@ -247,7 +247,7 @@ where
     let task = model.task();
     let mut explained = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let mut result = ExplanationResult {
+        let result = ExplanationResult {
             image: inputs.names[i].clone(),
             prediction: entry.prediction.clone(),
             target: entry.target.clone(),
@@ -257,27 +257,13 @@ where
             paths: vec![],
             heatmap: entry.heatmap.normalized(),
         };
-        if options.save_dir.is_some() {
-            let original = outlined(
-                &task,
-                &result.prediction,
-                &result.target,
-                &inputs.originals[i],
-            );
-            result.paths = write_figures(
-                &result,
-                &entry.title,
-                &original,
-                entry.signed.as_ref(),
-                options,
-            )?;
-        }
         explained.push(Drawn {
             result,
             title: entry.title.clone(),
             signed: entry.signed.clone(),
         });
     }
+    crate::api::draw_explained(&task, inputs, &mut explained, options)?;
     Ok((explanation, explained))
 }
 

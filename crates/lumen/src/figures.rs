@@ -81,6 +81,32 @@ impl FigureStyle {
     }
 }
 
+/// One image's figures for [`draw_in_parallel`]: name, method, heatmap, title, the
+/// picture as shown (outlines drawn) and the signed map of the polarity view.
+pub(crate) type ToDraw<'a> = (
+    &'a str,
+    &'a str,
+    &'a Map,
+    &'a str,
+    RgbImage,
+    Option<&'a Map>,
+);
+
+/// The figures of a call's images, drawn and encoded in parallel (the largest host
+/// stage of `explain` on a CPU: 35% of a 1000-image GradCAM run drawn one by one); the
+/// files of each, in order. The first failure is returned.
+pub(crate) fn draw_in_parallel(
+    style: &FigureStyle,
+    jobs: Vec<ToDraw<'_>>,
+) -> Result<Vec<Vec<PathBuf>>> {
+    use rayon::prelude::*;
+    jobs.into_par_iter()
+        .map(|(image, method, heatmap, title, original, signed)| {
+            style.draw(image, method, heatmap, title, &original, signed)
+        })
+        .collect()
+}
+
 /// One image's figures to draw, and its panel of the batch grid when it has one.
 pub(crate) struct FigureJob {
     /// The image's place among the inputs (orders the grid).
