@@ -147,49 +147,76 @@ where
     };
     if let Some(dir) = &options.explain.save_dir {
         let host = uncertainty.as_ref().map(|u| u.to_vec()).transpose()?;
-        for (i, result) in results.iter_mut().enumerate() {
-            let prediction = &result.prediction;
-            let legend = legend_of(&task, prediction);
-            let uncertainty_map = host.as_ref().map(|values| {
-                Map::new(
-                    values[i * height * width..(i + 1) * height * width].to_vec(),
-                    width as u32,
-                    height as u32,
-                )
-            });
-            let kind = options.uncertainty.map(|k| k.name()).unwrap_or_default();
-            let range = options
-                .uncertainty
-                .map(|k| options.scale.range(k, task.num_classes))
-                .unwrap_or([0.0, 1.0]);
-            let view = SegmentationView {
-                classes: &prediction.pixel_classes,
-                grid: task.input_size,
-                legend: &legend,
-                uncertainty: uncertainty_map.as_ref().map(|m| (kind, m, range)),
-            };
-            let title = format!(
-                "{} | {} | explaining {}",
-                result.method,
-                task.describe_prediction(prediction),
-                task.describe_request(&result.target)
-            );
-            let figure = lumen_report::with_notes(
-                &segmentation_figure(
-                    &inputs.originals[i],
-                    &view,
-                    &result.heatmap,
-                    options.explain.colormap,
-                    options.explain.alpha,
-                    &title,
-                ),
-                &crate::api::caution_lines(
+        let kind = options.uncertainty.map(|k| k.name()).unwrap_or_default();
+        let range = options
+            .uncertainty
+            .map(|k| options.scale.range(k, task.num_classes))
+            .unwrap_or([0.0, 1.0]);
+        let (colormap, alpha) = (options.explain.colormap, options.explain.alpha);
+        // What needs the task is described here; the figures are drawn and encoded
+        // on every core (a task is not shared across threads).
+        let described: Vec<_> = results
+            .iter()
+            .enumerate()
+            .map(|(i, result)| {
+                let uncertainty_map = host.as_ref().map(|values| {
+                    Map::new(
+                        values[i * height * width..(i + 1) * height * width].to_vec(),
+                        width as u32,
+                        height as u32,
+                    )
+                });
+                let title = format!(
+                    "{} | {} | explaining {}",
+                    result.method,
+                    task.describe_prediction(&result.prediction),
+                    task.describe_request(&result.target)
+                );
+                let cautions = crate::api::caution_lines(
                     &options.explain.cautions,
                     std::slice::from_ref(&result.method),
-                ),
-            );
-            let stem = format!("{}_{}", inputs.names[i], result.method.replace('+', "p"));
-            let path: PathBuf = save_png(&figure, dir, &format!("{stem}.png"))?;
+                );
+                (
+                    legend_of(&task, &result.prediction),
+                    title,
+                    uncertainty_map,
+                    cautions,
+                )
+            })
+            .collect();
+        let (grid, originals, names) = (task.input_size, &inputs.originals, &inputs.names);
+        let paths: Vec<PathBuf> = {
+            use rayon::prelude::*;
+            results
+                .par_iter()
+                .zip(described.par_iter())
+                .enumerate()
+                .map(
+                    |(i, (result, (legend, title, uncertainty_map, cautions)))| {
+                        let view = SegmentationView {
+                            classes: &result.prediction.pixel_classes,
+                            grid,
+                            legend,
+                            uncertainty: uncertainty_map.as_ref().map(|m| (kind, m, range)),
+                        };
+                        let figure = lumen_report::with_notes(
+                            &segmentation_figure(
+                                &originals[i],
+                                &view,
+                                &result.heatmap,
+                                colormap,
+                                alpha,
+                                title,
+                            ),
+                            cautions,
+                        );
+                        let stem = format!("{}_{}", names[i], result.method.replace('+', "p"));
+                        save_png(&figure, dir, &format!("{stem}.png"))
+                    },
+                )
+                .collect::<Result<_>>()?
+        };
+        for (result, path) in results.iter_mut().zip(paths) {
             result.paths.push(path);
         }
     }
