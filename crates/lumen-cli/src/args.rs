@@ -440,23 +440,32 @@ impl InputPlan {
         Ok(chunk)
     }
 
-    /// Read the inputs a chunk at a time ([`DEFAULT_READ_CHUNK_MB`]) and give each chunk
-    /// with a readable image to `work`, in order. A file that cannot be read is reported
-    /// (as [`InputArgs::load`] does) and the others go on; when none can be, the error
-    /// names them all.
-    /// A chunk has at most `most_images` images ([`images_per_call`]).
-    pub fn for_each_chunk(
+    /// Read the inputs a chunk at a time ([`DEFAULT_READ_CHUNK_MB`]; at most
+    /// [`images_per_call`] of `methods`) and give each chunk with a readable image to
+    /// `work`, in order, under a progress bar over the inputs that says `what`. A file
+    /// that cannot be read is reported (as [`InputArgs::load`] does) and the others go
+    /// on; when none can be, the error names them all.
+    pub fn for_each_chunk<S: AsRef<str>>(
         self,
         device: &lumen::core::Device,
-        most_images: usize,
-        work: impl FnMut(InputChunk) -> Result<()>,
+        methods: &[S],
+        (what, quiet): (&str, bool),
+        mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
         let bytes = read_chunk_bytes()?;
-        self.for_each_chunk_of(bytes, most_images, device, work)
+        let bar = chunk_progress(self.len(), what, quiet);
+        let done = self.for_each_chunk_of(bytes, images_per_call(methods), device, |chunk| {
+            let covered = chunk.covered;
+            work(chunk)?;
+            bar.inc(covered as u64);
+            Ok(())
+        });
+        bar.finish_and_clear();
+        done
     }
 
     /// [`InputPlan::for_each_chunk`] in chunks of `bytes` worth of images, at most
-    /// `most_images`.
+    /// `most_images`, without a bar. An array is one chunk (it is already in memory).
     fn for_each_chunk_of(
         self,
         bytes: usize,
@@ -465,16 +474,7 @@ impl InputPlan {
         mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
         let (files, names, config) = match self {
-            InputPlan::Array(inputs) => {
-                warn_notes(&inputs);
-                let positions = (0..inputs.len()).collect();
-                let covered = inputs.len();
-                return work(InputChunk {
-                    inputs: *inputs,
-                    positions,
-                    covered,
-                });
-            }
+            InputPlan::Array(_) => return work(self.read_all(device)?),
             InputPlan::Files {
                 files,
                 names,
@@ -517,7 +517,7 @@ const MANY_ROWS_CHUNK_IMAGES: usize = 8;
 
 /// The most images a chunk of `methods` holds: [`MANY_ROWS_CHUNK_IMAGES`] when one of
 /// them runs many rows per image, else no limit beyond the chunk's bytes.
-pub fn images_per_call<S: AsRef<str>>(methods: &[S]) -> usize {
+fn images_per_call<S: AsRef<str>>(methods: &[S]) -> usize {
     let many_rows = methods.iter().any(|name| {
         let name = name.as_ref();
         name == lumen::detection::DRISE
@@ -1144,7 +1144,7 @@ pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {
 
 /// A [`progress`] bar over the inputs of a chunked run (finish it with
 /// `finish_and_clear`, on errors too); its elapsed time ticks while a chunk is worked on.
-pub fn chunk_progress(inputs: usize, what: &str, quiet: bool) -> ProgressBar {
+fn chunk_progress(inputs: usize, what: &str, quiet: bool) -> ProgressBar {
     let bar = progress(inputs as u64, what, quiet);
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     bar

@@ -68,24 +68,25 @@ where
     );
     options.cache = args.cache.open(&args.model)?;
     let what = format!("{} methods", args.methods.len());
-    let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
     let task = model.task();
     let mut results = vec![];
-    let per_call = crate::args::images_per_call(&args.methods);
-    let done = plan.for_each_chunk(model.device(), per_call, |chunk| {
-        options.targets = crate::args::targets_at(&targets, &chunk.positions);
-        let chunk_results = compare_methods(model, &chunk.inputs, &args.methods, &options, layout)?;
-        // The figures are written: keep what is printed.
-        results.extend(chunk_results.into_iter().map(|mut r| {
-            r.heatmaps = vec![];
-            task.release_maps(&mut r.prediction);
-            r
-        }));
-        bar.inc(chunk.covered as u64);
-        Ok(())
-    });
-    bar.finish_and_clear();
-    done?;
+    plan.for_each_chunk(
+        model.device(),
+        &args.methods,
+        (&what, args.print.quiet),
+        |chunk| {
+            options.targets = crate::args::targets_at(&targets, &chunk.positions);
+            let chunk_results =
+                compare_methods(model, &chunk.inputs, &args.methods, &options, layout)?;
+            // The figures are written: keep what is printed.
+            results.extend(chunk_results.into_iter().map(|mut r| {
+                r.heatmaps = vec![];
+                task.release_maps(&mut r.prediction);
+                r
+            }));
+            Ok(())
+        },
+    )?;
     crate::args::report_cache(
         options.cache.as_deref(),
         results.len() * args.methods.len(),

@@ -110,27 +110,27 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         false => args.method.clone(),
     };
     let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;
-    let bar = crate::args::chunk_progress(plan.len(), &what, args.print.quiet);
     let mut images: Vec<lumen::ExplainedDetections> = vec![];
     let mut method = args.method.clone();
-    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
-        let out = explain_detection(&model, &chunk.inputs, &options)?;
-        if let Some(explanation) = &out.explanation {
-            raw.append(explanation)?;
-        }
-        // Rows count on from the chunks before: they index the one --save-raw array.
-        let before = images.last().map_or(0, |i| i.rows.end);
-        images.extend(out.images.into_iter().map(|mut image| {
-            image.rows = image.rows.start + before..image.rows.end + before;
-            image
-        }));
-        method = out.method;
-        bar.inc(chunk.covered as u64);
-        Ok(())
-    });
-    bar.finish_and_clear();
-    done?;
+    plan.for_each_chunk(
+        lumen::TaskModel::device(&model),
+        std::slice::from_ref(&args.method),
+        (&what, args.print.quiet),
+        |chunk| {
+            let out = explain_detection(&model, &chunk.inputs, &options)?;
+            if let Some(explanation) = &out.explanation {
+                raw.append(explanation)?;
+            }
+            // Rows count on from the chunks before: they index the one --save-raw array.
+            let before = images.last().map_or(0, |i| i.rows.end);
+            images.extend(out.images.into_iter().map(|mut image| {
+                image.rows = image.rows.start + before..image.rows.end + before;
+                image
+            }));
+            method = out.method;
+            Ok(())
+        },
+    )?;
     let boxes: usize = images.iter().map(|i| i.explained.len()).sum();
     crate::args::report_cache(options.explain.cache.as_deref(), boxes, args.print.quiet);
     let found: usize = images.iter().map(|i| i.detections.len()).sum();

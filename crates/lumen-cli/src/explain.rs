@@ -111,26 +111,24 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         .transpose()?;
     let size = plan.input_size();
     let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;
-    let bar = crate::args::chunk_progress(plan.len(), &args.method, args.print.quiet);
     let task = lumen::TaskModel::task(&model);
     let mut results = vec![];
-    let mut explained = 0;
-    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
-        let options = ExplainOptions {
-            targets: crate::args::targets_at(&targets, &chunk.positions),
-            ..options.clone()
-        };
-        let (explanation, chunk_results) = explain_prediction(&model, &chunk.inputs, &options)?;
-        raw.append(&explanation)?;
-        results.extend(chunk_results.into_iter().map(|r| lean(&task, r)));
-        explained += chunk.inputs.len();
-        bar.inc(chunk.covered as u64);
-        Ok(())
-    });
-    bar.finish_and_clear();
-    done?;
-    crate::args::report_cache(options.cache.as_deref(), explained, args.print.quiet);
+    plan.for_each_chunk(
+        lumen::TaskModel::device(&model),
+        std::slice::from_ref(&args.method),
+        (&args.method, args.print.quiet),
+        |chunk| {
+            let options = ExplainOptions {
+                targets: crate::args::targets_at(&targets, &chunk.positions),
+                ..options.clone()
+            };
+            let (explanation, chunk_results) = explain_prediction(&model, &chunk.inputs, &options)?;
+            raw.append(&explanation)?;
+            results.extend(chunk_results.into_iter().map(|r| lean(&task, r)));
+            Ok(())
+        },
+    )?;
+    crate::args::report_cache(options.cache.as_deref(), results.len(), args.print.quiet);
     let mut files: Vec<PathBuf> = results.iter().flat_map(|r| r.paths.clone()).collect();
     files.extend(raw.finish()?);
 

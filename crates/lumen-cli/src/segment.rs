@@ -168,23 +168,23 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         .as_deref()
         .map(lumen::NpyRowWriter::create)
         .transpose()?;
-    let bar = crate::args::chunk_progress(plan.len(), &args.method, args.print.quiet);
     let task = lumen::TaskModel::task(&model);
     let mut results = vec![];
-    let per_call = crate::args::images_per_call(std::slice::from_ref(&args.method));
-    let done = plan.for_each_chunk(lumen::TaskModel::device(&model), per_call, |chunk| {
-        options.explain.targets = crate::args::targets_at(&targets, &chunk.positions);
-        let out = explain_segmentation(&model, &chunk.inputs, &options)?;
-        raw.append(&out.explanation)?;
-        if let (Some(writer), Some(maps)) = (&mut uncertainty, &out.uncertainty) {
-            writer.append(&maps.to_vec()?, &maps.dims())?;
-        }
-        results.extend(out.results.into_iter().map(|r| lean(&task, r)));
-        bar.inc(chunk.covered as u64);
-        Ok(())
-    });
-    bar.finish_and_clear();
-    done?;
+    plan.for_each_chunk(
+        lumen::TaskModel::device(&model),
+        std::slice::from_ref(&args.method),
+        (&args.method, args.print.quiet),
+        |chunk| {
+            options.explain.targets = crate::args::targets_at(&targets, &chunk.positions);
+            let out = explain_segmentation(&model, &chunk.inputs, &options)?;
+            raw.append(&out.explanation)?;
+            if let (Some(writer), Some(maps)) = (&mut uncertainty, &out.uncertainty) {
+                writer.append(&maps.to_vec()?, &maps.dims())?;
+            }
+            results.extend(out.results.into_iter().map(|r| lean(&task, r)));
+            Ok(())
+        },
+    )?;
     crate::args::report_cache(
         options.explain.cache.as_deref(),
         results.len(),
