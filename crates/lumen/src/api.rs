@@ -864,6 +864,9 @@ where
     }
     let task = model.task();
     let mut results = vec![];
+    // The picture of each figure with its outlines, drawn here (a task is not shared
+    // across threads); the figures are drawn and encoded on every core below.
+    let mut originals = vec![];
     for i in 0..n {
         let (prediction, request, description) = match described[i].take() {
             Some(fresh) => fresh,
@@ -878,47 +881,62 @@ where
                 )
             }
         };
-        let maps: Vec<(String, Map)> = methods
+        let heatmaps: Vec<Map> = entries
             .iter()
-            .zip(&entries)
-            .map(|(name, per_image)| {
-                let entry = per_image[i]
+            .map(|per_image| {
+                per_image[i]
                     .as_ref()
-                    .expect("every map was computed or reused");
-                (name.clone(), entry.heatmap.clone())
+                    .expect("every map was computed or reused")
+                    .heatmap
+                    .clone()
             })
             .collect();
-        let path = match &options.save_dir {
-            Some(dir) => {
-                let title = format!("{}: {description}", inputs.names[i]);
-                let original = outlined(&task, &prediction, &request, &inputs.originals[i]);
-                let figure = with_notes(
-                    &comparison_figure(
-                        &original,
-                        &maps,
-                        options.colormap,
-                        options.alpha,
-                        layout,
-                        &title,
-                    ),
-                    &caution_lines(&options.cautions, methods),
-                );
-                Some(save_png(
-                    &figure,
-                    dir,
-                    &format!("{}_comparison.png", inputs.names[i]),
-                )?)
-            }
-            None => None,
-        };
+        if options.save_dir.is_some() {
+            originals.push((
+                format!("{}: {description}", inputs.names[i]),
+                outlined(&task, &prediction, &request, &inputs.originals[i]),
+            ));
+        }
         results.push(ComparisonResult {
             image: inputs.names[i].clone(),
             prediction,
             target: request,
             methods: methods.to_vec(),
-            path,
-            heatmaps: maps.into_iter().map(|(_, m)| m).collect(),
+            path: None,
+            heatmaps,
         });
+    }
+    if let Some(dir) = &options.save_dir {
+        use rayon::prelude::*;
+        let notes = caution_lines(&options.cautions, methods);
+        let (colormap, alpha) = (options.colormap, options.alpha);
+        // (A prediction need not be shared across threads: the jobs borrow the maps.)
+        let jobs: Vec<(&str, &[Map], String, image::RgbImage)> = results
+            .iter()
+            .zip(originals)
+            .map(|(r, (title, original))| {
+                (r.image.as_str(), r.heatmaps.as_slice(), title, original)
+            })
+            .collect();
+        let paths: Vec<PathBuf> = jobs
+            .into_par_iter()
+            .map(|(image, heatmaps, title, original)| {
+                let _stage = profile::stage(stages::ENCODE);
+                let maps: Vec<(String, Map)> = methods
+                    .iter()
+                    .cloned()
+                    .zip(heatmaps.iter().cloned())
+                    .collect();
+                let figure = with_notes(
+                    &comparison_figure(&original, &maps, colormap, alpha, layout, &title),
+                    &notes,
+                );
+                save_png(&figure, dir, &format!("{image}_comparison.png"))
+            })
+            .collect::<Result<_>>()?;
+        for (result, path) in results.iter_mut().zip(paths) {
+            result.path = Some(path);
+        }
     }
     Ok(results)
 }

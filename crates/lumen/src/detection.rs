@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use lumen_core::burn::tensor::{Int, TensorData};
+use lumen_core::profile::{self, stages};
 use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
 use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
@@ -133,6 +134,10 @@ pub struct DetectionExplanation {
     /// The layer it used (CAMs).
     pub layer: Option<String>,
 }
+
+/// What one image's detection figure shows: the explained boxes, their maps (by
+/// their order among the explained) and the title.
+type DetectionFigure = (Vec<DrawnBox>, Vec<(usize, lumen_report::Map)>, String);
 
 /// Explain detections (the seed's `explain_detection`): one map per detection scoring
 /// at least the threshold (or per chosen box), each with pytorch-grad-cam's box-score
@@ -387,58 +392,66 @@ where
         )
     };
     if let Some(dir) = &options.explain.save_dir {
-        for (i, image) in images.iter_mut().enumerate() {
-            let boxes: Vec<DrawnBox> = image
-                .detections
-                .iter()
-                .map(|d| DrawnBox {
-                    bbox: d.bbox,
-                    class: d.label,
-                    caption: format!("{} {:.2}", caption_name(d), d.score),
-                })
-                .collect();
-            let explained: Vec<(usize, lumen_report::Map)> = image
-                .explained
-                .iter()
-                .zip(image.rows.clone())
-                .map(|(&k, row)| (k, map_of(row)))
-                .collect();
-            // Only the explained boxes are drawn on the overview too, with their index.
-            let shown: Vec<DrawnBox> = image
-                .explained
-                .iter()
-                .map(|&k| DrawnBox {
-                    caption: format!("{k}: {}", boxes[k].caption),
-                    ..boxes[k].clone()
-                })
-                .collect();
-            let reindexed: Vec<(usize, lumen_report::Map)> = explained
-                .into_iter()
-                .enumerate()
-                .map(|(j, (_, map))| (j, map))
-                .collect();
-            let title = format!(
-                "{method_name} | {} | {} explained",
-                task.describe_prediction(&DetectionPrediction {
-                    detections: image.detections.clone()
-                }),
-                image.explained.len()
-            );
-            let figure = lumen_report::with_notes(
-                &detection_figure(
-                    &inputs.originals[i],
-                    &shown,
-                    &reindexed,
-                    options.explain.colormap,
-                    options.explain.alpha,
-                    &title,
-                ),
-                &crate::api::caution_lines(&options.explain.cautions, &[method_name.to_string()]),
-            );
-            let stem = format!("{}_{}", image.image, method_name.replace('+', "p"));
-            image
-                .paths
-                .push(save_png(&figure, dir, &format!("{stem}.png"))?);
+        // What each figure shows, gathered here (a task is not shared across threads);
+        // the figures are drawn and encoded on every core.
+        let figures: Vec<DetectionFigure> = images
+            .iter()
+            .map(|image| {
+                // Only the explained boxes are drawn on the overview too, with their index.
+                let shown: Vec<DrawnBox> = image
+                    .explained
+                    .iter()
+                    .map(|&k| {
+                        let d = &image.detections[k];
+                        DrawnBox {
+                            bbox: d.bbox,
+                            class: d.label,
+                            caption: format!("{k}: {} {:.2}", caption_name(d), d.score),
+                        }
+                    })
+                    .collect();
+                let maps = image
+                    .rows
+                    .clone()
+                    .enumerate()
+                    .map(|(j, row)| (j, map_of(row)))
+                    .collect();
+                let title = format!(
+                    "{method_name} | {} | {} explained",
+                    task.describe_prediction(&DetectionPrediction {
+                        detections: image.detections.clone()
+                    }),
+                    image.explained.len()
+                );
+                (shown, maps, title)
+            })
+            .collect();
+        let notes =
+            crate::api::caution_lines(&options.explain.cautions, &[method_name.to_string()]);
+        use rayon::prelude::*;
+        let paths: Vec<PathBuf> = figures
+            .into_par_iter()
+            .zip(images.par_iter())
+            .enumerate()
+            .map(|(i, ((shown, maps, title), image))| {
+                let _stage = profile::stage(stages::ENCODE);
+                let figure = lumen_report::with_notes(
+                    &detection_figure(
+                        &inputs.originals[i],
+                        &shown,
+                        &maps,
+                        options.explain.colormap,
+                        options.explain.alpha,
+                        &title,
+                    ),
+                    &notes,
+                );
+                let stem = format!("{}_{}", image.image, method_name.replace('+', "p"));
+                save_png(&figure, dir, &format!("{stem}.png"))
+            })
+            .collect::<Result<_>>()?;
+        for (image, path) in images.iter_mut().zip(paths) {
+            image.paths.push(path);
         }
     }
     Ok(DetectionExplanation {
