@@ -378,6 +378,22 @@ MUTATIONS = [
         "let _ = before;",
         CLI_CHUNKS,
     ),
+    # `features` over a folder in chunks: the random pick seeded from each chunk's
+    # start, and the statistics of the last chunk only.
+    (
+        "features-chunk-seed-restarts",
+        "crates/lumen-cli/src/features.rs",
+        "let seed = args.seed.wrapping_add(names.len() as u64);",
+        "let seed = args.seed;",
+        CLI_CHUNKS,
+    ),
+    (
+        "features-statistics-of-the-last-chunk",
+        "crates/lumen-cli/src/features.rs",
+        "    if merged.is_empty() {\n        *merged = chunk;",
+        "    if true {\n        *merged = chunk;",
+        CLI_CHUNKS,
+    ),
     # The receptive field's default unit: always channel 0 (often silent there).
     (
         "receptive-field-default-channel-zero",

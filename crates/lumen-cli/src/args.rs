@@ -327,13 +327,13 @@ impl InputArgs {
 }
 
 /// What a command keeps per input pixel of the images it holds (inputs, maps,
-/// figures): `report` and `features` hold all of theirs, `explain` and `compare` a
-/// chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f %M lumen explain
+/// figures): `report` and `receptive-field` hold all of theirs, `explain`, `compare`
+/// and `features` a chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f %M lumen explain
 /// --model shapes-cnn --size 224` on 250 and 1000 images, before `explain` read in
 /// chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
 const HELD_BYTES_PER_PIXEL: usize = 28;
 
-/// About what `explain` and `compare` hold of a folder at once, in MiB: they read,
+/// About what `explain`, `compare` and `features` hold of a folder at once, in MiB: they read,
 /// explain and draw it in chunks of this much worth of images (at
 /// [`HELD_BYTES_PER_PIXEL`]), so memory stays flat however many files are given;
 /// `LUMEN_READ_CHUNK_MB` changes it. A chunk is passed to the model in its own
@@ -572,7 +572,7 @@ pub fn targets_at<R: Clone>(targets: &Option<Vec<R>>, positions: &[usize]) -> Op
 const HELD_WARNING_BYTES: usize = 1 << 30;
 
 /// A warning when `files` inputs at `[height, width]` would hold more than
-/// [`HELD_WARNING_BYTES`] (`report`, `features`), pointing to the commands whose memory
+/// [`HELD_WARNING_BYTES`] (`report`, `receptive-field`), pointing to the commands whose memory
 /// stays flat.
 fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<String> {
     let bytes = files
@@ -582,8 +582,8 @@ fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<S
     (bytes > HELD_WARNING_BYTES).then(|| {
         format!(
             "the {files} images are held in memory at once with their maps (at least {:.1} GB \
-             at {height}x{width}); `lumen explain`, `compare` and `batch` read a folder in \
-             chunks and keep memory flat",
+             at {height}x{width}); `lumen explain`, `compare`, `features` and `batch` read a \
+             folder in chunks and keep memory flat",
             bytes as f64 / 1e9
         )
     })

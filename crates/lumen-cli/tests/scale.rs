@@ -822,6 +822,37 @@ fn assert_chunks_change_nothing(
     args: &[&str],
     raw: &[&str],
 ) -> (serde_json::Value, Vec<Vec<usize>>) {
+    assert_chunks_change_nothing_within(name, args, raw, 0.0)
+}
+
+/// `a` and `b` the same JSON, floats within `relative` of each other.
+fn json_close(a: &serde_json::Value, b: &serde_json::Value, relative: f64) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= relative * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_close(x, y, relative))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w, relative)))
+        }
+        _ => a == b,
+    }
+}
+
+/// [`assert_chunks_change_nothing`], the printed floats within `relative` (statistics
+/// summed in another grouping round differently).
+fn assert_chunks_change_nothing_within(
+    name: &str,
+    args: &[&str],
+    raw: &[&str],
+    relative: f64,
+) -> (serde_json::Value, Vec<Vec<usize>>) {
     let mut printed = vec![];
     let outs = [
         tmp(&format!("{name}-whole")),
@@ -844,7 +875,12 @@ fn assert_chunks_change_nothing(
         let text = String::from_utf8_lossy(&run.stdout).replace(&o, "OUT");
         printed.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
     }
-    assert_eq!(printed[0], printed[1], "{name}: results differ in chunks");
+    assert!(
+        json_close(&printed[0], &printed[1], relative),
+        "{name}: results differ in chunks:\n{}\n{}",
+        printed[0],
+        printed[1]
+    );
     let mut shapes = vec![];
     for file in raw {
         let whole = std::fs::read(outs[0].join(file)).unwrap();
@@ -874,7 +910,7 @@ fn assert_chunks_change_nothing(
 }
 
 #[test]
-fn explain_and_compare_read_a_folder_in_chunks_with_the_same_results() {
+fn explain_compare_and_features_read_a_folder_in_chunks_with_the_same_results() {
     // Five images and an unreadable file between them: chunks of two at 128 px (the
     // 1 MiB chunk) are [s0 s1] [s2 s2x] [s3 s4], the middle one with one image.
     let shapes = shape_folder("chunk-shapes", 4, 5, "s");
@@ -948,6 +984,39 @@ fn explain_and_compare_read_a_folder_in_chunks_with_the_same_results() {
     }
     // A gradient method's raw result is its attributions, one row per read image.
     assert_eq!(shapes, [[5, 3, 128, 128]]);
+
+    // Feature maps (a random channel pick, seeded by each image's place among all)
+    // and the statistics of two layers, merged over the chunks: the same to rounding.
+    let (json, _) = assert_chunks_change_nothing_within(
+        "features",
+        &[
+            "features",
+            "--model",
+            "shapes-cnn",
+            &folder,
+            "--size",
+            "128",
+            "--sort",
+            "random",
+            "--top",
+            "4",
+            "--layers",
+            "layer1",
+        ],
+        &[],
+        1e-12,
+    );
+    let statistics = json["results"]["statistics"].as_array().unwrap();
+    assert_eq!(statistics.len(), 2, "{json}");
+    for layer in statistics {
+        assert_eq!(layer["per_image"].as_array().unwrap().len(), 5, "{layer}");
+    }
+    assert!(
+        json["files"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("layer_comparison.png")
+    );
 
     // Compare: one figure per image, the same in chunks.
     assert_chunks_change_nothing(

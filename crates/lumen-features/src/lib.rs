@@ -27,4 +27,4 @@ pub use receptive::{Occlusion, ReceptiveField, ReceptiveMap, theoretical_recepti
 pub use statistics::{
     FeatureStatistics, SortBy, StatisticsOptions, statistics, statistics_of_host,
 };
-pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics};
+pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics, MapChoice};

@@ -1,6 +1,7 @@
 //! [`FeatureVisualizer`]: feature maps, statistics, layer comparison and top channels
 //! of any explainable model, recorded through taps.
 
+use lumen_core::profile::{self, stages};
 use lumen_core::{
     ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map,
     default_forward_rows_for, map_chunks, random, to_host, unprobed_forward_rows,
@@ -51,6 +52,49 @@ pub struct LayerStatistics {
     pub per_image: Vec<FeatureStatistics>,
     /// Over the whole batch.
     pub batch: FeatureStatistics,
+}
+
+impl LayerStatistics {
+    /// The statistics of `layer`'s values of a batch (row-major `[B,C,h,w]`): each
+    /// image's and the batch's.
+    pub fn of_batch(
+        layer: &str,
+        values: &[f32],
+        [b, c, h, w]: [usize; 4],
+        options: &StatisticsOptions,
+    ) -> Self {
+        let per = c * h * w;
+        Self {
+            layer: layer.to_string(),
+            per_image: (0..b)
+                .map(|i| statistics_of_host(&values[i * per..(i + 1) * per], [1, c, h, w], options))
+                .collect(),
+            batch: statistics_of_host(values, [b, c, h, w], options),
+        }
+    }
+
+    /// The statistics of another batch of the same layer added, as if both batches had
+    /// been one (a folder scanned in chunks): `other`'s images follow, and the batch
+    /// statistics combine exactly ([`combine`], weighted by value counts).
+    pub fn append(&mut self, other: LayerStatistics) -> Result<()> {
+        let shape = |s: &FeatureStatistics| (s.num_channels, s.spatial_size);
+        if other.layer != self.layer || shape(&other.batch) != shape(&self.batch) {
+            return Err(LumenError::InvalidArgument(format!(
+                "cannot add the statistics of `{}` ({:?}) to those of `{}` ({:?})",
+                other.layer,
+                shape(&other.batch),
+                self.layer,
+                shape(&self.batch)
+            )));
+        }
+        let values = |s: &LayerStatistics| {
+            let [h, w] = s.batch.spatial_size;
+            (s.per_image.len() * s.batch.num_channels * h * w) as f64
+        };
+        self.batch = combine(&self.batch, values(self), &other.batch, values(&other));
+        self.per_image.extend(other.per_image);
+        Ok(())
+    }
 }
 
 /// Looks inside a model: what its named layers compute for a batch of inputs.
@@ -148,6 +192,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         let infos = self.check_layers(layers)?;
         self.model.check_input(input)?;
         let recorder = Recorder::new(layers.iter().cloned());
+        let _forward = profile::stage_on(stages::FORWARD, &input.device());
         self.model
             .forward_tapped(input.clone().without_autodiff(), &recorder);
         infos
@@ -199,48 +244,90 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
     ) -> Result<Vec<LayerStatistics>> {
         options.validate()?;
         self.check_layers(layers)?;
-        // Per internal batch and layer: its images' statistics and the batch's own,
-        // with its value count; the batches' statistics combine exactly.
-        let batches = self.per_batch(input, |batch, _| {
-            self.features_of(&batch, layers)?
+        Ok(self.scan(input, None, layers, options)?.1)
+    }
+
+    /// [`feature_maps`](Self::feature_maps) of `maps.layer` and
+    /// [`compare_layers`](Self::compare_layers) of `layers` from one forward pass per
+    /// internal batch (what `lumen features` draws and prints).
+    pub fn maps_and_statistics(
+        &self,
+        input: &Tensor<4>,
+        maps: &MapChoice,
+        layers: &[String],
+        options: &StatisticsOptions,
+    ) -> Result<(Vec<Vec<ChannelMap>>, Vec<LayerStatistics>)> {
+        maps.validate()?;
+        options.validate()?;
+        self.check_layers(std::slice::from_ref(&maps.layer))?;
+        self.check_layers(layers)?;
+        self.scan(input, Some(maps), layers, options)
+    }
+
+    /// Each image's channel maps of `maps` (none without it) and the statistics of
+    /// `layers` (any number), recorded together: one forward pass per internal batch.
+    fn scan(
+        &self,
+        input: &Tensor<4>,
+        maps: Option<&MapChoice>,
+        layers: &[String],
+        options: &StatisticsOptions,
+    ) -> Result<(Vec<Vec<ChannelMap>>, Vec<LayerStatistics>)> {
+        let mut recorded: Vec<String> = vec![];
+        for layer in layers.iter().chain(maps.map(|m| &m.layer)) {
+            if !recorded.contains(layer) {
+                recorded.push(layer.clone());
+            }
+        }
+        let batches = self.per_batch(input, |batch, first| {
+            // One copy to the host per layer; images are slices of it.
+            let host = self
+                .features_of(&batch, &recorded)?
                 .into_iter()
-                .map(|f| {
-                    // One copy to the host per layer; images are slices of it.
-                    let [b, c, h, w] = f.dims();
-                    let values = to_host(f)?;
+                .map(|f| Ok((f.dims(), to_host(f)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let _math = profile::stage(stages::METHOD);
+            let of = |layer: &String| &host[recorded.iter().position(|r| r == layer).unwrap()];
+            let images = match maps {
+                Some(choice) => {
+                    let ([b, c, h, w], values) = of(&choice.layer);
                     let per = c * h * w;
-                    let per_image: Vec<FeatureStatistics> = (0..b)
+                    (0..*b)
                         .map(|i| {
-                            let image = &values[i * per..(i + 1) * per];
-                            statistics_of_host(image, [1, c, h, w], options)
+                            choice.of_image(
+                                &values[i * per..(i + 1) * per],
+                                [*c, *h, *w],
+                                first + i,
+                            )
                         })
-                        .collect();
-                    let whole = statistics_of_host(&values, [b, c, h, w], options);
-                    Ok((per_image, whole, values.len() as f64))
+                        .collect()
+                }
+                None => vec![],
+            };
+            let statistics: Vec<LayerStatistics> = layers
+                .iter()
+                .map(|layer| {
+                    let (dims, values) = of(layer);
+                    LayerStatistics::of_batch(layer, values, *dims, options)
                 })
-                .collect::<Result<Vec<_>>>()
+                .collect();
+            Ok((images, statistics))
         })?;
-        Ok(layers
-            .iter()
-            .enumerate()
-            .map(|(k, layer)| {
-                let mut per_image = vec![];
-                let mut total: Option<(FeatureStatistics, f64)> = None;
-                for batch in &batches {
-                    let (images, whole, count) = &batch[k];
-                    per_image.extend(images.iter().cloned());
-                    total = Some(match total {
-                        None => (whole.clone(), *count),
-                        Some((t, n)) => (combine(&t, n, whole, *count), n + count),
-                    });
+        // The batches' statistics combine exactly ([`LayerStatistics::append`]).
+        let mut images = vec![];
+        let mut merged: Option<Vec<LayerStatistics>> = None;
+        for (batch_images, batch_statistics) in batches {
+            images.extend(batch_images);
+            match &mut merged {
+                None => merged = Some(batch_statistics),
+                Some(merged) => {
+                    for (all, part) in merged.iter_mut().zip(batch_statistics) {
+                        all.append(part)?;
+                    }
                 }
-                LayerStatistics {
-                    layer: layer.clone(),
-                    per_image,
-                    batch: total.expect("a non-empty input has one internal batch").0,
-                }
-            })
-            .collect())
+            }
+        }
+        Ok((images, merged.unwrap_or_default()))
     }
 
     /// Per image, every channel's mean activation over positions: what a scan over a
@@ -306,43 +393,76 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         sort: SortBy,
         seed: u64,
     ) -> Result<Vec<Vec<ChannelMap>>> {
-        if count == 0 {
+        let choice = MapChoice {
+            layer: layer.to_string(),
+            count,
+            sort,
+            seed,
+        };
+        choice.validate()?;
+        self.check_layers(std::slice::from_ref(&choice.layer))?;
+        Ok(self
+            .scan(input, Some(&choice), &[], &StatisticsOptions::default())?
+            .0)
+    }
+}
+
+/// Which channel maps of a layer to keep per image ([`FeatureVisualizer::feature_maps`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapChoice {
+    /// The layer.
+    pub layer: String,
+    /// Channels per image (at least 1).
+    pub count: usize,
+    /// Their order.
+    pub sort: SortBy,
+    /// Seed of the random order: image `i` of the input draws with `seed + i`.
+    pub seed: u64,
+}
+
+impl MapChoice {
+    fn validate(&self) -> Result<()> {
+        if self.count == 0 {
             return Err(LumenError::InvalidArgument(
                 "at least one channel must be shown".into(),
             ));
         }
-        self.per_image_of_layer(input, layer, |image, [c, h, w], index| {
-            let plane = h * w;
-            let scores = channel_scores(image, plane, sort);
-            let channels = match sort {
-                SortBy::Random => {
-                    // Seeded per image of the whole input, whatever the batches.
-                    let keys = random::unit_values(c, seed.wrapping_add(index as u64));
-                    let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
-                    top_k(&keys, count)
+        Ok(())
+    }
+
+    /// The chosen maps of one image's values (row-major `[C, h, w]`), the image at
+    /// `index` in the input.
+    fn of_image(&self, image: &[f32], [c, h, w]: [usize; 3], index: usize) -> Vec<ChannelMap> {
+        let plane = h * w;
+        let scores = channel_scores(image, plane, self.sort);
+        let channels = match self.sort {
+            SortBy::Random => {
+                // Seeded per image of the whole input, whatever the batches.
+                let keys = random::unit_values(c, self.seed.wrapping_add(index as u64));
+                let keys: Vec<f64> = keys.iter().map(|&k| k as f64).collect();
+                top_k(&keys, self.count)
+            }
+            _ => top_k(&scores, self.count),
+        };
+        channels
+            .into_iter()
+            .map(|ch| {
+                let map = image[ch * plane..(ch + 1) * plane].to_vec();
+                let (min, max) = map
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                        (lo.min(v), hi.max(v))
+                    });
+                ChannelMap {
+                    channel: ch,
+                    score: scores[ch],
+                    min,
+                    max,
+                    height: h,
+                    width: w,
+                    values: map,
                 }
-                _ => top_k(&scores, count),
-            };
-            channels
-                .into_iter()
-                .map(|ch| {
-                    let map = image[ch * plane..(ch + 1) * plane].to_vec();
-                    let (min, max) = map
-                        .iter()
-                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                            (lo.min(v), hi.max(v))
-                        });
-                    ChannelMap {
-                        channel: ch,
-                        score: scores[ch],
-                        min,
-                        max,
-                        height: h,
-                        width: w,
-                        values: map,
-                    }
-                })
-                .collect()
-        })
+            })
+            .collect()
     }
 }

@@ -13,7 +13,7 @@ use lumen::core::{
     ClassProbability, Device, ExplainableModel, Heatmaps, LayerInfo, LayerKind, Tap, Tensor,
     default_forward_rows_for, default_rows_for,
 };
-use lumen::features::{FeatureVisualizer, Occlusion, SortBy, StatisticsOptions};
+use lumen::features::{FeatureVisualizer, MapChoice, Occlusion, SortBy, StatisticsOptions};
 use lumen::methods::Saliency;
 use lumen::metrics::{
     CurveConfig, CurveKind, RoadConfig, RoadOrder, SensitivityConfig, perturbation_curve, road,
@@ -280,6 +280,76 @@ fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
         .compare_layers(&empty, &layers, &options)
         .unwrap_err();
     assert!(error.to_string().contains("empty"), "{error}");
+}
+
+#[test]
+fn feature_maps_and_statistics_come_from_one_pass_and_append_across_chunks() {
+    // 13 images: internal batches of 12 and 1.
+    let (model, input, _) = wide_case(13);
+    let layers = vec!["wide".to_string()];
+    let options = StatisticsOptions::default();
+    let visualizer = FeatureVisualizer::new(&model);
+    let maps = visualizer
+        .feature_maps(&input, "wide", 3, SortBy::Variance, 0)
+        .unwrap();
+    let statistics = visualizer
+        .compare_layers(&input, &layers, &options)
+        .unwrap();
+    model.rows.lock().unwrap().clear();
+    let choice = MapChoice {
+        layer: "wide".into(),
+        count: 3,
+        sort: SortBy::Variance,
+        seed: 0,
+    };
+    let (both_maps, both_statistics) = visualizer
+        .maps_and_statistics(&input, &choice, &layers, &options)
+        .unwrap();
+    // One pass per internal batch for both results, not one per result.
+    assert_eq!(*model.rows.lock().unwrap(), [12, 1]);
+    assert_eq!(both_maps, maps);
+    assert_eq!(both_statistics, statistics);
+    let zero = MapChoice { count: 0, ..choice };
+    let error = visualizer
+        .maps_and_statistics(&input, &zero, &layers, &options)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("at least one channel"),
+        "{error}"
+    );
+
+    // A folder scanned in two chunks: the second's statistics appended to the first's
+    // are one scan's (per image exactly; the batch's to rounding).
+    let part = |start: usize, len: usize| {
+        visualizer
+            .compare_layers(&input.clone().narrow(0, start, len), &layers, &options)
+            .unwrap()
+            .remove(0)
+    };
+    let (mut merged, second) = (part(0, 5), part(5, 8));
+    assert_ne!(merged.batch, second.batch);
+    merged.append(second.clone()).unwrap();
+    assert_eq!(merged.per_image, statistics[0].per_image);
+    let (a, b) = (&merged.batch, &statistics[0].batch);
+    for (name, x, y) in [
+        ("mean", a.mean, b.mean),
+        ("std", a.std, b.std),
+        ("sparsity", a.sparsity, b.sparsity),
+        ("near_zero", a.near_zero, b.near_zero),
+    ] {
+        assert!(
+            (x - y).abs() <= 1e-9 * y.abs().max(1e-12),
+            "{name}: {x} vs {y}"
+        );
+    }
+    assert_eq!((a.min, a.max), (b.min, b.max));
+    assert_eq!(a.active_channels, b.active_channels);
+    let other = lumen::features::LayerStatistics {
+        layer: "narrow".into(),
+        ..second
+    };
+    let error = merged.append(other).unwrap_err();
+    assert!(error.to_string().contains("cannot add"), "{error}");
 }
 
 #[test]
