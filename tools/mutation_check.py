@@ -394,6 +394,15 @@ MUTATIONS = [
         "    if true {\n        *merged = chunk;",
         CLI_CHUNKS,
     ),
+    # A report written chunk by chunk: each chunk's sections numbered from zero (the
+    # plots and pictures of one image would take another's).
+    (
+        "report-sections-numbered-per-chunk",
+        "crates/lumen/src/api.rs",
+        "let first = self.images + g * group;",
+        "let first = g * group;",
+        CLI_CHUNKS,
+    ),
     # The receptive field's default unit: always channel 0 (often silent there).
     (
         "receptive-field-default-channel-zero",

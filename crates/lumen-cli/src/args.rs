@@ -327,14 +327,15 @@ impl InputArgs {
 }
 
 /// What a command keeps per input pixel of the images it holds (inputs, maps,
-/// figures): `report` and `receptive-field` hold all of theirs, `explain`, `compare`
-/// and `features` a chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f %M lumen explain
-/// --model shapes-cnn --size 224` on 250 and 1000 images, before `explain` read in
-/// chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
+/// figures): `receptive-field` holds all of its own, `explain`, `compare`, `features`
+/// and `report` a chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f
+/// %M lumen explain --model shapes-cnn --size 224` on 250 and 1000 images, before
+/// `explain` read in chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
 const HELD_BYTES_PER_PIXEL: usize = 28;
 
-/// About what `explain`, `compare` and `features` hold of a folder at once, in MiB: they read,
-/// explain and draw it in chunks of this much worth of images (at
+/// About what the chunked commands (`explain`, `compare`, `features`, `report`) hold of
+/// a folder at once, in MiB: they read, explain and draw it in chunks of this much
+/// worth of images (at
 /// [`HELD_BYTES_PER_PIXEL`]), so memory stays flat however many files are given;
 /// `LUMEN_READ_CHUNK_MB` changes it. A chunk is passed to the model in its own
 /// internal batches; 256 MiB is 191 images at 224x224, several passes, so chunking
@@ -572,7 +573,7 @@ pub fn targets_at<R: Clone>(targets: &Option<Vec<R>>, positions: &[usize]) -> Op
 const HELD_WARNING_BYTES: usize = 1 << 30;
 
 /// A warning when `files` inputs at `[height, width]` would hold more than
-/// [`HELD_WARNING_BYTES`] (`report`, `receptive-field`), pointing to the commands whose memory
+/// [`HELD_WARNING_BYTES`] (`receptive-field`), pointing to the commands whose memory
 /// stays flat.
 fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<String> {
     let bytes = files
@@ -582,8 +583,8 @@ fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<S
     (bytes > HELD_WARNING_BYTES).then(|| {
         format!(
             "the {files} images are held in memory at once with their maps (at least {:.1} GB \
-             at {height}x{width}); `lumen explain`, `compare`, `features` and `batch` read a \
-             folder in chunks and keep memory flat",
+             at {height}x{width}); `lumen explain`, `compare`, `features`, `report` and `batch` \
+             read a folder in chunks and keep memory flat",
             bytes as f64 / 1e9
         )
     })
@@ -1148,30 +1149,6 @@ fn chunk_progress(inputs: usize, what: &str, quiet: bool) -> ProgressBar {
     let bar = progress(inputs as u64, what, quiet);
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     bar
-}
-
-/// A spinner with the elapsed time for one long call whose steps cannot be counted
-/// (finish it with `finish_and_clear`); like [`progress`] off a terminal and quiet.
-pub fn spinner(what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
-    );
-    bar.set_message(what.to_string());
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    report_when_not_a_terminal(&bar, what);
-    bar
-}
-
-/// Run `work` with a [`spinner`] showing `what`, cleared when it ends either way.
-pub fn with_spinner<T>(what: &str, quiet: bool, work: impl FnOnce() -> T) -> T {
-    let bar = spinner(what, quiet);
-    let out = work();
-    bar.finish_and_clear();
-    out
 }
 
 /// How often progress is written as a line when stderr is not a terminal.

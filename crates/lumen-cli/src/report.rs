@@ -2,7 +2,7 @@
 
 use clap::Args;
 use lumen::api::{PredictionOf, RequestOf, TaskModel};
-use lumen::{Result, write_report};
+use lumen::{ReportWriter, Result, report_title_of};
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
@@ -69,12 +69,12 @@ where
     // Classes are given per input file: checked before reading, and an unreadable
     // file's class goes with it.
     let targets = RequestFromClasses::from_classes(&args.method_args.target_class, plan.len())?;
-    let read = plan.read_all(model.device())?;
-    let inputs = read.inputs;
+    for layer in &args.features {
+        lumen::ExplainableModel::layer(model.model(), layer)?;
+    }
     let mut options = args
         .pass
         .several_methods_options(&args.method_args, &args.figure);
-    options.targets = crate::args::targets_at(&targets, &read.positions);
     options.cautions = args.figure.cautions_at(
         &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),
@@ -82,27 +82,40 @@ where
         &args.methods.join(","),
     );
     options.cache = args.cache.open(&args.model)?;
-    let sections = if args.features.is_empty() {
-        vec![]
-    } else {
-        vec![lumen::feature_report::feature_section(
-            model,
-            &inputs,
-            &args.features,
-        )?]
-    };
-    let path = crate::args::with_spinner(
-        &format!(
-            "report: {} methods on {} images",
-            args.methods.len(),
-            inputs.len()
+    // The page is written as the chunks of a folder come: memory holds a chunk, not
+    // the page (about 0.45 MB per image and method at 128 px).
+    let mut report = ReportWriter::create(path, &report_title_of(model), options.colormap)?;
+    let mut names: Vec<String> = vec![];
+    let mut feature_rows = vec![];
+    plan.for_each_chunk(
+        model.device(),
+        &args.methods,
+        (
+            &format!("report: {} methods", args.methods.len()),
+            args.print.quiet,
         ),
-        args.print.quiet,
-        || write_report(model, &inputs, &args.methods, &options, path, &sections),
+        |chunk| {
+            options.targets = crate::args::targets_at(&targets, &chunk.positions);
+            if !args.features.is_empty() {
+                feature_rows.extend(lumen::feature_report::feature_rows(
+                    model,
+                    &chunk.inputs,
+                    &args.features,
+                )?);
+            }
+            report.add(model, &chunk.inputs, &args.methods, &options)?;
+            names.extend(chunk.inputs.names);
+            Ok(())
+        },
     )?;
+    let sections = match args.features.is_empty() {
+        true => vec![],
+        false => vec![lumen::report::layer_comparison_section(&feature_rows)],
+    };
+    let path = report.finish(&sections)?;
     crate::args::report_cache(
         options.cache.as_deref(),
-        inputs.len() * args.methods.len(),
+        names.len() * args.methods.len(),
         args.print.quiet,
     );
     if args.print.json {
@@ -111,7 +124,7 @@ where
             model: model.name(),
             device: &args.model.device,
             precision: args.model.precision.name(),
-            results: serde_json::json!({ "images": inputs.names, "methods": args.methods }),
+            results: serde_json::json!({ "images": names, "methods": args.methods }),
             files: vec![path],
         }
         .print();

@@ -910,7 +910,7 @@ fn assert_chunks_change_nothing_within(
 }
 
 #[test]
-fn explain_compare_and_features_read_a_folder_in_chunks_with_the_same_results() {
+fn folders_read_in_chunks_give_the_results_of_one_chunk() {
     // Five images and an unreadable file between them: chunks of two at 128 px (the
     // 1 MiB chunk) are [s0 s1] [s2 s2x] [s3 s4], the middle one with one image.
     let shapes = shape_folder("chunk-shapes", 4, 5, "s");
@@ -943,25 +943,43 @@ fn explain_compare_and_features_read_a_folder_in_chunks_with_the_same_results() 
         .map(|r| r["target"].as_u64().unwrap())
         .collect();
     assert_eq!(targets, [0, 1, 2, 1, 2]);
-    // `report` reads the folder at once, with the same per-file classes.
-    let report = tmp("chunk-report");
-    let run = lumen_with_chunk(
-        &[
-            "report",
-            "--model",
-            "shapes-cnn",
-            &folder,
-            "--methods",
-            "gradcam",
-            "--target-class",
-            "0,1,2,0,1,2",
-            "--out",
-            &report.display().to_string(),
-        ],
-        None,
-    );
-    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
-    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    // `report` writes its page as the chunks come, with the same per-file classes:
+    // the same bytes as one chunk, feature statistics included.
+    let pages: Vec<String> = [None, Some("1")]
+        .into_iter()
+        .map(|chunk| {
+            let report = tmp(&format!("chunk-report-{}", chunk.is_some()));
+            let run = lumen_with_chunk(
+                &[
+                    "report",
+                    "--model",
+                    "shapes-cnn",
+                    &folder,
+                    "--size",
+                    "128",
+                    "--methods",
+                    "gradcam,layercam",
+                    "--features",
+                    "layer1,layer2",
+                    "--target-class",
+                    "0,1,2,0,1,2",
+                    "--out",
+                    &report.display().to_string(),
+                ],
+                chunk,
+            );
+            assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+            std::fs::read_to_string(report.join("report.html")).unwrap()
+        })
+        .collect();
+    assert!(pages[0] == pages[1], "the report differs in chunks");
+    let html = &pages[1];
+    // Every image's plots and picture are named by its place on the whole page.
+    for i in 0..5 {
+        assert_eq!(html.matches(&format!("const lumenImage{i} =")).count(), 1);
+    }
+    assert!(!html.contains("lumenImage5"));
+    assert_eq!(html.matches("<td>layer2</td>").count(), 5, "feature rows");
     let explained: Vec<&str> = html
         .split("<p>explaining <b>")
         .skip(1)

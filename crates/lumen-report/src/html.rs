@@ -273,86 +273,9 @@ pub fn report_page(
     colormap: Colormap,
     extra_sections: &[String],
 ) -> String {
-    let mut body = String::new();
-    let _ = write!(body, "<h1>{}</h1>", escape(title));
+    let mut body = report_title(title);
     for (i, image) in images.iter().enumerate() {
-        let _ = write!(
-            body,
-            "<section><h2>{}</h2><div class=row><div>",
-            escape(&image.name)
-        );
-        let predictions: Vec<Vec<String>> = image
-            .top5
-            .iter()
-            .map(|(class, p)| vec![class.clone(), format!("{:.2}%", 100.0 * p)])
-            .collect();
-        body.push_str(&table(
-            "prediction",
-            &["class", &image.measure],
-            &predictions,
-        ));
-        let _ = write!(body, "<p>explaining <b>{}</b></p>", escape(&image.target));
-        let statistics: Vec<Vec<String>> = image
-            .maps
-            .iter()
-            .map(|(method, map)| {
-                let s = MapStats::of(map);
-                vec![
-                    method.clone(),
-                    format!("{:.3}", s.mean),
-                    format!("{:.3}", s.std),
-                    format!("{:.3}", s.min),
-                    format!("{:.3}", s.max),
-                    format!("{:.1}%", 100.0 * s.sparsity),
-                ]
-            })
-            .collect();
-        body.push_str(&table(
-            "heatmap statistics",
-            &["method", "mean", "std", "min", "max", "sparsity"],
-            &statistics,
-        ));
-        body.push_str("</div>");
-        if let Some(picture) = &image.prediction_picture {
-            let _ = write!(
-                body,
-                "<figure class=prediction><img src=\"{}\" alt=\"prediction of {}\"><figcaption>prediction</figcaption></figure>",
-                data_uri(picture),
-                escape(&image.name)
-            );
-        }
-        let _ = write!(body, "</div><div class=grid>");
-        // The picture is embedded once per image and shared by its overlays.
-        let uri = data_uri(&image.original);
-        let shared = format!("lumenImage{i}");
-        let _ = write!(body, "<script>const {shared} = \"{uri}\";</script>");
-        for (j, (method, map)) in image.maps.iter().enumerate() {
-            let plot = overlay_plot(&image.original, map, method, colormap, 0.5);
-            let html = plot
-                .to_inline_html(Some(&format!("overlay-{i}-{j}")))
-                .replacen(&format!("\"{uri}\""), &shared, 1);
-            let notes: String = image
-                .cautions
-                .get(method)
-                .into_iter()
-                .flatten()
-                .map(|reason| format!("<p class=caution>caution: {}</p>", escape(reason)))
-                .collect();
-            // plotly's div takes 100% of its parent: give each overlay a cell of its own.
-            // The plot sits in a box of its own height: plotly's div is 100% of its
-            // parent, which in a grid cell would be the whole row, notes included.
-            let _ = write!(
-                body,
-                "<div class=cell><div class=plotbox>{html}</div>{notes}</div>"
-            );
-        }
-        body.push_str("</div>");
-        let _ = write!(
-            body,
-            "<div class=wide>{}</div>",
-            histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}")))
-        );
-        body.push_str("</section>");
+        body.push_str(&report_section(image, i, colormap));
     }
     for section in extra_sections {
         body.push_str(section);
@@ -360,18 +283,124 @@ pub fn report_page(
     page(title, &body)
 }
 
+/// The heading of a report page.
+pub fn report_title(title: &str) -> String {
+    format!("<h1>{}</h1>", escape(title))
+}
+
+/// One image's section of a report (see [`report_page`]); `index` is its place on the
+/// page, which names its plots and its shared picture (unique on a page).
+pub fn report_section(image: &ReportImage, index: usize, colormap: Colormap) -> String {
+    let i = index;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<section><h2>{}</h2><div class=row><div>",
+        escape(&image.name)
+    );
+    let predictions: Vec<Vec<String>> = image
+        .top5
+        .iter()
+        .map(|(class, p)| vec![class.clone(), format!("{:.2}%", 100.0 * p)])
+        .collect();
+    body.push_str(&table(
+        "prediction",
+        &["class", &image.measure],
+        &predictions,
+    ));
+    let _ = write!(body, "<p>explaining <b>{}</b></p>", escape(&image.target));
+    let statistics: Vec<Vec<String>> = image
+        .maps
+        .iter()
+        .map(|(method, map)| {
+            let s = MapStats::of(map);
+            vec![
+                method.clone(),
+                format!("{:.3}", s.mean),
+                format!("{:.3}", s.std),
+                format!("{:.3}", s.min),
+                format!("{:.3}", s.max),
+                format!("{:.1}%", 100.0 * s.sparsity),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        "heatmap statistics",
+        &["method", "mean", "std", "min", "max", "sparsity"],
+        &statistics,
+    ));
+    body.push_str("</div>");
+    if let Some(picture) = &image.prediction_picture {
+        let _ = write!(
+            body,
+            "<figure class=prediction><img src=\"{}\" alt=\"prediction of {}\"><figcaption>prediction</figcaption></figure>",
+            data_uri(picture),
+            escape(&image.name)
+        );
+    }
+    let _ = write!(body, "</div><div class=grid>");
+    // The picture is embedded once per image and shared by its overlays.
+    let uri = data_uri(&image.original);
+    let shared = format!("lumenImage{i}");
+    let _ = write!(body, "<script>const {shared} = \"{uri}\";</script>");
+    for (j, (method, map)) in image.maps.iter().enumerate() {
+        let plot = overlay_plot(&image.original, map, method, colormap, 0.5);
+        let html = plot
+            .to_inline_html(Some(&format!("overlay-{i}-{j}")))
+            .replacen(&format!("\"{uri}\""), &shared, 1);
+        let notes: String = image
+            .cautions
+            .get(method)
+            .into_iter()
+            .flatten()
+            .map(|reason| format!("<p class=caution>caution: {}</p>", escape(reason)))
+            .collect();
+        // plotly's div takes 100% of its parent: give each overlay a cell of its own.
+        // The plot sits in a box of its own height: plotly's div is 100% of its
+        // parent, which in a grid cell would be the whole row, notes included.
+        let _ = write!(
+            body,
+            "<div class=cell><div class=plotbox>{html}</div>{notes}</div>"
+        );
+    }
+    body.push_str("</div>");
+    let _ = write!(
+        body,
+        "<div class=wide>{}</div>",
+        histogram_plot(&image.maps).to_inline_html(Some(&format!("histogram-{i}")))
+    );
+    body.push_str("</section>");
+    body
+}
+
 /// A self-contained page around `body` (raw HTML): plotly.js inlined once, the
 /// report style, no network request; plots drawn as they come into view
 /// ([`deferred_plots`]).
 pub fn page(title: &str, body: &str) -> String {
+    format!("{}{}{}", page_head(title), page_part(body), page_tail())
+}
+
+/// A page written in parts (a report of a folder, a chunk at a time): this head, then
+/// each [`page_part`] of the body, then [`page_tail`]; the same bytes as [`page`] of
+/// the whole body.
+pub fn page_head(title: &str) -> String {
     format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>{}<style>{}</style></head><body>{}{}</body></html>",
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>{}<style>{}</style></head><body>",
         escape(title),
         embedded_js(),
         STYLE,
-        deferred_plots(body),
-        DRAW_PLOTS_IN_VIEW
     )
+}
+
+/// A part of a page's body as written between [`page_head`] and [`page_tail`]: its
+/// plots deferred ([`deferred_plots`]).
+pub fn page_part(body: &str) -> String {
+    deferred_plots(body)
+}
+
+/// The end of a page: the loader of its deferred plots.
+pub fn page_tail() -> String {
+    format!("{DRAW_PLOTS_IN_VIEW}</body></html>")
 }
 
 /// plotly's inline figures, kept as text until [`DRAW_PLOTS_IN_VIEW`] runs them: a
@@ -511,6 +540,31 @@ mod tests {
             .into(),
             prediction_picture: None,
         }
+    }
+
+    #[test]
+    fn a_page_written_in_parts_is_the_whole_page() {
+        let extra = layer_comparison_section(&[(
+            "shape <0>".into(),
+            vec![("layer1".into(), vec![("mean".into(), 0.5)])],
+        )]);
+        let whole = report_page(
+            "Report",
+            &[sample(), sample(), sample()],
+            Colormap::Jet,
+            std::slice::from_ref(&extra),
+        );
+        let mut parts = page_head("Report") + &page_part(&report_title("Report"));
+        for i in 0..3 {
+            parts += &page_part(&report_section(&sample(), i, Colormap::Jet));
+        }
+        parts += &page_part(&extra);
+        parts += &page_tail();
+        assert!(parts == whole, "the parts differ from the page");
+        // The section's place names its plots and shared picture.
+        let second = report_section(&sample(), 1, Colormap::Jet);
+        assert!(second.contains("const lumenImage1 =") && second.contains("overlay-1-1"));
+        assert!(!second.contains("lumenImage0") && !second.contains("overlay-0-"));
     }
 
     #[test]

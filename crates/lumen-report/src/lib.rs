@@ -21,7 +21,8 @@ pub use figure::{
     layer_comparison_figure, polarity_figure, title_bar, with_notes,
 };
 pub use html::{
-    MapStats, ReportImage, escape, layer_comparison_section, line_plot, page, report_page, table,
+    MapStats, ReportImage, escape, layer_comparison_section, line_plot, page, page_head, page_part,
+    page_tail, report_page, report_section, report_title, table,
 };
 pub use overlay::{Map, colorize, diverging, overlay};
 pub use segmentation::{

@@ -19,7 +19,7 @@ use lumen_methods::{
 use lumen_models::{LoadedModel, ZooModel};
 use lumen_report::{
     Colormap, DrawnBox, Layout, Map, Panel, ReportImage, comparison_figure, outline_boxes,
-    report_page, with_notes,
+    with_notes,
 };
 use lumen_tasks::{ClassPrediction, Classification, Task};
 use serde::Serialize;
@@ -31,7 +31,7 @@ use crate::cached::{
 use crate::figures::{FigureJob, FigureStyle, FigureWorkers, figure_threads};
 pub use crate::inputs::Inputs;
 use crate::inputs::{InputFailure, unique_names};
-use crate::output::{save_png, write_atomically, write_npy};
+use crate::output::{save_png, write_npy};
 use crate::scale::{GRID_FILE, IndexLine, IndexWriter, Shard, batch_grid};
 
 /// A model with what the high-level calls need around it: its task, preprocessing
@@ -1511,28 +1511,119 @@ where
     PredictionOf<T>: CacheRecord,
     RequestOf<T>: CacheRecord,
 {
-    let figureless = ExplainOptions {
-        save_dir: None,
-        ..options.clone()
-    };
-    let comparisons = compare_methods(model, inputs, methods, &figureless, Layout::Horizontal)?;
-    let task = model.task();
-    let images: Vec<ReportImage> = comparisons
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| ReportImage {
-            name: c.image.clone(),
-            prediction_picture: model.prediction_picture(&c.prediction, &inputs.originals[i]),
-            original: outlined(&task, &c.prediction, &c.target, &inputs.originals[i]),
-            top5: task.ranked(&c.prediction),
-            measure: task.ranked_measure().into(),
-            target: task.describe_request(&c.target),
-            maps: c.methods.into_iter().zip(c.heatmaps).collect(),
-            cautions: options.cautions.clone(),
+    let mut report = ReportWriter::create(path, &report_title_of(model), options.colormap)?;
+    report.add(model, inputs, methods, options)?;
+    report.finish(extra_sections)
+}
+
+/// The title of `model`'s report.
+pub fn report_title_of<T: TaskModel>(model: &T) -> String {
+    format!("Lumen report: {}", model.name())
+}
+
+/// Images whose report sections are made at once, on every core, before they are
+/// written: a section is about 0.45 MB per method at 128 px (the picture and each
+/// overlay inlined), so a few per core keep the cores busy and memory small.
+const SECTIONS_PER_CORE: usize = 2;
+
+/// A report page written as its images come ([`write_report`] a chunk of a folder at
+/// a time): the page's head at [`ReportWriter::create`], each image's section at
+/// [`ReportWriter::add`], extra sections and the end at [`ReportWriter::finish`]. The
+/// page is the same bytes as one [`write_report`] of all the images, and memory holds
+/// one chunk's maps and a few sections, not the page. Written to a temporary file
+/// renamed at the end; dropped unfinished, it leaves nothing.
+pub struct ReportWriter {
+    file: crate::output::AtomicFile,
+    colormap: Colormap,
+    images: usize,
+}
+
+impl ReportWriter {
+    /// Start the page at `path` titled `title` (its folder created now: an unwritable
+    /// place fails before any work).
+    pub fn create(path: &Path, title: &str, colormap: Colormap) -> Result<Self> {
+        let mut file = crate::output::AtomicFile::create(path)?;
+        file.write(lumen_report::page_head(title).as_bytes())?;
+        file.write(lumen_report::page_part(&lumen_report::report_title(title)).as_bytes())?;
+        Ok(Self {
+            file,
+            colormap,
+            images: 0,
         })
-        .collect();
-    let title = format!("Lumen report: {}", model.name());
-    let html = report_page(&title, &images, options.colormap, extra_sections);
-    write_atomically(path, html.as_bytes())?;
-    Ok(path.to_path_buf())
+    }
+
+    /// Images written so far.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+
+    /// Explain `inputs` by each of `methods` (cached as `options` say; no figure files)
+    /// and write their sections.
+    pub fn add<T: TaskModel>(
+        &mut self,
+        model: &T,
+        inputs: &Inputs,
+        methods: &[String],
+        options: &ExplainOptions<RequestOf<T>>,
+    ) -> Result<()>
+    where
+        PredictionOf<T>: CacheRecord,
+        RequestOf<T>: CacheRecord,
+    {
+        use rayon::prelude::*;
+        let figureless = ExplainOptions {
+            save_dir: None,
+            ..options.clone()
+        };
+        let comparisons = compare_methods(model, inputs, methods, &figureless, Layout::Horizontal)?;
+        // The task's pictures and texts here (a task is not shared across threads); the
+        // sections, with their encoded pictures and plots, on every core.
+        let task = model.task();
+        let images: Vec<ReportImage> = comparisons
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ReportImage {
+                name: c.image.clone(),
+                prediction_picture: model.prediction_picture(&c.prediction, &inputs.originals[i]),
+                original: outlined(&task, &c.prediction, &c.target, &inputs.originals[i]),
+                top5: task.ranked(&c.prediction),
+                measure: task.ranked_measure().into(),
+                target: task.describe_request(&c.target),
+                maps: c.methods.into_iter().zip(c.heatmaps).collect(),
+                cautions: options.cautions.clone(),
+            })
+            .collect();
+        let group = SECTIONS_PER_CORE * rayon::current_num_threads();
+        for (g, images) in images.chunks(group).enumerate() {
+            let first = self.images + g * group;
+            let sections: Vec<String> = images
+                .par_iter()
+                .enumerate()
+                .map(|(k, image)| {
+                    let _stage = profile::stage(stages::ENCODE);
+                    lumen_report::page_part(&lumen_report::report_section(
+                        image,
+                        first + k,
+                        self.colormap,
+                    ))
+                })
+                .collect();
+            for section in sections {
+                self.file.write(section.as_bytes())?;
+            }
+        }
+        self.images += images.len();
+        Ok(())
+    }
+
+    /// Append `extra_sections` (raw HTML: metrics, feature statistics), end the page
+    /// and put it in place; returns its path.
+    pub fn finish(mut self, extra_sections: &[String]) -> Result<PathBuf> {
+        for section in extra_sections {
+            self.file
+                .write(lumen_report::page_part(section).as_bytes())?;
+        }
+        self.file.write(lumen_report::page_tail().as_bytes())?;
+        self.file.finish()
+    }
 }

@@ -65,12 +65,26 @@ pub fn feature_section<T: TaskModel>(
     inputs: &Inputs,
     layers: &[String],
 ) -> Result<String> {
+    Ok(layer_comparison_section(&feature_rows(
+        model, inputs, layers,
+    )?))
+}
+
+/// Each image's rows of a [`feature_section`] (its name and per layer the statistics
+/// shown): a folder read in chunks gathers them chunk by chunk (an image's
+/// statistics are its own), then draws the section once
+/// ([`lumen_report::layer_comparison_section`]).
+pub fn feature_rows<T: TaskModel>(
+    model: &T,
+    inputs: &Inputs,
+    layers: &[String],
+) -> Result<Vec<(String, Vec<lumen_report::html::LayerStatistics>)>> {
     let stats = FeatureVisualizer::new(model.model()).compare_layers(
         &inputs.tensor,
         layers,
         &StatisticsOptions::default(),
     )?;
-    let images: Vec<(String, Vec<lumen_report::html::LayerStatistics>)> = inputs
+    Ok(inputs
         .names
         .iter()
         .enumerate()
@@ -83,8 +97,7 @@ pub fn feature_section<T: TaskModel>(
                     .collect(),
             )
         })
-        .collect();
-    Ok(layer_comparison_section(&images))
+        .collect())
 }
 
 #[cfg(test)]

@@ -50,9 +50,9 @@ pub use lumen_train as train;
 
 pub use api::{
     BatchOutcome, BatchRun, ComparisonOf, ComparisonResult, ExplainOptions, Explained,
-    ExplanationResult, PredictionOf, RequestOf, ResultOf, TaskModel, compare_methods,
+    ExplanationResult, PredictionOf, ReportWriter, RequestOf, ResultOf, TaskModel, compare_methods,
     explain_batch, explain_batch_with, explain_prediction, explain_with, quick_explain,
-    visualize_batch, write_report,
+    report_title_of, visualize_batch, write_report,
 };
 pub use cache::{CacheRecord, ExplanationCache, model_fingerprint};
 pub use detection::{
@@ -81,7 +81,7 @@ pub use lumen_tasks::{
     DetectionScoreKind, ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Task, Uncertainty, UncertaintyScale,
 };
-pub use output::{NpyRowWriter, read_npy_batch, save_png, write_atomically, write_npy};
+pub use output::{AtomicFile, NpyRowWriter, read_npy_batch, save_png, write_atomically, write_npy};
 pub use scale::{MergeSummary, Shard, merge_shards};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};
 

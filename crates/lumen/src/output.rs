@@ -176,6 +176,76 @@ pub fn write_npy(path: &Path, values: Vec<f32>, shape: &[usize]) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
+/// A file written in parts, put in place whole: the parts go to a temporary file
+/// beside the path, renamed by [`AtomicFile::finish`]; dropped unfinished (an error
+/// mid-run), it leaves nothing. A report or an array of a folder read in chunks.
+pub struct AtomicFile {
+    path: PathBuf,
+    temporary: PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicFile {
+    /// Start the file at `path` (its folder created; the temporary file opened now, so
+    /// an unwritable place fails before any work).
+    pub fn create(path: &Path) -> Result<Self> {
+        create_parent(path)?;
+        let temporary = temporary_beside(path);
+        let file = std::fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            temporary,
+            out: Some(std::io::BufWriter::new(file)),
+        })
+    }
+
+    /// The path the file is put at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
+        let out = self.out.as_mut().expect("no part after finish");
+        std::io::Write::write_all(out, bytes).map_err(|e| io_error(&self.path, e))
+    }
+
+    /// Put the file in place; returns its path.
+    pub fn finish(self) -> Result<PathBuf> {
+        self.finish_with(|_| Ok(()))
+    }
+
+    /// [`Self::finish`], after `last` has changed the written file (rewrite a header).
+    pub fn finish_with(
+        mut self,
+        last: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<PathBuf> {
+        let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
+        let path = self.path.clone();
+        let io = |e: std::io::Error| io_error(&path, e);
+        let out = self.out.take().expect("a file is finished once");
+        let done = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|mut file| last(&mut file))
+            .and_then(|()| std::fs::rename(&self.temporary, &self.path));
+        if let Err(error) = done {
+            std::fs::remove_file(&self.temporary).ok();
+            return Err(io(error));
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            std::fs::remove_file(&self.temporary).ok();
+        }
+    }
+}
+
 /// A float32 `.npy` array written block by block along its first axis, whose length is
 /// known only at the end: a folder explained in chunks, where unreadable files are
 /// skipped as they come. ndarray-npy and npyz take the whole shape before the data
@@ -184,9 +254,7 @@ pub fn write_npy(path: &Path, values: Vec<f32>, shape: &[usize]) -> Result<()> {
 /// with spaces as NumPy's format allows. Written to a temporary file beside the path and
 /// renamed by [`NpyRowWriter::finish`]; dropped unfinished, it leaves nothing.
 pub struct NpyRowWriter {
-    path: PathBuf,
-    temporary: PathBuf,
-    out: Option<std::io::BufWriter<std::fs::File>>,
+    file: AtomicFile,
     /// The shape after the first axis, fixed by the first block.
     row_shape: Option<Vec<usize>>,
     rows: usize,
@@ -198,13 +266,8 @@ impl NpyRowWriter {
     /// Start the array at `path` (its folder created; the temporary file opened now, so
     /// an unwritable place fails before any work).
     pub fn create(path: &Path) -> Result<Self> {
-        create_parent(path)?;
-        let temporary = temporary_beside(path);
-        let file = std::fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            temporary,
-            out: Some(std::io::BufWriter::new(file)),
+            file: AtomicFile::create(path)?,
             row_shape: None,
             rows: 0,
             header_len: 0,
@@ -235,7 +298,7 @@ impl NpyRowWriter {
                 return Err(LumenError::InvalidArgument(format!(
                     "{}: a block of rows {row_shape:?} after rows {expected:?}: the array's \
                      rows must keep one shape",
-                    self.path.display()
+                    self.file.path().display()
                 )));
             }
             Some(_) => {}
@@ -261,9 +324,7 @@ impl NpyRowWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let _stage = lumen_core::profile::stage(lumen_core::profile::stages::WRITE);
-        let out = self.out.as_mut().expect("no block after finish");
-        std::io::Write::write_all(out, bytes).map_err(|e| io_error(&self.path, e))
+        self.file.write(bytes)
     }
 
     /// Write the header with the rows written and put the array in place. With no
@@ -281,23 +342,10 @@ impl NpyRowWriter {
             &[&[self.rows][..], &row_shape].concat(),
             Some(self.header_len),
         );
-        let path = self.path.clone();
-        let io = |e: std::io::Error| io_error(&path, e);
-        let out = self.out.take().expect("an array is finished once");
-        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(&header).map_err(io)?;
-        drop(file);
-        std::fs::rename(&self.temporary, &self.path).map_err(io)?;
-        Ok(self.path.clone())
-    }
-}
-
-impl Drop for NpyRowWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            std::fs::remove_file(&self.temporary).ok();
-        }
+        self.file.finish_with(|file| {
+            file.seek(std::io::SeekFrom::Start(0))?;
+            file.write_all(&header)
+        })
     }
 }
 
@@ -342,6 +390,37 @@ mod tests {
         let png = save_png(&RgbImage::new(2, 3), &dir, "x.png").unwrap();
         assert_eq!(image::open(png).unwrap().height(), 3);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_file_written_in_parts_appears_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("lumen-atomic-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let path = dir.join("sub").join("page.html");
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write(b"<html>").unwrap();
+        // Not in place until finished.
+        assert!(!path.exists());
+        file.write(b"</html>").unwrap();
+        assert_eq!(file.finish().unwrap(), path);
+        assert_eq!(std::fs::read(&path).unwrap(), b"<html></html>");
+        // Dropped unfinished (an error mid-run): the old file stays, no temporary.
+        let mut file = AtomicFile::create(&path).unwrap();
+        file.write(b"half").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read(&path).unwrap(), b"<html></html>");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("page.html")]);
+        // A place that cannot be written fails at creation, before any work.
+        std::fs::write(dir.join("a-file"), b"").unwrap();
+        let error = AtomicFile::create(&dir.join("a-file").join("page.html"))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("a-file"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
