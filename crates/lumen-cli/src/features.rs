@@ -125,8 +125,13 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         );
         return top_images(&args, &model, &layer);
     }
+    // Maps and statistics are one forward pass per image: a cache entry would cost
+    // about what it saves.
     warn_ignored(
-        &[("--channels", args.channels.is_some())],
+        &[
+            ("--channels", args.channels.is_some()),
+            ("--cache", args.cache.cache.is_some()),
+        ],
         "only --top-images reads",
     );
     args.figure.warn_unread(

@@ -714,6 +714,20 @@ fn ignored_options_are_warned_about() {
         features.contains("warning: --channels ignored: only --top-images reads it"),
         "{features}"
     );
+    let cache = tmp("features-cache");
+    let cached = run_other(
+        &[
+            &["features", &image][..],
+            &model,
+            &["--cache", &cache.display().to_string()],
+        ]
+        .concat(),
+    );
+    assert!(
+        cached.contains("warning: --cache ignored: only --top-images reads it"),
+        "{cached}"
+    );
+    assert!(!cache.exists(), "an ignored cache is not created");
     let field = |extra: &[&str]| run_other(&[&["receptive-field"][..], &model, extra].concat());
     let gradient = field(&[&image, "--patch", "4", "--stride", "2"]);
     assert!(
