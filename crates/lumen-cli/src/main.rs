@@ -32,7 +32,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Print the time per stage (read/decode, preprocess, forward, backward, method
-    /// math, post-process, draw/encode, write) on stderr at the end. Device stages wait
+    /// math, post-process, metrics, draw/encode, write) on stderr at the end. Device stages wait
     /// for the device, so a profiled GPU run loses some overlap.
     #[arg(long, global = true)]
     profile: bool,

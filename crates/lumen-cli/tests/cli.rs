@@ -1527,3 +1527,107 @@ fn explain_and_compare_run_their_passes_in_batch_size() {
     };
     assert_eq!(compare_run(&["--batch-size", "2"]), 2 * compare_run(&[]));
 }
+
+/// `--profile` counts the passes of the commands outside the methods too: each
+/// `maximize` step is a forward and a backward, the gradient receptive field one of
+/// each, `features` a forward per chunk's pass, and `evaluate`'s metrics their own
+/// stage with their passes as forwards; none of it lands in "other".
+#[test]
+fn every_computing_command_profiles_its_passes() {
+    let images = shape_folder("profile-images", 37, 2, "p");
+    let i = images.display().to_string();
+    let out = tmp("profile-out");
+    let o = out.display().to_string();
+    let table = |args: &[&str]| -> Vec<(String, f64, usize)> {
+        let mut all = vec!["--profile"];
+        all.extend_from_slice(args);
+        let run = lumen(&all);
+        assert!(run.status.success(), "{args:?}: {}", stderr(&run));
+        let text = stderr(&run);
+        let table = text.split("profile:").nth(1).expect("a profile table");
+        table
+            .lines()
+            .skip(2)
+            .filter(|l| {
+                !["other", "wall", "overlapped"]
+                    .iter()
+                    .any(|s| l.starts_with(s))
+            })
+            .filter_map(|l| {
+                // "name (may hold a space)   ms   calls   share"
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                let n = fields.len();
+                (n >= 4).then(|| {
+                    (
+                        fields[..n - 3].join(" "),
+                        fields[n - 3].parse().unwrap(),
+                        fields[n - 2].parse().unwrap(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let calls = |rows: &[(String, f64, usize)], stage: &str| {
+        rows.iter()
+            .find(|(name, _, _)| name == stage)
+            .map_or(0, |(_, _, calls)| *calls)
+    };
+    let model = ["--model", "shapes-cnn", "--out", &o, "--quiet"];
+
+    // A blank image's probe of the layer, then 3 steps of a forward and a backward
+    // each, then the final value.
+    let maximize = table(
+        &[
+            &[
+                "maximize",
+                "--layer",
+                "layer2",
+                "--channels",
+                "0",
+                "--steps",
+                "3",
+                "--restarts",
+                "0",
+            ][..],
+            &model,
+        ]
+        .concat(),
+    );
+    assert_eq!(calls(&maximize, "forward"), 5, "{maximize:?}");
+    assert_eq!(calls(&maximize, "backward"), 3, "{maximize:?}");
+    assert_eq!(calls(&maximize, "method math"), 3, "{maximize:?}");
+
+    let field = table(
+        &[
+            &["receptive-field", &i, "--layer", "layer2", "--channel", "1"][..],
+            &model,
+        ]
+        .concat(),
+    );
+    assert_eq!(calls(&field, "backward"), 1, "{field:?}");
+    assert!(calls(&field, "forward") >= 1, "{field:?}");
+
+    let features = table(&[&["features", &i, "--layers", "layer1"][..], &model].concat());
+    assert_eq!(calls(&features, "forward"), 1, "{features:?}");
+
+    let evaluate = table(
+        &[
+            &[
+                "evaluate",
+                "--images",
+                "2",
+                "--methods",
+                "gradcam",
+                "--metrics",
+                "deletion_auc,pointing_game",
+                "--curve-steps",
+                "4",
+            ][..],
+            &model,
+        ]
+        .concat(),
+    );
+    assert!(calls(&evaluate, "metrics") >= 2, "{evaluate:?}");
+    // The predictions, the method's pass and the curve's 5 points.
+    assert!(calls(&evaluate, "forward") >= 3, "{evaluate:?}");
+}

@@ -36,19 +36,23 @@ pub mod stages {
     pub const METHOD: &str = "method math";
     /// Predictions and maps read back to the host, normalisation, statistics.
     pub const POSTPROCESS: &str = "post-process";
+    /// A quality metric's own work outside its passes (perturbed and imputed images,
+    /// curves, map comparisons): `evaluate`.
+    pub const METRICS: &str = "metrics";
     /// Figures drawn and encoded as PNG.
     pub const ENCODE: &str = "draw/encode";
     /// Files written.
     pub const WRITE: &str = "write";
 
     /// Every stage, in pipeline order.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         DECODE,
         PREPROCESS,
         FORWARD,
         BACKWARD,
         METHOD,
         POSTPROCESS,
+        METRICS,
         ENCODE,
         WRITE,
     ];
@@ -182,7 +186,7 @@ pub fn table(totals: &[StageTime], wall: Duration) -> String {
     }
     let other = wall.saturating_sub(profiled);
     text += &format!(
-        "{:<14} {:>11.1}          (in no stage: model loading, metrics, reports)\n",
+        "{:<14} {:>11.1}          (in no stage: model loading, reports, generated images)\n",
         "other",
         other.as_secs_f64() * 1e3,
     );

@@ -24,6 +24,7 @@
 
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::{Int, TensorData};
+use lumen_core::profile::{self, stages};
 use lumen_core::{
     Device, ExplainableModel, LayerInfo, LayerKind, LumenError, Recorder, Result, TapTensor,
     Tensor, as_feature_map, default_rows_for, row_chunks, to_host,
@@ -538,6 +539,7 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         [mean, std]: &[Tensor<4>; 2],
     ) -> Result<Tensor<4>> {
         let recorder = Recorder::new([info.name.as_str()]);
+        let _forward = profile::stage_on(stages::FORWARD, &image.device());
         self.model
             .forward_tapped((image - mean.clone()) / std.clone(), &recorder);
         let recorded = recorder.get(&info.name).ok_or_else(|| {
@@ -618,6 +620,9 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
         let mut trajectories = vec![Vec::with_capacity(options.steps); b];
         for step in 1..=options.steps {
+            // The step's own arithmetic (parametrisation, transforms, Adam); its passes
+            // are stages of their own.
+            let _step = profile::stage(stages::METHOD);
             let leaf = params.clone().autodiff().require_grad();
             let image = to_image(leaf.clone()).reshape([b, 3, h * w]);
             let index = Tensor::<1, Int>::from_data(
@@ -632,7 +637,10 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             {
                 t.push(value);
             }
-            let grads = values.sum().backward();
+            let grads = {
+                let _backward = profile::stage_on(stages::BACKWARD, &leaf.device());
+                values.sum().backward()
+            };
             // Ascent: Adam on the negated objective.
             let g = -leaf.grad(&grads).unwrap_or_else(|| params.zeros_like());
             m = m * beta1 + g.clone() * (1.0 - beta1);

@@ -11,6 +11,7 @@
 //!   previous ones and never places a patch on the last row and column; we average
 //!   overlapping patches and cover the edges (a last patch flush with each border).
 
+use lumen_core::profile::{self, stages};
 use lumen_core::{ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map, to_host};
 use serde::Serialize;
 
@@ -232,7 +233,10 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
             .autodiff()
             .require_grad();
         let recorder = Recorder::new([layer]);
-        self.model.forward_tapped(input.clone(), &recorder);
+        {
+            let _forward = profile::stage_on(stages::FORWARD, &input.device());
+            self.model.forward_tapped(input.clone(), &recorder);
+        }
         let recorded = recorder.get(layer).ok_or_else(|| {
             LumenError::InvalidArgument(format!("layer `{layer}` was never visited"))
         })?;
@@ -243,7 +247,10 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         // image's own gradient.
         let units = map.narrow(1, channel, 1).narrow(2, y, 1).narrow(3, x, 1);
         let activations = to_host(units.clone().detach().reshape([b]))?;
-        let grads = units.sum().backward();
+        let grads = {
+            let _backward = profile::stage_on(stages::BACKWARD, &input.device());
+            units.sum().backward()
+        };
         let gradient = input
             .grad(&grads)
             .unwrap_or_else(|| input.zeros_like().without_autodiff());
@@ -313,6 +320,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         let chunk =
             batch_size.unwrap_or_else(|| lumen_core::default_forward_rows_for(self.model, input));
         for range in lumen_core::row_chunks(rows, chunk) {
+            // Building the occluded copies; their passes are a stage of their own.
+            let _occlude = profile::stage(stages::METHOD);
             let n = range.len();
             let images: Vec<usize> = range.clone().map(|r| r / patches.len()).collect();
             let mut keep = vec![1f32; n * height * width];

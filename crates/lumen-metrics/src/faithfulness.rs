@@ -3,6 +3,7 @@
 //! confidence. Every perturbed copy of every image is scored in batches.
 
 use burn::tensor::{Bool, Tensor, TensorData};
+use lumen_core::profile::{self, stages};
 use lumen_core::{
     ExplainableModel, Heatmaps, LumenError, Result, Target, default_forward_rows_for, index_tensor,
     row_chunks, to_host,
@@ -187,6 +188,7 @@ pub(crate) fn score_rows<M: ExplainableModel>(
     let mut scores = Vec::with_capacity(rows);
     for range in row_chunks(rows, batch_size) {
         let (input, images) = build(range)?;
+        let _forward = profile::stage_on(stages::FORWARD, &input.device());
         let output = model.forward(input);
         scores.extend(to_host(target.for_images(&images).score(&output)?)?);
     }
@@ -315,7 +317,11 @@ pub fn confidence_change<M: ExplainableModel>(
     let masked = input.clone() * normalized.clone() + base * (normalized.neg() + 1.0);
     let batch = Tensor::cat(vec![input.clone(), masked], 0);
     let images: Vec<usize> = (0..b).chain(0..b).collect();
-    let scores = to_host(target.for_images(&images).score(&model.forward(batch))?)?;
+    let output = {
+        let _forward = profile::stage_on(stages::FORWARD, &batch.device());
+        model.forward(batch)
+    };
+    let scores = to_host(target.for_images(&images).score(&output)?)?;
     let (original, masked) = scores.split_at(b);
     Ok(ConfidenceChange {
         drop: original
@@ -484,7 +490,10 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
         let n = rows.len();
         let batch =
             Tensor::<4>::from_data(TensorData::new(imputed.concat(), [n, c, h, w]), &device);
-        let logits = model.forward(batch);
+        let logits = {
+            let _forward = profile::stage_on(stages::FORWARD, &batch.device());
+            model.forward(batch)
+        };
         let predicted = lumen_core::predicted_classes(&logits)?;
         let probs = to_host(burn::tensor::activation::softmax(logits, 1))?;
         let classes_of = probs.len() / n;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::api::name_non_finite;
 use lumen_core::burn::module::Module;
+use lumen_core::profile::{self, stages};
 use lumen_core::{
     Classifier, DataConfig, Device, LumenError, Region, Result, Tensor, predicted_classes,
 };
@@ -309,7 +310,11 @@ where
             .map(|s| s.image.clone())
             .collect();
         let input = data_config.to_tensor(&images, device)?;
-        let predicted = finite_predictions(model.forward(input.clone()), "image", range.start)?;
+        let logits = {
+            let _forward = profile::stage_on(stages::FORWARD, device);
+            model.forward(input.clone())
+        };
+        let predicted = finite_predictions(logits, "image", range.start)?;
         correct += predicted
             .iter()
             .zip(&samples[range.clone()])
@@ -322,7 +327,11 @@ where
     let detail_batch = if needs_detail {
         let images: Vec<_> = detail_samples.iter().map(|s| s.image.clone()).collect();
         let input = data_config.to_tensor(&images, device)?;
-        let classes = finite_predictions(model.forward(input.clone()), "detail image", 0)?;
+        let logits = {
+            let _forward = profile::stage_on(stages::FORWARD, device);
+            model.forward(input.clone())
+        };
+        let classes = finite_predictions(logits, "detail image", 0)?;
         Some((input, classes))
     } else {
         None
@@ -362,7 +371,7 @@ where
                 regions: &regions[range.clone()],
             };
             for metric in metrics.iter().filter(|m| m.scope() == Scope::Batch) {
-                gathered.add(metric.compute(&batch)?);
+                gathered.add(profile::timed(stages::METRICS, || metric.compute(&batch))?);
             }
             report(m * units_per_method + b + 1);
         }
@@ -384,7 +393,7 @@ where
                 regions: &detail_regions,
             };
             for metric in metrics.iter().filter(|m| m.scope() == Scope::Detail) {
-                gathered.add(metric.compute(&batch)?);
+                gathered.add(profile::timed(stages::METRICS, || metric.compute(&batch))?);
             }
             report((m + 1) * units_per_method);
         }

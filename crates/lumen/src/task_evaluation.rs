@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use lumen_core::ExplainableModel;
 use lumen_core::burn::tensor::{Int, TensorData};
+use lumen_core::profile::{self, stages};
 use lumen_core::random::unit_values;
 use lumen_core::{Heatmaps, LumenError, Region, Result, Tensor};
 use lumen_methods::{Method, MethodOptions};
@@ -744,6 +745,7 @@ fn add_box_metrics(
     own: usize,
     truths: &[TruthBox],
 ) -> Result<()> {
+    let _metrics = profile::stage(stages::METRICS);
     let others: Vec<[f32; 4]> = truths
         .iter()
         .enumerate()
@@ -770,6 +772,7 @@ fn add_curves<T: TaskModel>(
     requests: &[RequestOf<T>],
     curves: &DenseCurves,
 ) -> Result<()> {
+    let _metrics = profile::stage(stages::METRICS);
     let [n, _, h, w] = input.dims();
     if n == 0 {
         return Ok(());
@@ -866,7 +869,11 @@ pub fn evaluate_detector(
     let mut detections: Vec<Vec<ScoredBox>> = Vec::with_capacity(scenes.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-        let predictions = task.predict(&model.model.forward(inputs.tensor))?;
+        let output = {
+            let _forward = profile::stage_on(stages::FORWARD, &model.device);
+            model.model.forward(inputs.tensor)
+        };
+        let predictions = task.predict(&output)?;
         // A NaN detection would rank first in the precision-recall curve.
         check_predictions_finite(&task, &predictions, &inputs.names)?;
         for prediction in predictions {
@@ -1029,7 +1036,11 @@ pub fn evaluate_segmentor(
     let mut resolved: Vec<Vec<SegmentationRequest>> = Vec::with_capacity(batches.len());
     for &(start, batch) in &batches {
         let inputs = scene_inputs(batch, start, &model.data_config, &model.device)?;
-        let predictions = task.predict(&model.model.forward(inputs.tensor))?;
+        let output = {
+            let _forward = profile::stage_on(stages::FORWARD, &model.device);
+            model.model.forward(inputs.tensor)
+        };
+        let predictions = task.predict(&output)?;
         check_predictions_finite(&task, &predictions, &inputs.names)?;
         resolved.push(
             requests_of(start, batch.len())
@@ -1073,6 +1084,7 @@ pub fn evaluate_segmentor(
             let started = Instant::now();
             let (_, results) = explain_with(model, &inputs, method.as_ref(), &options)?;
             seconds += started.elapsed().as_secs_f64();
+            let _metrics = profile::stage(stages::METRICS);
             for ((result, scene), &class) in results.iter().zip(batch).zip(&classes[start..]) {
                 let map = &result.heatmap.values;
                 let (h, w) = (
