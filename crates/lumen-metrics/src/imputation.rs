@@ -53,11 +53,15 @@ pub fn noisy_linear_imputation(
         }
         return out;
     }
-    // Row i: diag[i] * x_i - sum_j w_ij x_j = rhs_i, with j over removed neighbours.
+    // Row i: diag[i] * x_i - sum_j w_ij x_j = rhs_i, with j over removed neighbours
+    // (the links in compressed rows: `starts[i]..starts[i + 1]` of `links`).
     let mut diag = vec![0f64; n];
-    let mut links: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+    let mut starts = Vec::with_capacity(n + 1);
+    let mut links: Vec<(usize, f64)> = Vec::with_capacity(8 * n);
+    // One plane per channel (`ch * n + i`); one pass over the links serves all.
     let mut rhs = vec![0f64; n * c];
     for (i, &p) in unknown.iter().enumerate() {
+        starts.push(links.len());
         let (y, x) = ((p / w) as isize, (p % w) as isize);
         for &(dy, dx, weight) in &NEIGHBOURS {
             let (ny, nx) = (y + dy, x + dx);
@@ -67,7 +71,7 @@ pub fn noisy_linear_imputation(
             let q = ny as usize * w + nx as usize;
             diag[i] += weight;
             if removed[q] {
-                links[i].push((variable[q], weight));
+                links.push((variable[q], weight));
             } else {
                 for ch in 0..c {
                     rhs[ch * n + i] += weight * image[ch * h * w + q] as f64;
@@ -75,14 +79,12 @@ pub fn noisy_linear_imputation(
             }
         }
     }
-    let apply = |x: &[f64], y: &mut [f64]| {
-        for i in 0..n {
-            let mut v = diag[i] * x[i];
-            for &(j, weight) in &links[i] {
-                v -= weight * x[j];
-            }
-            y[i] = v;
-        }
+    starts.push(links.len());
+    let system = System {
+        diag,
+        starts,
+        links,
+        channels: c,
     };
     let jitter: Vec<f32> = if noise > 0.0 {
         normal_values(n * c, seed)
@@ -92,53 +94,107 @@ pub fn noisy_linear_imputation(
     } else {
         vec![0.0; n * c]
     };
+    // Start from the mean of the known pixels' contributions: b_i / diag_i.
+    let mut x: Vec<f64> = rhs
+        .iter()
+        .enumerate()
+        .map(|(k, b)| b / system.diag[k % n])
+        .collect();
+    system.conjugate_gradients(&rhs, &mut x);
     for ch in 0..c {
-        let b = &rhs[ch * n..(ch + 1) * n];
-        // Start from the mean of the known pixels' contributions: b_i / diag_i.
-        let mut x: Vec<f64> = b.iter().zip(&diag).map(|(b, d)| b / d).collect();
-        conjugate_gradients(&apply, &diag, b, &mut x);
         for (i, &p) in unknown.iter().enumerate() {
-            out[ch * h * w + p] = x[i] as f32 + jitter[ch * n + i];
+            out[ch * h * w + p] = x[ch * n + i] as f32 + jitter[ch * n + i];
         }
     }
     out
 }
 
-/// Jacobi-preconditioned conjugate gradients for an SPD operator.
-fn conjugate_gradients(apply: &dyn Fn(&[f64], &mut [f64]), diag: &[f64], b: &[f64], x: &mut [f64]) {
-    let n = b.len();
-    let norm_b = b
-        .iter()
-        .map(|v| v * v)
-        .sum::<f64>()
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
-    let mut ax = vec![0f64; n];
-    apply(x, &mut ax);
-    let mut r: Vec<f64> = b.iter().zip(&ax).map(|(b, a)| b - a).collect();
-    let mut z: Vec<f64> = r.iter().zip(diag).map(|(r, d)| r / d).collect();
-    let mut p = z.clone();
-    let mut rz: f64 = r.iter().zip(&z).map(|(r, z)| r * z).sum();
-    let mut ap = vec![0f64; n];
-    for _ in 0..10 * n.max(100) {
-        let norm_r = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if norm_r <= TOLERANCE * norm_b {
-            break;
+/// The imputation's linear system, shared by the channels: `diag[i] * x_i - sum of
+/// w_ij x_j` over row `i`'s links (compressed rows), applied to one vector per channel
+/// (planes of `n`, one after another).
+struct System {
+    diag: Vec<f64>,
+    starts: Vec<usize>,
+    links: Vec<(usize, f64)>,
+    channels: usize,
+}
+
+impl System {
+    /// `y = A x` for the `moving` channels, one pass over the links.
+    fn apply(&self, x: &[f64], y: &mut [f64], moving: &[bool]) {
+        let n = self.diag.len();
+        for (i, d) in self.diag.iter().enumerate() {
+            let row = &self.links[self.starts[i]..self.starts[i + 1]];
+            for ch in (0..self.channels).filter(|&ch| moving[ch]) {
+                let (x, y) = (&x[ch * n..(ch + 1) * n], &mut y[ch * n..(ch + 1) * n]);
+                let mut v = d * x[i];
+                for &(j, weight) in row {
+                    v -= weight * x[j];
+                }
+                y[i] = v;
+            }
         }
-        apply(&p, &mut ap);
-        let alpha = rz / p.iter().zip(&ap).map(|(p, a)| p * a).sum::<f64>();
-        for i in 0..n {
-            x[i] += alpha * p[i];
-            r[i] -= alpha * ap[i];
-        }
-        for i in 0..n {
-            z[i] = r[i] / diag[i];
-        }
-        let rz_next: f64 = r.iter().zip(&z).map(|(r, z)| r * z).sum();
-        let beta = rz_next / rz;
-        rz = rz_next;
-        for i in 0..n {
-            p[i] = z[i] + beta * p[i];
+    }
+
+    /// Jacobi-preconditioned conjugate gradients, one independent solve per channel
+    /// in lockstep (sharing the passes over the links), each to a relative residual
+    /// of [`TOLERANCE`]; each channel's arithmetic is the single-channel solve's.
+    fn conjugate_gradients(&self, b: &[f64], x: &mut [f64]) {
+        let (n, c) = (self.diag.len(), self.channels);
+        let dot = |v: &[f64], u: &[f64]| v.iter().zip(u).map(|(a, b)| a * b).sum::<f64>();
+        let plane = |ch: usize| ch * n..(ch + 1) * n;
+        let norm_b: Vec<f64> = (0..c)
+            .map(|ch| {
+                dot(&b[plane(ch)], &b[plane(ch)])
+                    .sqrt()
+                    .max(f64::MIN_POSITIVE)
+            })
+            .collect();
+        let mut moving = vec![true; c];
+        let mut ax = vec![0f64; n * c];
+        self.apply(x, &mut ax, &moving);
+        let mut r: Vec<f64> = b.iter().zip(&ax).map(|(b, a)| b - a).collect();
+        let mut z: Vec<f64> = r
+            .iter()
+            .enumerate()
+            .map(|(k, r)| r / self.diag[k % n])
+            .collect();
+        let mut p = z.clone();
+        let mut rz: Vec<f64> = (0..c).map(|ch| dot(&r[plane(ch)], &z[plane(ch)])).collect();
+        let mut ap = vec![0f64; n * c];
+        for _ in 0..10 * n.max(100) {
+            for ch in 0..c {
+                let norm_r = dot(&r[plane(ch)], &r[plane(ch)]).sqrt();
+                moving[ch] &= norm_r > TOLERANCE * norm_b[ch];
+            }
+            if !moving.contains(&true) {
+                break;
+            }
+            self.apply(&p, &mut ap, &moving);
+            for ch in (0..c).filter(|&ch| moving[ch]) {
+                let at = plane(ch);
+                let (x, r, z, p, ap) = (
+                    &mut x[at.clone()],
+                    &mut r[at.clone()],
+                    &mut z[at.clone()],
+                    &mut p[at.clone()],
+                    &ap[at],
+                );
+                let alpha = rz[ch] / dot(p, ap);
+                for i in 0..n {
+                    x[i] += alpha * p[i];
+                    r[i] -= alpha * ap[i];
+                }
+                for i in 0..n {
+                    z[i] = r[i] / self.diag[i];
+                }
+                let rz_next = dot(r, z);
+                let beta = rz_next / rz[ch];
+                rz[ch] = rz_next;
+                for i in 0..n {
+                    p[i] = z[i] + beta * p[i];
+                }
+            }
         }
     }
 }
