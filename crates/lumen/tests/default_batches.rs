@@ -209,6 +209,27 @@ fn drise_shrinks_its_masked_batches_on_a_large_input() {
     assert_eq!(model.largest(), rows);
 }
 
+/// Batch statistics combined in another grouping: the pooled moments and fractions to
+/// rounding (1e-9 relative), extremes and counts exactly.
+fn assert_same_batch_statistics(
+    a: &lumen::features::FeatureStatistics,
+    b: &lumen::features::FeatureStatistics,
+) {
+    for (name, x, y) in [
+        ("mean", a.mean, b.mean),
+        ("std", a.std, b.std),
+        ("sparsity", a.sparsity, b.sparsity),
+        ("near_zero", a.near_zero, b.near_zero),
+    ] {
+        assert!(
+            (x - y).abs() <= 1e-9 * y.abs().max(1e-12),
+            "{name}: {x} vs {y}"
+        );
+    }
+    assert_eq!((a.min, a.max), (b.min, b.max));
+    assert_eq!(a.active_channels, b.active_channels);
+}
+
 #[test]
 fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
     // 13 images: one internal batch of 12 and one of 1 by default.
@@ -223,19 +244,7 @@ fn feature_scans_run_in_layer_sized_batches_and_equal_one_pass() {
     let one_pass = whole.compare_layers(&input, &layers, &options).unwrap();
     assert_eq!(model.largest(), 13);
     assert_eq!(stats[0].per_image, one_pass[0].per_image);
-    let (a, b) = (&stats[0].batch, &one_pass[0].batch);
-    for (name, x, y) in [
-        ("mean", a.mean, b.mean),
-        ("std", a.std, b.std),
-        ("sparsity", a.sparsity, b.sparsity),
-    ] {
-        assert!(
-            (x - y).abs() <= 1e-9 * y.abs().max(1e-12),
-            "{name}: {x} vs {y}"
-        );
-    }
-    assert_eq!((a.min, a.max), (b.min, b.max));
-    assert_eq!(a.active_channels, b.active_channels);
+    assert_same_batch_statistics(&stats[0].batch, &one_pass[0].batch);
 
     // The random pick is seeded per image of the whole input, not per internal batch:
     // image 12 is the first of its batch and must not get image 0's channels.
@@ -330,20 +339,7 @@ fn feature_maps_and_statistics_come_from_one_pass_and_append_across_chunks() {
     assert_ne!(merged.batch, second.batch);
     merged.append(second.clone()).unwrap();
     assert_eq!(merged.per_image, statistics[0].per_image);
-    let (a, b) = (&merged.batch, &statistics[0].batch);
-    for (name, x, y) in [
-        ("mean", a.mean, b.mean),
-        ("std", a.std, b.std),
-        ("sparsity", a.sparsity, b.sparsity),
-        ("near_zero", a.near_zero, b.near_zero),
-    ] {
-        assert!(
-            (x - y).abs() <= 1e-9 * y.abs().max(1e-12),
-            "{name}: {x} vs {y}"
-        );
-    }
-    assert_eq!((a.min, a.max), (b.min, b.max));
-    assert_eq!(a.active_channels, b.active_channels);
+    assert_same_batch_statistics(&merged.batch, &statistics[0].batch);
     let other = lumen::features::LayerStatistics {
         layer: "narrow".into(),
         ..second
