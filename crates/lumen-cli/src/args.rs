@@ -297,13 +297,6 @@ impl InputArgs {
         Ok(files)
     }
 
-    /// All readable inputs as one batch for `model`. A file that cannot be read is
-    /// reported (a warning now, a failure in `--json` and exit code 3 at the end) and
-    /// the others go on; adjustments made while reading are warned about.
-    pub fn load(&self, model: &impl TaskModel) -> Result<Inputs> {
-        Ok(self.plan(model)?.read_all(model.device())?.inputs)
-    }
-
     /// The inputs for `model`, to be read a chunk at a time
     /// ([`InputPlan::for_each_chunk`]): the array read, the files listed and named.
     pub fn plan(&self, model: &impl TaskModel) -> Result<InputPlan> {
@@ -326,15 +319,14 @@ impl InputArgs {
     }
 }
 
-/// What a command keeps per input pixel of the images it holds (inputs, maps,
-/// figures): `receptive-field` holds all of its own, `explain`, `compare`, `features`
-/// and `report` a chunk ([`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f
+/// What a command keeps per input pixel of the images of a chunk it holds (inputs,
+/// maps, figures; [`DEFAULT_READ_CHUNK_MB`]). Measured with `/usr/bin/time -f
 /// %M lumen explain --model shapes-cnn --size 224` on 250 and 1000 images, before
 /// `explain` read in chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
 const HELD_BYTES_PER_PIXEL: usize = 28;
 
-/// About what the chunked commands (`explain`, `compare`, `features`, `report`) hold of
-/// a folder at once, in MiB: they read, explain and draw it in chunks of this much
+/// About what the commands that take images (`explain`, `compare`, `report`,
+/// `features`, `receptive-field`) hold of a folder at once, in MiB: they read, explain and draw it in chunks of this much
 /// worth of images (at
 /// [`HELD_BYTES_PER_PIXEL`]), so memory stays flat however many files are given;
 /// `LUMEN_READ_CHUNK_MB` changes it. A chunk is passed to the model in its own
@@ -405,57 +397,34 @@ impl InputPlan {
         }
     }
 
-    /// Every readable input at once ([`InputArgs::load`]), with their positions among
-    /// the inputs given (for per-file targets); a warning first when that would hold
-    /// more than about a gigabyte.
-    pub fn read_all(self, device: &lumen::core::Device) -> Result<InputChunk> {
-        let chunk = match self {
-            InputPlan::Array(inputs) => {
-                let covered = inputs.len();
-                InputChunk {
-                    positions: (0..covered).collect(),
-                    inputs: *inputs,
-                    covered,
-                }
-            }
-            InputPlan::Files {
-                files,
-                names,
-                config,
-            } => {
-                let [_, height, width] = config.input_size;
-                if let Some(warning) = held_in_memory_warning(files.len(), [height, width]) {
-                    eprintln!("warning: {warning}");
-                }
-                let read = Inputs::read_with(&config, device, &files, &names)?;
-                record_failures(&read.failures);
-                let inputs = read.into_inputs()?;
-                InputChunk {
-                    positions: positions_of(&names, 0..files.len(), &inputs.names),
-                    inputs,
-                    covered: files.len(),
-                }
-            }
-        };
-        warn_notes(&chunk.inputs);
-        Ok(chunk)
-    }
-
     /// Read the inputs a chunk at a time ([`DEFAULT_READ_CHUNK_MB`]; at most
     /// [`images_per_call`] of `methods`) and give each chunk with a readable image to
     /// `work`, in order, under a progress bar over the inputs that says `what`. A file
-    /// that cannot be read is reported (as [`InputArgs::load`] does) and the others go
-    /// on; when none can be, the error names them all.
+    /// that cannot be read is reported (a warning now, a failure in `--json` and exit
+    /// code 3 at the end) and the others go on; when none can be, the error names them
+    /// all. Adjustments made while reading are warned about.
     pub fn for_each_chunk<S: AsRef<str>>(
         self,
         device: &lumen::core::Device,
         methods: &[S],
+        shown: (&str, bool),
+        work: impl FnMut(InputChunk) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_chunk_of_at_most(device, images_per_call(methods), shown, work)
+    }
+
+    /// [`InputPlan::for_each_chunk`] for work other than methods, in chunks of at most
+    /// `most_images`.
+    pub fn for_each_chunk_of_at_most(
+        self,
+        device: &lumen::core::Device,
+        most_images: usize,
         (what, quiet): (&str, bool),
         mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
         let bytes = read_chunk_bytes()?;
         let bar = chunk_progress(self.len(), what, quiet);
-        let done = self.for_each_chunk_of(bytes, images_per_call(methods), device, |chunk| {
+        let done = self.for_each_chunk_of(bytes, most_images, device, |chunk| {
             let covered = chunk.covered;
             work(chunk)?;
             bar.inc(covered as u64);
@@ -475,7 +444,15 @@ impl InputPlan {
         mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
         let (files, names, config) = match self {
-            InputPlan::Array(_) => return work(self.read_all(device)?),
+            InputPlan::Array(inputs) => {
+                warn_notes(&inputs);
+                let covered = inputs.len();
+                return work(InputChunk {
+                    positions: (0..covered).collect(),
+                    inputs: *inputs,
+                    covered,
+                });
+            }
             InputPlan::Files {
                 files,
                 names,
@@ -514,7 +491,7 @@ impl InputPlan {
 /// the noise tunnels, Score-CAM and Ablation-CAM, D-RISE): each image costs seconds
 /// on a CPU and fills the internal batches on its own, so more images per call gain
 /// nothing, and a small chunk keeps the progress bar moving.
-const MANY_ROWS_CHUNK_IMAGES: usize = 8;
+pub const MANY_ROWS_CHUNK_IMAGES: usize = 8;
 
 /// The most images a chunk of `methods` holds: [`MANY_ROWS_CHUNK_IMAGES`] when one of
 /// them runs many rows per image, else no limit beyond the chunk's bytes.
@@ -567,27 +544,6 @@ pub fn targets_at<R: Clone>(targets: &Option<Vec<R>>, positions: &[usize]) -> Op
     targets
         .as_ref()
         .map(|all| positions.iter().map(|&i| all[i].clone()).collect())
-}
-
-/// Above this estimate, a command that holds its inputs says so.
-const HELD_WARNING_BYTES: usize = 1 << 30;
-
-/// A warning when `files` inputs at `[height, width]` would hold more than
-/// [`HELD_WARNING_BYTES`] (`receptive-field`), pointing to the commands whose memory
-/// stays flat.
-fn held_in_memory_warning(files: usize, [height, width]: [usize; 2]) -> Option<String> {
-    let bytes = files
-        .saturating_mul(height)
-        .saturating_mul(width)
-        .saturating_mul(HELD_BYTES_PER_PIXEL);
-    (bytes > HELD_WARNING_BYTES).then(|| {
-        format!(
-            "the {files} images are held in memory at once with their maps (at least {:.1} GB \
-             at {height}x{width}); `lumen explain`, `compare`, `features`, `report` and `batch` \
-             read a folder in chunks and keep memory flat",
-            bytes as f64 / 1e9
-        )
-    })
 }
 
 impl InputArgs {
@@ -1342,22 +1298,6 @@ impl RequestFromClasses for Vec<lumen::BoxRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn holding_a_large_folder_at_once_is_said_with_its_size() {
-        // 1000 images at 224x224: 1.4 GB measured, 1.4 estimated.
-        let warning = held_in_memory_warning(1000, [224, 224]).unwrap();
-        assert!(
-            warning.starts_with("the 1000 images are held in memory at once")
-                && warning.contains("at least 1.4 GB at 224x224")
-                && warning.contains("read a folder in chunks and keep memory flat"),
-            "{warning}"
-        );
-        // 250 of them, or a thousand small ones, are not worth a word.
-        assert_eq!(held_in_memory_warning(250, [224, 224]), None);
-        assert_eq!(held_in_memory_warning(1000, [128, 128]), None);
-        assert!(held_in_memory_warning(usize::MAX, [8192, 8192]).is_some());
-    }
 
     #[test]
     fn chunks_hold_a_bounded_share_of_a_folder() {

@@ -453,7 +453,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         ));
     }
     let cache = args.cache.open(&args.model)?;
-    let inputs = args.input.load(&model)?;
+    let plan = args.input.plan(&model)?;
     let visualizer = FeatureVisualizer::new(&model.model);
     let field_of_channel = |images: &lumen::core::Tensor<4>, channel: usize| match args.mode {
         FieldMode::Gradient => {
@@ -487,80 +487,76 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         }
         Ok(maps.into_iter().flatten().collect())
     };
-    // Each image's field depends on that image alone: cached per image, the missing
-    // ones computed together. The occlusion batch size changes no value.
-    let maps: Vec<ReceptiveMap> = match cache.as_deref() {
-        None => field(&inputs)?,
-        Some(cache) => {
-            let geometry = match args.mode {
-                FieldMode::Occlusion => {
-                    format!("patch {} stride {}", occlusion.patch, occlusion.stride)
-                }
-                _ => String::new(),
-            };
-            let settings = format!(
-                "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
-                args.mode,
-                args.channel
-                    .map_or("most active".to_string(), |c| c.to_string()),
-                args.at,
-                model.data_config
-            );
-            let keys = cache.image_keys(&settings, &inputs.tensor)?;
-            let mut maps: Vec<Option<ReceptiveMap>> = keys
-                .iter()
-                .map(|key| {
-                    let (header, values) = cache.get_record(key)?;
-                    let mut map: ReceptiveMap = serde_json::from_value(header).ok()?;
-                    (values.len() == map.height * map.width).then(|| {
-                        map.values = values;
-                        map
-                    })
-                })
-                .collect();
-            let missing: Vec<usize> = (0..maps.len()).filter(|&i| maps[i].is_none()).collect();
-            if !missing.is_empty() {
-                let computed = field(&inputs.select(&missing)?)?;
-                for (map, &i) in computed.into_iter().zip(&missing) {
-                    let header = serde_json::to_value(&map)
-                        .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
-                    cache.put_record(&keys[i], &header, &map.values)?;
-                    maps[i] = Some(map);
-                }
-            }
-            maps.into_iter().flatten().collect()
-        }
+    // A folder is read a chunk at a time (an occlusion field is many passes per
+    // image: chunks of a few images keep the bar moving); what is printed is kept.
+    let most_images = match args.mode {
+        FieldMode::Occlusion => crate::args::MANY_ROWS_CHUNK_IMAGES,
+        _ => usize::MAX,
     };
-    crate::args::report_cache(cache.as_deref(), maps.len(), args.print.quiet);
+    let mut names: Vec<String> = vec![];
+    let mut kept: Vec<ReceptiveMap> = vec![];
     let mut files: Vec<PathBuf> = vec![];
-    if !args.figure.no_figures {
-        for (i, m) in maps.iter().enumerate() {
-            let map = Map::new(m.values.clone(), m.width as u32, m.height as u32).normalized();
-            let title = format!(
-                "{} {layer} channel {} at {:?} (activation {:.3}): {} receptive field",
-                inputs.names[i], m.channel, m.position, m.activation, args.mode
-            );
-            let figure = explanation_figure(
-                &inputs.originals[i],
-                &map,
-                args.figure.colormap,
-                args.figure.alpha,
-                &title,
-            );
-            let notes: Vec<String> = empty_field_reason(m, args.mode, &layer)
-                .into_iter()
-                .collect();
-            let figure = lumen::report::with_notes(&figure, &notes);
-            let name = format!(
-                "{}_{}_c{}_{}.png",
-                inputs.names[i],
-                layer.replace('.', "-"),
-                m.channel,
-                args.mode
-            );
-            files.push(save_png(&figure, &args.figure.out, &name)?);
-        }
-    }
+    plan.for_each_chunk_of_at_most(
+        &model.device,
+        most_images,
+        ("receptive fields", args.print.quiet),
+        |chunk| {
+            let inputs = chunk.inputs;
+            // Each image's field depends on that image alone: cached per image, the missing
+            // ones computed together. The occlusion batch size changes no value.
+            let maps: Vec<ReceptiveMap> = match cache.as_deref() {
+                None => field(&inputs)?,
+                Some(cache) => {
+                    let geometry = match args.mode {
+                        FieldMode::Occlusion => {
+                            format!("patch {} stride {}", occlusion.patch, occlusion.stride)
+                        }
+                        _ => String::new(),
+                    };
+                    let settings = format!(
+                        "receptive-field\nmode {}\nlayer {layer}\nchannel {}\nat {:?}\n{geometry}\npreprocessing {:?}",
+                        args.mode,
+                        args.channel
+                            .map_or("most active".to_string(), |c| c.to_string()),
+                        args.at,
+                        model.data_config
+                    );
+                    let keys = cache.image_keys(&settings, &inputs.tensor)?;
+                    let mut maps: Vec<Option<ReceptiveMap>> = keys
+                        .iter()
+                        .map(|key| {
+                            let (header, values) = cache.get_record(key)?;
+                            let mut map: ReceptiveMap = serde_json::from_value(header).ok()?;
+                            (values.len() == map.height * map.width).then(|| {
+                                map.values = values;
+                                map
+                            })
+                        })
+                        .collect();
+                    let missing: Vec<usize> = (0..maps.len()).filter(|&i| maps[i].is_none()).collect();
+                    if !missing.is_empty() {
+                        let computed = field(&inputs.select(&missing)?)?;
+                        for (map, &i) in computed.into_iter().zip(&missing) {
+                            let header = serde_json::to_value(&map)
+                                .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+                            cache.put_record(&keys[i], &header, &map.values)?;
+                            maps[i] = Some(map);
+                        }
+                    }
+                    maps.into_iter().flatten().collect()
+                }
+            };
+            if !args.figure.no_figures {
+                files.extend(draw_fields(&args, &layer, &inputs, &maps)?);
+            }
+            // The figures are written: keep what is printed.
+            kept.extend(maps.into_iter().map(|m| ReceptiveMap { values: vec![], ..m }));
+            names.extend(inputs.names);
+            Ok(())
+        },
+    )?;
+    let maps = kept;
+    crate::args::report_cache(cache.as_deref(), maps.len(), args.print.quiet);
     if args.print.json {
         JsonOutput {
             command: "receptive-field",
@@ -582,7 +578,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 .unwrap_or_default();
             println!(
                 "{}: {} field of {layer}[{}, {:?}] (activation {:.3}): {extent}",
-                inputs.names[i], args.mode, m.channel, m.position, m.activation
+                names[i], args.mode, m.channel, m.position, m.activation
             );
         }
         for f in &files {
@@ -590,6 +586,48 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each image's receptive field drawn over it (`<image>_<layer>_c<channel>_<mode>.png`,
+/// with the reason under an empty one), on every core; the files, in order.
+fn draw_fields(
+    args: &ReceptiveFieldArgs,
+    layer: &str,
+    inputs: &lumen::Inputs,
+    maps: &[ReceptiveMap],
+) -> Result<Vec<PathBuf>> {
+    use rayon::prelude::*;
+    maps.par_iter()
+        .zip(inputs.names.par_iter())
+        .zip(inputs.originals.par_iter())
+        .map(|((m, name), original)| {
+            let map = Map::new(m.values.clone(), m.width as u32, m.height as u32).normalized();
+            let title = format!(
+                "{name} {layer} channel {} at {:?} (activation {:.3}): {} receptive field",
+                m.channel, m.position, m.activation, args.mode
+            );
+            let figure = lumen::core::profile::timed(lumen::core::profile::stages::ENCODE, || {
+                let figure = explanation_figure(
+                    original,
+                    &map,
+                    args.figure.colormap,
+                    args.figure.alpha,
+                    &title,
+                );
+                let notes: Vec<String> = empty_field_reason(m, args.mode, layer)
+                    .into_iter()
+                    .collect();
+                lumen::report::with_notes(&figure, &notes)
+            });
+            let file = format!(
+                "{name}_{}_c{}_{}.png",
+                layer.replace('.', "-"),
+                m.channel,
+                args.mode
+            );
+            save_png(&figure, &args.figure.out, &file)
+        })
+        .collect()
 }
 
 /// Why a receptive field is empty (all zero), for the printout and under the figure;

@@ -1036,6 +1036,31 @@ fn folders_read_in_chunks_give_the_results_of_one_chunk() {
             .ends_with("layer_comparison.png")
     );
 
+    // Receptive fields: each image's most active unit, by gradient and by occlusion
+    // (chunks of at most 8 images there).
+    for mode in ["gradient", "occlusion"] {
+        assert_chunks_change_nothing(
+            &format!("field-{mode}"),
+            &[
+                "receptive-field",
+                "--model",
+                "shapes-cnn",
+                &folder,
+                "--size",
+                "128",
+                "--layer",
+                "layer2",
+                "--mode",
+                mode,
+                "--patch",
+                "32",
+                "--stride",
+                "32",
+            ],
+            &[],
+        );
+    }
+
     // Compare: one figure per image, the same in chunks.
     assert_chunks_change_nothing(
         "compare",

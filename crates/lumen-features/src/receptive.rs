@@ -215,8 +215,40 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
 
     /// The effective receptive field of activation `[channel, y, x]` of `layer` (the
     /// map's centre when `at` is `None`) for every image: the absolute input gradient
-    /// summed over input channels. One forward and one backward for the batch.
+    /// summed over input channels. One forward and one backward per internal batch
+    /// (the visualizer's batch size, else sized like the methods' gradient passes: a
+    /// folder's chunk does not hold every image's activations for the backward).
     pub fn receptive_field_gradient(
+        &self,
+        input: &Tensor<4>,
+        layer: &str,
+        channel: usize,
+        at: Option<[usize; 2]>,
+    ) -> Result<Vec<ReceptiveMap>> {
+        self.model.layer(layer)?;
+        self.model.check_input(input)?;
+        let rows = input.dims()[0];
+        let chunk = match self.batch_size {
+            Some(0) => {
+                return Err(LumenError::InvalidArgument(
+                    "the batch size (images per pass) must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+            None => lumen_core::default_batch_rows_for(self.model, input),
+        };
+        if chunk >= rows {
+            return self.gradient_field_batch(input, layer, channel, at);
+        }
+        let parts = lumen_core::map_chunks(rows, chunk, |range| {
+            let batch = input.clone().narrow(0, range.start, range.len());
+            self.gradient_field_batch(&batch, layer, channel, at)
+        })?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// [`Self::receptive_field_gradient`] of one internal batch.
+    fn gradient_field_batch(
         &self,
         input: &Tensor<4>,
         layer: &str,

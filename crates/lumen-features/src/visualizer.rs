@@ -107,7 +107,7 @@ impl LayerStatistics {
 /// returns whole feature tensors and runs the batch in one pass.
 pub struct FeatureVisualizer<'a, M: ExplainableModel> {
     pub(crate) model: &'a M,
-    batch_size: Option<usize>,
+    pub(crate) batch_size: Option<usize>,
     /// The probed pass size of the last input shape: a scan over a folder calls the
     /// visualizer once per read batch, all of one shape, and probes once.
     probed: Mutex<Option<([usize; 3], usize)>>,

@@ -162,6 +162,39 @@ fn sensitivity_explains_its_perturbed_copies_in_gradient_sized_chunks() {
 }
 
 #[test]
+fn the_gradient_receptive_field_runs_in_gradient_sized_batches() {
+    // 13 images: a one-image probe that sizes the passes, then passes of 12 and 1 (it
+    // was one pass of 13, holding every image's activations for the backward); the
+    // same fields as one pass.
+    let (model, input, _) = wide_case(13);
+    let chunked = FeatureVisualizer::new(&model)
+        .receptive_field_gradient(&input, "wide", 1, None)
+        .unwrap();
+    assert_eq!(*model.rows.lock().unwrap(), [1, 12, 1]);
+    model.largest();
+    let whole = FeatureVisualizer::new(&model)
+        .with_batch_size(Some(13))
+        .receptive_field_gradient(&input, "wide", 1, None)
+        .unwrap();
+    assert_eq!(model.largest(), 13);
+    assert_eq!(chunked.len(), 13);
+    for (a, b) in chunked.iter().zip(&whole) {
+        assert_eq!((a.activation, a.support), (b.activation, b.support));
+        let diff = a
+            .values
+            .iter()
+            .zip(&b.values)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-6, "fields differ by {diff} between pass sizes");
+    }
+    let zero = FeatureVisualizer::new(&model).with_batch_size(Some(0));
+    let error = zero
+        .receptive_field_gradient(&input, "wide", 1, None)
+        .unwrap_err();
+    assert!(error.to_string().contains("batch size"), "{error}");
+}
+
+#[test]
 fn the_occlusion_receptive_field_chunks_its_copies_by_default() {
     let (model, input, _) = wide_case(1);
     let occlusion = Occlusion::default();
