@@ -1082,6 +1082,66 @@ impl MethodArgs {
     }
 }
 
+/// The whole value range of an image normalised by `config`: pixels in `[0, 1]`
+/// become `[-mean/std, (1-mean)/std]`, so the widest channel spans `1 / std` (4.4 for
+/// ImageNet's statistics). What `--noise-stdev` and `--sensitivity-radius`, in
+/// normalised units, compare against.
+pub fn normalised_range(config: &lumen::core::DataConfig) -> f32 {
+    config
+        .std
+        .iter()
+        .map(|s| 1.0 / s)
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+impl MethodArgs {
+    /// Warn when `--noise-stdev` (normalised units, known against the image only once
+    /// the model is loaded) is larger than an image's whole value range: the noisy
+    /// copies would be mostly noise, as with `--noise` above 1 (warned before loading).
+    pub fn warn_drowning_noise<S: AsRef<str>>(
+        &self,
+        methods: &[S],
+        config: &lumen::core::DataConfig,
+    ) {
+        let tunnel = methods.iter().any(|m| {
+            lumen::method_info(m.as_ref()).is_ok_and(|info| info.family == Family::NoiseTunnel)
+        });
+        let (Some(stdev), true) = (self.noise_stdev, tunnel) else {
+            return;
+        };
+        let advice =
+            "SmoothGrad's paper uses 0.1-0.2 of the range; --noise sets it as that fraction";
+        if let Some(warning) = drowning_warning("--noise-stdev", stdev, config, advice) {
+            eprintln!("warning: {warning}");
+        }
+    }
+}
+
+/// The warning for a noise level `value` of `flag` (normalised units) above an image's
+/// whole value range under `config`, ending with `advice`.
+pub fn drowning_warning(
+    flag: &str,
+    value: f32,
+    config: &lumen::core::DataConfig,
+    advice: &str,
+) -> Option<String> {
+    let range = normalised_range(config);
+    // 1e30 as written, not as thirty-one digits.
+    let readable = |v: f32| match v.abs() >= 1e5 {
+        true => format!("{v:.1e}"),
+        false => format!("{}", (v * 100.0).round() / 100.0),
+    };
+    (value > range).then(|| {
+        format!(
+            "{flag} {}: {}x the whole value range of an image normalised for this model \
+             ({range:.2} in normalised units), so the perturbed copies are mostly noise and \
+             say little about the image ({advice})",
+            readable(value),
+            readable(value / range)
+        )
+    })
+}
+
 /// A progress bar on stderr: drawn on a terminal, a line every
 /// [`PROGRESS_LINE_EVERY`] otherwise (logs, CI), nothing with `--quiet`.
 pub fn progress(len: u64, what: &str, quiet: bool) -> ProgressBar {

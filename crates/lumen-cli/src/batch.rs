@@ -110,6 +110,8 @@ where
         &lumen::ExplainableModel::default_layer(model.model()),
         &args.method,
     );
+    args.method_args
+        .warn_drowning_noise(std::slice::from_ref(&args.method), model.data_config());
     let run = BatchRun {
         batch_size: args.batch_size,
         shard,

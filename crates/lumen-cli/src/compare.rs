@@ -66,6 +66,8 @@ where
         &lumen::ExplainableModel::default_layer(model.model()),
         &args.methods.join(","),
     );
+    args.method_args
+        .warn_drowning_noise(&args.methods, model.data_config());
     options.cache = args.cache.open(&args.model)?;
     let what = format!("{} methods", args.methods.len());
     let task = model.task();

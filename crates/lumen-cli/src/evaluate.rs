@@ -184,6 +184,23 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let seed = args.method_args.seed.unwrap_or(0);
     let loaded = args.model.load()?;
     let data = &loaded.data_config;
+    args.method_args.warn_drowning_noise(&methods, data);
+    let sensitivity = args
+        .metrics
+        .as_ref()
+        .is_none_or(|wanted| wanted.iter().any(|m| m.contains("sensitivity")));
+    let advice = "a perturbation that size is a different image; the default is 0.1";
+    if let (true, Some(warning)) = (
+        sensitivity,
+        crate::args::drowning_warning(
+            "--sensitivity-radius",
+            args.sensitivity_radius,
+            data,
+            advice,
+        ),
+    ) {
+        eprintln!("warning: {warning}");
+    }
     let mut method_options = args.method_args.options(32);
     method_options.seed = Some(seed);
     method_options.mean = data.mean;
@@ -519,6 +536,8 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
     let result = if detection {
         let loaded = args.model.load_detector()?;
         config.curves = curves(&loaded.data_config);
+        args.method_args
+            .warn_drowning_noise(&config.methods, &loaded.data_config);
         let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
             let (scenes, config) = scenes_of(&range, &config);
             evaluate_detector(&loaded, &scenes, &config, on_progress)
@@ -527,6 +546,8 @@ fn run_task(args: &EvaluateArgs, split: &Split) -> Result<()> {
     } else {
         let loaded = args.model.load_segmentor()?;
         config.curves = curves(&loaded.data_config);
+        args.method_args
+            .warn_drowning_noise(&config.methods, &loaded.data_config);
         let part = |range: std::ops::Range<usize>, on_progress: &mut dyn FnMut(Progress)| {
             let (scenes, config) = scenes_of(&range, &config);
             evaluate_segmentor(&loaded, &scenes, &config, on_progress)

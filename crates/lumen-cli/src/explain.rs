@@ -103,6 +103,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &lumen::ExplainableModel::default_layer(&model.model),
         &args.method,
     );
+    args.method_args
+        .warn_drowning_noise(std::slice::from_ref(&args.method), &model.data_config);
     let plan = args.input.plan(&model)?;
     let targets = args
         .method_args

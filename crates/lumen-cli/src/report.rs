@@ -81,6 +81,8 @@ where
         &lumen::ExplainableModel::default_layer(model.model()),
         &args.methods.join(","),
     );
+    args.method_args
+        .warn_drowning_noise(&args.methods, model.data_config());
     options.cache = args.cache.open(&args.model)?;
     // The page is written as the chunks of a folder come: memory holds a chunk, not
     // the page (about 0.45 MB per image and method at 128 px).

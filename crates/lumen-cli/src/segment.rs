@@ -138,6 +138,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         &lumen::ExplainableModel::default_layer(&model.model),
         &args.method,
     );
+    args.method_args
+        .warn_drowning_noise(std::slice::from_ref(&args.method), &model.data_config);
     let plan = args.input.plan(&model)?;
     let size = plan.input_size();
     let region = args.segmentation.region(size)?;

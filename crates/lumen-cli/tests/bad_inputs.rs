@@ -701,6 +701,28 @@ fn ignored_options_are_warned_about() {
             && drowned.contains("SmoothGrad's paper uses 0.1-0.2"),
         "{drowned}"
     );
+    // The same in normalised units, known against the image once the model is loaded
+    // (shapes-cnn normalises by mean and std 0.5: pixels span [-1, 1], a range of 2).
+    let absolute = |stdev: &str| {
+        run(&[
+            "--method",
+            "smoothgrad",
+            "--noise-stdev",
+            stdev,
+            "--noise-samples",
+            "2",
+        ])
+    };
+    let drowned = absolute("1e30");
+    assert!(
+        drowned.contains(
+            "warning: --noise-stdev 1.0e30: 5.0e29x the whole value range of an image \
+             normalised for this model (2.00 in normalised units)"
+        ) && drowned.contains("--noise sets it as that fraction"),
+        "{drowned}"
+    );
+    let within = absolute("0.5");
+    assert!(!within.contains("warning"), "{within}");
 
     // Options of another mode of `features` and `receptive-field`.
     let run_other = |args: &[&str]| {
@@ -1364,4 +1386,42 @@ fn repeated_methods_and_report_names_with_folders_are_refused() {
     let out = run("report", &["--methods", "gradcam", "--name", "mine.html"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(dir.join("out/mine.html").is_file());
+}
+
+/// A sensitivity radius (normalised units) above an image's whole value range is read,
+/// but the perturbed copies are other images: said once the model is loaded, and only
+/// when a sensitivity metric runs.
+#[test]
+fn a_sensitivity_radius_beyond_the_image_range_is_warned_about() {
+    let out = tmp("radius-out");
+    let run = |metrics: &str| {
+        let run = lumen(&[
+            "evaluate",
+            "--model",
+            "shapes-cnn",
+            "--images",
+            "1",
+            "--methods",
+            "gradcam",
+            "--metrics",
+            metrics,
+            "--sensitivity-radius",
+            "100",
+            "--out",
+            &out.display().to_string(),
+            "--quiet",
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        stderr(&run)
+    };
+    let warned = run("max_sensitivity");
+    assert!(
+        warned.contains(
+            "warning: --sensitivity-radius 100: 50x the whole value range of an image \
+             normalised for this model (2.00 in normalised units)"
+        ) && warned.contains("the default is 0.1"),
+        "{warned}"
+    );
+    let unread = run("pointing_game");
+    assert!(!unread.contains("whole value range"), "{unread}");
 }
