@@ -325,14 +325,14 @@ impl InputArgs {
 /// `explain` read in chunks: 28 bytes for GradCAM, 49 for saliency (its attributions).
 const HELD_BYTES_PER_PIXEL: usize = 28;
 
-/// About what the commands that take images (`explain`, `compare`, `report`,
-/// `features`, `receptive-field`) hold of a folder at once, in MiB: they read, explain and draw it in chunks of this much
-/// worth of images (at
-/// [`HELD_BYTES_PER_PIXEL`]), so memory stays flat however many files are given;
+/// The size of a chunk of images, in MiB (at [`HELD_BYTES_PER_PIXEL`]): the commands
+/// that take images (`explain`, `compare`, `report`, `features`, `receptive-field`)
+/// read, explain and draw a folder a chunk at a time, reading the next chunk while
+/// one is worked on, so they hold about twice this however many files are given;
 /// `LUMEN_READ_CHUNK_MB` changes it. A chunk is passed to the model in its own
-/// internal batches; 256 MiB is 191 images at 224x224, several passes, so chunking
-/// costs no speed.
-pub const DEFAULT_READ_CHUNK_MB: usize = 256;
+/// internal batches; 128 MiB is 95 images at 224x224, three passes of a ResNet, so
+/// chunking costs no speed.
+pub const DEFAULT_READ_CHUNK_MB: usize = 128;
 
 /// The chunk's size in bytes: `LUMEN_READ_CHUNK_MB`, else the default.
 fn read_chunk_bytes() -> Result<usize> {
@@ -461,25 +461,46 @@ impl InputPlan {
         };
         let per_chunk = images_per_chunk(bytes, [config.input_size[1], config.input_size[2]])
             .min(most_images.max(1));
+        let starts: Vec<usize> = (0..files.len()).step_by(per_chunk).collect();
+        let range = |start: usize| start..(start + per_chunk).min(files.len());
+        let read = |start: usize| {
+            let range = range(start);
+            Inputs::read_with(&config, device, &files[range.clone()], &names[range])
+        };
         let mut failures = vec![];
         let mut any_read = false;
-        for start in (0..files.len()).step_by(per_chunk) {
-            let end = (start + per_chunk).min(files.len());
-            let read = Inputs::read_with(&config, device, &files[start..end], &names[start..end])?;
-            record_failures(&read.failures);
-            failures.extend(read.failures);
-            let Some(inputs) = read.inputs else {
-                continue;
-            };
-            warn_notes(&inputs);
-            any_read = true;
-            let positions = positions_of(&names, start..end, &inputs.names);
-            work(InputChunk {
-                inputs,
-                positions,
-                covered: end - start,
-            })?;
-        }
+        // The next chunk is read and decoded on its own thread while this one is
+        // worked on (the seed's overlap: the device, or the other cores, compute);
+        // messages about a chunk are printed when it is worked on, in order.
+        std::thread::scope(|scope| -> Result<()> {
+            let mut next = starts
+                .first()
+                .map(|&start| scope.spawn(move || read(start)));
+            for (k, &start) in starts.iter().enumerate() {
+                let reading = next.take().expect("each chunk is read before its turn");
+                next = starts
+                    .get(k + 1)
+                    .map(|&start| scope.spawn(move || read(start)));
+                let read = reading.join().map_err(|_| {
+                    LumenError::InvalidArgument("the thread reading images panicked".into())
+                })??;
+                record_failures(&read.failures);
+                failures.extend(read.failures);
+                let Some(inputs) = read.inputs else {
+                    continue;
+                };
+                warn_notes(&inputs);
+                any_read = true;
+                let range = range(start);
+                let positions = positions_of(&names, range.clone(), &inputs.names);
+                work(InputChunk {
+                    inputs,
+                    positions,
+                    covered: range.len(),
+                })?;
+            }
+            Ok(())
+        })?;
         match any_read {
             true => Ok(()),
             false => Err(lumen::no_readable_input(&failures)),
@@ -1362,7 +1383,7 @@ mod tests {
     #[test]
     fn chunks_hold_a_bounded_share_of_a_folder() {
         let default = DEFAULT_READ_CHUNK_MB << 20;
-        assert_eq!(images_per_chunk(default, [224, 224]), 191);
+        assert_eq!(images_per_chunk(default, [224, 224]), 95);
         assert_eq!(images_per_chunk(default, [8192, 8192]), 1);
         assert!(images_per_chunk(default, [1, 1]) > 1_000_000);
         // What the CLI tests set (LUMEN_READ_CHUNK_MB=1 at 128 px): two images a chunk.
