@@ -390,8 +390,8 @@ MUTATIONS = [
     (
         "features-statistics-of-the-last-chunk",
         "crates/lumen-cli/src/features.rs",
-        "    if merged.is_empty() {\n        *merged = chunk;",
-        "    if true {\n        *merged = chunk;",
+        "lumen::features::append_layers(&mut statistics, chunk_statistics)?;",
+        "statistics = chunk_statistics;",
         CLI_CHUNKS,
     ),
     # A report written chunk by chunk: each chunk's sections numbered from zero (the

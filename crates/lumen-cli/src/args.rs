@@ -1107,7 +1107,7 @@ impl MethodArgs {
 /// become `[-mean/std, (1-mean)/std]`, so the widest channel spans `1 / std` (4.4 for
 /// ImageNet's statistics). What `--noise-stdev` and `--sensitivity-radius`, in
 /// normalised units, compare against.
-pub fn normalised_range(config: &lumen::core::DataConfig) -> f32 {
+fn normalised_range(config: &lumen::core::DataConfig) -> f32 {
     config
         .std
         .iter()

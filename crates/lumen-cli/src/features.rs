@@ -187,7 +187,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
                 }
             }
             channels.extend(chunk_channels);
-            merge_statistics(&mut statistics, chunk_statistics)?;
+            lumen::features::append_layers(&mut statistics, chunk_statistics)?;
             names.extend(inputs.names);
             Ok(())
         },
@@ -287,19 +287,6 @@ fn draw_feature_maps(
             save_png(&figure, &args.figure.out, &file)
         })
         .collect()
-}
-
-/// `chunk`'s statistics added to those of the chunks before (`merged`, empty at the
-/// first), as one scan of all the images would have given them.
-fn merge_statistics(merged: &mut Vec<LayerStatistics>, chunk: Vec<LayerStatistics>) -> Result<()> {
-    if merged.is_empty() {
-        *merged = chunk;
-        return Ok(());
-    }
-    for (all, part) in merged.iter_mut().zip(chunk) {
-        all.append(part)?;
-    }
-    Ok(())
 }
 
 /// How a receptive field is computed.

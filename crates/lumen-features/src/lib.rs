@@ -27,4 +27,6 @@ pub use receptive::{Occlusion, ReceptiveField, ReceptiveMap, theoretical_recepti
 pub use statistics::{
     FeatureStatistics, SortBy, StatisticsOptions, statistics, statistics_of_host,
 };
-pub use visualizer::{ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics, MapChoice};
+pub use visualizer::{
+    ChannelMap, ChannelScore, FeatureVisualizer, LayerStatistics, MapChoice, append_layers,
+};

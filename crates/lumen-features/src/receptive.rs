@@ -226,22 +226,8 @@ impl<M: ExplainableModel> FeatureVisualizer<'_, M> {
         at: Option<[usize; 2]>,
     ) -> Result<Vec<ReceptiveMap>> {
         self.model.layer(layer)?;
-        self.model.check_input(input)?;
-        let rows = input.dims()[0];
-        let chunk = match self.batch_size {
-            Some(0) => {
-                return Err(LumenError::InvalidArgument(
-                    "the batch size (images per pass) must be at least 1".into(),
-                ));
-            }
-            Some(n) => n,
-            None => lumen_core::default_batch_rows_for(self.model, input),
-        };
-        if chunk >= rows {
-            return self.gradient_field_batch(input, layer, channel, at);
-        }
-        let parts = lumen_core::map_chunks(rows, chunk, |range| {
-            let batch = input.clone().narrow(0, range.start, range.len());
+        let gradient_rows = || lumen_core::default_batch_rows_for(self.model, input);
+        let parts = self.in_batches(input, gradient_rows, |batch, _| {
             self.gradient_field_batch(&batch, layer, channel, at)
         })?;
         Ok(parts.into_iter().flatten().collect())

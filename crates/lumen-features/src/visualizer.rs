@@ -97,6 +97,27 @@ impl LayerStatistics {
     }
 }
 
+/// Each layer's statistics of another batch added to `merged` (empty before the first
+/// batch: it takes the batch's), layer by layer in the same order, as
+/// [`LayerStatistics::append`]: internal batches, or a folder scanned in chunks.
+pub fn append_layers(merged: &mut Vec<LayerStatistics>, batch: Vec<LayerStatistics>) -> Result<()> {
+    if merged.is_empty() {
+        *merged = batch;
+        return Ok(());
+    }
+    if merged.len() != batch.len() {
+        return Err(LumenError::InvalidArgument(format!(
+            "cannot add the statistics of {} layers to those of {}",
+            batch.len(),
+            merged.len()
+        )));
+    }
+    for (all, part) in merged.iter_mut().zip(batch) {
+        all.append(part)?;
+    }
+    Ok(())
+}
+
 /// Looks inside a model: what its named layers compute for a batch of inputs.
 ///
 /// The scans that return per-image results ([`feature_maps`](Self::feature_maps),
@@ -107,7 +128,7 @@ impl LayerStatistics {
 /// returns whole feature tensors and runs the batch in one pass.
 pub struct FeatureVisualizer<'a, M: ExplainableModel> {
     pub(crate) model: &'a M,
-    pub(crate) batch_size: Option<usize>,
+    batch_size: Option<usize>,
     /// The probed pass size of the last input shape: a scan over a folder calls the
     /// visualizer once per read batch, all of one shape, and probes once.
     probed: Mutex<Option<([usize; 3], usize)>>,
@@ -149,11 +170,26 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         }
     }
 
-    /// `work` on each internal batch of `input`'s rows, with the index of its first
-    /// row; results in row order.
+    /// `work` on each forward-only internal batch of `input`'s rows, with the index of
+    /// its first row; results in row order.
     fn per_batch<T>(
         &self,
         input: &Tensor<4>,
+        work: impl FnMut(Tensor<4>, usize) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let forward_rows = || match unprobed_forward_rows(input) {
+            Some(rows) => rows,
+            None => self.probed_rows(input),
+        };
+        self.in_batches(input, forward_rows, work)
+    }
+
+    /// `work` on each internal batch of `input`'s rows (the visualizer's batch size,
+    /// else `default_rows()`), with the index of its first row; results in row order.
+    pub(crate) fn in_batches<T>(
+        &self,
+        input: &Tensor<4>,
+        default_rows: impl FnOnce() -> usize,
         mut work: impl FnMut(Tensor<4>, usize) -> Result<T>,
     ) -> Result<Vec<T>> {
         let rows = input.dims()[0];
@@ -166,14 +202,11 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
         let chunk = match self.batch_size {
             Some(0) => {
                 return Err(LumenError::InvalidArgument(
-                    "the batch size (images per forward pass) must be at least 1".into(),
+                    "the batch size (images per pass) must be at least 1".into(),
                 ));
             }
             Some(n) => n,
-            None => match unprobed_forward_rows(input) {
-                Some(rows) => rows,
-                None => self.probed_rows(input),
-            },
+            None => default_rows(),
         };
         if chunk >= rows {
             return Ok(vec![work(input.clone(), 0)?]);
@@ -313,21 +346,13 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                 .collect();
             Ok((images, statistics))
         })?;
-        // The batches' statistics combine exactly ([`LayerStatistics::append`]).
         let mut images = vec![];
-        let mut merged: Option<Vec<LayerStatistics>> = None;
+        let mut merged = vec![];
         for (batch_images, batch_statistics) in batches {
             images.extend(batch_images);
-            match &mut merged {
-                None => merged = Some(batch_statistics),
-                Some(merged) => {
-                    for (all, part) in merged.iter_mut().zip(batch_statistics) {
-                        all.append(part)?;
-                    }
-                }
-            }
+            append_layers(&mut merged, batch_statistics)?;
         }
-        Ok((images, merged.unwrap_or_default()))
+        Ok((images, merged))
     }
 
     /// Per image, every channel's mean activation over positions: what a scan over a

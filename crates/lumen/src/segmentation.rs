@@ -193,6 +193,8 @@ where
                 .enumerate()
                 .map(
                     |(i, (result, (legend, title, uncertainty_map, cautions)))| {
+                        let _stage =
+                            lumen_core::profile::stage(lumen_core::profile::stages::ENCODE);
                         let view = SegmentationView {
                             classes: &result.prediction.pixel_classes,
                             grid,
