@@ -258,6 +258,16 @@ impl InputArgs {
     /// The image files, folders expanded (sorted), in the order given.
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let given: Vec<&PathBuf> = self.images.iter().chain(&self.positional).collect();
+        if self.input_npy.is_some() {
+            // `batch` and `features --top-images` name outputs and cache entries by
+            // file; they said "no input" to an array.
+            return Err(LumenError::InvalidArgument(
+                "this command reads image files or folders, not --input-npy (explain, \
+                 compare, report, receptive-field and features without --top-images read \
+                 arrays)"
+                    .into(),
+            ));
+        }
         if given.is_empty() {
             return Err(LumenError::InvalidArgument(
                 "no input: give --image FILE (or a folder), image paths, or --input-npy".into(),
@@ -301,10 +311,16 @@ impl InputArgs {
     /// ([`InputPlan::for_each_chunk`]): the array read, the files listed and named.
     pub fn plan(&self, model: &impl TaskModel) -> Result<InputPlan> {
         Ok(match &self.input_npy {
-            Some(path) => InputPlan::Array(Box::new(Inputs::from_tensor(
-                lumen::read_npy_batch(path, model.device())?,
-                model.data_config(),
-            )?)),
+            Some(path) => {
+                let batch = lumen::NpyBatch::open(path)?;
+                // Checked whole before any work: a bad value is a preprocessing
+                // error, not one bad image.
+                batch.check_finite()?;
+                InputPlan::Array {
+                    batch,
+                    config: model.data_config().clone(),
+                }
+            }
             None => {
                 let files = self.files()?;
                 let config = self.data_config(model, &files)?;
@@ -359,8 +375,11 @@ fn images_per_chunk(bytes: usize, [height, width]: [usize; 2]) -> usize {
 /// The inputs of a command that explains them a chunk at a time: the files (or the
 /// array's rows) known and counted, nothing read yet.
 pub enum InputPlan {
-    /// `--input-npy`: one array, already read (the user's own; it is one chunk).
-    Array(Box<Inputs>),
+    /// `--input-npy`: the rows of one array, read a chunk at a time.
+    Array {
+        batch: lumen::NpyBatch,
+        config: lumen::core::DataConfig,
+    },
     /// Image files, read a chunk at a time at `config`'s size.
     Files {
         files: Vec<PathBuf>,
@@ -381,7 +400,7 @@ impl InputPlan {
     /// The inputs given (files, or the array's rows), readable or not.
     pub fn len(&self) -> usize {
         match self {
-            InputPlan::Array(inputs) => inputs.len(),
+            InputPlan::Array { batch, .. } => batch.len(),
             InputPlan::Files { files, .. } => files.len(),
         }
     }
@@ -389,8 +408,8 @@ impl InputPlan {
     /// `[height, width]` the images are read at.
     pub fn input_size(&self) -> [usize; 2] {
         match self {
-            InputPlan::Array(inputs) => {
-                let [_, _, height, width] = inputs.tensor.dims();
+            InputPlan::Array { batch, .. } => {
+                let [_, _, height, width] = batch.dims();
                 [height, width]
             }
             InputPlan::Files { config, .. } => [config.input_size[1], config.input_size[2]],
@@ -434,8 +453,43 @@ impl InputPlan {
         done
     }
 
+    /// The inputs `range` read: the readable ones, the failures, and the positions of
+    /// the readable ones among all inputs.
+    fn read_chunk(
+        &self,
+        range: std::ops::Range<usize>,
+        device: &lumen::core::Device,
+    ) -> Result<(lumen::ReadInputs, Vec<usize>)> {
+        match self {
+            InputPlan::Array { batch, config } => {
+                let tensor = batch.read_rows(range.clone(), device)?;
+                let inputs = Inputs::from_rows(tensor, config, range.start)?;
+                let read = lumen::ReadInputs {
+                    inputs: Some(inputs),
+                    failures: vec![],
+                };
+                Ok((read, range.collect()))
+            }
+            InputPlan::Files {
+                files,
+                names,
+                config,
+            } => {
+                let read = Inputs::read_with(
+                    config,
+                    device,
+                    &files[range.clone()],
+                    &names[range.clone()],
+                )?;
+                let kept = read.inputs.as_ref().map_or(&[][..], |i| i.names.as_slice());
+                let positions = positions_of(names, range, kept);
+                Ok((read, positions))
+            }
+        }
+    }
+
     /// [`InputPlan::for_each_chunk`] in chunks of `bytes` worth of images, at most
-    /// `most_images`, without a bar. An array is one chunk (it is already in memory).
+    /// `most_images`, without a bar.
     fn for_each_chunk_of(
         self,
         bytes: usize,
@@ -443,30 +497,12 @@ impl InputPlan {
         device: &lumen::core::Device,
         mut work: impl FnMut(InputChunk) -> Result<()>,
     ) -> Result<()> {
-        let (files, names, config) = match self {
-            InputPlan::Array(inputs) => {
-                warn_notes(&inputs);
-                let covered = inputs.len();
-                return work(InputChunk {
-                    positions: (0..covered).collect(),
-                    inputs: *inputs,
-                    covered,
-                });
-            }
-            InputPlan::Files {
-                files,
-                names,
-                config,
-            } => (files, names, config),
-        };
-        let per_chunk = images_per_chunk(bytes, [config.input_size[1], config.input_size[2]])
-            .min(most_images.max(1));
-        let starts: Vec<usize> = (0..files.len()).step_by(per_chunk).collect();
-        let range = |start: usize| start..(start + per_chunk).min(files.len());
-        let read = |start: usize| {
-            let range = range(start);
-            Inputs::read_with(&config, device, &files[range.clone()], &names[range])
-        };
+        let total = self.len();
+        let per_chunk = images_per_chunk(bytes, self.input_size()).min(most_images.max(1));
+        let starts: Vec<usize> = (0..total).step_by(per_chunk).collect();
+        let range = |start: usize| start..(start + per_chunk).min(total);
+        let plan = &self;
+        let read = |start: usize| plan.read_chunk(range(start), device);
         let mut failures = vec![];
         let mut any_read = false;
         // The next chunk is read and decoded on its own thread while this one is
@@ -481,7 +517,7 @@ impl InputPlan {
                 next = starts
                     .get(k + 1)
                     .map(|&start| scope.spawn(move || read(start)));
-                let read = reading.join().map_err(|_| {
+                let (read, positions) = reading.join().map_err(|_| {
                     LumenError::InvalidArgument("the thread reading images panicked".into())
                 })??;
                 record_failures(&read.failures);
@@ -491,12 +527,10 @@ impl InputPlan {
                 };
                 warn_notes(&inputs);
                 any_read = true;
-                let range = range(start);
-                let positions = positions_of(&names, range.clone(), &inputs.names);
                 work(InputChunk {
                     inputs,
                     positions,
-                    covered: range.len(),
+                    covered: range(start).len(),
                 })?;
             }
             Ok(())

@@ -1279,6 +1279,48 @@ fn dense_models_that_overflow_are_named_not_read_as_a_plausible_answer() {
     }
 }
 
+/// The commands that read files only (`batch`, `features --top-images`) said "no input:
+/// give ... --input-npy" to an array they had been given.
+#[test]
+fn commands_that_read_files_only_say_so_to_an_array() {
+    let dir = scratch("npy-files-only");
+    let array = dir.join("a.npy");
+    write_npy(
+        &array,
+        ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, 3, 64, 64])),
+    );
+    let array = path_str(&array);
+    let out_dir = path_str(&dir.join("out"));
+    for args in [
+        vec![
+            "batch",
+            "--model",
+            "shapes-cnn",
+            "--input-npy",
+            &array,
+            "--out",
+            &out_dir,
+        ],
+        vec![
+            "features",
+            "--model",
+            "shapes-cnn",
+            "--input-npy",
+            &array,
+            "--layer",
+            "layer1",
+            "--top-images",
+            "2",
+            "--out",
+            &out_dir,
+        ],
+    ] {
+        let out = lumen(&args);
+        assert_fails(&out, 2, &["reads image files or folders, not --input-npy"]);
+        assert!(!stderr(&out).contains("no input"), "{}", stderr(&out));
+    }
+}
+
 /// In a batch, a detector's or segmentor's image whose output overflows is skipped and
 /// named like an unreadable file. Before, the detector's NaN prediction became a
 /// default request with a NaN box, refused as a usage error (exit 2) that ended the

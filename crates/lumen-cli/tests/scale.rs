@@ -853,6 +853,18 @@ fn assert_chunks_change_nothing_within(
     raw: &[&str],
     relative: f64,
 ) -> (serde_json::Value, Vec<Vec<usize>>) {
+    chunks_compared(name, args, raw, relative, true)
+}
+
+/// [`assert_chunks_change_nothing_within`]; the inputs include an unreadable file
+/// (exit 3, reported) when `one_skipped`, else every input is read (exit 0).
+fn chunks_compared(
+    name: &str,
+    args: &[&str],
+    raw: &[&str],
+    relative: f64,
+    one_skipped: bool,
+) -> (serde_json::Value, Vec<Vec<usize>>) {
     let mut printed = vec![];
     let outs = [
         tmp(&format!("{name}-whole")),
@@ -870,8 +882,14 @@ fn assert_chunks_change_nothing_within(
         let full: Vec<&str> = full.iter().map(String::as_str).collect();
         let run = lumen_with_chunk(&full, chunk);
         // The unreadable file is reported (exit 3); the others are explained.
-        assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
-        assert!(stderr(&run).contains("skipped"), "{}", stderr(&run));
+        let code = if one_skipped { 3 } else { 0 };
+        assert_eq!(run.status.code(), Some(code), "{}", stderr(&run));
+        assert_eq!(
+            stderr(&run).contains("skipped"),
+            one_skipped,
+            "{}",
+            stderr(&run)
+        );
         let text = String::from_utf8_lossy(&run.stdout).replace(&o, "OUT");
         printed.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
     }
@@ -1125,4 +1143,93 @@ fn folders_read_in_chunks_give_the_results_of_one_chunk() {
     }
     assert!(next > 0, "no box explained: {json}");
     assert_eq!(shapes[0][0] as u64, next);
+}
+
+/// `--input-npy` is read a chunk of rows at a time like a folder (it was read whole,
+/// and every map and figure held to the end): the same results, arrays and figures as
+/// in one chunk, in C and Fortran layout; a bad value anywhere is refused before any
+/// work, by its place in the whole array.
+#[test]
+fn arrays_read_in_chunks_give_the_results_of_one_chunk() {
+    let dir = tmp("chunk-arrays");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Five rows at 128 px: chunks of two in 1 MiB, [0 1] [2 3] [4].
+    let values = ndarray::Array4::<f32>::from_shape_fn((5, 3, 128, 128), |(b, c, h, w)| {
+        let (y, x) = (h as f32 - 40.0 - 10.0 * b as f32, w as f32 - 64.0);
+        ((y * y + x * x).sqrt() / (20.0 + 5.0 * c as f32)).cos() * 1.5
+    });
+    let c_layout = dir.join("c.npy");
+    ndarray_npy::write_npy(&c_layout, &values).unwrap();
+    let fortran = dir.join("fortran.npy");
+    let reversed = values.t().as_standard_layout().to_owned().reversed_axes();
+    assert!(!reversed.is_standard_layout());
+    ndarray_npy::write_npy(&fortran, &reversed).unwrap();
+    let mut printed = vec![];
+    for (name, array) in [("c", &c_layout), ("fortran", &fortran)] {
+        let array = array.display().to_string();
+        let (json, shapes) = chunks_compared(
+            &format!("array-{name}"),
+            &[
+                "explain",
+                "--model",
+                "shapes-cnn",
+                "--input-npy",
+                &array,
+                "--method",
+                "gradcam",
+                "--target-class",
+                "0,1,2,0,1",
+                "--save-raw",
+                "raw.npy",
+            ],
+            &["raw.npy"],
+            0.0,
+            false,
+        );
+        assert_eq!(shapes, [[5, 128, 128]]);
+        let results = json["results"].as_array().unwrap();
+        let names: Vec<&str> = results
+            .iter()
+            .map(|r| r["image"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["input0", "input1", "input2", "input3", "input4"],
+            "{json}"
+        );
+        let targets: Vec<u64> = results
+            .iter()
+            .map(|r| r["target"].as_u64().unwrap())
+            .collect();
+        assert_eq!(targets, [0, 1, 2, 0, 1]);
+        printed.push(json);
+    }
+    assert_eq!(printed[0], printed[1], "the layouts explain alike");
+
+    // A NaN in the last row: refused before the first chunk is explained.
+    let mut bad = values.clone();
+    bad[[4, 1, 3, 9]] = f32::NAN;
+    let bad_path = dir.join("nan.npy");
+    ndarray_npy::write_npy(&bad_path, &bad).unwrap();
+    let out = dir.join("nan-out");
+    let run = lumen_with_chunk(
+        &[
+            "explain",
+            "--model",
+            "shapes-cnn",
+            "--input-npy",
+            &bad_path.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        Some("1"),
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("image 4, channel 1, row 3, column 9"),
+        "{}",
+        stderr(&run)
+    );
+    let written = std::fs::read_dir(&out).map_or(0, |entries| entries.count());
+    assert_eq!(written, 0, "nothing is written before the refusal");
 }

@@ -242,7 +242,14 @@ impl Inputs {
     /// normalisation. Fails on an empty batch or on NaN or infinite values, which would
     /// silently give NaN maps.
     pub fn from_tensor(tensor: Tensor<4>, config: &DataConfig) -> Result<Self> {
-        let [batch, channels, height, width] = tensor.dims();
+        Self::from_rows(tensor, config, 0)
+    }
+
+    /// [`Inputs::from_tensor`] for the rows of a larger array from row `first` on: they
+    /// are named, and a bad value placed, by their row in the whole array.
+    pub fn from_rows(tensor: Tensor<4>, config: &DataConfig, first: usize) -> Result<Self> {
+        let dims = tensor.dims();
+        let [batch, channels, height, width] = dims;
         if batch == 0 || height == 0 || width == 0 {
             return Err(LumenError::InvalidArgument(format!(
                 "the input array is empty (shape [{batch}, {channels}, {height}, {width}])"
@@ -251,19 +258,12 @@ impl Inputs {
         let values = to_host(tensor.clone())?;
         if let Some(at) = values.iter().position(|v| !v.is_finite()) {
             let bad = values.iter().filter(|v| !v.is_finite()).count();
-            let plane = height * width;
-            let (image, rest) = (at / (channels * plane), at % (channels * plane));
-            let (channel, pixel) = (rest / plane, rest % plane);
-            return Err(LumenError::InvalidArgument(format!(
-                "the input array has {bad} NaN or infinite values (the first is {} at image \
-                 {image}, channel {channel}, row {}, column {}): inputs must be finite",
-                values[at],
-                pixel / width,
-                pixel % width
-            )));
+            return Err(non_finite_error(bad, values[at], at, dims, first));
         }
         let originals = config.denormalize(&tensor)?;
-        let names = (0..originals.len()).map(|i| format!("input{i}")).collect();
+        let names = (first..first + originals.len())
+            .map(|i| format!("input{i}"))
+            .collect();
         Ok(Self {
             tensor,
             originals,
@@ -310,6 +310,27 @@ impl Inputs {
     pub fn is_empty(&self) -> bool {
         self.originals.is_empty()
     }
+}
+
+/// The error for an input array of `dims` with `bad` NaN or infinite values, the first
+/// `value` at flat index `at`, its images numbered from `first`.
+pub(crate) fn non_finite_error(
+    bad: usize,
+    value: f32,
+    at: usize,
+    [_, channels, height, width]: [usize; 4],
+    first: usize,
+) -> LumenError {
+    let plane = height * width;
+    let (image, rest) = (at / (channels * plane), at % (channels * plane));
+    let (channel, pixel) = (rest / plane, rest % plane);
+    LumenError::InvalidArgument(format!(
+        "the input array has {bad} NaN or infinite values (the first is {value} at image \
+         {}, channel {channel}, row {}, column {}): inputs must be finite",
+        first + image,
+        pixel / width,
+        pixel % width
+    ))
 }
 
 #[cfg(test)]

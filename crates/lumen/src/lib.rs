@@ -33,6 +33,7 @@ pub mod evaluate;
 pub mod feature_report;
 mod figures;
 pub mod inputs;
+pub mod npy_input;
 pub mod output;
 pub mod scale;
 pub mod segmentation;
@@ -81,7 +82,8 @@ pub use lumen_tasks::{
     DetectionScoreKind, ObjectDetection, SegmentRegion, Segmentation, SegmentationPrediction,
     SegmentationRequest, Task, Uncertainty, UncertaintyScale,
 };
-pub use output::{AtomicFile, NpyRowWriter, read_npy_batch, save_png, write_atomically, write_npy};
+pub use npy_input::{NpyBatch, read_npy_batch};
+pub use output::{AtomicFile, NpyRowWriter, save_png, write_atomically, write_npy};
 pub use scale::{MergeSummary, Shard, merge_shards};
 pub use segmentation::{SegmentationExplanation, SegmentationOptions, explain_segmentation};
 
