@@ -848,20 +848,24 @@ impl FigureArgs {
     }
 
     /// The cautions of `verdicts` for a run whose CAMs use `layer` (`--layer`, else the
-    /// model's `default_layer`): a CAM measured at another layer keeps its cautions off
+    /// `model`'s default layer): a CAM measured at another layer keeps its cautions off
     /// the figures, and a warning says so when the run draws that method (`methods`,
-    /// comma-separated).
+    /// comma-separated). A layer the model does not have is the run's error, not
+    /// worth a warning first.
     pub fn cautions_at(
         &self,
         verdicts: &lumen::verdicts::Verdicts,
         layer: Option<&str>,
-        default_layer: &str,
+        model: &impl lumen::ExplainableModel,
         methods: &str,
     ) -> lumen::verdicts::Cautions {
-        let layer = layer.unwrap_or(default_layer);
+        let default_layer = model.default_layer();
+        let layer = layer.unwrap_or(&default_layer);
         let (cautions, dropped) = verdicts.at_layer(Some(layer));
-        let drawn =
-            |method: &str| !self.no_figures && methods.split(',').any(|m| m.trim() == method);
+        let known = model.check_layers(layer).is_ok();
+        let drawn = |method: &str| {
+            known && !self.no_figures && methods.split(',').any(|m| m.trim() == method)
+        };
         for (method, measured) in dropped.into_iter().filter(|(m, _)| drawn(m)) {
             eprintln!(
                 "warning: the verdicts on {method} were measured at layer `{measured}`, not \

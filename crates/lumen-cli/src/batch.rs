@@ -107,7 +107,7 @@ where
     options.cautions = args.figure.cautions_at(
         &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),
-        &lumen::ExplainableModel::default_layer(model.model()),
+        model.model(),
         &args.method,
     );
     args.method_args

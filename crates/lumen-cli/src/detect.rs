@@ -99,7 +99,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     options.explain.cautions = args.figure.cautions_at(
         &verdicts,
         args.method_args.layer.as_deref(),
-        &lumen::ExplainableModel::default_layer(&model.model),
+        &model.model,
         &args.method,
     );
     args.method_args

@@ -100,7 +100,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     options.cautions = args.figure.cautions_at(
         &verdicts,
         args.method_args.layer.as_deref(),
-        &lumen::ExplainableModel::default_layer(&model.model),
+        &model.model,
         &args.method,
     );
     args.method_args

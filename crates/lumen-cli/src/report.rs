@@ -78,7 +78,7 @@ where
     options.cautions = args.figure.cautions_at(
         &args.figure.verdicts(&args.model.model)?,
         args.method_args.layer.as_deref(),
-        &lumen::ExplainableModel::default_layer(model.model()),
+        model.model(),
         &args.methods.join(","),
     );
     args.method_args

@@ -1236,11 +1236,14 @@ fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
         2,
         &["attention methods need a model with attention layers"],
     );
-    assert_fails(
-        &detect(&["--method", "gradcam", "--layer", "layer9"]),
-        2,
-        &["unknown layer `layer9`", "backbone.layer4"],
-    );
+    let out = detect(&["--method", "gradcam", "--layer", "layer9"]);
+    assert_fails(&out, 2, &["unknown layer `layer9`", "backbone.layer4"]);
+    // The unknown layer is the error; before it, a warning said the bundled verdicts
+    // were measured at another layer than `layer9`.
+    assert!(!stderr(&out).contains("verdicts"), "{}", stderr(&out));
+    let out = explain_shapes(&["--input-npy", &input(), "--layer", "layer3,foo"]);
+    assert_fails(&out, 2, &["unknown layer `foo`", "layer4.0"]);
+    assert!(!stderr(&out).contains("verdicts"), "{}", stderr(&out));
     let out = detect(&["--method", "gradcam"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
