@@ -5,9 +5,12 @@
 //!
 //! The reference builds a sparse matrix and calls a direct solver (SciPy's
 //! `spsolve`). The system is symmetric positive definite (a graph Laplacian with known
-//! pixels as boundary), so here it is solved matrix-free by conjugate gradients with a
-//! diagonal preconditioner, in f64, to a relative residual of 1e-9: no sparse-solver
-//! crate needed, and 128x128 images take milliseconds.
+//! pixels as boundary), so here it is factored by faer's sparse Cholesky (fill-reducing
+//! ordering, in f64) and the three channels solved with the one factor. Conjugate
+//! gradients, used before, needed a number of iterations that grows with the size of
+//! the removed region (the diagonal is constant inside it, so Jacobi preconditioning
+//! did nothing): 0.9-1 s per 224x224 image with 90% removed, against milliseconds for
+//! the factor. They stay as the fallback should the factorisation fail.
 
 use lumen_core::random::normal_values;
 
@@ -30,10 +33,31 @@ const TOLERANCE: f64 = 1e-9;
 /// channel's mean is used.
 pub fn noisy_linear_imputation(
     image: &[f32],
+    dims: [usize; 3],
+    removed: &[bool],
+    noise: f32,
+    seed: u64,
+) -> Vec<f32> {
+    imputation_by(image, dims, removed, noise, seed, Solver::Cholesky)
+}
+
+/// How the imputation's system is solved.
+#[derive(Clone, Copy, PartialEq)]
+enum Solver {
+    /// Sparse Cholesky, falling back to conjugate gradients should it fail.
+    Cholesky,
+    /// Conjugate gradients only (the fallback, tested against the factor).
+    #[cfg_attr(not(test), allow(dead_code))]
+    ConjugateGradients,
+}
+
+fn imputation_by(
+    image: &[f32],
     [c, h, w]: [usize; 3],
     removed: &[bool],
     noise: f32,
     seed: u64,
+    solver: Solver,
 ) -> Vec<f32> {
     let mut out = image.to_vec();
     let unknown: Vec<usize> = (0..h * w).filter(|&p| removed[p]).collect();
@@ -94,13 +118,23 @@ pub fn noisy_linear_imputation(
     } else {
         vec![0.0; n * c]
     };
-    // Start from the mean of the known pixels' contributions: b_i / diag_i.
-    let mut x: Vec<f64> = rhs
-        .iter()
-        .enumerate()
-        .map(|(k, b)| b / system.diag[k % n])
-        .collect();
-    system.conjugate_gradients(&rhs, &mut x);
+    let factored = match solver {
+        Solver::Cholesky => system.cholesky_solve(&rhs),
+        Solver::ConjugateGradients => None,
+    };
+    let x = match factored {
+        Some(x) => x,
+        None => {
+            // Start from the mean of the known pixels' contributions: b_i / diag_i.
+            let mut x: Vec<f64> = rhs
+                .iter()
+                .enumerate()
+                .map(|(k, b)| b / system.diag[k % n])
+                .collect();
+            system.conjugate_gradients(&rhs, &mut x);
+            x
+        }
+    };
     for ch in 0..c {
         for (i, &p) in unknown.iter().enumerate() {
             out[ch * h * w + p] = x[ch * n + i] as f32 + jitter[ch * n + i];
@@ -120,6 +154,33 @@ struct System {
 }
 
 impl System {
+    /// The solution for every channel's right-hand side `b` (planes of `n`) by one
+    /// sparse Cholesky factorisation; `None` when it fails (it should not: every
+    /// removed region borders a known pixel, so the matrix is positive definite).
+    fn cholesky_solve(&self, b: &[f64]) -> Option<Vec<f64>> {
+        use faer::linalg::solvers::Solve;
+        use faer::sparse::{SparseColMat, Triplet};
+        let n = self.diag.len();
+        // The lower triangle: the diagonal and each link to an earlier unknown.
+        let mut lower = Vec::with_capacity(n + self.links.len() / 2);
+        for (i, &d) in self.diag.iter().enumerate() {
+            lower.push(Triplet::new(i, i, d));
+            for &(j, weight) in &self.links[self.starts[i]..self.starts[i + 1]] {
+                if j < i {
+                    lower.push(Triplet::new(i, j, -weight));
+                }
+            }
+        }
+        let matrix = SparseColMat::<usize, f64>::try_new_from_triplets(n, n, &lower).ok()?;
+        let factor = matrix.sp_cholesky(faer::Side::Lower).ok()?;
+        let mut x = faer::Mat::<f64>::from_fn(n, self.channels, |i, ch| b[ch * n + i]);
+        factor.solve_in_place(x.as_mut());
+        let solved: Vec<f64> = (0..self.channels)
+            .flat_map(|ch| x.col(ch).iter().copied().collect::<Vec<_>>())
+            .collect();
+        solved.iter().all(|v| v.is_finite()).then_some(solved)
+    }
+
     /// `y = A x` for the `moving` channels, one pass over the links.
     fn apply(&self, x: &[f64], y: &mut [f64], moving: &[bool]) {
         let n = self.diag.len();
@@ -202,6 +263,44 @@ impl System {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_factor_and_conjugate_gradients_fill_alike() {
+        // A 64x64 image with a large removed blob and scattered removed pixels: the
+        // direct solve and the iterative fallback agree (the iteration stops at a
+        // relative residual of 1e-9); both differ from the image they were given.
+        let (h, w) = (64, 64);
+        let image: Vec<f32> = (0..3 * h * w)
+            .map(|p| ((p * 7919) % 257) as f32 / 128.0 - 1.0)
+            .collect();
+        let removed: Vec<bool> = (0..h * w)
+            .map(|p| {
+                let (y, x) = ((p / w) as f32, (p % w) as f32);
+                (y - 30.0).powi(2) + (x - 24.0).powi(2) < 400.0 || p % 7 == 0
+            })
+            .collect();
+        let direct = imputation_by(&image, [3, h, w], &removed, 0.0, 0, Solver::Cholesky);
+        let iterative = imputation_by(
+            &image,
+            [3, h, w],
+            &removed,
+            0.0,
+            0,
+            Solver::ConjugateGradients,
+        );
+        let largest = direct
+            .iter()
+            .zip(&iterative)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(largest < 1e-5, "the solvers differ by {largest}");
+        let moved = direct
+            .iter()
+            .zip(&image)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(moved > 0.1, "nothing was imputed ({moved})");
+    }
 
     #[test]
     fn a_linear_ramp_is_reconstructed_exactly() {
