@@ -12,7 +12,7 @@ use lumen_methods::Baseline;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::imputation::noisy_linear_imputation;
+use crate::imputation::{imputations_at_once, noisy_linear_imputation};
 use crate::localization::descending_order;
 
 /// Deletion removes the most important pixels first; insertion adds them first to a
@@ -467,25 +467,29 @@ pub fn road<M: ExplainableModel<Output = Tensor<2>>>(
     let chunk = config
         .batch_size
         .unwrap_or_else(|| default_forward_rows_for(model, input));
+    let removed_at = |p: usize| ((h * w) as f32 * config.percentages[p] / 100.0) as usize;
+    let impute = |row: usize| {
+        let (image, p) = (row / points, row % points);
+        let mut removed = vec![false; h * w];
+        for &pixel in &orders[image][..removed_at(p)] {
+            removed[pixel] = true;
+        }
+        noisy_linear_imputation(
+            &pixels_in[image * size..(image + 1) * size],
+            [c, h, w],
+            &removed,
+            config.noise,
+            config.seed.wrapping_add(row as u64),
+        )
+    };
+    // In parallel, but no more at once than their factors' memory budget allows.
+    let most_removed = (0..points).map(removed_at).max().unwrap_or(0);
+    let at_once = imputations_at_once(most_removed);
     for range in row_chunks(b * points, chunk) {
         let rows: Vec<usize> = range.collect();
         let imputed: Vec<Vec<f32>> = rows
-            .par_iter()
-            .map(|&row| {
-                let (image, p) = (row / points, row % points);
-                let count = (h * w) as f32 * config.percentages[p] / 100.0;
-                let mut removed = vec![false; h * w];
-                for &pixel in &orders[image][..count as usize] {
-                    removed[pixel] = true;
-                }
-                noisy_linear_imputation(
-                    &pixels_in[image * size..(image + 1) * size],
-                    [c, h, w],
-                    &removed,
-                    config.noise,
-                    config.seed.wrapping_add(row as u64),
-                )
-            })
+            .chunks(at_once)
+            .flat_map(|group| group.par_iter().map(|&row| impute(row)).collect::<Vec<_>>())
             .collect();
         let n = rows.len();
         let batch =
