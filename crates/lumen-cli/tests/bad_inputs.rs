@@ -158,6 +158,9 @@ fn non_finite_empty_and_odd_arrays_are_refused_or_converted() {
         let out = explain_shapes(&["--input-npy", &path_str(&dir.join("declares-too-much.npy"))]);
         assert_fails(&out, 1, &[message]);
     }
+    // A folder given as the array (opened like a file, it read as a damaged header).
+    let out = explain_shapes(&["--input-npy", &path_str(&dir)]);
+    assert_fails(&out, 1, &["a folder, not an .npy array"]);
 
     // float64, big-endian and Fortran-order arrays are the same numbers: accepted, and
     // explained as the float32 original is.

@@ -62,7 +62,11 @@ impl NpyBatch {
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |message: String| io_error(path, std::io::Error::other(message));
         let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-        let length = file.metadata().map_err(|e| io_error(path, e))?.len();
+        let metadata = file.metadata().map_err(|e| io_error(path, e))?;
+        if metadata.is_dir() {
+            return Err(bad("a folder, not an .npy array".into()));
+        }
+        let length = metadata.len();
         let header = read_header(&mut file, length).map_err(bad)?;
         let dims: [usize; 4] = match header.shape.as_slice() {
             &[batch, 3, height, width] => [batch, 3, height, width],
