@@ -308,7 +308,8 @@ impl InputArgs {
     }
 
     /// The inputs for `model`, to be read a chunk at a time
-    /// ([`InputPlan::for_each_chunk`]): the array read, the files listed and named.
+    /// ([`InputPlan::for_each_chunk`]): the array opened and checked, the files listed
+    /// and named.
     pub fn plan(&self, model: &impl TaskModel) -> Result<InputPlan> {
         Ok(match &self.input_npy {
             Some(path) => {
