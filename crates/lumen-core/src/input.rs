@@ -139,10 +139,16 @@ impl DataConfig {
 
     /// Undo the normalisation of a `[B,3,H,W]` batch, for display.
     pub fn denormalize(&self, batch: &Tensor<4>) -> Result<Vec<RgbImage>> {
-        let [b, c, h, w] = batch.dims();
-        assert_eq!(c, 3, "denormalize expects RGB");
         let values = crate::to_host(batch.clone())?;
-        Ok((0..b)
+        Ok(self.denormalize_values(&values, batch.dims()))
+    }
+
+    /// [`denormalize`](Self::denormalize) of a batch's `values` of shape `dims` already
+    /// on the host.
+    pub fn denormalize_values(&self, values: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<RgbImage> {
+        assert_eq!(c, 3, "denormalize expects RGB");
+        assert_eq!(values.len(), b * c * h * w, "values fill the batch's shape");
+        (0..b)
             .map(|i| {
                 let base = i * 3 * h * w;
                 RgbImage::from_fn(w as u32, h as u32, |x, y| {
@@ -153,7 +159,7 @@ impl DataConfig {
                     }))
                 })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -62,7 +62,7 @@ pub fn noisy_linear_imputation(
 }
 
 /// How the imputation's system is solved.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Solver {
     /// Sparse Cholesky, falling back to conjugate gradients should it fail.
     Cholesky,
@@ -196,7 +196,7 @@ impl System {
         let mut x = faer::Mat::<f64>::from_fn(n, self.channels, |i, ch| b[ch * n + i]);
         factor.solve_in_place(x.as_mut());
         let solved: Vec<f64> = (0..self.channels)
-            .flat_map(|ch| x.col(ch).iter().copied().collect::<Vec<_>>())
+            .flat_map(|ch| x.col(ch).iter().copied())
             .collect();
         solved.iter().all(|v| v.is_finite()).then_some(solved)
     }

@@ -260,7 +260,8 @@ impl Inputs {
             let bad = values.iter().filter(|v| !v.is_finite()).count();
             return Err(non_finite_error(bad, values[at], at, dims, first));
         }
-        let originals = config.denormalize(&tensor)?;
+        // The values just checked, not another read from the device.
+        let originals = config.denormalize_values(&values, dims);
         let names = (first..first + originals.len())
             .map(|i| format!("input{i}"))
             .collect();
