@@ -61,11 +61,33 @@ impl Colormap {
         Self::NAMES[self as usize]
     }
 
+    /// Every colormap, in the order of [`Colormap::NAMES`].
+    pub const ALL: [Self; 9] = [
+        Self::Viridis,
+        Self::Plasma,
+        Self::Inferno,
+        Self::Magma,
+        Self::Jet,
+        Self::Turbo,
+        Self::Hot,
+        Self::Gray,
+        Self::RedBlue,
+    ];
+
     /// The colour of `t` in `[0, 1]` (values outside are clamped; NaN maps to 0).
     pub fn rgb(self, t: f32) -> [u8; 3] {
         let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
         // matplotlib: lut index floor(t * N) clamped to N - 1, entry i at i / (N - 1).
         let index = ((t * 256.0) as usize).min(255);
+        // Every pixel of every figure comes through here: the 256 entries are made
+        // once (colorous evaluates a spline per call).
+        static TABLES: std::sync::OnceLock<[[[u8; 3]; 256]; 9]> = std::sync::OnceLock::new();
+        TABLES.get_or_init(|| Self::ALL.map(|c| std::array::from_fn(|i| c.entry(i))))[self as usize]
+            [index]
+    }
+
+    /// Entry `index` of the 256-entry table, at `index / 255`.
+    fn entry(self, index: usize) -> [u8; 3] {
         let x = index as f64 / 255.0;
         let from_scheme = |g: colorous::Gradient| {
             let c = g.eval_continuous(x);
@@ -255,6 +277,14 @@ mod tests {
             1,
         ),
     ];
+
+    #[test]
+    fn every_colormap_is_listed_in_the_order_of_its_name() {
+        for (i, colormap) in Colormap::ALL.into_iter().enumerate() {
+            assert_eq!(colormap as usize, i);
+            assert_eq!(Colormap::from_name(Colormap::NAMES[i]), Ok(colormap));
+        }
+    }
 
     #[test]
     fn colormaps_match_matplotlib_at_known_points() {
