@@ -196,9 +196,14 @@ pub fn drise_with_masks<M: ExplainableModel<Output = DetectorOutput>>(
             format!("{:?}", masks.dims()),
         ));
     }
-    drise_in_chunks(model, input, targets, n, config, |rows| {
+    drise_in_chunks(model, input, &one_box_each(targets), n, config, |rows| {
         Ok(masks.clone().narrow(0, rows.start, rows.len()))
     })
+}
+
+/// `targets` as groups of one box.
+fn one_box_each(targets: &[BoxRequest]) -> Vec<Vec<BoxRequest>> {
+    targets.iter().map(|t| vec![t.clone()]).collect()
 }
 
 /// D-RISE with masks generated from the config, one chunk of masks at a time: all of
@@ -209,12 +214,25 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
     targets: &[BoxRequest],
     config: &DriseConfig,
 ) -> Result<Heatmaps> {
+    drise_boxes(model, input, &one_box_each(targets), config)
+}
+
+/// [`drise`] for several boxes per image: `boxes[b]` are image `b`'s, and the maps
+/// `[sum of boxes, H, W]` come image by image in that order. Each masked image goes
+/// through the model once for all its boxes (a scene of three objects costs the
+/// forwards of one), and the maps are those of [`drise`] on the image repeated per box.
+pub fn drise_boxes<M: ExplainableModel<Output = DetectorOutput>>(
+    model: &M,
+    input: &Tensor<4>,
+    boxes: &[Vec<BoxRequest>],
+    config: &DriseConfig,
+) -> Result<Heatmaps> {
     let [_, _, h, w] = input.dims();
     let mut stream = MaskCells::new(config, [h, w])?;
     let device = input.device();
     // Chunks come in order, so each takes the next part of the seeded streams: the
     // masks are those of `drise_masks`, drawn as they are needed.
-    drise_in_chunks(model, input, targets, config.masks, config, |rows| {
+    drise_in_chunks(model, input, boxes, config.masks, config, |rows| {
         let (cells, shifts) = stream.next(rows.len());
         rise_masks(&cells, &shifts, config.grid, [h, w], &device)
     })
@@ -222,12 +240,13 @@ pub fn drise<M: ExplainableModel<Output = DetectorOutput>>(
 
 /// D-RISE over `n` masks, made `config.batch_size` (or the sized default) at a time by
 /// `masks_of(rows)` (`[rows, H, W]`, called for the chunks in order): each chunk of
-/// masks serves every image before the next is made, and each image's weighted sum
-/// is accumulated, so memory is one chunk of masks and one map per image.
+/// masks serves every image before the next is made, each masked image is scored
+/// against all of its `boxes`, and each box's weighted sum is accumulated, so memory
+/// is one chunk of masks and one map per box.
 fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
     model: &M,
     input: &Tensor<4>,
-    targets: &[BoxRequest],
+    boxes: &[Vec<BoxRequest>],
     n: usize,
     config: &DriseConfig,
     mut masks_of: impl FnMut(Range<usize>) -> Result<Tensor<3>>,
@@ -235,11 +254,17 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
     config.validate()?;
     model.check_input(input)?;
     let [batch, c, h, w] = input.dims();
-    if targets.len() != batch {
+    if boxes.len() != batch {
         return Err(LumenError::shape(
             "D-RISE targets",
-            format!("one box per image ({batch})"),
-            targets.len(),
+            format!("the boxes of each image ({batch})"),
+            boxes.len(),
+        ));
+    }
+    let total: usize = boxes.iter().map(Vec::len).sum();
+    if total == 0 {
+        return Err(LumenError::InvalidArgument(
+            "D-RISE needs at least 1 box to explain".into(),
         ));
     }
     if n == 0 {
@@ -248,7 +273,7 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
         ));
     }
     let device = input.device();
-    let mut sums = vec![Tensor::<3>::zeros([1, h, w], &device); batch];
+    let mut sums = vec![Tensor::<3>::zeros([1, h, w], &device); total];
     let chunk = config
         .batch_size
         .unwrap_or_else(|| lumen_core::default_forward_rows_for(model, input));
@@ -256,26 +281,33 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
         let r = rows.len();
         let chunk = masks_of(rows)?;
         let spread = chunk.clone().reshape([r, 1, h, w]).expand([r, c, h, w]);
-        for (b, target) in targets.iter().enumerate() {
+        let mut row = 0;
+        for (b, targets) in boxes.iter().enumerate() {
+            if targets.is_empty() {
+                continue;
+            }
             let masked = input.clone().narrow(0, b, 1) * spread.clone();
             let output = model.forward(masked);
-            let weights = mask_weights(&output, target, &config.decode)?;
-            let weights = Tensor::<3>::from_data(TensorData::new(weights, [r, 1, 1]), &device);
-            sums[b] = sums[b].clone() + (chunk.clone() * weights).sum_dim(0);
+            for weights in mask_weights(&output, targets, &config.decode)? {
+                let weights = Tensor::<3>::from_data(TensorData::new(weights, [r, 1, 1]), &device);
+                sums[row] = sums[row].clone() + (chunk.clone() * weights).sum_dim(0);
+                row += 1;
+            }
         }
     }
     Ok(Heatmaps::new(Tensor::cat(sums, 0) / n as f32))
 }
 
-/// Each masked image's best similarity to the target over its detections.
+/// Per target, each masked image's best similarity to it over the image's detections
+/// (decoded once for all targets).
 fn mask_weights(
     output: &DetectorOutput,
-    target: &BoxRequest,
+    targets: &[BoxRequest],
     decode: &DecodeConfig,
-) -> Result<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>> {
     let (boxes, scores) = dense_candidates(output)?;
     let [batch, locations, classes] = scores.dims();
-    if target.label >= classes {
+    if let Some(target) = targets.iter().find(|t| t.label >= classes) {
         return Err(LumenError::ClassOutOfRange {
             class: target.label,
             num_classes: classes,
@@ -297,25 +329,30 @@ fn mask_weights(
     let boxes = to_host(boxes)?;
     let scores = to_host(scores)?;
     let detections = decode_host(&boxes, &scores, [batch, locations, classes], decode, None);
-    Ok(detections
-        .iter()
-        .enumerate()
-        .map(|(m, found)| {
-            found
-                .iter()
-                .map(|d| {
-                    let row = &scores[(m * locations + d.location) * classes
-                        ..(m * locations + d.location + 1) * classes];
-                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    // The target's class vector is one-hot: the cosine is its entry.
-                    let cosine = if norm > 0.0 {
-                        row[target.label] / norm
-                    } else {
-                        0.0
-                    };
-                    box_iou(&target.bbox, &d.bbox) * objectness[m * locations + d.location] * cosine
-                })
-                .fold(0.0f32, f32::max)
-        })
-        .collect())
+    let weights_of = |target: &BoxRequest| {
+        detections
+            .iter()
+            .enumerate()
+            .map(|(m, found)| {
+                found
+                    .iter()
+                    .map(|d| {
+                        let row = &scores[(m * locations + d.location) * classes
+                            ..(m * locations + d.location + 1) * classes];
+                        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                        // The target's class vector is one-hot: the cosine is its entry.
+                        let cosine = if norm > 0.0 {
+                            row[target.label] / norm
+                        } else {
+                            0.0
+                        };
+                        box_iou(&target.bbox, &d.bbox)
+                            * objectness[m * locations + d.location]
+                            * cosine
+                    })
+                    .fold(0.0f32, f32::max)
+            })
+            .collect()
+    };
+    Ok(targets.iter().map(weights_of).collect())
 }

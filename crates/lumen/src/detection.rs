@@ -11,7 +11,7 @@ use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
 use lumen_tasks::{
     BoxRequest, BoxScore, Detection, DetectionPrediction, DetectionScoreKind, DriseConfig,
-    ObjectDetection, Task, drise, renormalize_in_boxes,
+    ObjectDetection, Task, drise_boxes, renormalize_in_boxes,
 };
 
 use crate::api::{ExplainOptions, Inputs, TaskModel, check_predictions_finite, method_options};
@@ -276,8 +276,12 @@ where
     };
     // The rows' explanations: one box of one image each, independent of the others.
     // A method's rows go through the model a pass at a time; D-RISE bounds its own
-    // memory (a chunk of masks serves every row) and its masks are drawn once per call.
-    let explain_rows = |repeated: Tensor<4>, requests: Vec<Vec<BoxRequest>>| match &method {
+    // memory (a chunk of masks serves every row), its masks are drawn once per call,
+    // and it takes each image once with all its boxes (`images_of_rows`: the image of
+    // each row), so that a masked image goes through the model once, not once a box.
+    let explain_rows = |repeated: Tensor<4>,
+                        requests: Vec<Vec<BoxRequest>>,
+                        images_of_rows: Vec<usize>| match &method {
         Some(method) => {
             let total = requests.len();
             let parts = lumen_core::map_chunks(total, box_rows, |range| {
@@ -296,13 +300,31 @@ where
             lumen_methods::Explanation::concat(parts)
         }
         None => {
-            let targets: Vec<BoxRequest> = requests.into_iter().flatten().collect();
-            let maps = drise(model.model(), &repeated, &targets, &options.drise)?;
+            let mut images: Vec<usize> = Vec::new();
+            let mut boxes: Vec<Vec<BoxRequest>> = Vec::new();
+            for (image, request) in images_of_rows.into_iter().zip(requests) {
+                match images.last() == Some(&image) {
+                    true => boxes.last_mut().expect("one per image").extend(request),
+                    false => {
+                        images.push(image);
+                        boxes.push(request);
+                    }
+                }
+            }
+            let index = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    images.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [images.len()],
+                ),
+                &inputs.tensor.device(),
+            );
+            let unique = inputs.tensor.clone().select(0, index);
+            let maps = drise_boxes(model.model(), &unique, &boxes, &options.drise)?;
             Ok(lumen_methods::Explanation::new(maps))
         }
     };
     let explanation = match options.explain.cache.as_deref() {
-        None => explain_rows(repeated, requests)?,
+        None => explain_rows(repeated, requests, rows.clone())?,
         Some(cache) => {
             let settings = format!(
                 "detection\nmethod {method_name}\nlayer {layer:?}\noptions {:?}\ntarget {:?}\n\
@@ -335,6 +357,7 @@ where
                 explain_rows(
                     repeated.clone().select(0, index),
                     missing.iter().map(|&r| requests[r].clone()).collect(),
+                    missing.iter().map(|&r| rows[r]).collect(),
                 )
             })?
         }

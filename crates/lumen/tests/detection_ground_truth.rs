@@ -229,3 +229,84 @@ fn deleting_what_a_box_map_points_at_loses_the_detection_sooner_than_chance() {
         "insertion {insertion:.3} vs random {random_insertion:.3}"
     );
 }
+
+/// D-RISE with an image's boxes together (`drise_boxes`, what `explain_detection`
+/// calls) gives the maps of the image repeated once per box, from a third of the
+/// passes here: each masked image is scored against all its boxes at once.
+#[test]
+fn drise_scores_each_masked_image_once_for_all_its_boxes() {
+    use lumen::core::burn::tensor::{Int, TensorData};
+    use lumen::core::{ExplainableModel, LayerInfo, Tap, Tensor};
+    use lumen::tasks::{BoxRequest, DriseConfig, drise, drise_boxes};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The detector, counting its passes.
+    struct Counted<'a>(&'a lumen::models::Detector, AtomicUsize);
+    impl ExplainableModel for Counted<'_> {
+        type Output = <lumen::models::Detector as ExplainableModel>::Output;
+        fn forward_tapped(&self, input: Tensor<4>, tap: &dyn Tap) -> Self::Output {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.forward_tapped(input, tap)
+        }
+        fn layers(&self) -> Vec<LayerInfo> {
+            self.0.layers()
+        }
+        fn default_layer(&self) -> String {
+            self.0.default_layer()
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            self.0.input_shape()
+        }
+    }
+
+    let loaded = model();
+    let model = Counted(&loaded.model, AtomicUsize::new(0));
+    // Two scenes with their true boxes: one with several objects (up to three of
+    // them), and one box of another scene.
+    let scenes = shape_scenes(EVALUATION_SEED, 0, 16);
+    let busy = scenes
+        .iter()
+        .position(|s| s.objects.len() >= 2)
+        .expect("a scene with several objects");
+    let scenes = [&scenes[busy], &scenes[(busy + 1) % scenes.len()]];
+    let images = scenes.iter().map(|s| s.image.clone()).collect();
+    let names = vec!["a".to_string(), "b".to_string()];
+    let inputs = Inputs::from_images(images, names, &loaded.data_config, &loaded.device).unwrap();
+    let request = |t: &TruthBox| BoxRequest {
+        bbox: t.bbox,
+        label: t.label,
+    };
+    let first: Vec<BoxRequest> = truth_boxes(scenes[0]).iter().take(3).map(request).collect();
+    let second: Vec<BoxRequest> = truth_boxes(scenes[1]).iter().take(1).map(request).collect();
+    let config = DriseConfig {
+        masks: 24,
+        batch_size: Some(8),
+        ..DriseConfig::default()
+    };
+    let grouped = drise_boxes(
+        &model,
+        &inputs.tensor,
+        &[first.clone(), second.clone()],
+        &config,
+    )
+    .unwrap();
+    let grouped_passes = model.1.swap(0, Ordering::Relaxed);
+
+    let rows: Vec<i64> = std::iter::repeat_n(0, first.len()).chain([1]).collect();
+    let index =
+        Tensor::<1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &loaded.device);
+    let repeated = inputs.tensor.clone().select(0, index);
+    let each = drise(&model, &repeated, &[first, second].concat(), &config).unwrap();
+    let each_passes = model.1.swap(0, Ordering::Relaxed);
+
+    assert_eq!(grouped.dims(), [rows.len(), 128, 128]);
+    let (grouped, each) = (grouped.to_vec().unwrap(), each.to_vec().unwrap());
+    assert_eq!(grouped, each);
+    // Not a trivial equality: the boxes of one image have maps of their own.
+    let maps: Vec<&[f32]> = grouped.chunks(128 * 128).collect();
+    assert!(maps.iter().all(|m| m.iter().any(|&v| v > 0.0)));
+    assert_ne!(maps[0], maps[1]);
+    // 3 chunks of 8 masks: per image (2) against per box (rows).
+    assert_eq!(grouped_passes, 2 * 3);
+    assert_eq!(each_passes, rows.len() * 3);
+}
