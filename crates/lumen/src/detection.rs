@@ -4,9 +4,11 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use lumen_core::burn::tensor::{Int, TensorData};
+use lumen_core::burn::tensor::TensorData;
 use lumen_core::profile::{self, stages};
-use lumen_core::{DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor};
+use lumen_core::{
+    DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor, index_tensor,
+};
 use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
 use lumen_tasks::{
@@ -259,14 +261,10 @@ where
         });
     }
     // One row per explained box: the image repeated, its box as the target.
-    let index = Tensor::<1, Int>::from_data(
-        TensorData::new(
-            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-            [rows.len()],
-        ),
-        &inputs.tensor.device(),
-    );
-    let repeated = inputs.tensor.clone().select(0, index);
+    let repeated = inputs
+        .tensor
+        .clone()
+        .select(0, index_tensor(&rows, &inputs.tensor.device()));
     // Box rows per pass: the images' pass when it bounded them (chunked, or a size
     // given); else sized from the box rows themselves, which can outnumber the images
     // several times (a batch of up to 8 images is not a bound on its boxes).
@@ -311,13 +309,7 @@ where
                     }
                 }
             }
-            let index = Tensor::<1, Int>::from_data(
-                TensorData::new(
-                    images.iter().map(|&i| i as i64).collect::<Vec<_>>(),
-                    [images.len()],
-                ),
-                &inputs.tensor.device(),
-            );
+            let index = index_tensor(&images, &inputs.tensor.device());
             let unique = inputs.tensor.clone().select(0, index);
             let maps = drise_boxes(model.model(), &unique, &boxes, &options.drise)?;
             Ok(lumen_methods::Explanation::new(maps))
@@ -347,13 +339,7 @@ where
                 })
                 .collect();
             crate::cached::rows_through_cache(cache, &keys, &inputs.tensor.device(), |missing| {
-                let index = Tensor::<1, Int>::from_data(
-                    TensorData::new(
-                        missing.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-                        [missing.len()],
-                    ),
-                    &inputs.tensor.device(),
-                );
+                let index = index_tensor(missing, &inputs.tensor.device());
                 explain_rows(
                     repeated.clone().select(0, index),
                     missing.iter().map(|&r| requests[r].clone()).collect(),
