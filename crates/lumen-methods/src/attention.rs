@@ -346,7 +346,8 @@ mod flow {
     //! input token `j` is the max flow from node `(0, j)` to the class token at the top.
     //! One problem per input token, the problems spread over threads.
     //!
-    //! Two exact reductions make a problem about half the graph: no flow reaches the
+    //! Two exact reductions take two layers' edges off each problem (half of a 4-layer
+    //! graph, a sixth of a 12-layer one): no flow reaches the
     //! other input tokens (nothing enters level 0) or the other top tokens (nothing
     //! leaves the top), so each problem's source is one node with the edges of its own
     //! column of `A_0`, and the last layer keeps only its edges into the class token.
