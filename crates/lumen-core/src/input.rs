@@ -140,15 +140,24 @@ impl DataConfig {
     /// Undo the normalisation of a `[B,3,H,W]` batch, for display.
     pub fn denormalize(&self, batch: &Tensor<4>) -> Result<Vec<RgbImage>> {
         let values = crate::to_host(batch.clone())?;
-        Ok(self.denormalize_values(&values, batch.dims()))
+        self.denormalize_values(&values, batch.dims())
     }
 
     /// [`denormalize`](Self::denormalize) of a batch's `values` of shape `dims` already
     /// on the host.
-    pub fn denormalize_values(&self, values: &[f32], [b, c, h, w]: [usize; 4]) -> Vec<RgbImage> {
-        assert_eq!(c, 3, "denormalize expects RGB");
-        assert_eq!(values.len(), b * c * h * w, "values fill the batch's shape");
-        (0..b)
+    pub fn denormalize_values(
+        &self,
+        values: &[f32],
+        [b, c, h, w]: [usize; 4],
+    ) -> Result<Vec<RgbImage>> {
+        if c != 3 || values.len() != b * c * h * w {
+            return Err(crate::LumenError::shape(
+                "images to display",
+                format!("{} RGB values [{b},3,{h},{w}]", b * 3 * h * w),
+                format!("{} values [{b},{c},{h},{w}]", values.len()),
+            ));
+        }
+        Ok((0..b)
             .map(|i| {
                 let base = i * 3 * h * w;
                 RgbImage::from_fn(w as u32, h as u32, |x, y| {
@@ -159,7 +168,7 @@ impl DataConfig {
                     }))
                 })
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -317,6 +326,11 @@ mod tests {
         let v = crate::to_host(batch.clone()).unwrap();
         assert!((v[1] - (60.0 / 255.0 - 0.485) / 0.229).abs() < 1e-6);
         assert_eq!(config.denormalize(&batch).unwrap()[0], image);
+        // Values that are not an RGB batch of the shape given: an error, not a panic.
+        for (values, dims) in [(&v[..], [1, 1, 4, 4]), (&v[..47], [1, 3, 4, 4])] {
+            let error = config.denormalize_values(values, dims).unwrap_err();
+            assert!(error.to_string().contains("images to display"), "{error}");
+        }
     }
 
     #[test]

@@ -456,8 +456,8 @@ mod flow {
                 sink,
                 first_distances: vec![],
             };
+            // A fresh work's residual is the capacities: the graph before any flow.
             let mut work = graph.work();
-            work.residual.clone_from(&graph.capacity);
             graph.distances_to_sink(&mut work, false);
             graph.first_distances = work.distance;
             Ok(graph)

@@ -298,17 +298,13 @@ where
             lumen_methods::Explanation::concat(parts)
         }
         None => {
-            let mut images: Vec<usize> = Vec::new();
-            let mut boxes: Vec<Vec<BoxRequest>> = Vec::new();
-            for (image, request) in images_of_rows.into_iter().zip(requests) {
-                match images.last() == Some(&image) {
-                    true => boxes.last_mut().expect("one per image").extend(request),
-                    false => {
-                        images.push(image);
-                        boxes.push(request);
-                    }
-                }
-            }
+            // Rows of one image are consecutive: one group of boxes per run.
+            let rows: Vec<(usize, Vec<BoxRequest>)> =
+                images_of_rows.into_iter().zip(requests).collect();
+            let (images, boxes): (Vec<usize>, Vec<Vec<BoxRequest>>) = rows
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|run| (run[0].0, run.iter().flat_map(|r| r.1.clone()).collect()))
+                .unzip();
             let index = index_tensor(&images, &inputs.tensor.device());
             let unique = inputs.tensor.clone().select(0, index);
             let maps = drise_boxes(model.model(), &unique, &boxes, &options.drise)?;

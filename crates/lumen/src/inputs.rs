@@ -261,7 +261,7 @@ impl Inputs {
             return Err(non_finite_error(bad, values[at], at, dims, first));
         }
         // The values just checked, not another read from the device.
-        let originals = config.denormalize_values(&values, dims);
+        let originals = config.denormalize_values(&values, dims)?;
         let names = (first..first + originals.len())
             .map(|i| format!("input{i}"))
             .collect();
