@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lumen::features::{
-    FeatureVisualizer, LayerStatistics, MapChoice, Occlusion, ReceptiveMap, SortBy,
-    StatisticsOptions, theoretical_receptive_fields,
+    FeatureStatistics, FeatureVisualizer, LayerStatistics, MapChoice, Occlusion, ReceptiveMap,
+    SortBy, StatisticsOptions, theoretical_receptive_fields,
 };
 use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
 use serde::Serialize;
@@ -60,9 +60,10 @@ pub struct FeaturesArgs {
     batch_size: Option<usize>,
     #[command(flatten)]
     figure: FigureArgs,
-    /// With --top-images: each file's channel means are kept (keyed by the weights,
-    /// the layer, the preprocessing and the file's bytes), so a repeated or resumed
-    /// scan reads only the new files.
+    /// Each image's results are kept (keyed by the weights, the layers, the options,
+    /// the preprocessing and the image): its channel maps and statistics, or with
+    /// --top-images each file's channel means. A repeated or resumed scan runs only
+    /// the new images through the model.
     #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
@@ -125,13 +126,8 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         );
         return top_images(&args, &model, &layer);
     }
-    // Maps and statistics are one forward pass per image: a cache entry would cost
-    // about what it saves.
     warn_ignored(
-        &[
-            ("--channels", args.channels.is_some()),
-            ("--cache", args.cache.cache.is_some()),
-        ],
+        &[("--channels", args.channels.is_some())],
         "only --top-images reads",
     );
     args.figure.warn_unread(
@@ -153,6 +149,22 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     };
     // A folder is read, scanned and drawn a chunk at a time; what is printed is kept
     // (the channels without their maps, each layer's statistics merged over chunks).
+    let cache = args.cache.open(&args.model)?;
+    let scan = CachedScan {
+        visualizer: &visualizer,
+        cache: cache.as_deref(),
+        settings: format!(
+            "features\nmaps of {layer}\ntop {}\nsort {}\nstatistics of {layers:?}\nactive threshold {:?}\nzero threshold {:?}\npreprocessing {:?}",
+            args.top, args.sort, args.active_threshold, args.zero_threshold, model.data_config
+        ),
+        layer: &layer,
+        layers: &layers,
+        top: args.top,
+        sort: args.sort,
+        seed: args.seed,
+        options: &options,
+    };
+    let mut reused = 0;
     let mut names: Vec<String> = vec![];
     let mut channels: Vec<Vec<lumen::features::ChannelMap>> = vec![];
     let mut statistics: Vec<LayerStatistics> = vec![];
@@ -163,16 +175,8 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         ("images", args.print.quiet),
         |chunk| {
             let inputs = chunk.inputs;
-            // The random pick is seeded by each image's place among all the images.
-            let seed = args.seed.wrapping_add(names.len() as u64);
-            let maps = MapChoice {
-                layer: layer.clone(),
-                count: args.top,
-                sort: args.sort,
-                seed,
-            };
             let (mut chunk_channels, chunk_statistics) =
-                visualizer.maps_and_statistics(&inputs.tensor, &maps, &layers, &options)?;
+                scan.run(&inputs, names.len(), &mut reused)?;
             if !args.figure.no_figures {
                 files.extend(draw_feature_maps(
                     &args,
@@ -192,6 +196,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             Ok(())
         },
     )?;
+    crate::args::report_cache_reuse(cache.as_deref(), reused, names.len(), args.print.quiet);
     if !args.figure.no_figures && statistics.len() > 1 {
         let figure = lumen::layer_comparison_figure(
             &format!(
@@ -255,6 +260,133 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `lumen features` scans per chunk of images (each image's channel maps of
+/// `layer` and statistics of `layers`), with each image's results kept in `cache`.
+struct CachedScan<'a> {
+    visualizer: &'a FeatureVisualizer<'a, lumen::ZooModel>,
+    cache: Option<&'a lumen::ExplanationCache>,
+    /// What the results depend on besides the weights and the image.
+    settings: String,
+    layer: &'a str,
+    layers: &'a [String],
+    top: usize,
+    sort: SortBy,
+    seed: u64,
+    options: &'a StatisticsOptions,
+}
+
+/// One image's cached results: its channel maps (their values in the entry's body,
+/// one after another) and its statistics of each layer.
+#[derive(Serialize, serde::Deserialize)]
+struct FeatureEntry {
+    channels: Vec<lumen::features::ChannelMap>,
+    statistics: Vec<FeatureStatistics>,
+}
+
+impl CachedScan<'_> {
+    /// The maps and statistics of `inputs`, the images from place `first` on among
+    /// all those scanned: from the cache where it has them (counted in `reused`), the
+    /// others computed together (a pass per run of consecutive missing images). The
+    /// same bits either way: the random channel pick is seeded by the image's place,
+    /// and batch statistics combine per-image ones.
+    fn run(
+        &self,
+        inputs: &lumen::Inputs,
+        first: usize,
+        reused: &mut usize,
+    ) -> Result<(Vec<Vec<lumen::features::ChannelMap>>, Vec<LayerStatistics>)> {
+        let choice = |index: usize| MapChoice {
+            layer: self.layer.to_string(),
+            count: self.top,
+            sort: self.sort,
+            seed: self.seed.wrapping_add(index as u64),
+        };
+        let Some(cache) = self.cache else {
+            return self.visualizer.maps_and_statistics(
+                &inputs.tensor,
+                &choice(first),
+                self.layers,
+                self.options,
+            );
+        };
+        let keys: Vec<String> = cache
+            .image_keys(&self.settings, &inputs.tensor)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| match self.sort {
+                // The pick is drawn with the seed of the image's place: part of its key.
+                SortBy::Random => cache.key(
+                    &format!("random seed {}", self.seed.wrapping_add((first + i) as u64)),
+                    key.as_bytes(),
+                ),
+                _ => key,
+            })
+            .collect();
+        let mut entries: Vec<Option<FeatureEntry>> =
+            keys.iter().map(|key| self.read(cache, key)).collect();
+        *reused += entries.iter().flatten().count();
+        let missing: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].is_none())
+            .collect();
+        for run in missing.chunk_by(|a, b| b - a == 1) {
+            let (maps, statistics) = self.visualizer.maps_and_statistics(
+                &inputs.select(run)?.tensor,
+                &choice(first + run[0]),
+                self.layers,
+                self.options,
+            )?;
+            for ((j, &i), channels) in run.iter().enumerate().zip(maps) {
+                let entry = FeatureEntry {
+                    channels,
+                    statistics: statistics.iter().map(|s| s.per_image[j].clone()).collect(),
+                };
+                let header = serde_json::to_value(&entry)
+                    .map_err(|e| LumenError::InvalidArgument(format!("cache entry: {e}")))?;
+                let values: Vec<f32> = entry
+                    .channels
+                    .iter()
+                    .flat_map(|c| c.values.iter().copied())
+                    .collect();
+                cache.put_record(&keys[i], &header, &values)?;
+                entries[i] = Some(entry);
+            }
+        }
+        let entries: Vec<FeatureEntry> = entries.into_iter().flatten().collect();
+        let statistics = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let per_image = entries.iter().map(|e| e.statistics[l].clone()).collect();
+                LayerStatistics::from_images(layer, per_image)
+            })
+            .collect::<Result<_>>()?;
+        Ok((
+            entries.into_iter().map(|e| e.channels).collect(),
+            statistics,
+        ))
+    }
+
+    /// The entry of `key` when the cache has a whole one (a damaged one is a miss).
+    fn read(&self, cache: &lumen::ExplanationCache, key: &str) -> Option<FeatureEntry> {
+        let (header, values) = cache.get_record(key)?;
+        let mut entry: FeatureEntry = serde_json::from_value(header).ok()?;
+        let sizes: Vec<usize> = entry.channels.iter().map(|c| c.height * c.width).collect();
+        if entry.statistics.len() != self.layers.len()
+            || sizes.iter().sum::<usize>() != values.len()
+        {
+            return None;
+        }
+        let mut rest = values.as_slice();
+        for (channel, size) in entry.channels.iter_mut().zip(sizes) {
+            let (own, after) = rest.split_at(size);
+            channel.values = own.to_vec();
+            rest = after;
+        }
+        Some(entry)
+    }
 }
 
 /// Each image's grid of channel maps (`<image>_<layer>_features.png`), drawn on every

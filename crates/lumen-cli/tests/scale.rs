@@ -489,9 +489,10 @@ fn explain_compare_and_report_reuse_the_cache() {
     }
 }
 
-/// `features --top-images` keeps each file's channel means and `receptive-field` each
-/// image's field: a rerun reuses them, a new file or image is the only one computed,
-/// and the results equal a run without the cache.
+/// `features --top-images` keeps each file's channel means, `features` each image's
+/// maps and statistics and `receptive-field` each image's field: a rerun reuses them,
+/// a new file or image is the only one computed, and the results equal a run without
+/// the cache.
 #[test]
 fn feature_scans_and_receptive_fields_reuse_the_cache() {
     let images = shape_folder("cache-features-images", 24, 5, "f");
@@ -569,6 +570,53 @@ fn feature_scans_and_receptive_fields_reuse_the_cache() {
     assert_eq!(again, first);
     assert_eq!(std::fs::read(&figure).unwrap(), bytes);
     assert_eq!(run(&field, false, ""), first);
+
+    // Maps and statistics: each image's channel maps and per-layer statistics are
+    // kept; the batch statistics combine them, so reused entries give the same bits.
+    let maps = |sort: &'static str| {
+        [
+            "features",
+            "--model",
+            "shapes-cnn",
+            "--image",
+            &i,
+            "--layer",
+            "layer3",
+            "--layers",
+            "layer1,layer4",
+            "--top",
+            "4",
+            "--sort",
+            sort,
+            "--seed",
+            "3",
+            "--out",
+            &o,
+            "--json",
+        ]
+    };
+    let first = run(&maps("activation"), true, "0 of 7 results reused, 7 stored");
+    let figure = out_dir.join("f5_layer3_features.png");
+    let bytes = std::fs::read(&figure).unwrap();
+    assert_eq!(
+        run(&maps("activation"), true, "7 of 7 results reused, 0 stored"),
+        first
+    );
+    assert_eq!(std::fs::read(&figure).unwrap(), bytes);
+    run(&maps("random"), true, "0 of 7 results reused, 7 stored");
+    // e0.png sorts first: the others keep their results but move one place on, and
+    // the random pick, seeded by an image's place, is drawn anew for every image.
+    lumen_models::shapes::shape_sample(26, 0)
+        .image
+        .save(images.join("e0.png"))
+        .unwrap();
+    for (sort, expected) in [
+        ("activation", "7 of 8 results reused, 1 stored"),
+        ("random", "0 of 8 results reused, 8 stored"),
+    ] {
+        let cached = run(&maps(sort), true, expected);
+        assert_eq!(cached, run(&maps(sort), false, ""), "{sort}");
+    }
     for dir in [images, cache, out_dir] {
         std::fs::remove_dir_all(dir).ok();
     }

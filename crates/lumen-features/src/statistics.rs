@@ -3,7 +3,7 @@
 //! given (one image, or a batch), in f64 on the host.
 
 use lumen_core::{LumenError, Result, Tensor, to_host};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How channels are chosen for display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -62,7 +62,7 @@ impl StatisticsOptions {
 }
 
 /// Statistics of a feature tensor `[B,C,H,W]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStatistics {
     /// Mean activation.
     pub mean: f64,

@@ -6,7 +6,7 @@ use lumen_core::{
     ExplainableModel, LumenError, Recorder, Result, Tensor, as_feature_map,
     default_forward_rows_for, map_chunks, random, to_host, unprobed_forward_rows,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 use crate::statistics::{
@@ -24,7 +24,7 @@ pub struct ChannelScore {
 }
 
 /// One channel's map of one image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChannelMap {
     /// Channel index.
     pub channel: usize,
@@ -56,28 +56,49 @@ pub struct LayerStatistics {
 
 impl LayerStatistics {
     /// The statistics of `layer`'s values of a batch (row-major `[B,C,h,w]`): each
-    /// image's and the batch's.
+    /// image's, and the batch's combined from them ([`from_images`](Self::from_images)).
     pub fn of_batch(
         layer: &str,
         values: &[f32],
         [b, c, h, w]: [usize; 4],
         options: &StatisticsOptions,
-    ) -> Self {
+    ) -> Result<Self> {
         let per = c * h * w;
-        Self {
-            layer: layer.to_string(),
-            per_image: (0..b)
-                .map(|i| statistics_of_host(&values[i * per..(i + 1) * per], [1, c, h, w], options))
-                .collect(),
-            batch: statistics_of_host(values, [b, c, h, w], options),
+        let per_image = (0..b)
+            .map(|i| statistics_of_host(&values[i * per..(i + 1) * per], [1, c, h, w], options))
+            .collect();
+        Self::from_images(layer, per_image)
+    }
+
+    /// The statistics of a batch from its images' (at least one): the batch's are the
+    /// images' combined one after another ([`combine`], weighted by value counts). The
+    /// same images give the same bits however they were grouped (internal batches,
+    /// chunks of a folder, entries of a cache).
+    pub fn from_images(layer: &str, per_image: Vec<FeatureStatistics>) -> Result<Self> {
+        let Some((first, rest)) = per_image.split_first() else {
+            return Err(LumenError::InvalidArgument(format!(
+                "the statistics of `{layer}` need at least one image"
+            )));
+        };
+        if let Some(odd) = rest.iter().find(|s| shape(s) != shape(first)) {
+            return Err(LumenError::InvalidArgument(format!(
+                "cannot combine the statistics of `{layer}` of shapes {:?} and {:?}",
+                shape(first),
+                shape(odd)
+            )));
         }
+        let batch = fold_images(first.clone(), 1, rest);
+        Ok(Self {
+            layer: layer.to_string(),
+            per_image,
+            batch,
+        })
     }
 
     /// The statistics of another batch of the same layer added, as if both batches had
     /// been one (a folder scanned in chunks): `other`'s images follow, and the batch
-    /// statistics combine exactly ([`combine`], weighted by value counts).
+    /// statistics are those of one batch of all the images, to the bit.
     pub fn append(&mut self, other: LayerStatistics) -> Result<()> {
-        let shape = |s: &FeatureStatistics| (s.num_channels, s.spatial_size);
         if other.layer != self.layer || shape(&other.batch) != shape(&self.batch) {
             return Err(LumenError::InvalidArgument(format!(
                 "cannot add the statistics of `{}` ({:?}) to those of `{}` ({:?})",
@@ -87,14 +108,34 @@ impl LayerStatistics {
                 shape(&self.batch)
             )));
         }
-        let values = |s: &LayerStatistics| {
-            let [h, w] = s.batch.spatial_size;
-            (s.per_image.len() * s.batch.num_channels * h * w) as f64
-        };
-        self.batch = combine(&self.batch, values(self), &other.batch, values(&other));
+        self.batch = fold_images(self.batch.clone(), self.per_image.len(), &other.per_image);
         self.per_image.extend(other.per_image);
         Ok(())
     }
+}
+
+/// What must agree for two statistics to combine: channels and spatial size.
+fn shape(s: &FeatureStatistics) -> (usize, [usize; 2]) {
+    (s.num_channels, s.spatial_size)
+}
+
+/// `batch` (the statistics of `images` images) with `more` images' added one at a time.
+fn fold_images(
+    batch: FeatureStatistics,
+    images: usize,
+    more: &[FeatureStatistics],
+) -> FeatureStatistics {
+    let values_per_image = |s: &FeatureStatistics| {
+        let [h, w] = s.spatial_size;
+        (s.num_channels * h * w) as f64
+    };
+    let mut count = images as f64 * values_per_image(&batch);
+    more.iter().fold(batch, |batch, image| {
+        let added = values_per_image(image);
+        let combined = combine(&batch, count, image, added);
+        count += added;
+        combined
+    })
 }
 
 /// Each layer's statistics of another batch added to `merged` (empty before the first
@@ -343,7 +384,7 @@ impl<'a, M: ExplainableModel> FeatureVisualizer<'a, M> {
                     let (dims, values) = of(layer);
                     LayerStatistics::of_batch(layer, values, *dims, options)
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Ok((images, statistics))
         })?;
         let mut images = vec![];
@@ -489,5 +530,62 @@ impl MapChoice {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_statistics_combine_the_images_in_any_grouping() {
+        let [b, c, h, w] = [5, 3, 4, 2];
+        // Values with zeros, negatives and an image mean far from the others'.
+        let values: Vec<f32> = (0..b * c * h * w)
+            .map(|i| ((i * 7) % 13) as f32 - 4.0 + if i < c * h * w { 50.0 } else { 0.0 })
+            .collect();
+        let options = StatisticsOptions::default();
+        let whole = LayerStatistics::of_batch("x", &values, [b, c, h, w], &options).unwrap();
+        // The pooled statistics are those of all the values at once.
+        let direct = statistics_of_host(&values, [b, c, h, w], &options);
+        for (name, got, want) in [
+            ("mean", whole.batch.mean, direct.mean),
+            ("std", whole.batch.std, direct.std),
+            ("sparsity", whole.batch.sparsity, direct.sparsity),
+            ("near_zero", whole.batch.near_zero, direct.near_zero),
+        ] {
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                "{name}: {got} vs {want}"
+            );
+        }
+        assert_eq!((whole.batch.min, whole.batch.max), (direct.min, direct.max));
+        assert_eq!(whole.batch.active_channels, direct.active_channels);
+        // Chunks of 2, 1 and 2 images appended: the same bits.
+        let per = c * h * w;
+        let part = |from: usize, to: usize| {
+            LayerStatistics::of_batch(
+                "x",
+                &values[from * per..to * per],
+                [to - from, c, h, w],
+                &options,
+            )
+            .unwrap()
+        };
+        let mut merged = part(0, 2);
+        merged.append(part(2, 3)).unwrap();
+        merged.append(part(3, 5)).unwrap();
+        assert_eq!(merged, whole);
+        assert_eq!(
+            LayerStatistics::from_images("x", whole.per_image.clone()).unwrap(),
+            whole
+        );
+
+        let error = LayerStatistics::from_images("x", vec![]).unwrap_err();
+        assert!(error.to_string().contains("at least one image"), "{error}");
+        let mut odd = whole.per_image.clone();
+        odd[3].spatial_size = [2, 2];
+        let error = LayerStatistics::from_images("x", odd).unwrap_err();
+        assert!(error.to_string().contains("shapes"), "{error}");
     }
 }
