@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
 use crate::error::{LumenError, Result};
@@ -30,13 +29,33 @@ pub enum Interpolation {
 }
 
 impl Interpolation {
-    fn filter(self) -> FilterType {
+    /// Pillow's convolution filter of the same name (what torchvision's `Resize` runs
+    /// on PIL images; Pillow's bicubic is Catmull-Rom, a = -0.5); nearest is
+    /// [`nearest_indices`], not a convolution.
+    fn convolution(self) -> Option<fast_image_resize::FilterType> {
+        use fast_image_resize::FilterType;
         match self {
-            Self::Nearest => FilterType::Nearest,
-            Self::Bilinear => FilterType::Triangle,
-            Self::Bicubic => FilterType::CatmullRom,
+            Self::Nearest => None,
+            Self::Bilinear => Some(FilterType::Bilinear),
+            Self::Bicubic => Some(FilterType::CatmullRom),
         }
     }
+}
+
+/// The source index of each of `to` output pixels resized from `from` with Pillow's
+/// nearest neighbour (`ImagingScaleAffine`): the centre `(x + 0.5) * from / to`
+/// accumulated step by step in doubles and truncated. The accumulation matters:
+/// computed directly, 64 -> 48 picks pixel 1 where Pillow picks 2.
+fn nearest_indices(from: u32, to: u32) -> Vec<u32> {
+    let step = from as f64 / to as f64;
+    let mut centre = step * 0.5;
+    (0..to)
+        .map(|_| {
+            let index = (centre as u32).min(from - 1);
+            centre += step;
+            index
+        })
+        .collect()
 }
 
 /// The evaluation-time data config of a model, as timm's `resolve_data_config`.
@@ -72,36 +91,86 @@ impl DataConfig {
     }
 
     /// Resize and centre-crop one image to the model's input size, as timm's eval
-    /// transform does.
-    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+    /// transform does (`transforms_imagenet_eval`, crop mode `center`): the scale
+    /// size is `floor(size / crop_pct)`; a square one is the shorter side's (the
+    /// longer side `int(scale * long / short)`, torchvision's `Resize(int)`), another
+    /// scales both sides by the smaller ratio (timm's `ResizeKeepRatio`, rounded half
+    /// to even); the resize is Pillow's filter, and the crop is centred with offsets
+    /// rounded half to even, padded with black where the picture is smaller
+    /// (torchvision's `CenterCrop`). Checked against timm's own transform in
+    /// `crates/lumen/tests/preprocess_parity.rs`.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage> {
         let [out_h, out_w] = self.size();
         let (w, h) = image.dimensions();
-        if (w as usize, h as usize) == (out_w, out_h) {
-            return image.clone();
+        if !(self.crop_pct.is_finite() && self.crop_pct > 0.0) {
+            return Err(LumenError::InvalidArgument(format!(
+                "crop_pct must be a finite number above 0, got {}",
+                self.crop_pct
+            )));
         }
-        // timm: scale_size = floor(img_size / crop_pct) applied to the shorter side.
-        let scale_h = (out_h as f32 / self.crop_pct).floor() as u32;
-        let scale_w = (out_w as f32 / self.crop_pct).floor() as u32;
-        let (new_w, new_h) = if w <= h {
-            (
-                scale_w,
-                ((h as f32) * scale_w as f32 / w as f32).round() as u32,
-            )
+        if w == 0 || h == 0 || out_h == 0 || out_w == 0 {
+            return Err(LumenError::shape(
+                "image to preprocess",
+                "at least one pixel, and an input size of at least 1x1",
+                format!("{w}x{h} pixels to {out_w}x{out_h}"),
+            ));
+        }
+        // Python reads crop_pct as a double: its shortest decimal, parsed as f64
+        // (0.85 as f32 is above 0.85, and 170 / it would floor to 199, not 200).
+        let crop_pct: f64 = self
+            .crop_pct
+            .to_string()
+            .parse()
+            .unwrap_or(self.crop_pct as f64);
+        let scale_h = (out_h as f64 / crop_pct).floor().max(1.0);
+        let scale_w = (out_w as f64 / crop_pct).floor().max(1.0);
+        let (h, w) = (h as f64, w as f64);
+        let (new_w, new_h) = if scale_h == scale_w {
+            let scale = scale_h;
+            if w <= h {
+                (scale, (scale * h / w).trunc())
+            } else {
+                ((scale * w / h).trunc(), scale)
+            }
         } else {
-            (
-                ((w as f32) * scale_h as f32 / h as f32).round() as u32,
-                scale_h,
-            )
+            let ratio = (h / scale_h).min(w / scale_w);
+            ((w / ratio).round_ties_even(), (h / ratio).round_ties_even())
         };
-        let resized = image::imageops::resize(
-            image,
-            new_w.max(out_w as u32),
-            new_h.max(out_h as u32),
-            self.interpolation.filter(),
-        );
-        let left = (resized.width() - out_w as u32) / 2;
-        let top = (resized.height() - out_h as u32) / 2;
-        image::imageops::crop_imm(&resized, left, top, out_w as u32, out_h as u32).to_image()
+        let (new_w, new_h) = (new_w.max(1.0) as u32, new_h.max(1.0) as u32);
+        let resized = if (new_w, new_h) == image.dimensions() {
+            std::borrow::Cow::Borrowed(image)
+        } else {
+            std::borrow::Cow::Owned(self.resize(image, new_w, new_h)?)
+        };
+        Ok(centre_crop(&resized, out_w as u32, out_h as u32))
+    }
+
+    /// `image` resized to `width` x `height` as Pillow resizes it.
+    fn resize(&self, image: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+        let Some(filter) = self.interpolation.convolution() else {
+            let columns = nearest_indices(image.width(), width);
+            let rows = nearest_indices(image.height(), height);
+            return Ok(RgbImage::from_fn(width, height, |x, y| {
+                *image.get_pixel(columns[x as usize], rows[y as usize])
+            }));
+        };
+        // Pillow resamples the width first, then the height, rounding to bytes between
+        // the passes; fast_image_resize runs bytes height first, and where a cubic
+        // overshoots, the other order clips other values (up to 10 levels apart). One
+        // pass per call keeps Pillow's order.
+        let (w, h) = image.dimensions();
+        let wide = match w == width {
+            true => None,
+            false => Some(convolve(image.as_raw(), [w, h], [width, h], filter)?),
+        };
+        let source = wide.as_deref().unwrap_or(image.as_raw());
+        let pixels = match h == height {
+            true => source.to_vec(),
+            false => convolve(source, [width, h], [width, height], filter)?,
+        };
+        RgbImage::from_raw(width, height, pixels).ok_or_else(|| {
+            LumenError::InvalidArgument(format!("resizing to {width}x{height} lost pixels"))
+        })
     }
 
     /// Normalise images already at the input size into a `[B,3,H,W]` tensor.
@@ -133,7 +202,10 @@ impl DataConfig {
 
     /// Resize, crop and normalise a batch of images of any size.
     pub fn preprocess(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>> {
-        let prepared: Vec<RgbImage> = images.iter().map(|i| self.resize_and_crop(i)).collect();
+        let prepared = images
+            .iter()
+            .map(|i| self.resize_and_crop(i))
+            .collect::<Result<Vec<_>>>()?;
         self.to_tensor(&prepared, device)
     }
 
@@ -302,9 +374,61 @@ pub fn load_batch<P: AsRef<Path>>(
     // in memory at a time.
     let prepared = paths
         .iter()
-        .map(|path| Ok(config.resize_and_crop(&load_image(path)?)))
+        .map(|path| config.resize_and_crop(&load_image(path)?))
         .collect::<Result<Vec<_>>>()?;
     config.to_tensor(&prepared, device)
+}
+
+/// RGB bytes of `[width, height]` resized to `[width, height]` with a Pillow filter.
+fn convolve(
+    pixels: &[u8],
+    [w, h]: [u32; 2],
+    [width, height]: [u32; 2],
+    filter: fast_image_resize::FilterType,
+) -> Result<Vec<u8>> {
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let failed = |e: &dyn std::fmt::Display| {
+        LumenError::InvalidArgument(format!(
+            "cannot resize {w}x{h} pixels to {width}x{height}: {e}"
+        ))
+    };
+    let source = ImageRef::new(w, h, pixels, PixelType::U8x3).map_err(|e| failed(&e))?;
+    let mut target = Image::new(width, height, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+    Resizer::new()
+        .resize(&source, &mut target, &options)
+        .map_err(|e| failed(&e))?;
+    Ok(target.into_vec())
+}
+
+/// The centred `width` x `height` window of `image`, as torchvision's `CenterCrop`:
+/// offsets `round((size - crop) / 2)` (half to even, as Python's `round`), and black
+/// where the window reaches past the picture.
+fn centre_crop(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if image.dimensions() == (width, height) {
+        return image.clone();
+    }
+    let offset = |size: u32, crop: u32| -> i64 {
+        if crop > size {
+            // Padded by (crop - size) / 2 on the left or top, rounded down.
+            -(((crop - size) / 2) as i64)
+        } else {
+            ((size - crop) as f64 / 2.0).round_ties_even() as i64
+        }
+    };
+    let (left, top) = (offset(image.width(), width), offset(image.height(), height));
+    if left >= 0 && top >= 0 && width <= image.width() && height <= image.height() {
+        return image::imageops::crop_imm(image, left as u32, top as u32, width, height).to_image();
+    }
+    RgbImage::from_fn(width, height, |x, y| {
+        let (sx, sy) = (x as i64 + left, y as i64 + top);
+        if sx < 0 || sy < 0 || sx >= image.width() as i64 || sy >= image.height() as i64 {
+            image::Rgb([0, 0, 0])
+        } else {
+            *image.get_pixel(sx as u32, sy as u32)
+        }
+    })
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -337,8 +461,32 @@ mod tests {
     fn resize_and_crop_keeps_aspect_then_centres() {
         let config = DataConfig::imagenet(8);
         let wide = RgbImage::new(40, 20);
-        let out = config.resize_and_crop(&wide);
+        let out = config.resize_and_crop(&wide).unwrap();
         assert_eq!(out.dimensions(), (8, 8));
+        // A bad crop_pct or an empty picture: an error, not a panic or a blank input.
+        for crop_pct in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let bad = DataConfig {
+                crop_pct,
+                ..config.clone()
+            };
+            let error = bad.resize_and_crop(&wide).unwrap_err().to_string();
+            assert!(error.contains("crop_pct"), "{error}");
+        }
+        let error = config.resize_and_crop(&RgbImage::new(0, 5)).unwrap_err();
+        assert!(error.to_string().contains("0x5"), "{error}");
+    }
+
+    #[test]
+    fn nearest_picks_pillows_pixels() {
+        // Pillow 13, `Image.resize(..., NEAREST)` of a row 0..n to m pixels.
+        let pillow_64_to_48: Vec<u32> = vec![
+            0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 27, 28, 29,
+            31, 32, 33, 35, 36, 38, 39, 40, 42, 43, 44, 46, 47, 48, 50, 51, 52, 54, 55, 56, 58, 59,
+            60, 62, 63,
+        ];
+        assert_eq!(nearest_indices(64, 48), pillow_64_to_48);
+        assert_eq!(nearest_indices(5, 7), [0, 1, 1, 2, 3, 3, 4]);
+        assert_eq!(nearest_indices(10, 3), [1, 5, 8]);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl ExplanationMonitor {
         let images: Vec<RgbImage> = images
             .iter()
             .map(|i| data_config.resize_and_crop(i))
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             num_samples: images.len(),
             images,

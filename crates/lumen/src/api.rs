@@ -1334,7 +1334,7 @@ where
                             &task,
                             &result.prediction,
                             &result.target,
-                            &model.data_config().resize_and_crop(&read.image),
+                            &model.data_config().resize_and_crop(&read.image)?,
                         ),
                         // A bad setting (the decoding limit's variable) is not the file's fault.
                         Err(error @ LumenError::InvalidArgument(_)) => return Err(error),

@@ -124,7 +124,7 @@ pub fn unique_names<P: AsRef<Path>>(paths: &[P]) -> Vec<String> {
 /// An image resized and centre-cropped to the model's input as soon as it is decoded:
 /// a folder of camera photos then holds one full-size image at a time, not all of them
 /// (16 photos of 4000x3000: 576 MB).
-fn fitted(config: &DataConfig, image: &RgbImage) -> RgbImage {
+fn fitted(config: &DataConfig, image: &RgbImage) -> Result<RgbImage> {
     let _stage = lumen_core::profile::stage(PREPROCESS);
     config.resize_and_crop(image)
 }
@@ -143,7 +143,7 @@ impl Inputs {
         for (path, name) in paths.iter().zip(&names) {
             let read = read_image(path)?;
             notes.extend(read.notes.into_iter().map(|n| (name.clone(), n)));
-            originals.push(fitted(config, &read.image));
+            originals.push(fitted(config, &read.image)?);
         }
         let mut inputs = Self::from_originals(originals, names, config, device)?;
         inputs.notes = notes;
@@ -186,7 +186,7 @@ impl Inputs {
             match read_image(path) {
                 Ok(read) => {
                     notes.extend(read.notes.into_iter().map(|n| (name.clone(), n)));
-                    originals.push(fitted(config, &read.image));
+                    originals.push(fitted(config, &read.image)?);
                     kept.push(name.clone());
                 }
                 // A bad setting (the decoding limit's variable) is not the file's fault.
@@ -218,7 +218,10 @@ impl Inputs {
         config: &DataConfig,
         device: &Device,
     ) -> Result<Self> {
-        let originals = images.iter().map(|i| fitted(config, i)).collect();
+        let originals = images
+            .iter()
+            .map(|i| fitted(config, i))
+            .collect::<Result<_>>()?;
         Self::from_originals(originals, names, config, device)
     }
 
