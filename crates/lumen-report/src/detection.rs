@@ -4,7 +4,9 @@
 use image::{Rgb, RgbImage};
 
 use crate::colormap::Colormap;
-use crate::figure::{Layout, Panel, colorbar, draw_text, enlarge, grid, text_width, title_bar};
+use crate::figure::{
+    Layout, Panel, colorbar, draw_text, enlarge, grid, paste, text_width, title_bar,
+};
 use crate::overlay::{Map, overlay};
 use crate::segmentation::class_color;
 
@@ -109,8 +111,8 @@ pub fn detection_figure(
         body.height() + bar.height() + 4,
         Rgb([255, 255, 255]),
     );
-    image::imageops::replace(&mut canvas, &body, 0, 0);
-    image::imageops::replace(&mut canvas, &bar, 8, (body.height() + 2) as i64);
+    paste(&mut canvas, &body, 0, 0);
+    paste(&mut canvas, &bar, 8, (body.height() + 2) as i64);
     title_bar(title, &canvas)
 }
 
