@@ -647,6 +647,13 @@ mod tests {
         let left = figure.get_pixel(panel_x(2, 10), y).0;
         let right = figure.get_pixel(panel_x(2, 150), y).0;
         assert!(right[0] > 200 && left[0] < 100, "{left:?} {right:?}");
+        // The negative panel mirrors it, and the signed panel is blue on the left: the
+        // map is enlarged to the picture first, and that must keep its negatives.
+        let left = figure.get_pixel(panel_x(3, 10), y).0;
+        let right = figure.get_pixel(panel_x(3, 150), y).0;
+        assert!(left[0] > 200 && right[0] < 100, "{left:?} {right:?}");
+        let blue = figure.get_pixel(panel_x(1, 10), y).0;
+        assert!(blue[2] > blue[0] + 50, "{blue:?}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Heatmaps to pictures: colorize, overlay on the image, signed (diverging) views.
 
-use image::imageops::FilterType;
-use image::{ImageBuffer, Luma, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 
 use crate::Colormap;
 
@@ -31,16 +30,44 @@ impl Map {
         }
     }
 
-    /// Bilinear resize with half-pixel centres (align_corners = false).
+    /// Bilinear resize with half-pixel centres (align_corners = false), a triangle
+    /// filter widened to the ratio when shrinking: the `image` crate's `Triangle`,
+    /// weights and order of sums alike, but without its clamp of float pixels to
+    /// `[0, 1]`, which erased every negative value of a signed map.
     pub fn resized(&self, width: u32, height: u32) -> Map {
         if (width, height) == (self.width, self.height) {
             return self.clone();
         }
-        let buffer: ImageBuffer<Luma<f32>, Vec<f32>> =
-            ImageBuffer::from_raw(self.width, self.height, self.values.clone())
-                .expect("size checked");
-        let resized = image::imageops::resize(&buffer, width, height, FilterType::Triangle);
-        Map::new(resized.into_raw(), width, height)
+        let (w, h) = (self.width as usize, self.height as usize);
+        if w == 0 || h == 0 {
+            return Map::new(vec![0.0; width as usize * height as usize], width, height);
+        }
+        // Heights first, then widths, as the image crate samples.
+        let mut tall = vec![0.0f32; w * height as usize];
+        for (row, (top, weights)) in tall
+            .chunks_exact_mut(w)
+            .zip(triangle_taps(self.height, height))
+        {
+            for (x, out) in row.iter_mut().enumerate() {
+                let mut t = 0.0f32;
+                for (i, weight) in weights.iter().enumerate() {
+                    t += self.values[(top + i) * w + x] * weight;
+                }
+                *out = t;
+            }
+        }
+        let columns = triangle_taps(self.width, width);
+        let mut values = Vec::with_capacity(width as usize * height as usize);
+        for row in tall.chunks_exact(w) {
+            values.extend(columns.iter().map(|(left, weights)| {
+                let mut t = 0.0f32;
+                for (i, weight) in weights.iter().enumerate() {
+                    t += row[left + i] * weight;
+                }
+                t
+            }));
+        }
+        Map::new(values, width, height)
     }
 
     /// Min-max normalised copy (a constant map becomes zeros).
@@ -59,6 +86,37 @@ impl Map {
             .collect();
         Map::new(values, self.width, self.height)
     }
+}
+
+/// Per output pixel of `to` resampled from `from`: the first source pixel and the
+/// normalised triangle weights from it on (the `image` crate's `Triangle`, computed
+/// the same way in f32).
+fn triangle_taps(from: u32, to: u32) -> Vec<(usize, Vec<f32>)> {
+    let ratio = from as f32 / to as f32;
+    let stretch = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = stretch;
+    (0..to)
+        .map(|out| {
+            let centre = (out as f32 + 0.5) * ratio;
+            let left = ((centre - support).floor() as i64).clamp(0, from as i64 - 1);
+            let right = ((centre + support).ceil() as i64).clamp(left + 1, from as i64);
+            let centre = centre - 0.5;
+            let mut weights: Vec<f32> = (left..right)
+                .map(|i| {
+                    let x = ((i as f32 - centre) / stretch).abs();
+                    if x < 1.0 { 1.0 - x } else { 0.0 }
+                })
+                .collect();
+            let mut sum = 0.0f32;
+            for w in &weights {
+                sum += w;
+            }
+            for w in &mut weights {
+                *w /= sum;
+            }
+            (left as usize, weights)
+        })
+        .collect()
 }
 
 /// Colour a map whose values lie in `[0, 1]`.
@@ -112,6 +170,49 @@ pub fn diverging(map: &Map) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resizing_is_the_image_crates_triangle_without_its_clamp() {
+        use image::{ImageBuffer, Luma};
+        let theirs = |map: &Map, w: u32, h: u32| -> Vec<f32> {
+            let buffer: ImageBuffer<Luma<f32>, Vec<f32>> =
+                ImageBuffer::from_raw(map.width, map.height, map.values.clone()).unwrap();
+            image::imageops::resize(&buffer, w, h, image::imageops::FilterType::Triangle).into_raw()
+        };
+        for (w, h) in [(1, 1), (4, 4), (7, 3), (14, 14), (128, 96)] {
+            // Values in [0, 1]: the same bits, up and down, odd ratios.
+            let unit = Map::new(
+                (0..w * h)
+                    .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                    .collect(),
+                w,
+                h,
+            );
+            for (tw, th) in [(1, 1), (192, 192), (w * 3, h), (5, 300), (w, 2 * h)] {
+                assert_eq!(
+                    unit.resized(tw, th).values,
+                    theirs(&unit, tw, th),
+                    "{w}x{h} to {tw}x{th}"
+                );
+            }
+            // A signed map keeps its negatives and its values above 1: the same as the
+            // image crate's on the map moved into [0, 1] and back.
+            let signed = Map::new(unit.values.iter().map(|v| 4.0 * v - 2.0).collect(), w, h);
+            let ours = signed.resized(192, 160);
+            let shifted = theirs(&unit, 192, 160);
+            for (a, b) in ours.values.iter().zip(shifted) {
+                assert!(
+                    (a - (4.0 * b - 2.0)).abs() < 1e-5,
+                    "{a} vs {}",
+                    4.0 * b - 2.0
+                );
+            }
+            if w * h > 1 {
+                assert!(ours.values.iter().any(|&v| v < -1.0), "{w}x{h}");
+                assert!(ours.values.iter().any(|&v| v > 1.0), "{w}x{h}");
+            }
+        }
+    }
 
     #[test]
     fn rounding_to_bytes_is_the_standard_library_s() {
