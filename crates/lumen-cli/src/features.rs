@@ -792,8 +792,9 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
     let cache = args.cache.open(&args.model)?;
     let settings = format!(
-        "channel means\nlayer {layer}\npreprocessing {:?}",
-        model.data_config
+        "channel means\nlayer {layer}\npreprocessing {:?} ({})",
+        model.data_config,
+        lumen::core::input::RESIZE_VERSION
     );
     let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
     let bar = crate::args::progress(files.len() as u64, "scanning", args.print.quiet);

@@ -16,6 +16,12 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// timm's `DEFAULT_CROP_PCT`.
 pub const DEFAULT_CROP_PCT: f32 = 0.875;
 
+/// Which implementation of [`DataConfig::resize_and_crop`] made a picture: part of
+/// every cache key taken from a file's bytes (`batch`, `features --top-images`), whose
+/// entries would otherwise outlive a change of the pictures the same file gives. Keys
+/// taken from the preprocessed input need none.
+pub const RESIZE_VERSION: &str = "timm eval transform, Pillow filters (2026-12)";
+
 /// Resampling filter used when resizing the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Interpolation {
@@ -379,7 +385,7 @@ pub fn load_batch<P: AsRef<Path>>(
     config.to_tensor(&prepared, device)
 }
 
-/// RGB bytes of `[width, height]` resized to `[width, height]` with a Pillow filter.
+/// RGB bytes of `[w, h]` pixels resized to `[width, height]` with a Pillow filter.
 fn convolve(
     pixels: &[u8],
     [w, h]: [u32; 2],

@@ -1110,13 +1110,15 @@ impl Default for BatchRun {
     }
 }
 
-/// The part of a cache key that is not the input: everything else a result depends on.
+/// The part of a cache key that is not the input file: everything else a result
+/// depends on, the resize's implementation included.
 fn cache_settings<T: TaskModel>(model: &T, options: &ExplainOptions<RequestOf<T>>) -> String {
     format!(
-        "method {}\noptions {:?}\ntarget predicted\npreprocessing {:?}\npolarity {}",
+        "method {}\noptions {:?}\ntarget predicted\npreprocessing {:?} ({})\npolarity {}",
         options.method,
         method_options(model, &options.method_options),
         model.data_config(),
+        lumen_core::input::RESIZE_VERSION,
         options.polarity
     )
 }
