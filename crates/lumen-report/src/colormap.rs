@@ -186,98 +186,6 @@ impl std::fmt::Display for Colormap {
 mod tests {
     use super::*;
 
-    /// matplotlib 3.11 `colormaps[name](t)[:3] * 255`, rounded, at t = 0, .25, .5, .75, 1.
-    const MATPLOTLIB: [(Colormap, [[u8; 3]; 5], u8); 8] = [
-        (
-            Colormap::Viridis,
-            [
-                [68, 1, 84],
-                [59, 82, 139],
-                [33, 145, 140],
-                [94, 201, 98],
-                [253, 231, 37],
-            ],
-            1,
-        ),
-        (
-            Colormap::Plasma,
-            [
-                [13, 8, 135],
-                [126, 3, 168],
-                [204, 71, 120],
-                [248, 149, 64],
-                [240, 249, 33],
-            ],
-            1,
-        ),
-        (
-            Colormap::Inferno,
-            [
-                [0, 0, 4],
-                [87, 16, 110],
-                [188, 55, 84],
-                [249, 142, 9],
-                [252, 255, 164],
-            ],
-            1,
-        ),
-        (
-            Colormap::Magma,
-            [
-                [0, 0, 4],
-                [81, 18, 124],
-                [183, 55, 121],
-                [252, 137, 97],
-                [252, 253, 191],
-            ],
-            1,
-        ),
-        (
-            Colormap::Jet,
-            [
-                [0, 0, 128],
-                [0, 128, 255],
-                [125, 255, 122],
-                [255, 148, 0],
-                [128, 0, 0],
-            ],
-            1,
-        ),
-        (
-            Colormap::Turbo,
-            [
-                [48, 18, 59],
-                [40, 188, 235],
-                [164, 252, 60],
-                [251, 126, 33],
-                [122, 4, 3],
-            ],
-            1,
-        ),
-        (
-            Colormap::Hot,
-            [
-                [11, 0, 0],
-                [179, 0, 0],
-                [255, 92, 0],
-                [255, 255, 7],
-                [255, 255, 255],
-            ],
-            1,
-        ),
-        (
-            Colormap::Gray,
-            [
-                [0, 0, 0],
-                [64, 64, 64],
-                [128, 128, 128],
-                [192, 192, 192],
-                [255, 255, 255],
-            ],
-            1,
-        ),
-    ];
-
     #[test]
     fn every_colormap_is_listed_in_the_order_of_its_name() {
         for (i, colormap) in Colormap::ALL.into_iter().enumerate() {
@@ -286,20 +194,42 @@ mod tests {
         }
     }
 
+    /// Every entry of every colormap named after matplotlib's, against matplotlib's own
+    /// 256-entry tables (tools/reference/colormap_fixtures.py), within the fixture's
+    /// tolerance (1 level; gray exact).
     #[test]
-    fn colormaps_match_matplotlib_at_known_points() {
-        for (map, expected, tolerance) in MATPLOTLIB {
-            for (t, want) in [0.0, 0.25, 0.5, 0.75, 1.0].into_iter().zip(expected) {
-                let got = map.rgb(t);
+    fn colormaps_match_matplotlibs_tables() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/matplotlib_colormaps.json"
+        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut checked = 0;
+        for colormap in Colormap::ALL {
+            let Some(table) = fixture["tables"][colormap.name()].as_array() else {
+                continue;
+            };
+            let tolerance = fixture["tolerance"][colormap.name()].as_i64().unwrap();
+            assert_eq!(table.len(), 256, "{colormap:?}");
+            for (i, want) in table.iter().enumerate() {
+                // The middle of entry i's interval: `floor(t * 256)` picks it.
+                let got = colormap.rgb((i as f32 + 0.5) / 256.0);
                 for c in 0..3 {
-                    let d = (got[c] as i16 - want[c] as i16).unsigned_abs() as u8;
+                    let want = want[c].as_i64().unwrap();
                     assert!(
-                        d <= tolerance,
-                        "{map:?} at {t}: {got:?} vs matplotlib {want:?}"
+                        (got[c] as i64 - want).abs() <= tolerance,
+                        "{colormap:?} entry {i}: {got:?} against matplotlib {}",
+                        table[i]
                     );
                 }
             }
+            checked += 1;
         }
+        assert_eq!(
+            checked, 8,
+            "every colormap but RedBlue has a matplotlib table"
+        );
     }
 
     #[test]
