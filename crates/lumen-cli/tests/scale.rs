@@ -517,12 +517,17 @@ fn feature_scans_and_receptive_fields_reuse_the_cache() {
         );
         out.stdout
     };
-    let scan = [
-        "features",
-        "--model",
-        "shapes-cnn",
-        "--image",
-        &i,
+    // `features` on the folder with `extra`, printing JSON, figures in `out_dir`.
+    let features = |extra: &[&str]| -> Vec<String> {
+        let head = ["features", "--model", "shapes-cnn", "--image", &i];
+        let tail = ["--out", &o, "--json"];
+        head.iter()
+            .chain(extra)
+            .chain(&tail)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let scan = features(&[
         "--layer",
         "layer4",
         "--top-images",
@@ -531,10 +536,8 @@ fn feature_scans_and_receptive_fields_reuse_the_cache() {
         "0-2",
         "--batch-size",
         "2",
-        "--out",
-        &o,
-        "--json",
-    ];
+    ]);
+    let scan: Vec<&str> = scan.iter().map(String::as_str).collect();
     run(&scan, true, "0 of 5 results reused, 5 stored");
     std::fs::copy(images.join("f0.png"), images.join("g0.png")).unwrap();
     let sample = lumen_models::shapes::shape_sample(25, 0);
@@ -563,23 +566,22 @@ fn feature_scans_and_receptive_fields_reuse_the_cache() {
         &o,
         "--json",
     ];
-    let first = run(&field, true, "0 of 7 results reused, 7 stored");
-    let figure = out_dir.join("f5_layer3_c3_occlusion.png");
-    let bytes = std::fs::read(&figure).unwrap();
-    let again = run(&field, true, "7 of 7 results reused, 0 stored");
-    assert_eq!(again, first);
-    assert_eq!(std::fs::read(&figure).unwrap(), bytes);
+    // A first run stores all 7 entries, a second reuses them: the same output and
+    // the same bytes of `figure`.
+    let stored_then_reused = |args: &[&str], figure: &str| {
+        let first = run(args, true, "0 of 7 results reused, 7 stored");
+        let bytes = std::fs::read(out_dir.join(figure)).unwrap();
+        assert_eq!(run(args, true, "7 of 7 results reused, 0 stored"), first);
+        assert_eq!(std::fs::read(out_dir.join(figure)).unwrap(), bytes);
+        first
+    };
+    let first = stored_then_reused(&field, "f5_layer3_c3_occlusion.png");
     assert_eq!(run(&field, false, ""), first);
 
     // Maps and statistics: each image's channel maps and per-layer statistics are
     // kept; the batch statistics combine them, so reused entries give the same bits.
-    let maps = |sort: &'static str| {
-        [
-            "features",
-            "--model",
-            "shapes-cnn",
-            "--image",
-            &i,
+    let maps = |sort: &str| {
+        features(&[
             "--layer",
             "layer3",
             "--layers",
@@ -590,32 +592,26 @@ fn feature_scans_and_receptive_fields_reuse_the_cache() {
             sort,
             "--seed",
             "3",
-            "--out",
-            &o,
-            "--json",
-        ]
+        ])
     };
-    let first = run(&maps("activation"), true, "0 of 7 results reused, 7 stored");
-    let figure = out_dir.join("f5_layer3_features.png");
-    let bytes = std::fs::read(&figure).unwrap();
-    assert_eq!(
-        run(&maps("activation"), true, "7 of 7 results reused, 0 stored"),
-        first
-    );
-    assert_eq!(std::fs::read(&figure).unwrap(), bytes);
-    run(&maps("random"), true, "0 of 7 results reused, 7 stored");
+    fn strs(args: &[String]) -> Vec<&str> {
+        args.iter().map(String::as_str).collect()
+    }
+    let (activation, random) = (maps("activation"), maps("random"));
+    stored_then_reused(&strs(&activation), "f5_layer3_features.png");
+    run(&strs(&random), true, "0 of 7 results reused, 7 stored");
     // e0.png sorts first: the others keep their results but move one place on, and
     // the random pick, seeded by an image's place, is drawn anew for every image.
     lumen_models::shapes::shape_sample(26, 0)
         .image
         .save(images.join("e0.png"))
         .unwrap();
-    for (sort, expected) in [
-        ("activation", "7 of 8 results reused, 1 stored"),
-        ("random", "0 of 8 results reused, 8 stored"),
+    for (args, expected) in [
+        (&activation, "7 of 8 results reused, 1 stored"),
+        (&random, "0 of 8 results reused, 8 stored"),
     ] {
-        let cached = run(&maps(sort), true, expected);
-        assert_eq!(cached, run(&maps(sort), false, ""), "{sort}");
+        let cached = run(&strs(args), true, expected);
+        assert_eq!(cached, run(&strs(args), false, ""), "{expected}");
     }
     for dir in [images, cache, out_dir] {
         std::fs::remove_dir_all(dir).ok();
