@@ -27,12 +27,13 @@ pub struct NpyBatch {
     values: Values,
 }
 
-enum Values {
-    /// C layout: the rows are read from the file when asked for.
-    InFile { data_offset: u64, element: Element },
-    /// Fortran layout: every row is spread over the whole file, so it is read once and
-    /// held, in C layout.
-    Held(Vec<f32>),
+/// Where the values are: always in the file, read when asked for.
+struct Values {
+    data_offset: u64,
+    element: Element,
+    /// Fortran layout (the first index fastest): a row's values are spread through the
+    /// whole file, one run of consecutive images per (channel, row, column).
+    fortran: bool,
 }
 
 /// How one value is stored.
@@ -58,7 +59,7 @@ const STREAM_VALUES: usize = 1 << 20;
 
 impl NpyBatch {
     /// Open `path` and check its header against its length and the shape of a batch;
-    /// nothing but the header (and, for a Fortran-layout array, the values) is read.
+    /// nothing but the header is read.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |message: String| io_error(path, std::io::Error::other(message));
         let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
@@ -84,19 +85,15 @@ impl NpyBatch {
                 "the input array is empty (shape [{batch}, {channels}, {height}, {width}])"
             )));
         }
-        let mut opened = Self {
+        Ok(Self {
             path: path.to_path_buf(),
             dims,
-            values: Values::InFile {
+            values: Values {
                 data_offset: header.data_offset,
                 element: header.element,
+                fortran: header.fortran_order,
             },
-        };
-        if header.fortran_order {
-            let fortran = opened.read_values(0, batch * channels * height * width)?;
-            opened.values = Values::Held(c_layout_of(&fortran, dims));
-        }
-        Ok(opened)
+        })
     }
 
     /// `[B,3,H,W]`.
@@ -128,11 +125,9 @@ impl NpyBatch {
         }
         let _stage = lumen_core::profile::stage(lumen_core::profile::stages::DECODE);
         let per_row = self.row_values();
-        let values = match &self.values {
-            Values::Held(values) => values[rows.start * per_row..rows.end * per_row].to_vec(),
-            Values::InFile { .. } => {
-                self.read_values(rows.start * per_row, rows.len() * per_row)?
-            }
+        let values = match self.values.fortran {
+            false => self.read_values(rows.start * per_row, rows.len() * per_row)?,
+            true => self.read_fortran_rows(rows.clone())?,
         };
         Ok(Tensor::from_data(
             TensorData::new(
@@ -150,15 +145,56 @@ impl NpyBatch {
         Ok(values)
     }
 
-    /// Give `count` values from value `first` on to `take`, a few MiB at a time.
-    fn stream(&self, first: usize, count: usize, mut take: impl FnMut(&[f32])) -> Result<()> {
-        let Values::InFile {
+    /// The images `rows` of a Fortran-layout array, in C layout: one pass through the
+    /// file, keeping the run of `rows` in each (channel, row, column)'s run of all the
+    /// images (the others are skipped in the read buffer, not decoded). Memory is the
+    /// rows', as for a C-layout array; time is one read of the file per chunk.
+    fn read_fortran_rows(&self, rows: Range<usize>) -> Result<Vec<f32>> {
+        let [batch, channels, height, width] = self.dims;
+        let Values {
             data_offset,
             element,
-        } = self.values
-        else {
-            unreachable!("a held array is not read from its file again")
-        };
+            ..
+        } = self.values;
+        let failed = |e| io_error(&self.path, e);
+        let mut file = std::fs::File::open(&self.path).map_err(failed)?;
+        file.seek(SeekFrom::Start(data_offset)).map_err(failed)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 22, file);
+        let plane = height * width;
+        let mut values = vec![0f32; rows.len() * channels * plane];
+        let mut run = vec![0u8; rows.len() * element.size];
+        let (before, after) = (rows.start, batch - rows.end);
+        // Position p = c + channels * (h + height * w) holds every image's value there.
+        for w in 0..width {
+            for h in 0..height {
+                for c in 0..channels {
+                    reader
+                        .seek_relative((before * element.size) as i64)
+                        .map_err(failed)?;
+                    // The length was checked when opened: a short read is a file
+                    // changed since.
+                    reader.read_exact(&mut run).map_err(failed)?;
+                    reader
+                        .seek_relative((after * element.size) as i64)
+                        .map_err(failed)?;
+                    let at = c * plane + h * width + w;
+                    for (i, bytes) in run.chunks_exact(element.size).enumerate() {
+                        values[i * channels * plane + at] = element.decode(bytes);
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Give `count` values from value `first` on (in the file's order) to `take`, a
+    /// few MiB at a time.
+    fn stream(&self, first: usize, count: usize, mut take: impl FnMut(&[f32])) -> Result<()> {
+        let Values {
+            data_offset,
+            element,
+            ..
+        } = self.values;
         let failed = |e| io_error(&self.path, e);
         let mut file = std::fs::File::open(&self.path).map_err(failed)?;
         file.seek(SeekFrom::Start(data_offset + (first * element.size) as u64))
@@ -183,22 +219,36 @@ impl NpyBatch {
     /// Refuse an array with a NaN or infinite value (they would silently give NaN
     /// maps), naming the first, before any of it is explained; read in pieces.
     pub fn check_finite(&self) -> Result<()> {
+        let [batch, channels, height, width] = self.dims;
+        let fortran = self.values.fortran;
+        // The place of the file's value `k` in C layout: its own in a C-layout file.
+        let c_index = |k: usize| match fortran {
+            false => k,
+            true => {
+                let (image, mut p) = (k % batch, k / batch);
+                let c = p % channels;
+                p /= channels;
+                let (h, w) = (p % height, p / height);
+                ((image * channels + c) * height + h) * width + w
+            }
+        };
         let mut bad = 0usize;
+        // The first in C order: the image, channel, row and column a reader meets first.
         let mut first: Option<(usize, f32)> = None;
         let mut seen = 0usize;
-        let mut look = |piece: &[f32]| {
+        let look = |piece: &[f32]| {
             for (i, &v) in piece.iter().enumerate() {
                 if !v.is_finite() {
                     bad += 1;
-                    first.get_or_insert((seen + i, v));
+                    let at = c_index(seen + i);
+                    if first.is_none_or(|(earliest, _)| at < earliest) {
+                        first = Some((at, v));
+                    }
                 }
             }
             seen += piece.len();
         };
-        match &self.values {
-            Values::Held(values) => look(values),
-            Values::InFile { .. } => self.stream(0, self.len() * self.row_values(), look)?,
-        }
+        self.stream(0, self.len() * self.row_values(), look)?;
         match first {
             None => Ok(()),
             Some((at, value)) => Err(crate::inputs::non_finite_error(
@@ -206,21 +256,6 @@ impl NpyBatch {
             )),
         }
     }
-}
-
-/// Values of a Fortran-layout `dims` array (the first index fastest) in C layout.
-fn c_layout_of(fortran: &[f32], [batch, channels, height, width]: [usize; 4]) -> Vec<f32> {
-    let mut values = Vec::with_capacity(fortran.len());
-    for b in 0..batch {
-        for c in 0..channels {
-            for h in 0..height {
-                for w in 0..width {
-                    values.push(fortran[b + batch * (c + channels * (h + height * w))]);
-                }
-            }
-        }
-    }
-    values
 }
 
 /// Read a normalised batch `[B,3,H,W]` from a `.npy` file (float32, or float64
@@ -377,9 +412,11 @@ mod tests {
         ndarray_npy::write_npy(&fortran, &reversed).unwrap();
         let wide = scratch("wide.npy");
         ndarray_npy::write_npy(&wide, &array.mapv(|v| v as f64)).unwrap();
+        let fortran_wide = scratch("fortran-wide.npy");
+        ndarray_npy::write_npy(&fortran_wide, &reversed.mapv(|v| v as f64)).unwrap();
         let expected: Vec<f32> = array.iter().copied().collect();
         let per_row = 3 * 4 * 6;
-        for path in [c, fortran, wide] {
+        for path in [c, fortran, wide, fortran_wide] {
             let batch = NpyBatch::open(&path).unwrap();
             assert_eq!(batch.dims(), [5, 3, 4, 6]);
             for rows in [0..2, 2..3, 3..5, 0..5] {
@@ -411,5 +448,24 @@ mod tests {
         );
         // The rows before it read.
         assert!(batch.read_rows(0..3, &device()).is_ok());
+
+        // In Fortran layout the file's first bad value is another: the message still
+        // names the first in C order (image 0 before image 3).
+        let mut array = values([4, 3, 5, 5]);
+        array[[3, 0, 0, 0]] = f32::NAN;
+        array[[0, 2, 4, 4]] = f32::NEG_INFINITY;
+        let path = scratch("nan-fortran.npy");
+        let reversed = array.t().as_standard_layout().to_owned().reversed_axes();
+        ndarray_npy::write_npy(&path, &reversed).unwrap();
+        let message = NpyBatch::open(&path)
+            .unwrap()
+            .check_finite()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("2 NaN or infinite values")
+                && message.contains("image 0, channel 2, row 4, column 4"),
+            "{message}"
+        );
     }
 }
