@@ -137,9 +137,14 @@ where
     let uncertainty = match options.uncertainty {
         Some(kind) => {
             // Per pixel, or per image (min-max): a chunk's maps are its own images'.
+            // Its own forward (the explanation's logits are not kept), timed as one.
             let maps = lumen_core::map_chunks(inputs.len(), rows, |range| {
+                use lumen_core::profile::{self, stages};
                 let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
-                uncertainty_map(&model.model().forward(chunk), kind, options.scale)
+                let logits = profile::timed(stages::FORWARD, || model.model().forward(chunk));
+                profile::timed(stages::POSTPROCESS, || {
+                    uncertainty_map(&logits, kind, options.scale)
+                })
             })?;
             Some(Heatmaps::new(Tensor::cat(maps, 0)).resize([height, width]))
         }
