@@ -145,21 +145,30 @@ impl NpyBatch {
         Ok(values)
     }
 
+    /// The file opened at value `first` (in the file's order), buffered by `capacity`
+    /// bytes.
+    fn reader_at(
+        &self,
+        first: usize,
+        capacity: usize,
+    ) -> Result<std::io::BufReader<std::fs::File>> {
+        let failed = |e| io_error(&self.path, e);
+        let mut file = std::fs::File::open(&self.path).map_err(failed)?;
+        let start = self.values.data_offset + (first * self.values.element.size) as u64;
+        file.seek(SeekFrom::Start(start)).map_err(failed)?;
+        Ok(std::io::BufReader::with_capacity(capacity, file))
+    }
+
     /// The images `rows` of a Fortran-layout array, in C layout: one pass through the
     /// file, keeping the run of `rows` in each (channel, row, column)'s run of all the
     /// images (the others are skipped in the read buffer, not decoded). Memory is the
     /// rows', as for a C-layout array; time is one read of the file per chunk.
     fn read_fortran_rows(&self, rows: Range<usize>) -> Result<Vec<f32>> {
         let [batch, channels, height, width] = self.dims;
-        let Values {
-            data_offset,
-            element,
-            ..
-        } = self.values;
+        let element = self.values.element;
         let failed = |e| io_error(&self.path, e);
-        let mut file = std::fs::File::open(&self.path).map_err(failed)?;
-        file.seek(SeekFrom::Start(data_offset)).map_err(failed)?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 22, file);
+        // A large buffer: the skipped images are passed over inside it.
+        let mut reader = self.reader_at(0, 1 << 22)?;
         let plane = height * width;
         let mut values = vec![0f32; rows.len() * channels * plane];
         let mut run = vec![0u8; rows.len() * element.size];
@@ -190,16 +199,9 @@ impl NpyBatch {
     /// Give `count` values from value `first` on (in the file's order) to `take`, a
     /// few MiB at a time.
     fn stream(&self, first: usize, count: usize, mut take: impl FnMut(&[f32])) -> Result<()> {
-        let Values {
-            data_offset,
-            element,
-            ..
-        } = self.values;
+        let element = self.values.element;
         let failed = |e| io_error(&self.path, e);
-        let mut file = std::fs::File::open(&self.path).map_err(failed)?;
-        file.seek(SeekFrom::Start(data_offset + (first * element.size) as u64))
-            .map_err(failed)?;
-        let mut reader = std::io::BufReader::new(file);
+        let mut reader = self.reader_at(first, 8 << 10)?;
         let mut bytes = vec![0u8; STREAM_VALUES.min(count) * element.size];
         let mut piece = Vec::with_capacity(STREAM_VALUES.min(count));
         let mut left = count;
