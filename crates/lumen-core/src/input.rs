@@ -16,6 +16,10 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// timm's `DEFAULT_CROP_PCT`.
 pub const DEFAULT_CROP_PCT: f32 = 0.875;
 
+/// The most pixels [`DataConfig::resize_and_crop`] resizes a picture to before its crop
+/// (2^28, 768 MiB of RGB); timm's sizes stay far below it.
+const MAX_RESIZED_PIXELS: f64 = (1u64 << 28) as f64;
+
 /// Which implementation of [`DataConfig::resize_and_crop`] made a picture: part of
 /// every cache key taken from a file's bytes (`batch`, `features --top-images`), whose
 /// entries would otherwise outlive a change of the pictures the same file gives. Keys
@@ -142,6 +146,17 @@ impl DataConfig {
             let ratio = (h / scale_h).min(w / scale_w);
             ((w / ratio).round_ties_even(), (h / ratio).round_ties_even())
         };
+        // A tiny crop_pct or an extreme aspect ratio would ask for a picture that only
+        // exhausts memory: refused, not allocated.
+        if new_w * new_h > MAX_RESIZED_PIXELS {
+            return Err(LumenError::InvalidArgument(format!(
+                "a {}x{} picture with crop_pct {} resizes to {new_w}x{new_h} pixels before the \
+                 crop, more than {MAX_RESIZED_PIXELS}",
+                image.width(),
+                image.height(),
+                self.crop_pct
+            )));
+        }
         let (new_w, new_h) = (new_w.max(1.0) as u32, new_h.max(1.0) as u32);
         let resized = if (new_w, new_h) == image.dimensions() {
             std::borrow::Cow::Borrowed(image)
@@ -480,6 +495,13 @@ mod tests {
         }
         let error = config.resize_and_crop(&RgbImage::new(0, 5)).unwrap_err();
         assert!(error.to_string().contains("0x5"), "{error}");
+        // A scale that would only exhaust memory: refused before any allocation.
+        let tiny = DataConfig {
+            crop_pct: 1e-6,
+            ..config.clone()
+        };
+        let error = tiny.resize_and_crop(&wide).unwrap_err().to_string();
+        assert!(error.contains("more than"), "{error}");
     }
 
     #[test]
