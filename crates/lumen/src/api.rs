@@ -248,6 +248,16 @@ struct Prepared<T: TaskModel> {
 
 impl<T: TaskModel> Prepared<T> {
     fn new(model: &T, inputs: &Inputs, requested: &Option<Vec<RequestOf<T>>>) -> Result<Self> {
+        Self::new_tapped(model, inputs, requested, None)
+    }
+
+    /// [`Prepared::new`], handing the forward's output to `tap` once predicted.
+    fn new_tapped(
+        model: &T,
+        inputs: &Inputs,
+        requested: &Option<Vec<RequestOf<T>>>,
+        tap: Option<OutputTap<'_, T>>,
+    ) -> Result<Self> {
         if inputs.is_empty() {
             return Err(LumenError::InvalidArgument("no images to explain".into()));
         }
@@ -256,7 +266,11 @@ impl<T: TaskModel> Prepared<T> {
             let _forward = profile::stage_on(stages::FORWARD, model.device());
             model.model().forward(inputs.tensor.clone())
         };
-        Self::from_output(model.task(), &output, requested, &inputs.names)
+        let prepared = Self::from_output(model.task(), &output, requested, &inputs.names)?;
+        if let Some(tap) = tap {
+            tap(&output)?;
+        }
+        Ok(prepared)
     }
 
     /// Predictions from an output, and the requests: those given, else each
@@ -326,25 +340,34 @@ impl<T: TaskModel> Prepared<T> {
 /// ([`Method::scores_the_input_itself`]), this saves the forward that would predict
 /// first. The prediction is read from the same forward, so it is the one a separate
 /// forward would give.
-struct PredictedTarget<T: TaskModel> {
+struct PredictedTarget<'t, T: TaskModel> {
     names: Vec<String>,
     task: std::cell::RefCell<Option<T::Task>>,
     resolved: std::cell::RefCell<Option<Prepared<T>>>,
+    /// Handed the output the prediction was read from, once.
+    tap: std::cell::RefCell<Option<OutputTap<'t, T>>>,
 }
 
-type OutputOf<T> = <<T as TaskModel>::Model as ExplainableModel>::Output;
+pub(crate) type OutputOf<T> = <<T as TaskModel>::Model as ExplainableModel>::Output;
 
-impl<T: TaskModel> PredictedTarget<T> {
-    fn new(model: &T, names: &[String]) -> Self {
+/// What a caller derives from each pass's forward output besides the predictions
+/// (segmentation's uncertainty maps), called once per pass in pass order with the
+/// output the predictions were read from: no forward of its own. The output may carry
+/// the method's autodiff graph; a tap detaches what it keeps.
+pub(crate) type OutputTap<'t, T> = &'t mut dyn FnMut(&OutputOf<T>) -> Result<()>;
+
+impl<'t, T: TaskModel> PredictedTarget<'t, T> {
+    fn new(model: &T, names: &[String], tap: Option<OutputTap<'t, T>>) -> Self {
         Self {
             names: names.to_vec(),
             task: std::cell::RefCell::new(Some(model.task())),
             resolved: std::cell::RefCell::new(None),
+            tap: std::cell::RefCell::new(tap),
         }
     }
 }
 
-impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<T> {
+impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<'_, T> {
     fn score(&self, output: &OutputOf<T>) -> Result<Tensor<1>> {
         let mut resolved = self.resolved.borrow_mut();
         if resolved.is_none() {
@@ -353,6 +376,9 @@ impl<T: TaskModel> lumen_core::Target<OutputOf<T>> for PredictedTarget<T> {
                 LumenError::InvalidArgument("the prediction failed at an earlier score".into())
             })?;
             *resolved = Some(Prepared::from_output(task, output, &None, &self.names)?);
+            if let Some(tap) = self.tap.borrow_mut().take() {
+                tap(output)?;
+            }
         }
         let prepared = resolved.as_ref().expect("resolved above");
         prepared.target().score(output)
@@ -538,7 +564,7 @@ where
 {
     match options.cache.as_deref() {
         Some(cache) => crate::cached::explain_through_cache(model, inputs, method, options, cache),
-        None => explain_and_draw_uncached(model, inputs, method, options),
+        None => explain_and_draw_uncached(model, inputs, method, options, None),
     }
 }
 
@@ -548,12 +574,13 @@ pub(crate) fn explain_and_draw_uncached<T: TaskModel>(
     inputs: &Inputs,
     method: &dyn Method<T::Model>,
     options: &ExplainOptions<RequestOf<T>>,
+    tap: Option<OutputTap<'_, T>>,
 ) -> Result<(Explanation, Vec<Drawn<ResultOf<T>>>)> {
     let layer = method.layer(model.model());
     if let Some(layer) = &layer {
         model.model().check_layers(layer)?;
     }
-    let (prepared, explanation) = predict_and_explain(model, inputs, method, options)?;
+    let (prepared, explanation) = predict_and_explain(model, inputs, method, options, tap)?;
     let name = method.name();
     let task = model.task();
     let maps = host_maps(&explanation.heatmaps)?;
@@ -645,11 +672,13 @@ fn predict_and_explain<T: TaskModel>(
     inputs: &Inputs,
     method: &dyn Method<T::Model>,
     options: &ExplainOptions<RequestOf<T>>,
+    mut tap: Option<OutputTap<'_, T>>,
 ) -> Result<(Prepared<T>, Explanation)> {
     check_target_count(&options.targets, inputs.len())?;
     let parts = per_pass(model, inputs, options.batch_size, |chunk, positions| {
         let targets = targets_at(&options.targets, positions);
-        predict_and_explain_once(model, chunk, method, &targets)
+        let tap = tap.as_mut().map(|tap| &mut **tap as OutputTap<'_, T>);
+        predict_and_explain_once(model, chunk, method, &targets, tap)
     })?;
     let (prepared, explanations): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     Ok((
@@ -684,22 +713,27 @@ fn predict_and_explain_once<T: TaskModel>(
     inputs: &Inputs,
     method: &dyn Method<T::Model>,
     targets: &Option<Vec<RequestOf<T>>>,
+    tap: Option<OutputTap<'_, T>>,
 ) -> Result<(Prepared<T>, Explanation)> {
     // The method's passes are stages of their own: METHOD is the rest of its work.
     Ok(
         if targets.is_none() && method.scores_the_input_itself() && !inputs.is_empty() {
-            let target = PredictedTarget::new(model, &inputs.names);
+            let target = PredictedTarget::new(model, &inputs.names, tap);
             let explanation = {
                 let _stage = profile::stage_on(stages::METHOD, model.device());
                 method.explain(model.model(), inputs.tensor.clone(), &target)?
             };
+            let tap = target.tap.into_inner();
             match target.resolved.into_inner() {
                 Some(prepared) => (prepared, explanation),
                 // The method never scored (it needs no target): predict on the side.
-                None => (Prepared::new(model, inputs, &None)?, explanation),
+                None => (
+                    Prepared::new_tapped(model, inputs, &None, tap)?,
+                    explanation,
+                ),
             }
         } else {
-            let prepared = Prepared::new(model, inputs, targets)?;
+            let prepared = Prepared::new_tapped(model, inputs, targets, tap)?;
             let explanation = {
                 let _stage = profile::stage_on(stages::METHOD, model.device());
                 method.explain(

@@ -214,7 +214,7 @@ where
             cache: None,
             ..options.clone()
         };
-        let (explanation, drawn) = explain_and_draw_uncached(model, &subset, method, &quiet)?;
+        let (explanation, drawn) = explain_and_draw_uncached(model, &subset, method, &quiet, None)?;
         for ((d, row), &i) in drawn
             .into_iter()
             .zip(split_rows(&explanation)?)

@@ -123,7 +123,7 @@ where
         &crate::api::method_options(model, &options.explain.method_options),
     )?;
     model.model().check_input_shape(&inputs.tensor)?;
-    // Sized once for both the explanation and the uncertainty's forward passes.
+    // Sized once for the explanation's passes and (with a cache) the uncertainty's.
     let rows =
         crate::api::images_per_pass(model.model(), &inputs.tensor, options.explain.batch_size);
     let quiet = ExplainOptions {
@@ -131,25 +131,63 @@ where
         batch_size: Some(rows),
         ..options.explain.clone()
     };
-    let (explanation, mut results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
     let [_, _, height, width] = inputs.tensor.dims();
     let task = model.task();
-    let uncertainty = match options.uncertainty {
-        Some(kind) => {
-            // Per pixel, or per image (min-max): a chunk's maps are its own images'.
-            // Its own forward (the explanation's logits are not kept), timed as one.
-            let maps = lumen_core::map_chunks(inputs.len(), rows, |range| {
-                use lumen_core::profile::{self, stages};
-                let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
-                let logits = profile::timed(stages::FORWARD, || model.model().forward(chunk));
-                profile::timed(stages::POSTPROCESS, || {
-                    uncertainty_map(&logits, kind, options.scale)
-                })
-            })?;
-            Some(Heatmaps::new(Tensor::cat(maps, 0)).resize([height, width]))
-        }
-        None => None,
+    use lumen_core::profile::{self, stages};
+    let uncertainty_of = |logits: &Tensor<4>, kind| {
+        profile::timed(stages::POSTPROCESS, || {
+            uncertainty_map(logits, kind, options.scale)
+        })
     };
+    // Per pixel, or per image (min-max): a pass's maps are its own images'.
+    let own_forward = |kind| {
+        lumen_core::map_chunks(inputs.len(), rows, |range| {
+            let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
+            let logits = profile::timed(stages::FORWARD, || model.model().forward(chunk));
+            uncertainty_of(&logits, kind)
+        })
+    };
+    let (explanation, mut results, maps) = match (options.uncertainty, &options.explain.cache) {
+        // From the logits the predictions are read from (the method's own forward, or
+        // the one that predicts), without a forward of their own.
+        (Some(kind), None) => {
+            let mut maps = Vec::new();
+            let mut tap = |logits: &Tensor<4>| -> Result<()> {
+                maps.push(uncertainty_of(
+                    &logits.clone().detach().without_autodiff(),
+                    kind,
+                )?);
+                Ok(())
+            };
+            let (explanation, explained) = crate::api::explain_and_draw_uncached(
+                model,
+                inputs,
+                method.as_ref(),
+                &quiet,
+                Some(&mut tap),
+            )?;
+            let results = explained.into_iter().map(|e| e.result).collect();
+            // Every pass predicts, so every image has its map; were one missed (a
+            // user's method that breaks its promise to score the input), recompute.
+            let tapped: usize = maps.iter().map(|m| m.dims()[0]).sum();
+            let maps = if tapped == inputs.len() {
+                maps
+            } else {
+                own_forward(kind)?
+            };
+            (explanation, results, Some(maps))
+        }
+        // A cached explanation has no forward to read: the maps get their own.
+        (Some(kind), Some(_)) => {
+            let (explanation, results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
+            (explanation, results, Some(own_forward(kind)?))
+        }
+        (None, _) => {
+            let (explanation, results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
+            (explanation, results, None)
+        }
+    };
+    let uncertainty = maps.map(|maps| Heatmaps::new(Tensor::cat(maps, 0)).resize([height, width]));
     if let Some(dir) = &options.explain.save_dir {
         let host = uncertainty.as_ref().map(|u| u.to_vec()).transpose()?;
         let kind = options.uncertainty.map(|k| k.name()).unwrap_or_default();

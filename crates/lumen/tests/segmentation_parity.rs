@@ -284,11 +284,34 @@ fn uncertainty_maps_match_their_definitions() {
             assert!(diff <= UNCERTAINTY_TOLERANCE, "{head} {key}: {diff:e}");
             // explain_segmentation's maps (resized to the input) do not depend on how
             // many images go through the model at once (to float rounding: libtorch's
-            // convolutions differ by about 1e-5 between batch sizes).
-            let [whole, one] = [None, Some(1)].map(|batch_size| {
+            // convolutions differ by about 1e-5 between batch sizes), nor on which
+            // forward they are read from: GradCAM's own (autodiff) pass, the forward
+            // that predicts before Integrated Gradients, or, with a cache, their own.
+            let cache_dir = std::env::temp_dir().join(format!(
+                "lumen-uncertainty-{head}-{key}-{}",
+                std::process::id()
+            ));
+            std::fs::remove_dir_all(&cache_dir).ok();
+            let cache = std::sync::Arc::new(
+                lumen::ExplanationCache::open(&cache_dir, format!("{head} test")).unwrap(),
+            );
+            let variants = [
+                ("gradcam, whole batch", "gradcam", None, None),
+                ("gradcam, one image per pass", "gradcam", Some(1), None),
+                ("ig", "ig", None, None),
+                ("gradcam through a cache", "gradcam", None, Some(cache)),
+            ];
+            let names = variants.each_ref().map(|v| v.0);
+            let maps = variants.map(|(_, method, batch_size, cache)| {
                 let options = SegmentationOptions {
                     explain: ExplainOptions {
+                        method: method.into(),
+                        method_options: MethodOptions {
+                            steps: 4,
+                            ..MethodOptions::default()
+                        },
                         batch_size,
+                        cache,
                         ..ExplainOptions::default()
                     },
                     uncertainty: Some(kind),
@@ -297,12 +320,24 @@ fn uncertainty_maps_match_their_definitions() {
                 let out = explain_segmentation(&case.model, &case.inputs, &options).unwrap();
                 out.uncertainty.unwrap().to_vec().unwrap()
             });
+            std::fs::remove_dir_all(&cache_dir).ok();
             assert!(case.inputs.len() > 1);
-            let diff = max_abs_diff(&whole, &one);
+            let [h, w] = [case.inputs.tensor.dims()[2], case.inputs.tensor.dims()[3]];
+            assert_eq!(maps[0].len(), case.inputs.len() * h * w);
+            // Not a constant: the maps carry the logits' structure.
+            let spread = maps[0].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+                - maps[0].iter().fold(f32::INFINITY, |a, &b| a.min(b));
             assert!(
-                diff <= UNCERTAINTY_TOLERANCE,
-                "{head} {key}: one image per pass differs by {diff:e}"
+                spread > 1e-3,
+                "{head} {key}: flat uncertainty maps ({spread:e})"
             );
+            for (i, what) in names.iter().enumerate().skip(1) {
+                let diff = max_abs_diff(&maps[0], &maps[i]);
+                assert!(
+                    diff <= UNCERTAINTY_TOLERANCE,
+                    "{head} {key}: {what} differs from the whole batch's GradCAM by {diff:e}"
+                );
+            }
         }
     }
 }
