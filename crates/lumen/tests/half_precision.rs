@@ -58,7 +58,9 @@ fn limits(kind: Kind, precision: Precision) -> (f32, f32) {
     let bf16 = precision == Precision::BF16;
     match kind {
         // Measured up to 2.7e-2; wrong references from 6.1e-2 (LayerCAM to GradCAM++).
-        Kind::Cam => (0.04, 0.99),
+        // libtorch's bfloat16 kernels on a CPU with avx512_bf16 (an AMD EPYC) round
+        // otherwise: KPCA-CAM's ranks fell to 0.9898 there (0.99 and above elsewhere).
+        Kind::Cam => (0.04, if bf16 { 0.98 } else { 0.99 }),
         // bfloat16's rollout error (6.4e-3) is two thirds of the distance between
         // mean and min head fusion on this ViT (9.8e-3): see docs/performance.md.
         Kind::Rollout => {
