@@ -115,3 +115,66 @@ fn preprocessed_tensors_match_timms_eval_transform() {
         assert!(worst <= limit, "config {c} {setting:?}: {worst} > {limit}");
     }
 }
+
+/// JPEG files decoded as Pillow decodes them (libjpeg-turbo), which is what timm's
+/// transform and every Python pipeline start from. Fixtures from
+/// tools/reference/jpeg_fixtures.py: baseline and progressive, chroma 4:4:4, 4:2:2 and
+/// 4:2:0, grayscale and CMYK, sizes that leave their last block partial. Lumen decodes
+/// with the `image` crate (zune-jpeg): within `JPEG_TOLERANCE` levels per channel and
+/// a mean difference of at most `JPEG_MEAN_TOLERANCE` levels (the generator asserts
+/// that BT.709's colour matrix, limited-range YCbCr and unsmoothed chroma are
+/// farther).
+#[test]
+fn jpeg_files_decode_as_pillow_decodes_them() {
+    // zune-jpeg measured up to 3 levels, mean 0.39 (4:2:0 chroma upsampling).
+    const JPEG_TOLERANCE: f32 = 4.0;
+    const JPEG_MEAN_TOLERANCE: f32 = 0.5;
+    const CASES: [&str; 9] = [
+        "q95_444",
+        "q90_422",
+        "q75_420",
+        "q85_420_progressive",
+        "q50_420_odd",
+        "q80_422_odd_progressive",
+        "q100_444_odd",
+        "q90_gray",
+        "q90_cmyk",
+    ];
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg_decode.safetensors");
+    let dir = std::env::temp_dir().join(format!("lumen-jpeg-parity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut failures = vec![];
+    for name in CASES {
+        let (bytes, _) = read(path.clone(), &format!("jpeg_{name}"));
+        let file = dir.join(format!("{name}.jpg"));
+        std::fs::write(&file, bytes.iter().map(|&b| b as u8).collect::<Vec<u8>>()).unwrap();
+        let (expected, shape) = read(path.clone(), &format!("decoded_{name}"));
+        let ours = match lumen::core::input::read_image(&file) {
+            Ok(read) => read.image,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        assert_eq!(
+            [ours.height() as usize, ours.width() as usize, 3],
+            shape[..],
+            "{name}"
+        );
+        let diffs: Vec<f32> = ours
+            .as_raw()
+            .iter()
+            .zip(&expected)
+            .map(|(&a, &b)| (a as f32 - b).abs())
+            .collect();
+        let worst = diffs.iter().fold(0.0f32, |a, &b| a.max(b));
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        eprintln!("{name}: worst {worst} levels, mean {mean:.3}");
+        if worst > JPEG_TOLERANCE || mean > JPEG_MEAN_TOLERANCE {
+            failures.push(format!("{name}: worst {worst} levels, mean {mean:.3}"));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
