@@ -23,6 +23,33 @@ fn rgb(pixels: &[f32], h: usize, w: usize) -> image::RgbImage {
     })
 }
 
+fn mean_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len().max(1) as f32
+}
+
+/// Whether the device's forward gives each of `images` the same logits in one batch as
+/// alone: flex does; libtorch's oneDNN convolutions on some CPUs (an AMD EPYC with
+/// avx512_bf16) pick kernels by batch size whose sums differ by about 1e-7 relative.
+fn batch_invariant(model: &LoadedModel, images: &[lumen::features::MaximizedImage]) -> bool {
+    use lumen::core::burn::tensor::TensorData;
+    // Any input shows it: the maximised images (unnormalised) serve as one.
+    let (h, w) = (images[0].height, images[0].width);
+    let c = images[0].pixels.len() / (h * w);
+    let values: Vec<f32> = images
+        .iter()
+        .flat_map(|i| i.pixels.iter().copied())
+        .collect();
+    let batch = lumen::core::Tensor::<4>::from_data(
+        TensorData::new(values, [images.len(), c, h, w]),
+        &model.device,
+    );
+    let whole = lumen::to_host(model.model.forward(batch.clone())).unwrap();
+    let alone: Vec<f32> = (0..images.len())
+        .flat_map(|i| lumen::to_host(model.model.forward(batch.clone().narrow(0, i, 1))).unwrap())
+        .collect();
+    whole == alone
+}
+
 fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
@@ -161,11 +188,34 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
         .maximize(&objectives, &options(None), &model.device, |_| {})
         .unwrap();
     assert_eq!(one_by_one.len(), 3);
+    let exact = batch_invariant(&model, &one_by_one);
+    eprintln!("the forward is batch-invariant on this device: {exact}");
     for (a, b) in one_by_one.iter().zip(&together) {
         assert_eq!(a.objective, b.objective);
+        let (within, pixel_limit) = if exact {
+            (1e-4, 1e-5)
+        } else {
+            // Adam's first steps are sign-like: a pixel whose gradient is near zero
+            // moves by a full step either way, so the kernels' rounding grows to about
+            // 0.11 in single pixels (on an AMD EPYC with libtorch, layer2 #7: mean 0.0096,
+            // trajectory 3.4e-3 apart). Each image must still be far nearer its twin than
+            // any other objective's image (those are 0.10 to 0.16 apart on average).
+            let nearest_other = one_by_one
+                .iter()
+                .filter(|o| o.objective != a.objective)
+                .map(|o| mean_difference(&o.pixels, &a.pixels))
+                .fold(f32::INFINITY, f32::min);
+            let mean = mean_difference(&a.pixels, &b.pixels);
+            assert!(
+                mean < 0.2 * nearest_other,
+                "{}: a mean difference of {mean} from its twin, {nearest_other} from the nearest other image",
+                a.objective
+            );
+            (1e-2, f32::INFINITY)
+        };
         let largest = largest_difference(&a.pixels, &b.pixels);
         assert!(
-            largest < 1e-5,
+            largest < pixel_limit,
             "{}: pixels differ by {largest}",
             a.objective
         );
@@ -173,7 +223,7 @@ fn internal_batches_change_no_image_and_bad_objectives_fail_first() {
             a.trajectory
                 .iter()
                 .zip(&b.trajectory)
-                .all(|(x, y)| (x - y).abs() <= 1e-4 * y.abs().max(1.0)),
+                .all(|(x, y)| (x - y).abs() <= within * y.abs().max(1.0)),
             "{}: {:?} against {:?}",
             a.objective,
             a.trajectory,
