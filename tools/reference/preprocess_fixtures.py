@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.numpy import save_file
-
-from pictures import picture
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from pictures import picture
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "crates/lumen/tests/fixtures/timm_preprocess.safetensors")

@@ -139,21 +139,13 @@ where
             uncertainty_map(logits, kind, options.scale)
         })
     };
-    // Per pixel, or per image (min-max): a pass's maps are its own images'.
-    let own_forward = |kind| {
-        lumen_core::map_chunks(inputs.len(), rows, |range| {
-            let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
-            let logits = profile::timed(stages::FORWARD, || model.model().forward(chunk));
-            uncertainty_of(&logits, kind)
-        })
-    };
-    let (explanation, mut results, maps) = match (options.uncertainty, &options.explain.cache) {
-        // From the logits the predictions are read from (the method's own forward, or
-        // the one that predicts), without a forward of their own.
+    // Without a cache, the maps come from the logits the predictions are read from
+    // (the method's own forward, or the one that predicts): no forward of their own.
+    let mut tapped = Vec::new();
+    let (explanation, mut results) = match (options.uncertainty, &options.explain.cache) {
         (Some(kind), None) => {
-            let mut maps = Vec::new();
             let mut tap = |logits: &Tensor<4>| -> Result<()> {
-                maps.push(uncertainty_of(
+                tapped.push(uncertainty_of(
                     &logits.clone().detach().without_autodiff(),
                     kind,
                 )?);
@@ -166,26 +158,26 @@ where
                 &quiet,
                 Some(&mut tap),
             )?;
-            let results = explained.into_iter().map(|e| e.result).collect();
-            // Every pass predicts, so every image has its map; were one missed (a
-            // user's method that breaks its promise to score the input), recompute.
-            let tapped: usize = maps.iter().map(|m| m.dims()[0]).sum();
-            let maps = if tapped == inputs.len() {
-                maps
-            } else {
-                own_forward(kind)?
-            };
-            (explanation, results, Some(maps))
+            (
+                explanation,
+                explained.into_iter().map(|e| e.result).collect(),
+            )
         }
-        // A cached explanation has no forward to read: the maps get their own.
-        (Some(kind), Some(_)) => {
-            let (explanation, results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
-            (explanation, results, Some(own_forward(kind)?))
+        _ => explain_with(model, inputs, method.as_ref(), &quiet)?,
+    };
+    let maps = match options.uncertainty {
+        None => None,
+        Some(_) if tapped.iter().map(|m| m.dims()[0]).sum::<usize>() == inputs.len() => {
+            Some(tapped)
         }
-        (None, _) => {
-            let (explanation, results) = explain_with(model, inputs, method.as_ref(), &quiet)?;
-            (explanation, results, None)
-        }
+        // A cached image has no forward to read (nor has an image of a user's method
+        // that breaks its promise to score the input): the maps get their own, per
+        // pixel or per image (min-max), so a pass's maps are its own images'.
+        Some(kind) => Some(lumen_core::map_chunks(inputs.len(), rows, |range| {
+            let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
+            let logits = profile::timed(stages::FORWARD, || model.model().forward(chunk));
+            uncertainty_of(&logits, kind)
+        })?),
     };
     let uncertainty = maps.map(|maps| Heatmaps::new(Tensor::cat(maps, 0)).resize([height, width]));
     if let Some(dir) = &options.explain.save_dir {
