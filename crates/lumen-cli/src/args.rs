@@ -736,6 +736,9 @@ pub struct MethodArgs {
     /// Target class per image (comma-separated); the predicted class when omitted.
     #[arg(long, value_delimiter = ',')]
     pub target_class: Vec<usize>,
+    /// D-RISE (detectors): random masks per box, one detector pass each.
+    #[arg(long, default_value_t = lumen::methods::DEFAULT_MASKS)]
+    pub masks: usize,
     /// Integrated Gradients: path points [default: 50; evaluate: 32].
     #[arg(long)]
     pub steps: Option<usize>,
@@ -794,6 +797,7 @@ impl MethodArgs {
             head_fusion: self.head_fusion,
             discard_ratio: self.discard_ratio,
             compat: self.compat,
+            masks: self.masks,
             ..MethodOptions::default()
         }
     }
@@ -1039,18 +1043,21 @@ pub fn warn_ignored(flags: &[(&str, bool)], reason: &str) {
 }
 
 /// Check method names and options before loading anything, and warn about options
-/// that none of the methods reads.
+/// that none of the methods reads. `detector`: the model is a detector, which takes
+/// D-RISE besides the registry's methods.
 pub fn check_methods<R>(
     methods: &[String],
     method_args: &MethodArgs,
     options: &ExplainOptions<R>,
+    detector: bool,
 ) -> Result<()> {
     if methods.is_empty() {
         return Err(LumenError::InvalidArgument("no method given".into()));
     }
-    let mut families = vec![];
     for (i, name) in methods.iter().enumerate() {
-        families.push(lumen::method_info(name)?.family);
+        if !(detector && name == lumen::detection::DRISE) {
+            lumen::method_info(name)?;
+        }
         if methods[..i].contains(name) {
             return Err(LumenError::InvalidArgument(format!(
                 "method `{name}` is given twice: each method is one panel of the same maps"
@@ -1066,7 +1073,7 @@ pub fn check_methods<R>(
 
 /// Warn about the method options that none of `methods` reads (and refuse an unknown
 /// `--noise-base`, read or not). Names outside the registry are black boxes: D-RISE
-/// reads only `--seed` and `--internal-batch-size` (masks per pass), the evaluation
+/// reads only `--masks`, `--seed` and `--internal-batch-size` (masks per pass), the evaluation
 /// floors (random, center) only `--seed`.
 pub fn warn_unused_method_options(methods: &[String], method_args: &MethodArgs) -> Result<()> {
     let base = lumen::method_info(&method_args.noise_base)
@@ -1139,6 +1146,12 @@ impl MethodArgs {
                         Family::Path | Family::NoiseTunnel | Family::PerturbationCam
                     )
                 }),
+        );
+        check(
+            self.masks != lumen::methods::DEFAULT_MASKS,
+            "--masks",
+            "drise (detectors)",
+            drise,
         );
         if tunnel && self.noise_stdev.is_none() && self.noise > 1.0 {
             unused.push(format!(

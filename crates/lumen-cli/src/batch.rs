@@ -50,6 +50,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
         std::slice::from_ref(&args.method),
         &args.method_args,
         &options,
+        args.model.is_detection(),
     )?;
     if args.batch_size == 0 {
         return Err(lumen::LumenError::InvalidArgument(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use lumen::{DetectionOptions, DetectionScoreKind, LumenError, Result, explain_detection};
 
-use crate::args::{JsonOutput, check_methods, check_writable, choice, warn_unused_method_options};
+use crate::args::{JsonOutput, check_methods, check_writable, choice};
 use crate::explain::{ExplainArgs, RawWriter};
 
 /// Options of detection models (an error on other models).
@@ -21,9 +21,6 @@ pub struct DetectArgs {
     /// Detection: at most this many boxes per image.
     #[arg(long, default_value_t = 16)]
     pub max_boxes: usize,
-    /// Detection, `--method drise`: random masks per box (one detector pass each).
-    #[arg(long, default_value_t = 1000)]
-    pub masks: usize,
     /// Detection: rescale each map to [0, 1] inside its box and zero it outside
     /// (pytorch-grad-cam's `renormalize_cam_in_bounding_boxes`).
     #[arg(long)]
@@ -39,12 +36,11 @@ impl DetectArgs {
         if !self.boxes.is_empty()
             || self.score_threshold != 0.5
             || self.max_boxes != 16
-            || self.masks != 1000
             || self.renormalize
             || self.detection_target != DetectionScoreKind::BoxScore
         {
             return Err(LumenError::InvalidArgument(format!(
-                "--box, --score-threshold, --max-boxes, --masks, --renormalize and --detection-target apply to detection models (fcos_*), not to {task} models"
+                "--box, --score-threshold, --max-boxes, --renormalize and --detection-target apply to detection models (fcos_*), not to {task} models"
             )));
         }
         Ok(())
@@ -60,15 +56,12 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     );
     let verdicts = args.figure.verdicts(&args.model.model)?;
     let is_drise = args.method == lumen::detection::DRISE;
-    if is_drise {
-        warn_unused_method_options(std::slice::from_ref(&args.method), &args.method_args)?;
-    } else {
-        check_methods(
-            std::slice::from_ref(&args.method),
-            &args.method_args,
-            &explain,
-        )?;
-    }
+    check_methods(
+        std::slice::from_ref(&args.method),
+        &args.method_args,
+        &explain,
+        true,
+    )?;
     if !args.method_args.target_class.is_empty() {
         return Err(LumenError::InvalidArgument(
             "--target-class does not apply to detection models: choose boxes with --box or --score-threshold".into(),
@@ -79,18 +72,13 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     }
     explain.cache = args.cache.open(&args.model)?;
     let mut options = DetectionOptions {
-        explain,
         score_threshold: args.detection.score_threshold,
         boxes: (!args.detection.boxes.is_empty()).then(|| args.detection.boxes.clone()),
         max_boxes: args.detection.max_boxes,
         renormalize: args.detection.renormalize,
         target: args.detection.detection_target,
-        drise: lumen::tasks::DriseConfig {
-            masks: args.detection.masks,
-            seed: args.method_args.seed.unwrap_or(0),
-            batch_size: args.method_args.internal_batch_size,
-            ..lumen::tasks::DriseConfig::default()
-        },
+        drise: lumen::drise_config(&explain.method_options),
+        explain,
     };
     if is_drise {
         options.drise.validate()?;
@@ -108,7 +96,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     let size = plan.input_size();
     // D-RISE runs one detector pass per mask and box: the bar's clock shows work going on.
     let what = match is_drise {
-        true => format!("D-RISE, {} masks per box", args.detection.masks),
+        true => format!("D-RISE, {} masks per box", args.method_args.masks),
         false => args.method.clone(),
     };
     let mut raw = RawWriter::create(args.save_raw.as_deref(), size, args.grid)?;

@@ -74,6 +74,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         std::slice::from_ref(&args.method),
         &args.method_args,
         &options,
+        false,
     )?;
     let family = lumen::method_info(&args.method)?.family;
     if args.grid && (family != lumen::methods::Family::Attention || args.save_raw.is_none()) {

@@ -40,7 +40,12 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let options = args
         .pass
         .several_methods_options::<()>(&args.method_args, &args.figure);
-    check_methods(&args.methods, &args.method_args, &options)?;
+    check_methods(
+        &args.methods,
+        &args.method_args,
+        &options,
+        args.model.is_detection(),
+    )?;
     if args.figure.polarity {
         eprintln!("warning: --polarity ignored: `lumen explain` writes the polarity view");
     }

@@ -116,6 +116,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         std::slice::from_ref(&args.method),
         &args.method_args,
         &explain,
+        false,
     )?;
     for (flag, path) in [
         ("--save-raw", &args.save_raw),

@@ -880,6 +880,94 @@ fn compare_and_report_take_segmentors_and_detectors() {
     std::fs::remove_dir_all(scenes).ok();
 }
 
+/// D-RISE is a method of every command that takes a detector's methods, not only of
+/// `explain` and `evaluate` (its `--methods` help said so while compare, report and
+/// batch refused it as unknown); a classifier refuses it, naming detectors.
+#[test]
+fn drise_runs_in_compare_report_and_batch_on_a_detector() {
+    let scenes = scene_folder("drise-scenes", 5, 2);
+    let input = scenes.display().to_string();
+    let out_dir = tmp("drise-out");
+    let o = out_dir.display().to_string();
+    let out = lumen(&[
+        "compare",
+        "--model",
+        "shapes-det",
+        "--methods",
+        "hirescam,drise",
+        "--masks",
+        "8",
+        "--image",
+        &input,
+        "--out",
+        &o,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["methods"], serde_json::json!(["hirescam", "drise"]));
+        assert!(std::path::Path::new(r["path"].as_str().unwrap()).is_file());
+    }
+    let out = lumen(&[
+        "report",
+        "--model",
+        "shapes-det",
+        "--methods",
+        "drise",
+        "--masks",
+        "8",
+        "--image",
+        &input,
+        "--out",
+        &o,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains("drise") && html.contains(" at ["));
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-det",
+        "--method",
+        "drise",
+        "--masks",
+        "8",
+        &input,
+        "--out",
+        &o,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for n in 0..2 {
+        assert!(
+            out_dir.join(format!("scene{n}_drise.png")).is_file(),
+            "scene{n}"
+        );
+    }
+    for command in ["compare", "report", "batch", "explain"] {
+        let out = lumen(&[
+            command,
+            "--model",
+            "shapes-cnn",
+            "--method",
+            "drise",
+            "--image",
+            &input,
+            "--no-figures",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("explains the boxes of object detectors"),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_dir_all(out_dir).ok();
+    std::fs::remove_dir_all(scenes).ok();
+}
+
 #[test]
 fn features_and_receptive_fields_write_figures_and_json() {
     let out_dir = tmp("features");

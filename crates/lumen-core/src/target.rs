@@ -15,6 +15,13 @@ pub trait Target<O> {
     /// The same target for a derived batch whose row `r` comes from image
     /// `images[r]` of the original batch (noise samples, path steps, masked copies).
     fn for_images(&self, images: &[usize]) -> Box<dyn Target<O>>;
+
+    /// The target itself, for a method that reads what it names rather than only its
+    /// scores (D-RISE compares a detector's boxes with the target's boxes). `None`
+    /// by default: such a method then says which targets it takes.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// The logit of one class per image (the pytorch-grad-cam `ClassifierOutputTarget`).

@@ -48,5 +48,5 @@ pub use gradient::{
 pub use method::{Explanation, Method};
 pub use noise::{Noise, NoiseKind, NoiseTunnel};
 pub use registry::{
-    Family, MethodInfo, MethodOptions, by_name, method_info, method_names, methods,
+    DEFAULT_MASKS, Family, MethodInfo, MethodOptions, by_name, method_info, method_names, methods,
 };

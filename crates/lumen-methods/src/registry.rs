@@ -134,6 +134,13 @@ pub fn method_info(name: &str) -> Result<MethodInfo> {
 }
 
 fn unknown_method(name: &str) -> LumenError {
+    if name == "drise" {
+        return LumenError::InvalidArgument(
+            "drise (D-RISE) explains the boxes of object detectors: use it with a detection \
+             model (shapes-det, fcos_*)"
+                .into(),
+        );
+    }
     if name == "guided-backprop" {
         return LumenError::InvalidArgument(
             "guided-backprop is not available: it needs ReLU's backward to depend on the sign of the \
@@ -178,11 +185,18 @@ pub struct MethodOptions {
     pub discard_ratio: f32,
     /// Follow the reference implementations where they deviate from the papers.
     pub compat: bool,
+    /// Black-box mask sampling of a task's own methods (D-RISE on detectors): random
+    /// masks per explained box, one model pass each.
+    pub masks: usize,
     /// Input normalisation of the model, for the black and white baselines.
     pub mean: [f32; 3],
     /// Input normalisation of the model, for the black and white baselines.
     pub std: [f32; 3],
 }
+
+/// [`MethodOptions::masks`] by default: D-RISE's paper uses 5000; 1000 gives a usable
+/// map.
+pub const DEFAULT_MASKS: usize = 1000;
 
 impl Default for MethodOptions {
     fn default() -> Self {
@@ -199,6 +213,7 @@ impl Default for MethodOptions {
             head_fusion: HeadFusion::Mean,
             discard_ratio: 0.0,
             compat: false,
+            masks: DEFAULT_MASKS,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
         }
@@ -230,6 +245,9 @@ impl MethodOptions {
         }
         if self.internal_batch_size == Some(0) {
             return Err(invalid("internal batch size must be at least 1".into()));
+        }
+        if self.masks == 0 {
+            return Err(invalid("masks must be at least 1".into()));
         }
         let noise = match &self.noise {
             Noise::Relative(v) | Noise::Absolute(v) => Some(*v),

@@ -617,6 +617,10 @@ impl Target<DetectorOutput> for BoxScore {
             })
         })
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,13 @@ pub trait TaskModel {
         let _ = (prediction, original);
         None
     }
+
+    /// The method called `name` with `options`: the registry's ([`by_name`]), or one
+    /// of this task's own that the registry cannot hold (D-RISE on a detector reads
+    /// its boxes from the target). Every high-level call builds its methods here.
+    fn method(&self, name: &str, options: &MethodOptions) -> Result<Box<dyn Method<Self::Model>>> {
+        by_name::<Self::Model>(name, options)
+    }
 }
 
 /// The prediction type of a [`TaskModel`].
@@ -518,7 +525,7 @@ where
     RequestOf<T>: CacheRecord,
 {
     options.validate()?;
-    let method = by_name::<T::Model>(
+    let method = model.method(
         &options.method,
         &method_options(model, &options.method_options),
     )?;
@@ -802,7 +809,7 @@ where
     let method_options = method_options(model, &options.method_options);
     let built: Vec<Box<dyn Method<T::Model>>> = methods
         .iter()
-        .map(|name| by_name::<T::Model>(name, &method_options))
+        .map(|name| model.method(name, &method_options))
         .collect::<Result<_>>()?;
     for layer in built.iter().filter_map(|m| m.layer(model.model())) {
         model.model().check_layers(&layer)?;
@@ -1194,7 +1201,7 @@ where
         ));
     }
     options.validate()?;
-    let method = by_name::<T::Model>(
+    let method = model.method(
         &options.method,
         &method_options(model, &options.method_options),
     )?;

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use lumen_core::burn::tensor::TensorData;
 use lumen_core::profile::{self, stages};
 use lumen_core::{
-    DataConfig, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor, index_tensor,
+    DataConfig, DetectorOutput, Device, ExplainableModel, Heatmaps, LumenError, Result, Tensor,
+    index_tensor,
 };
+use lumen_methods::{Method, MethodOptions};
 use lumen_models::{Detector, LoadedDetector};
 use lumen_report::{DrawnBox, detection_figure};
 use lumen_tasks::{
@@ -38,6 +40,14 @@ impl TaskModel for LoadedDetector {
     fn device(&self) -> &Device {
         &self.device
     }
+    /// D-RISE ([`DRISE`]) besides the registry's methods.
+    fn method(&self, name: &str, options: &MethodOptions) -> Result<Box<dyn Method<Detector>>> {
+        match name {
+            DRISE => Ok(Box::new(Drise::new(drise_config(options))?)),
+            _ => lumen_methods::by_name(name, options),
+        }
+    }
+
     /// Every detection, boxed with its index (score order), label and score.
     fn prediction_picture(
         &self,
@@ -87,8 +97,94 @@ pub struct DetectionOptions {
     pub target: DetectionScoreKind,
 }
 
-/// The method name that selects D-RISE in [`explain_detection`].
+/// The method name that selects D-RISE in [`explain_detection`] (and, through
+/// [`TaskModel::method`], in every high-level call on a zoo detector).
 pub const DRISE: &str = "drise";
+
+/// D-RISE's settings from the method options: `masks`, `seed` (0 when none) and
+/// `internal_batch_size` (masked images per pass); the rest D-RISE's defaults.
+pub fn drise_config(options: &MethodOptions) -> DriseConfig {
+    DriseConfig {
+        masks: options.masks,
+        seed: options.seed.unwrap_or(0),
+        batch_size: options.internal_batch_size,
+        ..DriseConfig::default()
+    }
+}
+
+/// D-RISE as a [`Method`] of any detector, for the calls that take methods
+/// ([`crate::compare_methods`], [`crate::explain_batch`], reports, [`crate::explain_with`]
+/// with a user's own detector): the boxes come from the target, which must be the
+/// detection task's [`BoxScore`]. A row's map is the sum of its boxes' D-RISE maps
+/// (the box score sums over its boxes too); a row without a box gets a zero map.
+/// [`explain_detection`] runs D-RISE its own way, each image once for all its boxes.
+#[derive(Clone, Debug)]
+pub struct Drise {
+    config: DriseConfig,
+}
+
+impl Drise {
+    /// D-RISE with `config`, checked now.
+    pub fn new(config: DriseConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+}
+
+impl<M: ExplainableModel<Output = DetectorOutput>> Method<M> for Drise {
+    fn name(&self) -> String {
+        DRISE.to_string()
+    }
+
+    fn explain(
+        &self,
+        model: &M,
+        input: Tensor<4>,
+        target: &dyn lumen_core::Target<DetectorOutput>,
+    ) -> Result<lumen_methods::Explanation> {
+        let boxes = &target
+            .as_any()
+            .and_then(|any| any.downcast_ref::<BoxScore>())
+            .ok_or_else(|| {
+                LumenError::InvalidArgument(
+                    "D-RISE compares a detector's boxes with the target's: it takes the \
+                     detection task's box targets (BoxScore) only"
+                        .into(),
+                )
+            })?
+            .boxes;
+        let [batch, _, h, w] = input.dims();
+        if boxes.len() != batch {
+            return Err(LumenError::shape(
+                "D-RISE targets",
+                format!("the boxes of each image ({batch})"),
+                boxes.len(),
+            ));
+        }
+        let device = input.device();
+        let per_box = match boxes.iter().any(|b| !b.is_empty()) {
+            true => Some(drise_boxes(model, &input, boxes, &self.config)?.into_tensor()),
+            false => None,
+        };
+        let mut first = 0;
+        let rows: Vec<Tensor<3>> = boxes
+            .iter()
+            .map(|own| {
+                let rows = first..first + own.len();
+                first = rows.end;
+                match &per_box {
+                    Some(maps) if !rows.is_empty() => {
+                        maps.clone().narrow(0, rows.start, rows.len()).sum_dim(0)
+                    }
+                    _ => Tensor::<3>::zeros([1, h, w], &device),
+                }
+            })
+            .collect();
+        Ok(lumen_methods::Explanation::new(Heatmaps::new(Tensor::cat(
+            rows, 0,
+        ))))
+    }
+}
 
 impl Default for DetectionOptions {
     fn default() -> Self {

@@ -57,7 +57,8 @@ pub use api::{
 };
 pub use cache::{CacheRecord, ExplanationCache, model_fingerprint};
 pub use detection::{
-    DetectionExplanation, DetectionOptions, ExplainedDetections, explain_detection,
+    DetectionExplanation, DetectionOptions, Drise, ExplainedDetections, drise_config,
+    explain_detection,
 };
 pub use inputs::{InputFailure, Inputs, ReadInputs, no_readable_input, unique_names};
 pub use lumen_core::{

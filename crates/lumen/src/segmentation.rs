@@ -118,7 +118,7 @@ where
     T::Model: ExplainableModel<Output = Tensor<4>>,
 {
     options.explain.validate()?;
-    let method = lumen_methods::by_name::<T::Model>(
+    let method = model.method(
         &options.explain.method,
         &crate::api::method_options(model, &options.explain.method_options),
     )?;

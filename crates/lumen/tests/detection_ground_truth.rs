@@ -5,7 +5,7 @@
 
 use lumen::evaluate::Progress;
 use lumen::metrics::{TruthBox, average_precision};
-use lumen::shapes::{EVALUATION_SEED, SHAPE_CLASSES, TEST_SEED, shape_scenes};
+use lumen::shapes::{EVALUATION_SEED, SHAPE_CLASSES, ShapeScene, TEST_SEED, shape_scenes};
 use lumen::task_evaluation::{
     TaskEvaluation, TaskEvaluationConfig, evaluate_detector, scored_boxes, truth_boxes,
 };
@@ -230,6 +230,23 @@ fn deleting_what_a_box_map_points_at_loses_the_detection_sooner_than_chance() {
     );
 }
 
+/// Two generated scenes, the first with several objects, and their inputs.
+fn busy_scene_and_another(loaded: &LoadedDetector) -> ([ShapeScene; 2], Inputs) {
+    let scenes = shape_scenes(EVALUATION_SEED, 0, 16);
+    let busy = scenes
+        .iter()
+        .position(|s| s.objects.len() >= 2)
+        .expect("a scene with several objects");
+    let pair = [
+        scenes[busy].clone(),
+        scenes[(busy + 1) % scenes.len()].clone(),
+    ];
+    let images = pair.iter().map(|s| s.image.clone()).collect();
+    let names = vec!["a".to_string(), "b".to_string()];
+    let inputs = Inputs::from_images(images, names, &loaded.data_config, &loaded.device).unwrap();
+    (pair, inputs)
+}
+
 /// D-RISE with an image's boxes together (`drise_boxes`, what `explain_detection`
 /// calls) gives the maps of the image repeated once per box, from a third of the
 /// passes here: each masked image is scored against all its boxes at once.
@@ -263,15 +280,8 @@ fn drise_scores_each_masked_image_once_for_all_its_boxes() {
     let model = Counted(&loaded.model, AtomicUsize::new(0));
     // Two scenes with their true boxes: one with several objects (up to three of
     // them), and one box of another scene.
-    let scenes = shape_scenes(EVALUATION_SEED, 0, 16);
-    let busy = scenes
-        .iter()
-        .position(|s| s.objects.len() >= 2)
-        .expect("a scene with several objects");
-    let scenes = [&scenes[busy], &scenes[(busy + 1) % scenes.len()]];
-    let images = scenes.iter().map(|s| s.image.clone()).collect();
-    let names = vec!["a".to_string(), "b".to_string()];
-    let inputs = Inputs::from_images(images, names, &loaded.data_config, &loaded.device).unwrap();
+    let (scenes, inputs) = busy_scene_and_another(&loaded);
+    let scenes = [&scenes[0], &scenes[1]];
     let request = |t: &TruthBox| BoxRequest {
         bbox: t.bbox,
         label: t.label,
@@ -309,4 +319,161 @@ fn drise_scores_each_masked_image_once_for_all_its_boxes() {
     // 3 chunks of 8 masks: per image (2) against per box (rows).
     assert_eq!(grouped_passes, 2 * 3);
     assert_eq!(each_passes, rows.len() * 3);
+}
+
+/// D-RISE through the calls that take methods by name (`explain_prediction`, and with
+/// it `compare_methods`, reports and batches): the map of each image's top detection
+/// is the one `explain_detection` gives that box, from the same seeded masks.
+#[test]
+fn drise_by_name_explains_the_top_box_as_explain_detection_does() {
+    let model = model();
+    let scenes = shape_scenes(EVALUATION_SEED, 0, 2);
+    let images = scenes.iter().map(|s| s.image.clone()).collect();
+    let names = vec!["a".to_string(), "b".to_string()];
+    let inputs = Inputs::from_images(images, names, &model.data_config, &model.device).unwrap();
+    let method_options = MethodOptions {
+        masks: 24,
+        seed: Some(5),
+        internal_batch_size: Some(8),
+        ..MethodOptions::default()
+    };
+    let explain = ExplainOptions {
+        method: "drise".into(),
+        method_options: method_options.clone(),
+        ..ExplainOptions::default()
+    };
+    let by_name = lumen::explain_prediction(&model, &inputs, &explain)
+        .unwrap()
+        .0
+        .heatmaps
+        .to_vec()
+        .unwrap();
+    let own = explain_detection(
+        &model,
+        &inputs,
+        &DetectionOptions {
+            explain,
+            boxes: Some(vec![0]),
+            drise: lumen::drise_config(&method_options),
+            ..DetectionOptions::default()
+        },
+    )
+    .unwrap()
+    .maps
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    assert_eq!(by_name.len(), 2 * 128 * 128);
+    assert_eq!(by_name, own);
+    assert!(
+        by_name
+            .chunks(128 * 128)
+            .all(|m| m.iter().any(|&v| v > 0.0))
+    );
+    // Another seed draws other masks: the maps above are the seed's, not a constant.
+    let mut reseeded = method_options.clone();
+    reseeded.seed = Some(6);
+    let other = lumen::explain_prediction(
+        &model,
+        &inputs,
+        &ExplainOptions {
+            method: "drise".into(),
+            method_options: reseeded,
+            ..ExplainOptions::default()
+        },
+    )
+    .unwrap()
+    .0
+    .heatmaps
+    .to_vec()
+    .unwrap();
+    assert_ne!(by_name, other);
+}
+
+/// The D-RISE method on a box target with several boxes in a row sums their maps (the
+/// box score sums over them too), gives a row without a box a zero map, and refuses
+/// a target that names no boxes.
+#[test]
+fn the_drise_method_sums_a_rows_boxes_and_needs_box_targets() {
+    use lumen::core::{DetectorOutput, Target, Tensor};
+    use lumen::methods::Method;
+    use lumen::tasks::{BoxRequest, BoxScore, DetectionScoreKind, DriseConfig, drise_boxes};
+
+    let loaded = model();
+    let (scenes, inputs) = busy_scene_and_another(&loaded);
+    let scenes = [&scenes[0], &scenes[1]];
+    let two: Vec<BoxRequest> = truth_boxes(scenes[0])
+        .iter()
+        .take(2)
+        .map(|t| BoxRequest {
+            bbox: t.bbox,
+            label: t.label,
+        })
+        .collect();
+    let config = DriseConfig {
+        masks: 16,
+        seed: 2,
+        batch_size: Some(8),
+        ..DriseConfig::default()
+    };
+    let target = BoxScore {
+        boxes: vec![two.clone(), vec![]],
+        match_threshold: 0.5,
+        decode: Default::default(),
+        kind: DetectionScoreKind::BoxScore,
+    };
+    let method = lumen::Drise::new(config).unwrap();
+    let maps = Method::explain(&method, &loaded.model, inputs.tensor.clone(), &target)
+        .unwrap()
+        .heatmaps
+        .to_vec()
+        .unwrap();
+    let per_box = drise_boxes(
+        &loaded.model,
+        &inputs.tensor.clone().narrow(0, 0, 1),
+        &[two],
+        &config,
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    let size = 128 * 128;
+    assert_eq!(maps.len(), 2 * size);
+    let (first, second) = per_box.split_at(size);
+    let sum_gap = maps[..size]
+        .iter()
+        .zip(first.iter().zip(second))
+        .fold(0f32, |m, (v, (a, b))| m.max((v - (a + b)).abs()));
+    assert!(
+        sum_gap <= 1e-6,
+        "row 0 is not the sum of its boxes' maps: {sum_gap:e}"
+    );
+    // Not the map of one box alone.
+    let one_gap = maps[..size]
+        .iter()
+        .zip(first)
+        .fold(0f32, |m, (v, a)| m.max((v - a).abs()));
+    assert!(one_gap > 1e-3, "{one_gap:e}");
+    assert!(maps[size..].iter().all(|&v| v == 0.0));
+
+    /// A target of detector outputs that is not the task's box score.
+    struct Anything;
+    impl Target<DetectorOutput> for Anything {
+        fn score(&self, output: &DetectorOutput) -> lumen::Result<Tensor<1>> {
+            let [batch, _, _, _] = output.centerness[0].dims();
+            Ok(output.centerness[0]
+                .clone()
+                .reshape([batch as i32, -1])
+                .sum_dim(1)
+                .reshape([-1]))
+        }
+        fn for_images(&self, _: &[usize]) -> Box<dyn Target<DetectorOutput>> {
+            Box::new(Anything)
+        }
+    }
+    let refused = match Method::explain(&method, &loaded.model, inputs.tensor.clone(), &Anything) {
+        Ok(_) => panic!("a target without boxes is refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("box targets"), "{refused}");
 }
