@@ -436,6 +436,11 @@ fn demo_writes_figures_and_an_offline_report() {
         2 * 7,
         "one overlay per image and method"
     );
+    // The detector's report: each scene's best box with a CAM, a gradient and D-RISE.
+    let det_html = std::fs::read_to_string(dir.join("shapes-det-report.html")).unwrap();
+    assert_eq!(det_html.matches("<div id=\"overlay-").count(), 2 * 4);
+    assert!(det_html.contains("drise") && det_html.contains(" at ["));
+    assert!(stdout.contains("report: ") && stdout.contains("shapes-det-report.html"));
 }
 
 #[test]
