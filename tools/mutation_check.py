@@ -411,6 +411,31 @@ MUTATIONS = [
         ".fold((0, f32::INFINITY), |best, (k, &v)| {",
         ["cargo", "test", "-p", "lumen-features", "--test", "receptive"],
     ),
+    # D-RISE as a method: a row with several boxes keeps only its first box's map.
+    (
+        "drise-method-first-box-only",
+        "crates/lumen/src/detection.rs",
+        ".narrow(0, rows.start, rows.len())",
+        ".narrow(0, rows.start, 1)",
+        facade_test("detection_ground_truth"),
+    ),
+    # ... its masks drawn from a fixed seed whatever the options say.
+    (
+        "drise-method-ignores-the-seed",
+        "crates/lumen/src/detection.rs",
+        "seed: options.seed.unwrap_or(0),",
+        "seed: 0,",
+        facade_test("detection_ground_truth"),
+    ),
+    # ... and the zoo detectors building their methods from the registry alone again
+    # (compare, report and batch refused drise as unknown).
+    (
+        "drise-not-a-method-of-detectors",
+        "crates/lumen/src/detection.rs",
+        "DRISE => Ok(Box::new(Drise::new(drise_config(options))?)),",
+        "DRISE => lumen_methods::by_name(name, options),",
+        ["cargo", "test", "-p", "lumen-cli", "--test", "cli", "drise"],
+    ),
 ]
 
 

@@ -106,8 +106,8 @@ impl ModelArgs {
             return Ok(());
         };
         Err(LumenError::InvalidArgument(format!(
-            "`{}` is a {task} model: `lumen explain`, `layers`, `compare`, `report` and \
-             `evaluate` take it; this command handles classifiers only for now",
+            "`{}` is a {task} model: `lumen explain`, `layers`, `compare`, `report`, \
+             `batch` and `evaluate` take it; this command handles classifiers only for now",
             self.model
         )))
     }
