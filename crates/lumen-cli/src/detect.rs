@@ -77,12 +77,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         max_boxes: args.detection.max_boxes,
         renormalize: args.detection.renormalize,
         target: args.detection.detection_target,
-        drise: lumen::drise_config(&explain.method_options),
         explain,
+        ..DetectionOptions::default()
     };
-    if is_drise {
-        options.drise.validate()?;
-    }
     let model = args.model.load_detector()?;
     options.explain.cautions = args.figure.cautions_at(
         &verdicts,

@@ -87,8 +87,11 @@ pub struct DetectionOptions {
     /// At most this many boxes per image (memory: one row per box).
     pub max_boxes: usize,
     /// D-RISE's settings, when `explain.method` is `drise` (a black-box method of
-    /// this task, not in the method registry).
-    pub drise: DriseConfig,
+    /// this task, not in the method registry). `None` (the default): [`drise_config`]
+    /// of `explain.method_options` (masks, seed, internal batch), as in every other
+    /// call; `Some` for the settings the method options do not carry (grid, keep
+    /// probability, decoding).
+    pub drise: Option<DriseConfig>,
     /// Min-max each map inside its own box and zero it outside (pytorch-grad-cam's
     /// `renormalize_cam_in_bounding_boxes`): shows where in the box the evidence is.
     pub renormalize: bool,
@@ -196,7 +199,7 @@ impl Default for DetectionOptions {
             score_threshold: 0.5,
             boxes: None,
             max_boxes: 16,
-            drise: DriseConfig::default(),
+            drise: None,
             renormalize: false,
             target: DetectionScoreKind::BoxScore,
         }
@@ -329,8 +332,11 @@ where
         });
     }
     let is_drise = options.explain.method == DRISE;
+    let drise = options
+        .drise
+        .unwrap_or_else(|| drise_config(&options.explain.method_options));
     let method = if is_drise {
-        options.drise.validate()?;
+        drise.validate()?;
         None
     } else {
         Some(lumen_methods::by_name::<T::Model>(
@@ -403,7 +409,7 @@ where
                 .unzip();
             let index = index_tensor(&images, &inputs.tensor.device());
             let unique = inputs.tensor.clone().select(0, index);
-            let maps = drise_boxes(model.model(), &unique, &boxes, &options.drise)?;
+            let maps = drise_boxes(model.model(), &unique, &boxes, &drise)?;
             Ok(lumen_methods::Explanation::new(maps))
         }
     };
@@ -417,7 +423,7 @@ where
                 options.target,
                 task.match_threshold,
                 task.decode,
-                is_drise.then_some(&options.drise),
+                is_drise.then_some(&drise),
                 model.data_config()
             );
             let image_keys = cache.image_keys(&settings, &inputs.tensor)?;

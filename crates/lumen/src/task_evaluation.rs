@@ -944,7 +944,6 @@ pub fn evaluate_detector(
                     },
                     score_threshold: config.score_threshold,
                     max_boxes: usize::MAX,
-                    drise: crate::detection::drise_config(&config.method_options),
                     ..DetectionOptions::default()
                 };
                 let started = Instant::now();

@@ -138,7 +138,7 @@ fn every_method_explains_every_confident_detection() {
             },
             ..DetectionOptions::default()
         };
-        options.drise.masks = 32;
+        options.explain.method_options.masks = 32;
         let result = explain_detection(&model, &inputs, &options).unwrap();
         let rows: usize = result.images.iter().map(|i| i.explained.len()).sum();
         assert!(rows >= 2, "{method}: {rows} detections explained");
@@ -354,7 +354,6 @@ fn drise_by_name_explains_the_top_box_as_explain_detection_does() {
         &DetectionOptions {
             explain,
             boxes: Some(vec![0]),
-            drise: lumen::drise_config(&method_options),
             ..DetectionOptions::default()
         },
     )
