@@ -1723,4 +1723,28 @@ fn every_computing_command_profiles_its_passes() {
     assert!(calls(&evaluate, "metrics") >= 2, "{evaluate:?}");
     // The predictions, the method's pass and the curve's 5 points.
     assert!(calls(&evaluate, "forward") >= 3, "{evaluate:?}");
+
+    // D-RISE on a detector (its passes were in no stage): the prediction's forward,
+    // then 8 masks in 2 passes of 4 for the scene's boxes; the masks and their
+    // weights are its method math.
+    let scene = scene_folder("profile-scene", 5, 1);
+    let s = scene.join("scene0.png").display().to_string();
+    let drise = table(&[
+        "explain",
+        "--model",
+        "shapes-det",
+        &s,
+        "--method",
+        "drise",
+        "--masks",
+        "8",
+        "--internal-batch-size",
+        "4",
+        "--out",
+        &o,
+        "--quiet",
+    ]);
+    assert_eq!(calls(&drise, "forward"), 3, "{drise:?}");
+    assert!(calls(&drise, "method math") >= 2, "{drise:?}");
+    assert!(calls(&drise, "post-process") >= 1, "{drise:?}");
 }

@@ -17,6 +17,10 @@ use lumen_core::burn::tensor::TensorData;
 use lumen_core::burn::tensor::activation::sigmoid;
 use lumen_core::burn::tensor::module::interpolate;
 use lumen_core::burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use lumen_core::profile::{
+    self,
+    stages::{FORWARD, METHOD},
+};
 use lumen_core::random::UniformStream;
 use lumen_core::{
     DetectorOutput, ExplainableModel, Heatmaps, LumenError, Result, Tensor, row_chunks, to_host,
@@ -279,15 +283,22 @@ fn drise_in_chunks<M: ExplainableModel<Output = DetectorOutput>>(
         .unwrap_or_else(|| lumen_core::default_forward_rows_for(model, input));
     for rows in row_chunks(n, chunk) {
         let r = rows.len();
-        let chunk = masks_of(rows)?;
+        let chunk = {
+            let _masks = profile::stage_on(METHOD, &device);
+            masks_of(rows)?
+        };
         let spread = chunk.clone().reshape([r, 1, h, w]).expand([r, c, h, w]);
         let mut row = 0;
         for (b, targets) in boxes.iter().enumerate() {
             if targets.is_empty() {
                 continue;
             }
-            let masked = input.clone().narrow(0, b, 1) * spread.clone();
-            let output = model.forward(masked);
+            let output = {
+                let _forward = profile::stage_on(FORWARD, &device);
+                model.forward(input.clone().narrow(0, b, 1) * spread.clone())
+            };
+            // Decoding the masked detections and weighting the masks: D-RISE's own work.
+            let _weights = profile::stage_on(METHOD, &device);
             for weights in mask_weights(&output, targets, &config.decode)? {
                 let weights = Tensor::<3>::from_data(TensorData::new(weights, [r, 1, 1]), &device);
                 sums[row] = sums[row].clone() + (chunk.clone() * weights).sum_dim(0);

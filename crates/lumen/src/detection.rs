@@ -286,7 +286,12 @@ where
         crate::api::images_per_pass(model.model(), &inputs.tensor, options.explain.batch_size);
     let predictions = lumen_core::map_chunks(inputs.len(), pass_rows, |range| {
         let chunk = inputs.tensor.clone().narrow(0, range.start, range.len());
-        task.predict(&model.model().forward(chunk))
+        let output = {
+            let _forward = profile::stage_on(stages::FORWARD, model.device());
+            model.model().forward(chunk)
+        };
+        let _decode = profile::stage(stages::POSTPROCESS);
+        task.predict(&output)
     })?
     .into_iter()
     .flatten()
