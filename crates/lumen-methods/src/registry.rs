@@ -137,7 +137,8 @@ fn unknown_method(name: &str) -> LumenError {
     if name == "drise" {
         return LumenError::InvalidArgument(
             "drise (D-RISE) explains the boxes of object detectors: use it with a detection \
-             model (shapes-det, fcos_*)"
+             model (shapes-det, fcos_*); with a detector of your own, pass `lumen::Drise` to \
+             `explain_with`"
                 .into(),
         );
     }
