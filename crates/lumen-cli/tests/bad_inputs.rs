@@ -889,6 +889,22 @@ fn ignored_options_are_warned_about() {
     ]);
     assert!(drise.contains("warning: --layer ignored"), "{drise}");
     assert!(!drise.contains("--internal-batch-size"), "{drise}");
+    // A count that could only run for days is refused before any pass, in every
+    // command that runs D-RISE.
+    for command in ["explain", "compare", "batch"] {
+        let out = lumen(&[
+            command,
+            "--model",
+            "shapes-det",
+            &image,
+            "--method",
+            "drise",
+            "--masks",
+            "4294967297",
+            "--no-figures",
+        ]);
+        assert_fails(&out, 2, &["at most 100000 masks", "got 4294967297"]);
+    }
     let polarity = detector(&["--polarity"]);
     assert!(
         polarity.contains("--polarity ignored: detection maps have no polarity view"),

@@ -34,7 +34,9 @@ pub use detection::{
     ObjectDetection, box_iou, decode_detections, dense_candidates, dense_logits,
     renormalize_in_boxes,
 };
-pub use drise::{DriseConfig, drise, drise_boxes, drise_masks, drise_with_masks, rise_masks};
+pub use drise::{
+    DriseConfig, MAX_DRISE_MASKS, drise, drise_boxes, drise_masks, drise_with_masks, rise_masks,
+};
 /// The segmentation target lives in `lumen-core` (the training monitors use it too).
 pub use lumen_core::ClassRegionScore;
 pub use segmentation::{
