@@ -254,6 +254,14 @@ where
     T::Model: ExplainableModel<Output = lumen_core::DetectorOutput>,
 {
     options.explain.validate()?;
+    // D-RISE's settings are checked before the prediction's pass, like the others.
+    let is_drise = options.explain.method == DRISE;
+    let drise = options
+        .drise
+        .unwrap_or_else(|| drise_config(&options.explain.method_options));
+    if is_drise {
+        drise.validate()?;
+    }
     if !(0.0..=1.0).contains(&options.score_threshold) {
         return Err(LumenError::InvalidArgument(format!(
             "the score threshold must be in [0, 1], got {}",
@@ -336,12 +344,7 @@ where
             paths: vec![],
         });
     }
-    let is_drise = options.explain.method == DRISE;
-    let drise = options
-        .drise
-        .unwrap_or_else(|| drise_config(&options.explain.method_options));
     let method = if is_drise {
-        drise.validate()?;
         None
     } else {
         Some(lumen_methods::by_name::<T::Model>(
