@@ -3,6 +3,7 @@
 `crates/lumen/tests/feature_parity.rs`:
 
     python tools/reference/feature_fixtures.py
+    python tools/reference/feature_fixtures.py tasks   # only task_features.safetensors
 
 References:
 - statistics, top channels and layer comparison: AutoTimm 0.7.37's own
@@ -13,10 +14,15 @@ References:
   `visualize_receptive_field` with overlapping patches averaged and the edges covered
   (AutoTimm's own output is stored too, and asserted to differ);
 - theoretical receptive fields of timm resnet18, resnet50 and test_resnet: Araujo et
-  al. 2019's recurrence walked over the timm modules themselves.
+  al. 2019's recurrence walked over the timm modules themselves;
+- statistics and top channels of AutoTimm's DeepLabV3+ segmentor and FCOS detector
+  (the fixtures of segmentation_fixtures.py and detection_fixtures.py) at backbone,
+  head and FPN layers, also by AutoTimm's `FeatureVisualizer`
+  (`crates/lumen/tests/fixtures/task_features.safetensors`).
 """
 
 import os
+import sys
 
 import numpy as np
 import timm
@@ -151,7 +157,82 @@ def theoretical(model):
     return rows
 
 
+# Segmentors and detectors (the same FeatureVisualizer: a layer is a module, whatever
+# the head does with it), on the AutoTimm fixtures of tools/reference/
+# segmentation_fixtures.py and detection_fixtures.py. Our layer names, and the
+# AutoTimm module each one taps (the FPN's levels are its output convolutions).
+TASK_OUT = os.path.join(ROOT, "crates/lumen/tests/fixtures/task_features.safetensors")
+TASK_LAYERS = {
+    "seg": [("backbone.layer3", "backbone.layer3"), ("head.aspp", "head.aspp"),
+            ("head.decoder", "head.decoder")],
+    "det": [("backbone.layer3", "backbone.layer3"), ("fpn.p3", "fpn.output_convs.0"),
+            ("fpn.p7", "fpn.extra_convs.1")],  # with the ReLU hook of task_models
+}
+
+
+def task_models():
+    """(task, model with the fixture's weights, the same architecture at random init,
+    the fixture's input) for the segmentor and the detector."""
+    import segmentation_fixtures as seg
+    import detection_fixtures as det
+
+    models = []
+    segmentor = seg.build("deeplabv3plus", seg.SEED)
+    random_segmentor = seg.build("deeplabv3plus", seg.SEED + 1).eval()
+    segmentor.load_state_dict(load_file(os.path.join(MODELS, "seg_deeplabv3plus.safetensors")))
+    x = load_file(os.path.join(MODELS, "seg_deeplabv3plus_io.safetensors"))["input"]
+    models.append(("seg", segmentor.eval(), random_segmentor, x))
+    torch.manual_seed(1)
+    detector, random_detector = det.build_model(), det.build_model()
+    detector.load_state_dict(det.checkpoint_weights())
+    # P6 and P7 are `relu(extra_conv(...))`: the module's output is the convolution's,
+    # before the ReLU, while the level (what the head reads, and our `fpn.p7`) is
+    # after it. A first hook applies the ReLU, so that FeatureVisualizer's own hook
+    # (run after it) sees the level; the model's output is unchanged (ReLU twice is
+    # ReLU once).
+    for extra in detector.fpn.extra_convs:
+        extra.register_forward_hook(lambda _, __, out: torch.relu(out))
+    x = load_file(os.path.join(MODELS, "det_fcos_io.safetensors"))["input"]
+    models.append(("det", detector.eval(), random_detector, x))
+    return models
+
+
+def task_statistics():
+    out = {}
+    for task, model, random_model, x in task_models():
+        viz, random_viz = FeatureVisualizer(model, use_cuda=False), FeatureVisualizer(random_model, use_cuda=False)
+        for ours, module in TASK_LAYERS[task]:
+            for i in range(len(x)):
+                image = x[i:i + 1]
+                stats = viz.get_feature_statistics(image, module)
+                row = np.array([stats[k] for k in STAT_KEYS], np.float64)
+                out[f"{task}_stats_{ours}_{i}"] = row
+                top = np.array(viz.get_top_activating_features(image, module, top_k=TOP_K), np.float64)
+                out[f"{task}_top_{ours}_{i}"] = top
+                # The fixture separates right from wrong: the weights (the same
+                # architecture at random init) and the image change the numbers, and
+                # the top channels are not the first ones.
+                other = random_viz.get_feature_statistics(image, module)
+                assert abs(other["mean"] - stats["mean"]) > 1e-3 * abs(stats["std"]), (task, ours)
+                assert sorted(top[:, 0].astype(int).tolist()) != list(range(TOP_K)), (task, ours)
+                # No two of the top channels (nor the first left out) within rounding:
+                # their order is the reference's, not float32's.
+                values = [v for _, v in viz.get_top_activating_features(image, module, top_k=TOP_K + 1)]
+                gap = min(a - b for a, b in zip(values, values[1:]))
+                assert gap > 1e-4 * abs(values[0]), (task, ours, values)
+            first, second = out[f"{task}_stats_{ours}_0"], out[f"{task}_stats_{ours}_1"]
+            assert abs(first[0] - second[0]) > TOLERANCE * abs(first[0]), (task, ours)
+            print(task, ours, "mean, std:", first[:2], "top:", out[f"{task}_top_{ours}_0"][:, 0])
+        means = [out[f"{task}_stats_{ours}_0"][0] for ours, _ in TASK_LAYERS[task]]
+        assert len({round(m, 4) for m in means}) == len(means), "layers must differ"
+    save_file({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}, TASK_OUT)
+    print("wrote", TASK_OUT, sorted(out))
+
+
 def main():
+    if sys.argv[1:] == ["tasks"]:
+        task_statistics()
+        return
     torch.manual_seed(0)
     model, x = load()
     out = {}
@@ -166,6 +247,7 @@ def main():
         print(arch, [(r[0], r[1]) for r in rows if "." not in r[0]])
     save_file({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}, OUT)
     print("wrote", OUT, sorted(out))
+    task_statistics()
 
 
 if __name__ == "__main__":

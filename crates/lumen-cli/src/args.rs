@@ -105,9 +105,10 @@ impl ModelArgs {
         } else {
             return Ok(());
         };
+        // Every command dispatches segmentors and detectors before it gets here: this
+        // guards the classifier loaders against a command that forgot to.
         Err(LumenError::InvalidArgument(format!(
-            "`{}` is a {task} model: `lumen explain`, `layers`, `compare`, `report`, \
-             `batch` and `evaluate` take it; this command handles classifiers only for now",
+            "`{}` is a {task} model, where this step loads classifiers only",
             self.model
         )))
     }
@@ -1371,6 +1372,36 @@ impl ModelArgs {
             AnyModel::Detector(Box::new(self.load_detector()?))
         } else {
             AnyModel::Classifier(Box::new(self.load()?))
+        })
+    }
+}
+
+impl ModelArgs {
+    /// The architecture of any task for commands that do not depend on weights (layer
+    /// names, geometry): the weights when given, else random ones (a segmentor with 2
+    /// classes, a detector with 1, a classifier with 1000, unless --num-classes or a
+    /// bundled model says otherwise).
+    pub fn architecture_any(&self) -> Result<AnyModel> {
+        if self.weights.is_some() {
+            return self.load_any();
+        }
+        self.check_name()?;
+        let device = self.device()?;
+        let classes = self.classes()?;
+        Ok(if self.is_segmentation() {
+            AnyModel::Segmentor(Box::new(lumen::LoadedSegmentor::init(
+                &self.model,
+                classes.unwrap_or(2),
+                &device,
+            )?))
+        } else if self.is_detection() {
+            AnyModel::Detector(Box::new(lumen::LoadedDetector::init(
+                &self.model,
+                classes.unwrap_or(1),
+                &device,
+            )?))
+        } else {
+            AnyModel::Classifier(Box::new(self.architecture()?))
         })
     }
 }

@@ -8,11 +8,15 @@ use lumen::features::{
     FeatureStatistics, FeatureVisualizer, LayerStatistics, MapChoice, Occlusion, ReceptiveMap,
     SortBy, StatisticsOptions, theoretical_receptive_fields,
 };
-use lumen::{LumenError, Map, Result, explanation_figure, feature_grid, save_png};
+use lumen::{
+    ExplainableModel, LumenError, Map, Result, TaskModel, explanation_figure, feature_grid,
+    save_png,
+};
 use serde::Serialize;
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, ModelArgs, PrintArgs, choice, warn_ignored,
+    with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -102,11 +106,16 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             )));
         }
     }
-    let model = args.model.load()?;
+    with_any_model!(args.model.load_any()?, |model| features_on(&args, &model))
+}
+
+/// `lumen features` on a model of any task: feature maps are a layer's, whatever the
+/// head reads from them.
+fn features_on<T: TaskModel>(args: &FeaturesArgs, model: &T) -> Result<()> {
     let layer = args
         .layer
         .clone()
-        .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
+        .unwrap_or_else(|| model.model().default_layer());
     if args.top_images > 0 {
         warn_ignored(
             &[
@@ -124,7 +133,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
             &[],
             "--top-images draws the images themselves, with no map; nothing reads",
         );
-        return top_images(&args, &model, &layer);
+        return top_images(args, model, &layer);
     }
     warn_ignored(
         &[("--channels", args.channels.is_some())],
@@ -134,12 +143,9 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         &["--colormap"],
         "feature maps are drawn alone, with no overlay, polarity view or verdicts; nothing reads",
     );
-    let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
+    let visualizer = FeatureVisualizer::new(model.model()).with_batch_size(args.batch_size);
     // The drawn layer and --layers, in forward order.
-    let order: Vec<String> = lumen::ExplainableModel::layers(&model.model)
-        .into_iter()
-        .map(|l| l.name)
-        .collect();
+    let order: Vec<String> = model.model().layers().into_iter().map(|l| l.name).collect();
     let mut layers = vec![layer.clone()];
     layers.extend(args.layers.iter().filter(|l| **l != layer).cloned());
     layers.sort_by_key(|l| order.iter().position(|o| o == l).unwrap_or(usize::MAX));
@@ -155,7 +161,11 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         cache: cache.as_deref(),
         settings: format!(
             "features\nmaps of {layer}\ntop {}\nsort {}\nstatistics of {layers:?}\nactive threshold {:?}\nzero threshold {:?}\npreprocessing {:?}",
-            args.top, args.sort, args.active_threshold, args.zero_threshold, model.data_config
+            args.top,
+            args.sort,
+            args.active_threshold,
+            args.zero_threshold,
+            model.data_config()
         ),
         layer: &layer,
         layers: &layers,
@@ -169,8 +179,8 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     let mut channels: Vec<Vec<lumen::features::ChannelMap>> = vec![];
     let mut statistics: Vec<LayerStatistics> = vec![];
     let mut files = vec![];
-    args.input.plan(&model)?.for_each_chunk(
-        &model.device,
+    args.input.plan(model)?.for_each_chunk(
+        model.device(),
         &[] as &[&str],
         ("images", args.print.quiet),
         |chunk| {
@@ -179,7 +189,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
                 scan.run(&inputs, names.len(), &mut reused)?;
             if !args.figure.no_figures {
                 files.extend(draw_feature_maps(
-                    &args,
+                    args,
                     &layer,
                     &inputs.names,
                     &chunk_channels,
@@ -201,7 +211,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
         let figure = lumen::layer_comparison_figure(
             &format!(
                 "{}: layer statistics over {} images",
-                model.name,
+                model.name(),
                 names.len()
             ),
             &lumen::feature_report::comparison_bars(&statistics),
@@ -215,7 +225,7 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
     if args.print.json {
         JsonOutput {
             command: "features",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             precision: args.model.precision.name(),
             results: FeatureResults {
@@ -264,8 +274,8 @@ pub fn features(args: FeaturesArgs) -> Result<()> {
 
 /// What `lumen features` scans per chunk of images (each image's channel maps of
 /// `layer` and statistics of `layers`), with each image's results kept in `cache`.
-struct CachedScan<'a> {
-    visualizer: &'a FeatureVisualizer<'a, lumen::ZooModel>,
+struct CachedScan<'a, M: ExplainableModel> {
+    visualizer: &'a FeatureVisualizer<'a, M>,
     cache: Option<&'a lumen::ExplanationCache>,
     /// What the results depend on besides the weights and the image.
     settings: String,
@@ -285,7 +295,7 @@ struct FeatureEntry {
     statistics: Vec<FeatureStatistics>,
 }
 
-impl CachedScan<'_> {
+impl<M: ExplainableModel> CachedScan<'_, M> {
     /// The maps and statistics of `inputs`, the images from place `first` on among
     /// all those scanned: from the cache where it has them (counted in `reused`), the
     /// others computed together (a pass per run of consecutive missing images). The
@@ -531,27 +541,36 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     };
     // The theoretical field depends on the architecture alone.
     let model = if args.mode == FieldMode::Theoretical {
-        args.model.architecture()?
+        args.model.architecture_any()?
     } else {
-        args.model.load()?
+        args.model.load_any()?
     };
+    with_any_model!(model, |model| receptive_field_on(&args, &model, occlusion))
+}
+
+/// `lumen receptive-field` on a model of any task.
+fn receptive_field_on<T: TaskModel>(
+    args: &ReceptiveFieldArgs,
+    model: &T,
+    occlusion: Occlusion,
+) -> Result<()> {
     let layer = args
         .layer
         .clone()
-        .unwrap_or_else(|| lumen::ExplainableModel::default_layer(&model.model));
-    lumen::ExplainableModel::layer(&model.model, &layer)?;
+        .unwrap_or_else(|| model.model().default_layer());
+    model.model().layer(&layer)?;
     if args.mode == FieldMode::Theoretical {
-        let fields = theoretical_receptive_fields(&model.model);
+        let fields = theoretical_receptive_fields(model.model());
         let field = fields.into_iter().find(|f| f.layer == layer).ok_or_else(|| {
             LumenError::InvalidArgument(format!(
                 "`{}` does not describe the geometry of layer `{layer}` (theoretical fields are known for CNN layers)",
-                model.name
+                model.name()
             ))
         })?;
         if args.print.json {
             JsonOutput {
                 command: "receptive-field",
-                model: &model.name,
+                model: model.name(),
                 device: &args.model.device,
                 precision: args.model.precision.name(),
                 results: &field,
@@ -572,8 +591,8 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
         ));
     }
     let cache = args.cache.open(&args.model)?;
-    let plan = args.input.plan(&model)?;
-    let visualizer = FeatureVisualizer::new(&model.model);
+    let plan = args.input.plan(model)?;
+    let visualizer = FeatureVisualizer::new(model.model());
     let field_of_channel = |images: &lumen::core::Tensor<4>, channel: usize| match args.mode {
         FieldMode::Gradient => {
             visualizer.receptive_field_gradient(images, &layer, channel, args.at)
@@ -616,7 +635,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     let mut kept: Vec<ReceptiveMap> = vec![];
     let mut files: Vec<PathBuf> = vec![];
     plan.for_each_chunk_of_at_most(
-        &model.device,
+        model.device(),
         most_images,
         ("receptive fields", args.print.quiet),
         |chunk| {
@@ -638,7 +657,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                         args.channel
                             .map_or("most active".to_string(), |c| c.to_string()),
                         args.at,
-                        model.data_config
+                        model.data_config()
                     );
                     let keys = cache.image_keys(&settings, &inputs.tensor)?;
                     let mut maps: Vec<Option<ReceptiveMap>> = keys
@@ -666,7 +685,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
                 }
             };
             if !args.figure.no_figures {
-                files.extend(draw_fields(&args, &layer, &inputs, &maps)?);
+                files.extend(draw_fields(args, &layer, &inputs, &maps)?);
             }
             // The figures are written: keep what is printed.
             kept.extend(maps.into_iter().map(|m| ReceptiveMap { values: vec![], ..m }));
@@ -679,7 +698,7 @@ pub fn receptive_field(args: ReceptiveFieldArgs) -> Result<()> {
     if args.print.json {
         JsonOutput {
             command: "receptive-field",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             precision: args.model.precision.name(),
             results: &maps,
@@ -777,7 +796,7 @@ struct ChannelTopImages {
 
 /// `--top-images`: scan every input in batches and keep, per channel, the K images of
 /// highest channel mean; one grid figure (a row per channel).
-fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> Result<()> {
+fn top_images<T: TaskModel>(args: &FeaturesArgs, model: &T, layer: &str) -> Result<()> {
     // Files read (decoded at full size) at a time; each read chunk runs in forward
     // batches of --batch-size or the visualizer's sized default.
     let batch_size = args.batch_size.unwrap_or(16);
@@ -789,11 +808,11 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     let per_channel = args.top_images.min(files.len());
     let default_channels: Vec<usize> = (0..8).collect();
     let channels = args.channels.as_ref().map_or(&default_channels, |c| &c.0);
-    let visualizer = FeatureVisualizer::new(&model.model).with_batch_size(args.batch_size);
+    let visualizer = FeatureVisualizer::new(model.model()).with_batch_size(args.batch_size);
     let cache = args.cache.open(&args.model)?;
     let settings = format!(
         "channel means\nlayer {layer}\npreprocessing {:?} ({})",
-        model.data_config,
+        model.data_config(),
         lumen::core::input::RESIZE_VERSION
     );
     let mut best: Vec<Vec<(f64, usize)>> = vec![vec![]; channels.len()];
@@ -884,7 +903,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
         }
         let title = format!(
             "{}: the {} images of {} that excite each channel of {layer} most",
-            model.name,
+            model.name(),
             per_channel,
             files.len()
         );
@@ -895,7 +914,7 @@ fn top_images(args: &FeaturesArgs, model: &lumen::LoadedModel, layer: &str) -> R
     if args.print.json {
         JsonOutput {
             command: "features",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             precision: args.model.precision.name(),
             results: &results,

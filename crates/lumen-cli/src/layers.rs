@@ -1,10 +1,10 @@
 //! `lumen layers`: a model's named layers and their kinds.
 
 use clap::Args;
-use lumen::{ExplainableModel, Result};
+use lumen::{ExplainableModel, Result, TaskModel};
 use serde::Serialize;
 
-use crate::args::{JsonOutput, ModelArgs};
+use crate::args::{JsonOutput, ModelArgs, with_any_model};
 
 #[derive(Args, Debug)]
 pub struct LayersArgs {
@@ -48,30 +48,10 @@ fn layer_rows(model: &impl ExplainableModel) -> Vec<LayerRow> {
 
 pub fn run(args: LayersArgs) -> Result<()> {
     // Layer names do not depend on weights: random ones when none are given.
-    let (name, rows) = if args.model.is_segmentation() {
-        let model = match &args.model.weights {
-            Some(_) => args.model.load_segmentor()?,
-            None => lumen::LoadedSegmentor::init(
-                &args.model.model,
-                args.model.classes()?.unwrap_or(2),
-                &args.model.device()?,
-            )?,
-        };
-        (model.name.clone(), layer_rows(&model.model))
-    } else if args.model.is_detection() {
-        let model = match &args.model.weights {
-            Some(_) => args.model.load_detector()?,
-            None => lumen::LoadedDetector::init(
-                &args.model.model,
-                args.model.classes()?.unwrap_or(1),
-                &args.model.device()?,
-            )?,
-        };
-        (model.name.clone(), layer_rows(&model.model))
-    } else {
-        let loaded = args.model.architecture()?;
-        (loaded.name.clone(), layer_rows(&loaded.model))
-    };
+    let (name, rows) = with_any_model!(args.model.architecture_any()?, |model| (
+        model.name().to_string(),
+        layer_rows(model.model())
+    ));
     if args.print.json {
         JsonOutput {
             command: "layers",

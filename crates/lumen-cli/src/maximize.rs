@@ -5,10 +5,12 @@ use clap::Args;
 use lumen::features::{
     FeatureVisualizer, MaximizeOptions, MaximizedImage, Objective, RESTART_FACTOR, SATURATED_SHARE,
 };
-use lumen::{Inputs, LumenError, Result, Task, TaskModel, image_grid, save_png};
+use lumen::{ExplainableModel, Inputs, LumenError, Result, Task, TaskModel, image_grid, save_png};
 use serde::Serialize;
 
-use crate::args::{CacheArgs, FigureArgs, JsonOutput, ModelArgs, PrintArgs, progress};
+use crate::args::{
+    CacheArgs, FigureArgs, JsonOutput, ModelArgs, PrintArgs, progress, with_any_model,
+};
 
 /// Channel indices in order (a newtype: clap reads a bare `Vec` as repeated values).
 #[derive(Clone, Debug)]
@@ -62,7 +64,8 @@ pub(crate) fn channels(s: &str) -> std::result::Result<Channels, String> {
 pub struct MaximizeArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Layer (see `lumen layers`; the logits layer, e.g. `fc` or `head`, maximises classes).
+    /// Layer (see `lumen layers`; the logits layer, e.g. `fc` or `head`, or a
+    /// segmentor's `head.classifier`, maximises classes).
     #[arg(long)]
     layer: String,
     /// Channels: `0-15`, `3`, `1,4,9`.
@@ -115,8 +118,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         &[],
         "the optimised images are drawn as they are, with no map; nothing reads",
     );
+    with_any_model!(args.model.load_any()?, |model| run_on(&args, &model))
+}
+
+/// `lumen maximize` on a model of any task: a layer's channels are optimised alike,
+/// and the task says what the model makes of each image.
+fn run_on<T: TaskModel>(args: &MaximizeArgs, model: &T) -> Result<()> {
     let channels = args.channels.0.clone();
-    let model = args.model.load()?;
     let objectives: Vec<Objective> = channels
         .iter()
         .map(|&channel| match args.at {
@@ -137,8 +145,8 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         seed: args.seed,
         jitter: args.jitter,
         rotation: args.rotation,
-        mean: model.data_config.mean,
-        std: model.data_config.std,
+        mean: model.data_config().mean,
+        std: model.data_config().std,
         batch_size: args.internal_batch_size,
         restarts: args.restarts,
         ..MaximizeOptions::default()
@@ -162,16 +170,16 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     };
     // Objectives per internal batch (one probe of the model's layers), for the progress
     // bar and the predictions below.
-    let rows = options.rows_per_batch(&model.model, &model.device);
+    let rows = options.rows_per_batch(model.model(), model.device());
     let images = match cached {
         Some(images) => images,
         None => {
             let batches = objectives.len().div_ceil(rows);
             let bar = progress((args.steps * batches) as u64, "maximize", args.print.quiet);
-            let images = FeatureVisualizer::new(&model.model).maximize(
+            let images = FeatureVisualizer::new(model.model()).maximize(
                 &objectives,
                 &options,
-                &model.device,
+                model.device(),
                 |step| {
                     // Restarts add `steps` per re-run batch beyond the first estimate.
                     let step = step as u64;
@@ -198,13 +206,13 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
     // What the model makes of each image.
     let pictures: Vec<image::RgbImage> = images.iter().map(to_rgb).collect();
     let names: Vec<String> = channels.iter().map(|c| format!("channel{c}")).collect();
-    let inputs = Inputs::from_images(pictures.clone(), names, &model.data_config, &model.device)?;
+    let inputs = Inputs::from_images(pictures.clone(), names, model.data_config(), model.device())?;
     let task = model.task();
     // In internal batches too: the images may be many.
     let mut predictions = Vec::with_capacity(images.len());
     for range in lumen::core::row_chunks(images.len(), rows) {
         let batch = inputs.tensor.clone().narrow(0, range.start, range.len());
-        predictions.extend(task.predict(&lumen::ExplainableModel::forward(&model.model, batch))?);
+        predictions.extend(task.predict(&model.model().forward(batch))?);
     }
     let mut files = vec![];
     if !args.figure.no_figures {
@@ -221,7 +229,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
                             .strip_prefix(&format!("{} ", args.layer))
                             .unwrap_or(&m.objective),
                         m.value,
-                        task.describe_request(&task.default_request(prediction)),
+                        top_of(&task, prediction),
                         restart_factor(m)
                             .map(|f| format!(" (start x{f})"))
                             .unwrap_or_default()
@@ -232,7 +240,10 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             .collect();
         let title = format!(
             "{}: activation maximization of {}, {} steps, seed {}",
-            model.name, args.layer, args.steps, args.seed
+            model.name(),
+            args.layer,
+            args.steps,
+            args.seed
         );
         let figure = lumen::report::with_notes(
             &image_grid(&title, &tiles, 256, 0),
@@ -240,7 +251,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         );
         let name = format!(
             "{}_{}_maximized.png",
-            model.name,
+            model.name(),
             args.layer.replace('.', "-")
         );
         files.push(save_png(&figure, &args.figure.out, &name)?);
@@ -253,7 +264,7 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
             .collect();
         JsonOutput {
             command: "maximize",
-            model: &model.name,
+            model: model.name(),
             device: &args.model.device,
             precision: args.model.precision.name(),
             results,
@@ -286,6 +297,22 @@ pub fn run(args: MaximizeArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What the model sees most in an image, for a tile: the top class and its
+/// probability, the largest segmented class and its share of pixels, or the best
+/// detection and its score (all in [0, 1], shown in percent); only a detector can
+/// see nothing.
+fn top_of<K: Task>(task: &K, prediction: &K::Prediction) -> String {
+    match task.ranked(prediction).into_iter().next() {
+        Some((label, value)) => {
+            // A detection's label ends with its box, which leaves a tile no room for
+            // the score (the box is in the printout and the JSON).
+            let label = label.split_once(" at [").map_or(label.as_str(), |(l, _)| l);
+            format!("{label} {:.0}%", 100.0 * value)
+        }
+        None => "nothing detected".to_string(),
+    }
 }
 
 /// How much noisier than the first the start of an image that needed restarts (and

@@ -1270,6 +1270,202 @@ fn maximize_writes_a_grid_and_reports_what_the_model_sees() {
     std::fs::remove_dir_all(out_dir).ok();
 }
 
+/// A float32 tensor of a safetensors fixture (values only).
+fn safetensors_values(path: &Path, key: &str) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{key}");
+    view.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// `features`, `receptive-field` and `maximize` take segmentors and detectors (they
+/// were refused as classifier-only): a layer is a layer, whatever head reads it.
+/// `features` on AutoTimm's DeepLabV3+ and FCOS fixtures prints AutoTimm's own
+/// `FeatureVisualizer` statistics and top channels (tools/reference/feature_fixtures.py;
+/// 1e-5 relative, as crates/lumen/tests/feature_parity.rs).
+#[test]
+fn feature_commands_take_segmentors_and_detectors() {
+    let fixtures = root().join("crates/lumen-models/tests/fixtures");
+    let expected = root().join("crates/lumen/tests/fixtures/task_features.safetensors");
+    let out_dir = tmp("task-features");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let o = out_dir.display().to_string();
+    for (task, model, weights, classes, io, layer, others) in [
+        (
+            "seg",
+            "deeplabv3plus_test_resnet",
+            "seg_deeplabv3plus.safetensors",
+            "5",
+            "seg_deeplabv3plus_io.safetensors",
+            "head.aspp",
+            "backbone.layer3,head.decoder",
+        ),
+        (
+            "det",
+            "fcos_test_resnet",
+            "det_fcos.ckpt",
+            "3",
+            "det_fcos_io.safetensors",
+            "fpn.p3",
+            "backbone.layer3,fpn.p7",
+        ),
+    ] {
+        let bytes = std::fs::read(fixtures.join(io)).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let shape = file.tensor("input").unwrap().shape().to_vec();
+        let npy = out_dir.join(format!("{task}.npy"));
+        ndarray_npy::write_npy(
+            &npy,
+            &ArrayD::from_shape_vec(shape, safetensors_values(&fixtures.join(io), "input"))
+                .unwrap(),
+        )
+        .unwrap();
+        let w = fixtures.join(weights).display().to_string();
+        let n = npy.display().to_string();
+        let out = lumen(&[
+            "features",
+            "--model",
+            model,
+            "--weights",
+            &w,
+            "--num-classes",
+            classes,
+            "--input-npy",
+            &n,
+            "--layer",
+            layer,
+            "--layers",
+            others,
+            "--top",
+            "5",
+            "--out",
+            &o,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let results = &json["results"];
+        let statistics = results["statistics"].as_array().unwrap();
+        assert_eq!(statistics.len(), 3, "{model}");
+        for s in statistics {
+            let name = s["layer"].as_str().unwrap();
+            for (i, image) in s["per_image"].as_array().unwrap().iter().enumerate() {
+                let want = safetensors_values(&expected, &format!("{task}_stats_{name}_{i}"));
+                for (k, key) in ["mean", "std", "min", "max", "sparsity"].iter().enumerate() {
+                    let got = image[key].as_f64().unwrap();
+                    // A mean is compared at the scale of the std (see feature_parity.rs).
+                    let scale = match *key {
+                        "mean" => want[0].abs().max(want[1]),
+                        _ => want[k].abs(),
+                    } as f64;
+                    assert!(
+                        (got - want[k] as f64).abs() <= 1e-5 * scale.max(1e-6),
+                        "{model} {name} image {i} {key}: {got} vs {}",
+                        want[k]
+                    );
+                }
+                assert_eq!(image["active_channels"], want[5] as u64, "{model} {name}");
+                assert_eq!(image["num_channels"], want[6] as u64, "{model} {name}");
+            }
+        }
+        for (i, image) in results["channels"].as_array().unwrap().iter().enumerate() {
+            let want = safetensors_values(&expected, &format!("{task}_top_{layer}_{i}"));
+            let got: Vec<u64> = image
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["channel"].as_u64().unwrap())
+                .collect();
+            let want: Vec<u64> = want.chunks(2).map(|c| c[0] as u64).collect();
+            assert_eq!(got, want, "{model} {layer} image {i}: top channels");
+        }
+        let figure = format!("input0_{}_features.png", layer.replace('.', "-"));
+        assert!(out_dir.join(&figure).is_file(), "{figure}");
+    }
+
+    // The bundled models: a receptive field of an FPN level, a class of the segmentor
+    // maximised (its logits are the `head.classifier` layer), and a detector's
+    // channel, with what each model makes of the image.
+    let scenes = scene_folder("task-features-scenes", 5, 1);
+    let scene = scenes.join("scene0.png").display().to_string();
+    let out = lumen(&[
+        "receptive-field",
+        "--model",
+        "shapes-det",
+        &scene,
+        "--layer",
+        "fpn.p3",
+        "--out",
+        &o,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let field = &json["results"][0];
+    assert!(field["support"].is_array(), "an empty field: {field}");
+    assert_eq!(
+        json["files"].as_array().unwrap().len(),
+        1,
+        "{}",
+        json["files"]
+    );
+    let out = lumen(&[
+        "receptive-field",
+        "--model",
+        "shapes-seg",
+        "--mode",
+        "theoretical",
+        "--layer",
+        "backbone.layer3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("receptive field 103 px, jump 16 px"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for (model, layer, channel, seen) in [
+        ("shapes-seg", "head.classifier", "1", "shares"),
+        ("shapes-det", "fpn.p3", "33", "detections"),
+    ] {
+        let out = lumen(&[
+            "maximize",
+            "--model",
+            model,
+            "--layer",
+            layer,
+            "--channels",
+            channel,
+            "--steps",
+            "16",
+            "--out",
+            &o,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let result = &json["results"][0];
+        let trajectory: Vec<f64> = result["trajectory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            trajectory.last() > trajectory.first(),
+            "{model} {layer} #{channel} did not rise: {trajectory:?}"
+        );
+        assert!(result["prediction"][seen].is_array(), "{model}: {result}");
+        let figure = format!("{model}_{}_maximized.png", layer.replace('.', "-"));
+        assert!(out_dir.join(&figure).is_file(), "{figure}");
+    }
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
 #[test]
 fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
     let checkpoint = root()

@@ -4,7 +4,8 @@
 //! indices and counts, values within 1e-5 relative), torch autograd (gradient
 //! receptive field) and a PyTorch transcription of the occlusion field (1e-5 of the
 //! maximum), and an independent Araujo et al. recurrence over the timm modules
-//! (theoretical receptive fields of resnet18, resnet50 and test_resnet: exact).
+//! (theoretical receptive fields of resnet18, resnet50 and test_resnet: exact). The
+//! same AutoTimm statistics and top channels on its segmentor and detector.
 
 mod common;
 
@@ -79,6 +80,95 @@ fn statistics_top_channels_and_comparison_match_autotimm() {
             }
         }
     }
+}
+
+/// The per-image statistics and top channels of `layers` of `model` on `input` against
+/// AutoTimm's `FeatureVisualizer` on the same AutoTimm model (keys `{task}_...`). Means
+/// are compared within 1e-5 of the larger of their size and the std (an FPN level's
+/// mean is a small sum of large values of both signs), the rest as the classifier's.
+fn assert_task_features_match(task: &str, model: &impl ExplainableModel, input: &Tensor<4>) {
+    let fixture = |key: &str| {
+        read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/task_features.safetensors"),
+            key,
+        )
+    };
+    let layers: &[&str] = match task {
+        "seg" => &["backbone.layer3", "head.aspp", "head.decoder"],
+        _ => &["backbone.layer3", "fpn.p3", "fpn.p7"],
+    };
+    let visualizer = FeatureVisualizer::new(model);
+    let names: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
+    let compared = visualizer
+        .compare_layers(input, &names, &StatisticsOptions::default())
+        .unwrap();
+    for stats in &compared {
+        for (i, s) in stats.per_image.iter().enumerate() {
+            let (expected, _) = fixture(&format!("{task}_stats_{}_{i}", stats.layer));
+            let name = format!("{task} {} {i}", stats.layer);
+            let mean_scale = (expected[0].abs().max(expected[1]) as f64).max(1e-6);
+            assert!(
+                (s.mean - expected[0] as f64).abs() <= RELATIVE * mean_scale,
+                "{name} mean: {} vs {}",
+                s.mean,
+                expected[0]
+            );
+            close(&format!("{name} std"), s.std, expected[1] as f64);
+            close(&format!("{name} min"), s.min, expected[2] as f64);
+            close(&format!("{name} max"), s.max, expected[3] as f64);
+            close(&format!("{name} sparsity"), s.sparsity, expected[4] as f64);
+            assert_eq!(s.active_channels, expected[5] as usize, "{name} active");
+            assert_eq!(s.num_channels, expected[6] as usize, "{name} channels");
+        }
+        let top = visualizer.top_channels(input, &stats.layer, 5).unwrap();
+        for (i, image) in top.iter().enumerate() {
+            let (expected, shape) = fixture(&format!("{task}_top_{}_{i}", stats.layer));
+            assert_eq!(shape, [5, 2]);
+            let got: Vec<usize> = image.iter().map(|c| c.channel).collect();
+            let want: Vec<usize> = expected.chunks(2).map(|c| c[0] as usize).collect();
+            assert_eq!(got, want, "{task} {} image {i}: top channels", stats.layer);
+            for (c, w) in image.iter().zip(expected.chunks(2)) {
+                close("top channel mean", c.score, w[1] as f64);
+            }
+        }
+    }
+}
+
+/// Feature visualization is a layer's, whatever the head does with it: AutoTimm's
+/// DeepLabV3+ segmentor and FCOS detector (the task parity fixtures' weights and
+/// inputs) at backbone, head and FPN layers.
+#[test]
+fn segmentor_and_detector_features_match_autotimm() {
+    use lumen::core::burn::tensor::TensorData;
+    let device = device();
+    let input = |io: &str| {
+        let (values, shape) = read(common::models_fixture(io), "input");
+        Tensor::<4>::from_data(
+            TensorData::new(values, [shape[0], shape[1], shape[2], shape[3]]),
+            &device,
+        )
+    };
+    let segmentor = lumen::LoadedSegmentor::load(
+        "deeplabv3plus_test_resnet",
+        5,
+        common::models_fixture("seg_deeplabv3plus.safetensors"),
+        &device,
+    )
+    .unwrap();
+    assert_task_features_match(
+        "seg",
+        &segmentor.model,
+        &input("seg_deeplabv3plus_io.safetensors"),
+    );
+    let detector = lumen::LoadedDetector::load(
+        "fcos_test_resnet",
+        3,
+        common::models_fixture("det_fcos.ckpt"),
+        &device,
+    )
+    .unwrap();
+    assert_task_features_match("det", &detector.model, &input("det_fcos_io.safetensors"));
 }
 
 #[test]
