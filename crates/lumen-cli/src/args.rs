@@ -27,6 +27,31 @@ pub fn methods_help() -> String {
     )
 }
 
+/// `--method` of the commands that run one method (explain, batch).
+pub fn method_help() -> String {
+    format!(
+        "{}; on detectors also: drise (black-box, `--masks`)",
+        one_of(
+            "Method, one (`--method` and `--methods` are the same flag; `compare` and `report` take several)",
+            &lumen::method_names(),
+        )
+    )
+}
+
+/// A command that runs one method refuses a list, naming the commands that take one
+/// (the name would otherwise be refused as an unknown method `a,b`).
+pub fn check_one_method(command: &str, method: &str) -> Result<()> {
+    let count = method.split(',').count();
+    if count > 1 {
+        return Err(LumenError::InvalidArgument(format!(
+            "`lumen {command}` runs one method, and `{method}` names {count}: run it once per \
+             method, or draw them side by side with `lumen compare --methods {method}` (or \
+             `lumen report`)"
+        )));
+    }
+    Ok(())
+}
+
 fn models_help() -> String {
     format!(
         "{}; segmentors: shapes-seg (bundled), deeplabv3plus_<resnet>, fcn_<resnet> (AutoTimm); detectors: shapes-det (bundled), fcos_<resnet> (AutoTimm)",

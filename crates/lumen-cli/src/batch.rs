@@ -9,7 +9,7 @@ use lumen::{BatchRun, CacheRecord, ExplanationCache, Result, Shard, explain_batc
 
 use crate::args::{
     FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PrintArgs, check_methods,
-    explain_options, figure_options, methods_help, progress, with_any_model,
+    explain_options, figure_options, method_help, progress, with_any_model,
 };
 
 #[derive(Args, Debug)]
@@ -18,7 +18,7 @@ pub struct BatchArgs {
     model: ModelArgs,
     #[command(flatten)]
     input: InputArgs,
-    #[arg(long = "method", alias = "methods", default_value = "gradcam", help = methods_help())]
+    #[arg(long = "method", alias = "methods", default_value = "gradcam", help = method_help())]
     method: String,
     /// Images per forward/backward.
     #[arg(long, default_value_t = 8)]
@@ -45,6 +45,7 @@ pub struct BatchArgs {
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
+    crate::args::check_one_method("batch", &args.method)?;
     let options = explain_options(&args.method, &args.method_args, &args.figure, None, 50);
     check_methods(
         std::slice::from_ref(&args.method),

@@ -7,7 +7,7 @@ use lumen::{ExplainOptions, Result, explain_prediction};
 
 use crate::args::{
     CacheArgs, FigureArgs, InputArgs, JsonOutput, MethodArgs, ModelArgs, PassArgs, PrintArgs,
-    check_methods, check_writable, figure_options, methods_help,
+    check_methods, check_writable, figure_options, method_help,
 };
 
 #[derive(Args, Debug)]
@@ -17,7 +17,7 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub input: InputArgs,
     // GradCAM when omitted, like `lumen batch` and AutoTimm's `explain_prediction`.
-    #[arg(long = "method", alias = "methods", default_value = "gradcam", help = methods_help())]
+    #[arg(long = "method", alias = "methods", default_value = "gradcam", help = method_help())]
     pub method: String,
     /// Write the raw result as float32 .npy: [B,3,H,W] attributions for gradient
     /// methods, else [B,H,W] maps at input size.
@@ -56,6 +56,7 @@ impl ExplainArgs {
 }
 
 pub fn run(args: ExplainArgs) -> Result<()> {
+    crate::args::check_one_method("explain", &args.method)?;
     if args.model.is_segmentation() {
         args.detection.require_unused("segmentation")?;
         return crate::segment::run(args);

@@ -471,6 +471,11 @@ fn numeric_options_are_validated_before_any_work() {
             "input size 100000x100000 is over 8192 pixels a side",
         ),
         (&["--size", "128,8193"], "128x8193 is over 8192"),
+        // Was "unknown method `gradcam,saliency`" under a help that promised a list.
+        (
+            &["--method", "gradcam,saliency"],
+            "`lumen explain` runs one method, and `gradcam,saliency` names 2",
+        ),
     ];
     for (extra, message) in cases {
         let mut args = vec!["explain", "--model", "shapes-cnn", "--image", &image];
@@ -492,6 +497,22 @@ fn numeric_options_are_validated_before_any_work() {
         "0",
     ]);
     assert_fails(&out, 2, &["at least 1"]);
+    let out = lumen(&[
+        "batch",
+        "--model",
+        "shapes-det",
+        &image,
+        "--methods",
+        "gradcam,drise",
+    ]);
+    assert_fails(
+        &out,
+        2,
+        &[
+            "`lumen batch` runs one method",
+            "lumen compare --methods gradcam,drise",
+        ],
+    );
     // `features` runs its maps and statistics in batches of --batch-size too.
     let out = lumen(&[
         "features",
