@@ -436,6 +436,22 @@ MUTATIONS = [
         "DRISE => lumen_methods::by_name(name, options),",
         ["cargo", "test", "-p", "lumen-cli", "--test", "cli", "drise"],
     ),
+    (
+        "convolution-point-after-its-batchnorm",
+        "crates/lumen-models/src/resnet.rs",
+        "bn.forward(tap.visit(conv_name, conv.forward(x)))",
+        "tap.visit(conv_name, bn.forward(conv.forward(x)))",
+        ["cargo", "test", "-p", "lumen", "--test", "method_parity", "inside"],
+    ),
+    (
+        "fpn-level-before-its-relu",
+        "crates/lumen-models/src/detection.rs",
+        """            last = relu(conv.forward(last));
+            outputs.push(last.clone());""",
+        """            outputs.push(conv.forward(last.clone()));
+            last = relu(outputs.last().unwrap().clone());""",
+        ["cargo", "test", "-p", "lumen", "--test", "feature_parity", "segmentor"],
+    ),
 ]
 
 

@@ -149,9 +149,14 @@ def theoretical(model):
     rows.append(("maxpool", size, jump, start))
     for stage in ["layer1", "layer2", "layer3", "layer4"]:
         for i, block in enumerate(getattr(model, stage)):
-            for name in ["conv1", "conv2", "conv3"]:
-                if hasattr(block, name):
-                    apply(getattr(block, name))
+            # Every point inside the block on its main path, in the order of timm's
+            # modules (its identities and the shortcut's `downsample` left out).
+            for name, module in block.named_children():
+                if name in ("downsample", "drop_path") or isinstance(module, torch.nn.Identity):
+                    continue
+                if isinstance(module, torch.nn.Conv2d):
+                    apply(module)
+                rows.append((f"{stage}.{i}.{name}", size, jump, start))
             rows.append((f"{stage}.{i}", size, jump, start))
         rows.append((stage, size, jump, start))
     return rows

@@ -5,6 +5,7 @@ References: pytorch-grad-cam 1.5.7, captum 0.9.0, torch 2.9.0, timm (requirement
 and short NumPy transcriptions of the papers where no library is the reference.
 
     python tools/reference/method_fixtures.py
+    python tools/reference/method_fixtures.py inner   # only test_resnet_inner_layers
 
 Reads the timm fixtures written by timm_fixtures.py (test_resnet, test_vit, 10 classes,
 two 160x160 inputs) and writes crates/lumen/tests/fixtures/NAME_methods.safetensors;
@@ -438,7 +439,56 @@ def trained_cnn():
     print(f"wrote {TRAINED_OUT}")
 
 
+INNER_OUT = os.path.join(OUT, "test_resnet_inner_layers.safetensors")
+# Points inside test_resnet's blocks, by timm's module path (ours: the same names):
+# a convolution's output before its BatchNorm (which our fused convolution never
+# forms unless a tap asks for it), the BatchNorm's, an activation inside a block, and
+# a shortcut's projection.
+INNER_LAYERS = ["layer3.0.conv2", "layer3.0.bn2", "layer3.0.act2", "layer2.0.act1", "layer3.0.downsample"]
+INNER_CAMS = ["gradcam", "gradcam++", "hirescam"]
+
+
+def inner_layers():
+    """pytorch-grad-cam's GradCAM, GradCAM++ and HiResCAM at points inside the blocks,
+    keys `NAME@LAYER` (float32). Each layer's maps must differ from the next point's
+    (the convolution's from its BatchNorm's: the shift term) and from the block's own
+    output by at least one of the CAMs, so that a tap at the wrong point fails."""
+    model, x = load("test_resnet")
+    # timm's ReLUs are in place: a hook on `bn2` would keep a tensor that `act2` then
+    # overwrites, so pytorch-grad-cam would see the ReLU's output as the BatchNorm's
+    # (HiResCAM at bn2 equal to act2's, to the bit). Out of place, the hooks see what
+    # each module computed; the model's output is the same.
+    for module in model.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    modules = dict(model.named_modules())
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM}
+    out = {}
+    for layer in INNER_LAYERS + ["layer3.0", "layer2.0"]:
+        for name in INNER_CAMS:
+            with classes[name](model=model, target_layers=[modules[layer]]) as cam:
+                out[f"{name}@{layer}"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
+    for a, b in [("layer3.0.conv2", "layer3.0.bn2"), ("layer3.0.bn2", "layer3.0.act2"),
+                 ("layer2.0.act1", "layer2.0"), ("layer3.0.downsample", "layer3.0")]:
+        # HiResCAM cannot tell a BatchNorm from the ReLU after it (the product of
+        # gradient and activation is the same there), GradCAM can: one CAM that
+        # separates two points is enough, since the test checks all three.
+        gaps = {name: np.abs(out[f"{name}@{a}"].numpy() - out[f"{name}@{b}"].numpy()).max()
+                for name in INNER_CAMS}
+        print(f"{a} vs {b}: max difference {({k: round(float(v), 3) for k, v in gaps.items()})}")
+        assert max(gaps.values()) > 10 * CAM_TOLERANCE, f"{a} equals {b}: the point is not tested"
+    for block in ["layer3.0", "layer2.0"]:
+        for name in INNER_CAMS:
+            del out[f"{name}@{block}"]  # the block outputs are tested elsewhere
+    save_file({k: v.float().contiguous() for k, v in out.items()}, INNER_OUT)
+    print("wrote", INNER_OUT, sorted(out))
+
+
 def main():
+    if sys.argv[1:] == ["inner"]:
+        inner_layers()
+        return
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     trained_cnn()
@@ -487,6 +537,7 @@ def main():
                  "resnet layer2": cam_set(resnet, "@layer2"), "vit": cam_set(out)})
     save_file(compact(out), os.path.join(OUT, "test_vit_methods.safetensors"))
     print("test_vit:", sorted(out))
+    inner_layers()
 
 
 if __name__ == "__main__":

@@ -63,13 +63,15 @@ pub fn run(args: LayersArgs) -> Result<()> {
         }
         .print();
     } else {
+        // The names in one column: the points inside blocks run longer than 24.
+        let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(24);
         for row in rows {
             let mark = if row.default { "  (default)" } else { "" };
             let field = match (row.receptive_field, row.jump) {
                 (Some(size), Some(jump)) => format!("  receptive field {size} px, jump {jump}"),
                 _ => String::new(),
             };
-            println!("{:<24} {}{field}{mark}", row.name, row.kind);
+            println!("{:<width$} {}{field}{mark}", row.name, row.kind);
         }
     }
     Ok(())

@@ -1626,12 +1626,26 @@ fn explain_on_a_segmentor_writes_maps_uncertainty_and_figures() {
     let text = String::from_utf8_lossy(&out.stdout);
     for layer in [
         "backbone.layer4",
+        "backbone.layer3.0.conv2",
+        "backbone.layer4.0.downsample",
         "head.aspp",
         "head.decoder",
         "head.classifier",
     ] {
         assert!(text.contains(layer), "{layer} missing:\n{text}");
     }
+    // Points inside a block, in one column with the others; the shortcut's projection
+    // is off the main path and has no field of its own.
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .to_string()
+    };
+    assert!(line("backbone.layer3.0.conv2").contains("receptive field 71 px, jump 16"));
+    assert!(!line("backbone.layer4.0.downsample").contains("receptive field"));
+    let column = |name: &str| line(name).find("feature map").unwrap();
+    assert_eq!(column("backbone.layer4.0.downsample"), column("head.aspp"));
     assert!(
         text.lines()
             .any(|l| l.starts_with("backbone.layer4 ") && l.contains("(default)"))

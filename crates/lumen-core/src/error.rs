@@ -24,7 +24,7 @@ pub enum LumenError {
     DeviceUnavailable { spec: String, reason: String },
 
     /// A layer name the model does not expose.
-    #[error("unknown layer `{name}`; valid layers: {}", valid.join(", "))]
+    #[error("unknown layer `{name}`; valid layers: {}", layer_list(valid))]
     UnknownLayer { name: String, valid: Vec<String> },
 
     /// A layer exists but has the wrong kind for the requested operation.
@@ -108,6 +108,41 @@ pub enum LumenError {
 /// Result with [`LumenError`].
 pub type Result<T, E = LumenError> = std::result::Result<T, E>;
 
+/// Layer names for a message: the points inside numbered blocks (`layer3.1.conv2`,
+/// `blocks.4.attn`) are given once as the names each block has, since a ResNet-50
+/// has 16 blocks of 9 to 10 of them; every other name as it is.
+fn layer_list(valid: &[String]) -> String {
+    let is_block = |parent: &str| {
+        parent
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.parse::<usize>().is_ok())
+            && valid.iter().any(|v| v == parent)
+    };
+    let mut outer: Vec<&str> = vec![];
+    let mut inner: Vec<&str> = vec![];
+    let mut example = None;
+    for name in valid {
+        match name.rsplit_once('.') {
+            Some((parent, sub)) if sub.parse::<usize>().is_err() && is_block(parent) => {
+                example.get_or_insert(name.as_str());
+                if !inner.contains(&sub) {
+                    inner.push(sub);
+                }
+            }
+            _ => outer.push(name),
+        }
+    }
+    match example {
+        None => outer.join(", "),
+        Some(example) => format!(
+            "{}; and inside each block (as `{example}`): {} (`lumen layers` lists every name)",
+            outer.join(", "),
+            inner.join(", ")
+        ),
+    }
+}
+
 impl LumenError {
     /// Shorthand for a name outside a fixed set of choices.
     pub fn unknown_choice(what: &'static str, name: &str, valid: &[&'static str]) -> Self {
@@ -186,5 +221,44 @@ mod tests {
         assert!(message.contains("--internal-batch-size"), "{message}");
         let lost = LumenError::device("the GPU was lost").to_string();
         assert_eq!(lost, "the device failed: the GPU was lost");
+    }
+
+    #[test]
+    fn an_unknown_layer_lists_the_points_inside_blocks_once() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let valid = names(&[
+            "conv1",
+            "layer1.0.conv1",
+            "layer1.0.act1",
+            "layer1.0",
+            "layer1.1.conv1",
+            "layer1.1.act1",
+            "layer1.1.downsample",
+            "layer1.1",
+            "layer1",
+            "fc",
+        ]);
+        let message = LumenError::UnknownLayer {
+            name: "layer9".into(),
+            valid,
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "unknown layer `layer9`; valid layers: conv1, layer1.0, layer1.1, layer1, fc; and \
+             inside each block (as `layer1.0.conv1`): conv1, act1, downsample (`lumen layers` \
+             lists every name)"
+        );
+        // Without blocks (or with a dotted name under no listed block), the plain list.
+        let valid = names(&["conv1", "features", "head.fc"]);
+        let message = LumenError::UnknownLayer {
+            name: "x".into(),
+            valid,
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "unknown layer `x`; valid layers: conv1, features, head.fc"
+        );
     }
 }

@@ -119,6 +119,15 @@ impl Tappable for Tensor<2> {
 pub trait Tap {
     /// Observe or replace the tensor produced at `layer`. Must return the same rank.
     fn visit_tensor(&self, layer: &str, tensor: TapTensor) -> TapTensor;
+
+    /// Whether this tap may read or replace `layer`. A model may skip computing a point
+    /// nobody observes (a convolution's output before the BatchNorm that a fused
+    /// convolution never forms), so the default is yes: a tap that answers no for a
+    /// layer never gets it.
+    fn observes(&self, layer: &str) -> bool {
+        let _ = layer;
+        true
+    }
 }
 
 impl dyn Tap + '_ {
@@ -136,6 +145,9 @@ impl Tap for NoTap {
     fn visit_tensor(&self, _layer: &str, tensor: TapTensor) -> TapTensor {
         tensor
     }
+    fn observes(&self, _layer: &str) -> bool {
+        false
+    }
 }
 
 /// Passes every point to another tap under `prefix` + its name: how a composite model
@@ -152,6 +164,9 @@ impl Tap for Prefixed<'_> {
         self.inner
             .visit_tensor(&format!("{}{layer}", self.prefix), tensor)
     }
+    fn observes(&self, layer: &str) -> bool {
+        self.inner.observes(&format!("{}{layer}", self.prefix))
+    }
 }
 
 /// Several taps applied in order at each point.
@@ -162,6 +177,9 @@ impl Tap for TapChain<'_> {
         self.0
             .iter()
             .fold(tensor, |t, tap| tap.visit_tensor(layer, t))
+    }
+    fn observes(&self, layer: &str) -> bool {
+        self.0.iter().any(|tap| tap.observes(layer))
     }
 }
 
@@ -216,6 +234,9 @@ impl Tap for Recorder {
                 .push((layer.to_string(), tensor.clone()));
         }
         tensor
+    }
+    fn observes(&self, layer: &str) -> bool {
+        self.wants(layer)
     }
 }
 
@@ -280,6 +301,9 @@ impl Tap for GradientTap {
             .insert(layer.to_string(), (tensor, leaf));
         out
     }
+    fn observes(&self, layer: &str) -> bool {
+        self.layers.iter().any(|n| n == layer)
+    }
 }
 
 /// Replaces the tensor at one layer with the result of a function (ablation, masking).
@@ -305,6 +329,9 @@ impl<F: Fn(TapTensor) -> TapTensor> Tap for ReplaceTap<F> {
         } else {
             tensor
         }
+    }
+    fn observes(&self, layer: &str) -> bool {
+        layer == self.layer
     }
 }
 

@@ -361,19 +361,75 @@ impl ResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// The block named `name` (`layer3.1`), its inner points tapped under timm's module
+    /// names (`layer3.1.conv1`, `.bn1`, `.act1`, `.conv2`, `.bn2`, then a Bottleneck's
+    /// `.act2`, `.conv3`, `.bn3`, then `.downsample`, and the output after the residual
+    /// sum and ReLU as `.act2` of a BasicBlock or `.act3` of a Bottleneck), in timm's
+    /// order of computation.
+    fn forward_tapped(&self, x: Tensor<4>, tap: &dyn Tap, name: &str) -> Tensor<4> {
+        let point = |sub: &str| format!("{name}.{sub}");
+        let y = conv_bn_tapped(
+            &self.conv1,
+            &self.bn1,
+            x.clone(),
+            tap,
+            [&point("conv1"), &point("bn1")],
+        );
+        let y = tap.visit(&point("act1"), relu(y));
+        let y = conv_bn_tapped(
+            &self.conv2,
+            &self.bn2,
+            y,
+            tap,
+            [&point("conv2"), &point("bn2")],
+        );
+        let (y, last) = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => {
+                let y = tap.visit(&point("act2"), relu(y));
+                let y = conv_bn_tapped(conv3, bn3, y, tap, [&point("conv3"), &point("bn3")]);
+                (y, "act3")
+            }
+            _ => (y, "act2"),
+        };
         let shortcut = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
-            None => x.clone(),
+            Some(d) => tap.visit(&point("downsample"), d.forward(x)),
+            None => x,
         };
-        let y = relu(conv_bn(&self.conv1, &self.bn1, x));
-        let y = conv_bn(&self.conv2, &self.bn2, y);
-        let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => conv_bn(conv3, bn3, relu(y)),
-            _ => y,
-        };
-        relu(y + shortcut)
+        tap.visit(&point(last), relu(y + shortcut))
     }
+
+    /// The names [`Self::forward_tapped`] visits under `name`, in its order.
+    fn points(&self, name: &str) -> Vec<String> {
+        let mut subs = vec!["conv1", "bn1", "act1", "conv2", "bn2"];
+        if self.conv3.is_some() {
+            subs.extend(["act2", "conv3", "bn3"]);
+        }
+        if self.downsample.is_some() {
+            subs.push("downsample");
+        }
+        subs.push(if self.conv3.is_some() { "act3" } else { "act2" });
+        subs.into_iter()
+            .map(|sub| format!("{name}.{sub}"))
+            .collect()
+    }
+}
+
+/// [`conv_bn`], with the convolution's output (before the BatchNorm) and the
+/// BatchNorm's passed through `tap` under `names`. The fused form never computes the
+/// first: the layers run one after the other only when the tap observes it.
+fn conv_bn_tapped(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    tap: &dyn Tap,
+    [conv_name, bn_name]: [&str; 2],
+) -> Tensor<4> {
+    let y = if tap.observes(conv_name) {
+        bn.forward(tap.visit(conv_name, conv.forward(x)))
+    } else {
+        conv_bn(conv, bn, x)
+    };
+    tap.visit(bn_name, y)
 }
 
 /// A timm ResNet.
@@ -416,7 +472,8 @@ impl ResNet {
         let mut features = Vec::with_capacity(4);
         for (stage, blocks) in self.stages() {
             for (i, block) in blocks.iter().enumerate() {
-                x = tap.visit(&format!("{stage}.{i}"), block.forward(x));
+                let name = format!("{stage}.{i}");
+                x = tap.visit(&name, block.forward_tapped(x, tap, &name));
             }
             x = tap.visit(stage, x);
             features.push(x.clone());
@@ -485,11 +542,15 @@ impl ResNet {
             LayerInfo::new("maxpool", LayerKind::FeatureMap),
         ];
         for (stage, blocks) in self.stages() {
-            for i in 0..blocks.len() {
-                layers.push(LayerInfo::new(
-                    format!("{stage}.{i}"),
-                    LayerKind::FeatureMap,
-                ));
+            for (i, block) in blocks.iter().enumerate() {
+                let name = format!("{stage}.{i}");
+                layers.extend(
+                    block
+                        .points(&name)
+                        .into_iter()
+                        .map(|point| LayerInfo::new(point, LayerKind::FeatureMap)),
+                );
+                layers.push(LayerInfo::new(name, LayerKind::FeatureMap));
             }
             layers.push(LayerInfo::new(stage, LayerKind::FeatureMap));
         }
@@ -561,12 +622,21 @@ impl ResNet {
         ];
         for (stage, blocks) in self.stages() {
             for (i, block) in blocks.iter().enumerate() {
-                // The main branch: the shortcut's field is never larger.
-                let main = [Some(&block.conv1), Some(&block.conv2), block.conv3.as_ref()];
-                ops.push((
-                    format!("{stage}.{i}"),
-                    main.into_iter().flatten().map(window).collect(),
-                ));
+                // The main branch, point by point: the shortcut's field is never
+                // larger, and the `downsample` point beside it is left out (its field
+                // is not on this path).
+                let name = format!("{stage}.{i}");
+                for point in block.points(&name) {
+                    let conv = match point.rsplit('.').next() {
+                        Some("conv1") => Some(&block.conv1),
+                        Some("conv2") => Some(&block.conv2),
+                        Some("conv3") => block.conv3.as_ref(),
+                        Some("downsample") => continue,
+                        _ => None,
+                    };
+                    ops.push((point, conv.map(window).into_iter().collect()));
+                }
+                ops.push((name, vec![]));
             }
             ops.push((stage.to_string(), vec![]));
         }

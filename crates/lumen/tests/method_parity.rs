@@ -168,6 +168,46 @@ fn gradient_cams_at_inner_resnet_layers_match_pytorch_grad_cam() {
     }
 }
 
+/// Points inside the blocks, named as timm's modules (pytorch-grad-cam's `target_layers`
+/// by module, as the seed guide's `backbone.layer3.2.conv2`): a convolution's output
+/// before its BatchNorm (which the fused convolution forms only when a tap asks), the
+/// BatchNorm's, activations inside blocks and a shortcut's projection. Fixture:
+/// `method_fixtures.py inner`, which asserts that each point's maps differ from the
+/// next point's and from the block output's.
+#[test]
+fn gradient_cams_inside_resnet_blocks_match_pytorch_grad_cam() {
+    let case = case("test_resnet");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/test_resnet_inner_layers.safetensors");
+    for layer in [
+        "layer3.0.conv2",
+        "layer3.0.bn2",
+        "layer3.0.act2",
+        "layer2.0.act1",
+        "layer3.0.downsample",
+    ] {
+        let options = MethodOptions {
+            layer: Some(layer.into()),
+            ..MethodOptions::default()
+        };
+        for name in ["gradcam", "gradcam++", "hirescam"] {
+            let method = by_name::<ZooModel>(name, &options).unwrap();
+            let maps = method
+                .explain(&case.model, case.input.clone(), &case.target)
+                .unwrap()
+                .heatmaps
+                .to_vec()
+                .unwrap();
+            let diff = max_abs_diff(&maps, &read(path.clone(), &format!("{name}@{layer}")).0);
+            eprintln!("{name}@{layer}: max abs diff {diff:e}");
+            assert!(
+                diff <= CAM_TOLERANCE,
+                "{name}@{layer}: max diff {diff:e} > {CAM_TOLERANCE:e}"
+            );
+        }
+    }
+}
+
 /// pytorch-grad-cam's own EigenCAM, on the images where its arbitrary SVD sign agrees
 /// with our deterministic rule (the `eigencam` fixture tests the rule on all images).
 #[test]
