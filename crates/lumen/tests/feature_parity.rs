@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use common::{device, read};
 use lumen::core::burn::tensor::Tensor;
 use lumen::features::{
-    FeatureVisualizer, Occlusion, StatisticsOptions, theoretical_receptive_fields,
+    FeatureStatistics, FeatureVisualizer, Occlusion, StatisticsOptions,
+    theoretical_receptive_fields,
 };
 use lumen::{ExplainableModel, LoadedModel, ZooModel};
 
@@ -40,6 +41,25 @@ fn close(name: &str, actual: f64, expected: f64) {
     );
 }
 
+/// One image's (or batch's) statistics against AutoTimm's row `[mean, std, min, max,
+/// sparsity, active channels, channels]`: within 1e-5 relative, the mean relative to
+/// `mean_scale`, the counts exactly.
+fn check_statistics(name: &str, s: &FeatureStatistics, expected: &[f32], mean_scale: f64) {
+    let mean_scale = mean_scale.max(1e-6);
+    assert!(
+        (s.mean - expected[0] as f64).abs() <= RELATIVE * mean_scale,
+        "{name} mean: {} vs {}",
+        s.mean,
+        expected[0]
+    );
+    close(&format!("{name} std"), s.std, expected[1] as f64);
+    close(&format!("{name} min"), s.min, expected[2] as f64);
+    close(&format!("{name} max"), s.max, expected[3] as f64);
+    close(&format!("{name} sparsity"), s.sparsity, expected[4] as f64);
+    assert_eq!(s.active_channels, expected[5] as usize, "{name} active");
+    assert_eq!(s.num_channels, expected[6] as usize, "{name} channels");
+}
+
 #[test]
 fn statistics_top_channels_and_comparison_match_autotimm() {
     let (model, input) = model_and_input();
@@ -58,13 +78,7 @@ fn statistics_top_channels_and_comparison_match_autotimm() {
         for (suffix, s) in rows {
             let (expected, _) = fixture(&format!("stats_{}_{suffix}", stats.layer));
             let name = format!("{} {suffix}", stats.layer);
-            close(&format!("{name} mean"), s.mean, expected[0] as f64);
-            close(&format!("{name} std"), s.std, expected[1] as f64);
-            close(&format!("{name} min"), s.min, expected[2] as f64);
-            close(&format!("{name} max"), s.max, expected[3] as f64);
-            close(&format!("{name} sparsity"), s.sparsity, expected[4] as f64);
-            assert_eq!(s.active_channels, expected[5] as usize, "{name} active");
-            assert_eq!(s.num_channels, expected[6] as usize, "{name} channels");
+            check_statistics(&name, s, &expected, expected[0].abs() as f64);
         }
         let top = visualizer.top_channels(&input, &stats.layer, 5).unwrap();
         for (i, image) in top.iter().enumerate() {
@@ -107,19 +121,8 @@ fn assert_task_features_match(task: &str, model: &impl ExplainableModel, input: 
         for (i, s) in stats.per_image.iter().enumerate() {
             let (expected, _) = fixture(&format!("{task}_stats_{}_{i}", stats.layer));
             let name = format!("{task} {} {i}", stats.layer);
-            let mean_scale = (expected[0].abs().max(expected[1]) as f64).max(1e-6);
-            assert!(
-                (s.mean - expected[0] as f64).abs() <= RELATIVE * mean_scale,
-                "{name} mean: {} vs {}",
-                s.mean,
-                expected[0]
-            );
-            close(&format!("{name} std"), s.std, expected[1] as f64);
-            close(&format!("{name} min"), s.min, expected[2] as f64);
-            close(&format!("{name} max"), s.max, expected[3] as f64);
-            close(&format!("{name} sparsity"), s.sparsity, expected[4] as f64);
-            assert_eq!(s.active_channels, expected[5] as usize, "{name} active");
-            assert_eq!(s.num_channels, expected[6] as usize, "{name} channels");
+            let mean_scale = expected[0].abs().max(expected[1]) as f64;
+            check_statistics(&name, s, &expected, mean_scale);
         }
         let top = visualizer.top_channels(input, &stats.layer, 5).unwrap();
         for (i, image) in top.iter().enumerate() {
