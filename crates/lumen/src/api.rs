@@ -638,11 +638,17 @@ pub(crate) fn draw_explained<K: Task, Q>(
         .map(|(i, d)| {
             let r = &d.result;
             let original = outlined(task, &r.prediction, &r.target, &inputs.originals[i]);
+            // A CAM's layer is part of what the figure shows: any of a ResNet's 170
+            // points may be chosen.
+            let title = match &r.layer {
+                Some(layer) => format!("{layer} | {}", d.title),
+                None => d.title.clone(),
+            };
             (
                 r.image.as_str(),
                 r.method.as_str(),
                 &r.heatmap,
-                d.title.as_str(),
+                title,
                 original,
                 d.signed.as_ref(),
             )

@@ -531,8 +531,13 @@ where
                     .enumerate()
                     .map(|(j, row)| (j, map_of(row)))
                     .collect();
+                // The layer of a CAM, as in the classifiers' figures.
+                let method = match &layer {
+                    Some(layer) => format!("{method_name} | {layer}"),
+                    None => method_name.clone(),
+                };
                 let title = format!(
-                    "{method_name} | {} | {} explained",
+                    "{method} | {} | {} explained",
                     task.describe_prediction(&DetectionPrediction {
                         detections: image.detections.clone()
                     }),

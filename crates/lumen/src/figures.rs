@@ -83,14 +83,7 @@ impl FigureStyle {
 
 /// One image's figures for [`draw_in_parallel`]: name, method, heatmap, title, the
 /// picture as shown (outlines drawn) and the signed map of the polarity view.
-pub(crate) type ToDraw<'a> = (
-    &'a str,
-    &'a str,
-    &'a Map,
-    &'a str,
-    RgbImage,
-    Option<&'a Map>,
-);
+pub(crate) type ToDraw<'a> = (&'a str, &'a str, &'a Map, String, RgbImage, Option<&'a Map>);
 
 /// The figures of a call's images, drawn and encoded in parallel (the largest host
 /// stage of `explain` on a CPU: 35% of a 1000-image GradCAM run drawn one by one); the
@@ -102,7 +95,7 @@ pub(crate) fn draw_in_parallel(
     use rayon::prelude::*;
     jobs.into_par_iter()
         .map(|(image, method, heatmap, title, original, signed)| {
-            style.draw(image, method, heatmap, title, &original, signed)
+            style.draw(image, method, heatmap, &title, &original, signed)
         })
         .collect()
 }

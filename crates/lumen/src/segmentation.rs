@@ -201,9 +201,13 @@ where
                         height as u32,
                     )
                 });
+                // The layer of a CAM, as in the classifiers' figures.
+                let method = match &result.layer {
+                    Some(layer) => format!("{} | {layer}", result.method),
+                    None => result.method.clone(),
+                };
                 let title = format!(
-                    "{} | {} | explaining {}",
-                    result.method,
+                    "{method} | {} | explaining {}",
                     task.describe_prediction(&result.prediction),
                     task.describe_request(&result.target)
                 );
