@@ -120,10 +120,10 @@ pub trait Tap {
     /// Observe or replace the tensor produced at `layer`. Must return the same rank.
     fn visit_tensor(&self, layer: &str, tensor: TapTensor) -> TapTensor;
 
-    /// Whether this tap may read or replace `layer`. A model may skip computing a point
+    /// Whether this tap may read or replace `layer`. A model may skip forming a point
     /// nobody observes (a convolution's output before the BatchNorm that a fused
-    /// convolution never forms), so the default is yes: a tap that answers no for a
-    /// layer never gets it.
+    /// convolution never forms), so a tap that answers no for a layer may not get it;
+    /// the default is yes.
     fn observes(&self, layer: &str) -> bool {
         let _ = layer;
         true
