@@ -450,9 +450,10 @@ INNER_CAMS = ["gradcam", "gradcam++", "hirescam"]
 
 def inner_layers():
     """pytorch-grad-cam's GradCAM, GradCAM++ and HiResCAM at points inside the blocks,
-    keys `NAME@LAYER` (float32). Each layer's maps must differ from the next point's
-    (the convolution's from its BatchNorm's: the shift term) and from the block's own
-    output by at least one of the CAMs, so that a tap at the wrong point fails."""
+    keys `NAME@LAYER` (float16, as `compact` stores every CAM map). Each layer's maps
+    must differ from the next point's (the convolution's from its BatchNorm's: the
+    shift term) and from the block's own output by at least one of the CAMs, so that a
+    tap at the wrong point fails."""
     model, x = load("test_resnet")
     # timm's ReLUs are in place: a hook on `bn2` would keep a tensor that `act2` then
     # overwrites, so pytorch-grad-cam would see the ReLU's output as the BatchNorm's
@@ -481,7 +482,7 @@ def inner_layers():
     for block in ["layer3.0", "layer2.0"]:
         for name in INNER_CAMS:
             del out[f"{name}@{block}"]  # the block outputs are tested elsewhere
-    save_file({k: v.float().contiguous() for k, v in out.items()}, INNER_OUT)
+    save_file(compact(out), INNER_OUT)
     print("wrote", INNER_OUT, sorted(out))
 
 
