@@ -452,6 +452,20 @@ MUTATIONS = [
             last = relu(outputs.last().unwrap().clone());""",
         ["cargo", "test", "-p", "lumen", "--test", "feature_parity", "segmentor"],
     ),
+    (
+        "vit-mlp-activation-before-its-gelu",
+        "crates/lumen-models/src/vit.rs",
+        'let hidden = tap.visit(&at("mlp.act"), gelu(hidden));',
+        'let hidden = gelu(tap.visit(&at("mlp.act"), hidden));',
+        ["cargo", "test", "-p", "lumen", "--test", "method_parity", "inside"],
+    ),
+    (
+        "vit-attention-output-after-the-residual-sum",
+        "crates/lumen-models/src/vit.rs",
+        'x = x + tap.visit(&at("attn.proj"), attended);',
+        'x = tap.visit(&at("attn.proj"), x + attended);',
+        ["cargo", "test", "-p", "lumen", "--test", "method_parity", "inside"],
+    ),
 ]
 
 

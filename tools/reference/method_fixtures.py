@@ -5,7 +5,7 @@ References: pytorch-grad-cam 1.5.7, captum 0.9.0, torch 2.9.0, timm (requirement
 and short NumPy transcriptions of the papers where no library is the reference.
 
     python tools/reference/method_fixtures.py
-    python tools/reference/method_fixtures.py inner   # only test_resnet_inner_layers
+    python tools/reference/method_fixtures.py inner   # only the test_{resnet,vit}_inner_layers
 
 Reads the timm fixtures written by timm_fixtures.py (test_resnet, test_vit, 10 classes,
 two 160x160 inputs) and writes crates/lumen/tests/fixtures/NAME_methods.safetensors;
@@ -486,9 +486,52 @@ def inner_layers():
     print("wrote", INNER_OUT, sorted(out))
 
 
+VIT_INNER_OUT = os.path.join(OUT, "test_vit_inner_layers.safetensors")
+# Points inside test_vit's blocks by timm's module path, and ours for the same tensor:
+# timm's `attn` module returns its projection (our `attn.proj`; our `attn` is the
+# attention probabilities, which timm forms without a module). Block 4 of 6: after the
+# last block's attention the patch tokens reach the head only through the class token,
+# so their gradient there is exactly 0 and so are the maps (`blocks.5.mlp.fc1`, kept
+# to pin that down).
+VIT_INNER_LAYERS = {"blocks.4.attn": "blocks.4.attn.proj", "blocks.4.norm2": "blocks.4.norm2",
+                    "blocks.4.mlp.fc1": "blocks.4.mlp.fc1", "blocks.4.mlp.act": "blocks.4.mlp.act",
+                    "blocks.4.mlp.fc2": "blocks.4.mlp.fc2", "blocks.5.mlp.fc1": "blocks.5.mlp.fc1"}
+
+
+def vit_inner_layers():
+    """pytorch-grad-cam's GradCAM, GradCAM++ and HiResCAM (vit_reshape) at points inside
+    test_vit's blocks, keys `NAME@LAYER` with our layer names (float16). Each point's
+    maps must differ from the next point's and from the block output's by at least one
+    of the CAMs, so that a tap at the wrong point fails."""
+    model, x = load("test_vit")
+    assert len(model.blocks) == 6
+    modules = dict(model.named_modules())
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM}
+    out = {}
+    for timm_name, ours in list(VIT_INNER_LAYERS.items()) + [("blocks.4", "blocks.4")]:
+        for name in INNER_CAMS:
+            with classes[name](model=model, target_layers=[modules[timm_name]],
+                               reshape_transform=vit_reshape) as cam:
+                out[f"{name}@{ours}"] = torch.from_numpy(cam(input_tensor=x, targets=targets))
+    order = list(VIT_INNER_LAYERS.values())[:5] + ["blocks.4"]
+    for a, b in zip(order, order[1:]):
+        gaps = {name: np.abs(out[f"{name}@{a}"].numpy() - out[f"{name}@{b}"].numpy()).max()
+                for name in INNER_CAMS}
+        print(f"{a} vs {b}: max difference {({k: round(float(v), 3) for k, v in gaps.items()})}")
+        assert max(gaps.values()) > 10 * CAM_TOLERANCE, f"{a} equals {b}: the point is not tested"
+    for name in INNER_CAMS:
+        assert not out[f"{name}@blocks.5.mlp.fc1"].any(), "the last block's MLP map is not zero"
+        assert out[f"{name}@blocks.4.mlp.fc1"].abs().max() > 0.5
+        del out[f"{name}@blocks.4"]  # the block outputs are tested elsewhere
+    save_file(compact(out), VIT_INNER_OUT)
+    print("wrote", VIT_INNER_OUT, sorted(out))
+
+
 def main():
     if sys.argv[1:] == ["inner"]:
         inner_layers()
+        vit_inner_layers()
         return
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
@@ -539,6 +582,7 @@ def main():
     save_file(compact(out), os.path.join(OUT, "test_vit_methods.safetensors"))
     print("test_vit:", sorted(out))
     inner_layers()
+    vit_inner_layers()
 
 
 if __name__ == "__main__":

@@ -109,28 +109,21 @@ pub enum LumenError {
 pub type Result<T, E = LumenError> = std::result::Result<T, E>;
 
 /// Layer names for a message: the points inside numbered blocks (`layer3.1.conv2`,
-/// `blocks.4.attn`) are given once as the names each block has, since a ResNet-50
+/// `blocks.4.mlp.fc1`) are given once as the names each block has, since a ResNet-50
 /// has 16 blocks of 9 to 10 of them; every other name as it is.
 fn layer_list(valid: &[String]) -> String {
-    let is_block = |parent: &str| {
-        parent
-            .rsplit('.')
-            .next()
-            .is_some_and(|last| last.parse::<usize>().is_ok())
-            && valid.iter().any(|v| v == parent)
-    };
     let mut outer: Vec<&str> = vec![];
     let mut inner: Vec<&str> = vec![];
     let mut example = None;
     for name in valid {
-        match name.rsplit_once('.') {
-            Some((parent, sub)) if sub.parse::<usize>().is_err() && is_block(parent) => {
+        match point_inside_block(name, valid) {
+            Some(sub) => {
                 example.get_or_insert(name.as_str());
                 if !inner.contains(&sub) {
                     inner.push(sub);
                 }
             }
-            _ => outer.push(name),
+            None => outer.push(name),
         }
     }
     match example {
@@ -141,6 +134,20 @@ fn layer_list(valid: &[String]) -> String {
             inner.join(", ")
         ),
     }
+}
+
+/// The name of `name`'s point inside the first block of `valid` (a listed `prefix.N`)
+/// that holds it: `mlp.fc1` of `blocks.4.mlp.fc1`.
+fn point_inside_block<'a>(name: &'a str, valid: &[String]) -> Option<&'a str> {
+    name.match_indices('.').find_map(|(dot, _)| {
+        let (parent, sub) = (&name[..dot], &name[dot + 1..]);
+        let numbered = parent
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.parse::<usize>().is_ok());
+        let is_block = numbered && valid.iter().any(|v| v == parent);
+        (is_block && sub.parse::<usize>().is_err()).then_some(sub)
+    })
 }
 
 impl LumenError {
@@ -248,6 +255,28 @@ mod tests {
             "unknown layer `layer9`; valid layers: conv1, layer1.0, layer1.1, layer1, fc; and \
              inside each block (as `layer1.0.conv1`): conv1, act1, downsample (`lumen layers` \
              lists every name)"
+        );
+        // Points nested inside a block's module (a ViT's `mlp.fc1`) are named from the block.
+        let valid = names(&[
+            "patch_embed",
+            "blocks.0.norm1",
+            "blocks.0.mlp.fc1",
+            "blocks.0",
+            "blocks.1.norm1",
+            "blocks.1.mlp.fc1",
+            "blocks.1",
+            "head",
+        ]);
+        let message = LumenError::UnknownLayer {
+            name: "blocks.9".into(),
+            valid,
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "unknown layer `blocks.9`; valid layers: patch_embed, blocks.0, blocks.1, head; and \
+             inside each block (as `blocks.0.norm1`): norm1, mlp.fc1 (`lumen layers` lists \
+             every name)"
         );
         // Without blocks (or with a dotted name under no listed block), the plain list.
         let valid = names(&["conv1", "features", "head.fc"]);

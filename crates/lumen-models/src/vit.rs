@@ -149,6 +149,21 @@ pub struct Mlp {
     fc2: Linear,
 }
 
+/// The points inside each block a tap sees, by timm's module names in its order of
+/// computation. `attn` is the attention probabilities `[B, heads, N, N]` (what rollout
+/// reads; timm forms them inside `attn` without a module of their own), whereas a
+/// hook on timm's `attn` module sees its output, which is `attn.proj` here. The
+/// block's output (`blocks.N`) follows them.
+const BLOCK_POINTS: [&str; 7] = [
+    "norm1",
+    "attn",
+    "attn.proj",
+    "norm2",
+    "mlp.fc1",
+    "mlp.act",
+    "mlp.fc2",
+];
+
 /// A pre-norm transformer block.
 #[derive(Module, Debug)]
 pub struct VitBlock {
@@ -268,10 +283,15 @@ impl ExplainableModel for VisionTransformer {
         let cls = self.cls_token.val().expand([b, 1, d]);
         let mut x = Tensor::cat(vec![cls, tokens], 1) + self.pos_embed_for([gh, gw]);
         for (i, block) in self.blocks.iter().enumerate() {
-            let normed = tap.visit(&format!("blocks.{i}.norm1"), block.norm1.forward(x.clone()));
-            x = x + block.attn.forward(normed, tap, &format!("blocks.{i}.attn"));
-            let hidden = gelu(block.mlp.fc1.forward(block.norm2.forward(x.clone())));
-            x = x + block.mlp.fc2.forward(hidden);
+            // timm's module names, in its order of computation (see `BLOCK_POINTS`).
+            let at = |point: &str| format!("blocks.{i}.{point}");
+            let normed = tap.visit(&at("norm1"), block.norm1.forward(x.clone()));
+            let attended = block.attn.forward(normed, tap, &at("attn"));
+            x = x + tap.visit(&at("attn.proj"), attended);
+            let normed = tap.visit(&at("norm2"), block.norm2.forward(x.clone()));
+            let hidden = tap.visit(&at("mlp.fc1"), block.mlp.fc1.forward(normed));
+            let hidden = tap.visit(&at("mlp.act"), gelu(hidden));
+            x = x + tap.visit(&at("mlp.fc2"), block.mlp.fc2.forward(hidden));
             x = tap.visit(&format!("blocks.{i}"), x);
         }
         let x = tap.visit("norm", self.norm.forward(x));
@@ -294,18 +314,17 @@ impl ExplainableModel for VisionTransformer {
             },
         )];
         for (i, block) in self.blocks.iter().enumerate() {
-            layers.push(LayerInfo::new(
-                format!("blocks.{i}.norm1"),
-                self.token_kind(grid),
-            ));
-            layers.push(LayerInfo::new(
-                format!("blocks.{i}.attn"),
-                LayerKind::Attention {
-                    heads: block.attn.num_heads,
-                    grid,
-                    prefix_tokens: 1,
-                },
-            ));
+            for point in BLOCK_POINTS {
+                let kind = match point {
+                    "attn" => LayerKind::Attention {
+                        heads: block.attn.num_heads,
+                        grid,
+                        prefix_tokens: 1,
+                    },
+                    _ => self.token_kind(grid),
+                };
+                layers.push(LayerInfo::new(format!("blocks.{i}.{point}"), kind));
+            }
             layers.push(LayerInfo::new(format!("blocks.{i}"), self.token_kind(grid)));
         }
         layers.push(LayerInfo::new("norm", self.token_kind(grid)));

@@ -176,16 +176,44 @@ fn gradient_cams_at_inner_resnet_layers_match_pytorch_grad_cam() {
 /// next point's and from the block output's.
 #[test]
 fn gradient_cams_inside_resnet_blocks_match_pytorch_grad_cam() {
-    let case = case("test_resnet");
+    check_inner_layers(
+        "test_resnet",
+        &[
+            "layer3.0.conv2",
+            "layer3.0.bn2",
+            "layer3.0.act2",
+            "layer2.0.act1",
+            "layer3.0.downsample",
+        ],
+    );
+}
+
+/// The same inside test_vit's blocks (`method_fixtures.py inner`, which asserts that
+/// each point differs from the next and from the block's output): timm's `attn` module
+/// output is our `attn.proj`, and the last block's MLP, which patch tokens leave only
+/// through the class token, has a map of zeros in both.
+#[test]
+fn gradient_cams_inside_vit_blocks_match_pytorch_grad_cam() {
+    check_inner_layers(
+        "test_vit",
+        &[
+            "blocks.4.attn.proj",
+            "blocks.4.norm2",
+            "blocks.4.mlp.fc1",
+            "blocks.4.mlp.act",
+            "blocks.4.mlp.fc2",
+            "blocks.5.mlp.fc1",
+        ],
+    );
+}
+
+/// GradCAM, GradCAM++ and HiResCAM of `model` at each of `layers` against
+/// `MODEL_inner_layers.safetensors` (keys `NAME@LAYER`), within [`CAM_TOLERANCE`].
+fn check_inner_layers(model: &'static str, layers: &[&str]) {
+    let case = case(model);
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/test_resnet_inner_layers.safetensors");
-    for layer in [
-        "layer3.0.conv2",
-        "layer3.0.bn2",
-        "layer3.0.act2",
-        "layer2.0.act1",
-        "layer3.0.downsample",
-    ] {
+        .join(format!("tests/fixtures/{model}_inner_layers.safetensors"));
+    for &layer in layers {
         let options = MethodOptions {
             layer: Some(layer.into()),
             ..MethodOptions::default()
@@ -199,10 +227,10 @@ fn gradient_cams_inside_resnet_blocks_match_pytorch_grad_cam() {
                 .to_vec()
                 .unwrap();
             let diff = max_abs_diff(&maps, &read(path.clone(), &format!("{name}@{layer}")).0);
-            eprintln!("{name}@{layer}: max abs diff {diff:e}");
+            eprintln!("{model} {name}@{layer}: max abs diff {diff:e}");
             assert!(
                 diff <= CAM_TOLERANCE,
-                "{name}@{layer}: max diff {diff:e} > {CAM_TOLERANCE:e}"
+                "{model} {name}@{layer}: max diff {diff:e} > {CAM_TOLERANCE:e}"
             );
         }
     }
