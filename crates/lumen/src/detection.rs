@@ -546,7 +546,7 @@ where
                 (shown, maps, title)
             })
             .collect();
-        let notes =
+        let cautions =
             crate::api::caution_lines(&options.explain.cautions, &[method_name.to_string()]);
         use rayon::prelude::*;
         let paths: Vec<PathBuf> = figures
@@ -555,6 +555,10 @@ where
             .enumerate()
             .map(|(i, ((shown, maps, title), image))| {
                 let _stage = profile::stage(stages::ENCODE);
+                let mut notes = cautions.clone();
+                notes.extend(maps.iter().filter_map(|(j, map)| {
+                    crate::figures::flat_map_note(map, &format!(" for box {}", image.explained[*j]))
+                }));
                 let figure = lumen_report::with_notes(
                     &detection_figure(
                         &inputs.originals[i],

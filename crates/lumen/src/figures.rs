@@ -62,9 +62,11 @@ impl FigureStyle {
         let _stage = profile::stage(stages::ENCODE);
         let title = format!("{method} | {title}");
         let paths = self.paths(image, method, signed.is_some());
+        let mut notes = caution_lines(&self.cautions, &[method.to_string()]);
+        notes.extend(flat_map_note(heatmap, ""));
         let figure = with_notes(
             &explanation_figure(original, heatmap, self.colormap, self.alpha, &title),
-            &caution_lines(&self.cautions, &[method.to_string()]),
+            &notes,
         );
         let file = |path: &PathBuf| {
             path.file_name()
@@ -79,6 +81,21 @@ impl FigureStyle {
         }
         Ok(paths)
     }
+}
+
+/// The note under a figure whose map is flat (every pixel the same value, drawn in one
+/// colour), which would otherwise read as a finding: a CAM at a layer where nothing
+/// raises the target (all its evidence negative, or no gradient reaching it, as after
+/// a ViT's last attention), or a gradient that is zero everywhere. `which` names the
+/// map among several (`" for box 2"`); `None` for a map that is not flat.
+pub(crate) fn flat_map_note(heatmap: &Map, which: &str) -> Option<String> {
+    let first = *heatmap.values.first()?;
+    heatmap.values.iter().all(|&v| v == first).then(|| {
+        format!(
+            "flat map{which}: every pixel has the same value, so it shows no evidence, not \
+             an even spread (for a CAM, an earlier layer may show some)"
+        )
+    })
 }
 
 /// One image's figures for [`draw_in_parallel`]: name, method, heatmap, title, the

@@ -211,10 +211,11 @@ where
                     task.describe_prediction(&result.prediction),
                     task.describe_request(&result.target)
                 );
-                let cautions = crate::api::caution_lines(
+                let mut cautions = crate::api::caution_lines(
                     &options.explain.cautions,
                     std::slice::from_ref(&result.method),
                 );
+                cautions.extend(crate::figures::flat_map_note(&result.heatmap, ""));
                 (
                     legend_of(&task, &result.prediction),
                     title,
