@@ -891,8 +891,9 @@ impl FigureArgs {
     /// The cautions of `verdicts` for a run whose CAMs use `layer` (`--layer`, else the
     /// `model`'s default layer): a CAM measured at another layer keeps its cautions off
     /// the figures, and a warning says so when the run draws that method (`methods`,
-    /// comma-separated). A layer the model does not have is the run's error, not
-    /// worth a warning first.
+    /// comma-separated). A layer the model does not have, or one no CAM reads (a
+    /// ViT's attention probabilities, the logits), is the run's error, not worth a
+    /// warning first.
     pub fn cautions_at(
         &self,
         verdicts: &lumen::verdicts::Verdicts,
@@ -903,7 +904,14 @@ impl FigureArgs {
         let default_layer = model.default_layer();
         let layer = layer.unwrap_or(&default_layer);
         let (cautions, dropped) = verdicts.at_layer(Some(layer));
-        let known = model.check_layers(layer).is_ok();
+        let known = model.check_layers(layer).is_ok_and(|layers| {
+            layers.iter().all(|l| {
+                matches!(
+                    l.kind,
+                    lumen::core::LayerKind::FeatureMap | lumen::core::LayerKind::Tokens { .. }
+                )
+            })
+        });
         let drawn = |method: &str| {
             known && !self.no_figures && methods.split(',').any(|m| m.trim() == method)
         };
@@ -1187,9 +1195,23 @@ impl MethodArgs {
                 self.noise, self.noise
             ));
         }
+        if drise && self.masks < FEW_MASKS {
+            unused.push(format!(
+                "--masks {}: D-RISE averages the detector's response over random masks, and \
+                 with fewer than {FEW_MASKS} its map is mostly the masks' sampling noise (the \
+                 default is {}; the paper uses 5000)",
+                self.masks,
+                lumen::methods::DEFAULT_MASKS
+            ));
+        }
         unused
     }
 }
+
+/// Below this many masks a D-RISE map is mostly sampling noise: its noise's standard
+/// deviation is twice the default's (it falls as one over the square root of the
+/// count), and on shapes-det a 16-mask map shows no box.
+const FEW_MASKS: usize = lumen::methods::DEFAULT_MASKS / 4;
 
 /// The whole value range of an image normalised by `config`: pixels in `[0, 1]`
 /// become `[-mean/std, (1-mean)/std]`, so the widest channel spans `1 / std` (4.4 for
@@ -1587,5 +1609,36 @@ mod tests {
         let all = Some(vec![10, 11, 12, 13]);
         assert_eq!(targets_at(&all, &[1, 3]), Some(vec![11, 13]));
         assert_eq!(targets_at::<usize>(&None, &[0]), None);
+    }
+
+    #[test]
+    fn too_few_drise_masks_are_warned_about_from_the_bound_down() {
+        #[derive(clap::Parser)]
+        struct Parsed {
+            #[command(flatten)]
+            method: MethodArgs,
+        }
+        let warnings = |masks: usize| {
+            let masks = masks.to_string();
+            let parsed = <Parsed as clap::Parser>::parse_from(["lumen", "--masks", &masks]);
+            let drise = parsed.method.unused(&[], Family::Gradient, true);
+            let other = parsed
+                .method
+                .unused(&[Family::Gradient], Family::Gradient, false);
+            (drise, other)
+        };
+        let (few, elsewhere) = warnings(FEW_MASKS - 1);
+        assert!(
+            few.iter()
+                .any(|w| w.contains("mostly the masks' sampling noise")),
+            "{few:?}"
+        );
+        // Without D-RISE the flag is unread, which is the warning instead.
+        assert!(
+            elsewhere.iter().all(|w| !w.contains("sampling noise")),
+            "{elsewhere:?}"
+        );
+        assert!(warnings(FEW_MASKS).0.is_empty());
+        assert!(warnings(lumen::methods::DEFAULT_MASKS).0.is_empty());
     }
 }

@@ -910,6 +910,12 @@ fn ignored_options_are_warned_about() {
     ]);
     assert!(drise.contains("warning: --layer ignored"), "{drise}");
     assert!(!drise.contains("--internal-batch-size"), "{drise}");
+    // So few masks are read, but their average is mostly noise (the bound: args.rs).
+    assert!(
+        drise.contains("warning: --masks 4: D-RISE averages") && drise.contains("fewer than 250"),
+        "{drise}"
+    );
+
     // A count that could only run for days is refused before any pass, in every
     // command that runs D-RISE.
     for command in ["explain", "compare", "batch"] {
@@ -1133,6 +1139,55 @@ fn nan_weights_and_overflowing_images_are_refused_not_drawn_blank() {
     assert!(!out_dir.join("white_gradcam.png").exists());
 }
 
+/// A map that is the same everywhere (a ViT's MLP after the last attention, which the
+/// patch tokens leave only through the class token: no gradient) gets a note under its
+/// figure; a uniform overlay alone would read as a finding.
+#[test]
+fn a_flat_map_is_noted_under_its_figure() {
+    let (dir, image) = scratch_picture("flat");
+    let none = dir.join("none.json");
+    std::fs::write(
+        &none,
+        r#"{"model": "shapes-vit", "samples": 8, "recommendations": []}"#,
+    )
+    .unwrap();
+    let none = path_str(&none);
+    let height = |layer: &str| {
+        let out_dir = dir.join(layer);
+        let out = lumen(&[
+            "explain",
+            "--model",
+            "shapes-vit",
+            "--image",
+            &image,
+            "--layer",
+            layer,
+            "--verdicts",
+            &none,
+            "--out",
+            &path_str(&out_dir),
+            "--save-raw",
+            &path_str(&out_dir.join("map.npy")),
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let raw: ndarray::ArrayD<f32> = ndarray_npy::read_npy(out_dir.join("map.npy")).unwrap();
+        let flat = raw
+            .iter()
+            .all(|&v| v == raw.iter().next().copied().unwrap());
+        let figure = image::open(out_dir.join("x_gradcam.png")).unwrap();
+        (figure.height(), flat)
+    };
+    let (plain, flat) = height("blocks.3.norm1");
+    assert!(!flat, "the default layer's map has a peak");
+    let (noted, flat) = height("blocks.3.mlp.fc1");
+    assert!(flat, "after the last attention the map is flat");
+    // One or two note lines (18 px each) and a margin.
+    assert!(
+        noted > plain + 15 && noted < plain + 60,
+        "{plain} -> {noted}"
+    );
+}
+
 #[test]
 fn verdicts_are_written_under_the_figures_of_their_model_only() {
     let (dir, image) = scratch_picture("verdicts");
@@ -1258,7 +1313,7 @@ fn verdicts_are_written_under_the_figures_of_their_model_only() {
 /// passed silently when no box was left).
 #[test]
 fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
-    let (_dir, image) = scratch_picture("no-boxes");
+    let (dir, image) = scratch_picture("no-boxes");
     let detect = |extra: &[&str]| {
         let mut args = vec![
             "explain",
@@ -1285,6 +1340,28 @@ fn detection_runs_without_boxes_still_check_the_method_and_say_why() {
     assert!(!stderr(&out).contains("verdicts"), "{}", stderr(&out));
     let out = explain_shapes(&["--input-npy", &input(), "--layer", "layer3,foo"]);
     assert_fails(&out, 2, &["unknown layer `foo`", "layer4.0"]);
+    assert!(!stderr(&out).contains("verdicts"), "{}", stderr(&out));
+    // So is a layer no CAM reads (a ViT's attention probabilities), which came after
+    // the warning that shapes-vit's verdicts were measured at `blocks.3.norm1`.
+    let out = lumen(&[
+        "explain",
+        "--model",
+        "shapes-vit",
+        "--image",
+        &image,
+        "--out",
+        &path_str(&dir.join("vit")),
+        "--layer",
+        "blocks.3.attn",
+    ]);
+    assert_fails(
+        &out,
+        2,
+        &[
+            "layer `blocks.3.attn` is attention",
+            "tokens [B,N,D] is needed",
+        ],
+    );
     assert!(!stderr(&out).contains("verdicts"), "{}", stderr(&out));
     let out = detect(&["--method", "gradcam"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
